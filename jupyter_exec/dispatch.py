@@ -1,0 +1,482 @@
+"""Sessions, connections and the method table: frame in -> registry call -> frame out.
+
+Transports (the tornado handler, the standalone websocket and stdio servers,
+the in-process client) create one `Connection` per client and feed it frames;
+the connection answers through the `write` coroutine it was given. This is the
+one place where exceptions become JSON-RPC errors (SPEC 7).
+
+Flow control (SPEC 5): every connection has one outgoing queue. Responses are
+always queued; notifications are dropped once the queue holds more than
+`ServiceConfig.notification_queue_bytes`, so a slow client sees a seq gap and
+recovers with `process/read` while the process and other clients go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
+from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
+from .models import Lifetime
+from .protocol import (
+    InitializeParams,
+    ListParams,
+    ProcessParams,
+    ReadParams,
+    RequestId,
+    ResizeParams,
+    SignalParams,
+    StartParams,
+    SubscribeParams,
+    TerminateParams,
+    WriteParams,
+    error_response,
+    notification,
+    parse_message,
+    parse_params,
+    request_id_of,
+    response,
+)
+from .registry import ReadOutcome, Registry
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class ServiceConfig:
+    default_lifetime: Lifetime = "connection"
+    session_resume_seconds: float = 30.0
+    max_message_bytes: int = 16 << 20
+    notification_queue_bytes: int = 8 << 20
+
+
+@dataclass
+class CallContext:
+    """What a method handler may know about its caller."""
+
+    service: ExecService
+    connection: Connection
+    session_id: str
+    root_dir: Path
+    #: Callbacks run right after the response is queued (e.g. start's auto-subscribe).
+    after_response: list[Callable[[], None]] = field(default_factory=list)
+
+
+Handler = Callable[[CallContext, Any], Awaitable[Any]]
+
+
+@dataclass(eq=False)
+class Session:
+    """Survives its connection for `session_resume_seconds` (SPEC 2 resume)."""
+
+    id: str
+    connection: Connection | None = None
+    #: process id -> highest seq sent, so notifications only ever move forward.
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    watching: bool = False
+    expiry: asyncio.TimerHandle | None = None
+
+
+class ExecService:
+    """Server-wide: the registry, the sessions, the method table and event routing."""
+
+    def __init__(self, registry: Registry, config: ServiceConfig | None = None) -> None:
+        self.registry = registry
+        self.config = config or ServiceConfig()
+        self.sessions: dict[str, Session] = {}
+        self.methods: dict[str, Handler] = dict(PROCESS_METHODS)
+        self.capabilities: dict[str, Any] = {
+            "processes": True,
+            "tty": True,
+            "untilPattern": True,
+            "resume": True,
+            "watch": True,
+        }
+        self._install_extra_methods()
+        self._subscribers: dict[str, set[Session]] = {}
+        registry.add_listener(self._route)
+
+    def _install_extra_methods(self) -> None:
+        from . import environment, fs_methods
+
+        self.methods.update(fs_methods.FS_METHODS)
+        self.methods.update(environment.ENVIRONMENT_METHODS)
+        self.capabilities.update(fs_methods.CAPABILITIES)
+        self.capabilities.update(environment.CAPABILITIES)
+
+    @property
+    def root_dir(self) -> Path:
+        return self.registry.config.root_dir
+
+    def connect(self, write: Write) -> Connection:
+        return Connection(self, write)
+
+    async def aclose(self) -> None:
+        for session in list(self.sessions.values()):
+            if session.connection is not None:
+                await session.connection.aclose()
+        self.registry.remove_listener(self._route)
+        await self.registry.aclose()
+
+    # -- sessions -------------------------------------------------------------
+
+    def open_session(self, resume_id: str | None, connection: Connection) -> Session:
+        if resume_id is not None:
+            session = self.sessions.get(resume_id)
+            if session is None:
+                raise InvalidRequestError(f"unknown or expired session {resume_id}")
+            if session.connection is not None:
+                raise InvalidRequestError(f"session {resume_id} is attached to another connection")
+            if session.expiry is not None:
+                session.expiry.cancel()
+                session.expiry = None
+        else:
+            session = Session(uuid.uuid4().hex)
+            self.sessions[session.id] = session
+        session.connection = connection
+        return session
+
+    def detach_session(self, session: Session) -> None:
+        session.connection = None
+        loop = asyncio.get_running_loop()
+        delay = self.config.session_resume_seconds
+        session.expiry = loop.call_later(delay, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        for process_id in session.subscriptions:
+            self._subscribers.get(process_id, set()).discard(session)
+        self.registry.terminate_owned_by(session.id)
+
+    def subscribe(self, session: Session, process_id: str, after_seq: int) -> int:
+        """Replay retained chunks after `after_seq`, then follow live (SPEC 4)."""
+        proc = self.registry.get(process_id)
+        self._subscribers.setdefault(process_id, set()).add(session)
+        last = max(after_seq, session.subscriptions.get(process_id, 0))
+        session.subscriptions[process_id] = last
+        for event in proc.replay(last):
+            self._send_event(session, event)
+        return proc.next_seq
+
+    def unsubscribe(self, session: Session, process_id: str) -> None:
+        session.subscriptions.pop(process_id, None)
+        self._subscribers.get(process_id, set()).discard(session)
+
+    # -- event routing --------------------------------------------------------
+
+    def _route(self, event: Event) -> None:
+        watchers = [s for s in self.sessions.values() if s.watching]
+        if isinstance(event, StartedEvent | RemovedEvent):
+            for session in watchers:
+                self._send_event(session, event)
+            if isinstance(event, RemovedEvent):
+                for session in self._subscribers.pop(event.process_id, set()):
+                    session.subscriptions.pop(event.process_id, None)
+            return
+        targets = set(self._subscribers.get(event.process_id, ()))
+        if not isinstance(event, OutputEvent):
+            targets.update(watchers)
+        for session in targets:
+            self._send_event(session, event)
+
+    def _send_event(self, session: Session, event: Event) -> None:
+        conn = session.connection
+        if conn is None:
+            return
+        if isinstance(event, OutputEvent | ExitedEvent | ClosedEvent):
+            last = session.subscriptions.get(event.process_id, 0)
+            if event.seq <= last:
+                return
+            if event.process_id in session.subscriptions:
+                session.subscriptions[event.process_id] = event.seq
+        conn.notify(event_notification(event))
+
+
+def event_notification(event: Event) -> dict[str, Any]:
+    """The SPEC 5 notification for a registry event."""
+    if isinstance(event, OutputEvent):
+        return notification(
+            "process/output",
+            {
+                "processId": event.process_id,
+                "seq": event.seq,
+                "stream": event.stream,
+                "chunk": base64.b64encode(event.data).decode("ascii"),
+            },
+        )
+    if isinstance(event, ExitedEvent):
+        return notification(
+            "process/exited",
+            {
+                "processId": event.process_id,
+                "seq": event.seq,
+                "exitCode": event.exit_code,
+                "signal": event.signal,
+                "sandboxDenied": False,
+            },
+        )
+    if isinstance(event, ClosedEvent):
+        return notification("process/closed", {"processId": event.process_id, "seq": event.seq})
+    if isinstance(event, StartedEvent):
+        return notification("process/started", {"process": event.info.wire()})
+    return notification("process/removed", {"processId": event.process_id})
+
+
+class Connection:
+    """One client: handshake state, concurrent requests, one bounded outgoing queue."""
+
+    def __init__(self, service: ExecService, write: Write) -> None:
+        self.service = service
+        self._write = write
+        self.session: Session | None = None
+        self._initialized = False
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._queued_bytes = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.dropped_notifications = 0
+        self._writer = asyncio.create_task(self._write_loop())
+
+    # -- outgoing -------------------------------------------------------------
+
+    def _enqueue(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        text = json.dumps(message, separators=(",", ":"))
+        self._queued_bytes += len(text)
+        self._queue.put_nowait(text)
+
+    def notify(self, message: dict[str, Any]) -> None:
+        """Queue a notification, or drop it if this client has fallen too far behind."""
+        if self._queued_bytes > self.service.config.notification_queue_bytes:
+            self.dropped_notifications += 1
+            return
+        self._enqueue(message)
+
+    async def _write_loop(self) -> None:
+        while True:
+            text = await self._queue.get()
+            if text is None:
+                return
+            self._queued_bytes -= len(text)
+            try:
+                await self._write(text)
+            except Exception:  # the transport is gone; its close will follow
+                log.debug("write failed; closing connection", exc_info=True)
+                self._closed = True
+                return
+
+    # -- incoming -------------------------------------------------------------
+
+    def receive(self, frame: str | bytes) -> None:
+        """Handle one frame without blocking: handshake inline, requests as tasks."""
+        if self._closed:
+            return
+        if len(frame) > self.service.config.max_message_bytes:
+            self.refuse_oversized()
+            return
+        try:
+            request = parse_message(frame)
+        except ExecError as exc:
+            self._error(request_id_of(frame), exc)
+            return
+        method, params, req_id = request.method, request.params, request.id
+        if method == "initialized":
+            self._initialized = self.session is not None
+            return
+        if request.is_notification:
+            return  # unknown notifications are ignored (JSON-RPC 2.0)
+        if method == "initialize":
+            self._guard(req_id, lambda: self._initialize(params))
+            return
+        handler = self.service.methods.get(method)
+        if handler is None:
+            self._error(req_id, MethodNotFoundError(f"method {method!r} not found"))
+            return
+        if self.session is None:
+            msg = "client must call initialize before using process methods"
+            self._error(req_id, InvalidRequestError(msg))
+            return
+        if not self._initialized:
+            msg = "client must send initialized before using process methods"
+            self._error(req_id, InvalidRequestError(msg))
+            return
+        ctx = CallContext(self.service, self, self.session.id, self.service.root_dir)
+        task = asyncio.create_task(self._call(req_id, handler, ctx, params))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def refuse_oversized(self) -> None:
+        """SPEC 7: a frame over `max_message_bytes` is refused; the connection goes on."""
+        limit = self.service.config.max_message_bytes
+        self._error(None, InvalidRequestError(f"message larger than {limit} bytes refused"))
+
+    def _guard(self, req_id: RequestId | None, fn: Callable[[], Any]) -> None:
+        try:
+            self._enqueue(response(req_id, fn()))
+        except ExecError as exc:
+            self._error(req_id, exc)
+
+    def _initialize(self, params: Any) -> dict[str, Any]:
+        if self.session is not None:
+            raise InvalidRequestError("initialize may only be sent once per connection")
+        p = parse_params(InitializeParams, params)
+        self.session = self.service.open_session(p.resume_session_id, self)
+        return {
+            "sessionId": self.session.id,
+            "serverInfo": {"name": "jupyter-exec", "version": __version__},
+            "capabilities": self.service.capabilities,
+        }
+
+    async def _call(
+        self, req_id: RequestId | None, handler: Handler, ctx: CallContext, params: Any
+    ) -> None:
+        try:
+            result = await handler(ctx, params)
+        except ExecError as exc:
+            self._error(req_id, exc)
+            return
+        except Exception:
+            log.exception("internal error in a request handler")
+            self._error(req_id, InternalError("internal server error"))
+            return
+        self._enqueue(response(req_id, result))
+        for callback in ctx.after_response:
+            callback()
+
+    def _error(self, req_id: RequestId | None, exc: ExecError) -> None:
+        self._enqueue(error_response(req_id, exc.to_wire()))
+
+    async def aclose(self) -> None:
+        """The transport closed: stop requests, detach the session (it may resume)."""
+        if self._closed and self._writer.done():
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._queue.put_nowait(None)
+        await asyncio.gather(*self._tasks, self._writer, return_exceptions=True)
+        if self.session is not None and self.session.connection is self:
+            self.service.detach_session(self.session)
+
+
+# -- process/* handlers (SPEC 4) ------------------------------------------------
+
+
+def _session(ctx: CallContext) -> Session:
+    return ctx.service.sessions[ctx.session_id]
+
+
+async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(StartParams, params)
+    service = ctx.service
+    service.registry.start(p, ctx.session_id, service.config.default_lifetime)
+    session = _session(ctx)
+    ctx.after_response.append(lambda: _subscribe_if_kept(service, session, p.process_id))
+    return {"processId": p.process_id, "sandboxType": "none"}
+
+
+def _subscribe_if_kept(service: ExecService, session: Session, process_id: str) -> None:
+    if service.registry.find(process_id) is not None:
+        service.subscribe(session, process_id, 0)
+
+
+async def _read(ctx: CallContext, params: Any) -> dict[str, Any]:
+    outcome = await ctx.service.registry.read(parse_params(ReadParams, params))
+    return read_result(outcome)
+
+
+def read_result(outcome: ReadOutcome) -> dict[str, Any]:
+    info = outcome.info
+    result: dict[str, Any] = {
+        "chunks": [
+            {"seq": c.seq, "stream": c.stream, "chunk": base64.b64encode(c.data).decode("ascii")}
+            for c in outcome.chunks
+        ],
+        "nextSeq": outcome.next_seq,
+        "exited": info.state != "running",
+        "exitCode": info.exit_code,
+        "signal": info.signal,
+        "closed": info.state == "closed",
+        "failure": info.failure,
+        "firstSeq": info.first_seq,
+    }
+    if outcome.matched is not None:
+        result["matched"] = outcome.matched
+    return result
+
+
+async def _write(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(WriteParams, params)
+    status = ctx.service.registry.write(p.process_id, p.data(), p.eof, p.write_id)
+    return {"status": status}
+
+
+async def _signal(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(SignalParams, params)
+    ctx.service.registry.signal(p.process_id, p.signum())
+    return {}
+
+
+async def _terminate(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(TerminateParams, params)
+    return {"running": ctx.service.registry.terminate(p.process_id, p.grace_ms / 1000)}
+
+
+async def _resize(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(ResizeParams, params)
+    ctx.service.registry.resize(p.process_id, p.rows, p.cols)
+    return {}
+
+
+async def _subscribe(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(SubscribeParams, params)
+    service, session = ctx.service, _session(ctx)
+    service.registry.get(p.process_id)  # unknown id: error before anything is sent
+    next_seq = service.registry.get(p.process_id).next_seq
+    ctx.after_response.append(lambda: _subscribe_replay(service, session, p))
+    return {"nextSeq": next_seq}
+
+
+def _subscribe_replay(service: ExecService, session: Session, p: SubscribeParams) -> None:
+    with contextlib.suppress(ExecError):
+        service.subscribe(session, p.process_id, p.after_seq)
+
+
+async def _unsubscribe(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(ProcessParams, params)
+    ctx.service.registry.get(p.process_id)
+    ctx.service.unsubscribe(_session(ctx), p.process_id)
+    return {}
+
+
+async def _list(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(ListParams, params)
+    if p.watch:
+        _session(ctx).watching = True
+    return {"processes": [info.wire() for info in ctx.service.registry.list_processes()]}
+
+
+PROCESS_METHODS: dict[str, Handler] = {
+    "process/start": _start,
+    "process/read": _read,
+    "process/write": _write,
+    "process/signal": _signal,
+    "process/terminate": _terminate,
+    "process/resize": _resize,
+    "process/subscribe": _subscribe,
+    "process/unsubscribe": _unsubscribe,
+    "process/list": _list,
+}

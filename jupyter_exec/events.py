@@ -1,0 +1,47 @@
+"""Registry events: what happened to a process, in seq order. Plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .models import ProcessInfo
+
+
+@dataclass(frozen=True, slots=True)
+class OutputEvent:
+    process_id: str
+    seq: int
+    stream: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ExitedEvent:
+    process_id: str
+    seq: int
+    exit_code: int
+    signal: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedEvent:
+    process_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartedEvent:
+    info: ProcessInfo
+
+    @property
+    def process_id(self) -> str:
+        return self.info.process_id
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedEvent:
+    process_id: str
+
+
+SeqEvent = OutputEvent | ExitedEvent | ClosedEvent
+Event = SeqEvent | StartedEvent | RemovedEvent

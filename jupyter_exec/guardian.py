@@ -1,0 +1,62 @@
+"""A watchdog that outlives a crashed server and kills what it left behind.
+
+The registry starts one guardian with a pipe on its stdin. When the pipe reaches
+end of file (the server exited, even by SIGKILL), the guardian kills every
+process carrying the registry's marker and deletes the log directory. In its
+own session, so a terminal's Ctrl-C aimed at the server does not reach it.
+Standard library only, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .proctree import kill_pids, marked_pids
+
+
+def start_guardian(registry_id: str, log_dir: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jupyter_exec.guardian", registry_id, str(log_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def stop_guardian(guardian: object) -> None:
+    """A clean shutdown: the registry already cleaned up, so just let it go."""
+    if isinstance(guardian, subprocess.Popen):
+        if guardian.stdin is not None:
+            guardian.stdin.close()
+        try:
+            guardian.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            guardian.kill()
+            guardian.wait()
+
+
+def main(argv: list[str]) -> int:
+    registry_id, log_dir = argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while os.read(0, 4096):
+        pass
+    for _ in range(50):
+        pids = marked_pids(f"{registry_id}/", prefix=True)
+        if not pids:
+            break
+        kill_pids(pids, signal.SIGKILL)
+        time.sleep(0.02)
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

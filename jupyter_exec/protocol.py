@@ -1,0 +1,211 @@
+"""JSON-RPC envelope and method params (SPEC 1, 2, 4). Validation only, no I/O.
+
+Params models accept unknown fields (Codex clients send `metadata`, `sandbox`,
+...) and reject wrong types without coercion, so `"1"` is never a number and
+`1.5` never a seq.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic.alias_generators import to_camel
+
+from .errors import InvalidParamsError, InvalidRequestError, ParseError
+from .models import SIGNALS, Lifetime
+
+RequestId = int | str
+
+NonNegative = Annotated[int, Field(strict=True, ge=0)]
+Positive = Annotated[int, Field(strict=True, ge=1, le=10_000)]
+ProcessId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+
+
+class Params(BaseModel):
+    """Base for method params: camelCase aliases, unknown fields ignored, strict types."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", strict=True
+    )
+
+
+class InitializeParams(Params):
+    client_name: str = "unknown"
+    resume_session_id: str | None = None
+
+
+class Size(Params):
+    rows: Positive = 24
+    cols: Positive = 80
+
+
+class EnvPolicy(Params):
+    """Codex's environment recipe (SPEC 4, `process/start`)."""
+
+    inherit: Literal["all", "core", "none"] = "all"
+    ignore_default_excludes: bool = True
+    exclude: list[str] = []
+    include_only: list[str] = []
+    set: dict[str, str] = {}
+
+
+class StartParams(Params):
+    process_id: ProcessId
+    argv: Annotated[list[str], Field(min_length=1)]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    inherit_env: bool = False
+    env_policy: EnvPolicy | None = None
+    tty: bool = False
+    pipe_stdin: bool = False
+    arg0: str | None = None
+    size: Size | None = None
+    lifetime: Lifetime | None = None
+    label: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ProcessParams(Params):
+    process_id: ProcessId
+
+
+class ReadParams(ProcessParams):
+    after_seq: NonNegative = 0
+    max_bytes: NonNegative | None = None
+    wait_ms: NonNegative = 0
+    until_pattern: str | None = None
+
+    def compiled_pattern(self) -> re.Pattern[str] | None:
+        if self.until_pattern is None:
+            return None
+        try:
+            return re.compile(self.until_pattern)
+        except re.error as exc:
+            raise InvalidParamsError(
+                f"untilPattern is not a valid regular expression: {exc}"
+            ) from None
+
+
+class WriteParams(ProcessParams):
+    chunk: str = ""
+    write_id: str | int | None = None
+    eof: bool = False
+
+    def data(self) -> bytes:
+        try:
+            return base64.b64decode(self.chunk, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidParamsError("chunk is not valid base64") from None
+
+
+class SignalParams(ProcessParams):
+    signal: str
+
+    def signum(self) -> int:
+        try:
+            return int(SIGNALS[self.signal])
+        except KeyError:
+            names = ", ".join(SIGNALS)
+            raise InvalidParamsError(
+                f"unknown signal {self.signal!r}; use one of {names}"
+            ) from None
+
+
+class TerminateParams(ProcessParams):
+    grace_ms: NonNegative = 3000
+
+
+class ResizeParams(ProcessParams):
+    rows: Positive
+    cols: Positive
+
+
+class SubscribeParams(ProcessParams):
+    after_seq: NonNegative = 0
+
+
+class ListParams(Params):
+    watch: bool = False
+
+
+P = TypeVar("P", bound=Params)
+
+
+def parse_params(model: type[P], params: Any) -> P:
+    """Validate `params` into `model`, turning pydantic's report into one clear -32602."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidParamsError("params must be an object")
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise InvalidParamsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "params"
+    return f"invalid {where}: {err['msg']}"
+
+
+class Request(BaseModel):
+    """A parsed incoming message: a request (has `id`) or a notification."""
+
+    id: RequestId | None
+    method: str
+    params: Any
+    is_notification: bool
+
+
+def parse_message(frame: str | bytes) -> Request:
+    """Parse one frame into a Request, or raise ParseError/InvalidRequestError (SPEC 1, 7)."""
+    try:
+        msg = json.loads(frame)
+    except (ValueError, RecursionError):
+        raise ParseError("message is not valid JSON") from None
+    if isinstance(msg, list):
+        raise InvalidRequestError("batch requests are not supported")
+    if not isinstance(msg, dict):
+        raise InvalidRequestError("message must be a JSON object")
+    req_id = msg.get("id")
+    if req_id is not None and (isinstance(req_id, bool) or not isinstance(req_id, int | str)):
+        raise InvalidRequestError("id must be a number or a string")
+    method = msg.get("method")
+    if not isinstance(method, str):
+        if "result" in msg or "error" in msg:
+            raise InvalidRequestError("the server does not accept responses")
+        raise InvalidRequestError("method must be a string")
+    return Request(
+        id=req_id, method=method, params=msg.get("params"), is_notification="id" not in msg
+    )
+
+
+def request_id_of(frame: str | bytes) -> RequestId | None:
+    """Best-effort id of a frame that failed validation, so the error can carry it."""
+    try:
+        msg = json.loads(frame)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(msg, dict):
+        rid = msg.get("id")
+        if isinstance(rid, int | str) and not isinstance(rid, bool):
+            return rid
+    return None
+
+
+def response(req_id: RequestId | None, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+
+def error_response(req_id: RequestId | None, error: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": req_id, "error": error}
+
+
+def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params}

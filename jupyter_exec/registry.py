@@ -1,0 +1,298 @@
+"""The process registry: start, look up, read, write, signal, terminate, remove.
+
+asyncio only: no tornado, no traitlets, no IPython. Transports reach it through
+`dispatch`; it publishes events to listeners and never knows who they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .child import ChildSpec, build_env, resolve_cwd, resolve_program, spawn
+from .errors import (
+    InvalidParamsError,
+    InvalidRequestError,
+    TooManyProcessesError,
+    UnknownProcessError,
+)
+from .events import Event, RemovedEvent, StartedEvent
+from .models import Lifetime, ProcessInfo
+from .output import Chunk, OutputStore
+from .process import ManagedProcess, ProcessSetup
+from .proctree import MARKER_VAR, kill_pids, marked_pids
+from .protocol import ReadParams, StartParams
+
+#: A long-poll never waits longer than this, whatever `waitMs` asks.
+MAX_WAIT_SECONDS = 3600.0
+
+
+@dataclass
+class RegistryConfig:
+    """Limits of SPEC 3 and 6; the Jupyter app maps its traits onto these."""
+
+    root_dir: Path = field(default_factory=Path.cwd)
+    retained_bytes_per_process: int = 1 << 20
+    log_bytes_per_process: int = 1 << 30
+    log_dir: Path | None = None
+    exited_retention_seconds: float = 600.0
+    max_processes: int = 256
+    #: Cap of one `process/read` response when the client gives no `maxBytes`,
+    #: so a response stays far below `max_message_bytes` after base64.
+    max_read_bytes: int = 4 << 20
+
+
+@dataclass
+class ReadOutcome:
+    chunks: list[Chunk]
+    next_seq: int
+    info: ProcessInfo
+    matched: bool | None
+
+
+class Registry:
+    def __init__(self, config: RegistryConfig | None = None) -> None:
+        self.config = config or RegistryConfig()
+        self.id = uuid.uuid4().hex[:12]
+        self._procs: dict[str, ManagedProcess] = {}
+        self._listeners: list[Callable[[Event], None]] = []
+        self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._log_dir: Path | None = None
+        self._guardian: object | None = None
+        self._closing = False
+
+    # -- listeners ------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[Event], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _publish(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- lookup ---------------------------------------------------------------
+
+    def get(self, process_id: str) -> ManagedProcess:
+        try:
+            return self._procs[process_id]
+        except KeyError:
+            raise UnknownProcessError(process_id) from None
+
+    def find(self, process_id: str) -> ManagedProcess | None:
+        return self._procs.get(process_id)
+
+    def list_processes(self) -> list[ProcessInfo]:
+        return [p.info() for p in self._procs.values()]
+
+    def running(self) -> list[ManagedProcess]:
+        return [p for p in self._procs.values() if p.state == "running"]
+
+    # -- start ----------------------------------------------------------------
+
+    def start(
+        self, params: StartParams, owner: str | None, default_lifetime: Lifetime
+    ) -> ProcessInfo:
+        """Spawn a child synchronously: no event of it can be published before this returns."""
+        if self._closing:
+            raise InvalidRequestError("the server is shutting down")
+        if params.process_id in self._procs:
+            raise InvalidRequestError(f"process {params.process_id} already exists")
+        if len(self.running()) >= self.config.max_processes:
+            raise TooManyProcessesError(self.config.max_processes)
+        cwd = resolve_cwd(params.cwd, self.config.root_dir)
+        env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
+        if params.tty:
+            env.setdefault("TERM", "xterm-256color")
+        marker = f"{self.id}/{uuid.uuid4().hex[:12]}"
+        env[MARKER_VAR] = marker
+        executable = resolve_program(params.argv[0], cwd, env)
+        argv = list(params.argv)
+        if params.arg0 is not None:
+            argv[0] = params.arg0
+        size = params.size
+        spec = ChildSpec(
+            executable, argv, cwd, env, params.tty, params.pipe_stdin,
+            rows=size.rows if size else 24, cols=size.cols if size else 80,
+        )  # fmt: skip
+        log_dir = self._ensure_log_dir()
+        try:
+            child = spawn(spec)
+        except OSError as exc:
+            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {exc.strerror}") from None
+        store = OutputStore(
+            log_dir / f"{uuid.uuid4().hex}.log",
+            self.config.retained_bytes_per_process,
+            self.config.log_bytes_per_process,
+        )
+        setup = ProcessSetup(
+            process_id=params.process_id,
+            argv=list(params.argv),
+            cwd=cwd,
+            tty=params.tty,
+            label=params.label or _label_from_metadata(params.metadata),
+            lifetime=params.lifetime or default_lifetime,
+            owner=owner,
+            marker=marker,
+        )
+        proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
+        self._procs[proc.id] = proc
+        info = proc.info()
+        self._publish(StartedEvent(info))
+        return info
+
+    def _ensure_log_dir(self) -> Path:
+        if self._log_dir is None:
+            parent = self.config.log_dir
+            if parent is not None:
+                parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._log_dir = Path(tempfile.mkdtemp(prefix="jupyter-exec-", dir=parent))
+            from .guardian import start_guardian
+
+            self._guardian = start_guardian(self.id, self._log_dir)
+        return self._log_dir
+
+    # -- read -----------------------------------------------------------------
+
+    async def read(self, params: ReadParams) -> ReadOutcome:
+        """SPEC 4 `process/read`: chunks after a cursor, long-poll, optional pattern."""
+        proc = self.get(params.process_id)
+        pattern = params.compiled_pattern()
+        budget = self.config.max_read_bytes
+        if params.max_bytes is not None:
+            budget = min(params.max_bytes, budget)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(params.wait_ms / 1000, MAX_WAIT_SECONDS)
+        while True:
+            changed = proc.changed()
+            chunks = proc.store.read(params.after_seq, budget)
+            matched: bool | None = None
+            if pattern is not None:
+                matched, chunks = _match(pattern, chunks)
+            done = bool(chunks) if pattern is None else bool(matched)
+            remaining = deadline - loop.time()
+            if done or proc.state != "running" or remaining <= 0:
+                next_seq = chunks[-1].seq + 1 if chunks else proc.next_seq
+                return ReadOutcome(chunks, next_seq, proc.info(), matched)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    # -- stdin, signals, resize -------------------------------------------------
+
+    def write(self, process_id: str, data: bytes, eof: bool, write_id: str | int | None) -> str:
+        proc = self.find(process_id)
+        if proc is None:
+            return "unknownProcess"
+        return proc.write(data, eof, write_id)
+
+    def signal(self, process_id: str, signum: int) -> None:
+        self.get(process_id).send_signal(signum)
+
+    def resize(self, process_id: str, rows: int, cols: int) -> None:
+        proc = self.get(process_id)
+        if not proc.setup.tty:
+            raise InvalidRequestError(f"process {process_id} is not a tty process")
+        proc.resize(rows, cols)
+
+    # -- terminate and remove ---------------------------------------------------
+
+    def terminate(self, process_id: str, grace_seconds: float) -> bool:
+        proc = self.find(process_id)
+        if proc is None or proc.state != "running":
+            return False
+        proc.terminate(grace_seconds)
+        return True
+
+    def terminate_owned_by(self, owner: str) -> None:
+        """End every `lifetime: connection` process of a session that is gone (SPEC 3)."""
+        for proc in self.running():
+            if proc.setup.lifetime == "connection" and proc.setup.owner == owner:
+                proc.terminate(3.0)
+
+    async def remove(self, process_id: str, grace_seconds: float = 3.0) -> None:
+        """Terminate if running, wait for close, then forget it (REST DELETE)."""
+        proc = self.get(process_id)
+        if proc.state == "running":
+            proc.terminate(grace_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.closed.wait(), grace_seconds + 5)
+        self._remove(process_id)
+
+    def _schedule_removal(self, proc: ManagedProcess) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.config.exited_retention_seconds
+        self._removals[proc.id] = loop.call_later(delay, self._remove, proc.id)
+
+    def _remove(self, process_id: str) -> None:
+        handle = self._removals.pop(process_id, None)
+        if handle is not None:
+            handle.cancel()
+        proc = self._procs.pop(process_id, None)
+        if proc is not None:
+            proc.discard()
+            self._publish(RemovedEvent(process_id))
+
+    async def aclose(self, grace_seconds: float = 2.0) -> None:
+        """Terminate and await every process, kill any stray descendant, delete logs."""
+        self._closing = True
+        running = self.running()
+        for proc in running:
+            proc.terminate(grace_seconds)
+        tasks = [p.terminating for p in running if p.terminating is not None]
+        try:
+            if tasks:
+                await asyncio.wait(tasks, timeout=grace_seconds + 5)
+        finally:
+            kill_pids(marked_pids(f"{self.id}/", prefix=True), signal.SIGKILL)
+            for handle in self._removals.values():
+                handle.cancel()
+            self._removals.clear()
+            for proc in self._procs.values():
+                proc.discard()
+            self._procs.clear()
+            if self._log_dir is not None:
+                shutil.rmtree(self._log_dir, ignore_errors=True)
+            from .guardian import stop_guardian
+
+            stop_guardian(self._guardian)
+
+
+def _label_from_metadata(metadata: dict[str, object] | None) -> str | None:
+    if metadata and isinstance(metadata.get("toolCallId"), str):
+        return f"codex: {metadata['toolCallId']}"
+    return None
+
+
+def _match(pattern: object, chunks: list[Chunk]) -> tuple[bool, list[Chunk]]:
+    """Match across chunk boundaries; keep chunks up to the one completing the match."""
+    import codecs
+    import re
+
+    assert isinstance(pattern, re.Pattern)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text_parts: list[str] = []
+    ends: list[int] = []
+    total = 0
+    for chunk in chunks:
+        part = decoder.decode(chunk.data)
+        text_parts.append(part)
+        total += len(part)
+        ends.append(total)
+    found = pattern.search("".join(text_parts))
+    if found is None:
+        return False, chunks
+    for i, end in enumerate(ends):
+        if end >= found.end():
+            return True, chunks[: i + 1]
+    return True, chunks

@@ -1,0 +1,284 @@
+"""The standalone server: `jupyter-exec serve --listen ws://127.0.0.1:PORT | stdio`.
+
+A thin transport over `dispatch`: websockets (token + Origin checks in the
+opening handshake, SPEC 1) or newline-delimited JSON on stdin/stdout. The
+first stdout line of the websocket server is the URL to connect to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import sys
+from asyncio.streams import FlowControlMixin
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .dispatch import ExecService, ServiceConfig
+from .registry import Registry, RegistryConfig
+
+log = logging.getLogger("jupyter_exec.serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jupyter-exec serve", description="Run a standalone jupyter-exec server."
+    )
+    p.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://HOST:PORT or stdio")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="token clients must present (default: generated)")
+    auth.add_argument("--token-file", type=Path, help="read the token from this file")
+    auth.add_argument(
+        "--no-token", action="store_true", help="no authentication (loopback addresses only)"
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an Origin header to accept (repeatable); requests without Origin are accepted",
+    )
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="default cwd and fs/* root")
+    p.add_argument("--lifetime", choices=["connection", "detached"], default="connection")
+    p.add_argument("--log-dir", type=Path, help="where per-process output logs go")
+    p.add_argument("--retained-bytes", type=int, default=1 << 20)
+    p.add_argument("--log-bytes", type=int, default=1 << 30)
+    p.add_argument("--max-processes", type=int, default=256)
+    p.add_argument("--exited-retention", type=float, default=600.0, metavar="SECONDS")
+    p.add_argument("--session-resume", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--max-message-bytes", type=int, default=16 << 20)
+    return p
+
+
+def make_service(args: argparse.Namespace) -> ExecService:
+    registry = Registry(
+        RegistryConfig(
+            root_dir=args.root.resolve(),
+            retained_bytes_per_process=args.retained_bytes,
+            log_bytes_per_process=args.log_bytes,
+            log_dir=args.log_dir,
+            exited_retention_seconds=args.exited_retention,
+            max_processes=args.max_processes,
+        )
+    )
+    config = ServiceConfig(
+        default_lifetime=args.lifetime,
+        session_resume_seconds=args.session_resume,
+        max_message_bytes=args.max_message_bytes,
+    )
+    return ExecService(registry, config)
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        if not args.root.is_dir():
+            raise UsageError(f"--root {args.root} is not a directory")
+        if args.listen == "stdio":
+            asyncio.run(_serve_stdio(args))
+        else:
+            asyncio.run(_serve_ws(args))
+    except UsageError as exc:
+        print(f"jupyter-exec serve: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- websocket ------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace, host: str) -> tuple[str | None, bool]:
+    """(token, generated). Refuses no-token on a non-loopback address (SPEC 1)."""
+    if args.no_token:
+        if not _is_loopback(host):
+            raise UsageError(f"refusing to listen on {host} without a token")
+        return None, False
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-file: {exc.strerror}") from None
+        if not token:
+            raise UsageError("--token-file is empty")
+        return token, False
+    if args.token:
+        return str(args.token), False
+    return secrets.token_urlsafe(32), True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_request(
+    path: str, headers: Any, token: str | None, origins: list[str]
+) -> tuple[HTTPStatus, str] | None:
+    """The opening-handshake gate: None to accept, else (status, reason)."""
+    origin = headers.get("Origin")
+    if origin is not None and origin not in origins:
+        return HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed\n"
+    if token is None:
+        return None
+    presented = ""
+    auth = headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() in ("bearer", "token"):
+        presented = value.strip()
+    else:
+        presented = parse_qs(urlsplit(path).query).get("token", [""])[0]
+    if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
+        return HTTPStatus.UNAUTHORIZED, "missing or wrong token\n"
+    return None
+
+
+async def _serve_ws(args: argparse.Namespace) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.exceptions import ConnectionClosed
+    from websockets.http11 import Request, Response
+
+    url = urlsplit(args.listen)
+    if url.scheme != "ws" or url.hostname is None:
+        raise UsageError(f"--listen must be ws://HOST:PORT or stdio, not {args.listen!r}")
+    host, port = url.hostname, url.port or 0
+    token, generated = _token(args, host)
+    service = make_service(args)
+
+    def process_request(conn: ServerConnection, request: Request) -> Response | None:
+        refusal = check_request(request.path, request.headers, token, args.allow_origin)
+        if refusal is None:
+            return None
+        return conn.respond(*refusal)
+
+    async def handler(ws: ServerConnection) -> None:
+        connection = service.connect(ws.send)
+        try:
+            async for frame in ws:
+                connection.receive(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            await connection.aclose()
+
+    stop = _stop_event()
+    async with serve(
+        handler,
+        host,
+        port,
+        process_request=process_request,
+        max_size=args.max_message_bytes,
+        compression=None,
+    ) as server:
+        sock = next(iter(server.sockets))
+        bound_port = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        printed = f"ws://{shown}:{bound_port}/"
+        if generated:
+            printed += f"?token={token}"
+        print(printed, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            await service.aclose()
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# -- stdio ----------------------------------------------------------------------
+
+
+async def _serve_stdio(args: argparse.Namespace) -> None:
+    """Newline-delimited JSON; the session ends (and its processes) at stdin EOF."""
+    service = make_service(args)
+    loop = asyncio.get_running_loop()
+    limit = args.max_message_bytes
+    reader = asyncio.StreamReader(limit=limit + 1)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    write = await _stdout_writer()
+    connection = service.connect(write)
+    stop = _stop_event()
+    reading = asyncio.create_task(_pump_lines(reader, connection, limit))
+    waiting = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reading, waiting):
+            task.cancel()
+        await connection.aclose()
+        await service.aclose()
+
+
+async def _stdout_writer() -> Callable[[str], Awaitable[None]]:
+    """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise."""
+    loop = asyncio.get_running_loop()
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    try:
+        transport, protocol = await loop.connect_write_pipe(FlowControlMixin, out)
+    except ValueError:  # a regular file: writes cannot block for long
+
+        async def write_file(text: str) -> None:
+            out.write(text.encode() + b"\n")
+            out.flush()
+
+        return write_file
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    async def write_pipe(text: str) -> None:
+        writer.write(text.encode() + b"\n")
+        await writer.drain()
+
+    return write_pipe
+
+
+async def _pump_lines(reader: asyncio.StreamReader, connection: Any, limit: int) -> None:
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                connection.receive(exc.partial)
+            return
+        except asyncio.LimitOverrunError:
+            await _discard_line(reader)
+            connection.refuse_oversized()
+            continue
+        if line.strip():
+            connection.receive(line)
+
+
+async def _discard_line(reader: asyncio.StreamReader) -> None:
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as exc:
+            await reader.readexactly(exc.consumed)
+        except asyncio.IncompleteReadError:
+            return

@@ -1,0 +1,327 @@
+import { ExecConnection } from '../connection';
+import { OutputEvent, ProcessListModel, ProcessStream } from '../model';
+import { FakeServer, flush, text } from './fakeserver';
+
+function setup() {
+  const server = new FakeServer();
+  const connection = new ExecConnection({
+    url: 'ws://server/api/exec/ws',
+    createSocket: server.createSocket,
+    initialBackoffMs: 5,
+    maxBackoffMs: 20,
+    idleCloseMs: 10
+  });
+  return { server, connection };
+}
+
+/** Collect what a view would render. */
+function record(stream: ProcessStream) {
+  const events: OutputEvent[] = [];
+  stream.output.connect((_, e) => events.push(e));
+  return {
+    events,
+    get text() {
+      return events.map(e => (e.kind === 'output' ? text(e.data) : `[dropped ${e.fromSeq}-${e.toSeq}]`)).join('');
+    },
+    get seqs() {
+      return events.flatMap(e => (e.kind === 'output' ? [e.seq] : []));
+    }
+  };
+}
+
+const lines = (from: number, to: number) =>
+  Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}\n`).join('');
+
+describe('ProcessStream', () => {
+  it('replays the full history in maxBytes pages from afterSeq 0, then follows live', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    for (let i = 1; i <= 10; i++) {
+      server.emit('p', `line ${i}\n`);
+    }
+    const stream = new ProcessStream(connection, 'p', { maxBytes: 20 });
+    const out = record(stream);
+    await flush(60);
+    const reads = server.calls('process/read');
+    expect(reads[0]).toEqual({ processId: 'p', afterSeq: 0, maxBytes: 20 });
+    expect(reads.length).toBeGreaterThan(3); // paged
+    expect(stream.caughtUp).toBe(true);
+    expect(server.calls('process/subscribe')).toEqual([{ processId: 'p', afterSeq: 10 }]);
+
+    server.emit('p', 'line 11\n', 'stderr');
+    await flush();
+    expect(out.text).toBe(lines(1, 11));
+    expect(out.seqs).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(out.events[10]).toMatchObject({ kind: 'output', stream: 'stderr' });
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('drops duplicates (a notification racing the read, a subscribe replay)', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    server.emit('p', 'a');
+    const stream = new ProcessStream(connection, 'p');
+    const out = record(stream);
+    await flush();
+    // Re-send old notifications verbatim, as a replay overlapping the read would.
+    const socket = server.openSockets[0];
+    const old = { processId: 'p', seq: 1, stream: 'stdout', chunk: Buffer.from('a').toString('base64') };
+    socket.deliver({ method: 'process/output', params: old });
+    server.emit('p', 'b');
+    socket.deliver({ method: 'process/output', params: old });
+    await flush();
+    expect(out.text).toBe('ab');
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('recovers a gap in seq (notifications dropped for a slow client) with process/read', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    const stream = new ProcessStream(connection, 'p');
+    const out = record(stream);
+    await flush();
+    server.emit('p', 'line 1\n');
+    await flush();
+    const session = [...server.sessions.values()][0];
+    session.dropNotifications = true;
+    server.emit('p', 'line 2\n');
+    server.emit('p', 'line 3\n');
+    session.dropNotifications = false;
+    const readsBefore = server.calls('process/read').length;
+    server.emit('p', 'line 4\n'); // seq 4 after cursor 1: a gap
+    await flush();
+    expect(server.calls('process/read').slice(readsBefore)[0]).toMatchObject({ afterSeq: 1 });
+    server.emit('p', 'line 5\n');
+    await flush();
+    expect(out.text).toBe(lines(1, 5));
+    expect(out.seqs).toEqual([1, 2, 3, 4, 5]);
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('resumes after a disconnect from its cursor: nothing lost, nothing twice', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    server.emit('p', lines(1, 1));
+    const stream = new ProcessStream(connection, 'p');
+    const out = record(stream);
+    await flush();
+    server.disconnectAll();
+    await flush(1);
+    server.emit('p', lines(2, 2)); // produced while we were away
+    server.emit('p', lines(3, 3));
+    await flush(60);
+    expect(connection.status).toBe('connected');
+    const inits = server.calls('initialize');
+    expect(inits[1]).toEqual({ clientName: 'jupyterlab', resumeSessionId: 's1' });
+    expect(server.calls('process/read').at(-2)).toMatchObject({ afterSeq: 1 });
+    // The resumed session kept the subscription: no second subscribe.
+    expect(server.calls('process/subscribe')).toHaveLength(1);
+    server.emit('p', lines(4, 4));
+    await flush();
+    expect(out.text).toBe(lines(1, 4));
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('re-subscribes when the server restarted and forgot the session', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    const stream = new ProcessStream(connection, 'p');
+    const out = record(stream);
+    await flush();
+    server.emit('p', 'x');
+    await flush();
+    server.forgetSessions = true;
+    server.disconnectAll();
+    await flush(1);
+    server.emit('p', 'y');
+    await flush(60);
+    expect(server.calls('process/subscribe')).toEqual([
+      { processId: 'p', afterSeq: 0 },
+      { processId: 'p', afterSeq: 2 }
+    ]);
+    server.emit('p', 'z');
+    await flush();
+    expect(out.text).toBe('xyz');
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('treats exited and closed as seq markers and reports the exit', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    const stream = new ProcessStream(connection, 'p');
+    const out = record(stream);
+    await flush();
+    server.emit('p', 'bye\n');
+    server.exit('p', 143, 'SIGTERM');
+    await flush();
+    expect(stream.exited).toBe(true);
+    expect(stream.closed).toBe(true);
+    expect(stream.exitCode).toBe(143);
+    expect(stream.signal).toBe('SIGTERM');
+    expect(stream.cursor).toBe(3);
+    const reads = server.calls('process/read').length;
+    await flush();
+    expect(server.calls('process/read')).toHaveLength(reads); // no spurious gap reads
+    expect(out.text).toBe('bye\n');
+
+    // A new view of the exited process: history, then the exit from the read.
+    const again = new ProcessStream(connection, 'p');
+    const out2 = record(again);
+    await flush();
+    expect(out2.text).toBe('bye\n');
+    expect(again.exitCode).toBe(143);
+    expect(again.cursor).toBe(3);
+    expect(again.closed).toBe(true);
+    stream.dispose();
+    again.dispose();
+    connection.dispose();
+  });
+
+  it('marks output lost to the retention limit, once, in place', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    for (let i = 1; i <= 5; i++) {
+      server.emit('p', `line ${i}\n`);
+    }
+    server.forget('p', 3);
+    const stream = new ProcessStream(connection, 'p');
+    const out = record(stream);
+    await flush();
+    expect(out.text).toBe(`[dropped 1-3]${lines(4, 5)}`);
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('reports an unknown process instead of retrying forever', async () => {
+    const { connection } = setup();
+    const stream = new ProcessStream(connection, 'gone');
+    await flush();
+    expect(stream.error).toBe('unknown process id gone');
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('writes in order, merges queued input, and retries after a drop without doubling', async () => {
+    const { server, connection } = setup();
+    const proc = server.addProcess('p', true);
+    const stream = new ProcessStream(connection, 'p');
+    await flush();
+    stream.write('a');
+    stream.write('b');
+    stream.write('c');
+    await flush();
+    expect(proc.stdin.join('')).toBe('abc');
+    expect(server.calls('process/write')).toHaveLength(2); // 'a', then 'bc' merged
+
+    // Lose the socket right after the server took a write but before its answer.
+    stream.write('d');
+    const socket = server.openSockets[0];
+    const deliver = socket.deliver.bind(socket);
+    socket.deliver = (m: any) => (m.id !== undefined && m.result?.status ? server.disconnectAll() : deliver(m));
+    await flush(60);
+    expect(connection.status).toBe('connected');
+    const writes = server.calls('process/write');
+    expect(writes.at(-1).writeId).toBe(writes.at(-2).writeId); // retried with the same id
+    expect(proc.stdin.join('')).toBe('abcd'); // and written once
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('unsubscribes and releases the connection when disposed', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    const stream = new ProcessStream(connection, 'p');
+    await flush();
+    stream.dispose();
+    await flush();
+    expect(server.calls('process/unsubscribe')).toEqual([{ processId: 'p' }]);
+    await new Promise(resolve => setTimeout(resolve, 30));
+    expect(connection.status).toBe('idle');
+    connection.dispose();
+  });
+});
+
+describe('ProcessListModel', () => {
+  it('lists, then follows started / exited / closed / removed', async () => {
+    const { server, connection } = setup();
+    server.addProcess('old');
+    const model = new ProcessListModel(connection);
+    let changes = 0;
+    model.changed.connect(() => changes++);
+    const handle = model.watch();
+    await flush();
+    expect(model.loaded).toBe(true);
+    expect(server.calls('process/list')).toEqual([{ watch: true }]);
+    expect(model.processes.map(p => p.processId)).toEqual(['old']);
+
+    server.addProcess('new');
+    await flush();
+    expect(model.processes.map(p => p.processId).sort()).toEqual(['new', 'old']);
+    server.exit('new', 0);
+    await flush();
+    expect(model.get('new')).toMatchObject({ state: 'closed', exitCode: 0 });
+    expect(model.get('new')!.exitedAt).not.toBeNull();
+    server.remove('old');
+    await flush();
+    expect(model.processes.map(p => p.processId)).toEqual(['new']);
+    expect(changes).toBeGreaterThanOrEqual(4);
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('refreshes after a reconnect (what happened while away shows up)', async () => {
+    const { server, connection } = setup();
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    server.forgetSessions = true;
+    server.disconnectAll();
+    await flush(1);
+    server.addProcess('while-away');
+    await flush(60);
+    expect(model.get('while-away')).toBeDefined();
+    expect(server.calls('process/list')).toHaveLength(2);
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('never moves a process backwards when a stale notification arrives', async () => {
+    const { server, connection } = setup();
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    const proc = server.addProcess('p');
+    await flush();
+    server.exit('p', 1);
+    await flush();
+    // A late, stale "started" for the same process.
+    server.openSockets[0].deliver({ method: 'process/started', params: { process: { ...proc.info, state: 'running' } } });
+    await flush();
+    expect(model.get('p')!.state).toBe('closed');
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+});
+
+describe('module boundaries', () => {
+  it('keeps protocol, connection and model free of DOM and JupyterLab imports', () => {
+    const fs = require('fs');
+    const path = require('path');
+    for (const name of ['protocol.ts', 'connection.ts', 'model.ts']) {
+      const source: string = fs.readFileSync(path.join(__dirname, '..', name), 'utf-8');
+      const imports = [...source.matchAll(/from '([^']+)'/g)].map(m => m[1]);
+      for (const spec of imports) {
+        expect(spec).toMatch(/^(\.\/|@lumino\/(signaling|disposable)$)/);
+      }
+      expect(source).not.toMatch(/\b(document|window)\./);
+    }
+  });
+});

@@ -1,0 +1,180 @@
+/**
+ * Wire types of the jupyter-exec protocol (SPEC.md), mirrored from the Python
+ * side (`jupyter_exec/models.py`, `jupyter_exec/protocol.py`).
+ *
+ * Plain data only: no DOM, no JupyterLab, no I/O, so the connection and the
+ * models can be unit-tested in node. When the Python side changes a name,
+ * change it here; nothing else in the extension spells a method name.
+ */
+
+/**
+ * The one URL namespace shared with the Python extension: the websocket is
+ * `{base_url}api/exec/ws`, the REST mirror `{base_url}api/exec/processes` (SPEC 1, 8).
+ */
+export const EXEC_NAMESPACE = 'api/exec';
+
+/** URL path (relative to the server's base URL) of the JSON-RPC websocket. */
+export const WS_PATH = `${EXEC_NAMESPACE}/ws`;
+
+/** URL path (relative to the server's base URL) of the REST process collection. */
+export const PROCESSES_PATH = `${EXEC_NAMESPACE}/processes`;
+
+/** JSON-RPC error codes (SPEC 7). */
+export const ErrorCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  InternalError: -32603
+} as const;
+
+export type ProcessState = 'running' | 'exited' | 'closed';
+export type Stream = 'stdout' | 'stderr' | 'pty';
+export type Lifetime = 'connection' | 'detached';
+export type SignalName =
+  | 'interrupt'
+  | 'terminate'
+  | 'kill'
+  | 'hangup'
+  | 'quit'
+  | 'user1'
+  | 'user2'
+  | 'stop'
+  | 'continue';
+
+/** One process as `process/list` and the REST mirror describe it (SPEC 4). */
+export interface IProcessInfo {
+  processId: string;
+  argv: string[];
+  cwd: string;
+  tty: boolean;
+  pid: number | null;
+  label: string | null;
+  lifetime: Lifetime;
+  state: ProcessState;
+  /** Milliseconds since the epoch, server clock. */
+  startedAt: number;
+  exitedAt: number | null;
+  exitCode: number | null;
+  signal: string | null;
+  nextSeq: number;
+  firstSeq: number;
+  outputBytes: number;
+  /** Present when the server says so; not in every version. */
+  pipeStdin?: boolean;
+}
+
+export interface ISize {
+  rows: number;
+  cols: number;
+}
+
+export interface IStartParams {
+  processId: string;
+  argv: string[];
+  /** Absolute, or relative to the server's root directory (Jupyter extension only). */
+  cwd?: string;
+  env?: Record<string, string>;
+  inheritEnv?: boolean;
+  tty?: boolean;
+  pipeStdin?: boolean;
+  size?: ISize;
+  lifetime?: Lifetime;
+  label?: string;
+}
+
+export interface IChunk {
+  seq: number;
+  stream: Stream;
+  /** Base64. */
+  chunk: string;
+}
+
+export interface IReadResult {
+  chunks: IChunk[];
+  nextSeq: number;
+  exited: boolean;
+  exitCode: number | null;
+  signal: string | null;
+  closed: boolean;
+  failure: string | null;
+  firstSeq: number;
+}
+
+export type WriteStatus = 'accepted' | 'unknownProcess' | 'stdinClosed' | 'starting';
+
+export interface IInitializeResult {
+  sessionId: string;
+  serverInfo: { name: string; version: string };
+  capabilities: Record<string, unknown>;
+}
+
+/** Request params and results by method name (SPEC 2, 4). */
+export interface IMethods {
+  initialize: {
+    params: { clientName: string; resumeSessionId?: string };
+    result: IInitializeResult;
+  };
+  'process/start': { params: IStartParams; result: { processId: string } };
+  'process/read': {
+    params: { processId: string; afterSeq?: number; maxBytes?: number; waitMs?: number };
+    result: IReadResult;
+  };
+  'process/write': {
+    params: { processId: string; chunk: string; writeId?: string; eof?: boolean };
+    result: { status: WriteStatus };
+  };
+  'process/signal': { params: { processId: string; signal: SignalName }; result: object };
+  'process/terminate': {
+    params: { processId: string; graceMs?: number };
+    result: { running: boolean };
+  };
+  'process/resize': { params: { processId: string } & ISize; result: object };
+  'process/subscribe': {
+    params: { processId: string; afterSeq?: number };
+    result: { nextSeq: number };
+  };
+  'process/unsubscribe': { params: { processId: string }; result: object };
+  'process/list': { params: { watch?: boolean }; result: { processes: IProcessInfo[] } };
+}
+
+export type Method = keyof IMethods;
+
+/** Server-to-client notifications (SPEC 5). */
+export type Notification =
+  | {
+      method: 'process/output';
+      params: { processId: string; seq: number; stream: Stream; chunk: string };
+    }
+  | {
+      method: 'process/exited';
+      params: { processId: string; seq: number; exitCode: number | null; signal: string | null };
+    }
+  | { method: 'process/closed'; params: { processId: string; seq: number } }
+  | { method: 'process/started'; params: { process: IProcessInfo } }
+  | { method: 'process/removed'; params: { processId: string } };
+
+/** Decode a base64 chunk to bytes (`atob` exists in browsers and node >= 16). */
+export function decodeChunk(chunk: string): Uint8Array {
+  const binary = atob(chunk);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) {
+    bytes[i] = binary.charCodeAt(i);
+  }
+  return bytes;
+}
+
+/** Encode text as UTF-8 then base64, the form `process/write` takes. */
+export function encodeText(text: string): string {
+  const bytes = new TextEncoder().encode(text);
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** A client-chosen process id (SPEC 3): short, unique enough, recognisably ours. */
+export function newProcessId(prefix = 'lab'): string {
+  return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
+}

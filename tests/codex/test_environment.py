@@ -1,0 +1,74 @@
+"""Unit tests of environment/info and environmentConfig/read (jupyter_exec.environment)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_exec import environment
+from jupyter_exec.errors import ErrorCode, ExecError
+
+from .test_fs_methods import FakeContext
+
+
+def call(ctx: FakeContext, method: str, params: Any) -> Any:
+    return asyncio.run(environment.ENVIRONMENT_METHODS[method](ctx, params))
+
+
+def test_environment_info_shape(tmp_path: Path) -> None:
+    ctx = FakeContext(tmp_path)
+    info = call(ctx, "environment/info", None)
+    assert set(info) == {
+        "shell",
+        "executorVersion",
+        "cwd",
+        "userHomeDir",
+        "platformOs",
+        "prependPathDirs",
+        "temporaryDirectories",
+        "tempDir",
+        "capabilities",
+    }
+    assert info["cwd"] == tmp_path.as_uri()
+    assert info["userHomeDir"].startswith("file:///")
+    assert info["tempDir"].startswith("file:///")
+    assert info["platformOs"] == "linux"
+    assert info["shell"]["name"] in ("bash", "zsh", "sh")
+    assert os.access(info["shell"]["path"], os.X_OK)
+    # Codex gates these two methods on exactly these names (docs/codex.md)
+    assert info["capabilities"] == {"fsWatchMissing": True, "environmentConfigRead": True}
+
+
+def test_shell_falls_back_when_shell_is_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHELL", "/usr/sbin/nologin")
+    assert environment.login_shell()["name"] in ("bash", "sh")
+    monkeypatch.setenv("SHELL", "/bin/sh")
+    assert environment.login_shell() == {"name": "sh", "path": "/bin/sh"}
+
+
+def test_environment_config_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "ch"))
+    ctx = FakeContext(tmp_path)
+    params = {
+        "cwd": tmp_path.as_uri(),
+        "configPaths": [["mcp_servers"]],
+        "requirementsPaths": [["mcp_servers"]],
+    }
+    result = call(ctx, "environmentConfig/read", params)
+    empty = {"layers": [], "cloudInsertionIndex": 0}
+    assert result["config"] == empty and result["requirements"] == empty
+    assert result["codexHomeDir"] == (tmp_path / "ch").as_uri()
+    assert result["userHomeDir"] == Path.home().as_uri()
+    assert isinstance(result["hostname"], str) and result["hostname"]
+
+
+def test_environment_config_read_bad_params(tmp_path: Path) -> None:
+    ctx = FakeContext(tmp_path)
+    for params in ({"cwd": "relative"}, {"configPaths": "x"}):
+        with pytest.raises(ExecError) as info:
+            call(ctx, "environmentConfig/read", params)
+        assert info.value.code == ErrorCode.INVALID_PARAMS

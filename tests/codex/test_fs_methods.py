@@ -1,0 +1,329 @@
+"""Unit tests of the fs/* methods Codex calls (jupyter_exec.fs_methods)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_exec import fs_methods
+from jupyter_exec.errors import ErrorCode, ExecError
+
+METHODS = fs_methods.FS_METHODS
+
+
+@dataclass
+class FakeConnection:
+    """Stands in for dispatch.Connection: collects notifications and close hooks."""
+
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    closers: list[Any] = field(default_factory=list)
+
+    def notify(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def on_close(self, callback: Any) -> None:
+        self.closers.append(callback)
+
+    async def aclose(self) -> None:
+        for callback in self.closers:
+            await callback()
+
+    __hash__ = object.__hash__
+
+
+@dataclass
+class FakeContext:
+    root_dir: Path
+    connection: FakeConnection = field(default_factory=FakeConnection)
+    session_id: str = "test-session"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = (tmp_path / "root").resolve()
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def ctx(root: Path) -> FakeContext:
+    return FakeContext(root)
+
+
+def call(ctx: FakeContext, method: str, params: Any) -> Any:
+    return asyncio.run(METHODS[method](ctx, params))
+
+
+def call_error(ctx: FakeContext, method: str, params: Any) -> ExecError:
+    with pytest.raises(ExecError) as info:
+        call(ctx, method, params)
+    return info.value
+
+
+def uri(path: Path) -> str:
+    return path.as_uri()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_write_read_metadata_roundtrip(ctx: FakeContext, root: Path) -> None:
+    target = root / "a file.txt"
+    assert call(ctx, "fs/writeFile", {"path": uri(target), "dataBase64": b64(b"hi\n")}) == {}
+    assert target.read_bytes() == b"hi\n"
+    result = call(ctx, "fs/readFile", {"path": uri(target), "sandbox": None})
+    assert base64.b64decode(result["dataBase64"]) == b"hi\n"
+    meta = call(ctx, "fs/getMetadata", {"path": str(target), "sandbox": None})
+    assert meta["isFile"] and not meta["isDirectory"] and not meta["isSymlink"]
+    assert meta["size"] == 3
+    assert abs(meta["modifiedAtMs"] - target.stat().st_mtime * 1000) < 2
+    assert set(meta) == {
+        "isDirectory",
+        "isFile",
+        "isSymlink",
+        "size",
+        "createdAtMs",
+        "modifiedAtMs",
+    }
+
+
+def test_missing_path_is_not_found(ctx: FakeContext, root: Path) -> None:
+    err = call_error(ctx, "fs/getMetadata", {"path": uri(root / "nope"), "sandbox": None})
+    assert err.code == ErrorCode.FS_ERROR
+    assert "No such file or directory" in err.message and "nope" in err.message
+    err = call_error(ctx, "fs/readFile", {"path": uri(root / "nope")})
+    assert err.code == ErrorCode.FS_ERROR
+
+
+def test_write_into_missing_directory_is_not_found(ctx: FakeContext, root: Path) -> None:
+    """Codex answers -32004 here and the client then creates the parent and retries."""
+    params = {"path": uri(root / "sub" / "f"), "dataBase64": b64(b"x")}
+    assert call_error(ctx, "fs/writeFile", params).code == ErrorCode.FS_ERROR
+    call(ctx, "fs/createDirectory", {"path": uri(root / "sub"), "recursive": True})
+    call(ctx, "fs/writeFile", params)
+    assert (root / "sub" / "f").read_bytes() == b"x"
+
+
+def test_paths_outside_root_are_refused(ctx: FakeContext, root: Path) -> None:
+    outside = root.parent / "outside.txt"
+    outside.write_text("secret")
+    err = call_error(ctx, "fs/readFile", {"path": uri(outside)})
+    assert err.code == ErrorCode.FS_ERROR
+    assert str(outside) in err.message and str(root) in err.message
+    assert "outside" in err.message
+    dotdot = f"{uri(root)}/../outside.txt"
+    assert call_error(ctx, "fs/getMetadata", {"path": dotdot}).code == ErrorCode.FS_ERROR
+    err = call_error(ctx, "fs/writeFile", {"path": uri(outside), "dataBase64": b64(b"x")})
+    assert err.code == ErrorCode.INVALID_REQUEST and "outside" in err.message
+    assert outside.read_text() == "secret"
+    err = call_error(ctx, "fs/remove", {"path": uri(outside)})
+    assert err.code == ErrorCode.INVALID_REQUEST
+    assert outside.exists()
+
+
+def test_symlink_out_of_root_is_not_followed(ctx: FakeContext, root: Path) -> None:
+    outside = root.parent / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("secret")
+    (root / "link").symlink_to(outside)
+    err = call_error(ctx, "fs/readFile", {"path": uri(root / "link" / "secret")})
+    assert err.code == ErrorCode.FS_ERROR and "outside" in err.message
+    err = call_error(
+        ctx, "fs/writeFile", {"path": uri(root / "link" / "new"), "dataBase64": b64(b"x")}
+    )
+    assert err.code == ErrorCode.INVALID_REQUEST
+    assert not (outside / "new").exists()
+    # the link itself lives inside the root: removing it removes the link only
+    call(ctx, "fs/remove", {"path": uri(root / "link"), "recursive": True, "force": False})
+    assert not (root / "link").exists() and (outside / "secret").exists()
+
+
+def test_symlink_inside_root(ctx: FakeContext, root: Path) -> None:
+    (root / "target.txt").write_text("abc")
+    (root / "link.txt").symlink_to(root / "target.txt")
+    meta = call(ctx, "fs/getMetadata", {"path": uri(root / "link.txt")})
+    assert meta["isSymlink"] and meta["isFile"] and meta["size"] == 3
+    data = call(ctx, "fs/readFile", {"path": uri(root / "link.txt")})["dataBase64"]
+    assert base64.b64decode(data) == b"abc"
+
+
+def test_bad_params(ctx: FakeContext, root: Path) -> None:
+    for params in (
+        {},
+        None,
+        {"path": "relative/x"},
+        {"path": 5},
+        {"path": "http://example.com/x"},
+        {"path": "file://otherhost/x"},
+    ):
+        err = call_error(ctx, "fs/getMetadata", params)
+        assert err.code == ErrorCode.INVALID_PARAMS, params
+    err = call_error(ctx, "fs/writeFile", {"path": uri(root / "f"), "dataBase64": "!!!"})
+    assert err.code == ErrorCode.INVALID_PARAMS and "dataBase64" in err.message
+
+
+def test_percent_encoded_uri(ctx: FakeContext, root: Path) -> None:
+    (root / "with space").write_text("ok")
+    meta = call(ctx, "fs/getMetadata", {"path": f"{uri(root)}/with%20space"})
+    assert meta["size"] == 2
+
+
+def test_read_directory_and_not_a_file(ctx: FakeContext, root: Path) -> None:
+    (root / "d").mkdir()
+    (root / "f").write_text("")
+    entries = call(ctx, "fs/readDirectory", {"path": uri(root)})["entries"]
+    assert sorted(entries, key=lambda e: e["fileName"]) == [
+        {"fileName": "d", "isDirectory": True, "isFile": False},
+        {"fileName": "f", "isDirectory": False, "isFile": True},
+    ]
+    err = call_error(ctx, "fs/readFile", {"path": uri(root / "d")})
+    assert err.code == ErrorCode.INVALID_REQUEST
+    err = call_error(ctx, "fs/readDirectory", {"path": uri(root / "f")})
+    assert err.code == ErrorCode.FS_ERROR  # ENOTDIR reads as "not found"
+
+
+def test_read_fifo_does_not_block(ctx: FakeContext, root: Path) -> None:
+    os.mkfifo(root / "pipe")
+    err = call_error(ctx, "fs/readFile", {"path": uri(root / "pipe")})
+    assert "not a file" in err.message
+
+
+def test_create_directory(ctx: FakeContext, root: Path) -> None:
+    deep = root / "a" / "b" / "c"
+    err = call_error(ctx, "fs/createDirectory", {"path": uri(deep), "recursive": False})
+    assert err.code == ErrorCode.FS_ERROR
+    call(ctx, "fs/createDirectory", {"path": uri(deep)})  # recursive by default
+    assert deep.is_dir()
+    call(ctx, "fs/createDirectory", {"path": uri(deep), "recursive": True})  # exists: fine
+
+
+def test_remove(ctx: FakeContext, root: Path) -> None:
+    (root / "d" / "e").mkdir(parents=True)
+    (root / "d" / "e" / "f").write_text("")
+    err = call_error(ctx, "fs/remove", {"path": uri(root / "d"), "recursive": False})
+    assert err.code == ErrorCode.INVALID_REQUEST and "not empty" in err.message
+    call(ctx, "fs/remove", {"path": uri(root / "d")})
+    assert not (root / "d").exists()
+    call(ctx, "fs/remove", {"path": uri(root / "gone")})  # force by default
+    err = call_error(ctx, "fs/remove", {"path": uri(root / "gone"), "force": False})
+    assert err.code == ErrorCode.FS_ERROR
+    err = call_error(ctx, "fs/remove", {"path": uri(root)})
+    assert "root" in err.message and root.exists()
+
+
+def test_copy(ctx: FakeContext, root: Path) -> None:
+    (root / "src").mkdir()
+    (root / "src" / "f").write_text("1")
+    (root / "src" / "l").symlink_to("f")
+    src, dst = uri(root / "src"), uri(root / "dst")
+    err = call_error(ctx, "fs/copy", {"sourcePath": src, "destinationPath": dst})
+    assert err.code == ErrorCode.INVALID_REQUEST and "recursive" in err.message
+    call(ctx, "fs/copy", {"sourcePath": src, "destinationPath": dst, "recursive": True})
+    assert (root / "dst" / "f").read_text() == "1"
+    assert (root / "dst" / "l").is_symlink()
+    call(
+        ctx,
+        "fs/copy",
+        {"sourcePath": uri(root / "src" / "f"), "destinationPath": uri(root / "g")},
+    )
+    assert (root / "g").read_text() == "1"
+    err = call_error(
+        ctx,
+        "fs/copy",
+        {"sourcePath": src, "destinationPath": uri(root / "src" / "in"), "recursive": True},
+    )
+    assert "into itself" in err.message
+
+
+def test_canonicalize(ctx: FakeContext, root: Path) -> None:
+    (root / "d").mkdir()
+    result = call(ctx, "fs/canonicalize", {"path": f"{uri(root)}/d/../d"})
+    assert result == {"path": uri(root / "d")}
+
+
+# -- fs/watchMissing --------------------------------------------------------------
+
+
+@pytest.fixture
+def fast_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fs_methods, "WATCH_POLL_SECONDS", 0.05)
+
+
+async def _settle(seconds: float = 0.3) -> None:
+    await asyncio.sleep(seconds)
+
+
+def test_watch_missing_notifies_once_when_path_appears(
+    ctx: FakeContext, root: Path, fast_poll: None
+) -> None:
+    async def scenario() -> None:
+        handler = METHODS["fs/watchMissing"]
+        params = {
+            "watchId": 1,
+            "missing": [uri(root / "a" / "b"), uri(root.parent / ".git"), "file:///.git"],
+            "present": None,
+        }
+        assert await handler(ctx, params) == {"watching": True}
+        await _settle()
+        assert ctx.connection.sent == []
+        (root / "a").mkdir()  # a directory on the way appears: that is a change
+        await _settle()
+        assert ctx.connection.sent == [
+            {"jsonrpc": "2.0", "method": "fs/missingChanged", "params": {"watchId": 1}}
+        ]
+        (root / "a" / "b").mkdir()
+        await _settle()
+        assert len(ctx.connection.sent) == 1  # one-shot
+        await ctx.connection.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_watch_missing_rules(ctx: FakeContext, root: Path, fast_poll: None) -> None:
+    async def scenario() -> None:
+        handler = METHODS["fs/watchMissing"]
+        (root / "here").mkdir()
+        # a missing path that exists already: look again now
+        first = {"watchId": 1, "missing": [uri(root / "here")]}
+        assert await handler(ctx, first) == {"watching": False}
+        ok = {"watchId": 5, "missing": [uri(root / "x")], "present": uri(root / "here")}
+        assert await handler(ctx, ok) == {"watching": True}
+        # an older id does not replace the current watch
+        stale = {"watchId": 4, "missing": [uri(root / "y")]}
+        assert await handler(ctx, stale) == {"watching": False}
+        (root / "here").rmdir()  # the present path disappears
+        await _settle()
+        assert [m["params"] for m in ctx.connection.sent] == [{"watchId": 5}]
+        # a newer watch replaces the old one, which never fires
+        assert await handler(ctx, {"watchId": 6, "missing": [uri(root / "p")]}) == {
+            "watching": True
+        }
+        assert await handler(ctx, {"watchId": 7, "missing": [uri(root / "q")]}) == {
+            "watching": True
+        }
+        (root / "p").mkdir()
+        await _settle()
+        assert [m["params"] for m in ctx.connection.sent] == [{"watchId": 5}]
+        await ctx.connection.aclose()
+        (root / "q").mkdir()
+        await _settle()
+        assert [m["params"] for m in ctx.connection.sent] == [{"watchId": 5}]
+
+    asyncio.run(scenario())
+
+
+def test_watch_missing_bad_params(ctx: FakeContext) -> None:
+    for params in ({"watchId": "abc", "missing": []}, {"watchId": -1}, {"missing": []}):
+        assert call_error(ctx, "fs/watchMissing", params).code == ErrorCode.INVALID_PARAMS
+
+
+def test_capabilities_name_what_is_implemented() -> None:
+    assert fs_methods.CAPABILITIES == {"fsWatchMissing": True}
+    assert "fs/watchMissing" in METHODS
