@@ -105,9 +105,9 @@ def _records(directory: Path, prefix: str) -> list[tuple[float, dict[str, Any]]]
             mtime = path.stat().st_mtime
         except (OSError, ValueError):
             continue  # being written, or removed under us
-        if isinstance(record, dict) and isinstance(record.get("pid"), int):
-            if _pid_alive(record["pid"]):
-                found.append((mtime, record))
+        pid = record.get("pid") if isinstance(record, dict) else None
+        if isinstance(pid, int) and _pid_alive(pid):
+            found.append((mtime, record))
     found.sort(key=lambda item: item[0], reverse=True)
     return found
 

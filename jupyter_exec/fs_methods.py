@@ -370,6 +370,8 @@ class MissingWatch:
         snapshot = await asyncio.to_thread(_snapshot, missing, present)
         if any(depth == _EXISTS for depth in snapshot[0]) or snapshot[1] is False:
             return False
+        if not missing and present is None:
+            return True  # nothing inside the root to watch: nothing will ever change
         self.task = asyncio.create_task(self._watch(watch_id, missing, present, snapshot))
         return True
 

@@ -24,7 +24,9 @@ Outside a kernel (terminal IPython) there is no display to update in place:
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import contextlib
 import contextvars
 import html
 import os
@@ -35,19 +37,26 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import display, update_display
+from IPython import display as _display
+from IPython.core import magic as _magic
+from IPython.core import magic_arguments as _magic_arguments
+from IPython.core.magic import Magics, magics_class
 
 from .client import ReadResult, SyncExecClient
 from .discovery import ServerTarget, find_server
 from .errors import ExecError
 from .models import SIGNALS, ProcessInfo
-from .render import StreamDecoder, TerminalLog, format_duration, format_status
+from .render import (
+    StreamDecoder,
+    TerminalLog,
+    format_status,
+    process_runtime,
+    ps_html,
+    ps_text,
+)
 
 __all__ = [
     "Connection",
@@ -59,6 +68,72 @@ __all__ = [
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+# IPython's decorators and display functions are untyped; these give them types.
+def argument(*args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+    return cast("Callable[[_F], _F]", _magic_arguments.argument(*args, **kwargs))  # type: ignore[no-untyped-call]
+
+
+def magic_arguments() -> Callable[[_F], _F]:
+    return cast("Callable[[_F], _F]", _magic_arguments.magic_arguments())  # type: ignore[no-untyped-call]
+
+
+def parse_argstring(func: Callable[..., Any], line: str) -> Any:
+    """Parse a magic's line with POSIX shell quoting (IPython's own keeps the quotes)."""
+    try:
+        argv = shlex.split(line)
+    except ValueError as exc:
+        raise _usage(f"cannot parse the line: {exc}") from None
+    return func.parser.parse_args(argv)  # type: ignore[attr-defined]
+
+
+_WRITE_FLAG = re.compile(r"(--eof|--no-newline|-n)(?:\s+|$)")
+
+
+def split_write_line(line: str) -> tuple[str, str, set[str]]:
+    """``%write [flags] ID [flags] [--] TEXT``: the id, the raw text, the flags.
+
+    The text is kept exactly as typed (quotes included), so ``%write p1 print("hi")``
+    writes ``print("hi")``.
+    """
+    flags: set[str] = set()
+
+    def take_flags(rest: str) -> str:
+        while match := _WRITE_FLAG.match(rest):
+            flags.add(match.group(1))
+            rest = rest[match.end() :]
+        return rest
+
+    rest = take_flags(line.lstrip())
+    process_id, _, rest = rest.partition(" ")
+    rest = take_flags(rest)
+    if rest.startswith("-- ") or rest == "--":
+        rest = rest[3:]
+    return process_id, rest, flags
+
+
+def line_magic(name: str) -> Callable[[_F], _F]:
+    return cast("Callable[[_F], _F]", _magic.line_magic(name))
+
+
+def line_cell_magic(name: str) -> Callable[[_F], _F]:
+    return cast("Callable[[_F], _F]", _magic.line_cell_magic(name))
+
+
+def display(bundle: dict[str, str], display_id: str | None = None) -> None:
+    """Publish a MIME bundle (``raw``), optionally under a display id."""
+    if display_id is None:
+        _display.display(bundle, raw=True)  # type: ignore[no-untyped-call]
+    else:
+        _display.display(bundle, raw=True, display_id=display_id)  # type: ignore[no-untyped-call]
+
+
+def update_display(bundle: dict[str, str], display_id: str) -> None:
+    _display.update_display(bundle, raw=True, display_id=display_id)  # type: ignore[no-untyped-call]
+
 
 #: Variables that describe this kernel, not the program being started.
 _KERNEL_ONLY_ENV = (
@@ -170,7 +245,8 @@ class ExecProcess:
 
     @property
     def info(self) -> ProcessInfo:
-        for info in self.client.list():
+        infos: list[ProcessInfo] = self.client.list()
+        for info in infos:
             if info.process_id == self.id:
                 return info
         raise LookupError(f"unknown process id {self.id}")
@@ -207,13 +283,14 @@ class ExecProcess:
         max_bytes: int | None = None,
     ) -> ReadResult:
         """One ``process/read``: chunks after seq ``after`` (``.data`` is bytes)."""
-        return self.client.read(
+        result: ReadResult = self.client.read(
             self.id,
             after,
             max_bytes=max_bytes,
             wait_ms=int(wait * 1000),
             until_pattern=until,
         )
+        return result
 
     def iter_chunks(self, after: int = 0) -> Iterator[ReadResult]:
         """Every readable page after ``after``, up to now (no waiting)."""
@@ -245,7 +322,7 @@ class ExecProcess:
     def write(self, data: str | bytes, *, eof: bool = False) -> str:
         """Write to stdin (``%exec --stdin`` or a tty). Returns the server's status."""
         raw = data.encode() if isinstance(data, str) else data
-        return self.client.write(self.id, raw, eof=eof)
+        return str(self.client.write(self.id, raw, eof=eof))
 
     def signal(self, name: str) -> None:
         """Send a signal to the process group: ``interrupt``, ``SIGTERM``, ``hup``..."""
@@ -257,7 +334,7 @@ class ExecProcess:
     def terminate(self, grace: float | None = None) -> bool:
         """SIGTERM, then SIGKILL after ``grace`` seconds. True if it was running."""
         grace_ms = None if grace is None else int(grace * 1000)
-        return self.client.terminate(self.id, grace_ms)
+        return bool(self.client.terminate(self.id, grace_ms))
 
     def kill(self) -> None:
         self.signal("kill")
@@ -277,18 +354,21 @@ class ExecProcess:
         non-zero status.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with _forward_interrupts(self):
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"process {self.id} still running after {timeout}s")
-                step = 1.0 if remaining is None else min(1.0, remaining)
-                try:
-                    result = self.client.wait(self.id, timeout=step)
-                except TimeoutError:
-                    continue
-                if result.exited:
-                    break
+        interrupts = _Interrupts(self)
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"process {self.id} still running after {timeout}s")
+            step = 1.0 if remaining is None else min(1.0, remaining)
+            try:
+                result = self.client.wait(self.id, timeout=step)
+            except TimeoutError:
+                continue
+            except KeyboardInterrupt:
+                interrupts()
+                continue
+            if result.exited:
+                break
         info = self.info
         code = info.exit_code if info.exit_code is not None else -1
         returncode = _returncode(info.exit_code, info.signal)
@@ -310,25 +390,29 @@ class ExecProcess:
         compiled = re.compile(pattern)
         start = self._expect_seq if after is None else after
         deadline = None if timeout is None else time.monotonic() + timeout
-        with _forward_interrupts(self):
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(
-                        f"process {self.id}: no output matched {pattern!r} within {timeout}s"
-                    )
-                step = 5.0 if remaining is None else min(5.0, remaining)
+        interrupts = _Interrupts(self)
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"process {self.id}: no output matched {pattern!r} within {timeout}s"
+                )
+            step = 5.0 if remaining is None else min(5.0, remaining)
+            try:
                 result = self.read(start, wait=step, until=pattern)
-                if result.matched:
-                    return self._matched(compiled, start, result)
-                if result.exited and not result.matched:
-                    ending = _ending(_returncode(result.exit_code, result.signal) or 0)
-                    raise ProcessExitedError(
-                        f"process {self.id} {ending} before its output matched {pattern!r}; "
-                        f"last output:\n{self.tail(10)}"
-                    )
+            except KeyboardInterrupt:
+                interrupts()
+                continue
+            if result.matched:
+                return self._matched(compiled, result)
+            if result.exited:
+                ending = _ending(_returncode(result.exit_code, result.signal) or 0)
+                raise ProcessExitedError(
+                    f"process {self.id} {ending} before its output matched {pattern!r}; "
+                    f"last output:\n{self.tail(10)}"
+                )
 
-    def _matched(self, compiled: re.Pattern[str], start: int, result: ReadResult) -> re.Match[str]:
+    def _matched(self, compiled: re.Pattern[str], result: ReadResult) -> re.Match[str]:
         decoder = StreamDecoder()
         text = "".join(decoder.decode(c.stream, c.data) for c in result.chunks)
         self._expect_seq = result.chunks[-1].seq if result.chunks else result.next_seq - 1
@@ -337,7 +421,7 @@ class ExecProcess:
             text = "".join(c.data.decode("utf-8", "replace") for c in result.chunks)
             match = compiled.search(text)
         if match is None:
-            raise RuntimeError(f"the server reported a match for {compiled.pattern!r} but none found")
+            raise RuntimeError(f"the server matched {compiled.pattern!r} but the text does not")
         return match
 
     # -- display ---------------------------------------------------------------
@@ -347,7 +431,7 @@ class ExecProcess:
             info = self.info
         except Exception:
             return f"<ExecProcess {self.id}>"
-        status = format_status(info.state, info.exit_code, info.signal, _runtime(info))
+        status = format_status(info.state, info.exit_code, info.signal, process_runtime(info))
         return f"<ExecProcess {self.id} {status}: {shlex.join(info.argv)}>"
 
     def _repr_html_(self) -> str:
@@ -358,12 +442,12 @@ class ExecProcess:
         log = TerminalLog(max_lines=20)
         for page in self.iter_chunks():
             log.feed(_decode_chunks(page, StreamDecoder()))
-        return _view_html(info, log, _runtime(info))
+        return _view_html(info, log, process_runtime(info))
 
     def _ipython_display_(self) -> None:
         if self in _shown_this_cell:
             return  # its live view (or --quiet) already said what there is to say
-        display({"text/plain": repr(self), "text/html": self._repr_html_()}, raw=True)
+        display({"text/plain": repr(self), "text/html": self._repr_html_()})
 
 
 def _returncode(exit_code: int | None, signal: str | None) -> int | None:
@@ -374,40 +458,24 @@ def _returncode(exit_code: int | None, signal: str | None) -> int | None:
     return exit_code
 
 
-def _runtime(info: ProcessInfo) -> float:
-    end = info.exited_at if info.exited_at is not None else time.time() * 1000
-    return max(0.0, (end - info.started_at) / 1000)
-
-
-class _forward_interrupts:
-    """Turn KeyboardInterrupt during a wait into signals to the process (see ``wait``)."""
+class _Interrupts:
+    """Ctrl-C while waiting on a process: the first sends it SIGINT, the second
+    terminates it, the third stops waiting (KeyboardInterrupt; it keeps running)."""
 
     def __init__(self, handle: ExecProcess) -> None:
         self.handle = handle
+        self.count = 0
 
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return False
-
-
-def _interruptible(handle: ExecProcess, call: Callable[[], Any]) -> Any:
-    """Run ``call`` repeatedly-safe: the first Ctrl-C interrupts the process, etc."""
-    interrupts = 0
-    while True:
-        try:
-            return call()
-        except KeyboardInterrupt:
-            interrupts += 1
-            if interrupts == 1:
-                handle.signal("interrupt")
-                print(f"[sent SIGINT to {handle.id}; interrupt again to terminate it]")
-            elif interrupts == 2:
-                handle.terminate()
-                print(f"[terminating {handle.id}; interrupt again to stop waiting]")
-            else:
-                raise
+    def __call__(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.handle.signal("interrupt")
+            print(f"[sent SIGINT to {self.handle.id}; interrupt again to terminate it]")
+        elif self.count == 2:
+            self.handle.terminate()
+            print(f"[terminating {self.handle.id}; interrupt again to stop waiting]")
+        else:
+            raise KeyboardInterrupt
 
 
 # -- live view --------------------------------------------------------------------
@@ -426,9 +494,7 @@ def _view_html(info: ProcessInfo, log: TerminalLog, runtime: float, note: str = 
         colour = _STATUS_COLOURS["running"]
     else:
         colour = _STATUS_COLOURS["ok" if info.exit_code == 0 else "failed"]
-    dropped = (
-        f" · {log.dropped_lines} earlier lines not shown" if log.dropped_lines else ""
-    )
+    dropped = f" · {log.dropped_lines} earlier lines not shown" if log.dropped_lines else ""
     body = log.html()
     header = (
         f'<div style="font-family:var(--jp-code-font-family,monospace);font-size:12px;'
@@ -568,7 +634,8 @@ class LiveView:
         return max(1.0 / self.max_rate, size / 200_000)
 
     def _fresh_info(self, result: ReadResult) -> ProcessInfo:
-        for info in self.client.list():
+        infos: list[ProcessInfo] = self.client.list()
+        for info in infos:
             if info.process_id == self.process_id:
                 return info
         return self.info.model_copy(
@@ -581,7 +648,7 @@ class LiveView:
         )
 
     def _bundle(self) -> dict[str, str]:
-        runtime = _runtime(self.info)
+        runtime = process_runtime(self.info)
         return {
             "text/plain": _view_text(self.info, self.log, runtime),
             "text/html": _view_html(self.info, self.log, runtime, self._note),
@@ -596,9 +663,9 @@ class LiveView:
 
 def _publish_display(bundle: dict[str, str], display_id: str, update: bool) -> None:
     if update:
-        update_display(bundle, raw=True, display_id=display_id)
+        update_display(bundle, display_id)
     else:
-        display(bundle, raw=True, display_id=display_id)
+        display(bundle, display_id)
 
 
 def stop_all_views(cell_id: str | None = None) -> None:
@@ -613,18 +680,33 @@ def stop_all_views(cell_id: str | None = None) -> None:
 
 
 def stream_to_terminal(
-    handle: ExecProcess, after: int = 0, stop: threading.Event | None = None
+    handle: ExecProcess, after: int = 0, *, forward: bool = True, timeout: float | None = None
 ) -> ReadResult:
-    """Copy output to ``sys.stdout`` until the process is closed (terminal IPython)."""
+    """Copy output to ``sys.stdout`` until the process is closed (terminal IPython).
+
+    With ``forward``, Ctrl-C goes to the process (see :class:`_Interrupts`);
+    without, Ctrl-C stops streaming (KeyboardInterrupt). ``timeout`` raises
+    ``TimeoutError`` (the process keeps running).
+    """
     decoder = StreamDecoder()
+    interrupts = _Interrupts(handle)
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        result = handle.read(after, wait=1.0, max_bytes=_PAGE_BYTES)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"process {handle.id} still running after {timeout}s")
+        try:
+            result = handle.read(after, wait=1.0, max_bytes=_PAGE_BYTES)
+        except KeyboardInterrupt:
+            if not forward:
+                raise
+            interrupts()
+            continue
         text = _decode_chunks(result, decoder)
         if text:
             sys.stdout.write(text)
             sys.stdout.flush()
         after = max(after, result.next_seq - 1)
-        if result.closed or (stop is not None and stop.is_set()):
+        if result.closed:
             return result
         if result.exited and not result.chunks:
             time.sleep(0.1)
@@ -717,36 +799,30 @@ class Connection:
             clients = {id(c): c for c in (self._client, self._embedded) if c is not None}
             self._client = self._embedded = None
         for client in clients.values():
-            try:
+            with contextlib.suppress(Exception):
                 client.close()
-            except Exception:
-                pass
 
 
 # -- the magics ---------------------------------------------------------------------
 
 
-def _exec_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
-    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+def _exec_arguments(func: _F) -> _F:
+    options: list[Callable[[_F], _F]] = [
         magic_arguments(),
         argument("--name", "-n", metavar="ID", help="process id (default: p1, p2, ...)"),
         argument("--tty", "-t", action="store_true", help="run in a pseudo-terminal"),
         argument("--cwd", metavar="DIR", help="working directory (default: the kernel's)"),
-        argument(
-            "--env", "-e", metavar="K=V", action="append", help="set a variable (repeatable)"
-        ),
+        argument("--env", "-e", metavar="K=V", action="append", help="set a variable (repeatable)"),
         argument("--stdin", "-i", action="store_true", help="keep stdin open for %%write"),
         argument("--wait", "-w", action="store_true", help="block until the process exits"),
         argument(
             "--check", action="store_true", help="with --wait: raise if the exit status is not 0"
         ),
-        argument(
-            "--wait-for", metavar="REGEX", help="block until the output matches REGEX"
-        ),
+        argument("--wait-for", metavar="REGEX", help="block until the output matches REGEX"),
         argument("--timeout", type=float, metavar="S", help="limit for --wait / --wait-for"),
         argument("--quiet", "-q", action="store_true", help="no live output"),
         argument("--label", help="free text shown in lists (default: the command)"),
-        argument("command", nargs="*", help="the program and its arguments"),
+        argument("command", nargs=argparse.REMAINDER, help="the program and its arguments"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -827,7 +903,9 @@ class ExecMagics(Magics):
         _shown_this_cell.add(handle)
         if not self._live():
             return None
-        view = LiveView(handle.client, handle.info, max_lines=self.view_lines, cell_id=self._cell_id())
+        view = LiveView(
+            handle.client, handle.info, max_lines=self.view_lines, cell_id=self._cell_id()
+        )
         view.show()
         view.start()
         return view
@@ -842,11 +920,11 @@ class ExecMagics(Magics):
         elif view is None and not (args.wait or args.wait_for):
             print(f"started {handle.id}: {label or shlex.join(argv)}  (%read {handle.id})")
         if args.wait_for:
-            _interruptible(handle, lambda: handle.wait_for(args.wait_for, args.timeout))
+            handle.wait_for(args.wait_for, args.timeout)
         if args.wait:
             if view is None and not args.quiet:
-                _interruptible(handle, lambda: stream_to_terminal(handle))
-            _interruptible(handle, lambda: handle.wait(args.timeout, check=args.check))
+                stream_to_terminal(handle, timeout=args.timeout)
+            handle.wait(args.timeout, check=args.check)
             if view is not None:
                 view.join(timeout=5)
         return handle
@@ -914,11 +992,20 @@ class ExecMagics(Magics):
         )
         parts.append(_decode_chunks(result, decoder))
         if result.chunks and not args.until:
-            for page in self._call(lambda: list(handle.iter_chunks(result.next_seq - 1))):
+            start = result.next_seq - 1
+            for page in self._call(lambda: list(handle.iter_chunks(start))):
                 parts.append(_decode_chunks(page, decoder))
-                result = page if page.chunks else result.model_copy(
-                    update={"exited": page.exited, "exit_code": page.exit_code,
-                            "signal": page.signal, "closed": page.closed}
+                result = (
+                    page
+                    if page.chunks
+                    else result.model_copy(
+                        update={
+                            "exited": page.exited,
+                            "exit_code": page.exit_code,
+                            "signal": page.signal,
+                            "closed": page.closed,
+                        }
+                    )
                 )
         text = "".join(parts)
         if not args.raw:
@@ -926,7 +1013,9 @@ class ExecMagics(Magics):
             log.feed(text)
             text = log.ansi()
         elif args.tail:
-            text = "\n".join(text.splitlines()[-args.tail :]) + ("\n" if text.endswith("\n") else "")
+            text = "\n".join(text.splitlines()[-args.tail :]) + (
+                "\n" if text.endswith("\n") else ""
+            )
         sys.stdout.write(text)
         if text and not text.endswith("\n"):
             sys.stdout.write("\n")
@@ -946,24 +1035,33 @@ class ExecMagics(Magics):
     @argument("id", help="process id")
     @argument("--no-newline", "-n", action="store_true", help="do not add a newline")
     @argument("--eof", action="store_true", help="close stdin after writing")
-    @argument("text", nargs="*", help="the text to write")
+    @argument("text", nargs=argparse.REMAINDER, help="the text to write")
     @line_magic("write")
     def write_magic(self, line: str) -> None:
-        """Write TEXT (plus a newline) to a process's stdin (--stdin or --tty)."""
-        args = parse_argstring(self.write_magic, line)
-        handle = self._handle(args.id)
-        text = " ".join(args.text)
-        if not args.no_newline and (text or not args.eof):
+        """Write TEXT (plus a newline) to a process's stdin (--stdin or --tty).
+
+        TEXT is the rest of the line exactly as typed; ``--`` before it lets it
+        start with a dash. ``%write ID --eof`` just closes stdin.
+        """
+        process_id, text, flags = split_write_line(line)
+        if not process_id or process_id.startswith("-"):
+            raise _usage("usage: %write ID [--no-newline] [--eof] TEXT")
+        handle = self._handle(process_id)
+        eof = "--eof" in flags
+        if not flags & {"--no-newline", "-n"} and (text or not eof):
             text += "\n"
-        status = self._call(lambda: handle.write(text, eof=args.eof))
+        status = self._call(lambda: handle.write(text, eof=eof))
         if status != "accepted":
             hint = " (start it with --stdin)" if status == "stdinClosed" else ""
             raise _usage(f"{handle.id}: write {status}{hint}")
 
     @magic_arguments()
     @argument("id", help="process id")
-    @argument("name", help="interrupt, terminate, kill, hangup, quit, user1, user2, stop, continue "
-              "(or SIGINT, INT, 2, ...)")
+    @argument(
+        "name",
+        help="interrupt, terminate, kill, hangup, quit, user1, user2, stop, continue "
+        "(or SIGINT, INT, 2, ...)",
+    )
     @line_magic("signal")
     def signal_magic(self, line: str) -> None:
         """Send a signal to a process (its whole process group)."""
@@ -992,7 +1090,7 @@ class ExecMagics(Magics):
         """List the processes on the exec server: id, state, exit, runtime, command."""
         parse_argstring(self.ps_magic, line)
         infos = self._call(self.client.list)
-        display({"text/plain": ps_text(infos), "text/html": ps_html(infos)}, raw=True)
+        display({"text/plain": ps_text(infos), "text/html": ps_html(infos)})
 
     @magic_arguments()
     @argument("id", help="process id")
@@ -1008,7 +1106,7 @@ class ExecMagics(Magics):
         self._call(lambda: handle.info)
         if self._show(handle) is None:
             try:
-                stream_to_terminal(handle)
+                stream_to_terminal(handle, forward=False)
             except KeyboardInterrupt:
                 print(f"\n[detached from {handle.id}; it keeps running]")
         return handle
@@ -1060,50 +1158,6 @@ def _usage(message: str) -> Exception:
     return UsageError(message)
 
 
-def ps_rows(infos: list[ProcessInfo]) -> list[tuple[str, str, str, str, str]]:
-    rows = []
-    for info in infos:
-        exit_text = "" if info.exit_code is None else str(info.exit_code)
-        if info.signal:
-            exit_text = f"{exit_text} ({info.signal})"
-        rows.append(
-            (info.process_id, info.state, exit_text, format_duration(_runtime(info)),
-             info.label or shlex.join(info.argv))
-        )  # fmt: skip
-    return rows
-
-
-_PS_HEADER = ("ID", "STATE", "EXIT", "RUNTIME", "COMMAND")
-
-
-def ps_text(infos: list[ProcessInfo]) -> str:
-    rows = [_PS_HEADER, *ps_rows(infos)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-        + "  "
-        + row[4]
-        for row in rows
-    )
-
-
-def ps_html(infos: list[ProcessInfo]) -> str:
-    if not infos:
-        return "<i>no processes</i>"
-    head = "".join(f"<th style='text-align:left'>{h.lower()}</th>" for h in _PS_HEADER)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td style='text-align:left'>{'<code>' if i == 4 else ''}{html.escape(cell)}"
-            f"{'</code>' if i == 4 else ''}</td>"
-            for i, cell in enumerate(row)
-        )
-        + "</tr>"
-        for row in ps_rows(infos)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 # -- extension entry points ------------------------------------------------------------
 
 _loaded: dict[int, ExecMagics] = {}
@@ -1124,10 +1178,8 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = _loaded.pop(id(ipython), None)
     if magics is None:
         return
-    try:
+    with contextlib.suppress(ValueError):
         ipython.events.unregister("pre_run_cell", magics._pre_run_cell)
-    except ValueError:
-        pass
     stop_all_views()
     magics.connection.close()
     for name in ("exec", "read", "write", "signal", "terminate", "ps", "attach", "exec_connect"):
@@ -1141,5 +1193,23 @@ def _shutdown() -> None:
         magics.connection.close()
 
 
-atexit.register(_shutdown)
-_ = deque  # keep import list stable for tools that inspect it
+def _register_shutdown(callback: Callable[[], None]) -> None:
+    """Run ``callback`` at interpreter exit while threads still work.
+
+    ``atexit`` runs after threading has shut down, too late for the embedded
+    registry to terminate its processes (it needs worker threads); threading's
+    own exit hook (what concurrent.futures uses) runs before that.
+    """
+    import concurrent.futures.thread  # noqa: F401  (registers its own hook first)
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(callback)
+            return
+        except RuntimeError:
+            pass
+    atexit.register(callback)
+
+
+_register_shutdown(_shutdown)

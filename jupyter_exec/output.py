@@ -66,7 +66,8 @@ class OutputStore:
         chunk = Chunk(seq, stream, data)
         self._memory.append(chunk)
         self._memory_bytes += len(data)
-        while self._memory and self._memory_bytes > self.retained_bytes:
+        # The newest chunk always stays, even when it alone exceeds the budget.
+        while len(self._memory) > 1 and self._memory_bytes > self.retained_bytes:
             old = self._memory.popleft()
             self._memory_bytes -= len(old.data)
             if not self._is_logged(old.seq):

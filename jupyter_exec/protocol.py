@@ -21,7 +21,7 @@ from .models import SIGNALS, Lifetime
 
 RequestId = int | str
 
-NonNegative = Annotated[int, Field(strict=True, ge=0)]
+NonNegative = Annotated[int, Field(strict=True, ge=0, le=2**53)]
 Positive = Annotated[int, Field(strict=True, ge=1, le=10_000)]
 ProcessId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
 

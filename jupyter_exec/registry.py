@@ -113,8 +113,8 @@ class Registry:
             raise TooManyProcessesError(self.config.max_processes)
         cwd = resolve_cwd(params.cwd, self.config.root_dir)
         env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
-        if params.tty:
-            env.setdefault("TERM", "xterm-256color")
+        if params.tty and "TERM" not in (params.env or {}):
+            env["TERM"] = "xterm-256color"  # SPEC 4: not the server's own TERM
         marker = f"{self.id}/{uuid.uuid4().hex[:12]}"
         env[MARKER_VAR] = marker
         executable = resolve_program(params.argv[0], cwd, env)

@@ -21,7 +21,11 @@ from __future__ import annotations
 import codecs
 import html
 import re
+import shlex
+import time
 from dataclasses import dataclass, replace
+
+from .models import ProcessInfo
 
 __all__ = [
     "StreamDecoder",
@@ -31,6 +35,9 @@ __all__ = [
     "collapse_progress",
     "format_duration",
     "format_status",
+    "process_runtime",
+    "ps_html",
+    "ps_text",
     "strip_ansi",
 ]
 
@@ -167,7 +174,7 @@ _FLAG_CODES = (
 def _simple_sgr(style: Style, code: int) -> Style:
     if code in _SGR_FLAGS:
         name, value = _SGR_FLAGS[code]
-        style = replace(style, **{name: value})
+        style = replace(style, **{name: value})  # type: ignore[arg-type]
         return replace(style, dim=False) if code == 22 else style
     if 30 <= code <= 37:
         return replace(style, fg=_PALETTE_16[code - 30], fg_code=str(code))
@@ -418,3 +425,53 @@ def format_status(
     else:
         text = state
     return f"{text} after {format_duration(runtime)}" if runtime is not None else text
+
+
+def process_runtime(info: ProcessInfo, now_ms: float | None = None) -> float:
+    """Seconds from start to exit (or to now while running)."""
+    end = info.exited_at if info.exited_at is not None else (now_ms or time.time() * 1000)
+    return max(0.0, (end - info.started_at) / 1000)
+
+
+def ps_rows(infos: list[ProcessInfo]) -> list[tuple[str, str, str, str, str]]:
+    rows: list[tuple[str, str, str, str, str]] = []
+    for info in infos:
+        exit_text = "" if info.exit_code is None else str(info.exit_code)
+        if info.signal:
+            exit_text = f"{exit_text} ({info.signal})"
+        rows.append(
+            (info.process_id, info.state, exit_text, format_duration(process_runtime(info)),
+             info.label or shlex.join(info.argv))
+        )  # fmt: skip
+    return rows
+
+
+_PS_HEADER = ("ID", "STATE", "EXIT", "RUNTIME", "COMMAND")
+
+
+def ps_text(infos: list[ProcessInfo]) -> str:
+    rows = [_PS_HEADER, *ps_rows(infos)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        + "  "
+        + row[4]
+        for row in rows
+    )
+
+
+def ps_html(infos: list[ProcessInfo]) -> str:
+    if not infos:
+        return "<i>no processes</i>"
+    head = "".join(f"<th style='text-align:left'>{h.lower()}</th>" for h in _PS_HEADER)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td style='text-align:left'>{'<code>' if i == 4 else ''}{html.escape(cell)}"
+            f"{'</code>' if i == 4 else ''}</td>"
+            for i, cell in enumerate(row)
+        )
+        + "</tr>"
+        for row in ps_rows(infos)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

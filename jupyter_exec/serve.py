@@ -282,3 +282,7 @@ async def _discard_line(reader: asyncio.StreamReader) -> None:
             await reader.readexactly(exc.consumed)
         except asyncio.IncompleteReadError:
             return
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -203,25 +203,31 @@ export class ExecConnection implements IDisposable {
     };
   }
 
-  /** SPEC 2: initialize (resuming when we had a session), then initialized. */
+  /**
+   * SPEC 2: initialize (resuming when we had a session), then initialized.
+   * A refused resume (expired, or the server restarted) is retried at once as
+   * a fresh session; `connected` then says `resumed: false` so models
+   * re-subscribe. Anything else closes the socket and backs off.
+   */
   private async _handshake(socket: IWebSocketLike): Promise<void> {
     const previous = this._sessionId;
-    const params: IMethods['initialize']['params'] = {
-      clientName: this._options.clientName ?? 'jupyterlab'
-    };
-    if (previous) {
-      params.resumeSessionId = previous;
-    }
+    const clientName = this._options.clientName ?? 'jupyterlab';
     let result: IMethods['initialize']['result'];
     try {
-      result = await this._send('initialize', params);
-    } catch (error) {
-      if (this._socket !== socket) {
-        return;
+      try {
+        result = await this._send('initialize', previous ? { clientName, resumeSessionId: previous } : { clientName });
+      } catch (error) {
+        if (!previous || !(error instanceof RpcError) || this._socket !== socket) {
+          throw error;
+        }
+        this._sessionId = null;
+        result = await this._send('initialize', { clientName });
       }
-      // A refused resume (session expired) must not loop: start afresh next time.
-      this._sessionId = null;
-      socket.close();
+    } catch {
+      if (this._socket === socket) {
+        this._sessionId = null;
+        socket.close();
+      }
       return;
     }
     if (this._socket !== socket) {
@@ -297,6 +303,7 @@ export class ExecConnection implements IDisposable {
       this._idleTimer = null;
       if (this._users === 0) {
         this._close('idle');
+        this._sessionId = null; // nothing to resume: no one was listening
       }
     }, this._options.idleCloseMs ?? 10000);
   }

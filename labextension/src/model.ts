@@ -397,8 +397,8 @@ export class ProcessStream implements IDisposable {
   }
 
   private _applyRead(result: IReadResult): void {
-    // Only a gap before retained output is a loss; markers alone can move firstSeq.
-    if (this._cursor + 1 < result.firstSeq && result.chunks.length > 0) {
+    // firstSeq only moves when output is dropped (SPEC 4), so this is exact.
+    if (this._cursor + 1 < result.firstSeq) {
       this._output.emit({ kind: 'dropped', fromSeq: this._cursor + 1, toSeq: result.firstSeq - 1 });
       this._cursor = result.firstSeq - 1;
     }

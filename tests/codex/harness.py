@@ -28,7 +28,8 @@ from websockets.sync.client import connect
 
 CODEX_VERSION = "0.169.0"
 VENV_BIN = Path(sys.executable).parent
-JUPYTER_EXEC = str(VENV_BIN / "jupyter-exec")
+#: The server under test; override to try another build of it.
+JUPYTER_EXEC = os.environ.get("JUPYTER_EXEC_BIN", str(VENV_BIN / "jupyter-exec"))
 
 
 def cache_dir() -> Path:
@@ -46,12 +47,9 @@ def install_codex() -> Path:
         if npm is None:
             raise RuntimeError("npm is needed to install @openai/codex for these tests")
         prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund",
-             "--loglevel=error", f"@openai/codex@{CODEX_VERSION}"],
-            check=True,
-            timeout=600,
-        )  # fmt: skip
+        package = f"@openai/codex@{CODEX_VERSION}"
+        command = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", package]
+        subprocess.run(command, check=True, timeout=600)
     version = subprocess.run(
         [str(launcher), "--version"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
@@ -79,7 +77,9 @@ class CodexResult:
         ]
 
     def describe(self) -> str:
-        return f"codex exit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr[-4000:]}"
+        return (
+            f"codex exit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr[-4000:]}"
+        )
 
 
 @dataclass
@@ -157,38 +157,29 @@ args = ["serve", "--listen", "stdio", "--root", {json.dumps(str(root))}]
 # -- a small JSON-RPC client, to look at our registry from outside --------------------
 
 
-class ExecClient:
-    """Synchronous, minimal: enough to call ``process/list`` beside Codex."""
+def call(url: str, method: str, params: Any) -> Any:
+    """One request on a fresh connection (after the handshake); raises on an error."""
+    with connect(url, open_timeout=10) as ws:
+        ids = itertools.count(1)
 
-    def __init__(self, url: str) -> None:
-        self._ws = connect(url, open_timeout=10)
-        self._ids = itertools.count(1)
-        self.call("initialize", {"clientName": "codex-e2e-observer"})
-        self._ws.send(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
+        def request(method: str, params: Any) -> Any:
+            request_id = next(ids)
+            ws.send(json.dumps({"id": request_id, "method": method, "params": params}))
+            while True:
+                message = json.loads(ws.recv(timeout=30))
+                if message.get("id") == request_id:
+                    if "error" in message:
+                        raise RuntimeError(f"{method} failed: {message['error']}")
+                    return message["result"]
 
-    def call(self, method: str, params: Any) -> Any:
-        request_id = next(self._ids)
-        self._ws.send(json.dumps({"id": request_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self._ws.recv(timeout=30))
-            if message.get("id") == request_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method} failed: {message['error']}")
-                return message["result"]
-
-    def processes(self) -> list[dict[str, Any]]:
-        return list(self.call("process/list", {})["processes"])
-
-    def close(self) -> None:
-        self._ws.close()
+        request("initialize", {"clientName": "codex-e2e-observer"})
+        ws.send(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
+        return request(method, params)
 
 
 def processes(url: str) -> list[dict[str, Any]]:
-    client = ExecClient(url)
-    try:
-        return client.processes()
-    finally:
-        client.close()
+    """Our registry's ``process/list``, to look at Codex's processes from outside."""
+    return list(call(url, "process/list", {})["processes"])
 
 
 # -- our servers -------------------------------------------------------------------
@@ -261,7 +252,7 @@ def jupyter_server(root: Path, runtime: Path, token: str) -> Iterator[RunningSer
             "--ServerApp.port_retries=0",
             f"--ServerApp.root_dir={root}",
             f"--IdentityProvider.token={token}",
-            '--ServerApp.jpserver_extensions={"jupyter_exec": True}',
+            "--ServerApp.jpserver_extensions=jupyter_exec=True",
         ],
         env=env,
         stdout=log,

@@ -319,6 +319,19 @@ def test_watch_missing_rules(ctx: FakeContext, root: Path, fast_poll: None) -> N
     asyncio.run(scenario())
 
 
+def test_watch_missing_outside_root_only(ctx: FakeContext, fast_poll: None) -> None:
+    """Codex watches `.git` up to `/`: paths outside the root are never served, nor watched."""
+
+    async def scenario() -> None:
+        params = {"watchId": 1, "missing": ["file:///.git"], "present": None}
+        assert await METHODS["fs/watchMissing"](ctx, params) == {"watching": True}
+        await _settle()
+        assert ctx.connection.sent == []
+        await ctx.connection.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_watch_missing_bad_params(ctx: FakeContext) -> None:
     for params in ({"watchId": "abc", "missing": []}, {"watchId": -1}, {"missing": []}):
         assert call_error(ctx, "fs/watchMissing", params).code == ErrorCode.INVALID_PARAMS

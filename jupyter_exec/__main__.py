@@ -1,0 +1,7 @@
+"""``python -m jupyter_exec ...``: the same as the ``jupyter-exec`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

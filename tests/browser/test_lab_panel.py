@@ -1,0 +1,374 @@
+"""The JupyterLab panel, end to end: a real `jupyter lab`, Debian's chromium, no mocks.
+
+One `jupyter lab` serves the whole module (bound to 127.0.0.1, token auth,
+its own config/data/runtime dirs so the user's settings and workspaces stay
+out); Playwright drives /usr/bin/chromium headless. Screenshots land in
+`test-artifacts/` for a human to look at.
+
+Without chromium or the `playwright` package these tests skip locally and
+FAIL under CI=true, so a CI machine that lost its browser cannot go green.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("JUPYTER_EXEC_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PANEL = "#jupyter-exec-processes"
+
+
+def _missing_requirements() -> list[str]:
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the `playwright` Python package (pip install -e '.[test]')")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
+    return missing
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _require_browser() -> None:
+    missing = _missing_requirements()
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, token: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class Lab:
+    def __init__(self, url: str, token: str, root: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.url, self.token, self.root, self.proc = url, token, root, proc
+
+    def api(self, path: str) -> Any:
+        status, body = _get(self.url + path, self.token)
+        assert status == 200, (path, status, body[:500])
+        return json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("lab")
+    root = base / "root"
+    (root / "sub").mkdir(parents=True)
+    port, token = _free_port(), secrets.token_hex(16)
+    # No "get notified about news?" toast over the screenshots.
+    settings = base / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_DATA_DIR=str(base / "data"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS="false",
+    )
+    log = (base / "lab.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "jupyterlab",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.open_browser=False",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited: {(base / 'lab.log').read_text()[-3000:]}")
+            try:
+                if _get(url + "api/status", token)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"jupyter lab did not start: {(base / 'lab.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        status, body = _get(url + "api/exec/processes", token)
+        assert status == 200, f"jupyter_exec server extension not serving: {status} {body[:300]!r}"
+        yield Lab(url, token, root, proc)
+    finally:
+        # Stop by PID: SIGTERM lets the server (and jupyter_exec) shut down cleanly.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        (ARTIFACTS / "lab.log").parent.mkdir(exist_ok=True)
+        (ARTIFACTS / "lab.log").write_bytes((base / "lab.log").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Any, lab: Lab, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh page on JupyterLab, with console errors collected for the report."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{lab.url}lab?token={lab.token}")
+    page.locator(".jp-LabShell").wait_for()
+    page.locator("#jupyterlab-splash").wait_for(state="detached")
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-end.png"))
+    context.close()
+    assert not [e for e in errors if "jupyter-exec" in e or "Exec" in e], errors
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def open_panel(page: Any) -> Any:
+    panel = page.locator(PANEL)
+    if not panel.is_visible():
+        page.locator(f'.jp-SideBar [data-id="{PANEL[1:]}"]').click()
+    panel.wait_for(state="visible")
+    return panel
+
+
+def start_from_dialog(
+    page: Any, command: str, name: str, tty: bool, pipe_stdin: bool = False
+) -> None:
+    open_panel(page).get_by_role("button", name="New process").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator('input[name="command"]').fill(command)
+    dialog.locator('input[name="name"]').fill(name)
+    dialog.locator('input[name="tty"]').set_checked(tty)
+    if not tty:
+        dialog.locator('input[name="pipeStdin"]').set_checked(pipe_stdin)
+    shot(page, f"dialog-{name}")
+    dialog.get_by_role("button", name="Start").click()
+    dialog.wait_for(state="detached")
+
+
+def view(page: Any) -> Any:
+    """The active process view in the main area."""
+    return page.locator(".jp-ExecView:visible")
+
+
+def terminal_text(page: Any) -> str:
+    return str(view(page).locator(".xterm-rows").inner_text())
+
+
+def wait_for_text(page: Any, pattern: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = terminal_text(page)
+        if re.search(pattern, text):
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not in terminal:\n{text}")
+        time.sleep(0.1)
+
+
+def test_tty_process_start_type_terminate_reload(page: Any, lab: Lab) -> None:
+    open_panel(page)
+    shot(page, "panel-empty")
+    script = (
+        "printf '\\033[32mREADY\\033[0m\\n';"
+        " for i in 1 2 3; do printf '\\rprogress %s/3' $i; sleep 0.1; done; echo;"
+        ' while read -r line; do echo "got:$line"; done'
+    )
+    start_from_dialog(page, script, "echoer", tty=True)
+
+    # Output appears in a main-area view; ANSI colour is rendered, \r overwrote the bar.
+    view(page).wait_for()
+    text = wait_for_text(page, r"progress 3/3")
+    assert "READY" in text and "progress 1/3" not in text
+    assert view(page).locator(".xterm-rows span.xterm-fg-2", has_text="READY").count() == 1
+    row = page.locator(f"{PANEL} .jp-ExecPanel-item", has_text="echoer")
+    assert row.locator(".jp-ExecBadge").inner_text() == "running"
+
+    # Typing goes to the pty: the line discipline echoes it, the loop answers.
+    view(page).locator(".xterm").click()
+    page.keyboard.type("ping-42")
+    page.keyboard.press("Enter")
+    wait_for_text(page, r"got:ping-42")
+    shot(page, "tty-typed")
+
+    # Terminate: SIGTERM, seen in the view and in the list.
+    view(page).get_by_role("button", name="Terminate").click()
+    badge = view(page).locator(".jp-ExecView-toolbar .jp-ExecBadge")
+    badge.filter(has_text="SIGTERM").wait_for()
+    row.locator(".jp-ExecBadge", has_text="SIGTERM").wait_for()
+    wait_for_text(page, r"\[process killed by SIGTERM \(143\)\]")
+    assert view(page).get_by_role("button", name="Remove").is_enabled()
+    assert view(page).get_by_role("button", name="Kill").is_disabled()
+    shot(page, "tty-terminated")
+    before = terminal_text(page)
+
+    # Reload: the history comes back from seq 0, once, in order.
+    page.reload()
+    page.locator("#jupyterlab-splash").wait_for(state="detached")
+    row = open_panel(page).locator(".jp-ExecPanel-item", has_text="echoer")
+    row.locator(".jp-ExecBadge", has_text="SIGTERM").wait_for()
+    if not view(page).count():
+        row.locator("button").focus()  # keyboard: Enter on the focused row opens it
+        page.keyboard.press("Enter")
+    after = wait_for_text(page, r"killed by SIGTERM")
+    assert after.count("READY") == 1 and after.count("got:ping-42") == 1
+    assert [ln.rstrip() for ln in after.splitlines() if ln.strip()] == [
+        ln.rstrip() for ln in before.splitlines() if ln.strip()
+    ]
+    shot(page, "tty-after-reload")
+
+
+def test_pipe_process_stderr_stdin_download_remove(page: Any, lab: Lab) -> None:
+    # The dialog's cwd follows the file browser (relative to the server root).
+    page.locator(".jp-DirListing-item", has_text="sub").dblclick()
+    page.locator(".jp-BreadCrumbs", has_text="sub").wait_for()
+    script = 'echo "out:$(pwd)"; echo err-line >&2; read x; echo "read:$x"'
+    open_panel(page).get_by_role("button", name="New process").click()
+    cwd = page.locator('.jp-Dialog input[name="cwd"]')
+    assert cwd.input_value() == "sub"
+    page.keyboard.press("Escape")
+    start_from_dialog(page, script, "piper", tty=False, pipe_stdin=True)
+
+    view(page).wait_for()
+    text = wait_for_text(page, r"err-line")
+    assert f"out:{lab.root / 'sub'}" in text.replace("\n", "")
+    # stderr is drawn in a colour of its own (bright red, xterm palette 9).
+    assert view(page).locator(".xterm-rows span.xterm-fg-9", has_text="err-line").count() == 1
+
+    field = view(page).get_by_label("Standard input")
+    field.fill("hello pipes")
+    field.press("Enter")
+    wait_for_text(page, r"read:hello pipes")
+    view(page).locator(".jp-ExecBadge", has_text="exited 0").wait_for()
+    shot(page, "pipe-exited")
+
+    with page.expect_download() as info:
+        view(page).get_by_role("button", name="Download").click()
+    saved = ARTIFACTS / "piper.log"
+    info.value.save_as(saved)
+    assert b"err-line" in saved.read_bytes() and b"read:hello pipes" in saved.read_bytes()
+
+    processes = lab.api("api/exec/processes")
+    (piper,) = [p for p in processes if p["label"] == "piper"]
+    view(page).get_by_role("button", name="Remove").click()
+    view(page).wait_for(state="detached")
+    page.locator(f'{PANEL} .jp-ExecPanel-item[data-process-id="{piper["processId"]}"]').wait_for(
+        state="detached"
+    )
+    assert piper["processId"] not in [p["processId"] for p in lab.api("api/exec/processes")]
+
+
+def _set_theme(lab: Lab, theme: str) -> None:
+    body = json.dumps({"raw": json.dumps({"theme": theme})}).encode()
+    request = urllib.request.Request(
+        lab.url + "lab/api/settings/@jupyterlab/apputils-extension:themes",
+        data=body,
+        method="PUT",
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 204
+
+
+def test_keyboard_only_start_and_dark_theme(page: Any, lab: Lab) -> None:
+    # Keyboard only: focus "New process", Enter, type the command, Enter starts it.
+    open_panel(page).get_by_role("button", name="New process").focus()
+    page.keyboard.press("Enter")
+    page.locator(".jp-Dialog").wait_for()
+    assert page.evaluate("document.activeElement.name") == "command"
+    page.keyboard.type("echo keyboard-only")
+    page.keyboard.press("Enter")
+    page.locator(".jp-Dialog").wait_for(state="detached")
+    wait_for_text(page, "keyboard-only")
+
+    def colours() -> tuple[str, str]:
+        panel = page.locator(PANEL).evaluate("el => getComputedStyle(el).backgroundColor")
+        term = (
+            view(page)
+            .locator(".xterm-viewport")
+            .evaluate("el => getComputedStyle(el).backgroundColor")
+        )
+        return panel, term
+
+    light = colours()
+    _set_theme(lab, "JupyterLab Dark")
+    try:
+        page.reload()
+        page.locator("body[data-jp-theme-light='false']").wait_for()
+        open_panel(page).locator(".jp-ExecPanel-item", has_text="keyboard-only").locator(
+            "button"
+        ).click()
+        wait_for_text(page, "keyboard-only")
+        dark = colours()
+        shot(page, "dark-theme")
+    finally:
+        _set_theme(lab, "JupyterLab Light")
+
+    def brightness(rgb: str) -> int:
+        return sum(int(v) for v in re.findall(r"\d+", rgb)[:3])
+
+    assert brightness(dark[0]) < brightness(light[0])
+    assert brightness(dark[1]) < brightness(light[1])

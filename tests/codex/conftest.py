@@ -1,0 +1,62 @@
+"""Fixtures for the Codex end-to-end tests: Codex itself, a scripted model, our servers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Codex, RunningServer, install_codex, jupyter_server, standalone_server
+from .model_server import ScriptedModel
+
+
+@pytest.fixture(scope="session")
+def codex_launcher() -> Path:
+    """Installed once per session (npm, into a cache directory that survives sessions)."""
+    return install_codex()
+
+
+@pytest.fixture
+def model() -> Iterator[ScriptedModel]:
+    with ScriptedModel() as model:
+        yield model
+
+
+@pytest.fixture
+def codex(codex_launcher: Path, model: ScriptedModel, tmp_path: Path) -> Codex:
+    return Codex(codex_launcher, tmp_path / "codex-home", model.base_url)
+
+
+@pytest.fixture(scope="module")
+def server_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("exec-root").resolve()
+
+
+@pytest.fixture(scope="module")
+def standalone(server_root: Path) -> Iterator[RunningServer]:
+    with standalone_server(server_root) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def jupyter(server_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    runtime = tmp_path_factory.mktemp("jupyter-runtime")
+    with jupyter_server(server_root, runtime, secrets.token_hex(16)) as server:
+        yield server
+
+
+@pytest.fixture(params=["standalone", "jupyter"])
+def server(request: pytest.FixtureRequest) -> RunningServer:
+    """Each test runs against both: the standalone ws server and /api/exec/ws in Jupyter."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def workdir(server: RunningServer, request: pytest.FixtureRequest) -> Path:
+    """A fresh directory inside the server's root for one test: Codex's cwd."""
+    name = request.node.name.replace("[", "-").replace("]", "")
+    path = server.root / name
+    path.mkdir()
+    return path

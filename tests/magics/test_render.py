@@ -1,0 +1,128 @@
+"""render.py: terminal text to HTML/plain text, progress collapsing, status lines."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jupyter_exec.models import ProcessInfo
+from jupyter_exec.render import (
+    StreamDecoder,
+    TerminalLog,
+    ansi_to_html,
+    collapse_progress,
+    format_duration,
+    format_status,
+    ps_html,
+    ps_text,
+    strip_ansi,
+)
+
+
+def test_carriage_return_progress_collapses_to_latest_state() -> None:
+    text = "start\n  0%|          |\r 50%|#####     |\r100%|##########|\ndone\n"
+    assert collapse_progress(text) == "start\n100%|##########|\ndone\n"
+
+
+def test_shorter_redraw_keeps_the_tail_like_a_terminal() -> None:
+    assert collapse_progress("abcdef\rxy") == "xycdef"
+    assert collapse_progress("abcdef\rxy\x1b[K") == "xy"
+
+
+def test_tqdm_multi_bar_cursor_up_redraws_in_place() -> None:
+    text = "bar1 0%\nbar2 0%\n\x1b[A\x1b[A\rbar1 100%\n\rbar2 100%\n"
+    assert collapse_progress(text) == "bar1 100%\nbar2 100%\n"
+
+
+def test_real_tqdm_output_collapses_to_its_final_line() -> None:
+    import io
+
+    from tqdm import tqdm
+
+    stream = io.StringIO()
+    for _ in tqdm(range(50), file=stream, mininterval=0, ncols=60, ascii=True):
+        pass
+    lines = collapse_progress(stream.getvalue()).splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("100%|") and "50/50" in lines[0]
+
+
+def test_sgr_colours_become_inline_css_and_text_is_escaped() -> None:
+    out = ansi_to_html("\x1b[1;31mError\x1b[0m: <b>&\x1b[38;5;208m256\x1b[38;2;1;2;3mrgb\x1b[m")
+    assert '<span style="color:#cd0000;font-weight:bold">Error</span>' in out
+    assert ": &lt;b&gt;&amp;" in out
+    assert 'color:#ff8700">256</span>' in out
+    assert 'color:#010203">rgb</span>' in out
+
+
+def test_ansi_round_trip_keeps_colours_for_terminals() -> None:
+    assert collapse_progress("\x1b[32mok\x1b[0m\n", keep_ansi=True) == "\x1b[0m\x1b[32mok\x1b[0m\n"
+
+
+def test_escape_sequences_split_across_chunks() -> None:
+    log = TerminalLog()
+    for piece in ["a\x1b", "[3", "1mred", "\x1b[0", "m b\x1b]0;title\x07c"]:
+        log.feed(piece)
+    assert log.text() == "ared bc"
+    assert 'color:#cd0000">red</span>' in log.html()
+
+
+def test_private_modes_and_osc_titles_are_dropped() -> None:
+    assert collapse_progress("\x1b[?25lhidden cursor\x1b[?25h\x1b]2;t\x1b\\") == "hidden cursor"
+
+
+def test_line_limit_counts_dropped_lines() -> None:
+    log = TerminalLog(max_lines=3)
+    log.feed("".join(f"{i}\n" for i in range(10)))
+    assert log.text() == "8\n9\n"
+    assert log.dropped_lines == 8
+
+
+def test_stream_decoder_joins_split_utf8_per_stream() -> None:
+    data = "héllo→".encode()
+    decoder = StreamDecoder()
+    parts = [decoder.decode("stdout", data[i : i + 1]) for i in range(len(data))]
+    assert "".join(parts) == "héllo→"
+    assert decoder.decode("stderr", b"\xff") == "\ufffd"
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab\r\n\x1b[0123;mAK?")), max_size=60), st.data())
+def test_chunking_never_changes_the_result(text: str, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(text)))
+    whole, pieces = TerminalLog(), TerminalLog()
+    whole.feed(text)
+    pieces.feed(text[:cut])
+    pieces.feed(text[cut:])
+    assert pieces.text() == whole.text()
+
+
+def test_strip_ansi() -> None:
+    assert strip_ansi("\x1b[31mred\x1b[0m\r") == "red\r"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.04, "0.0s"), (3.21, "3.2s"), (42, "42s"), (185, "3m 05s"), (7380, "2h 03m")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_format_status() -> None:
+    assert format_status("running", None, None, 3.2) == "running 3.2s"
+    assert format_status("exited", 0, None, 1.0) == "exited 0 after 1.0s"
+    assert format_status("closed", 143, "SIGTERM", 2.0) == "killed by SIGTERM after 2.0s"
+
+
+def test_ps_table() -> None:
+    info = ProcessInfo(
+        process_id="train", argv=["python", "train.py"], cwd="/", tty=False, pid=1, label=None,
+        lifetime="detached", state="closed", started_at=1_000, exited_at=4_000, exit_code=143,
+        signal="SIGTERM", next_seq=3, first_seq=1, output_bytes=0,
+    )  # fmt: skip
+    text = ps_text([info])
+    assert text.splitlines()[0].split() == ["ID", "STATE", "EXIT", "RUNTIME", "COMMAND"]
+    assert "train  closed  143 (SIGTERM)  3.0s     python train.py" in text
+    assert "<td style='text-align:left'>train</td>" in ps_html([info])
+    assert ps_html([]) == "<i>no processes</i>"

@@ -1,0 +1,152 @@
+"""Test helpers: an embedded service, a raw JSON-RPC peer, a standalone server process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_exec.client import ExecClient
+from jupyter_exec.dispatch import ExecService, ServiceConfig
+from jupyter_exec.registry import Registry, RegistryConfig
+
+PY = sys.executable
+
+
+def py(code: str) -> list[str]:
+    """argv for a Python child running `code`."""
+    return [PY, "-c", code]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def make_service(tmp_path: Path | None = None, **overrides: Any) -> ExecService:
+    reg_fields = set(RegistryConfig.__dataclass_fields__)
+    reg = {k: v for k, v in overrides.items() if k in reg_fields}
+    svc = {k: v for k, v in overrides.items() if k not in reg_fields}
+    if tmp_path is not None:
+        reg.setdefault("root_dir", tmp_path)
+        reg.setdefault("log_dir", tmp_path / "logs")
+    return ExecService(Registry(RegistryConfig(**reg)), ServiceConfig(**svc))
+
+
+@contextlib.asynccontextmanager
+async def embedded(tmp_path: Path | None = None, **overrides: Any) -> AsyncIterator[tuple[ExecService, ExecClient]]:
+    service = make_service(tmp_path, **overrides)
+    client = await ExecClient.embedded(service)
+    try:
+        yield service, client
+    finally:
+        await client.close()
+        await service.aclose()
+
+
+class RawPeer:
+    """A JSON-RPC peer over an in-process connection, to see exact wire messages."""
+
+    def __init__(self, service: ExecService) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def write(text: str) -> None:
+            self.inbox.put_nowait(json.loads(text))
+
+        self.conn = service.connect(write)
+        self._ids = 0
+
+    def send_raw(self, frame: str | bytes) -> None:
+        self.conn.receive(frame)
+
+    def send(self, method: str, params: Any = None, *, notify: bool = False) -> int | None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        if notify:
+            self.send_raw(json.dumps(msg))
+            return None
+        self._ids += 1
+        msg["id"] = self._ids
+        self.send_raw(json.dumps(msg))
+        return self._ids
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        return await asyncio.wait_for(self.inbox.get(), timeout)
+
+    async def response(self, req_id: int | None, timeout: float = 10) -> dict[str, Any]:
+        """The response with this id; notifications before it are kept in `self.seen`."""
+        while True:
+            msg = await self.recv(timeout)
+            if "method" not in msg and msg.get("id") == req_id:
+                return msg
+            self.seen.append(msg)
+
+    seen: list[dict[str, Any]]
+
+    async def call(self, method: str, params: Any = None) -> dict[str, Any]:
+        return await self.response(self.send(method, params))
+
+    async def handshake(self) -> dict[str, Any]:
+        self.seen = []
+        result = await self.call("initialize", {"clientName": "test"})
+        self.send("initialized", notify=True)
+        return result
+
+    async def close(self) -> None:
+        await self.conn.aclose()
+
+
+@dataclass
+class Standalone:
+    proc: subprocess.Popen[str]
+    url: str
+    token: str
+
+    @property
+    def bare_url(self) -> str:
+        return self.url.split("?", 1)[0]
+
+
+@contextlib.contextmanager
+def standalone(*args: str, cwd: Path | None = None) -> Iterator[Standalone]:
+    """`jupyter-exec serve` as a real subprocess; stopped by its pid afterwards."""
+    proc = subprocess.Popen(
+        [PY, "-m", "jupyter_exec.serve", "--listen", "ws://127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("ws://127.0.0.1:"), url
+        token = url.split("token=", 1)[1] if "token=" in url else ""
+        yield Standalone(proc, url, token)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
