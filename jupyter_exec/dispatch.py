@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,23 @@ from .registry import ReadOutcome, Registry
 log = logging.getLogger(__name__)
 
 Write = Callable[[str], Awaitable[None]]
+
+#: Methods that only look. Under Jupyter authorization every other method needs
+#: the `execute` action on resource `exec` (handlers.py).
+READ_ONLY_METHODS = frozenset(
+    {
+        "process/read",
+        "process/list",
+        "process/subscribe",
+        "process/unsubscribe",
+        "environment/info",
+        "environmentConfig/read",
+        "fs/getMetadata",
+        "fs/readFile",
+        "fs/readDirectory",
+        "fs/watchMissing",
+    }
+)
 
 
 @dataclass
@@ -106,6 +123,7 @@ class ExecService:
         }
         self._install_extra_methods()
         self._subscribers: dict[str, set[Session]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         registry.add_listener(self._route)
 
     def _install_extra_methods(self) -> None:
@@ -120,13 +138,22 @@ class ExecService:
     def root_dir(self) -> Path:
         return self.registry.config.root_dir
 
-    def connect(self, write: Write) -> Connection:
-        return Connection(self, write)
+    def connect(self, write: Write, allowed_actions: frozenset[str] | None = None) -> Connection:
+        """A new client. `allowed_actions` None means everything is allowed."""
+        return Connection(self, write, allowed_actions)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a background task this service owns (awaited at `aclose`)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
         for session in list(self.sessions.values()):
             if session.connection is not None:
                 await session.connection.aclose()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self.registry.remove_listener(self._route)
         await self.registry.aclose()
 
@@ -237,9 +264,12 @@ def event_notification(event: Event) -> dict[str, Any]:
 class Connection:
     """One client: handshake state, concurrent requests, one bounded outgoing queue."""
 
-    def __init__(self, service: ExecService, write: Write) -> None:
+    def __init__(
+        self, service: ExecService, write: Write, allowed_actions: frozenset[str] | None = None
+    ) -> None:
         self.service = service
         self._write = write
+        self.allowed_actions = allowed_actions
         self.session: Session | None = None
         self._initialized = False
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
@@ -313,10 +343,18 @@ class Connection:
             msg = "client must send initialized before using process methods"
             self._error(req_id, InvalidRequestError(msg))
             return
+        if not self._may_call(method):
+            msg = f"permission denied: {method} needs the execute permission on exec"
+            self._error(req_id, InvalidRequestError(msg))
+            return
         ctx = CallContext(self.service, self, self.session.id, self.service.root_dir)
         task = asyncio.create_task(self._call(req_id, handler, ctx, params))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _may_call(self, method: str) -> bool:
+        allowed = self.allowed_actions
+        return allowed is None or "execute" in allowed or method in READ_ONLY_METHODS
 
     def refuse_oversized(self) -> None:
         """SPEC 7: a frame over `max_message_bytes` is refused; the connection goes on."""

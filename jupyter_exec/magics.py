@@ -239,7 +239,8 @@ class ExecProcess:
         self.client = client
         self.id = process_id
         self._argv = argv
-        self._expect_seq = 0
+        #: Seq of the chunk that completed the last ``wait_for`` match.
+        self.last_match_seq = 0
 
     # -- state ----------------------------------------------------------------
 
@@ -377,18 +378,19 @@ class ExecProcess:
         return code
 
     def wait_for(
-        self, pattern: str, timeout: float | None = None, *, after: int | None = None
+        self, pattern: str, timeout: float | None = None, *, after: int = 0
     ) -> re.Match[str]:
-        """Block until the output matches ``pattern`` (Python ``re``); return the match.
+        """Block until the output after seq ``after`` matches ``pattern``; return the match.
 
         The server does the matching (``untilPattern``), so nothing is polled.
-        The first call searches all output; later calls search after the chunk
-        that completed the previous match (like ``pexpect.expect``), unless
-        ``after`` gives a seq. Raises :class:`ProcessExitedError` if the process
-        ends first and ``TimeoutError`` after ``timeout`` seconds.
+        By default all output is searched, so a line printed before the call
+        counts. To wait for the *next* prompt, pass ``after=p.last_match_seq``
+        (the seq of the chunk that completed the previous match). Raises
+        :class:`ProcessExitedError` if the process ends first and
+        ``TimeoutError`` after ``timeout`` seconds.
         """
         compiled = re.compile(pattern)
-        start = self._expect_seq if after is None else after
+        start = after
         deadline = None if timeout is None else time.monotonic() + timeout
         interrupts = _Interrupts(self)
         while True:
@@ -415,7 +417,7 @@ class ExecProcess:
     def _matched(self, compiled: re.Pattern[str], result: ReadResult) -> re.Match[str]:
         decoder = StreamDecoder()
         text = "".join(decoder.decode(c.stream, c.data) for c in result.chunks)
-        self._expect_seq = result.chunks[-1].seq if result.chunks else result.next_seq - 1
+        self.last_match_seq = result.chunks[-1].seq if result.chunks else result.next_seq - 1
         match = compiled.search(text)
         if match is None:  # decoding differences: search what the server saw, again
             text = "".join(c.data.decode("utf-8", "replace") for c in result.chunks)
@@ -668,12 +670,19 @@ def _publish_display(bundle: dict[str, str], display_id: str, update: bool) -> N
         display(bundle, display_id)
 
 
-def stop_all_views(cell_id: str | None = None) -> None:
-    """Stop live views (all of them, or those started by the cell ``cell_id``)."""
+def stop_all_views(cell_id: str | None = None, timeout: float = 1.0) -> None:
+    """Stop live views (all, or those of the cell ``cell_id``); join up to ``timeout``.
+
+    A stopped view publishes nothing more at once; its thread ends after its
+    current read (at most about a second).
+    """
     with _views_lock:
         views = [v for v in _views.values() if cell_id is None or v.cell_id == cell_id]
     for view in views:
-        view.stop(timeout=0.5)
+        view._stop.set()
+    deadline = time.monotonic() + timeout
+    for view in views:
+        view.stop(timeout=max(0.0, deadline - time.monotonic()))
 
 
 # -- terminal streaming (no kernel) ------------------------------------------------
@@ -1009,9 +1018,11 @@ class ExecMagics(Magics):
                 )
         text = "".join(parts)
         if not args.raw:
-            log = TerminalLog(max_lines=args.tail or 1_000_000)
+            log = TerminalLog(max_lines=args.tail + 1 if args.tail else 1_000_000)
             log.feed(text)
             text = log.ansi()
+            if args.tail:
+                text = "".join(text.splitlines(keepends=True)[-args.tail :])
         elif args.tail:
             text = "\n".join(text.splitlines()[-args.tail :]) + (
                 "\n" if text.endswith("\n") else ""
@@ -1149,7 +1160,7 @@ class ExecMagics(Magics):
         _shown_this_cell.clear()
         cell_id = getattr(info, "cell_id", None)
         if cell_id:
-            stop_all_views(cell_id)  # this cell runs again: its old views are gone
+            stop_all_views(cell_id, timeout=0)  # this cell runs again: its old views are gone
 
 
 def _usage(message: str) -> Exception:

@@ -45,7 +45,9 @@ def make_service(tmp_path: Path | None = None, **overrides: Any) -> ExecService:
 
 
 @contextlib.asynccontextmanager
-async def embedded(tmp_path: Path | None = None, **overrides: Any) -> AsyncIterator[tuple[ExecService, ExecClient]]:
+async def embedded(
+    tmp_path: Path | None = None, **overrides: Any
+) -> AsyncIterator[tuple[ExecService, ExecClient]]:
     service = make_service(tmp_path, **overrides)
     client = await ExecClient.embedded(service)
     try:

@@ -258,8 +258,6 @@ export class ProcessView extends Widget {
     bar.setAttribute('aria-label', 'Process actions');
     this._badge.className = 'jp-ExecBadge';
     this._command.className = 'jp-ExecView-command';
-    const spacer = document.createElement('span');
-    spacer.className = 'jp-ExecView-spacer';
     const button = (label: string, title: string, action: () => unknown) => {
       const b = document.createElement('button');
       b.type = 'button';
@@ -283,7 +281,7 @@ export class ProcessView extends Widget {
       download: button('Download', 'Download the full output log', () => this._download()),
       remove: button('Remove', 'Forget this exited process and delete its log', () => this._remove())
     };
-    bar.append(this._badge, this._command, spacer, ...Object.values(this._buttons));
+    bar.append(this._badge, this._command, ...Object.values(this._buttons));
     this._updateFollow();
     return bar;
   }

@@ -235,13 +235,13 @@ def test_tty_process_start_type_terminate_reload(page: Any, lab: Lab) -> None:
     script = (
         "printf '\\033[32mREADY\\033[0m\\n';"
         " for i in 1 2 3; do printf '\\rprogress %s/3' $i; sleep 0.1; done; echo;"
-        ' while read -r line; do echo "got:$line"; done'
+        ' echo waiting-for-input; while read -r line; do echo "got:$line"; done'
     )
     start_from_dialog(page, script, "echoer", tty=True)
 
     # Output appears in a main-area view; ANSI colour is rendered, \r overwrote the bar.
     view(page).wait_for()
-    text = wait_for_text(page, r"progress 3/3")
+    text = wait_for_text(page, r"waiting-for-input")
     assert "READY" in text and "progress 1/3" not in text
     assert view(page).locator(".xterm-rows span.xterm-fg-2", has_text="READY").count() == 1
     row = page.locator(f"{PANEL} .jp-ExecPanel-item", has_text="echoer")
@@ -294,6 +294,7 @@ def test_pipe_process_stderr_stdin_download_remove(page: Any, lab: Lab) -> None:
 
     view(page).wait_for()
     text = wait_for_text(page, r"err-line")
+    shot(page, "pipe-running")
     assert f"out:{lab.root / 'sub'}" in text.replace("\n", "")
     # stderr is drawn in a colour of its own (bright red, xterm palette 9).
     assert view(page).locator(".xterm-rows span.xterm-fg-9", has_text="err-line").count() == 1
@@ -357,7 +358,7 @@ def test_keyboard_only_start_and_dark_theme(page: Any, lab: Lab) -> None:
     _set_theme(lab, "JupyterLab Dark")
     try:
         page.reload()
-        page.locator("body[data-jp-theme-light='false']").wait_for()
+        page.locator("body[data-jp-theme-light='false']").wait_for(state="attached")
         open_panel(page).locator(".jp-ExecPanel-item", has_text="keyboard-only").locator(
             "button"
         ).click()
@@ -372,3 +373,62 @@ def test_keyboard_only_start_and_dark_theme(page: Any, lab: Lab) -> None:
 
     assert brightness(dark[0]) < brightness(light[0])
     assert brightness(dark[1]) < brightness(light[1])
+
+
+def _post_process(lab: Lab, params: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        lab.url + "api/exec/processes",
+        data=json.dumps(params).encode(),
+        method="POST",
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 201
+        return dict(json.loads(response.read()))
+
+
+def test_network_blip_banner_then_resume_without_loss(page: Any, lab: Lab) -> None:
+    """Cut the panel's websocket mid-output: banner, reconnect, every line exactly once.
+
+    Playwright's WebSocket routing passes frames through to the real server and
+    lets the test drop the connection, as a network blip would.
+    """
+    routes: list[tuple[Any, Any]] = []
+    sent: list[dict[str, Any]] = []
+
+    def relay(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            sent.append(json.loads(message))
+            server.send(message)
+
+        ws.on_message(forward)
+        server.on_message(lambda message: ws.send(message))
+        routes.append((ws, server))
+
+    page.route_web_socket(re.compile(r".*/api/exec/ws.*"), relay)
+    page.reload()
+    page.locator("#jupyterlab-splash").wait_for(state="detached")
+    n = 30
+    script = f"for i in $(seq 1 {n}); do echo line-$i; sleep 0.1; done"
+    info = _post_process(lab, {"processId": "blip", "argv": ["sh", "-c", script], "label": "blip"})
+    open_panel(page).locator('.jp-ExecPanel-item[data-process-id="blip"] button').click()
+    wait_for_text(page, r"line-5\b")
+
+    for ws, server in routes:
+        ws.close()
+        server.close()
+    banner = view(page).locator(".jp-ExecBanner")
+    banner.filter(has_text="Disconnected").wait_for()
+    shot(page, "blip-disconnected")
+    banner.wait_for(state="hidden", timeout=30000)
+
+    text = wait_for_text(page, r"\[process exited 0\]")
+    shot(page, "blip-resumed")
+    for i in range(1, n + 1):
+        assert len(re.findall(rf"^line-{i}$", text, re.M)) == 1, (i, text)
+    inits = [m for m in sent if m.get("method") == "initialize"]
+    assert len(inits) >= 2 and inits[-1]["params"].get("resumeSessionId"), inits
+    reads = [m["params"] for m in sent if m.get("method") == "process/read"]
+    assert any(r["processId"] == info["processId"] and r.get("afterSeq", 0) > 0 for r in reads)

@@ -86,17 +86,21 @@ def test_interactive_python_in_a_tty(
 def test_apply_patch_writes_through_fs(
     codex: Codex, model: ScriptedModel, server: RunningServer, workdir: Path
 ) -> None:
-    patch = (
-        "*** Begin Patch\n*** Add File: notes/added.txt\n+written by apply_patch\n*** End Patch\n"
-    )
-    model.script([[apply_patch(patch)]])
+    add = "*** Begin Patch\n*** Add File: notes/added.txt\n+written by apply_patch\n*** End Patch\n"
+    # Codex itself may write anywhere (danger-full-access); only our fs/* refuses this one,
+    # so its failure shows that the patches really go through the server.
+    escape = server.root.parent / f"escape-{uuid.uuid4().hex}.txt"
+    outside = f"*** Begin Patch\n*** Add File: {escape}\n+nope\n*** End Patch\n"
+    model.script([[apply_patch(add)], [apply_patch(outside)]])
 
     result = codex.run(workdir, server.url)
 
     changes = result.items("file_change")
-    assert len(changes) == 1 and changes[0]["status"] == "completed", result.describe()
+    assert [c["status"] for c in changes] == ["completed", "failed"], result.describe()
     assert (workdir / "notes" / "added.txt").read_text() == "written by apply_patch\n"
-    assert "Success" in last_output(model.requests[-1])
+    assert not escape.exists()
+    first, second = tool_outputs(model.requests[-1])
+    assert "Success" in first and "Success" not in second
 
 
 def test_agents_md_is_found(

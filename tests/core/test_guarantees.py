@@ -32,7 +32,9 @@ async def test_flood_then_terminate_keeps_output_before_exited(tmp_path):
                 notes = list(peer.seen)
                 while not peer.inbox.empty():
                     notes.append(peer.inbox.get_nowait())
-                seqs = [m["params"]["seq"] for m in notes if m.get("method", "").startswith("process/")]
+                seqs = [
+                    m["params"]["seq"] for m in notes if m.get("method", "").startswith("process/")
+                ]
                 assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
                 exited = [m for m in notes if m.get("method") == "process/exited"][0]["params"]
                 outputs = [m["params"]["seq"] for m in notes if m.get("method") == "process/output"]
@@ -80,8 +82,16 @@ async def test_4mib_read_back_whole_from_log_beyond_memory(tmp_path):
 
 
 async def test_memory_only_retention_reports_first_seq(tmp_path):
-    async with embedded(tmp_path, retained_bytes_per_process=1000, log_bytes_per_process=0) as (_, c):
-        await c.start("p", py("import sys,time\nfor i in range(50):\n    sys.stdout.write('%03d' % i + '.'*96); sys.stdout.flush(); time.sleep(0.002)"))
+    async with embedded(tmp_path, retained_bytes_per_process=1000, log_bytes_per_process=0) as (
+        _,
+        c,
+    ):
+        await c.start(
+            "p",
+            py(
+                "import sys,time\nfor i in range(50):\n    sys.stdout.write('%03d' % i + '.'*96); sys.stdout.flush(); time.sleep(0.002)"
+            ),
+        )
         await c.wait("p", 10)
         r = await c.read("p", 0)
         assert r.first_seq > 1 and r.chunks[0].seq >= r.first_seq
@@ -90,8 +100,15 @@ async def test_memory_only_retention_reports_first_seq(tmp_path):
 
 
 async def test_log_cap_sets_failure_and_keeps_memory(tmp_path):
-    async with embedded(tmp_path, retained_bytes_per_process=10_000, log_bytes_per_process=50_000) as (_, c):
-        await c.start("p", py("import sys\nimport time\nfor i in range(100): sys.stdout.write(str(i).zfill(999) + '\\n'); sys.stdout.flush(); time.sleep(0.002)"))
+    async with embedded(
+        tmp_path, retained_bytes_per_process=10_000, log_bytes_per_process=50_000
+    ) as (_, c):
+        await c.start(
+            "p",
+            py(
+                "import sys\nimport time\nfor i in range(100): sys.stdout.write(str(i).zfill(999) + '\\n'); sys.stdout.flush(); time.sleep(0.002)"
+            ),
+        )
         await c.wait("p", 10)
         r = await c.read("p", 0, max_bytes=10**9)
         info = (await c.list())[0]
@@ -174,8 +191,13 @@ async def test_connection_lifetime_processes_end_after_resume_window(tmp_path):
     async with embedded(tmp_path, session_resume_seconds=0.3) as (service, c):
         owner = RawPeer(service)
         await owner.handshake()
-        await owner.call("process/start", {"processId": "conn", "argv": ["sleep", "100"], "lifetime": "connection"})
-        await owner.call("process/start", {"processId": "det", "argv": ["sleep", "100"], "lifetime": "detached"})
+        await owner.call(
+            "process/start",
+            {"processId": "conn", "argv": ["sleep", "100"], "lifetime": "connection"},
+        )
+        await owner.call(
+            "process/start", {"processId": "det", "argv": ["sleep", "100"], "lifetime": "detached"}
+        )
         await owner.close()
         await asyncio.sleep(0.1)
         states = {p.process_id: p.state for p in await c.list()}
@@ -194,7 +216,9 @@ async def test_resume_within_window_keeps_connection_process(tmp_path):
         await owner.close()
         back = RawPeer(service)
         back.seen = []
-        res = await back.call("initialize", {"clientName": "t", "resumeSessionId": init["result"]["sessionId"]})
+        res = await back.call(
+            "initialize", {"clientName": "t", "resumeSessionId": init["result"]["sessionId"]}
+        )
         assert res["result"]["sessionId"] == init["result"]["sessionId"]
         back.send("initialized", notify=True)
         await asyncio.sleep(0.8)
@@ -221,11 +245,15 @@ async def test_slow_client_sees_gap_recovers_and_does_not_block_others(tmp_path)
             slow_frames.append(text)
 
         slow = service.connect(stuck_write)
-        slow.receive(json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "slow"}}))
+        slow.receive(
+            json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "slow"}})
+        )
         slow.receive(json.dumps({"method": "initialized"}))
         code = "import sys\nfor i in range(20000): print('%06d' % i + '-' * 50)"
         await fast.start("flood", py(code))
-        slow.receive(json.dumps({"id": 2, "method": "process/subscribe", "params": {"processId": "flood"}}))
+        slow.receive(
+            json.dumps({"id": 2, "method": "process/subscribe", "params": {"processId": "flood"}})
+        )
         got = bytearray()
         async for ev in fast.events("flood"):  # the fast client is not held back
             if isinstance(ev, OutputEvent):
@@ -234,7 +262,15 @@ async def test_slow_client_sees_gap_recovers_and_does_not_block_others(tmp_path)
         assert slow.dropped_notifications > 0  # bounded queue: the slow one lost notifications
         gate.set()
         last = (await fast.read("flood", 10**9)).next_seq - 1
-        slow.receive(json.dumps({"id": 3, "method": "process/read", "params": {"processId": "flood", "afterSeq": 0, "maxBytes": 10**9}}))
+        slow.receive(
+            json.dumps(
+                {
+                    "id": 3,
+                    "method": "process/read",
+                    "params": {"processId": "flood", "afterSeq": 0, "maxBytes": 10**9},
+                }
+            )
+        )
         for _ in range(100):
             if any('"id":3' in f for f in slow_frames):
                 break

@@ -16,7 +16,12 @@ async def collect(client, pid):
 
 async def test_pipe_streams_are_named_and_exit_code_reported(tmp_path):
     async with embedded(tmp_path) as (_, c):
-        await c.start("p", py("import sys; print('out'); sys.stdout.flush(); print('err', file=sys.stderr); sys.exit(3)"))
+        await c.start(
+            "p",
+            py(
+                "import sys; print('out'); sys.stdout.flush(); print('err', file=sys.stderr); sys.exit(3)"
+            ),
+        )
         events = await collect(c, "p")
         out: dict[str, bytes] = {}
         for e in events:
@@ -76,9 +81,13 @@ async def test_write_id_is_idempotent(tmp_path):
         await peer.handshake()
         await peer.call("process/start", {"processId": "c", "argv": ["cat"], "pipeStdin": True})
         for _ in range(3):
-            msg = await peer.call("process/write", {"processId": "c", "chunk": "YQ==", "writeId": "1"})
+            msg = await peer.call(
+                "process/write", {"processId": "c", "chunk": "YQ==", "writeId": "1"}
+            )
             assert msg["result"] == {"status": "accepted"}
-        await peer.call("process/write", {"processId": "c", "chunk": "Yg==", "writeId": "2", "eof": True})
+        await peer.call(
+            "process/write", {"processId": "c", "chunk": "Yg==", "writeId": "2", "eof": True}
+        )
         await service.registry.get("c").closed.wait()
         r = await peer.call("process/read", {"processId": "c"})
         assert "".join(ch["chunk"] for ch in r["result"]["chunks"]) in ("YWI=", "YQ==Yg==")
@@ -106,7 +115,9 @@ async def test_read_cursor_maxbytes_and_nextseq(tmp_path):
 
 async def test_wait_ms_returns_at_first_output_or_times_out(tmp_path):
     async with embedded(tmp_path) as (_, c):
-        await c.start("p", py("import sys,time; time.sleep(0.3); print('late', flush=True); time.sleep(30)"))
+        await c.start(
+            "p", py("import sys,time; time.sleep(0.3); print('late', flush=True); time.sleep(30)")
+        )
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         empty = await c.read("p", 0, wait_ms=100)
@@ -140,7 +151,9 @@ async def test_signal_names_go_to_the_group_and_exit_codes_agree_for_tty_and_pip
     async with embedded(tmp_path) as (_, c):
         for tty in (False, True):
             pid = f"sig-{tty}"
-            await c.start(pid, py("import time,sys; print('ready', flush=True); time.sleep(30)"), tty=tty)
+            await c.start(
+                pid, py("import time,sys; print('ready', flush=True); time.sleep(30)"), tty=tty
+            )
             assert (await c.read(pid, 0, wait_ms=5000, until_pattern="ready")).matched
             await c.signal(pid, "user1")
             r = await c.wait(pid, 10)
@@ -205,7 +218,9 @@ async def test_long_poll_does_not_delay_other_requests(tmp_path):
     async with embedded(tmp_path) as (service, _):
         peer = RawPeer(service)
         await peer.handshake()
-        await peer.call("process/start", {"processId": "quiet", "argv": py("import time; time.sleep(60)")})
+        await peer.call(
+            "process/start", {"processId": "quiet", "argv": py("import time; time.sleep(60)")}
+        )
         peer.send("process/read", {"processId": "quiet", "waitMs": 30_000})
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -248,7 +263,18 @@ async def test_arg0_override_and_program_errors(tmp_path):
     async with embedded(tmp_path) as (service, c):
         peer = RawPeer(service)
         await peer.handshake()
-        msg = await peer.call("process/start", {"processId": "a0", "argv": [os.path.realpath(os.sys.executable), "-c", "import sys; print(sys.argv[0] if False else __import__('os').path.basename(open('/proc/self/cmdline','rb').read().split(b'\\0')[0].decode()))"], "arg0": "renamed"})
+        msg = await peer.call(
+            "process/start",
+            {
+                "processId": "a0",
+                "argv": [
+                    os.path.realpath(os.sys.executable),
+                    "-c",
+                    "import sys; print(sys.argv[0] if False else __import__('os').path.basename(open('/proc/self/cmdline','rb').read().split(b'\\0')[0].decode()))",
+                ],
+                "arg0": "renamed",
+            },
+        )
         assert "result" in msg
         await c.wait("a0", 10)
         assert (await c.read("a0")).data == b"renamed\n"

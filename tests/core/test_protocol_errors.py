@@ -46,7 +46,13 @@ async def test_malformed_frames_get_errors_and_the_connection_keeps_serving(tmp_
     service = make_service(tmp_path, max_message_bytes=4096)
     peer = RawPeer(service)
     await peer.handshake()
-    await peer.call("process/start", {"processId": "bystander", "argv": py("import time; print('alive', flush=True); time.sleep(30)")})
+    await peer.call(
+        "process/start",
+        {
+            "processId": "bystander",
+            "argv": py("import time; print('alive', flush=True); time.sleep(30)"),
+        },
+    )
 
     cases = [
         ("{not json", -32700, None),
@@ -60,7 +66,11 @@ async def test_malformed_frames_get_errors_and_the_connection_keeps_serving(tmp_
         ("[" * 100_000 + "]" * 100_000, -32600, None),  # oversized (and deeply nested)
         ('{"id": 10, "method": "process/read", "params": [1]}', -32602, 10),
         ("x" * 5000, -32600, None),
-        ('{"id": 11, "method": "process/read", "params": ' + "[" * 1500 + "]" * 1500 + "}", -32700, None),
+        (
+            '{"id": 11, "method": "process/read", "params": ' + "[" * 1500 + "]" * 1500 + "}",
+            -32700,
+            None,
+        ),
     ]
     for frame, code, rid in cases:
         peer.send_raw(frame)
@@ -70,7 +80,9 @@ async def test_malformed_frames_get_errors_and_the_connection_keeps_serving(tmp_
     big = await peer.call("process/list", {})
     assert [p["processId"] for p in big["result"]["processes"]] == ["bystander"]
     read = await peer.call("process/read", {"processId": "bystander", "waitMs": 5000})
-    assert b"alive" in b"".join(__import__("base64").b64decode(c["chunk"]) for c in read["result"]["chunks"])
+    assert b"alive" in b"".join(
+        __import__("base64").b64decode(c["chunk"]) for c in read["result"]["chunks"]
+    )
     await peer.close()
     await service.aclose()
 
@@ -88,10 +100,26 @@ async def test_invalid_params_are_32602_naming_the_field(tmp_path):
         ("process/start", {"processId": 5, "argv": ["ls"]}, "processId"),
         ("process/start", {"processId": "x", "argv": ["ls"], "tty": "yes"}, "tty"),
         ("process/start", {"processId": "x", "argv": ["ls"], "env": {"A": 1}}, "env"),
-        ("process/start", {"processId": "x", "argv": ["ls"], "cwd": str(tmp_path / "missing")}, "cwd"),
-        ("process/start", {"processId": "x", "argv": ["ls"], "cwd": str(tmp_path / "missing"), "tty": True}, "cwd"),
-        ("process/start", {"processId": "x", "argv": ["no-such-program-xyz"]}, "no-such-program-xyz"),
-        ("process/start", {"processId": "x", "argv": ["no-such-program-xyz"], "tty": True}, "no-such-program-xyz"),
+        (
+            "process/start",
+            {"processId": "x", "argv": ["ls"], "cwd": str(tmp_path / "missing")},
+            "cwd",
+        ),
+        (
+            "process/start",
+            {"processId": "x", "argv": ["ls"], "cwd": str(tmp_path / "missing"), "tty": True},
+            "cwd",
+        ),
+        (
+            "process/start",
+            {"processId": "x", "argv": ["no-such-program-xyz"]},
+            "no-such-program-xyz",
+        ),
+        (
+            "process/start",
+            {"processId": "x", "argv": ["no-such-program-xyz"], "tty": True},
+            "no-such-program-xyz",
+        ),
         ("process/start", {"processId": "x", "argv": ["ls"], "lifetime": "forever"}, "lifetime"),
         ("process/read", {"processId": "p", "afterSeq": -1}, "afterSeq"),
         ("process/read", {"processId": "p", "afterSeq": 1.5}, "afterSeq"),
@@ -121,7 +149,13 @@ async def test_unknown_process_and_duplicate_ids(tmp_path):
     service = make_service(tmp_path)
     peer = RawPeer(service)
     await peer.handshake()
-    for method in ("process/read", "process/signal", "process/resize", "process/subscribe", "process/unsubscribe"):
+    for method in (
+        "process/read",
+        "process/signal",
+        "process/resize",
+        "process/subscribe",
+        "process/unsubscribe",
+    ):
         params = {"processId": "ghost", "signal": "kill", "rows": 5, "cols": 5}
         msg = await peer.call(method, params)
         assert msg["error"] == {"code": -32600, "message": "unknown process id ghost"}, method
@@ -148,7 +182,9 @@ async def test_too_many_processes_is_a_clear_error_and_harms_nothing(tmp_path):
     peer = RawPeer(service)
     await peer.handshake()
     for name in ("a", "b"):
-        await peer.call("process/start", {"processId": name, "argv": py("import time; time.sleep(30)")})
+        await peer.call(
+            "process/start", {"processId": name, "argv": py("import time; time.sleep(30)")}
+        )
     full = await peer.call("process/start", {"processId": "c", "argv": ["true"]})
     assert full["error"] == {"code": -32600, "message": "too many processes"}
     listed = await peer.call("process/list", {})
@@ -175,7 +211,13 @@ async def test_unknown_fields_are_ignored_and_codex_fields_accepted(tmp_path, mo
             "sandbox": None,
             "enforceManagedNetwork": False,
             "managedNetwork": None,
-            "envPolicy": {"inherit": "all", "ignoreDefaultExcludes": False, "exclude": [], "set": {"FROM_SET": "s"}, "includeOnly": []},
+            "envPolicy": {
+                "inherit": "all",
+                "ignoreDefaultExcludes": False,
+                "exclude": [],
+                "set": {"FROM_SET": "s"},
+                "includeOnly": [],
+            },
             "env": {"FROM_ENV": "zq9", "PATH": "/usr/bin:/bin"},
             "futureField": {"anything": [1, 2]},
         },

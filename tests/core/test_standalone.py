@@ -33,7 +33,9 @@ async def test_query_token_header_token_and_bearer_all_work(server):
     for scheme in ("Bearer", "token"):
         headers = {"Authorization": f"{scheme} {server.token}"}
         async with connect(server.bare_url, additional_headers=headers) as ws:
-            await ws.send(json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "h"}}))
+            await ws.send(
+                json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "h"}})
+            )
             assert "result" in json.loads(await ws.recv())
 
 
@@ -87,7 +89,9 @@ def test_refuses_non_loopback_without_token_and_bad_listen():
         (["--listen", "tcp://127.0.0.1:0"], "--listen"),
         (["--listen", "ws://127.0.0.1:0", "--root", "/no/such/dir"], "--root"),
     ]:
-        r = subprocess.run([PY, "-m", "jupyter_exec.serve", *args], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [PY, "-m", "jupyter_exec.serve", *args], capture_output=True, text=True, timeout=30
+        )
         assert r.returncode == 2 and needle in r.stderr, r.stderr
 
 
@@ -129,13 +133,28 @@ def _lines(proc: subprocess.Popen[str], until_id: int) -> list[dict]:
 def test_stdio_transport_round_trip_and_errors(tmp_path):
     proc = _stdio("--max-message-bytes", "4096", cwd=tmp_path)
     assert proc.stdin is not None
-    send = lambda obj: (proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n"), proc.stdin.flush())  # noqa: E731
+    send = lambda obj: (
+        proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n"),
+        proc.stdin.flush(),
+    )
     send({"id": 1, "method": "initialize", "params": {"clientName": "stdio"}})
     send({"method": "initialized"})
     send("{broken")
     send("y" * 10000)
-    send({"id": 2, "method": "process/start", "params": {"processId": "e", "argv": py("print('via stdio')")}})
-    send({"id": 3, "method": "process/read", "params": {"processId": "e", "waitMs": 5000, "untilPattern": "stdio"}})
+    send(
+        {
+            "id": 2,
+            "method": "process/start",
+            "params": {"processId": "e", "argv": py("print('via stdio')")},
+        }
+    )
+    send(
+        {
+            "id": 3,
+            "method": "process/read",
+            "params": {"processId": "e", "waitMs": 5000, "untilPattern": "stdio"},
+        }
+    )
     msgs = _lines(proc, 3)
     errors = [m["error"]["code"] for m in msgs if "error" in m]
     assert errors == [-32700, -32600]
@@ -148,10 +167,15 @@ def test_stdio_transport_round_trip_and_errors(tmp_path):
 def test_python_dash_m_package_serves_stdio(tmp_path):
     proc = subprocess.Popen(
         [PY, "-m", "jupyter_exec", "serve", "--listen", "stdio"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
     )
     assert proc.stdin is not None
-    proc.stdin.write(json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "m"}}) + "\n")
+    proc.stdin.write(
+        json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "m"}}) + "\n"
+    )
     proc.stdin.flush()
     assert _lines(proc, 1)[0]["result"]["serverInfo"]["name"] == "jupyter-exec"
     proc.stdin.close()

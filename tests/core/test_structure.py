@@ -33,6 +33,12 @@ def test_errors_have_one_code_table():
 
     codes = {e.value for e in errors.ErrorCode}
     assert codes == {-32700, -32600, -32601, -32602, -32603, -32004}
-    for cls in (errors.ParseError, errors.InvalidRequestError, errors.MethodNotFoundError,
-                errors.InvalidParamsError, errors.InternalError, errors.FsError):
+    for cls in (
+        errors.ParseError,
+        errors.InvalidRequestError,
+        errors.MethodNotFoundError,
+        errors.InvalidParamsError,
+        errors.InternalError,
+        errors.FsError,
+    ):
         assert issubclass(cls, errors.ExecError) and cls.code in errors.ErrorCode

@@ -80,6 +80,13 @@ describe('ExecConnection', () => {
     server.disconnectAll();
     await flush(40);
     expect(events[1]).toEqual({ sessionId: 's2', resumed: false });
+    // Refused resume, then a fresh initialize on the same socket: no reconnect needed.
+    expect(server.sockets).toHaveLength(2);
+    expect(server.sockets[1].sent.map(m => [m.method, m.params?.resumeSessionId])).toEqual([
+      ['initialize', 's1'],
+      ['initialize', undefined],
+      ['initialized', undefined]
+    ]);
     handle.dispose();
     connection.dispose();
   });
@@ -108,6 +115,26 @@ describe('ExecConnection', () => {
     connection.dispose();
   });
 
+  it('gives up the socket and backs off when initialize itself fails', async () => {
+    const server = new FakeServer();
+    const { connection } = connect(server);
+    const handle = server.handle.bind(server);
+    let refusals = 2;
+    server.handle = (socket, message) => {
+      if (message.method === 'initialize' && refusals-- > 0) {
+        socket.deliver({ jsonrpc: '2.0', id: message.id, error: { code: -32603, message: 'busy' } });
+        return;
+      }
+      handle(socket, message);
+    };
+    const h = connection.acquire();
+    await flush(60);
+    expect(connection.status).toBe('connected');
+    expect(server.sockets).toHaveLength(3);
+    h.dispose();
+    connection.dispose();
+  });
+
   it('closes when the last user leaves, and reopens on the next', async () => {
     const server = new FakeServer();
     const { connection } = connect(server);
@@ -125,6 +152,8 @@ describe('ExecConnection', () => {
     const c = connection.acquire();
     await flush();
     expect(connection.status).toBe('connected');
+    // Nobody was listening, so the new socket does not try to resume.
+    expect(server.sockets[1].sent[0].params).toEqual({ clientName: 'jupyterlab' });
     c.dispose();
     connection.dispose();
   });

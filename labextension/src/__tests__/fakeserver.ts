@@ -217,8 +217,19 @@ export class FakeServer {
       socket.deliver({ jsonrpc: '2.0', id: message.id, error: { code, message: text } });
     const p = message.params ?? {};
     if (message.method === 'initialize') {
-      let session = this.sessions.get(p.resumeSessionId);
-      if (!session || this.forgetSessions || session.socket) {
+      if (socket.session) {
+        fail(-32600, 'initialize may only be sent once per connection');
+        return;
+      }
+      let session: ISession | undefined;
+      if (p.resumeSessionId !== undefined) {
+        session = this.forgetSessions ? undefined : this.sessions.get(p.resumeSessionId);
+        if (!session || session.socket) {
+          // As the real server: an unknown, expired or attached session is refused.
+          fail(-32600, `unknown or expired session ${p.resumeSessionId}`);
+          return;
+        }
+      } else {
         session = {
           id: `s${++this._sessionCount}`,
           socket: null,

@@ -1,0 +1,100 @@
+"""The Jupyter Server extension: traits, building the registry, lifecycle.
+
+Enabled by `jupyter-config/jupyter_server_config.d/jupyter_exec.json`, so a
+plain `pip install` makes `jupyter server`/`jupyter lab` serve
+`{base_url}api/exec/ws` and the REST mirror (SPEC 1, 8). Every limit of the
+spec is a configurable trait, e.g. `c.ExecExtensionApp.max_processes = 64`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Enum, Float, Int, Unicode
+
+from .dispatch import ExecService, ServiceConfig
+from .registry import Registry, RegistryConfig
+
+SERVICE_KEY = "jupyter_exec_service"
+
+
+class ExecExtensionApp(ExtensionApp):
+    """Hosts one process registry shared by every client of this Jupyter server."""
+
+    name = "jupyter_exec"
+    load_other_extensions = True
+
+    retained_bytes_per_process = Int(
+        1 << 20, help="Recent output kept in memory per process, in bytes."
+    ).tag(config=True)
+    log_bytes_per_process = Int(
+        1 << 30, help="Output kept in the on-disk log per process, in bytes (0: no log)."
+    ).tag(config=True)
+    log_dir = Unicode(
+        "", help="Directory for output logs (default: jupyter-exec under the runtime directory)."
+    ).tag(config=True)
+    exited_retention_seconds = Float(
+        3600.0, help="How long a finished process stays readable after it closed."
+    ).tag(config=True)
+    session_resume_seconds = Float(
+        60.0, help="How long a disconnected session may be resumed with resumeSessionId."
+    ).tag(config=True)
+    max_processes = Int(256, help="Most processes running at once.").tag(config=True)
+    default_lifetime = Enum(
+        ["detached", "connection"],
+        "detached",
+        help="Lifetime of a process whose start request names none.",
+    ).tag(config=True)
+    max_message_bytes = Int(16 << 20, help="Largest websocket message accepted, in bytes.").tag(
+        config=True
+    )
+    root_dir = Unicode(
+        "",
+        help="Default cwd of processes and root of fs/* methods (default: the server's root_dir).",
+    ).tag(config=True)
+
+    service: ExecService
+
+    def initialize_settings(self) -> None:
+        server = self.serverapp
+        assert server is not None
+        root = Path(self.root_dir or server.root_dir).expanduser().resolve()
+        log_dir = Path(self.log_dir or Path(server.runtime_dir) / "jupyter-exec")
+        registry = Registry(
+            RegistryConfig(
+                root_dir=root,
+                retained_bytes_per_process=self.retained_bytes_per_process,
+                log_bytes_per_process=self.log_bytes_per_process,
+                log_dir=log_dir,
+                exited_retention_seconds=self.exited_retention_seconds,
+                max_processes=self.max_processes,
+            )
+        )
+        self.service = ExecService(
+            registry,
+            ServiceConfig(
+                default_lifetime="connection"
+                if self.default_lifetime == "connection"
+                else "detached",
+                session_resume_seconds=self.session_resume_seconds,
+                max_message_bytes=self.max_message_bytes,
+            ),
+        )
+        self.settings[SERVICE_KEY] = self.service
+
+    def initialize_handlers(self) -> None:
+        from .handlers import handlers
+
+        self.handlers.extend(handlers())
+
+    async def stop_extension(self) -> None:
+        """Server shutdown: terminate and await every process, delete the logs."""
+        await self.service.aclose()
+
+
+def settings_service(settings: dict[str, Any]) -> ExecService:
+    service = settings[SERVICE_KEY]
+    assert isinstance(service, ExecService)
+    return service

@@ -1,0 +1,240 @@
+"""`jupyter exec ...` through subprocess against real servers, `attach` through a real PTY."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from ptyprocess import PtyProcess
+
+from jupyter_exec.cli import parse_detach_key
+
+from ..magics.jupyter_process import BIN, JupyterServer, clean_env, jupyter_server
+
+pytestmark = pytest.mark.slow
+PY = sys.executable
+CLI = str(BIN / "jupyter-exec")
+
+
+@dataclass
+class Standalone:
+    url: str
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, "--url", self.url, *args], capture_output=True, text=True,
+            env=self.env, timeout=timeout, **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
+    runtime = tmp_path_factory.mktemp("runtime")
+    env = clean_env(runtime)
+    proc = subprocess.Popen(
+        [CLI, "serve", "--listen", "ws://127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("ws://127.0.0.1:"), url
+        yield Standalone(url, env)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_running_state(server: Standalone, process_id: str, state: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        infos = json.loads(server.run("ps", "--json").stdout)
+        if any(i["processId"] == process_id and i["state"] == state for i in infos):
+            return
+        assert time.monotonic() < deadline, infos
+        time.sleep(0.1)
+
+
+def test_run_streams_both_streams_and_exits_with_the_status(standalone: Standalone) -> None:
+    done = standalone.run("run", "--", "bash", "-c", "echo out; echo err >&2; exit 7")
+    assert (done.returncode, done.stdout, done.stderr) == (7, "out\n", "err\n")
+    killed = standalone.run("run", "--", "bash", "-c", "kill -TERM $$")
+    assert killed.returncode == 128 + signal.SIGTERM
+
+
+def test_run_forwards_stdin_env_and_cwd(standalone: Standalone, tmp_path: Path) -> None:
+    done = standalone.run(
+        "run", "-i", "--env", "X=1", "--cwd", str(tmp_path), "--",
+        "bash", "-c", 'echo "$X $(pwd)"; cat', input="piped\n",
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert done.stdout == f"1 {tmp_path}\npiped\n"
+
+
+def test_detach_ps_logs_write_kill(standalone: Standalone) -> None:
+    started = standalone.run(
+        "run", "-d", "-i", "--name", "svc", "--", PY, "-c",
+        "import sys\nprint('up', flush=True)\nfor line in sys.stdin: print('got', line.strip(), flush=True)",
+    )  # fmt: skip
+    assert (started.returncode, started.stdout) == (0, "svc\n")
+    ps = standalone.run("ps")
+    assert re.search(r"^svc\s+running\s", ps.stdout, re.M), ps.stdout
+    follower = subprocess.Popen(
+        [CLI, "--url", standalone.url, "logs", "-f", "svc"],
+        stdout=subprocess.PIPE, text=True, env=standalone.env,
+    )  # fmt: skip
+    assert standalone.run("write", "svc", "hello").returncode == 0
+    assert standalone.run("write", "svc", "--eof").returncode == 0
+    out, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0
+    assert out == "up\ngot hello\n"
+    assert standalone.run("logs", "--tail", "1", "svc").stdout == "got hello\n"
+    closed = standalone.run("write", "svc", "late")
+    assert closed.returncode == 1 and "stdinClosed" in closed.stderr
+
+
+def test_kill_with_and_without_signal(standalone: Standalone) -> None:
+    standalone.run("run", "-d", "--name", "sleeper", "--", "sleep", "60")
+    assert standalone.run("kill", "sleeper", "--signal", "USR1").returncode == 0
+    wait_running_state(standalone, "sleeper", "closed")
+    infos = json.loads(standalone.run("ps", "--json").stdout)
+    assert next(i for i in infos if i["processId"] == "sleeper")["signal"] == "SIGUSR1"
+    standalone.run("run", "-d", "--name", "sleeper2", "--", "sleep", "60")
+    assert standalone.run("kill", "sleeper2").returncode == 0
+    wait_running_state(standalone, "sleeper2", "closed")
+    unknown = standalone.run("kill", "nosuch")
+    assert unknown.returncode == 1 and "unknown process id nosuch" in unknown.stderr
+
+
+def test_ctrl_c_interrupts_the_process_not_the_cli(standalone: Standalone) -> None:
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *a: (print('got SIGINT', flush=True), sys.exit(5)))\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [CLI, "--url", standalone.url, "run", "--", PY, "-c", script],
+        stdout=subprocess.PIPE, text=True, env=standalone.env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert out == "got SIGINT\n"
+    assert proc.returncode == 5
+
+
+def test_without_any_server(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    ps = subprocess.run([CLI, "ps"], capture_output=True, text=True, env=env, timeout=30)
+    assert ps.returncode == 2 and "no jupyter-exec server found" in ps.stderr
+    local = subprocess.run(
+        [CLI, "run", "--", "echo", "embedded"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert (local.returncode, local.stdout) == (0, "embedded\n")
+    module = subprocess.run(
+        [PY, "-m", "jupyter_exec", "serve", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert module.returncode == 0 and "--listen" in module.stdout
+
+
+def test_finds_a_running_jupyter_server_from_a_shell(tmp_path: Path) -> None:
+    """`jupyter exec logs -f train` from a plain shell, via Jupyter's runtime records."""
+    server: JupyterServer
+    with jupyter_server(tmp_path) as server:
+        env = dict(server.env)
+        started = subprocess.run(
+            [str(BIN / "jupyter"), "exec", "run", "-d", "--name", "train", "--",
+             "bash", "-c", "echo epoch 1; sleep 0.5; echo epoch 2"],
+            capture_output=True, text=True, env=env, timeout=60, cwd=server.root_dir,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        follow = subprocess.run(
+            [CLI, "logs", "-f", "train"], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert (follow.returncode, follow.stdout) == (0, "epoch 1\nepoch 2\n"), follow.stderr
+        listed = server.request("GET", "api/exec/processes")
+        assert any(p["processId"] == "train" for p in listed)
+
+
+def read_until(pty: PtyProcess, pattern: str, timeout: float = 20) -> str:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern.encode(), seen):
+        assert time.monotonic() < deadline, seen
+        try:
+            seen += pty.read(4096)
+        except EOFError:
+            break
+    return seen.decode(errors="replace")
+
+
+def test_attach_is_an_interactive_terminal(standalone: Standalone) -> None:
+    program = (
+        "import os, sys\n"
+        "print('hello from tty', sys.stdin.isatty(), flush=True)\n"
+        "while True:\n"
+        "    line = input('> ')\n"
+        "    if line == 'size': print('size', *os.get_terminal_size(), flush=True)\n"
+        "    elif line == 'quit': sys.exit(3)\n"
+        "    else: print('echo:' + line, flush=True)\n"
+    )
+    assert standalone.run("run", "-d", "-t", "--name", "repl", "--", PY, "-c", program).returncode == 0
+    pty = PtyProcess.spawn(
+        [CLI, "--url", standalone.url, "attach", "repl"], env=standalone.env, dimensions=(30, 90)
+    )
+    try:
+        out = read_until(pty, r"hello from tty True[\s\S]*> ")  # replayed, then live
+        assert "[attached to repl; ctrl-] detaches]" in out
+        pty.write(b"size\r")
+        assert "size 90 30" in read_until(pty, r"size \d+ \d+")
+        pty.setwinsize(40, 100)  # SIGWINCH -> process/resize
+        time.sleep(0.5)
+        pty.write(b"size\r")
+        read_until(pty, r"size 100 40")
+        pty.write(b"hi there\r")
+        read_until(pty, "echo:hi there")
+        pty.write(b"\x1d")  # the detach key
+        assert "[detached from repl; it keeps running]" in read_until(pty, "detached")
+        pty.wait()
+        assert pty.exitstatus == 0
+    finally:
+        if pty.isalive():
+            pty.terminate(force=True)
+    wait_running_state(standalone, "repl", "running")
+    # Attach again: the process ends and attach exits with its status.
+    pty = PtyProcess.spawn(
+        [CLI, "--url", standalone.url, "attach", "--no-replay", "repl"], env=standalone.env
+    )
+    try:
+        read_until(pty, "attached")
+        pty.write(b"quit\r")
+        read_until(pty, "quit")
+        pty.wait()
+        assert pty.exitstatus == 3
+    finally:
+        if pty.isalive():
+            pty.terminate(force=True)
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"), [("ctrl-]", b"\x1d"), ("^P,^Q", b"\x10\x11"), ("ctrl-x", b"\x18")]
+)
+def test_parse_detach_key(spec: str, key: bytes) -> None:
+    assert parse_detach_key(spec) == key
+    with pytest.raises(ValueError):
+        parse_detach_key("ctrl-")

@@ -1,0 +1,115 @@
+"""A real `jupyter server` process: shutdown terminates everything; a crash leaves no orphan."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.wire import pid_alive, py
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class JupyterServer:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.token = "lifecycle-token"
+        self.logs = tmp / "exec-logs"
+        (tmp / "root").mkdir()
+        env = {
+            **os.environ,
+            "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+            "JUPYTER_CONFIG_DIR": str(tmp / "cfg"),
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                "--allow-root",
+                "--no-browser",
+                f"--ServerApp.port={self.port}",
+                "--ServerApp.port_retries=0",
+                "--ServerApp.ip=127.0.0.1",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={tmp / 'root'}",
+                f"--ExecExtensionApp.log_dir={self.logs}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", "/api/exec/processes")
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("jupyter server did not start")
+
+    def request(self, method: str, path: str, body: object = None) -> object:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else None
+
+    def start_tree(self, name: str) -> set[int]:
+        escapee = "import os,time\nif os.fork() == 0:\n    os.setsid(); time.sleep(300)\nprint('up', flush=True); time.sleep(300)"
+        info = self.request("POST", "/api/exec/processes", {"processId": name, "argv": py(escapee)})
+        assert isinstance(info, dict)
+        time.sleep(0.5)
+        from jupyter_exec.proctree import descendant_pids
+
+        return {info["pid"], *descendant_pids(info["pid"])}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def wait_gone(pids: set[int], seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(pid_alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_server_exit_leaves_no_process_and_no_log(tmp_path, how):
+    server = JupyterServer(tmp_path)
+    try:
+        tree = server.start_tree("t1") | server.start_tree("t2")
+        assert len(tree) >= 4 and all(pid_alive(p) for p in tree)
+        assert any(server.logs.rglob("*.log"))
+        server.proc.send_signal(how)
+        server.proc.wait(30)
+        assert wait_gone(tree)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(server.logs.rglob("*.log")):
+            time.sleep(0.05)
+        assert not any(server.logs.rglob("*.log"))
+    finally:
+        server.stop()

@@ -1,0 +1,187 @@
+"""A real `jupyter server` subprocess and kernels started through its REST API.
+
+Used by the kernel tests here and the CLI tests: the server binds 127.0.0.1,
+has its own runtime directory (so discovery reads only its record), requires a
+token, and is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(runtime_dir: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JUPYTER_EXEC_", "JPY_")) and k != "JUPYTER_SERVER_URL"
+    }
+    env["JUPYTER_RUNTIME_DIR"] = str(runtime_dir)
+    env["JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS"] = "false"
+    return env
+
+
+@dataclass
+class JupyterServer:
+    url: str
+    token: str
+    pid: int
+    runtime_dir: Path
+    root_dir: Path
+    env: dict[str, str]
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+
+@contextmanager
+def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
+    runtime_dir, root_dir = tmp / "runtime", tmp / "root"
+    runtime_dir.mkdir()
+    root_dir.mkdir()
+    port, token = free_port(), secrets.token_hex(16)
+    env = clean_env(runtime_dir)
+    env["JUPYTER_CONFIG_DIR"] = str(tmp / "config")
+    cmd = [
+        str(BIN / "jupyter-server"), "--allow-root", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
+        '--ServerApp.jpserver_extensions={"jupyter_exec": True}',
+    ]  # fmt: skip
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root_dir)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(runtime_dir.glob(f"jpserver-{proc.pid}.json")):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp / "server.log").read_text())
+            time.sleep(0.1)
+        yield JupyterServer(
+            f"http://127.0.0.1:{port}/", token, proc.pid, runtime_dir, root_dir, env
+        )
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+class Kernel:
+    """A kernel the server started; talked to over its ZMQ channels directly."""
+
+    def __init__(self, server: JupyterServer) -> None:
+        self.server = server
+        self.id = server.request("POST", "api/kernels", {"name": "python3"})["id"]
+        self.client = self._connect()
+        self.messages: list[dict[str, Any]] = []  # every iopub message seen so far
+
+    def _connect(self) -> BlockingKernelClient:
+        path = self.server.runtime_dir / f"kernel-{self.id}.json"
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert time.monotonic() < deadline, "no connection file"
+            time.sleep(0.1)
+        client = BlockingKernelClient(connection_file=str(path))
+        client.load_connection_file()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        return client
+
+    def execute(self, code: str, timeout: float = 60) -> tuple[str, list[dict[str, Any]]]:
+        """Run a cell; (msg_id, its iopub messages up to idle). Raises on error."""
+        msg_id = self.client.execute(code)
+        own: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next_message(deadline)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                own.append(msg)
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+        reply = self.client.get_shell_msg(timeout=timeout)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        if reply["content"]["status"] != "ok":
+            raise AssertionError(f"{reply['content']}\n{outputs_text(own)}")
+        return msg_id, own
+
+    def next_message(self, deadline: float) -> dict[str, Any]:
+        while True:
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError("no iopub message in time") from None
+            self.messages.append(msg)
+            return msg
+
+    def drain_until(self, predicate: Any, timeout: float = 30) -> dict[str, Any]:
+        """Read iopub until a message satisfies ``predicate``."""
+        for msg in self.messages:
+            if predicate(msg):
+                return msg
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next_message(deadline)
+            if predicate(msg):
+                return msg
+
+    def restart(self) -> None:
+        self.client.stop_channels()
+        self.server.request("POST", f"api/kernels/{self.id}/restart")
+        self.messages.clear()
+        self.client = self._connect()
+
+    def interrupt(self) -> None:
+        self.server.request("POST", f"api/kernels/{self.id}/interrupt")
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.server.request("DELETE", f"api/kernels/{self.id}")
+
+
+def outputs_text(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for msg in messages:
+        content = msg["content"]
+        if msg["msg_type"] == "stream":
+            parts.append(content["text"])
+        elif msg["msg_type"] in ("execute_result", "display_data", "update_display_data"):
+            parts.append(content["data"].get("text/plain", ""))
+        elif msg["msg_type"] == "error":
+            parts.append("\n".join(content["traceback"]))
+    return "".join(parts)

@@ -1,0 +1,341 @@
+"""The magics in a real IPython InteractiveShell with the embedded registry.
+
+No server: discovery finds none (the environment is scrubbed), so processes
+live in this test process. Live views are forced on and their display messages
+recorded through a DisplayPublisher, the same path ipykernel's publisher takes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from jupyter_exec import magics as magics_module
+from jupyter_exec.magics import ExecMagics, ExecProcess, ProcessExitedError
+
+PY = sys.executable
+
+
+class RecordingPublisher(DisplayPublisher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def publish(  # type: ignore[override]
+        self, data: dict[str, Any], metadata: Any = None, source: Any = None, *,
+        transient: dict[str, Any] | None = None, update: bool = False, **kwargs: Any,
+    ) -> None:  # fmt: skip
+        with self.lock:
+            self.messages.append(
+                {"data": data, "display_id": (transient or {}).get("display_id"), "update": update,
+                 "thread": threading.current_thread().name}
+            )  # fmt: skip
+
+    def for_id(self, display_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [m for m in self.messages if m["display_id"] == display_id]
+
+
+@pytest.fixture(scope="module")
+def ip() -> Iterator[InteractiveShell]:
+    saved = {k: os.environ.pop(k) for k in ("JUPYTER_EXEC_URL", "JPY_PARENT_PID") if k in os.environ}
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "jupyter_exec")
+    try:
+        yield shell
+    finally:
+        shell.run_line_magic("unload_ext", "jupyter_exec")
+        os.environ.update(saved)
+
+
+@pytest.fixture
+def magics(ip: InteractiveShell) -> Iterator[ExecMagics]:
+    found = magics_module._loaded[id(ip)]
+    found.live_display = False
+    yield found
+    found.live_display = None
+
+
+@pytest.fixture
+def recorder(ip: InteractiveShell, magics: ExecMagics) -> Iterator[RecordingPublisher]:
+    saved = ip.display_pub
+    ip.display_pub = RecordingPublisher()
+    magics.live_display = True
+    try:
+        yield ip.display_pub
+    finally:
+        magics_module.stop_all_views()
+        ip.display_pub = saved
+
+
+def line(ip: InteractiveShell, magic: str, text: str) -> Any:
+    return ip.run_line_magic(magic, text)
+
+
+def test_exec_returns_a_handle_with_the_whole_api(ip: InteractiveShell, magics: ExecMagics) -> None:
+    p = line(ip, "exec", f"-q {PY} -c \"import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)\"")
+    assert isinstance(p, ExecProcess)
+    assert p.id.startswith("p")
+    assert p.wait(10) == 3
+    assert (p.exit_code, p.returncode) == (3, 3)
+    assert sorted(p.output.splitlines()) == ["err", "out"]
+    assert p.read().chunks[0].data[:3] in (b"out", b"err")
+    assert p.info.state == "closed"
+    assert "exited 3" in repr(p) and "exited 3" in p._repr_html_()
+    q = line(ip, "exec", "-q true")
+    assert int(q.id[1:]) > int(p.id[1:])  # short, readable, unique
+
+
+def test_named_process_and_duplicate_name(ip: InteractiveShell, magics: ExecMagics) -> None:
+    p = line(ip, "exec", "-q --name dup sleep 5")
+    assert p.id == "dup"
+    with pytest.raises(UsageError, match="already exists"):
+        line(ip, "exec", "-q --name dup true")
+    assert p.terminate(grace=1)
+    assert p.wait(10) == 128 + signal.SIGTERM
+    assert p.returncode == -signal.SIGTERM
+
+
+def test_cell_magic_runs_bash_with_env_and_cwd(
+    ip: InteractiveShell, magics: ExecMagics, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = ip.run_cell(
+        f"%%exec --wait --name script1 --env GREETING=hi --cwd {tmp_path}\n"
+        'echo "$GREETING from $(pwd)"\nexit 0\n'
+    )
+    assert result.success, result.error_in_exec
+    handle = result.result
+    assert handle.output == f"hi from {tmp_path}\n"
+    assert handle.info.label.startswith("bash: echo")
+    assert f"hi from {tmp_path}" in capsys.readouterr().out  # streamed: no kernel here
+
+
+def test_wait_check_raises_called_process_error(ip: InteractiveShell, magics: ExecMagics) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        line(ip, "exec", "-q --wait --check -- bash -c 'echo boom; exit 2'")
+    assert info.value.returncode == 2 and "boom" in str(info.value)
+    ok = line(ip, "exec", "-q --wait -- bash -c 'exit 2'")  # no --check: no error
+    assert ok.exit_code == 2
+
+
+def test_wait_for_returns_at_the_match_and_fails_clearly(ip: InteractiveShell, magics: ExecMagics) -> None:
+    start = time.monotonic()
+    server = line(ip, "exec", f"-q --wait-for 'Listening on \\d+' {PY} -c \"import time; time.sleep(0.3); print('Listening on 8080', flush=True); time.sleep(30)\"")
+    assert time.monotonic() - start < 10
+    assert server.running
+    match = server.wait_for(r"on (\d+)")
+    assert match.group(1) == "8080"
+    server.terminate(grace=1)
+    with pytest.raises(ProcessExitedError, match="exited with status 1 before its output matched"):
+        line(ip, "exec", "-q --wait-for never -- bash -c 'echo nope; exit 1'")
+    slow = line(ip, "exec", "-q sleep 20")
+    with pytest.raises(TimeoutError):
+        slow.wait_for("x", timeout=0.5)
+    with pytest.raises(TimeoutError):
+        line(ip, "exec", "-q --wait --timeout 0.5 sleep 20")
+    slow.terminate(grace=1)
+
+
+def test_read_magic_options(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
+    p = line(ip, "exec", "-q --name reader -- bash -c 'for i in 1 2 3 4; do echo line$i; done; printf \"50%%\\r100%%\\n\"; printf \"\\033[31mred\\033[0m\\n\"'")
+    p.wait(10)
+    capsys.readouterr()
+    line(ip, "read", "reader")
+    out = capsys.readouterr().out
+    assert "line1\nline2\nline3\nline4\n100%\n" in out
+    assert "\x1b[31mred" in out
+    assert "[reader: exited 0 after" not in out and "[reader: exited 0;" in out
+    line(ip, "read", "reader --tail 2")
+    assert capsys.readouterr().out.startswith("100%\n\x1b[0m\x1b[31mred")
+    line(ip, "read", "reader --raw")
+    assert "50%\r100%" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="unknown process id nosuch"):
+        line(ip, "read", "nosuch")
+
+
+def test_read_until_waits_on_the_server(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
+    line(ip, "exec", "-q --name until -- bash -c 'echo a; sleep 0.3; echo ready; sleep 20'")
+    capsys.readouterr()
+    line(ip, "read", "until --wait 5000 --until ready")
+    out = capsys.readouterr().out
+    assert "a\nready\n" in out and "matched" in out
+    line(ip, "terminate", "until")
+    assert "terminating until" in capsys.readouterr().out
+
+
+def test_write_eof_and_tty(ip: InteractiveShell, magics: ExecMagics) -> None:
+    cat = line(ip, "exec", "-q --stdin cat")
+    line(ip, "write", f'{cat.id} print("quoted  text")')
+    line(ip, "write", f"{cat.id} -n no newline")
+    line(ip, "write", f"{cat.id} --eof")
+    assert cat.wait(10) == 0
+    assert cat.output == 'print("quoted  text")\nno newline'
+    plain = line(ip, "exec", "-q sleep 5")
+    with pytest.raises(UsageError, match="stdinClosed"):
+        line(ip, "write", f"{plain.id} hello")
+    plain.kill()
+    tty = line(ip, "exec", f"-q --tty {PY} -c \"import sys; print(sys.stdin.isatty(), input('name? '))\"")
+    tty.wait_for("name\\? ", timeout=10)
+    tty.write("ada\n")
+    assert tty.wait(10) == 0
+    assert "True ada" in tty.text
+
+
+def test_signal_and_ps(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
+    script = "import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: (print('usr1', flush=True), sys.exit(9))); print('ready', flush=True); time.sleep(30)"
+    p = line(ip, "exec", f"-q --name sig {PY} -c \"{script}\"")
+    p.wait_for("ready", timeout=10)
+    line(ip, "signal", "sig SIGUSR1")
+    assert p.wait(10) == 9
+    with pytest.raises(UsageError, match="unknown signal"):
+        line(ip, "signal", "sig BOGUS")
+    capsys.readouterr()
+    line(ip, "ps", "")
+    out = capsys.readouterr().out
+    assert "ID" in out and "sig" in out and "closed" in out
+
+
+def test_interrupt_during_wait_goes_to_the_process(ip: InteractiveShell, magics: ExecMagics) -> None:
+    script = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: (print('got SIGINT', flush=True), sys.exit(5))); print('ready', flush=True); time.sleep(30)"
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        p = line(ip, "exec", f"-q --wait --name intr {PY} -c \"{script}\"")
+    finally:
+        timer.cancel()
+    assert p.exit_code == 5
+    assert "got SIGINT" in p.output
+
+
+def test_live_view_updates_one_display_in_place(
+    ip: InteractiveShell, recorder: RecordingPublisher, tmp_path: Path
+) -> None:
+    script = tmp_path / "progress.py"
+    script.write_text(
+        "import time\n"
+        "for i in range(11):\n"
+        "    print(f'\\r{i*10}%|' + '#'*i, end='', flush=True); time.sleep(0.05)\n"
+        "print()\nprint('\\033[32mdone\\033[0m')\n"
+    )
+    result = ip.run_cell(f"p = %exec --name live {PY} {script}\np")
+    assert result.success, result.error_in_exec
+    p = ip.user_ns["p"]
+    first = recorder.messages[0]
+    assert first["update"] is False and first["display_id"]
+    assert first["thread"] == threading.main_thread().name
+    display_id = first["display_id"]
+    assert len(recorder.messages) >= 1  # `p` on the last line added nothing: it is on screen
+    assert p.wait(10) == 0
+    deadline = time.monotonic() + 10
+    while "exited 0" not in recorder.for_id(display_id)[-1]["data"]["text/html"]:
+        assert time.monotonic() < deadline, recorder.for_id(display_id)[-1]
+        time.sleep(0.05)
+    updates = recorder.for_id(display_id)[1:]
+    assert updates and all(m["update"] for m in updates)
+    assert all(m["thread"].startswith("jupyter-exec-view") for m in updates)
+    assert len(updates) <= 30  # throttled, not one per chunk
+    final = updates[-1]["data"]
+    assert "100%|##########" in final["text/html"] and "0%|" not in final["text/html"].replace("100%|", "")
+    assert '<span style="color:#00cd00">done</span>' in final["text/html"]
+    assert final["text/plain"].endswith("[live: exited 0 after " + final["text/plain"].rsplit("after ", 1)[1])
+
+
+def test_live_view_survives_other_cells_and_stops_when_closed(ip: InteractiveShell, recorder: RecordingPublisher) -> None:
+    result = ip.run_cell("q = %exec --name follow -- bash -c 'echo one; sleep 1; echo two'")
+    assert result.success
+    display_id = recorder.messages[0]["display_id"]
+    assert ip.run_cell("x = sum(range(10))").success  # another cell runs meanwhile
+    ip.user_ns["q"].wait(10)
+    deadline = time.monotonic() + 10
+    while magics_module._views:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    final = recorder.for_id(display_id)[-1]["data"]["text/html"]
+    assert "one\ntwo" in final and "exited 0" in final
+
+
+def test_attach_replays_then_follows(ip: InteractiveShell, recorder: RecordingPublisher) -> None:
+    p = line(ip, "exec", "-q --name att -- bash -c 'echo before; sleep 0.5; echo after'")
+    p.wait_for("before", timeout=10)
+    recorder.messages.clear()
+    handle = line(ip, "attach", "att")
+    assert handle.id == "att"
+    display_id = recorder.messages[0]["display_id"]
+    handle.wait(10)
+    deadline = time.monotonic() + 10
+    while "exited 0" not in recorder.for_id(display_id)[-1]["data"]["text/html"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "before\nafter" in recorder.for_id(display_id)[-1]["data"]["text/html"]
+
+
+def test_rerunning_a_cell_stops_its_old_view(ip: InteractiveShell, recorder: RecordingPublisher, magics: ExecMagics) -> None:
+    p = line(ip, "exec", "--name rerun sleep 30")
+    view = next(v for v in magics_module._views.values() if v.process_id == "rerun")
+    view.cell_id = "cell-1"
+
+    class Info:
+        cell_id = "cell-1"
+
+    magics._pre_run_cell(Info())
+    view.join(timeout=3)
+    assert not view.alive
+    p.terminate(grace=1)
+
+
+def test_exec_connect_shows_and_switches(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
+    line(ip, "exec_connect", "")
+    assert "embedded registry" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="cannot connect"):
+        line(ip, "exec_connect", "ws://127.0.0.1:9/ws --token x")
+    line(ip, "exec_connect", "--embedded")
+    assert "embedded registry" in capsys.readouterr().out
+
+
+def test_usage_errors(ip: InteractiveShell, magics: ExecMagics) -> None:
+    with pytest.raises(UsageError, match="needs a command"):
+        line(ip, "exec", "--quiet")
+    with pytest.raises(UsageError, match="KEY=VALUE"):
+        line(ip, "exec", "--env nope true")
+    with pytest.raises(UsageError, match="--check needs --wait"):
+        line(ip, "exec", "--check true")
+    with pytest.raises(UsageError):
+        ip.run_cell_magic("exec", "python", "print(1)")
+    assert "--wait-for REGEX" in ip.find_line_magic("exec").__doc__
+
+
+def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) -> None:
+    """A real terminal IPython: no server, a notice, processes end with it."""
+    pidfile = tmp_path / "pid"
+    code = (
+        "%load_ext jupyter_exec\n"
+        "p = %exec -q sleep 60\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.info.pid))\n"
+        "%ps\n"
+        "exit\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("JPY_PARENT_PID", "JUPYTER_EXEC_URL")}
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path)
+    out = subprocess.run(
+        [PY, "-m", "IPython", "--simple-prompt", "--no-banner", "--colors=NoColor"],
+        input=code, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert "no exec server found" in out.stdout, out
+    assert "sleep 60" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+    pid = int(pidfile.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
