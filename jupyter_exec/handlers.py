@@ -19,8 +19,13 @@ from tornado import web, websocket
 
 from .app import settings_service
 from .dispatch import Connection, ExecService
-from .errors import ExecError, InvalidParamsError, InvalidRequestError, TooManyProcessesError
-from .errors import UnknownProcessError
+from .errors import (
+    ExecError,
+    InvalidParamsError,
+    InvalidRequestError,
+    TooManyProcessesError,
+    UnknownProcessError,
+)
 from .protocol import StartParams, parse_params
 
 AUTH_RESOURCE = "exec"

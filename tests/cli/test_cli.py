@@ -30,7 +30,9 @@ class Standalone:
     url: str
     env: dict[str, str]
 
-    def run(self, *args: str, timeout: float = 60, **kw: object) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 60, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [CLI, "--url", self.url, *args], capture_output=True, text=True,
             env=self.env, timeout=timeout, **kw,  # type: ignore[arg-type]
@@ -59,7 +61,9 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
             proc.wait()
 
 
-def wait_running_state(server: Standalone, process_id: str, state: str, timeout: float = 15) -> None:
+def wait_running_state(
+    server: Standalone, process_id: str, state: str, timeout: float = 15
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         infos = json.loads(server.run("ps", "--json").stdout)
@@ -193,7 +197,9 @@ def test_attach_is_an_interactive_terminal(standalone: Standalone) -> None:
         "    elif line == 'quit': sys.exit(3)\n"
         "    else: print('echo:' + line, flush=True)\n"
     )
-    assert standalone.run("run", "-d", "-t", "--name", "repl", "--", PY, "-c", program).returncode == 0
+    assert (
+        standalone.run("run", "-d", "-t", "--name", "repl", "--", PY, "-c", program).returncode == 0
+    )
     pty = PtyProcess.spawn(
         [CLI, "--url", standalone.url, "attach", "repl"], env=standalone.env, dimensions=(30, 90)
     )

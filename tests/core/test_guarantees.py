@@ -36,7 +36,7 @@ async def test_flood_then_terminate_keeps_output_before_exited(tmp_path):
                     m["params"]["seq"] for m in notes if m.get("method", "").startswith("process/")
                 ]
                 assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
-                exited = [m for m in notes if m.get("method") == "process/exited"][0]["params"]
+                exited = next(m for m in notes if m.get("method") == "process/exited")["params"]
                 outputs = [m["params"]["seq"] for m in notes if m.get("method") == "process/output"]
                 assert outputs and max(outputs) < exited["seq"]
                 assert exited["signal"] == "SIGTERM" and exited["exitCode"] == 143
@@ -294,7 +294,7 @@ async def test_events_iterator_recovers_from_gap_with_read(tmp_path):
             if isinstance(ev, OutputEvent):
                 data.extend(ev.data)
         assert seqs == list(range(1, len(seqs) + 1))
-        assert data == "".join("%05d" % i + "=" * 100 + "\n" for i in range(5000)).encode()
+        assert data == "".join(f"{i:05d}" + "=" * 100 + "\n" for i in range(5000)).encode()
 
 
 async def test_signal_process_group_reaches_children(tmp_path):

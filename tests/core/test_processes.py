@@ -7,7 +7,7 @@ import os
 import stat
 
 from jupyter_exec.client import ClosedEvent, ExitedEvent, OutputEvent
-from tests.wire import RawPeer, embedded, py
+from tests.wire import PY, RawPeer, embedded, py
 
 
 async def collect(client, pid):
@@ -268,9 +268,9 @@ async def test_arg0_override_and_program_errors(tmp_path):
             {
                 "processId": "a0",
                 "argv": [
-                    os.path.realpath(os.sys.executable),
+                    PY,
                     "-c",
-                    "import sys; print(sys.argv[0] if False else __import__('os').path.basename(open('/proc/self/cmdline','rb').read().split(b'\\0')[0].decode()))",
+                    "print(open('/proc/self/cmdline','rb').read().split(bytes(1))[0].decode())",
                 ],
                 "arg0": "renamed",
             },

@@ -133,10 +133,12 @@ def _lines(proc: subprocess.Popen[str], until_id: int) -> list[dict]:
 def test_stdio_transport_round_trip_and_errors(tmp_path):
     proc = _stdio("--max-message-bytes", "4096", cwd=tmp_path)
     assert proc.stdin is not None
-    send = lambda obj: (
-        proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n"),
-        proc.stdin.flush(),
-    )
+
+    def send(obj: object) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
+        proc.stdin.flush()
+
     send({"id": 1, "method": "initialize", "params": {"clientName": "stdio"}})
     send({"method": "initialized"})
     send("{broken")

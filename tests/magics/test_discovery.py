@@ -38,7 +38,11 @@ def test_explicit_url_wins_and_finds_its_token(tmp_path: Path, other_process: in
     write_record(tmp_path, other_process, 8888)
     target = find_server("http://localhost:8888/", environ={}, runtime_dir=tmp_path)
     assert target is not None
-    assert (target.url, target.token, target.source) == ("http://localhost:8888/", "tok-8888", "explicit")
+    assert (target.url, target.token, target.source) == (
+        "http://localhost:8888/",
+        "tok-8888",
+        "explicit",
+    )
 
 
 def test_environment_beats_the_kernel_parent(tmp_path: Path, other_process: int) -> None:

@@ -9,6 +9,7 @@ going to the process during `%exec --wait`.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -58,9 +59,7 @@ def displays(messages: list[dict[str, Any]], display_id: str) -> list[dict[str, 
     ]  # fmt: skip
 
 
-def test_discovers_the_server_that_launched_the_kernel(
-    kernel: Kernel, api: SyncExecClient
-) -> None:
+def test_discovers_the_server_that_launched_the_kernel(kernel: Kernel, api: SyncExecClient) -> None:
     _, out = kernel.execute("%exec_connect")
     assert "jupyter-exec: not connected yet" in outputs_text(out)
     _, out = kernel.execute("p = %exec --quiet --name found sleep 30\n%exec_connect")
@@ -89,9 +88,11 @@ def test_live_display_updates_in_place_while_other_cells_run(
     _, other = kernel.execute("1 + 1")
     assert outputs_text(other) == "2"
     final = kernel.drain_until(
-        lambda m: m["msg_type"] == "update_display_data"
-        and m["content"]["transient"]["display_id"] == display_id
-        and "exited 0" in m["content"]["data"]["text/html"],
+        lambda m: (
+            m["msg_type"] == "update_display_data"
+            and m["content"]["transient"]["display_id"] == display_id
+            and "exited 0" in m["content"]["data"]["text/html"]
+        ),
         timeout=30,
     )
     html = final["content"]["data"]["text/html"]
@@ -125,9 +126,11 @@ def test_interrupting_the_kernel_interrupts_the_process(
     assert api.read("trap", 0, wait_ms=20_000, until_pattern="ready").matched
     kernel.interrupt()  # what JupyterLab's stop button does
     kernel.drain_until(
-        lambda m: m["parent_header"].get("msg_id") == msg_id
-        and m["msg_type"] == "status"
-        and m["content"]["execution_state"] == "idle",
+        lambda m: (
+            m["parent_header"].get("msg_id") == msg_id
+            and m["msg_type"] == "status"
+            and m["content"]["execution_state"] == "idle"
+        ),
         timeout=30,
     )
     reply = kernel.client.get_shell_msg(timeout=10)
@@ -161,3 +164,28 @@ def test_processes_survive_a_kernel_restart(kernel: Kernel, api: SyncExecClient)
 def test_runtime_record_is_what_discovery_reads(server: JupyterServer) -> None:
     records = list(Path(server.runtime_dir).glob("jpserver-*.json"))
     assert [r.name for r in records] == [f"jpserver-{server.pid}.json"]
+
+
+def test_kernel_shutdown_with_a_live_view_is_clean_and_the_process_lives_on(
+    server: JupyterServer, api: SyncExecClient
+) -> None:
+    k = Kernel(server)
+    k.execute("%load_ext jupyter_exec")
+    _, out = k.execute(
+        "import os\n%exec --name outlives -- bash -c 'while true; do echo tick; sleep 0.2; done'\n"
+        "print('pid', os.getpid())"
+    )
+    pid = int(outputs_text(out).split("pid ")[1].split()[0])
+    time.sleep(0.5)  # the live view is updating
+    start = time.monotonic()
+    k.shutdown()
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() - start < 15, "kernel did not exit"
+        time.sleep(0.1)
+    info = next(i for i in api.list() if i.process_id == "outlives")
+    assert info.state == "running"
+    api.terminate("outlives", 500)

@@ -51,7 +51,9 @@ class RecordingPublisher(DisplayPublisher):
 
 @pytest.fixture(scope="module")
 def ip() -> Iterator[InteractiveShell]:
-    saved = {k: os.environ.pop(k) for k in ("JUPYTER_EXEC_URL", "JPY_PARENT_PID") if k in os.environ}
+    saved = {
+        k: os.environ.pop(k) for k in ("JUPYTER_EXEC_URL", "JPY_PARENT_PID") if k in os.environ
+    }
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "jupyter_exec")
     try:
@@ -86,7 +88,11 @@ def line(ip: InteractiveShell, magic: str, text: str) -> Any:
 
 
 def test_exec_returns_a_handle_with_the_whole_api(ip: InteractiveShell, magics: ExecMagics) -> None:
-    p = line(ip, "exec", f"-q {PY} -c \"import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)\"")
+    p = line(
+        ip,
+        "exec",
+        f"-q {PY} -c \"import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)\"",
+    )
     assert isinstance(p, ExecProcess)
     assert p.id.startswith("p")
     assert p.wait(10) == 3
@@ -131,9 +137,15 @@ def test_wait_check_raises_called_process_error(ip: InteractiveShell, magics: Ex
     assert ok.exit_code == 2
 
 
-def test_wait_for_returns_at_the_match_and_fails_clearly(ip: InteractiveShell, magics: ExecMagics) -> None:
+def test_wait_for_returns_at_the_match_and_fails_clearly(
+    ip: InteractiveShell, magics: ExecMagics
+) -> None:
     start = time.monotonic()
-    server = line(ip, "exec", f"-q --wait-for 'Listening on \\d+' {PY} -c \"import time; time.sleep(0.3); print('Listening on 8080', flush=True); time.sleep(30)\"")
+    server = line(
+        ip,
+        "exec",
+        f"-q --wait-for 'Listening on \\d+' {PY} -c \"import time; time.sleep(0.3); print('Listening on 8080', flush=True); time.sleep(30)\"",
+    )
     assert time.monotonic() - start < 10
     assert server.running
     match = server.wait_for(r"on (\d+)")
@@ -149,8 +161,14 @@ def test_wait_for_returns_at_the_match_and_fails_clearly(ip: InteractiveShell, m
     slow.terminate(grace=1)
 
 
-def test_read_magic_options(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
-    p = line(ip, "exec", "-q --name reader -- bash -c 'for i in 1 2 3 4; do echo line$i; done; printf \"50%%\\r100%%\\n\"; printf \"\\033[31mred\\033[0m\\n\"'")
+def test_read_magic_options(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = line(
+        ip,
+        "exec",
+        '-q --name reader -- bash -c \'for i in 1 2 3 4; do echo line$i; done; printf "50%%\\r100%%\\n"; printf "\\033[31mred\\033[0m\\n"\'',
+    )
     p.wait(10)
     capsys.readouterr()
     line(ip, "read", "reader")
@@ -166,7 +184,9 @@ def test_read_magic_options(ip: InteractiveShell, magics: ExecMagics, capsys: py
         line(ip, "read", "nosuch")
 
 
-def test_read_until_waits_on_the_server(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
+def test_read_until_waits_on_the_server(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
     line(ip, "exec", "-q --name until -- bash -c 'echo a; sleep 0.3; echo ready; sleep 20'")
     capsys.readouterr()
     line(ip, "read", "until --wait 5000 --until ready")
@@ -187,16 +207,20 @@ def test_write_eof_and_tty(ip: InteractiveShell, magics: ExecMagics) -> None:
     with pytest.raises(UsageError, match="stdinClosed"):
         line(ip, "write", f"{plain.id} hello")
     plain.kill()
-    tty = line(ip, "exec", f"-q --tty {PY} -c \"import sys; print(sys.stdin.isatty(), input('name? '))\"")
+    tty = line(
+        ip, "exec", f"-q --tty {PY} -c \"import sys; print(sys.stdin.isatty(), input('name? '))\""
+    )
     tty.wait_for("name\\? ", timeout=10)
     tty.write("ada\n")
     assert tty.wait(10) == 0
     assert "True ada" in tty.text
 
 
-def test_signal_and_ps(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
+def test_signal_and_ps(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = "import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: (print('usr1', flush=True), sys.exit(9))); print('ready', flush=True); time.sleep(30)"
-    p = line(ip, "exec", f"-q --name sig {PY} -c \"{script}\"")
+    p = line(ip, "exec", f'-q --name sig {PY} -c "{script}"')
     p.wait_for("ready", timeout=10)
     line(ip, "signal", "sig SIGUSR1")
     assert p.wait(10) == 9
@@ -208,12 +232,14 @@ def test_signal_and_ps(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.
     assert "ID" in out and "sig" in out and "closed" in out
 
 
-def test_interrupt_during_wait_goes_to_the_process(ip: InteractiveShell, magics: ExecMagics) -> None:
+def test_interrupt_during_wait_goes_to_the_process(
+    ip: InteractiveShell, magics: ExecMagics
+) -> None:
     script = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: (print('got SIGINT', flush=True), sys.exit(5))); print('ready', flush=True); time.sleep(30)"
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        p = line(ip, "exec", f"-q --wait --name intr {PY} -c \"{script}\"")
+        p = line(ip, "exec", f'-q --wait --name intr {PY} -c "{script}"')
     finally:
         timer.cancel()
     assert p.exit_code == 5
@@ -248,12 +274,18 @@ def test_live_view_updates_one_display_in_place(
     assert all(m["thread"].startswith("jupyter-exec-view") for m in updates)
     assert len(updates) <= 30  # throttled, not one per chunk
     final = updates[-1]["data"]
-    assert "100%|##########" in final["text/html"] and "0%|" not in final["text/html"].replace("100%|", "")
+    assert "100%|##########" in final["text/html"] and "0%|" not in final["text/html"].replace(
+        "100%|", ""
+    )
     assert '<span style="color:#00cd00">done</span>' in final["text/html"]
-    assert final["text/plain"].endswith("[live: exited 0 after " + final["text/plain"].rsplit("after ", 1)[1])
+    assert final["text/plain"].endswith(
+        "[live: exited 0 after " + final["text/plain"].rsplit("after ", 1)[1]
+    )
 
 
-def test_live_view_survives_other_cells_and_stops_when_closed(ip: InteractiveShell, recorder: RecordingPublisher) -> None:
+def test_live_view_survives_other_cells_and_stops_when_closed(
+    ip: InteractiveShell, recorder: RecordingPublisher
+) -> None:
     result = ip.run_cell("q = %exec --name follow -- bash -c 'echo one; sleep 1; echo two'")
     assert result.success
     display_id = recorder.messages[0]["display_id"]
@@ -282,7 +314,9 @@ def test_attach_replays_then_follows(ip: InteractiveShell, recorder: RecordingPu
     assert "before\nafter" in recorder.for_id(display_id)[-1]["data"]["text/html"]
 
 
-def test_rerunning_a_cell_stops_its_old_view(ip: InteractiveShell, recorder: RecordingPublisher, magics: ExecMagics) -> None:
+def test_rerunning_a_cell_stops_its_old_view(
+    ip: InteractiveShell, recorder: RecordingPublisher, magics: ExecMagics
+) -> None:
     p = line(ip, "exec", "--name rerun sleep 30")
     view = next(v for v in magics_module._views.values() if v.process_id == "rerun")
     view.cell_id = "cell-1"
@@ -296,7 +330,9 @@ def test_rerunning_a_cell_stops_its_old_view(ip: InteractiveShell, recorder: Rec
     p.terminate(grace=1)
 
 
-def test_exec_connect_shows_and_switches(ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exec_connect_shows_and_switches(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
     line(ip, "exec_connect", "")
     assert "embedded registry" in capsys.readouterr().out
     with pytest.raises(UsageError, match="cannot connect"):
