@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, environment, fs_methods
 from .errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
 from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
 from .models import Lifetime
@@ -127,8 +127,6 @@ class ExecService:
         registry.add_listener(self._route)
 
     def _install_extra_methods(self) -> None:
-        from . import environment, fs_methods
-
         self.methods.update(fs_methods.FS_METHODS)
         self.methods.update(environment.ENVIRONMENT_METHODS)
         self.capabilities.update(fs_methods.CAPABILITIES)
@@ -277,6 +275,7 @@ class Connection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.dropped_notifications = 0
+        self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
         self._writer = asyncio.create_task(self._write_loop())
 
     # -- outgoing -------------------------------------------------------------
@@ -352,6 +351,10 @@ class Connection:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Awaited when this connection closes (method modules stop their background work)."""
+        self._close_callbacks.append(callback)
+
     def _may_call(self, method: str) -> bool:
         allowed = self.allowed_actions
         return allowed is None or "execute" in allowed or method in READ_ONLY_METHODS
@@ -372,10 +375,13 @@ class Connection:
             raise InvalidRequestError("initialize may only be sent once per connection")
         p = parse_params(InitializeParams, params)
         self.session = self.service.open_session(p.resume_session_id, self)
+        ctx = CallContext(self.service, self, self.session.id, self.service.root_dir)
         return {
             "sessionId": self.session.id,
             "serverInfo": {"name": "jupyter-exec", "version": __version__},
             "capabilities": self.service.capabilities,
+            # Codex reads its capabilities from here, and skips `environment/info`.
+            "environmentInfo": environment.environment_info(ctx),
         }
 
     async def _call(
@@ -406,6 +412,12 @@ class Connection:
             task.cancel()
         self._queue.put_nowait(None)
         await asyncio.gather(*self._tasks, self._writer, return_exceptions=True)
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:
+                log.exception("connection close callback failed")
         if self.session is not None and self.session.connection is self:
             self.service.detach_session(self.session)
 

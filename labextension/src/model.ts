@@ -5,12 +5,15 @@
  *
  * The output rule (SPEC 5): one seq counter per process covers output,
  * exited and closed. `ProcessStream.cursor` is the highest seq whose effect
- * has been applied; a notification at `cursor + 1` is applied at once, one at
- * or below is a duplicate and dropped, one above is a gap and triggers a
- * `process/read` loop from the cursor. Reads are the authority: their chunks
- * are applied in order whatever their seq, and an empty read moves the cursor
- * to `nextSeq - 1`. So output is never shown twice and never skipped, across
- * reconnects, resumes and slow-consumer drops alike.
+ * has been applied. A notification at `cursor + 1` is applied at once; one at
+ * or below is a duplicate and dropped; one above waits in `pending` while a
+ * `process/read` loop fills the gap from the cursor. Reads are the authority:
+ * their chunks are applied in order whatever their seq, and an empty read
+ * moves the cursor to `nextSeq - 1` (past exited/closed markers). The loop
+ * stops when a read comes back empty or when it has reached the pending
+ * notifications (the live stream), so it never chases a busy process's live
+ * edge one round trip at a time. Output is never shown twice and never
+ * skipped, across reconnects, resumes and slow-consumer drops alike.
  */
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
@@ -313,36 +316,29 @@ export class ProcessStream implements IDisposable {
     if (this._disposed || !('processId' in n.params) || n.params.processId !== this.processId) {
       return;
     }
-    switch (n.method) {
-      case 'process/output':
-        if (n.params.seq === this._cursor + 1) {
-          this._emitChunk(n.params.seq, n.params.stream, n.params.chunk);
-        } else if (n.params.seq > this._cursor) {
-          void this._sync();
-        }
-        break;
-      case 'process/exited':
-      case 'process/closed':
-        if (n.method === 'process/exited') {
-          this._setExit(n.params.exitCode, n.params.signal);
-        } else {
-          this._closed = this._exited = true;
-        }
-        if (n.params.seq === this._cursor + 1) {
-          this._cursor = n.params.seq;
-        } else if (n.params.seq > this._cursor) {
-          void this._sync();
-        }
-        this._changed.emit();
-        break;
-      default:
-        break;
+    if (n.method === 'process/exited') {
+      this._setExit(n.params.exitCode, n.params.signal);
+    } else if (n.method === 'process/closed') {
+      this._closed = this._exited = true;
+    } else if (n.method !== 'process/output') {
+      return;
+    }
+    const seq = n.params.seq;
+    if (seq === this._cursor + 1) {
+      this._apply(n);
+      this._drain();
+    } else if (seq > this._cursor) {
+      this._pending.set(seq, n);
+      void this._sync();
+    }
+    if (n.method !== 'process/output') {
+      this._changed.emit();
     }
   }
 
   /**
-   * Read from the cursor until caught up, then subscribe (unless this session
-   * already is). A call made while one runs just asks it to go round again.
+   * Subscribe (unless this session already is), then read from the cursor up
+   * to the live stream. A call made while one runs asks it to go round again.
    */
   private async _sync(): Promise<void> {
     if (this._syncing) {
@@ -353,15 +349,16 @@ export class ProcessStream implements IDisposable {
     try {
       do {
         this._again = false;
-        await this._catchUp();
         const session = this.connection.sessionId;
         if (this._subscribedSession !== session && !this._closed) {
+          // The replay of retained output arrives as notifications: applied or pending.
           await this.connection.request('process/subscribe', {
             processId: this.processId,
             afterSeq: this._cursor
           });
           this._subscribedSession = session;
         }
+        await this._catchUp();
       } while (this._again && !this._disposed);
       this._caughtUp = true;
       this._changed.emit();
@@ -381,6 +378,7 @@ export class ProcessStream implements IDisposable {
       if (this._disposed) {
         return;
       }
+      this._bridged = false;
       const result = await this.connection.request('process/read', {
         processId: this.processId,
         afterSeq: this._cursor,
@@ -390,7 +388,8 @@ export class ProcessStream implements IDisposable {
         return;
       }
       this._applyRead(result);
-      if (result.chunks.length === 0) {
+      const live = this._subscribedSession === this.connection.sessionId;
+      if (result.chunks.length === 0 || (live && this._bridged)) {
         return;
       }
     }
@@ -411,6 +410,7 @@ export class ProcessStream implements IDisposable {
       // Nothing after the cursor but exited/closed markers: skip over them.
       this._cursor = Math.max(this._cursor, result.nextSeq - 1);
     }
+    this._drain();
     if (result.exited && !this._exited) {
       this._setExit(result.exitCode, result.signal);
     }
@@ -418,6 +418,32 @@ export class ProcessStream implements IDisposable {
       this._closed = this._exited = true;
     }
     this._changed.emit();
+  }
+
+  /** Apply pending notifications that now follow the cursor; forget those behind it. */
+  private _drain(): void {
+    if (!this._pending.size) {
+      return;
+    }
+    for (const seq of [...this._pending.keys()]) {
+      if (seq <= this._cursor) {
+        this._pending.delete(seq);
+      }
+    }
+    let next: Notification | undefined;
+    while ((next = this._pending.get(this._cursor + 1))) {
+      this._pending.delete(this._cursor + 1);
+      this._apply(next);
+      this._bridged = this._pending.size === 0;
+    }
+  }
+
+  private _apply(n: Notification): void {
+    if (n.method === 'process/output') {
+      this._emitChunk(n.params.seq, n.params.stream, n.params.chunk);
+    } else if ('seq' in n.params) {
+      this._cursor = n.params.seq;
+    }
   }
 
   private _emitChunk(seq: number, stream: Stream, chunk: string): void {
@@ -482,6 +508,9 @@ export class ProcessStream implements IDisposable {
   private _caughtUp = false;
   private _syncing = false;
   private _again = false;
+  private _bridged = false;
+  /** Notifications ahead of the cursor, by seq, waiting for a read to reach them. */
+  private _pending = new Map<number, Notification>();
   private _subscribedSession: string | null = null;
   private _exited = false;
   private _closed = false;
