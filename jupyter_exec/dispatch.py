@@ -202,21 +202,25 @@ class ExecService:
     # -- event routing --------------------------------------------------------
 
     def _route(self, event: Event) -> None:
-        watchers = [s for s in self.sessions.values() if s.watching]
+        """Fan one registry event out; its JSON is encoded once for all receivers."""
         if isinstance(event, StartedEvent | RemovedEvent):
-            for session in watchers:
-                self._send_event(session, event)
+            targets = self._watchers()
             if isinstance(event, RemovedEvent):
                 for session in self._subscribers.pop(event.process_id, set()):
                     session.subscriptions.pop(event.process_id, None)
-            return
-        targets = set(self._subscribers.get(event.process_id, ()))
-        if not isinstance(event, OutputEvent):
-            targets.update(watchers)
-        for session in targets:
-            self._send_event(session, event)
+        else:
+            targets = set(self._subscribers.get(event.process_id, ()))
+            if not isinstance(event, OutputEvent):
+                targets.update(self._watchers())
+        if targets:
+            text = encode(event_notification(event))
+            for session in targets:
+                self._send_event(session, event, text)
 
-    def _send_event(self, session: Session, event: Event) -> None:
+    def _watchers(self) -> set[Session]:
+        return {s for s in self.sessions.values() if s.watching}
+
+    def _send_event(self, session: Session, event: Event, text: str | None = None) -> None:
         conn = session.connection
         if conn is None:
             return
@@ -226,7 +230,11 @@ class ExecService:
                 return
             if event.process_id in session.subscriptions:
                 session.subscriptions[event.process_id] = event.seq
-        conn.notify(event_notification(event))
+        conn.notify(text if text is not None else encode(event_notification(event)))
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
 
 
 def event_notification(event: Event) -> dict[str, Any]:
@@ -280,14 +288,14 @@ class Connection:
 
     # -- outgoing -------------------------------------------------------------
 
-    def _enqueue(self, message: dict[str, Any]) -> None:
+    def _enqueue(self, message: dict[str, Any] | str) -> None:
         if self._closed:
             return
-        text = json.dumps(message, separators=(",", ":"))
+        text = message if isinstance(message, str) else encode(message)
         self._queued_bytes += len(text)
         self._queue.put_nowait(text)
 
-    def notify(self, message: dict[str, Any]) -> None:
+    def notify(self, message: dict[str, Any] | str) -> None:
         """Queue a notification, or drop it if this client has fallen too far behind."""
         if self._queued_bytes > self.service.config.notification_queue_bytes:
             self.dropped_notifications += 1
