@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 #: How long `events()` waits on a silent subscription before checking with a read.
 IDLE_CHECK_SECONDS = 2.0
+_END_CURSOR = 2**53
 
 
 class RemoteError(ExecError):
@@ -320,15 +321,12 @@ class ExecClient:
         """Wait until the process exits; the result's chunks are empty, the state final."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        cursor = 0
         while True:
             left = 30.0 if deadline is None else max(0.0, deadline - loop.time())
-            r = await self.read(
-                process_id, cursor, max_bytes=0, wait_ms=int(min(left, 30.0) * 1000)
-            )
-            cursor = max(cursor, r.next_seq - 1)
+            # A cursor past any output: the long-poll returns only at exit (or timeout).
+            r = await self.read(process_id, _END_CURSOR, wait_ms=int(min(left, 30.0) * 1000))
             if r.exited:
-                return r.model_copy(update={"chunks": []})
+                return r
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"process {process_id} still running after {timeout} s")
 
