@@ -8,16 +8,19 @@ spec is a configurable trait, e.g. `c.ExecExtensionApp.max_processes = 64`.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Float, Int, Unicode
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, Enum, Float, Int, Unicode
 
 from .dispatch import ExecService, ServiceConfig
 from .registry import Registry, RegistryConfig
 
 SERVICE_KEY = "jupyter_exec_service"
+ACTIVITY_INTERVAL_MS = 30_000
 
 
 class ExecExtensionApp(ExtensionApp):
@@ -55,7 +58,14 @@ class ExecExtensionApp(ExtensionApp):
         help="Default cwd of processes and root of fs/* methods (default: the server's root_dir).",
     ).tag(config=True)
 
+    busy_while_running = Bool(
+        True,
+        help="Count running processes as server activity, so idle culling "
+        "(JupyterHub's culler) spares a server whose jobs are still running.",
+    ).tag(config=True)
+
     service: ExecService
+    _activity: PeriodicCallback | None = None
 
     def initialize_settings(self) -> None:
         server = self.serverapp
@@ -83,6 +93,14 @@ class ExecExtensionApp(ExtensionApp):
             ),
         )
         self.settings[SERVICE_KEY] = self.service
+        if self.busy_while_running:
+            self._activity = PeriodicCallback(self._report_activity, ACTIVITY_INTERVAL_MS)
+            self._activity.start()
+
+    def _report_activity(self) -> None:
+        # jupyter_server's last_activity() takes the max of every `*_last_activity` setting.
+        if self.service.registry.running() and self.serverapp is not None:
+            self.serverapp.web_app.settings["exec_last_activity"] = datetime.now(timezone.utc)
 
     def initialize_handlers(self) -> None:
         from .handlers import handlers
@@ -91,6 +109,8 @@ class ExecExtensionApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Server shutdown: terminate and await every process, delete the logs."""
+        if self._activity is not None:
+            self._activity.stop()
         await self.service.aclose()
 
 

@@ -77,6 +77,9 @@ class ServiceConfig:
     session_resume_seconds: float = 30.0
     max_message_bytes: int = 16 << 20
     notification_queue_bytes: int = 8 << 20
+    #: Requests of one connection running at once; beyond it the transport stops
+    #: reading that client (with the queue limit above, this bounds its memory).
+    max_requests_in_flight: int = 256
 
 
 @dataclass
@@ -284,6 +287,8 @@ class Connection:
         self._closed = False
         self.dropped_notifications = 0
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self._room = asyncio.Event()
+        self._room.set()
         self._writer = asyncio.create_task(self._write_loop())
 
     # -- outgoing -------------------------------------------------------------
@@ -294,6 +299,7 @@ class Connection:
         text = message if isinstance(message, str) else encode(message)
         self._queued_bytes += len(text)
         self._queue.put_nowait(text)
+        self._check_room()
 
     def notify(self, message: dict[str, Any] | str) -> None:
         """Queue a notification, or drop it if this client has fallen too far behind."""
@@ -308,12 +314,37 @@ class Connection:
             if text is None:
                 return
             self._queued_bytes -= len(text)
+            self._check_room()
             try:
                 await self._write(text)
             except Exception:  # the transport is gone; its close will follow
                 log.debug("write failed; closing connection", exc_info=True)
                 self._closed = True
+                self._room.set()
                 return
+
+    def _check_room(self, *_: object) -> None:
+        config = self.service.config
+        full = (
+            self._queued_bytes > config.notification_queue_bytes
+            or len(self._tasks) >= config.max_requests_in_flight
+        )
+        if full and not self._closed:
+            self._room.clear()
+        else:
+            self._room.set()
+
+    async def ready(self) -> None:
+        """Backpressure: transports await this after each frame before reading the next.
+
+        It lets the frame's request run, then waits while this client has more
+        than `notification_queue_bytes` of output it has not taken or
+        `max_requests_in_flight` requests running. A client that sends without
+        reading is then no longer read (its socket fills up, TCP pushes back)
+        instead of growing the server's memory; other clients are unaffected.
+        """
+        await asyncio.sleep(0)
+        await self._room.wait()
 
     # -- incoming -------------------------------------------------------------
 
@@ -332,6 +363,8 @@ class Connection:
         method, params, req_id = request.method, request.params, request.id
         if method == "initialized":
             self._initialized = self.session is not None
+            if not request.is_notification:  # sent as a request: it still gets an answer
+                self._enqueue(response(req_id, {}))
             return
         if request.is_notification:
             return  # unknown notifications are ignored (JSON-RPC 2.0)
@@ -358,6 +391,8 @@ class Connection:
         task = asyncio.create_task(self._call(req_id, handler, ctx, params))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._check_room)
+        self._check_room()
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Awaited when this connection closes (method modules stop their background work)."""
@@ -416,6 +451,7 @@ class Connection:
         if self._closed and self._writer.done():
             return
         self._closed = True
+        self._room.set()
         for task in list(self._tasks):
             task.cancel()
         self._queue.put_nowait(None)
@@ -520,6 +556,13 @@ async def _unsubscribe(ctx: CallContext, params: Any) -> dict[str, Any]:
     return {}
 
 
+async def _remove(ctx: CallContext, params: Any) -> dict[str, Any]:
+    """Terminate if running, then forget the process now (so its id can be reused)."""
+    p = parse_params(ProcessParams, params)
+    await ctx.service.registry.remove(p.process_id)
+    return {}
+
+
 async def _list(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(ListParams, params)
     if p.watch:
@@ -537,4 +580,5 @@ PROCESS_METHODS: dict[str, Handler] = {
     "process/subscribe": _subscribe,
     "process/unsubscribe": _unsubscribe,
     "process/list": _list,
+    "process/remove": _remove,
 }

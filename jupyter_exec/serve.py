@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -175,6 +176,7 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         try:
             async for frame in ws:
                 connection.receive(frame)
+                await connection.ready()
         except ConnectionClosed:
             pass
         finally:
@@ -196,11 +198,31 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         if generated:
             printed += f"?token={token}"
         print(printed, flush=True)
+        record = _write_record(f"ws://{shown}:{bound_port}/", token)
         try:
             await stop.wait()
         finally:
+            if record is not None:
+                record.unlink(missing_ok=True)
             server.close()
             await service.aclose()
+
+
+def _write_record(url: str, token: str | None) -> Path | None:
+    """`jpexec-PID.json` in Jupyter's runtime dir (0600), so the CLI finds this server."""
+    from .discovery import jupyter_runtime_dir
+
+    path = jupyter_runtime_dir() / f"jpexec-{os.getpid()}.json"
+    record = json.dumps({"pid": os.getpid(), "url": url, "token": token})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+    except OSError as exc:
+        log.warning("cannot write discovery record %s: %s", path, exc)
+        return None
+    return path
 
 
 def _stop_event() -> asyncio.Event:
@@ -271,6 +293,7 @@ async def _pump_lines(reader: asyncio.StreamReader, connection: Any, limit: int)
             continue
         if line.strip():
             connection.receive(line)
+            await connection.ready()
 
 
 async def _discard_line(reader: asyncio.StreamReader) -> None:
@@ -282,6 +305,8 @@ async def _discard_line(reader: asyncio.StreamReader) -> None:
             await reader.readexactly(exc.consumed)
         except asyncio.IncompleteReadError:
             return
+
+
 if __name__ == "__main__":
     import sys
 

@@ -213,3 +213,28 @@ def test_sigkill_of_the_server_leaves_no_orphan(tmp_path):
     while time.monotonic() < deadline and any(logs.iterdir()):
         time.sleep(0.05)
     assert not any(logs.iterdir())  # the guardian removed the logs too
+
+
+def test_ws_server_leaves_a_discovery_record_while_it_runs(tmp_path, monkeypatch):
+    import json
+    import os
+    import stat
+
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    with standalone(cwd=tmp_path) as s:
+        record_path = runtime / f"jpexec-{s.proc.pid}.json"
+        record = json.loads(record_path.read_text())
+        assert record == {"pid": s.proc.pid, "url": s.bare_url, "token": s.token}
+        assert stat.S_IMODE(os.stat(record_path).st_mode) == 0o600
+    assert not record_path.exists()
+
+
+async def test_process_remove_frees_the_id(server):
+    c = await ExecClient.connect(server.bare_url, server.token)
+    await c.start("again", ["sleep", "30"])
+    assert await c.request("process/remove", {"processId": "again"}) == {}
+    assert all(p.process_id != "again" for p in await c.list())
+    await c.start("again", ["true"])  # the id is free again
+    assert (await c.wait("again", 10)).exit_code == 0
+    await c.close()
