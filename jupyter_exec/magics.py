@@ -77,8 +77,8 @@ def argument(*args: Any, **kwargs: Any) -> Callable[[_F], _F]:
     return cast("Callable[[_F], _F]", _magic_arguments.argument(*args, **kwargs))  # type: ignore[no-untyped-call]
 
 
-def magic_arguments() -> Callable[[_F], _F]:
-    return cast("Callable[[_F], _F]", _magic_arguments.magic_arguments())  # type: ignore[no-untyped-call]
+def magic_arguments(name: str) -> Callable[[_F], _F]:
+    return cast("Callable[[_F], _F]", _magic_arguments.magic_arguments(name=name))  # type: ignore[no-untyped-call]
 
 
 def parse_argstring(func: Callable[..., Any], line: str) -> Any:
@@ -739,9 +739,15 @@ class Connection:
 
     def get(self) -> SyncExecClient:
         with self._lock:
+            if self._client is not None and self._lost(self._client):
+                self._client = None  # the server went away (restart?): find it again
             if self._client is None:
                 self._client = self._discover()
             return self._client
+
+    def _lost(self, client: SyncExecClient) -> bool:
+        inner = getattr(client, "client", None)
+        return client is not self._embedded and bool(getattr(inner, "closed", False))
 
     def _discover(self) -> SyncExecClient:
         target = find_server()
@@ -817,7 +823,7 @@ class Connection:
 
 def _exec_arguments(func: _F) -> _F:
     options: list[Callable[[_F], _F]] = [
-        magic_arguments(),
+        magic_arguments("exec"),
         argument("--name", "-n", metavar="ID", help="process id (default: p1, p2, ...)"),
         argument("--tty", "-t", action="store_true", help="run in a pseudo-terminal"),
         argument("--cwd", metavar="DIR", help="working directory (default: the kernel's)"),
@@ -831,6 +837,11 @@ def _exec_arguments(func: _F) -> _F:
         argument("--timeout", type=float, metavar="S", help="limit for --wait / --wait-for"),
         argument("--quiet", "-q", action="store_true", help="no live output"),
         argument("--label", help="free text shown in lists (default: the command)"),
+        argument(
+            "--replace",
+            action="store_true",
+            help="with --name: stop and forget a process of that name first",
+        ),
         argument("command", nargs=argparse.REMAINDER, help="the program and its arguments"),
     ]
     for option in reversed(options):
@@ -885,6 +896,9 @@ class ExecMagics(Magics):
             raise _usage(str(exc)) from None
         cwd = os.path.abspath(os.path.expanduser(args.cwd)) if args.cwd else os.getcwd()
         client = self.client
+        if args.replace and args.name:
+            with contextlib.suppress(ExecError):  # nothing of that name: fine
+                client.request("process/remove", {"processId": args.name})
         for _attempt in range(5):
             process_id = args.name or self._new_id()
             try:
@@ -971,7 +985,7 @@ class ExecMagics(Magics):
 
     # -- %read ---------------------------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments("read")
     @argument("id", help="process id")
     @argument("--after", type=int, default=0, metavar="SEQ", help="only chunks after SEQ")
     @argument("--tail", type=int, metavar="N", help="only the last N lines")
@@ -1042,7 +1056,7 @@ class ExecMagics(Magics):
 
     # -- %write, %signal, %terminate -------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments("write")
     @argument("id", help="process id")
     @argument("--no-newline", "-n", action="store_true", help="do not add a newline")
     @argument("--eof", action="store_true", help="close stdin after writing")
@@ -1066,7 +1080,7 @@ class ExecMagics(Magics):
             hint = " (start it with --stdin)" if status == "stdinClosed" else ""
             raise _usage(f"{handle.id}: write {status}{hint}")
 
-    @magic_arguments()
+    @magic_arguments("signal")
     @argument("id", help="process id")
     @argument(
         "name",
@@ -1083,7 +1097,7 @@ class ExecMagics(Magics):
             raise _usage(str(exc)) from None
         self._call(lambda: self.client.signal(args.id, name))
 
-    @magic_arguments()
+    @magic_arguments("terminate")
     @argument("id", help="process id")
     @argument("--grace", type=int, metavar="MS", help="SIGKILL after MS (default 3000)")
     @line_magic("terminate")
@@ -1095,7 +1109,7 @@ class ExecMagics(Magics):
 
     # -- %ps, %attach, %exec_connect -------------------------------------------------
 
-    @magic_arguments()
+    @magic_arguments("ps")
     @line_magic("ps")
     def ps_magic(self, line: str) -> None:
         """List the processes on the exec server: id, state, exit, runtime, command."""
@@ -1103,7 +1117,7 @@ class ExecMagics(Magics):
         infos = self._call(self.client.list)
         display({"text/plain": ps_text(infos), "text/html": ps_html(infos)})
 
-    @magic_arguments()
+    @magic_arguments("attach")
     @argument("id", help="process id")
     @line_magic("attach")
     def attach_magic(self, line: str) -> ExecProcess:
@@ -1122,7 +1136,7 @@ class ExecMagics(Magics):
                 print(f"\n[detached from {handle.id}; it keeps running]")
         return handle
 
-    @magic_arguments()
+    @magic_arguments("exec_connect")
     @argument("url", nargs="?", help="exec server URL (Jupyter http(s):// or ws(s)://)")
     @argument("--token", help="its token")
     @argument("--embedded", action="store_true", help="use a registry inside this kernel")

@@ -113,6 +113,10 @@ def test_named_process_and_duplicate_name(ip: InteractiveShell, magics: ExecMagi
     assert p.terminate(grace=1)
     assert p.wait(10) == 128 + signal.SIGTERM
     assert p.returncode == -signal.SIGTERM
+    with pytest.raises(UsageError, match="already exists"):  # exited, but still kept
+        line(ip, "exec", "-q --name dup true")
+    again = line(ip, "exec", "-q --name dup --replace sh -c 'exit 4'")
+    assert again.id == "dup" and again.wait(10) == 4
 
 
 def test_cell_magic_runs_bash_with_env_and_cwd(
