@@ -22,8 +22,9 @@ $(STAMP): $(BIN)/python pyproject.toml $(LAB)/node_modules/.stamp
 
 install: $(STAMP)
 
+# JupyterLab on 127.0.0.1 with a fresh token, at notebooks/01-getting-started.ipynb; prints the URL.
 run: install
-	$(BIN)/python -m jupyter_exec.devrun
+	JUPYTER=$(BIN)/jupyter binder/run-lab.sh
 
 serve: install
 	$(BIN)/jupyter-exec serve --listen ws://127.0.0.1:0

@@ -198,6 +198,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await commands[args.command](client, args)
         except ExecError as exc:
             raise CliError(exc.message, 1) from None
+        except ConnectionError as exc:
+            raise CliError(f"lost the server: {exc}", 1) from None
 
 
 @contextlib.asynccontextmanager
@@ -340,14 +342,15 @@ def _forward_interrupts(client: ExecClient, process_id: str) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
-async def _pump_stdin(client: ExecClient, process_id: str) -> None:
-    """Copy this process's stdin to the process's stdin, then send EOF."""
+async def _pump_stdin(client: ExecClient, process_id: str, *, eof: bool = True) -> None:
+    """Copy this process's stdin to the process's stdin, then (``eof``) close it."""
     loop = asyncio.get_running_loop()
     fd = sys.stdin.fileno()
     while True:
         data = await loop.run_in_executor(None, _read_fd, fd)
         if not data:
-            await client.write(process_id, b"", eof=True)
+            if eof:
+                await client.write(process_id, b"", eof=True)
             return
         status = await client.write(process_id, data)
         if status != "accepted":
@@ -485,7 +488,7 @@ async def _attach(client: ExecClient, args: argparse.Namespace) -> int:
     info = infos[args.id]
     if not sys.stdin.isatty():
         # Not a terminal: follow the output and forward stdin, like `run -i`.
-        stdin_task = asyncio.create_task(_pump_stdin(client, args.id))
+        stdin_task = asyncio.create_task(_pump_stdin(client, args.id, eof=False))
         try:
             return await _stream(client, args.id, 0, split_streams=False)
         finally:
@@ -552,20 +555,22 @@ async def _interactive(
 
     if tty:
         on_resize()
-    key_name = _describe_key(detach_key)
-    if detach_key:
-        _write_out(f"[attached to {process_id}; {key_name} detaches]\r\n".encode(), "stderr")
-    ttymod.setraw(fd)
-    loop.add_reader(fd, on_input)
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGWINCH, on_resize)
     streamer = asyncio.create_task(_stream(client, process_id, after, split_streams=False))
     waiter = asyncio.create_task(detached.wait())
     writer = asyncio.create_task(send_keys())
     try:
+        # Raw mode first (it discards typed-ahead input), then say we are ready.
+        ttymod.setraw(fd)
+        if detach_key:
+            key_name = _describe_key(detach_key)
+            _write_out(f"[attached to {process_id}; {key_name} detaches]\r\n".encode(), "stderr")
+        loop.add_reader(fd, on_input)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGWINCH, on_resize)
         done, _ = await asyncio.wait({streamer, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
-            await asyncio.wait_for(keys.join(), 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(keys.join(), 2)  # keys typed before the detach key
     finally:
         loop.remove_reader(fd)
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -176,15 +178,28 @@ def test_finds_a_running_jupyter_server_from_a_shell(tmp_path: Path) -> None:
 
 
 def read_until(pty: PtyProcess, pattern: str, timeout: float = 20) -> str:
+    """Read the PTY until ``pattern`` shows up; fail (not hang) after ``timeout``."""
     seen = b""
     deadline = time.monotonic() + timeout
     while not re.search(pattern.encode(), seen):
-        assert time.monotonic() < deadline, seen
-        try:
-            seen += pty.read(4096)
-        except EOFError:
-            break
+        left = deadline - time.monotonic()
+        assert left > 0, seen
+        if select.select([pty.fd], [], [], min(left, 0.5))[0]:
+            try:
+                seen += pty.read(4096)
+            except EOFError:
+                break
     return seen.decode(errors="replace")
+
+
+def wait_exit(pty: PtyProcess, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while pty.isalive():
+        assert time.monotonic() < deadline, "still running"
+        if select.select([pty.fd], [], [], 0.2)[0]:
+            with contextlib.suppress(EOFError):
+                pty.read(4096)
+    return int(pty.exitstatus)
 
 
 def test_attach_is_an_interactive_terminal(standalone: Standalone) -> None:
@@ -216,8 +231,7 @@ def test_attach_is_an_interactive_terminal(standalone: Standalone) -> None:
         read_until(pty, "echo:hi there")
         pty.write(b"\x1d")  # the detach key
         assert "[detached from repl; it keeps running]" in read_until(pty, "detached")
-        pty.wait()
-        assert pty.exitstatus == 0
+        assert wait_exit(pty) == 0
     finally:
         if pty.isalive():
             pty.terminate(force=True)
@@ -230,8 +244,7 @@ def test_attach_is_an_interactive_terminal(standalone: Standalone) -> None:
         read_until(pty, "attached")
         pty.write(b"quit\r")
         read_until(pty, "quit")
-        pty.wait()
-        assert pty.exitstatus == 3
+        assert wait_exit(pty) == 3
     finally:
         if pty.isalive():
             pty.terminate(force=True)
@@ -244,3 +257,19 @@ def test_parse_detach_key(spec: str, key: bytes) -> None:
     assert parse_detach_key(spec) == key
     with pytest.raises(ValueError):
         parse_detach_key("ctrl-")
+
+
+def test_run_tty_interactive_from_a_terminal(standalone: Standalone) -> None:
+    program = "import sys; print(sys.stdin.isatty()); print('you said', input('x? ')); sys.exit(4)"
+    pty = PtyProcess.spawn(
+        [CLI, "--url", standalone.url, "run", "-t", "-i", "--", PY, "-c", program],
+        env=standalone.env,
+    )
+    try:
+        read_until(pty, r"True\s+x\? ")
+        pty.write(b"hey\r")
+        assert "you said hey" in read_until(pty, "you said hey")
+        assert wait_exit(pty) == 4
+    finally:
+        if pty.isalive():
+            pty.terminate(force=True)
