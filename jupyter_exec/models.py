@@ -55,6 +55,8 @@ class ProcessInfo(WireModel):
     first_seq: int
     output_bytes: int
     failure: str | None = None
+    #: Whether stdin takes writes (tty, or a pipe started with `pipeStdin`).
+    pipe_stdin: bool = False
 
 
 def exit_status(status: int) -> tuple[int, str | None]:
