@@ -37,6 +37,7 @@ class ProcessSetup:
     argv: list[str]
     cwd: str
     tty: bool
+    pipe_stdin: bool
     label: str | None
     lifetime: Lifetime
     owner: str | None
@@ -107,6 +108,7 @@ class ManagedProcess:
             first_seq=self.store.first_seq,
             output_bytes=self.store.total_bytes,
             failure=self.store.failure,
+            pipe_stdin=s.pipe_stdin,
         )
 
     def replay(self, after_seq: int) -> list[SeqEvent]:
@@ -281,9 +283,12 @@ class ManagedProcess:
         self.terminating = asyncio.create_task(self._escalate(grace_seconds))
 
     def _tree(self) -> set[int]:
-        pids = marked_pids(self.setup.marker)
-        if not self._reaped:
-            pids |= descendant_pids(self.child.pid)
+        try:
+            pids = marked_pids(self.setup.marker)
+            if not self._reaped:
+                pids |= descendant_pids(self.child.pid)
+        except OSError:  # out of descriptors: still escalate, to the leader at least
+            return set() if self._reaped else {self.child.pid}
         return pids
 
     async def _escalate(self, grace_seconds: float) -> None:

@@ -33,6 +33,10 @@ from .protocol import ReadParams, StartParams
 
 #: A long-poll never waits longer than this, whatever `waitMs` asks.
 MAX_WAIT_SECONDS = 3600.0
+#: Descriptors a start needs (stdout, stderr, stdin, pidfd, log, a spare), and
+#: how many stay free for sockets, /proc scans and log reads whatever runs.
+FDS_PER_PROCESS = 6
+FD_RESERVE = 64
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Registry:
         self._log_dir: Path | None = None
         self._guardian: object | None = None
         self._closing = False
+        self._fd_limit = raise_fd_limit()
 
     # -- listeners ------------------------------------------------------------
 
@@ -111,6 +116,11 @@ class Registry:
             raise InvalidRequestError(f"process {params.process_id} already exists")
         if len(self.running()) >= self.config.max_processes:
             raise TooManyProcessesError(self.config.max_processes)
+        if _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
+            raise InvalidRequestError(
+                f"too many open files to start another process (limit {self._fd_limit}: "
+                "raise `ulimit -n` or lower max_processes)"
+            )
         cwd = resolve_cwd(params.cwd, self.config.root_dir)
         env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
         if params.tty and "TERM" not in (params.env or {}):
@@ -141,6 +151,7 @@ class Registry:
             argv=list(params.argv),
             cwd=cwd,
             tty=params.tty,
+            pipe_stdin=params.pipe_stdin,
             label=params.label or _label_from_metadata(params.metadata),
             lifetime=params.lifetime or default_lifetime,
             owner=owner,
@@ -149,7 +160,10 @@ class Registry:
         proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
         self._procs[proc.id] = proc
         info = proc.info()
-        self._publish(StartedEvent(info))
+        # SPEC 1: the start response goes out before any notification of the process.
+        # The response is queued in this same loop step; this runs in the next one,
+        # still before any output callback of the child.
+        asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
         return info
 
     def _ensure_log_dir(self) -> Path:
@@ -254,7 +268,8 @@ class Registry:
             if tasks:
                 await asyncio.wait(tasks, timeout=grace_seconds + 5)
         finally:
-            kill_pids(marked_pids(f"{self.id}/", prefix=True), signal.SIGKILL)
+            with contextlib.suppress(OSError):  # out of descriptors: the guardian will
+                kill_pids(marked_pids(f"{self.id}/", prefix=True), signal.SIGKILL)
             for handle in self._removals.values():
                 handle.cancel()
             self._removals.clear()
@@ -266,6 +281,32 @@ class Registry:
             from .guardian import stop_guardian
 
             stop_guardian(self._guardian)
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit and return the soft limit in force.
+
+    Many systems start processes at 1024 descriptors; each child costs about five
+    (pipes, pidfd, log), so about 190 processes would exhaust it (bench/load.py).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except FileNotFoundError:  # no /proc: no check
+        return 0
+    except OSError:  # no descriptor left to list it with
+        return 1 << 30
 
 
 def _label_from_metadata(metadata: dict[str, object] | None) -> str | None:

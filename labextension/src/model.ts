@@ -329,7 +329,9 @@ export class ProcessStream implements IDisposable {
       this._drain();
     } else if (seq > this._cursor) {
       this._pending.set(seq, n);
-      void this._sync();
+      if (!this._syncing) {
+        void this._sync(); // a running sync goes round again while anything is pending
+      }
     }
     if (n.method !== 'process/output') {
       this._changed.emit();
@@ -359,7 +361,7 @@ export class ProcessStream implements IDisposable {
           this._subscribedSession = session;
         }
         await this._catchUp();
-      } while (this._again && !this._disposed);
+      } while ((this._again || this._pending.size > 0) && !this._disposed);
       this._caughtUp = true;
       this._changed.emit();
     } catch (error) {
@@ -370,6 +372,11 @@ export class ProcessStream implements IDisposable {
       // ConnectionLostError: the next `connected` syncs again from the cursor.
     } finally {
       this._syncing = false;
+      // A request to go round that came in as this run failed must not be lost.
+      const wanted = this._again || this._pending.size > 0;
+      if (wanted && !this._error && !this._disposed && this.connection.status === 'connected') {
+        void this._sync();
+      }
     }
   }
 
@@ -387,15 +394,19 @@ export class ProcessStream implements IDisposable {
       if (this._disposed) {
         return;
       }
-      this._applyRead(result);
+      const fresh = this._applyRead(result);
+      // Subscribed, and the read met the notification stream (or brought
+      // nothing it had not already delivered): we are at the live edge.
       const live = this._subscribedSession === this.connection.sessionId;
-      if (result.chunks.length === 0 || (live && this._bridged)) {
+      if (result.chunks.length === 0 || (live && (this._bridged || fresh === 0))) {
         return;
       }
     }
   }
 
-  private _applyRead(result: IReadResult): void {
+  /** Apply one read result; returns how many of its chunks were new. */
+  private _applyRead(result: IReadResult): number {
+    let fresh = 0;
     // firstSeq only moves when output is dropped (SPEC 4), so this is exact.
     if (this._cursor + 1 < result.firstSeq) {
       this._output.emit({ kind: 'dropped', fromSeq: this._cursor + 1, toSeq: result.firstSeq - 1 });
@@ -404,6 +415,7 @@ export class ProcessStream implements IDisposable {
     for (const c of result.chunks) {
       if (c.seq > this._cursor) {
         this._emitChunk(c.seq, c.stream, c.chunk);
+        fresh++;
       }
     }
     if (result.chunks.length === 0) {
@@ -418,6 +430,7 @@ export class ProcessStream implements IDisposable {
       this._closed = this._exited = true;
     }
     this._changed.emit();
+    return fresh;
   }
 
   /** Apply pending notifications that now follow the cursor; forget those behind it. */

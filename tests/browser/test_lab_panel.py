@@ -11,6 +11,7 @@ FAIL under CI=true, so a CI machine that lost its browser cannot go green.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -186,12 +187,22 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
+def show_sidebar(page: Any, widget_id: str) -> Any:
+    """Show a left-sidebar widget. Its tab toggles, and the layout restorer may be
+    opening the same widget at that moment, so look again after each click."""
+    widget = page.locator(f"#{widget_id}")
+    for _ in range(3):
+        if widget.is_visible():
+            return widget
+        page.locator(f'.jp-SideBar [data-id="{widget_id}"]').click()
+        with contextlib.suppress(Exception):
+            widget.wait_for(state="visible", timeout=3000)
+    widget.wait_for(state="visible")
+    return widget
+
+
 def open_panel(page: Any) -> Any:
-    panel = page.locator(PANEL)
-    if not panel.is_visible():
-        page.locator(f'.jp-SideBar [data-id="{PANEL[1:]}"]').click()
-    panel.wait_for(state="visible")
-    return panel
+    return show_sidebar(page, PANEL[1:])
 
 
 def start_from_dialog(
@@ -283,7 +294,7 @@ def test_tty_process_start_type_terminate_reload(page: Any, lab: Lab) -> None:
 
 def test_pipe_process_stderr_stdin_download_remove(page: Any, lab: Lab) -> None:
     # The dialog's cwd follows the file browser (relative to the server root).
-    page.locator(".jp-DirListing-item", has_text="sub").dblclick()
+    show_sidebar(page, "filebrowser").locator(".jp-DirListing-item", has_text="sub").dblclick()
     page.locator(".jp-BreadCrumbs", has_text="sub").wait_for()
     script = 'echo "out:$(pwd)"; echo err-line >&2; read x; echo "read:$x"'
     open_panel(page).get_by_role("button", name="New process").click()

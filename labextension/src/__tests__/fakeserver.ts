@@ -91,6 +91,8 @@ export class FakeServer {
   received: { method: string; params: any }[] = [];
   /** While true, new sockets fail to open (server down). */
   down = false;
+  /** How many recent output events `process/subscribe` replays (the server's memory). */
+  replayLimit = Infinity;
   /** While true, `resumeSessionId` is ignored (server restarted, sessions lost). */
   forgetSessions = false;
   private _sessionCount = 0;
@@ -295,8 +297,8 @@ export class FakeServer {
       }
       case 'process/subscribe':
         session.subscriptions.add(p.processId);
-        for (const e of proc.events) {
-          if (e.kind === 'output' && e.seq > (p.afterSeq ?? 0)) {
+        for (const e of proc.events.filter(x => x.kind === 'output').slice(-this.replayLimit)) {
+          if (e.seq > (p.afterSeq ?? 0)) {
             this.send(session, {
               method: 'process/output',
               params: { processId: p.processId, seq: e.seq, stream: e.stream, chunk: e.chunk }

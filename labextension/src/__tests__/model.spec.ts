@@ -39,20 +39,46 @@ describe('ProcessStream', () => {
     for (let i = 1; i <= 10; i++) {
       server.emit('p', `line ${i}\n`);
     }
+    server.replayLimit = 2; // memory holds seq 9-10; the rest only on "disk"
     const stream = new ProcessStream(connection, 'p', { maxBytes: 20 });
     const out = record(stream);
     await flush(60);
+    expect(server.calls('process/subscribe')).toEqual([{ processId: 'p', afterSeq: 0 }]);
     const reads = server.calls('process/read');
     expect(reads[0]).toEqual({ processId: 'p', afterSeq: 0, maxBytes: 20 });
     expect(reads.length).toBeGreaterThan(3); // paged
+    // The reads stop where the replayed notifications take over: no read past seq 8.
+    expect(Math.max(...reads.map(r => r.afterSeq))).toBeLessThan(9);
     expect(stream.caughtUp).toBe(true);
-    expect(server.calls('process/subscribe')).toEqual([{ processId: 'p', afterSeq: 10 }]);
 
     server.emit('p', 'line 11\n', 'stderr');
     await flush();
     expect(out.text).toBe(lines(1, 11));
     expect(out.seqs).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     expect(out.events[10]).toMatchObject({ kind: 'output', stream: 'stderr' });
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('does not chase a busy process one round trip at a time', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    server.emit('p', 'a');
+    server.replayLimit = 0;
+    // A chatty process: every read answer is preceded by fresh output.
+    const handle = server.handle.bind(server);
+    server.handle = (socket, message) => {
+      if (message.method === 'process/read') {
+        server.emit('p', 'x');
+      }
+      handle(socket, message);
+    };
+    const stream = new ProcessStream(connection, 'p');
+    const out = record(stream);
+    await flush(60);
+    expect(stream.caughtUp).toBe(true);
+    expect(server.calls('process/read').length).toBeLessThanOrEqual(2);
+    expect(out.seqs).toEqual(out.seqs.map((_, i) => i + 1));
     stream.dispose();
     connection.dispose();
   });
@@ -141,7 +167,7 @@ describe('ProcessStream', () => {
     await flush(60);
     expect(server.calls('process/subscribe')).toEqual([
       { processId: 'p', afterSeq: 0 },
-      { processId: 'p', afterSeq: 2 }
+      { processId: 'p', afterSeq: 1 }
     ]);
     server.emit('p', 'z');
     await flush();
