@@ -218,12 +218,20 @@ async def test_running_processes_count_as_server_activity(jp_fetch, jp_serverapp
     from datetime import datetime, timezone
 
     ext = next(
-        e for e in jp_serverapp.extension_manager.extension_apps["jupyter_exec"] if hasattr(e, "service")
+        e
+        for e in jp_serverapp.extension_manager.extension_apps["jupyter_exec"]
+        if hasattr(e, "service")
     )
     settings = jp_serverapp.web_app.settings
     ext._report_activity()
     assert "exec_last_activity" not in settings  # nothing running: not busy
-    await jp_fetch("api", "exec", "processes", method="POST", body=json.dumps({"processId": "busy", "argv": ["sleep", "30"]}))
+    await jp_fetch(
+        "api",
+        "exec",
+        "processes",
+        method="POST",
+        body=json.dumps({"processId": "busy", "argv": ["sleep", "30"]}),
+    )
     before = datetime.now(timezone.utc)
     ext._report_activity()
     assert settings["exec_last_activity"] >= before
