@@ -197,8 +197,9 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         printed = f"ws://{shown}:{bound_port}/"
         if generated:
             printed += f"?token={token}"
-        print(printed, flush=True)
+        # The record first: whoever reads the printed URL may look for it at once.
         record = _write_record(f"ws://{shown}:{bound_port}/", token)
+        print(printed, flush=True)
         try:
             await stop.wait()
         finally:
