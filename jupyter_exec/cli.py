@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(kill, top=False)
 
     sub.add_parser("serve", help="run a standalone server (see: jupyter exec serve --help)")
+    sub.add_parser(
+        "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
+    )
     return parser
 
 
@@ -165,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         from .serve import main as serve_main
 
         return serve_main(argv[1:])
+    if argv[:1] == ["bridge"]:
+        from .bridge import main as bridge_main
+
+        return bridge_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

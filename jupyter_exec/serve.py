@@ -244,7 +244,7 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
     limit = args.max_message_bytes
     reader = asyncio.StreamReader(limit=limit + 1)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    write = await _stdout_writer()
+    write = await stdout_writer()
     connection = service.connect(write)
     stop = _stop_event()
     reading = asyncio.create_task(_pump_lines(reader, connection, limit))
@@ -258,7 +258,7 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
         await service.aclose()
 
 
-async def _stdout_writer() -> Callable[[str], Awaitable[None]]:
+async def stdout_writer() -> Callable[[str], Awaitable[None]]:
     """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise."""
     loop = asyncio.get_running_loop()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
