@@ -42,6 +42,7 @@ test-ts: install
 test-py: install
 	JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS=false $(BIN)/coverage run -m pytest tests
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
+	@$(BIN)/coverage report > /dev/null || (echo "coverage is below fail_under (pyproject.toml)"; exit 2)
 
 test: lint typecheck test-ts test-py
 

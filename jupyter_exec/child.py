@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
+import re
 import signal
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -126,6 +128,8 @@ def _spawn_pipes(spec: ChildSpec) -> Child:
     for fd in (out_fd, err_fd, in_fd):
         if fd is not None:
             os.set_blocking(fd, False)
+    for fd in (out_fd, err_fd):
+        _enlarge_pipe(fd)
     return Child(
         pid=popen.pid,
         pidfd=os.pidfd_open(popen.pid),
@@ -133,6 +137,19 @@ def _spawn_pipes(spec: ChildSpec) -> Child:
         stdin_fd=in_fd,
         tty=False,
     )
+
+
+#: Output pipes hold this much (Linux default 64 KiB), so a fast writer is
+#: blocked less often while the server catches up.
+PIPE_SIZE = 256 * 1024
+
+
+def _enlarge_pipe(fd: int) -> None:
+    import fcntl
+
+    # Unprivileged users may be capped by /proc/sys/fs/pipe-max-size: keep the default.
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _spawn_pty(spec: ChildSpec) -> Child:
@@ -219,7 +236,8 @@ def _env_from_policy(policy: EnvPolicy, base: Mapping[str, str]) -> dict[str, st
     excludes = list(policy.exclude)
     if not policy.ignore_default_excludes:
         excludes += _DEFAULT_EXCLUDES
-    result = {k: v for k, v in result.items() if not _matches(k, excludes)}
+    if excludes:  # Codex sends a few names; skip the scan when there are none
+        result = {k: v for k, v in result.items() if not _matches(k, excludes)}
     if policy.include_only:
         result = {k: v for k, v in result.items() if _matches(k, policy.include_only)}
     result.update(policy.set)
@@ -228,4 +246,13 @@ def _env_from_policy(policy: EnvPolicy, base: Mapping[str, str]) -> dict[str, st
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     upper = name.upper()
-    return any(fnmatch.fnmatchcase(upper, p.upper()) for p in patterns)
+    return any(_glob(p.upper())(upper) for p in patterns)
+
+
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> Callable[[str], bool]:
+    """`fnmatchcase` against one pattern; a plain name (the usual case) without a regex."""
+    if not any(c in pattern for c in "*?["):
+        return pattern.__eq__
+    match = re.compile(fnmatch.translate(pattern)).match
+    return lambda name: match(name) is not None

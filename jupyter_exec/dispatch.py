@@ -5,9 +5,11 @@ the in-process client) create one `Connection` per client and feed it frames;
 the connection answers through the `write` coroutine it was given. This is the
 one place where exceptions become JSON-RPC errors (SPEC 7).
 
-Flow control (SPEC 5): every connection has one outgoing queue. Responses are
-always queued; notifications are dropped once the queue holds more than
-`ServiceConfig.notification_queue_bytes`, so a slow client sees a seq gap and
+Flow control (SPEC 5): every connection has one outgoing queue: responses go
+first, then the processes' notifications, one process after another, each in
+seq order. Responses are always queued; output notifications are dropped once
+the queue holds more than `ServiceConfig.notification_queue_bytes` (only from
+processes that still have output queued), so a slow client sees a seq gap and
 recovers with `process/read` while the process and other clients go on.
 """
 
@@ -19,6 +21,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +219,7 @@ class ExecService:
             if not isinstance(event, OutputEvent):
                 targets.update(self._watchers())
         if targets:
-            text = encode(event_notification(event))
+            text = encode_event(event)
             for session in targets:
                 self._send_event(session, event, text)
 
@@ -233,11 +236,35 @@ class ExecService:
                 return
             if event.process_id in session.subscriptions:
                 session.subscriptions[event.process_id] = event.seq
-        conn.notify(text if text is not None else encode(event_notification(event)))
+        text = text if text is not None else encode_event(event)
+        conn.notify(text, droppable=isinstance(event, OutputEvent), lane=event.process_id)
 
 
 def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
+
+
+def encode_event(event: Event) -> str:
+    """`encode(event_notification(event))`, byte for byte, built faster for output.
+
+    Output is most of the traffic: its base64 payload needs no escaping, so the
+    text is assembled around it instead of json.dumps scanning every byte.
+    """
+    if isinstance(event, OutputEvent):
+        return "".join(
+            (
+                '{"jsonrpc":"2.0","method":"process/output","params":{"processId":',
+                json.dumps(event.process_id),
+                ',"seq":',
+                str(event.seq),
+                ',"stream":',
+                json.dumps(event.stream),
+                ',"chunk":"',
+                base64.b64encode(event.data).decode("ascii"),
+                '"}}',
+            )
+        )
+    return encode(event_notification(event))
 
 
 def event_notification(event: Event) -> dict[str, Any]:
@@ -281,8 +308,16 @@ class Connection:
         self.allowed_actions = allowed_actions
         self.session: Session | None = None
         self._initialized = False
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # Outgoing: responses and other messages in `_control`, written first;
+        # each process's notifications in a lane of their own (seq order), the
+        # lanes taken in turn, so a flood never queues ahead of another
+        # process's output (a tty echo) or of a response.
+        self._control: deque[str] = deque()
+        self._lanes: dict[str, deque[tuple[str, bool]]] = {}
         self._queued_bytes = 0
+        self._output_bytes = 0  # the droppable part of `_queued_bytes`
+        self._wake = asyncio.Event()
+        self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.dropped_notifications = 0
@@ -293,26 +328,72 @@ class Connection:
 
     # -- outgoing -------------------------------------------------------------
 
-    def _enqueue(self, message: dict[str, Any] | str) -> None:
+    def _enqueue(
+        self, message: dict[str, Any] | str, lane: str | None = None, output: bool = False
+    ) -> None:
         if self._closed:
             return
         text = message if isinstance(message, str) else encode(message)
         self._queued_bytes += len(text)
-        self._queue.put_nowait(text)
+        if lane is None:
+            self._control.append(text)
+        else:
+            queue = self._lanes.get(lane)
+            if queue is None:
+                queue = self._lanes[lane] = deque()
+            queue.append((text, output))
+            if output:
+                self._output_bytes += len(text)
+        self._wake.set()
         self._check_room()
 
-    def notify(self, message: dict[str, Any] | str) -> None:
-        """Queue a notification, or drop it if this client has fallen too far behind."""
-        if self._queued_bytes > self.service.config.notification_queue_bytes:
+    def notify(
+        self, message: dict[str, Any] | str, droppable: bool = True, lane: str | None = None
+    ) -> None:
+        """Queue a notification, or drop it if this client has fallen too far behind.
+
+        `lane` is the process the notification is about: its notifications keep
+        their order, and while the queue is over its limit a droppable one is
+        dropped only if that process has others still queued (a flood loses its
+        output, a quiet process next to it does not). Process events other than
+        output (`exited`, `closed`, `started`, `removed`) are small and never
+        dropped: a client that only listens (as Codex's does, it never calls
+        `process/read`) would otherwise wait forever for the end of a process
+        that printed faster than it reads.
+        """
+        if (
+            droppable
+            and self._queued_bytes > self.service.config.notification_queue_bytes
+            and (lane is None or self._lanes.get(lane))
+        ):
             self.dropped_notifications += 1
             return
-        self._enqueue(message)
+        self._enqueue(message, lane, output=droppable and lane is not None)
+
+    def _next_message(self) -> str | None:
+        """Responses first, then one notification of each process in turn."""
+        if self._control:
+            return self._control.popleft()
+        if not self._lanes:
+            return None
+        lane, queue = next(iter(self._lanes.items()))
+        text, output = queue.popleft()
+        del self._lanes[lane]
+        if queue:
+            self._lanes[lane] = queue  # to the back of the round
+        if output:
+            self._output_bytes -= len(text)
+        return text
 
     async def _write_loop(self) -> None:
         while True:
-            text = await self._queue.get()
+            text = self._next_message()
             if text is None:
-                return
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             self._queued_bytes -= len(text)
             self._check_room()
             try:
@@ -326,7 +407,8 @@ class Connection:
     def _check_room(self, *_: object) -> None:
         config = self.service.config
         full = (
-            self._queued_bytes > config.notification_queue_bytes
+            # Output is bounded by dropping it; what counts is what cannot be dropped.
+            self._queued_bytes - self._output_bytes > config.notification_queue_bytes
             or len(self._tasks) >= config.max_requests_in_flight
         )
         if full and not self._closed:
@@ -338,7 +420,8 @@ class Connection:
         """Backpressure: transports await this after each frame before reading the next.
 
         It lets the frame's request run, then waits while this client has more
-        than `notification_queue_bytes` of output it has not taken or
+        than `notification_queue_bytes` of responses (and other messages that
+        are never dropped) it has not taken or
         `max_requests_in_flight` requests running. A client that sends without
         reading is then no longer read (its socket fills up, TCP pushes back)
         instead of growing the server's memory; other clients are unaffected.
@@ -454,7 +537,8 @@ class Connection:
         self._room.set()
         for task in list(self._tasks):
             task.cancel()
-        self._queue.put_nowait(None)
+        self._stopping = True
+        self._wake.set()
         await asyncio.gather(*self._tasks, self._writer, return_exceptions=True)
         callbacks, self._close_callbacks = self._close_callbacks, []
         for callback in callbacks:

@@ -60,9 +60,11 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
     async def _send(self, text: str) -> None:
         await self.write_message(text)
 
-    def on_message(self, message: str | bytes) -> None:
+    async def on_message(self, message: str | bytes) -> None:
+        # Tornado reads the next message only when this returns: backpressure (dispatch).
         if self.connection is not None:
             self.connection.receive(message)
+            await self.connection.ready()
 
     def on_close(self) -> None:
         super().on_close()

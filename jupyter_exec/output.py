@@ -1,14 +1,17 @@
 """Per-process output: recent chunks in memory, every chunk in an append-only log.
 
 SPEC 6: `process/read` serves either transparently. The log is a sequence of
-records ``<seq:u64><stream:u8><len:u32><bytes>``; an in-memory index (seq and
-offset per chunk, 16 bytes each) finds a cursor with one bisect and one pread.
+records ``<seq:u64><stream:u8><len:u32><bytes>``; a sparse in-memory index (the
+seq and offset of the first record of every `INDEX_SPACING` bytes of log, so
+16 bytes per 64 KiB however small the chunks) finds a cursor with one bisect,
+then reads forward from there.
 A log that hits its cap or a full disk stops growing; from then on output
 lives only in memory and `failure`/`first_seq` tell the client what is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -21,6 +24,14 @@ from pathlib import Path
 _HEADER = struct.Struct("<QBI")
 STREAM_CODES = {"stdout": 0, "stderr": 1, "pty": 2}
 STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
+#: What one retained chunk costs in memory beyond its payload (the Chunk, its
+#: bytes and int objects, the deque slot). Charged against `retained_bytes`, so
+#: a process writing one byte at a time cannot make 1 MiB cost 80 MiB.
+CHUNK_OVERHEAD = 128
+#: One index entry per this many bytes of log (see the module docstring).
+INDEX_SPACING = 64 * 1024
+#: How much log one pread fetches while scanning forward.
+_READ_WINDOW = 1 << 20
 
 
 @dataclass(slots=True, frozen=True)
@@ -38,8 +49,9 @@ class OutputStore:
         self._log_cap = log_bytes
         self._memory: deque[Chunk] = deque()
         self._memory_bytes = 0
-        self._log_seqs = array("q")
-        self._log_offsets = array("q")
+        self._index_seqs = array("q")
+        self._index_offsets = array("q")
+        self._last_logged_seq = 0
         self._log_size = 0
         self._log_fd: int | None = None
         self._read_fd: int | None = None
@@ -65,17 +77,17 @@ class OutputStore:
         self._log(seq, stream, data)
         chunk = Chunk(seq, stream, data)
         self._memory.append(chunk)
-        self._memory_bytes += len(data)
+        self._memory_bytes += len(data) + CHUNK_OVERHEAD
         # The newest chunk always stays, even when it alone exceeds the budget.
         while len(self._memory) > 1 and self._memory_bytes > self.retained_bytes:
             old = self._memory.popleft()
-            self._memory_bytes -= len(old.data)
+            self._memory_bytes -= len(old.data) + CHUNK_OVERHEAD
             if not self._is_logged(old.seq):
                 self._dropped_upto = max(self._dropped_upto, old.seq)
 
     def _is_logged(self, seq: int) -> bool:
         # The log holds a prefix of the chunks: it only ever stops, never skips.
-        return bool(self._log_seqs) and seq <= self._log_seqs[-1]
+        return seq <= self._last_logged_seq
 
     def _log(self, seq: int, stream: str, data: bytes) -> None:
         if self._log_fd is None:
@@ -85,13 +97,22 @@ class OutputStore:
             self._stop_log(f"output log reached its limit of {self._log_cap} bytes")
             return
         try:
-            os.write(self._log_fd, record)
+            written = os.write(self._log_fd, record)
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             self._stop_log(f"output log write failed ({reason})")
             return
-        self._log_seqs.append(seq)
-        self._log_offsets.append(self._log_size)
+        if written < len(record):
+            # The disk filled up inside this record: cut the torn tail off, so the
+            # log keeps holding whole records only (reads stop at `_log_size` anyway).
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._log_fd, self._log_size)
+            self._stop_log("output log write failed (disk full)")
+            return
+        if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
+            self._index_seqs.append(seq)
+            self._index_offsets.append(self._log_size)
+        self._last_logged_seq = seq
         self._log_size += len(record)
 
     def _stop_log(self, why: str) -> None:
@@ -107,15 +128,12 @@ class OutputStore:
         out: list[Chunk] = []
         budget = max_bytes
         mem_first = self._memory[0].seq if self._memory else None
-        i = bisect_right(self._log_seqs, after_seq)
-        j = i
-        while j < len(self._log_seqs) and (mem_first is None or self._log_seqs[j] < mem_first):
-            j += 1
-        if j > i:
-            out = self._read_log(i, j, budget)
-            budget -= sum(len(c.data) for c in out)
-            if len(out) < j - i:
+        # The log serves what memory no longer holds: seqs in (after_seq, mem_first).
+        if self._last_logged_seq > after_seq and (mem_first is None or after_seq + 1 < mem_first):
+            out, full = self._read_log(after_seq, mem_first, budget)
+            if full:
                 return out
+            budget -= sum(len(c.data) for c in out)
         for chunk in self._memory:
             if chunk.seq <= after_seq:
                 continue
@@ -125,35 +143,42 @@ class OutputStore:
             budget -= len(chunk.data)
         return out
 
-    def _read_log(self, i: int, j: int, budget: int) -> list[Chunk]:
+    def _read_log(
+        self, after_seq: int, stop_seq: int | None, budget: int
+    ) -> tuple[list[Chunk], bool]:
+        """Logged chunks with after_seq < seq < stop_seq within budget; True if it ran out."""
         fd = self._reader_fd()
-        if fd is None:
-            return []
-        # Find how many records fit, then read them with one pread.
-        end_index = i
-        size = 0
-        while end_index < j:
-            rec_len = self._record_end(end_index) - self._log_offsets[end_index]
-            payload = rec_len - _HEADER.size
-            if end_index > i and size + payload > budget:
-                break
-            size += payload
-            end_index += 1
-        start = self._log_offsets[i]
-        blob = os.pread(fd, self._record_end(end_index - 1) - start, start)
+        if fd is None or not self._index_offsets:
+            return [], False
+        k = max(0, bisect_right(self._index_seqs, after_seq) - 1)
+        offset = self._index_offsets[k]
         out: list[Chunk] = []
-        pos = 0
-        while pos < len(blob):
-            seq, code, length = _HEADER.unpack_from(blob, pos)
-            pos += _HEADER.size
-            out.append(Chunk(seq, STREAM_NAMES[code], blob[pos : pos + length]))
-            pos += length
-        return out
-
-    def _record_end(self, index: int) -> int:
-        if index + 1 < len(self._log_offsets):
-            return self._log_offsets[index + 1]
-        return self._log_size
+        size = 0
+        while offset < self._log_size:
+            blob = os.pread(fd, min(_READ_WINDOW, self._log_size - offset), offset)
+            pos = 0
+            while pos + _HEADER.size <= len(blob):
+                seq, code, length = _HEADER.unpack_from(blob, pos)
+                end = pos + _HEADER.size + length
+                if end > len(blob):
+                    if pos > 0:
+                        break  # the next window starts with this record
+                    blob = os.pread(fd, end, offset)  # one record larger than the window
+                    if end > len(blob):
+                        break  # the file is shorter than its index says
+                    continue
+                if stop_seq is not None and seq >= stop_seq:
+                    return out, False
+                if seq > after_seq:
+                    if out and size + length > budget:
+                        return out, True
+                    out.append(Chunk(seq, STREAM_NAMES[code], blob[pos + _HEADER.size : end]))
+                    size += length
+                pos = end
+            if pos == 0:
+                break  # a torn tail: nothing more to read
+            offset += pos
+        return out, False
 
     def close(self, remove: bool) -> None:
         for fd in (self._log_fd, self._read_fd):

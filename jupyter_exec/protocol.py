@@ -85,7 +85,8 @@ class ReadParams(ProcessParams):
             return None
         try:
             return re.compile(self.until_pattern)
-        except re.error as exc:
+        # OverflowError: a repeat count too large; RecursionError: too deeply nested.
+        except (re.error, OverflowError, RecursionError) as exc:
             raise InvalidParamsError(
                 f"untilPattern is not a valid regular expression: {exc}"
             ) from None

@@ -127,10 +127,13 @@ async def test_terminate_kills_setsid_escapees_that_ignore_sigterm(tmp_path):
         "    if os.fork() == 0:\n"
         "        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "        os.closerange(0, 3)\n"
+        "        open('escapee.pid', 'w').write(str(os.getpid()))\n"
         "        time.sleep(300)\n"
         "        os._exit(0)\n"
         "    os._exit(0)\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "while not os.path.exists('escapee.pid') or not open('escapee.pid').read():\n"
+        "    time.sleep(0.01)\n"
         "print('ready', flush=True)\n"
         "time.sleep(300)\n"
     )
@@ -140,8 +143,9 @@ async def test_terminate_kills_setsid_escapees_that_ignore_sigterm(tmp_path):
         proc = service.registry.get("tree")
         from jupyter_exec.proctree import marked_pids
 
+        escapee_pid = int((tmp_path / "escapee.pid").read_text())
         tree = marked_pids(proc.setup.marker)
-        assert len(tree) >= 2  # the child and its double-forked, setsid grandchild
+        assert {proc.child.pid, escapee_pid} <= tree  # the child and its setsid grandchild
         t0 = time.monotonic()
         assert await c.terminate("tree", 300) is True
         final = await c.wait("tree", 10)

@@ -1,0 +1,570 @@
+"""Benchmark jupyter-exec against a peer exec server (the Codex exec-server).
+
+One small raw JSON-RPC client, identical for both servers and both transports
+(stdio pipes, websocket), speaking the protocol as Codex's own client does:
+``initialize``/``initialized``, ``process/start`` with a ``file://`` cwd and an
+``envPolicy``, ``process/write`` with a ``writeId``, output counted from
+``process/output`` notifications until ``process/closed``, then
+``process/terminate``.
+
+Four figures, each measured on a fresh server per run; runs of ours and the
+peer's are interleaved (the order alternates every round) and the table shows
+medians over rounds:
+
+- spawn: ``process/start`` of ``true`` sent -> its ``process/closed`` received
+  (the median of ``--spawns`` sequential starts in one run), ms;
+- throughput: 200 MB written by ``head -c`` to stdout, bytes carried by
+  ``process/output`` notifications / time from start to ``process/closed``, MB/s;
+- echo: one byte written to a tty ``cat`` -> its echo received, while ``cat
+  /dev/zero`` floods the same connection (median of ``--echoes``), ms;
+- RSS: VmRSS of the server process with 200 idle children (``sleep``), MB.
+
+Usage: ``.venv/bin/python bench/run.py [--peer codex|none] [--transport
+stdio|ws|both] [--rounds N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+OURS_BIN = Path(sys.executable).parent / "jupyter-exec"
+LINE_LIMIT = 256 << 20
+ECHO_TIMEOUT = 2.0
+
+
+# -- the client ------------------------------------------------------------------
+
+
+class RpcError(Exception):
+    pass
+
+
+class Client:
+    """A raw JSON-RPC client over one transport; notifications go to `on_notify`."""
+
+    def __init__(self) -> None:
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.on_notify: Callable[[str, dict[str, Any]], None] = lambda m, p: None
+        self._reader: asyncio.Task[None] | None = None
+
+    # transport hooks
+    async def _send_text(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def _frames(self) -> Any:
+        raise NotImplementedError
+        yield
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+
+    def start_reading(self) -> None:
+        self._reader = asyncio.create_task(self._read_loop())
+        self._reader.add_done_callback(_report_failure)
+
+    async def _read_loop(self) -> None:
+        loads = json.loads
+        pending = self._pending
+        try:
+            async for frame in self._frames():
+                msg = loads(frame)
+                method = msg.get("method")
+                if method is not None:
+                    self.on_notify(method, msg.get("params") or {})
+                    continue
+                fut = pending.pop(msg.get("id"), None)
+                if fut is not None and not fut.done():
+                    if "error" in msg:
+                        fut.set_exception(RpcError(msg["error"]))
+                    else:
+                        fut.set_result(msg.get("result"))
+        finally:
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(RpcError("connection closed"))
+
+    async def call(self, method: str, params: Any) -> Any:
+        self._next_id += 1
+        rid = self._next_id
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        await self._send_text(json.dumps({"id": rid, "method": method, "params": params}))
+        return await fut
+
+    async def notify(self, method: str, params: Any) -> None:
+        await self._send_text(json.dumps({"method": method, "params": params}))
+
+    async def handshake(self) -> None:
+        await self.call("initialize", {"clientName": "jupyter-exec-bench", "resumeSessionId": None})
+        await self.notify("initialized", {})
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        print(f"client reader failed: {task.exception()!r}", file=sys.stderr)
+
+
+class StdioClient(Client):
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        super().__init__()
+        self.proc = proc
+
+    async def _send_text(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def _frames(self) -> Any:
+        assert self.proc.stdout is not None
+        readline = self.proc.stdout.readline
+        while True:
+            line = await readline()
+            if not line:
+                return
+            yield line
+
+
+class WsClient(Client):
+    def __init__(self, ws: Any) -> None:
+        super().__init__()
+        self.ws = ws
+
+    async def _send_text(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def _frames(self) -> Any:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for frame in self.ws:
+                yield frame
+        except ConnectionClosed:
+            return
+
+    async def aclose(self) -> None:
+        await self.ws.close()
+        await super().aclose()
+
+
+# -- servers -----------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    argv_stdio: list[str]
+    argv_ws: list[str]
+
+
+def our_server(command: str | None = None) -> Server:
+    base = [*(shlex.split(command) if command else [str(OURS_BIN)]), "serve", "--root", str(REPO)]
+    return Server(
+        "jupyter-exec", [*base, "--listen", "stdio"], [*base, "--listen", "ws://127.0.0.1:0"]
+    )
+
+
+def codex_server(binary: str | None) -> Server:
+    exe = binary or str(find_codex())
+    return Server(
+        "codex",
+        [exe, "exec-server", "--listen", "stdio"],
+        [exe, "exec-server", "--listen", "ws://127.0.0.1:0"],
+    )
+
+
+def find_codex() -> Path:
+    """The native Codex binary (not the node launcher, so its pid is the server's)."""
+    sys.path.insert(0, str(REPO))
+    from tests.codex.harness import install_codex
+
+    launcher = install_codex()
+    modules = launcher.parent.parent
+    for native in sorted(modules.glob("@openai/codex-linux-*/vendor/*/bin/codex")):
+        return native
+    return launcher
+
+
+@dataclass
+class Running:
+    proc: asyncio.subprocess.Process
+    client: Client
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def launch(server: Server, transport: str) -> Running:
+    if transport == "stdio":
+        proc = await asyncio.create_subprocess_exec(
+            *server.argv_stdio,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            limit=LINE_LIMIT,
+            cwd=REPO,
+        )
+        client: Client = StdioClient(proc)
+    else:
+        from websockets.asyncio.client import connect
+
+        proc = await asyncio.create_subprocess_exec(
+            *server.argv_ws,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        if not url.startswith("ws://"):
+            raise RuntimeError(f"{server.name}: no URL on stdout (got {url!r})")
+        ws = await connect(url, max_size=None, compression=None, open_timeout=30)
+        client = WsClient(ws)
+    client.start_reading()
+    await asyncio.wait_for(client.handshake(), 30)
+    return Running(proc, client)
+
+
+# -- the workload -------------------------------------------------------------------
+
+ENV_POLICY = {
+    "inherit": "all",
+    "ignoreDefaultExcludes": True,
+    "exclude": [
+        "CODEX_PERMISSION_PROFILE",
+        "CODEX_VERSION",
+        "CODEX_APPLY_PATCH_PRESERVE_LINE_ENDINGS",
+        "CODEX_PLUGIN_METRICS_OUTPUT",
+    ],
+    "set": {},
+    "includeOnly": [],
+}
+
+
+class Driver:
+    """Process bookkeeping on one connection: per-process output and close futures."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.cwd = REPO.as_uri()
+        self._n = 0
+        self.lost_echoes = 0
+        self.closed: dict[str, asyncio.Future[None]] = {}
+        self.on_output: dict[str, Callable[[dict[str, Any]], None]] = {}
+        client.on_notify = self._notify
+
+    def _notify(self, method: str, params: dict[str, Any]) -> None:
+        if method == "process/output":
+            handler = self.on_output.get(params["processId"])
+            if handler is not None:
+                handler(params)
+        elif method == "process/closed":
+            fut = self.closed.get(params["processId"])
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def new_id(self) -> str:
+        self._n += 1
+        return f"bench-{os.getpid()}-{self._n}"
+
+    async def start(self, argv: list[str], tty: bool = False, pid: str | None = None) -> str:
+        pid = pid or self.new_id()
+        self.closed[pid] = asyncio.get_running_loop().create_future()
+        await self.client.call(
+            "process/start",
+            {
+                "processId": pid,
+                "argv": argv,
+                "cwd": self.cwd,
+                "envPolicy": ENV_POLICY,
+                "env": {"TERM": "dumb"},
+                "tty": tty,
+                "pipeStdin": False,
+                "arg0": None,
+            },
+        )
+        return pid
+
+    async def finish(self, pid: str, timeout: float = 30) -> None:
+        """What Codex's client does after a command: terminate (also once it closed)."""
+        await self.client.call("process/terminate", {"processId": pid})
+        await asyncio.wait_for(self.closed[pid], timeout)
+        self.closed.pop(pid, None)
+        self.on_output.pop(pid, None)
+
+
+async def measure_spawn(d: Driver, n: int) -> float:
+    times = []
+    for _ in range(n):
+        pid = d.new_id()
+        t0 = time.perf_counter()
+        await d.start(["true"], pid=pid)
+        await asyncio.wait_for(d.closed[pid], 30)
+        times.append(time.perf_counter() - t0)
+        await d.finish(pid)
+    return statistics.median(times) * 1000
+
+
+async def measure_throughput(d: Driver, total: int) -> tuple[float, int]:
+    """(MB/s, bytes received)."""
+    received = 0
+
+    def count(params: dict[str, Any]) -> None:
+        nonlocal received
+        chunk = params["chunk"]
+        received += len(chunk) * 3 // 4 - (2 if chunk.endswith("==") else chunk.endswith("="))
+
+    pid = d.new_id()
+    d.on_output[pid] = count
+    t0 = time.perf_counter()
+    await d.start(["head", "-c", str(total), "/dev/zero"], pid=pid)
+    await asyncio.wait_for(d.closed[pid], 600)
+    elapsed = time.perf_counter() - t0
+    await d.finish(pid)
+    return received / 1e6 / elapsed, received
+
+
+async def measure_echo(d: Driver, n: int) -> float:
+    loop = asyncio.get_running_loop()
+    flooding = loop.create_future()
+
+    def flood_seen(params: dict[str, Any]) -> None:
+        if not flooding.done():
+            flooding.set_result(None)
+
+    flood = d.new_id()
+    d.on_output[flood] = flood_seen
+    await d.start(["cat", "/dev/zero"], pid=flood)
+    await asyncio.wait_for(flooding, 30)
+
+    waiting: dict[str, Any] = {}
+
+    def echoed(params: dict[str, Any]) -> None:
+        fut = waiting.get("fut")
+        if (
+            fut is not None
+            and not fut.done()
+            and waiting["byte"] in base64.b64decode(params["chunk"])
+        ):
+            fut.set_result(time.perf_counter())
+
+    tty = d.new_id()
+    d.on_output[tty] = echoed
+    await d.start(["cat"], tty=True, pid=tty)
+    await asyncio.sleep(0.05)
+    times = []
+    letters = b"abcdefghijklmnopqrstuvwxyz"
+    for i in range(n):
+        byte = letters[i % len(letters) : i % len(letters) + 1]
+        fut = loop.create_future()
+        waiting.update(fut=fut, byte=byte)
+        t0 = time.perf_counter()
+        await d.client.call(
+            "process/write",
+            {"processId": tty, "chunk": base64.b64encode(byte).decode(), "writeId": str(i + 1)},
+        )
+        try:
+            times.append(await asyncio.wait_for(fut, ECHO_TIMEOUT) - t0)
+        except TimeoutError:  # the echo's notification was dropped: count the timeout
+            times.append(ECHO_TIMEOUT)
+            d.lost_echoes += 1
+        await asyncio.sleep(0.005)
+    await d.finish(flood)
+    await d.finish(tty)
+    return statistics.median(times) * 1000
+
+
+def vm_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def measure_rss(d: Driver, server_pid: int, children: int) -> float:
+    pids = [await d.start(["sleep", "600"]) for _ in range(children)]
+    await asyncio.sleep(0.5)
+    rss = vm_rss_mb(server_pid)
+    for pid in pids:
+        await d.client.call("process/terminate", {"processId": pid})
+    await asyncio.wait_for(asyncio.gather(*(d.closed[p] for p in pids)), 60)
+    return rss
+
+
+@dataclass
+class Sizes:
+    spawns: int = 200
+    megabytes: int = 200
+    echoes: int = 50
+    children: int = 200
+
+
+@dataclass
+class RunResult:
+    figures: dict[str, float] = field(default_factory=dict)
+    received: int = 0
+    lost_echoes: int = 0
+
+
+async def one_run(server: Server, transport: str, sizes: Sizes, only: set[str]) -> RunResult:
+    running = await launch(server, transport)
+    d = Driver(running.client)
+    result = RunResult()
+    try:
+        await measure_spawn(d, 3)  # warm-up (our first start also starts the guardian)
+        if "rss" in only:
+            result.figures["rss"] = await measure_rss(d, running.proc.pid, sizes.children)
+        if "spawn" in only:
+            result.figures["spawn"] = await measure_spawn(d, sizes.spawns)
+        if "echo" in only:
+            result.figures["echo"] = await measure_echo(d, sizes.echoes)
+            result.lost_echoes = d.lost_echoes
+        result.received = sizes.megabytes * 1_000_000
+        if "throughput" in only:
+            mbs, result.received = await measure_throughput(d, sizes.megabytes * 1_000_000)
+            result.figures["throughput"] = mbs
+    finally:
+        await running.stop()
+    return result
+
+
+# -- the table ------------------------------------------------------------------------
+
+FIGURES = [
+    # key, label, unit, higher is better
+    ("spawn", "spawn -> closed, `true`", "ms", False),
+    ("throughput", "output via notifications", "MB/s", True),
+    ("echo", "tty echo under flood", "ms", False),
+    ("rss", "server RSS, {children} idle children", "MB", False),
+]
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def table(
+    results: dict[tuple[str, str], list[RunResult]],
+    servers: list[Server],
+    transports: list[str],
+    sizes: Sizes,
+) -> str:
+    ours, peer = servers[0].name, servers[1].name if len(servers) > 1 else None
+    head = ["figure", "transport", ours]
+    if peer:
+        head += [peer, "ours vs peer"]
+    rows = [head]
+    for key, label, unit, higher in FIGURES:
+        for transport in transports:
+            med: dict[str, float | None] = {}
+            for s in servers:
+                runs = results.get((s.name, transport), [])
+                values = [r.figures[key] for r in runs if key in r.figures]
+                med[s.name] = statistics.median(values) if values else None
+            row = [f"{label.format(children=sizes.children)} ({unit})", transport, fmt(med[ours])]
+            if peer:
+                a, b = med[ours], med[peer]
+                ratio = "-"
+                if a and b:
+                    r = a / b if higher else b / a
+                    ratio = f"{r:.2f}x {'better' if r >= 1 else 'worse'}"
+                row += [fmt(b), ratio]
+            rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    sizes = Sizes()
+    if args.quick:
+        sizes = Sizes(spawns=20, megabytes=20, echoes=10, children=20)
+    for name in ("spawns", "megabytes", "echoes", "children"):
+        if getattr(args, name) is not None:
+            setattr(sizes, name, getattr(args, name))
+    only = set(args.only.split(",")) if args.only else {f[0] for f in FIGURES}
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 5)
+    servers = [our_server(args.ours)]
+    if args.peer == "codex":
+        servers.append(codex_server(args.codex))
+    transports = ["stdio", "ws"] if args.transport == "both" else [args.transport]
+    results: dict[tuple[str, str], list[RunResult]] = {}
+    short = {"spawn": "spawn ms", "throughput": "MB/s", "echo": "echo ms", "rss": "RSS MB"}
+    for rnd in range(rounds):
+        order = servers if rnd % 2 == 0 else list(reversed(servers))
+        for transport in transports:
+            for server in order:
+                run = await one_run(server, transport, sizes, only)
+                results.setdefault((server.name, transport), []).append(run)
+                shown = "  ".join(f"{short[k]} {fmt(v)}" for k, v in run.figures.items())
+                lost = sizes.megabytes * 1_000_000 - run.received
+                note = f"  (lost {lost} bytes)" if lost else ""
+                if run.lost_echoes:
+                    note += f"  ({run.lost_echoes} echoes lost)"
+                print(
+                    f"round {rnd + 1}/{rounds} {transport:5} {server.name:12} {shown}{note}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(
+        f"\nmedians of {rounds} round(s); spawn: median of {sizes.spawns} starts per run; "
+        f"throughput: {sizes.megabytes} MB; echo: median of {sizes.echoes} echoes per run\n"
+    )
+    print(table(results, servers, transports, sizes), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--peer", choices=["codex", "none"], default="codex")
+    p.add_argument("--transport", choices=["stdio", "ws", "both"], default="both")
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--quick", action="store_true", help="small sizes, one round")
+    p.add_argument("--spawns", type=int, help="starts per run for the spawn figure")
+    p.add_argument("--megabytes", type=int, help="output size for the throughput figure")
+    p.add_argument("--echoes", type=int, help="echoes per run for the echo figure")
+    p.add_argument("--children", type=int, help="idle children for the RSS figure")
+    p.add_argument("--ours", help="command that runs our CLI (default: .venv/bin/jupyter-exec)")
+    p.add_argument("--only", help="comma-separated figures to measure (spawn,throughput,echo,rss)")
+    p.add_argument("--codex", help="path of the codex binary (default: install 0.169.0)")
+    args = p.parse_args(argv)
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""bench/run.py still runs and prints its table (no timing assertions: targets live in bench/)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+
+
+def test_bench_quick_prints_the_table() -> None:
+    argv = [sys.executable, str(RUN), "--quick", "--peer", "none", "--transport", "stdio"]
+    argv += ["--spawns", "5", "--megabytes", "2", "--echoes", "3", "--children", "5"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("| figure") and "jupyter-exec" in line for line in lines), (
+        done.stdout
+    )
+    for label in ("spawn -> closed", "output via notifications", "tty echo", "server RSS"):
+        row = next(line for line in lines if label in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "stdio" and float(cells[2]) > 0, row
+    assert "bytes)" not in done.stderr, done.stderr  # 2 MB fit the queue: no byte is dropped
