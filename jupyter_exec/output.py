@@ -59,13 +59,19 @@ class OutputStore:
         self._dropped_upto = 0
         self.total_bytes = 0
         self.failure: str | None = None
-        if log_path is not None and log_bytes > 0:
-            try:
-                self._log_fd = os.open(
-                    log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-                )
-            except OSError as exc:
-                self.failure = f"cannot open output log: {exc.strerror}"
+        #: The log file is created at the first chunk: a process without output
+        #: (most short commands) never pays for creating a file.
+        self._log_pending = log_path is not None and log_bytes > 0
+
+    def _open_log(self) -> None:
+        self._log_pending = False
+        assert self._log_path is not None
+        try:
+            self._log_fd = os.open(
+                self._log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            self.failure = f"cannot open output log: {exc.strerror}"
 
     @property
     def first_seq(self) -> int:
@@ -90,19 +96,22 @@ class OutputStore:
         return seq <= self._last_logged_seq
 
     def _log(self, seq: int, stream: str, data: bytes) -> None:
+        if self._log_pending:
+            self._open_log()
         if self._log_fd is None:
             return
-        record = _HEADER.pack(seq, STREAM_CODES[stream], len(data)) + data
-        if self._log_size + len(record) > self._log_cap:
+        header = _HEADER.pack(seq, STREAM_CODES[stream], len(data))
+        record_len = len(header) + len(data)
+        if self._log_size + record_len > self._log_cap:
             self._stop_log(f"output log reached its limit of {self._log_cap} bytes")
             return
         try:
-            written = os.write(self._log_fd, record)
+            written = os.writev(self._log_fd, (header, data))
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             self._stop_log(f"output log write failed ({reason})")
             return
-        if written < len(record):
+        if written < record_len:
             # The disk filled up inside this record: cut the torn tail off, so the
             # log keeps holding whole records only (reads stop at `_log_size` anyway).
             with contextlib.suppress(OSError):
@@ -113,7 +122,7 @@ class OutputStore:
             self._index_seqs.append(seq)
             self._index_offsets.append(self._log_size)
         self._last_logged_seq = seq
-        self._log_size += len(record)
+        self._log_size += record_len
 
     def _stop_log(self, why: str) -> None:
         self.failure = f"{why}; later output is kept only in memory"
