@@ -116,7 +116,7 @@ class Registry:
             raise InvalidRequestError(f"process {params.process_id} already exists")
         if len(self.running()) >= self.config.max_processes:
             raise TooManyProcessesError(self.config.max_processes)
-        if _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
+        if self._near_fd_limit() and _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
             raise InvalidRequestError(
                 f"too many open files to start another process (limit {self._fd_limit}: "
                 "raise `ulimit -n` or lower max_processes)"
@@ -165,6 +165,11 @@ class Registry:
         # still before any output callback of the child.
         asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
         return info
+
+    def _near_fd_limit(self) -> bool:
+        """Whether counting descriptors is worth its cost (a /proc listing) on this start."""
+        ours = len(self._procs) * FDS_PER_PROCESS
+        return self._fd_limit < 4096 or ours > self._fd_limit // 4
 
     def _ensure_log_dir(self) -> Path:
         if self._log_dir is None:
