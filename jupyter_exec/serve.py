@@ -190,6 +190,7 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         process_request=process_request,
         max_size=args.max_message_bytes,
         compression=None,
+        write_limit=1 << 20,  # keep several output frames in flight per client
     ) as server:
         sock = next(iter(server.sockets))
         bound_port = sock.getsockname()[1]
