@@ -372,6 +372,9 @@ class ExecClient:
                 with contextlib.suppress(Exception):
                     await self.request("process/unsubscribe", {"processId": process_id})
 
+    #: The issue's name for it: subscribing is what `events()` does.
+    subscribe = events
+
     async def _recover(self, process_id: str, cursor: int) -> AsyncIterator[ProcessEvent]:
         """Fill a gap from the authority (`process/read`), up to what is known now."""
         while True:

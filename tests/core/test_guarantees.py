@@ -293,7 +293,7 @@ async def test_events_iterator_recovers_from_gap_with_read(tmp_path):
         await asyncio.sleep(0.5)  # notifications piled up and some were dropped
         data = bytearray()
         seqs = []
-        async for ev in c.events("p"):
+        async for ev in c.subscribe("p"):  # the same iterator as events()
             seqs.append(ev.seq)
             if isinstance(ev, OutputEvent):
                 data.extend(ev.data)

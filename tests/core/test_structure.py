@@ -42,3 +42,14 @@ def test_errors_have_one_code_table():
         errors.FsError,
     ):
         assert issubclass(cls, errors.ExecError) and cls.code in errors.ErrorCode
+
+
+def test_loading_the_magics_does_not_load_the_server():
+    code = (
+        "import sys\n"
+        "import jupyter_exec.magics\n"
+        "heavy = ('tornado', 'jupyter_server', 'jupyter_exec.app', 'jupyter_exec.registry')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
