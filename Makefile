@@ -40,7 +40,9 @@ test-ts: install
 	cd $(LAB) && npm test
 
 test-py: install
+	rm -f .coverage .coverage.*
 	JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS=false $(BIN)/coverage run -m pytest tests
+	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 	@$(BIN)/coverage report > /dev/null || (echo "coverage is below fail_under (pyproject.toml)"; exit 2)
 
