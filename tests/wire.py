@@ -138,12 +138,18 @@ def standalone(*args: str, cwd: Path | None = None) -> Iterator[Standalone]:
         token = url.split("token=", 1)[1] if "token=" in url else ""
         yield Standalone(proc, url, token)
     finally:
-        proc.terminate()
+        stop_process(proc)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL after `timeout`: only the process we started, by its pid."""
+    if process.poll() is None:
+        process.terminate()
         try:
-            proc.wait(15)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            process.kill()
+            process.wait()
 
 
 def pid_alive(pid: int) -> bool:

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.wire import stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -142,13 +143,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(url, token, root, proc)
     finally:
         # Stop by PID: SIGTERM lets the server (and jupyter_exec) shut down cleanly.
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 20)
         log.close()
         (ARTIFACTS / "lab.log").parent.mkdir(exist_ok=True)
         (ARTIFACTS / "lab.log").write_bytes((base / "lab.log").read_bytes())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import select
 import signal
@@ -19,6 +18,7 @@ import pytest
 from ptyprocess import PtyProcess
 
 from jupyter_exec.cli import parse_detach_key
+from tests.wire import stop_process
 
 from ..magics.jupyter_process import BIN, JupyterServer, clean_env, jupyter_server
 
@@ -55,12 +55,7 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
         assert url.startswith("ws://127.0.0.1:"), url
         yield Standalone(url, env)
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc)
 
 
 def wait_running_state(

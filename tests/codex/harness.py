@@ -12,7 +12,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import connect
+
+from tests.wire import stop_process
 
 CODEX_VERSION = "0.169.0"
 VENV_BIN = Path(sys.executable).parent
@@ -193,17 +194,6 @@ class RunningServer:
     token: str
 
 
-def stop(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then SIGKILL: only the process we started, by its pid."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @contextmanager
 def standalone_server(root: Path) -> Iterator[RunningServer]:
     """``jupyter-exec serve --listen ws://127.0.0.1:0``; its first stdout line is the URL."""
@@ -221,7 +211,7 @@ def standalone_server(root: Path) -> Iterator[RunningServer]:
         token = url.partition("token=")[2]
         yield RunningServer(url, root, process, token)
     finally:
-        stop(process)
+        stop_process(process)
 
 
 def free_port() -> int:
@@ -264,7 +254,7 @@ def jupyter_server(root: Path, runtime: Path, token: str) -> Iterator[RunningSer
         url = f"ws://127.0.0.1:{port}/api/exec/ws?token={token}"
         yield RunningServer(url, root, process, token)
     finally:
-        stop(process)
+        stop_process(process)
         log.close()
 
 

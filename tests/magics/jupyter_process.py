@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
+
+from tests.wire import stop_process
 
 BIN = Path(sys.executable).parent
 
@@ -93,12 +94,7 @@ def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
             f"http://127.0.0.1:{port}/", token, proc.pid, runtime_dir, root_dir, env
         )
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc, 20)
         log.close()
 
 

@@ -42,15 +42,6 @@ def kernel(server: JupyterServer) -> Iterator[Kernel]:
         k.shutdown()
 
 
-@pytest.fixture(scope="module")
-def api(server: JupyterServer) -> Iterator[SyncExecClient]:
-    client = SyncExecClient.connect(server.url, server.token)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def displays(messages: list[dict[str, Any]], display_id: str) -> list[dict[str, Any]]:
     return [
         m for m in messages

@@ -47,15 +47,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
             yield running
 
 
-@pytest.fixture(scope="module")
-def api(server: JupyterServer) -> Iterator[SyncExecClient]:
-    client = SyncExecClient.connect(server.url, server.token)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 def test_the_five_demos_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01-getting-started.ipynb",
