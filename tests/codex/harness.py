@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 from websockets.sync.client import connect
 
+from tests.npm_cache import npm_tool
 from tests.wire import stop_process
 
 CODEX_VERSION = "0.169.0"
@@ -33,24 +33,9 @@ VENV_BIN = Path(sys.executable).parent
 JUPYTER_EXEC = os.environ.get("JUPYTER_EXEC_BIN", str(VENV_BIN / "jupyter-exec"))
 
 
-def cache_dir() -> Path:
-    configured = os.environ.get("JUPYTER_EXEC_TEST_CACHE")
-    base = Path(configured) if configured else Path.home() / ".cache" / "jupyter-exec-test"
-    return base / f"codex-{CODEX_VERSION}"
-
-
 def install_codex() -> Path:
     """The ``codex`` launcher, installing it with npm when the cache lacks it."""
-    prefix = cache_dir()
-    launcher = prefix / "node_modules" / ".bin" / "codex"
-    if not launcher.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("npm is needed to install @openai/codex for these tests")
-        prefix.mkdir(parents=True, exist_ok=True)
-        package = f"@openai/codex@{CODEX_VERSION}"
-        command = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", package]
-        subprocess.run(command, check=True, timeout=600)
+    launcher = npm_tool(f"codex-{CODEX_VERSION}", f"@openai/codex@{CODEX_VERSION}", "codex")
     version = subprocess.run(
         [str(launcher), "--version"], capture_output=True, text=True, timeout=60, check=True
     ).stdout

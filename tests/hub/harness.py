@@ -32,15 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.npm_cache import npm_tool
+
 VENV_BIN = Path(sys.executable).parent
 USERS = ("a", "b")
 CHP_PACKAGE = "configurable-http-proxy@5"
 STARTUP_SECONDS = 60.0
-
-
-def cache_dir() -> Path:
-    configured = os.environ.get("JUPYTER_EXEC_TEST_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "jupyter-exec-test"
 
 
 def install_chp() -> Path:
@@ -48,16 +45,7 @@ def install_chp() -> Path:
     found = shutil.which("configurable-http-proxy")
     if found:
         return Path(found)
-    prefix = cache_dir() / "chp"
-    launcher = prefix / "node_modules" / ".bin" / "configurable-http-proxy"
-    if not launcher.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("npm is needed to install configurable-http-proxy for this test")
-        prefix.mkdir(parents=True, exist_ok=True)
-        command = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", CHP_PACKAGE]
-        subprocess.run(command, check=True, timeout=300, stdout=subprocess.DEVNULL)
-    return launcher
+    return npm_tool("chp", CHP_PACKAGE, "configurable-http-proxy", timeout=300)
 
 
 def jupyterhub_bin() -> Path:
