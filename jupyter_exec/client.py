@@ -155,7 +155,7 @@ class ExecClient:
         )
         client = cls(ws.send, ws.close)
         reader = asyncio.create_task(client._pump(ws))
-        client._close = _closer(ws.close, reader)
+        client._close = closer(ws.close, reader)
         await client._initialize(client_name, resume_session_id)
         return client
 
@@ -404,7 +404,7 @@ class ExecClient:
         await self.close()
 
 
-def _closer(
+def closer(
     close: Callable[[], Awaitable[None]], reader: asyncio.Task[None]
 ) -> Callable[[], Awaitable[None]]:
     async def close_all() -> None:

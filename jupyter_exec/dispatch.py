@@ -587,7 +587,7 @@ def read_result(outcome: ReadOutcome) -> dict[str, Any]:
         "exited": info.state != "running",
         "exitCode": info.exit_code,
         "signal": info.signal,
-        "closed": info.state == "closed",
+        "closed": info.state in ("closed", "lost"),  # a lost process sends nothing more
         "failure": info.failure,
         "firstSeq": info.first_seq,
     }

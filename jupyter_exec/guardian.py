@@ -1,8 +1,10 @@
 """A watchdog that outlives a crashed server and kills what it left behind.
 
 The registry starts one guardian with a pipe on its stdin. When the pipe reaches
-end of file (the server exited, even by SIGKILL), the guardian kills every
-process carrying the registry's marker and deletes the log directory. In its
+end of file (the server or the exec daemon exited, even by SIGKILL), the
+guardian kills every process carrying the registry's marker and deletes the
+log directory, except the daemon's: its logs and records stay for the next
+daemon, which lists those processes as lost (daemon/persist.py). In its
 own session, so a terminal's Ctrl-C aimed at the server does not reach it.
 Standard library only, so it starts fast.
 """
@@ -20,9 +22,11 @@ from pathlib import Path
 from .proctree import kill_pids, marked_pids
 
 
-def start_guardian(registry_id: str, log_dir: Path) -> subprocess.Popen[bytes]:
+def start_guardian(registry_id: str, log_dir: Path, keep_logs: bool) -> subprocess.Popen[bytes]:
+    """`keep_logs`: the exec daemon's logs outlive it, for the next daemon to list."""
+    keep = ["--keep-logs"] if keep_logs else []
     return subprocess.Popen(
-        [sys.executable, "-m", "jupyter_exec.guardian", registry_id, str(log_dir)],
+        [sys.executable, "-m", "jupyter_exec.guardian", registry_id, str(log_dir), *keep],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -44,7 +48,7 @@ def stop_guardian(guardian: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    registry_id, log_dir = argv
+    registry_id, log_dir = argv[:2]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while os.read(0, 4096):
         pass
@@ -54,7 +58,8 @@ def main(argv: list[str]) -> int:
             break
         kill_pids(pids, signal.SIGKILL)
         time.sleep(0.02)
-    shutil.rmtree(log_dir, ignore_errors=True)
+    if "--keep-logs" not in argv:
+        shutil.rmtree(log_dir, ignore_errors=True)
     return 0
 
 

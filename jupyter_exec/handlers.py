@@ -1,13 +1,16 @@
 """Tornado handlers: the `api/exec/ws` websocket and the REST mirror (SPEC 1, 8).
 
-Parse, authorize, hand to `dispatch`/the registry, write. Authentication is
-Jupyter's own (token header, `?token=`, cookie) and authorization uses the
-resource `exec`: a connection needs `read`; methods that change something
-(start, write, signal, terminate, resize, fs writes) also need `execute`.
+Authenticate, authorize, relay to the exec daemon (relay.py); nothing else.
+Authentication is Jupyter's own (token header, `?token=`, cookie) and
+authorization uses the resource `exec`: a connection needs `read`; methods
+that change something (start, write, signal, terminate, resize, fs writes)
+also need `execute`, which the daemon enforces from the relay's hello.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from typing import Any
 
@@ -17,31 +20,28 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web, websocket
 
-from .app import settings_service
-from .dispatch import Connection, ExecService
-from .errors import (
-    ExecError,
-    InvalidParamsError,
-    InvalidRequestError,
-    TooManyProcessesError,
-    UnknownProcessError,
-)
-from .protocol import StartParams, parse_params
+from .client import RemoteError
+from .errors import ErrorCode, TooManyProcessesError
+from .relay import DaemonLink
+from .unix_transport import DaemonStreams
 
 AUTH_RESOURCE = "exec"
 
 
 class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
-    auth_resource = AUTH_RESOURCE
-    connection: Connection | None = None
+    """One client websocket relayed 1:1 to one daemon connection."""
 
-    @property
-    def service(self) -> ExecService:
-        return settings_service(self.settings)
+    auth_resource = AUTH_RESOURCE
+    daemon: DaemonStreams | None = None
+    _forward: asyncio.Task[None] | None = None
+
+    def initialize(self, link: DaemonLink, max_message_bytes: int) -> None:
+        self.link = link
+        self._max_message_bytes = max_message_bytes
 
     @property
     def max_message_size(self) -> int:
-        return self.service.config.max_message_bytes
+        return self._max_message_bytes
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -52,46 +52,78 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
         self._may_execute = bool(await ensure_async(can(self, user, "execute", AUTH_RESOURCE)))
         await super().get(*args, **kwargs)
 
-    def open(self, *args: Any, **kwargs: Any) -> None:
+    async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
         actions = {"read", "execute"} if self._may_execute else {"read"}
-        self.connection = self.service.connect(self._send, allowed_actions=frozenset(actions))
+        try:
+            self.daemon = await self.link.open(frozenset(actions))
+        except Exception as exc:
+            self.log.error("jupyter-exec: cannot reach the exec daemon: %s", exc)
+            self.close(1011, "the exec daemon is not available")
+            return
+        self._forward = asyncio.create_task(self._from_daemon(self.daemon))
 
-    async def _send(self, text: str) -> None:
-        await self.write_message(text)
+    async def _from_daemon(self, daemon: DaemonStreams) -> None:
+        """Daemon lines out as text frames, unparsed; the next line only once this one left."""
+        try:
+            while line := await daemon.reader.readline():
+                await self.write_message(line[:-1])
+        except (websocket.WebSocketClosedError, ConnectionError, ValueError):
+            pass  # the client left, the daemon left, or a line over the limit
+        finally:
+            self.close()
 
     async def on_message(self, message: str | bytes) -> None:
-        # Tornado reads the next message only when this returns: backpressure (dispatch).
-        if self.connection is not None:
-            self.connection.receive(message)
-            await self.connection.ready()
+        # Tornado reads the next message only when this returns: backpressure.
+        if self.daemon is None:
+            return
+        data = message.encode() if isinstance(message, str) else message
+        # A newline in JSON can only be whitespace: keep the frame one line.
+        self.daemon.writer.write(data.replace(b"\n", b" ") + b"\n")
+        try:
+            await self.daemon.writer.drain()
+        except ConnectionError:
+            self.close()
 
     def on_close(self) -> None:
         super().on_close()
-        if self.connection is not None:
-            connection, self.connection = self.connection, None
-            self.service.spawn(connection.aclose())
+        if self._forward is not None:
+            self._forward.cancel()
+        if self.daemon is not None:
+            # The daemon detaches the session (resumable for session_resume_seconds).
+            self.daemon.writer.close()
 
 
-_STATUS = [
-    (UnknownProcessError, 404),
-    (TooManyProcessesError, 429),
-    (InvalidParamsError, 400),
-    (InvalidRequestError, 409),
-]
-
-
-def _http_error(exc: ExecError) -> web.HTTPError:
-    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+def _http_error(exc: RemoteError) -> web.HTTPError:
+    if exc.message == TooManyProcessesError(0).message:
+        status = 429
+    elif exc.code == ErrorCode.INVALID_PARAMS:
+        status = 400
+    elif exc.code == ErrorCode.INVALID_REQUEST:
+        status = 409
+    else:
+        status = 500
     return web.HTTPError(status, exc.message, reason=exc.message if status < 500 else None)
 
 
 class ExecAPIHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
-    @property
-    def service(self) -> ExecService:
-        return settings_service(self.settings)
+    def initialize(self, link: DaemonLink) -> None:
+        self.link = link
+
+    async def call(self, method: str, params: Any) -> Any:
+        try:
+            return await self.link.request(method, params)
+        except RemoteError as exc:
+            raise _http_error(exc) from None
+
+    async def find(self, process_id: str) -> dict[str, Any]:
+        """ProcessInfo of one process, or 404."""
+        for info in (await self.call("process/list", {}))["processes"]:
+            if info["processId"] == process_id:
+                return dict(info)
+        raise web.HTTPError(404, f"unknown process id {process_id}")
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -103,7 +135,7 @@ class ProcessesHandler(ExecAPIHandler):
     @web.authenticated
     @authorized(action="read")
     async def get(self) -> None:
-        self.write_json([info.wire() for info in self.service.registry.list_processes()])
+        self.write_json((await self.call("process/list", {}))["processes"])
 
     @web.authenticated
     @authorized(action="execute")
@@ -112,68 +144,74 @@ class ProcessesHandler(ExecAPIHandler):
             body = json.loads(self.request.body or b"{}")
         except ValueError:
             raise web.HTTPError(400, "body is not valid JSON") from None
-        try:
-            params = parse_params(StartParams, body)
-            info = self.service.registry.start(params, None, self.service.config.default_lifetime)
-        except ExecError as exc:
-            raise _http_error(exc) from None
-        self.set_header("Location", self.request.path.rstrip("/") + "/" + params.process_id)
-        self.write_json(info.wire(), 201)
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "body must be a JSON object of process/start params")
+        process_id = (await self.call("process/start", body))["processId"]
+        self.set_header("Location", self.request.path.rstrip("/") + "/" + process_id)
+        self.write_json(await self.find(process_id), 201)
 
 
 class ProcessHandler(ExecAPIHandler):
     @web.authenticated
     @authorized(action="read")
     async def get(self, process_id: str) -> None:
-        try:
-            self.write_json(self.service.registry.get(process_id).info().wire())
-        except ExecError as exc:
-            raise _http_error(exc) from None
+        self.write_json(await self.find(process_id))
 
     @web.authenticated
     @authorized(action="execute")
     async def delete(self, process_id: str) -> None:
-        try:
-            await self.service.registry.remove(process_id)
-        except ExecError as exc:
-            raise _http_error(exc) from None
+        await self.find(process_id)
+        await self.call("process/remove", {"processId": process_id})
         self.set_status(204)
         self.finish()
 
 
 class OutputHandler(ExecAPIHandler):
-    """The raw bytes of a process's output, streamed from memory and log."""
+    """The raw bytes of a process's output, streamed from the daemon in reads."""
 
     @web.authenticated
     @authorized(action="read")
     async def get(self, process_id: str) -> None:
         try:
-            proc = self.service.registry.get(process_id)
             after = int(self.get_argument("afterSeq", "0"))
         except ValueError:
             raise web.HTTPError(400, "afterSeq must be a non-negative integer") from None
-        except ExecError as exc:
-            raise _http_error(exc) from None
         stream = self.get_argument("stream", None)
         if after < 0 or stream not in (None, "stdout", "stderr", "pty"):
             raise web.HTTPError(400, "afterSeq must be >= 0 and stream one of stdout, stderr, pty")
+        await self.find(process_id)
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", f'attachment; filename="{process_id}.log"')
         while True:
-            chunks = proc.store.read(after, 1 << 20)
+            params = {"processId": process_id, "afterSeq": after, "maxBytes": 1 << 20}
+            chunks = (await self.call("process/read", params))["chunks"]
             if not chunks:
                 break
-            after = chunks[-1].seq
-            self.write(b"".join(c.data for c in chunks if stream is None or c.stream == stream))
+            after = chunks[-1]["seq"]
+            wanted = (c for c in chunks if stream is None or c["stream"] == stream)
+            self.write(b"".join(base64.b64decode(c["chunk"]) for c in wanted))
             await self.flush()
         self.finish()
 
 
-def handlers() -> list[tuple[str, type[Any]]]:
+class ShutdownHandler(ExecAPIHandler):
+    """`POST api/exec/shutdown`: stop every process and the exec daemon (docs/daemon.md)."""
+
+    @web.authenticated
+    @authorized(action="execute")
+    async def post(self) -> None:
+        self.write_json({"stopped": await self.link.shutdown()})
+
+
+def handlers(
+    link: DaemonLink, max_message_bytes: int
+) -> list[tuple[str, type[Any], dict[str, Any]]]:
     process = r"/api/exec/processes/(?P<process_id>[^/]+)"
+    rest = {"link": link}
     return [
-        (r"/api/exec/ws", ExecWebSocketHandler),
-        (r"/api/exec/processes/?", ProcessesHandler),
-        (process + r"/output", OutputHandler),
-        (process + r"/?", ProcessHandler),
+        (r"/api/exec/ws", ExecWebSocketHandler, {**rest, "max_message_bytes": max_message_bytes}),
+        (r"/api/exec/processes/?", ProcessesHandler, rest),
+        (process + r"/output", OutputHandler, rest),
+        (process + r"/?", ProcessHandler, rest),
+        (r"/api/exec/shutdown", ShutdownHandler, rest),
     ]

@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-ProcessState = Literal["running", "exited", "closed"]
+#: "lost": its exec daemon died while it ran (docs/protocol.md); output stays readable.
+ProcessState = Literal["running", "exited", "closed", "lost"]
 Lifetime = Literal["connection", "detached"]
 StreamName = Literal["stdout", "stderr", "pty"]
 

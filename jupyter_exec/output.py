@@ -63,6 +63,41 @@ class OutputStore:
         #: (most short commands) never pays for creating a file.
         self._log_pending = log_path is not None and log_bytes > 0
 
+    @classmethod
+    def recover(cls, log_path: Path, retained_bytes: int) -> OutputStore:
+        """A read-only store over a log a previous process wrote (the exec daemon's
+        successor): the index is rebuilt by one scan of the record headers."""
+        store = cls(None, retained_bytes, 0)
+        store._log_path = log_path
+        try:
+            fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return store  # no output was ever written
+        store._read_fd = fd
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset + _HEADER.size <= size:
+            seq, _, length = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
+            if offset + _HEADER.size + length > size:
+                break  # a torn tail: the writer died inside this record
+            if not store._index_offsets or offset - store._index_offsets[-1] >= INDEX_SPACING:
+                store._index_seqs.append(seq)
+                store._index_offsets.append(offset)
+            store._last_logged_seq = seq
+            store.total_bytes += length
+            offset += _HEADER.size + length
+        store._log_size = offset
+        return store
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq stored (0 when none)."""
+        return self._memory[-1].seq if self._memory else self._last_logged_seq
+
     def _open_log(self) -> None:
         self._log_pending = False
         assert self._log_path is not None

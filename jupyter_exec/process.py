@@ -89,6 +89,10 @@ class ManagedProcess:
     # -- state -------------------------------------------------------------
 
     @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    @property
     def next_seq(self) -> int:
         return self._last_seq + 1
 
@@ -99,7 +103,7 @@ class ManagedProcess:
             argv=s.argv,
             cwd=s.cwd,
             tty=s.tty,
-            pid=self.child.pid,
+            pid=self.pid,
             label=s.label,
             lifetime=s.lifetime,
             state=self.state,

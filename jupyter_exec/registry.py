@@ -52,6 +52,10 @@ class RegistryConfig:
     #: Cap of one `process/read` response when the client gives no `maxBytes`,
     #: so a response stays far below `max_message_bytes` after base64.
     max_read_bytes: int = 4 << 20
+    #: Logs go straight into `log_dir` and survive a crash of this process (the
+    #: guardian kills the children but keeps the logs), for the next registry
+    #: to list (the exec daemon, daemon/persist.py).
+    durable_logs: bool = False
 
 
 @dataclass
@@ -176,11 +180,20 @@ class Registry:
             parent = self.config.log_dir
             if parent is not None:
                 parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._log_dir = Path(tempfile.mkdtemp(prefix="jupyter-exec-", dir=parent))
+            if self.config.durable_logs and parent is not None:
+                self._log_dir = parent
+            else:
+                self._log_dir = Path(tempfile.mkdtemp(prefix="jupyter-exec-", dir=parent))
             from .guardian import start_guardian
 
-            self._guardian = start_guardian(self.id, self._log_dir)
+            self._guardian = start_guardian(self.id, self._log_dir, self.config.durable_logs)
         return self._log_dir
+
+    def adopt(self, proc: ManagedProcess) -> None:
+        """Take in a process a previous registry left (daemon/persist.py); it is kept
+        for `exited_retention_seconds` like any finished process."""
+        self._procs[proc.id] = proc
+        self._schedule_removal(proc)
 
     # -- read -----------------------------------------------------------------
 

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .dispatch import ExecService, ServiceConfig
-from .registry import Registry, RegistryConfig
+from .config import DEFAULTS, ExecConfig
+from .dispatch import ExecService
+from .lines import as_line, pump_lines
+from .service import build_service
 
 log = logging.getLogger("jupyter_exec.serve")
 
@@ -49,34 +51,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="an Origin header to accept (repeatable); requests without Origin are accepted",
     )
     p.add_argument("--root", type=Path, default=Path.cwd(), help="default cwd and fs/* root")
-    p.add_argument("--lifetime", choices=["connection", "detached"], default="connection")
+    d = DEFAULTS
+    p.add_argument("--lifetime", choices=["connection", "detached"], default=d.default_lifetime)
     p.add_argument("--log-dir", type=Path, help="where per-process output logs go")
-    p.add_argument("--retained-bytes", type=int, default=1 << 20)
-    p.add_argument("--log-bytes", type=int, default=1 << 30)
-    p.add_argument("--max-processes", type=int, default=256)
-    p.add_argument("--exited-retention", type=float, default=600.0, metavar="SECONDS")
-    p.add_argument("--session-resume", type=float, default=30.0, metavar="SECONDS")
-    p.add_argument("--max-message-bytes", type=int, default=16 << 20)
+    p.add_argument("--retained-bytes", type=int, default=d.retained_bytes_per_process)
+    p.add_argument("--log-bytes", type=int, default=d.log_bytes_per_process)
+    p.add_argument("--max-processes", type=int, default=d.max_processes)
+    p.add_argument(
+        "--exited-retention", type=float, default=d.exited_retention_seconds, metavar="SECONDS"
+    )
+    p.add_argument(
+        "--session-resume", type=float, default=d.session_resume_seconds, metavar="SECONDS"
+    )
+    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes)
     return p
 
 
-def make_service(args: argparse.Namespace) -> ExecService:
-    registry = Registry(
-        RegistryConfig(
-            root_dir=args.root.resolve(),
-            retained_bytes_per_process=args.retained_bytes,
-            log_bytes_per_process=args.log_bytes,
-            log_dir=args.log_dir,
-            exited_retention_seconds=args.exited_retention,
-            max_processes=args.max_processes,
-        )
-    )
-    config = ServiceConfig(
+def config_from_args(args: argparse.Namespace) -> ExecConfig:
+    return ExecConfig(
+        root_dir=args.root.resolve(),
+        retained_bytes_per_process=args.retained_bytes,
+        log_bytes_per_process=args.log_bytes,
+        log_dir=args.log_dir,
+        exited_retention_seconds=args.exited_retention,
+        max_processes=args.max_processes,
         default_lifetime=args.lifetime,
         session_resume_seconds=args.session_resume,
         max_message_bytes=args.max_message_bytes,
     )
-    return ExecService(registry, config)
+
+
+def make_service(args: argparse.Namespace) -> ExecService:
+    return build_service(config_from_args(args))
 
 
 class UsageError(Exception):
@@ -248,7 +254,7 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
     write = await stdout_writer()
     connection = service.connect(write)
     stop = _stop_event()
-    reading = asyncio.create_task(_pump_lines(reader, connection, limit))
+    reading = asyncio.create_task(pump_lines(reader, connection, limit))
     waiting = asyncio.create_task(stop.wait())
     try:
         await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
@@ -259,7 +265,7 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
         await service.aclose()
 
 
-async def stdout_writer() -> Callable[[str], Awaitable[None]]:
+async def stdout_writer() -> Callable[[str | bytes], Awaitable[None]]:
     """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise."""
     loop = asyncio.get_running_loop()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -267,46 +273,18 @@ async def stdout_writer() -> Callable[[str], Awaitable[None]]:
         transport, protocol = await loop.connect_write_pipe(FlowControlMixin, out)
     except ValueError:  # a regular file: writes cannot block for long
 
-        async def write_file(text: str) -> None:
-            out.write(text.encode() + b"\n")
+        async def write_file(text: str | bytes) -> None:
+            out.write(as_line(text))
             out.flush()
 
         return write_file
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
-    async def write_pipe(text: str) -> None:
-        writer.write(text.encode() + b"\n")
+    async def write_pipe(text: str | bytes) -> None:
+        writer.write(as_line(text))
         await writer.drain()
 
     return write_pipe
-
-
-async def _pump_lines(reader: asyncio.StreamReader, connection: Any, limit: int) -> None:
-    while True:
-        try:
-            line = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial.strip():
-                connection.receive(exc.partial)
-            return
-        except asyncio.LimitOverrunError:
-            await _discard_line(reader)
-            connection.refuse_oversized()
-            continue
-        if line.strip():
-            connection.receive(line)
-            await connection.ready()
-
-
-async def _discard_line(reader: asyncio.StreamReader) -> None:
-    while True:
-        try:
-            await reader.readuntil(b"\n")
-            return
-        except asyncio.LimitOverrunError as exc:
-            await reader.readexactly(exc.consumed)
-        except asyncio.IncompleteReadError:
-            return
 
 
 if __name__ == "__main__":

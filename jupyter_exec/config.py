@@ -1,0 +1,58 @@
+"""One configuration for every front: its defaults are the traits' and the CLI's.
+
+`ExecConfig` holds every limit of SPEC 3-7 and the daemon's own settings. The
+Jupyter traits (app.py), the standalone server's options (serve.py) and the
+embedded registries (cli.py, client.py) read their defaults from here, so a
+default is written once. `service.build_service` turns it into a running
+service; the daemon receives it as JSON (`to_json`/`from_json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .models import Lifetime
+
+
+@dataclass
+class ExecConfig:
+    #: Default cwd of processes and root of fs/* (None: the current directory).
+    root_dir: Path | None = None
+    retained_bytes_per_process: int = 1 << 20
+    log_bytes_per_process: int = 1 << 30
+    #: Where output logs go (None: a temporary directory, or the daemon's state dir).
+    log_dir: Path | None = None
+    exited_retention_seconds: float = 3600.0
+    session_resume_seconds: float = 60.0
+    max_processes: int = 256
+    #: SPEC 3: the standalone server and embedded registries default to
+    #: "connection"; the Jupyter extension's trait overrides it with "detached".
+    default_lifetime: Lifetime = "connection"
+    max_message_bytes: int = 16 << 20
+    #: The exec daemon exits after this long with no process and no client.
+    daemon_idle_seconds: float = 60.0
+    #: Jupyter only: stop every process and the daemon when the server stops.
+    stop_processes_on_shutdown: bool = False
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        for key in ("root_dir", "log_dir"):
+            if data[key] is not None:
+                data[key] = str(data[key])
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExecConfig:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("root_dir", "log_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+
+DEFAULTS = ExecConfig()

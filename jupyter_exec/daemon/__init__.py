@@ -1,0 +1,14 @@
+"""The exec daemon: the long-lived process that owns the processes (SPEC 3 Durability).
+
+The seam of the house: this package plus the registry side it runs
+(`registry`, `process`, `child`, `output`, `guardian`) is what lives on when
+a Jupyter server stops or crashes; the Jupyter extension and the other fronts
+authenticate and relay to it over a unix socket (docs/daemon.md).
+
+- `paths`: where a daemon's socket, lock, record, log and state live (no I/O
+  beyond names; the fronts import it cheaply).
+- `start`: start one on demand, racing starters safely (a lock file).
+- `server`: the daemon itself: the socket, the handshake, idle exit, shutdown.
+- `persist`: per-process records, so the next daemon lists what a dead one
+  left as lost, with output readable.
+"""

@@ -1,0 +1,68 @@
+"""Names of a daemon's files in the Jupyter runtime directory, versioned by protocol.
+
+A front speaking daemon protocol N uses only `jupyter-exec-dN.*`: a newer
+package meeting an older daemon starts its own beside it and leaves the old
+one to finish its processes (docs/daemon.md "Upgrades").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The front <-> daemon protocol: the relay hello and the JSON-RPC behind it.
+DAEMON_PROTOCOL = 1
+#: Test-only override of `DAEMON_PROTOCOL` (the upgrade test starts an "older" daemon).
+PROTOCOL_ENV = "JUPYTER_EXEC_DAEMON_PROTOCOL"
+#: A unix socket path must fit in sun_path (108 bytes with its NUL).
+_SUN_PATH_MAX = 107
+
+
+def daemon_protocol() -> int:
+    override = os.environ.get(PROTOCOL_ENV, "")
+    return int(override) if override.isdigit() else DAEMON_PROTOCOL
+
+
+def _name(runtime_dir: Path, suffix: str, protocol: int | None) -> Path:
+    n = daemon_protocol() if protocol is None else protocol
+    return runtime_dir / f"jupyter-exec-d{n}{suffix}"
+
+
+def socket_path(runtime_dir: Path, protocol: int | None = None) -> Path:
+    return _name(runtime_dir, ".sock", protocol)
+
+
+def lock_path(runtime_dir: Path, protocol: int | None = None) -> Path:
+    """Held by the daemon for its whole life: one daemon per name, ever."""
+    return _name(runtime_dir, ".lock", protocol)
+
+
+def start_lock_path(runtime_dir: Path, protocol: int | None = None) -> Path:
+    """Held by a starter while it starts a daemon (daemon.start)."""
+    return _name(runtime_dir, ".start.lock", protocol)
+
+
+def record_path(runtime_dir: Path, protocol: int | None = None) -> Path:
+    """`{"pid", "version", "protocol", "socket"}` of the running daemon."""
+    return _name(runtime_dir, ".json", protocol)
+
+
+def log_path(runtime_dir: Path, protocol: int | None = None) -> Path:
+    """The daemon's own stdout/stderr."""
+    return _name(runtime_dir, ".log", protocol)
+
+
+def state_dir(runtime_dir: Path, protocol: int | None = None) -> Path:
+    """Output logs (`logs/`) and per-process records (`procs/`), kept across a crash."""
+    return _name(runtime_dir, "", protocol)
+
+
+def sun_path(path: Path) -> tuple[str, int | None]:
+    """A path short enough for bind/connect, and a descriptor to close afterwards.
+
+    Long runtime directories (pytest's tmp paths) go through `/proc/self/fd`.
+    """
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return str(path), None
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/{path.name}", fd

@@ -1,0 +1,184 @@
+"""Per-process records on disk, so a daemon's successor can list what it left.
+
+The daemon's registry writes its logs into `state_dir/logs` (kept by the
+guardian when the daemon dies). Beside them, `state_dir/procs/<log>.json`
+holds what `process/list` shows (processId, argv, cwd, tty, pid and its start
+time, label, lifetime, startedAt) and, once known, the exit record. A record
+is written at start and at exit, and deleted with its log when the process is
+removed.
+
+The next daemon on the same state dir adopts every record: one whose exit was
+recorded comes back `closed` with its real exit status; one still running
+when its daemon died is `lost` (its guardian killed it: a child cannot be
+handed to another parent). Both keep their output readable from the log and
+their seq numbering; they are removed after `exited_retention_seconds`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from ..events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
+from ..output import OutputStore
+from ..process import ManagedProcess, ProcessSetup
+from ..registry import Registry
+
+log = logging.getLogger(__name__)
+
+LOST_FAILURE = "lost: the exec daemon died while it ran"
+
+
+class Persister:
+    """A registry listener that keeps one record per process in `procs_dir`."""
+
+    def __init__(self, registry: Registry, procs_dir: Path) -> None:
+        self.registry = registry
+        self.procs_dir = procs_dir
+        procs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._records: dict[str, tuple[Path, dict[str, Any]]] = {}
+        registry.add_listener(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, StartedEvent):
+            self._started(event)
+        elif isinstance(event, ExitedEvent) and event.process_id in self._records:
+            path, record = self._records[event.process_id]
+            record["exit"] = {
+                "exitCode": event.exit_code,
+                "signal": event.signal,
+                "exitedAt": self.registry.get(event.process_id).exited_at,
+            }
+            _write(path, record)
+        elif isinstance(event, RemovedEvent):
+            entry = self._records.pop(event.process_id, None)
+            if entry is not None:
+                entry[0].unlink(missing_ok=True)
+
+    def _started(self, event: StartedEvent) -> None:
+        proc = self.registry.find(event.process_id)
+        if proc is None or proc.store.log_path is None:
+            return
+        info = event.info
+        record = {
+            "processId": info.process_id,
+            "argv": info.argv,
+            "cwd": info.cwd,
+            "tty": info.tty,
+            "pipeStdin": info.pipe_stdin,
+            "pid": info.pid,
+            "pidStartTime": pid_start_time(proc.pid),
+            "label": info.label,
+            "lifetime": info.lifetime,
+            "startedAt": info.started_at,
+            "log": proc.store.log_path.name,
+        }
+        path = self.procs_dir / (proc.store.log_path.stem + ".json")
+        self._records[info.process_id] = (path, record)
+        _write(path, record)
+
+    def recover(self, logs_dir: Path) -> int:
+        """Adopt every record a previous daemon left; returns how many."""
+        count = 0
+        for path in sorted(self.procs_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                proc = RecoveredProcess(
+                    record, logs_dir, self.registry.config.retained_bytes_per_process
+                )
+            except (OSError, ValueError, KeyError, TypeError):
+                log.warning("unreadable process record %s; removed", path)
+                path.unlink(missing_ok=True)
+                continue
+            if proc.id in self._records:
+                continue
+            self._records[proc.id] = (path, record)
+            self.registry.adopt(proc)
+            count += 1
+        return count
+
+
+class RecoveredProcess(ManagedProcess):
+    """A process of a previous daemon: no child any more, its log read-only."""
+
+    def __init__(self, record: dict[str, Any], logs_dir: Path, retained_bytes: int) -> None:
+        exit_record = record.get("exit")
+        if exit_record is None:
+            _kill_if_same(record["pid"], record.get("pidStartTime"))
+        self.setup = ProcessSetup(
+            process_id=record["processId"],
+            argv=list(record["argv"]),
+            cwd=record["cwd"],
+            tty=bool(record["tty"]),
+            pipe_stdin=bool(record.get("pipeStdin")),
+            label=record.get("label"),
+            lifetime=record["lifetime"],
+            owner=None,
+            marker="",
+        )
+        self.id = self.setup.process_id
+        self._pid = int(record["pid"])
+        self.store = OutputStore.recover(logs_dir / record["log"], retained_bytes)
+        self._loop = asyncio.get_running_loop()
+        self.started_at = int(record["startedAt"])
+        self._last_seq = self.store.last_seq
+        self._changed = asyncio.Event()
+        self.exited, self.closed = asyncio.Event(), asyncio.Event()
+        self.terminating = None
+        self._write_ids: set[str | int] = set()
+        self.exited_event = None
+        if exit_record is None:
+            self.state = "lost"
+            self.exited_at = self.exit_code = self.signal = None
+            self.store.failure = LOST_FAILURE
+        else:
+            self.state = "closed"
+            self.exit_code, self.signal = exit_record["exitCode"], exit_record.get("signal")
+            self.exited_at = exit_record.get("exitedAt")
+            self.exited_event = ExitedEvent(self.id, self._take_seq(), self.exit_code, self.signal)
+        # Followers end here: nothing more will come (SPEC 5 `closed`).
+        self.closed_event = ClosedEvent(self.id, self._take_seq())
+        self.exited.set()
+        self.closed.set()
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks (field 22 of /proc/PID/stat): with the
+    pid, it names one process even after pids wrap."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[19])
+
+
+def _kill_if_same(pid: int, start_time: int | None) -> None:
+    """A child its guardian missed cannot be adopted (no pipes): nothing is left behind."""
+    if start_time is not None and pid_start_time(pid) == start_time:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    """Atomically (a reader never sees half a record)."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write process record %s: %s", path, exc)

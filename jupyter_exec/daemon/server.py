@@ -1,0 +1,247 @@
+"""The exec daemon: the registry and its service behind a unix socket, per user.
+
+Started on demand by `daemon.start` (`python -m jupyter_exec.daemon
+RUNTIME_DIR`, the config as JSON on stdin). It forks once and its parent
+reports readiness and exits, so the daemon is nobody's child: in its own
+session, it gets no signal aimed at a server's process group and leaves no
+zombie in the starter.
+
+Each connection starts with one hello line each way (stable across versions):
+
+    -> {"jupyterExecDaemon": N, "allowedActions": ["read", ...] | null, "stopOnClose"?: true}
+    <- {"jupyterExecDaemon": N, "version": "...", "pid": P}        (+ "error" if N differs)
+
+then carries SPEC 1 JSON-RPC, one message per line. The peer must have this
+process's uid (SO_PEERCRED; the socket is also mode 0600). `allowedActions`
+is enforced like a websocket's (the Jupyter extension authenticated the user
+already). A `stopOnClose` connection carries no messages: when it closes the
+daemon stops everything (`stop_processes_on_shutdown`, even after a SIGKILL
+of the server holding it). `daemon/shutdown` (needs `execute`) and SIGTERM
+stop every process and the daemon; with no process and no client for
+`daemon_idle_seconds` it exits by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import ExecConfig
+from ..dispatch import CallContext
+from ..lines import as_line, pump_lines
+from ..service import build_service
+from . import paths
+from .persist import Persister
+
+log = logging.getLogger("jupyter_exec.daemon")
+
+#: Slack over `max_message_bytes` for the line reader (SPEC 7 refusal happens there).
+_LINE_SLACK = 1 << 16
+
+
+class Daemon:
+    def __init__(self, runtime_dir: Path, config: ExecConfig) -> None:
+        self.runtime_dir = runtime_dir
+        self.config = config
+        self.protocol = paths.daemon_protocol()
+        self.state_dir = paths.state_dir(runtime_dir, self.protocol)
+        # Under a configured log_dir, a subdirectory: it is deleted at shutdown.
+        logs_parent = config.log_dir if config.log_dir is not None else self.state_dir
+        self.logs_dir = logs_parent / (self.state_dir.name + "-logs")
+        self.service = build_service(config, durable_log_dir=self.logs_dir)
+        self.persister = Persister(self.service.registry, self.state_dir / "procs")
+        self.service.methods["daemon/shutdown"] = self._shutdown_method
+        self.clients = 0
+        self.stop = asyncio.Event()
+        self._streams: set[asyncio.StreamWriter] = set()
+
+    async def run(self, ready: int) -> None:
+        """Serve until stopped; `ready` (a pipe) gets one line once the socket listens."""
+        recovered = self.persister.recover(self.logs_dir)
+        path = paths.socket_path(self.runtime_dir, self.protocol)
+        path.unlink(missing_ok=True)  # we hold the life lock: a socket left here is stale
+        address, dir_fd = paths.sun_path(path)
+        old_umask = os.umask(0o177)  # 0600 from the start: no window where others may connect
+        try:
+            server = await asyncio.start_unix_server(
+                self._client, address, limit=self.config.max_message_bytes + _LINE_SLACK
+            )
+        finally:
+            os.umask(old_umask)
+            if dir_fd is not None:
+                os.close(dir_fd)
+        os.chmod(path, 0o600)
+        record = paths.record_path(self.runtime_dir, self.protocol)
+        _write_record(record, path, self.protocol)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        log.info("listening on %s (recovered %d processes)", path, recovered)
+        os.write(ready, b"ready\n")
+        os.close(ready)
+        idle = asyncio.create_task(self._exit_when_idle())
+        try:
+            await self.stop.wait()
+        finally:
+            idle.cancel()
+            server.close()
+            path.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+            await self.service.aclose()
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            # Last: a client waiting for our EOF (stop_daemon) knows everything is gone.
+            for writer in list(self._streams):
+                writer.close()
+
+    async def _exit_when_idle(self) -> None:
+        registry = self.service.registry
+        idle_since = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.config.daemon_idle_seconds / 4))
+            if self.clients or registry.list_processes():
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= self.config.daemon_idle_seconds:
+                log.info("idle for %.0f s: exiting", self.config.daemon_idle_seconds)
+                self.stop.set()
+                return
+
+    async def _shutdown_method(self, ctx: CallContext, params: Any) -> dict[str, Any]:
+        ctx.after_response.append(self.stop.set)
+        return {"stopping": True, "pid": os.getpid()}
+
+    # -- one client -------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._streams.add(writer)
+        try:
+            if _peer_uid(writer) != os.getuid():
+                log.warning("refused a connection from another user")
+                return
+            hello = await self._hello(reader, writer)
+            if hello is None:
+                return
+            if hello.get("stopOnClose"):
+                await reader.read()  # until the holder goes away, however it dies
+                self.stop.set()
+                return
+            await self._serve(reader, writer, hello.get("allowedActions"))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._streams.discard(writer)
+            writer.close()
+
+    async def _hello(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> dict[str, Any] | None:
+        line = await reader.readline()
+        if not line:
+            return None  # a probe (daemon.start checks that we listen)
+        try:
+            hello = json.loads(line)
+            theirs = hello["jupyterExecDaemon"]
+        except (ValueError, TypeError, KeyError):
+            hello, theirs = {}, None
+        answer: dict[str, Any] = {
+            "jupyterExecDaemon": self.protocol,
+            "version": __version__,
+            "pid": os.getpid(),
+        }
+        if theirs != self.protocol:
+            answer["error"] = f"this exec daemon speaks protocol {self.protocol}, not {theirs}"
+        writer.write(as_line(json.dumps(answer)))
+        await writer.drain()
+        return hello if "error" not in answer else None
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, actions: Any
+    ) -> None:
+        async def write(frame: str | bytes) -> None:
+            writer.write(as_line(frame))
+            await writer.drain()
+
+        allowed = frozenset(actions) if isinstance(actions, list) else None
+        connection = self.service.connect(write, allowed_actions=allowed)
+        self.clients += 1
+        try:
+            await pump_lines(reader, connection, self.config.max_message_bytes)
+        finally:
+            self.clients -= 1
+            await connection.aclose()
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int:
+    sock: socket.socket = writer.get_extra_info("socket")
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+def _write_record(record: Path, sock: Path, protocol: int) -> None:
+    data = {"pid": os.getpid(), "version": __version__, "protocol": protocol, "socket": str(sock)}
+    tmp = record.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data))
+    os.replace(tmp, record)
+
+
+# -- process set-up ---------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    """`python -m jupyter_exec.daemon RUNTIME_DIR` with the config JSON on stdin."""
+    runtime_dir = Path(argv[0]).resolve()
+    config = ExecConfig.from_json(sys.stdin.read() or "{}")
+    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    read_end, write_end = os.pipe()
+    if os.fork():
+        # The starter's child: wait for the daemon's word, pass it on, and leave.
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as f:
+            word = f.read()
+        sys.stdout.buffer.write(word)
+        return 0 if word.startswith(b"ready") else 1
+    os.close(read_end)
+    os.setsid()
+    _detach_stdio(paths.log_path(runtime_dir))
+    with open(paths.lock_path(runtime_dir), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a daemon still stopping finishes first
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        try:
+            asyncio.run(_run(runtime_dir, config, write_end))
+        except Exception as exc:
+            log.exception("the exec daemon failed")
+            with contextlib.suppress(OSError):
+                os.write(write_end, f"error: {exc}\n".encode())
+            return 1
+    return 0
+
+
+async def _run(runtime_dir: Path, config: ExecConfig, ready: int) -> None:
+    await Daemon(runtime_dir, config).run(ready)
+
+
+def _detach_stdio(log_file: Path) -> None:
+    """stdin from /dev/null, stdout and stderr to the daemon's log (appended)."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(null, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(null)
+    os.close(out)

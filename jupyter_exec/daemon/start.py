@@ -1,0 +1,76 @@
+"""Start the exec daemon on demand: the first front to need it starts it, once.
+
+`ensure_daemon` is synchronous (the CLI and the magics call it directly; the
+Jupyter extension in a thread). Starters race safely: each checks the socket,
+then takes `jupyter-exec-dN.start.lock` (fcntl.flock) and checks again before
+starting one, so two starters get one daemon.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from ..config import ExecConfig
+from . import paths
+
+#: How long a starting daemon may take to listen (imports on a slow machine).
+START_TIMEOUT = 60.0
+
+
+class DaemonStartError(RuntimeError):
+    """The exec daemon could not be started; the message says why."""
+
+
+def ensure_daemon(runtime_dir: Path, config: ExecConfig) -> Path:
+    """The socket of a running daemon for this runtime dir, started if there is none."""
+    path = paths.socket_path(runtime_dir)
+    if listening(path):
+        return path
+    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(paths.start_lock_path(runtime_dir), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not listening(path):
+            _start(runtime_dir, config)
+    return path
+
+
+def listening(path: Path) -> bool:
+    """Whether a daemon accepts connections on `path` (a bare connect, closed at once)."""
+    address, dir_fd = paths.sun_path(path) if path.parent.exists() else (str(path), None)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(address)
+        return True
+    except OSError:
+        return False
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def _start(runtime_dir: Path, config: ExecConfig) -> None:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "jupyter_exec.daemon", str(runtime_dir)],
+            input=config.to_json().encode(),
+            capture_output=True,
+            timeout=START_TIMEOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except subprocess.TimeoutExpired:
+        raise DaemonStartError(
+            f"the exec daemon did not start within {START_TIMEOUT:.0f} s; "
+            f"see {paths.log_path(runtime_dir)}"
+        ) from None
+    if done.returncode != 0 or not done.stdout.startswith(b"ready"):
+        why = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+        raise DaemonStartError(
+            f"the exec daemon failed to start ({why[-1] if why else 'no message'}); "
+            f"see {paths.log_path(runtime_dir)}"
+        )

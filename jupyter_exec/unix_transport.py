@@ -1,0 +1,100 @@
+"""The client side of the exec daemon's unix socket (daemon/server.py).
+
+`open_daemon` does the hello and returns the raw line streams (the Jupyter
+relay forwards them untouched); `connect_daemon` wraps them in an
+`ExecClient` (the CLI and magics with no Jupyter server, and the extension's
+own REST and activity calls). No tornado, no server modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import ExecClient, closer
+from .daemon import paths
+from .lines import as_line
+
+#: Longest line the client side accepts: a `process/read` of `max_read_bytes`
+#: in base64, with room to spare.
+LINE_LIMIT = 64 << 20
+
+
+class DaemonHandshakeError(ConnectionError):
+    """The daemon refused the hello (another protocol version) or closed at once."""
+
+
+@dataclass
+class DaemonStreams:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    #: The daemon's hello answer: `jupyterExecDaemon`, `version`, `pid`.
+    hello: dict[str, Any]
+
+
+async def open_daemon(
+    path: Path, allowed_actions: Iterable[str] | None = None, *, stop_on_close: bool = False
+) -> DaemonStreams:
+    """Connect and say hello; raises OSError when nobody listens there."""
+    address, dir_fd = paths.sun_path(path)
+    try:
+        reader, writer = await asyncio.open_unix_connection(address, limit=LINE_LIMIT)
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+    hello: dict[str, Any] = {
+        "jupyterExecDaemon": paths.daemon_protocol(),
+        "allowedActions": None if allowed_actions is None else sorted(allowed_actions),
+    }
+    if stop_on_close:
+        hello["stopOnClose"] = True
+    writer.write(as_line(json.dumps(hello)))
+    await writer.drain()
+    answer_line = await reader.readline()
+    try:
+        answer = json.loads(answer_line)
+    except ValueError:
+        writer.close()
+        raise DaemonHandshakeError(f"the exec daemon at {path} closed the connection") from None
+    if "error" in answer:
+        writer.close()
+        raise DaemonHandshakeError(str(answer["error"]))
+    return DaemonStreams(reader, writer, answer)
+
+
+async def connect_daemon(
+    path: Path,
+    *,
+    client_name: str = "jupyter-exec",
+    resume_session_id: str | None = None,
+    allowed_actions: Iterable[str] | None = None,
+) -> ExecClient:
+    """An initialized `ExecClient` over the daemon's socket."""
+    streams = await open_daemon(path, allowed_actions)
+    writer = streams.writer
+
+    async def send(text: str) -> None:
+        writer.write(as_line(text))
+        await writer.drain()
+
+    async def close() -> None:
+        writer.close()
+
+    client = ExecClient(send, close)
+    reading = asyncio.create_task(client._pump(_lines(streams.reader)))
+    client._close = closer(close, reading)
+    await client._initialize(client_name, resume_session_id)
+    return client
+
+
+async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        yield line

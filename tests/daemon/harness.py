@@ -1,0 +1,109 @@
+"""Real `jupyter server` processes and exec daemons, stopped by pids the tests prove are theirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_exec.daemon import paths
+from tests.magics.jupyter_process import BIN, clean_env, free_port
+from tests.wire import pid_alive, stop_process
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    token: str
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        req = urllib.request.Request(
+            self.url + path,
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+
+def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """A `jupyter server` on `tmp/runtime` (shared by the servers of one test)."""
+    runtime, root = tmp / "runtime", tmp / "root"
+    runtime.mkdir(exist_ok=True)
+    root.mkdir(exist_ok=True)
+    port, token = free_port(), secrets.token_hex(16)
+    server_env = env or clean_env(runtime)
+    server_env["JUPYTER_CONFIG_DIR"] = str(tmp / "config")
+    cmd = [
+        str(BIN / "jupyter-server"), "--allow-root", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        '--ServerApp.jpserver_extensions={"jupyter_exec": True}', *extra,
+    ]  # fmt: skip
+    log = open(tmp / f"server-{port}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=server_env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    log.close()
+    server = Server(proc, f"http://127.0.0.1:{port}/", token)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            server.request("GET", "api/exec/processes")
+            return server
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_process(proc)
+                raise RuntimeError((tmp / f"server-{port}.log").read_text()) from None
+            time.sleep(0.1)
+
+
+def daemon_pid(runtime: Path, protocol: int | None = None) -> int | None:
+    """The pid the daemon recorded, if that pid is a live exec daemon of this runtime dir."""
+    try:
+        pid = int(json.loads(paths.record_path(runtime, protocol).read_text())["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, KeyError):
+        return None
+    ours = b"jupyter_exec.daemon" in cmdline and os.fsencode(runtime) in cmdline
+    return pid if ours else None
+
+
+def wait_gone(pids: set[int] | list[int], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(pid_alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_daemon(runtime: Path, protocol: int | None = None) -> None:
+    """SIGTERM (the daemon stops its processes), then SIGKILL; verified gone."""
+    pid = daemon_pid(runtime, protocol)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    if not wait_gone([pid]):
+        os.kill(pid, signal.SIGKILL)
+        assert wait_gone([pid]), f"exec daemon {pid} survived SIGKILL"
+
+
+@contextmanager
+def daemons_stopped(runtime: Path, *protocols: int) -> Iterator[None]:
+    """Whatever happens in the test, no daemon of `runtime` is left running."""
+    try:
+        yield
+    finally:
+        for protocol in protocols or (None,):
+            stop_daemon(runtime, protocol)
