@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jupyter_exec.client import SyncExecClient
+from tests.daemon.harness import stop_daemons_under
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -17,6 +19,22 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 os.environ.setdefault("JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS", "false")
 # Servers started by tests leave their discovery records here, not in the user's runtime dir.
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="jupyter-exec-test-runtime-"))
+
+
+@pytest.fixture(autouse=True)
+def _no_exec_daemon_left(tmp_path: Path) -> Iterator[None]:
+    """Servers keep their processes in an exec daemon that outlives them: stop the
+    daemons of this test's runtime dirs (pytest-jupyter's are under tmp_path)."""
+    yield
+    stop_daemons_under(tmp_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_exec_daemon_left_at_all(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """And those of module-scoped servers, at the end of the session."""
+    yield
+    stop_daemons_under(tmp_path_factory.getbasetemp())
+    stop_daemons_under(Path(os.environ["JUPYTER_RUNTIME_DIR"]))
 
 
 @pytest.fixture(scope="module")

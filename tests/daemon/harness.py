@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.daemon import paths
-from tests.magics.jupyter_process import BIN, clean_env, free_port
 from tests.wire import pid_alive, stop_process
 
 
@@ -40,6 +39,8 @@ class Server:
 
 def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
     """A `jupyter server` on `tmp/runtime` (shared by the servers of one test)."""
+    from tests.magics.jupyter_process import BIN, clean_env, free_port
+
     runtime, root = tmp / "runtime", tmp / "root"
     runtime.mkdir(exist_ok=True)
     root.mkdir(exist_ok=True)
@@ -97,6 +98,14 @@ def stop_daemon(runtime: Path, protocol: int | None = None) -> None:
     if not wait_gone([pid]):
         os.kill(pid, signal.SIGKILL)
         assert wait_gone([pid]), f"exec daemon {pid} survived SIGKILL"
+
+
+def stop_daemons_under(root: Path) -> None:
+    """Stop every exec daemon whose record lies under `root` (test teardown)."""
+    for record in root.rglob("jupyter-exec-d*.json"):
+        protocol = record.stem.removeprefix("jupyter-exec-d")
+        if protocol.isdigit():
+            stop_daemon(record.parent, int(protocol))
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from jupyter_server.auth.authorizer import Authorizer
@@ -66,14 +67,11 @@ async def test_read_is_allowed_but_execute_is_denied(jp_fetch, jp_ws_fetch, jp_s
     rpc.ws.close()
 
 
-async def test_traits_reach_the_registry(jp_serverapp, tmp_path):
-    service = jp_serverapp.web_app.settings["jupyter_exec_service"]
-    reg = service.registry.config
-    assert (reg.max_processes, reg.retained_bytes_per_process, reg.log_bytes_per_process) == (
-        3,
-        4096,
-        0,
-    )
-    assert reg.exited_retention_seconds == 1.5 and reg.root_dir == tmp_path.resolve()
-    assert reg.log_dir == tmp_path / "exec-logs"
-    assert service.config.default_lifetime == "connection"
+async def test_traits_reach_the_daemon_config(jp_serverapp, tmp_path):
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_exec"]
+    config = app.link.config
+    assert (config.max_processes, config.retained_bytes_per_process) == (3, 4096)
+    assert (config.log_bytes_per_process, config.exited_retention_seconds) == (0, 1.5)
+    assert config.root_dir == tmp_path.resolve() and config.log_dir == tmp_path / "exec-logs"
+    assert config.default_lifetime == "connection"
+    assert app.link.runtime_dir == Path(jp_serverapp.runtime_dir)

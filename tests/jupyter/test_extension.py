@@ -92,9 +92,11 @@ async def test_rest_mirror(jp_fetch, jp_serverapp):
     assert info["processId"] == "r1" and info["state"] == "running"
     listed = json.loads((await jp_fetch("api", "exec", "processes")).body)
     assert [p["processId"] for p in listed] == ["r1"]
-    service = jp_serverapp.web_app.settings["jupyter_exec_service"]
-    await service.registry.get("r1").closed.wait()
-    got = json.loads((await jp_fetch("api", "exec", "processes", "r1")).body)
+    for _ in range(200):
+        got = json.loads((await jp_fetch("api", "exec", "processes", "r1")).body)
+        if got["state"] == "closed":
+            break
+        await asyncio.sleep(0.05)
     assert got["state"] == "closed" and got["exitCode"] == 0
     out = await jp_fetch("api", "exec", "processes", "r1", "output")
     assert out.headers["Content-Type"] == "application/octet-stream"
@@ -220,10 +222,10 @@ async def test_running_processes_count_as_server_activity(jp_fetch, jp_serverapp
     ext = next(
         e
         for e in jp_serverapp.extension_manager.extension_apps["jupyter_exec"]
-        if hasattr(e, "service")
+        if hasattr(e, "link")
     )
     settings = jp_serverapp.web_app.settings
-    ext._report_activity()
+    await ext._report_activity()
     assert "exec_last_activity" not in settings  # nothing running: not busy
     await jp_fetch(
         "api",
@@ -233,6 +235,6 @@ async def test_running_processes_count_as_server_activity(jp_fetch, jp_serverapp
         body=json.dumps({"processId": "busy", "argv": ["sleep", "30"]}),
     )
     before = datetime.now(timezone.utc)
-    ext._report_activity()
+    await ext._report_activity()
     assert settings["exec_last_activity"] >= before
     assert jp_serverapp.web_app.last_activity() >= before

@@ -1,4 +1,5 @@
-"""A real `jupyter server` process: shutdown terminates everything; a crash leaves no orphan."""
+"""`stop_processes_on_shutdown` brings back the old lifecycle: a real `jupyter server`'s
+shutdown terminates everything, and its crash leaves no orphan and no log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon.harness import daemon_pid
 from tests.wire import pid_alive, py
 
 
@@ -47,6 +49,7 @@ class JupyterServer:
                 f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={tmp / 'root'}",
                 f"--ExecExtensionApp.log_dir={self.logs}",
+                "--ExecExtensionApp.stop_processes_on_shutdown=True",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,9 +107,11 @@ def test_server_exit_leaves_no_process_and_no_log(tmp_path, how):
         tree = server.start_tree("t1") | server.start_tree("t2")
         assert len(tree) >= 4 and all(pid_alive(p) for p in tree)
         assert any(server.logs.rglob("*.log"))
+        daemon = daemon_pid(tmp_path / "runtime")
+        assert daemon is not None
         server.proc.send_signal(how)
         server.proc.wait(30)
-        assert wait_gone(tree)
+        assert wait_gone(tree | {daemon})  # the exec daemon stopped too
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and any(server.logs.rglob("*.log")):
             time.sleep(0.05)
