@@ -237,10 +237,9 @@ async def _connect(args: argparse.Namespace) -> Any:
 async def _embedded() -> Any:
     """No server anywhere: ``run`` still works, with a registry in this process."""
     from .client import ExecClient
-    from .dispatch import ExecService, ServiceConfig
-    from .registry import Registry
+    from .service import build_service
 
-    service = ExecService(Registry(), ServiceConfig(default_lifetime="connection"))
+    service = build_service()
     client = await ExecClient.embedded(service, client_name="jupyter-exec-cli")
     try:
         yield client

@@ -441,16 +441,16 @@ class SyncExecClient:
         return self
 
     @classmethod
-    def embedded(cls, **service_config: Any) -> SyncExecClient:
-        """A private in-process registry (processes default to `detached`)."""
-        from .dispatch import ExecService, ServiceConfig
-        from .registry import Registry
+    def embedded(cls, **config: Any) -> SyncExecClient:
+        """A private in-process registry (processes default to `detached`);
+        `config`: `ExecConfig` fields."""
+        from .config import ExecConfig
+        from .service import build_service
 
         self = cls()
 
         async def make() -> ExecClient:
-            config = ServiceConfig(default_lifetime="detached", **service_config)
-            self.service = ExecService(Registry(), config)
+            self.service = build_service(ExecConfig(**{"default_lifetime": "detached", **config}))
             return await ExecClient.embedded(self.service)
 
         self.client = self._run(make())

@@ -14,6 +14,12 @@ CORE = [
     "jupyter_exec.dispatch",
     "jupyter_exec.serve",
     "jupyter_exec.client",
+    "jupyter_exec.config",
+    "jupyter_exec.service",
+    "jupyter_exec.daemon.server",
+    "jupyter_exec.daemon.start",
+    "jupyter_exec.relay",
+    "jupyter_exec.unix_transport",
 ]
 
 
