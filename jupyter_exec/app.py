@@ -65,7 +65,12 @@ class ExecExtensionApp(ExtensionApp):
     ).tag(config=True)
     root_dir = Unicode(
         "",
-        help="Default cwd of processes and root of fs/* methods (default: the server's root_dir).",
+        help="Default cwd of processes, base of relative cwds (default: the server's root_dir).",
+    ).tag(config=True)
+    confine_to_root = Bool(
+        False,
+        help="Refuse process cwds and fs/* paths outside root_dir (symlinks resolved). Off: "
+        "fs/* may use any path a process could, since such a process could write it anyway.",
     ).tag(config=True)
     busy_while_running = Bool(
         True,
@@ -96,6 +101,7 @@ class ExecExtensionApp(ExtensionApp):
             exited_retention_seconds=self.exited_retention_seconds,
             session_resume_seconds=self.session_resume_seconds,
             max_processes=self.max_processes,
+            confine_to_root=self.confine_to_root,
             default_lifetime="connection" if self.default_lifetime == "connection" else "detached",
             max_message_bytes=self.max_message_bytes,
             daemon_idle_seconds=self.daemon_idle_seconds,

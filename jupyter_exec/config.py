@@ -28,6 +28,8 @@ class ExecConfig:
     exited_retention_seconds: float = 3600.0
     session_resume_seconds: float = 60.0
     max_processes: int = 256
+    #: Refuse process cwds and fs/* paths outside `root_dir` (confinement.py, SPEC 4).
+    confine_to_root: bool = False
     #: SPEC 3: the standalone server and embedded registries default to
     #: "connection"; the Jupyter extension's trait overrides it with "detached".
     default_lifetime: Lifetime = "connection"

@@ -56,6 +56,9 @@ class RegistryConfig:
     #: guardian kills the children but keeps the logs), for the next registry
     #: to list (the exec daemon, daemon/persist.py).
     durable_logs: bool = False
+    #: Keep `process/start` cwds and every `fs/*` path inside `root_dir` (confinement.py);
+    #: off by default: file access agrees with process access (SPEC 4).
+    confine_to_root: bool = False
 
 
 @dataclass
@@ -125,7 +128,7 @@ class Registry:
                 f"too many open files to start another process (limit {self._fd_limit}: "
                 "raise `ulimit -n` or lower max_processes)"
             )
-        cwd = resolve_cwd(params.cwd, self.config.root_dir)
+        cwd = resolve_cwd(params.cwd, self.config.root_dir, self.config.confine_to_root)
         env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
         if params.tty and "TERM" not in (params.env or {}):
             env["TERM"] = "xterm-256color"  # SPEC 4: not the server's own TERM

@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="an Origin header to accept (repeatable); requests without Origin are accepted",
     )
-    p.add_argument("--root", type=Path, default=Path.cwd(), help="default cwd and fs/* root")
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="default and base cwd")
+    p.add_argument(
+        "--confine-to-root",
+        action="store_true",
+        help="refuse process cwds and fs/* paths outside --root (default: any path)",
+    )
     d = DEFAULTS
     p.add_argument("--lifetime", choices=["connection", "detached"], default=d.default_lifetime)
     p.add_argument("--log-dir", type=Path, help="where per-process output logs go")
@@ -75,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> ExecConfig:
         log_dir=args.log_dir,
         exited_retention_seconds=args.exited_retention,
         max_processes=args.max_processes,
+        confine_to_root=args.confine_to_root,
         default_lifetime=args.lifetime,
         session_resume_seconds=args.session_resume,
         max_message_bytes=args.max_message_bytes,

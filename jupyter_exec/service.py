@@ -27,6 +27,7 @@ def build_service(
             log_dir=durable_log_dir or config.log_dir,
             exited_retention_seconds=config.exited_retention_seconds,
             max_processes=config.max_processes,
+            confine_to_root=config.confine_to_root,
             durable_logs=durable_log_dir is not None,
         )
     )
