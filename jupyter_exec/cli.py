@@ -24,9 +24,10 @@ import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .discovery import find_server
+from .discovery import find_daemon, find_server, jupyter_runtime_dir
 from .errors import ExecError
 from .models import SIGNALS
 from .render import ps_text
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument("--grace", type=int, metavar="MS", help="SIGKILL after MS (default 3000)")
     _connection_options(kill, top=False)
 
+    shutdown = sub.add_parser(
+        "shutdown", help="stop every process and the exec daemon (processes outlive servers)"
+    )
+    _connection_options(shutdown, top=False)
+
     sub.add_parser("serve", help="run a standalone server (see: jupyter exec serve --help)")
     sub.add_parser(
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "shutdown":
+            return asyncio.run(_shutdown(args))
         return asyncio.run(_dispatch(args))
     except CliError as exc:
         print(f"jupyter exec {args.command}: {exc}", file=sys.stderr)
@@ -219,6 +227,16 @@ async def _connect(args: argparse.Namespace) -> Any:
             async with _embedded() as client:
                 yield client
             return
+        daemon = find_daemon() or (_start_daemon() if args.command == "run" else None)
+        if daemon is not None:  # no server up, but the processes outlive servers
+            from .unix_transport import connect_daemon
+
+            client = await connect_daemon(daemon, client_name="jupyter-exec-cli")
+            try:
+                yield client
+            finally:
+                await client.close()
+            return
         raise CliError(
             "no jupyter-exec server found: start JupyterLab / `jupyter server` (with the "
             "jupyter_exec extension) or `jupyter exec serve`, or pass --url/--token"
@@ -231,6 +249,43 @@ async def _connect(args: argparse.Namespace) -> Any:
         yield client
     finally:
         await client.close()
+
+
+def _start_daemon() -> Path:
+    """`run --detach` with no server: the process goes to an exec daemon started now."""
+    from .config import ExecConfig
+    from .daemon.start import DaemonStartError, ensure_daemon
+
+    try:
+        return ensure_daemon(
+            jupyter_runtime_dir(), ExecConfig(root_dir=Path.cwd(), default_lifetime="detached")
+        )
+    except DaemonStartError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _shutdown(args: argparse.Namespace) -> int:
+    """Stop every process and the exec daemon: over REST with --url, else the local socket."""
+    if args.url:
+        from urllib.request import Request, urlopen
+
+        target = find_server(args.url, args.token)
+        assert target is not None
+        req = Request(target.url.rstrip("/") + "/api/exec/shutdown", data=b"", method="POST")
+        if target.token:
+            req.add_header("Authorization", f"token {target.token}")
+        try:
+            with await asyncio.to_thread(urlopen, req, timeout=120) as response:
+                stopped = json.loads(response.read())["stopped"]
+        except OSError as exc:
+            raise CliError(f"cannot reach {target.describe()}: {exc}") from None
+    else:
+        from .relay import stop_daemon
+
+        daemon = find_daemon()
+        stopped = daemon is not None and await stop_daemon(daemon)
+    print("stopped every process and the exec daemon" if stopped else "no exec daemon is running")
+    return 0
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,10 @@ Order (the magics and the CLI agree on it):
 3. for the CLI only (``any_server=True``): a standalone ``jupyter-exec serve``
    that left a ``jpexec-PID.json`` record, else the running Jupyter server whose
    root directory contains the current directory, else the newest one;
-4. nothing (``None``): the magics then start an embedded registry.
+4. nothing (``None``). Then the processes may still be in the user's exec
+   daemon (``find_daemon``: its socket in the runtime directory), which
+   outlives the Jupyter server that started it: the CLI's ``ps``/``logs`` and
+   the magics use it directly; else the magics start an embedded registry.
 
 Only files are read here (no jupyter_server import, no network), so discovery
 is cheap and testable with a temporary runtime directory.
@@ -30,6 +33,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "ServerTarget",
+    "find_daemon",
     "find_server",
     "jupyter_runtime_dir",
     "running_servers",
@@ -78,6 +82,23 @@ def jupyter_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
         environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "jupyter"
     )
     return Path(data) / "runtime"
+
+
+def find_daemon(
+    environ: Mapping[str, str] | None = None, runtime_dir: Path | None = None
+) -> Path | None:
+    """The socket of this user's running exec daemon (this package's protocol), if any."""
+    from .daemon import paths
+
+    environ = os.environ if environ is None else environ
+    directory = jupyter_runtime_dir(environ) if runtime_dir is None else runtime_dir
+    try:
+        record = json.loads(paths.record_path(directory).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = record.get("pid") if isinstance(record, dict) else None
+    sock = paths.socket_path(directory)
+    return sock if isinstance(pid, int) and _pid_alive(pid) and sock.exists() else None
 
 
 def _pid_alive(pid: int) -> bool:
