@@ -133,8 +133,9 @@ async def test_every_jupyter_route_and_verb_needs_authentication(jp_fetch, jp_ws
         r"/api/exec/processes/?": ["api", "exec", "processes"],
         r"/api/exec/processes/(?P<process_id>[^/]+)/output": ["api", "exec", "processes", "x", "output"],
         r"/api/exec/processes/(?P<process_id>[^/]+)/?": ["api", "exec", "processes", "x"],
+        r"/api/exec/shutdown": ["api", "exec", "shutdown"],
     }  # fmt: skip
-    routes = [pattern for pattern, _ in handlers()]
+    routes = [pattern for pattern, *_ in handlers(None, 0)]
     assert sorted(routes) == sorted(paths), "a new route: add it here"
     for pattern in routes:
         if pattern.endswith("/ws"):
