@@ -16,6 +16,7 @@ import json
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -435,6 +436,19 @@ class SyncExecClient:
         self = cls()
         try:
             self.client = self._run(ExecClient.connect(url, token, **kwargs))
+        except BaseException:
+            self._stop_loop()
+            raise
+        return self
+
+    @classmethod
+    def connect_daemon(cls, path: Path, **kwargs: Any) -> SyncExecClient:
+        """Straight to this user's exec daemon over its unix socket (no Jupyter server)."""
+        from .unix_transport import connect_daemon
+
+        self = cls()
+        try:
+            self.client = self._run(connect_daemon(path, **kwargs))
         except BaseException:
             self._stop_loop()
             raise

@@ -50,7 +50,7 @@ class ServerTarget:
 
     url: str
     token: str | None
-    #: "explicit", "environment", "kernel-parent", "terminal", "standalone", "running"
+    #: "explicit", "environment", "kernel-parent", "terminal", "standalone", "running", "daemon"
     source: str
     pid: int | None = None
 
@@ -62,6 +62,7 @@ class ServerTarget:
             "terminal": "the Jupyter server running this terminal",
             "standalone": "a running jupyter-exec server",
             "running": "a running Jupyter server",
+            "daemon": "this user's exec daemon (no Jupyter server up)",
         }.get(self.source, self.source)
         return f"{self.url} ({how})"
 

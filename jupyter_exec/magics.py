@@ -46,7 +46,7 @@ from IPython.core import magic_arguments as _magic_arguments
 from IPython.core.magic import Magics, magics_class
 
 from .client import ReadResult, SyncExecClient
-from .discovery import ServerTarget, find_server
+from .discovery import ServerTarget, find_daemon, find_server
 from .errors import ExecError
 from .models import SIGNALS, ProcessInfo
 from .render import (
@@ -764,6 +764,10 @@ class Connection:
             else:
                 self.target = target
                 return client
+        elif (daemon := find_daemon()) is not None:
+            # No server (it stopped or crashed), but its processes live on in the daemon.
+            self.target = ServerTarget(f"unix:{daemon}", None, "daemon")
+            return SyncExecClient.connect_daemon(daemon)
         else:
             print(
                 "jupyter-exec: no exec server found; processes run inside this kernel "
