@@ -54,6 +54,7 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
+        self.set_nodelay(True)  # small frames (a response, an echo) go out at once
         actions = {"read", "execute"} if self._may_execute else {"read"}
         try:
             self.daemon = await self.link.open(frozenset(actions))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
 from jupyter_exec.client import ExecClient, SyncExecClient
+from tests.daemon.harness import daemon_pid, stop_daemon, wait_gone
 
 from .harness import Hub, alive, http
 
@@ -144,6 +144,7 @@ async def test_query_token_with_allow_token_in_url(hub: Hub) -> None:
 # (JPY_PARENT_PID, its jpserver-PID.json) and connect with JUPYTERHUB_API_TOKEN.
 KERNEL_DISCOVERY = """
 from jupyter_exec.client import SyncExecClient
+from tests.daemon.harness import daemon_pid, stop_daemon, wait_gone
 from jupyter_exec.discovery import find_server
 target = find_server()
 with SyncExecClient.connect(target.url, target.token) as client:
@@ -170,17 +171,20 @@ async def test_kernel_side_discovery_uses_the_hub_token(hub: Hub) -> None:
         await client.close()
 
 
-def test_stopping_a_user_server_terminates_its_processes(hub: Hub) -> None:
-    """What culling an idle server does: the extension's stop_extension ends every process."""
+def test_a_stopped_user_server_leaves_its_processes_to_the_users_daemon(hub: Hub) -> None:
+    """What culling an idle server does with a local spawner: the server goes, the user's
+    exec daemon (in the same home's runtime dir) keeps the processes (docs/jupyterhub.md)."""
     with SyncExecClient.connect(hub.user_url("a"), hub.tokens["a"]) as client:  # as the magics
         client.start("a-long", ["sleep", "600"])
         pid = next(p.pid for p in client.list() if p.process_id == "a-long")
         assert pid and alive(pid)
+    runtime = hub.workdir / "home" / "a" / ".local" / "share" / "jupyter" / "runtime"
+    daemon = daemon_pid(runtime)
+    assert daemon is not None
     hub.stop_server("a")
-    deadline = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(pid), "a process outlived its user server"
     assert not alive(hub.server_pids.pop("a"))
+    assert alive(pid) and alive(daemon), "the process and its daemon outlive the server"
+    stop_daemon(runtime)  # `jupyter exec shutdown` as user a would do the same
+    assert wait_gone([pid, daemon])
     # The proxy's route is gone: the hub answers with a redirect to its /hub/user/a/ page.
     assert rest(hub, "GET", "a", "a")[0] == 302
