@@ -92,15 +92,13 @@ class Lab:
         return json.loads(body)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    base = tmp_path_factory.mktemp("lab")
+def launch_lab(base: Path, port: int, token: str) -> tuple[Lab, Any]:
+    """A `jupyter lab` on `base` (config, data, runtime, root); (lab, its log file)."""
     root = base / "root"
-    (root / "sub").mkdir(parents=True)
-    port, token = _free_port(), secrets.token_hex(16)
+    (root / "sub").mkdir(parents=True, exist_ok=True)
     # No "get notified about news?" toast over the screenshots.
     settings = base / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
+    settings.mkdir(parents=True, exist_ok=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env = dict(
         os.environ,
@@ -109,7 +107,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
         JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS="false",
     )
-    log = (base / "lab.log").open("wb")
+    log = (base / "lab.log").open("ab")
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "jupyterlab",
@@ -125,25 +123,33 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited: {(base / 'lab.log').read_text()[-3000:]}")
+        try:
+            if _get(url + "api/status", token)[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(proc, 20)
+            pytest.fail(f"jupyter lab did not start: {(base / 'lab.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    status, body = _get(url + "api/exec/processes", token)
+    assert status == 200, f"jupyter_exec server extension not serving: {status} {body[:300]!r}"
+    return Lab(url, token, root, proc), log
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("lab")
+    running, log = launch_lab(base, _free_port(), secrets.token_hex(16))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited: {(base / 'lab.log').read_text()[-3000:]}")
-            try:
-                if _get(url + "api/status", token)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not start: {(base / 'lab.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        status, body = _get(url + "api/exec/processes", token)
-        assert status == 200, f"jupyter_exec server extension not serving: {status} {body[:300]!r}"
-        yield Lab(url, token, root, proc)
+        yield running
     finally:
         # Stop by PID: SIGTERM lets the server (and jupyter_exec) shut down cleanly.
-        stop_process(proc, 20)
+        stop_process(running.proc, 20)
         log.close()
         (ARTIFACTS / "lab.log").parent.mkdir(exist_ok=True)
         (ARTIFACTS / "lab.log").write_bytes((base / "lab.log").read_bytes())
