@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,6 +43,7 @@ class Jupyter:
     def __init__(self) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="jx-bench-"))
         (tmp / "root").mkdir()
+        self.runtime = tmp / "runtime"
         self.port, self.token = _free_port(), secrets.token_hex(16)
         env = {"JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp / "cfg")}
         cmd = [
@@ -92,6 +94,42 @@ class Jupyter:
         self.proc.wait(30)
 
 
+class UnixClient(WsClient):
+    """The daemon's socket, straight (as the CLI with no server up): lines, not frames."""
+
+    def __init__(self, streams: Any) -> None:
+        super().__init__(streams)
+        self.streams = streams
+
+    async def _send_text(self, text: str) -> None:
+        self.streams.writer.write(text.encode() + b"\n")
+        await self.streams.writer.drain()
+
+    async def _frames(self) -> Any:
+        while line := await self.streams.reader.readline():
+            yield line
+
+    async def aclose(self) -> None:
+        self.streams.writer.close()
+
+
+class SocketDriver(Driver):
+    """Ids of its own: the relay's driver talks to the same daemon."""
+
+    def new_id(self) -> str:
+        return "socket-" + super().new_id()
+
+
+async def unix_client(runtime: Path) -> UnixClient:
+    from jupyter_exec.daemon import paths
+    from jupyter_exec.unix_transport import open_daemon
+
+    client = UnixClient(await open_daemon(paths.socket_path(runtime)))
+    client.start_reading()
+    await client.handshake()
+    return client
+
+
 async def spawn_ms(driver: Driver, n: int) -> float:
     await measure_spawn(driver, 3)  # warm-up
     return await measure_spawn(driver, n)
@@ -101,24 +139,29 @@ async def main_async(spawns: int, rounds: int) -> None:
     standalone: Running = await launch(our_server(), "ws")
     jupyter = Jupyter()
     relay = await jupyter.client()
+    unix = await unix_client(jupyter.runtime)
     assert isinstance(standalone.client, WsClient)
     try:
-        ours, relayed = [], []
-        direct, relaying = Driver(standalone.client), Driver(relay)
+        ours, relayed, socket_only = [], [], []
+        direct, relaying, on_socket = Driver(standalone.client), Driver(relay), SocketDriver(unix)
         for _ in range(rounds):
             ours.append(await spawn_ms(direct, spawns))
             relayed.append(await spawn_ms(relaying, spawns))
+            socket_only.append(await spawn_ms(on_socket, spawns))
     finally:
+        await unix.aclose()
         await relay.aclose()
         await standalone.stop()
         jupyter.stop()
-    a, b = statistics.median(ours), statistics.median(relayed)
+    a, b, c = (statistics.median(x) for x in (ours, relayed, socket_only))
     print(
-        "| spawn -> closed, `true` (median ms) | standalone ws | Jupyter relay -> daemon | delta |"
+        "| spawn -> closed, `true` (median ms) | standalone ws | Jupyter relay -> daemon "
+        "| relay - standalone | daemon socket, direct |"
     )
-    print("|---|---|---|---|")
-    print(f"| {spawns} spawns x {rounds} rounds | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
-    print("rounds:", ", ".join(f"{x:.2f}/{y:.2f}" for x, y in zip(ours, relayed, strict=True)))
+    print("|---|---|---|---|---|")
+    print(f"| {spawns} spawns x {rounds} rounds | {a:.2f} | {b:.2f} | {b - a:+.2f} | {c:.2f} |")
+    rows = zip(ours, relayed, socket_only, strict=True)
+    print("rounds (ws/relay/socket):", ", ".join(f"{x:.2f}/{y:.2f}/{z:.2f}" for x, y, z in rows))
 
 
 def main() -> None:

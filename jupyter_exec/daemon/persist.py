@@ -1,11 +1,14 @@
 """Per-process records on disk, so a daemon's successor can list what it left.
 
-The daemon's registry writes its logs into `state_dir/logs` (kept by the
+The daemon's registry writes its logs into its logs directory (kept by the
 guardian when the daemon dies). Beside them, `state_dir/procs/<log>.json`
 holds what `process/list` shows (processId, argv, cwd, tty, pid and its start
-time, label, lifetime, startedAt) and, once known, the exit record. A record
-is written at start and at exit, and deleted with its log when the process is
-removed.
+time, label, lifetime, startedAt) and, once known, the exit record. Records
+are written off the event loop (one writer thread, in order) and coalesced
+over `FLUSH_SECONDS`, so a short command costs one write, not two, and a
+spawn never waits for the disk; a record is deleted with its log when the
+process is removed. A process younger than `FLUSH_SECONDS` when its daemon
+is killed has no record yet: it is not listed, and its log is deleted.
 
 The next daemon on the same state dir adopts every record: one whose exit was
 recorded comes back `closed` with its real exit status; one still running
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,8 @@ from ..registry import Registry
 log = logging.getLogger(__name__)
 
 LOST_FAILURE = "lost: the exec daemon died while it ran"
+#: How long record changes gather before they are written.
+FLUSH_SECONDS = 0.05
 
 
 class Persister:
@@ -43,7 +49,27 @@ class Persister:
         self.procs_dir = procs_dir
         procs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._records: dict[str, tuple[Path, dict[str, Any]]] = {}
+        self._dirty: dict[Path, dict[str, Any] | None] = {}  # None: delete it
+        self._flush: asyncio.TimerHandle | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
         registry.add_listener(self._on_event)
+
+    def _mark(self, path: Path, record: dict[str, Any] | None) -> None:
+        self._dirty[path] = None if record is None else dict(record)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._write_dirty)
+
+    def _write_dirty(self) -> None:
+        self._flush = None
+        batch, self._dirty = self._dirty, {}
+        self._writer.submit(_apply, batch)
+
+    def close(self) -> None:
+        """Write what is pending and stop the writer thread."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._write_dirty()
+        self._writer.shutdown(wait=True)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StartedEvent):
@@ -55,11 +81,11 @@ class Persister:
                 "signal": event.signal,
                 "exitedAt": self.registry.get(event.process_id).exited_at,
             }
-            _write(path, record)
+            self._mark(path, record)
         elif isinstance(event, RemovedEvent):
             entry = self._records.pop(event.process_id, None)
             if entry is not None:
-                entry[0].unlink(missing_ok=True)
+                self._mark(entry[0], None)
 
     def _started(self, event: StartedEvent) -> None:
         proc = self.registry.find(event.process_id)
@@ -81,7 +107,7 @@ class Persister:
         }
         path = self.procs_dir / (proc.store.log_path.stem + ".json")
         self._records[info.process_id] = (path, record)
-        _write(path, record)
+        self._mark(path, record)
 
     def recover(self, logs_dir: Path) -> int:
         """Adopt every record a previous daemon left; returns how many."""
@@ -101,6 +127,10 @@ class Persister:
             self._records[proc.id] = (path, record)
             self.registry.adopt(proc)
             count += 1
+        kept = {str(record["log"]) for _, record in self._records.values()}
+        for log_file in logs_dir.glob("*.log"):  # no record: nobody can list it
+            if log_file.name not in kept:
+                log_file.unlink(missing_ok=True)
         return count
 
 
@@ -170,6 +200,14 @@ def _kill_if_same(pid: int, start_time: int | None) -> None:
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+
+
+def _apply(batch: dict[Path, dict[str, Any] | None]) -> None:
+    for path, record in batch.items():
+        if record is None:
+            path.unlink(missing_ok=True)
+        else:
+            _write(path, record)
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:

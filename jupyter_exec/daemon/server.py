@@ -101,6 +101,7 @@ class Daemon:
             path.unlink(missing_ok=True)
             record.unlink(missing_ok=True)
             await self.service.aclose()
+            self.persister.close()
             shutil.rmtree(self.state_dir, ignore_errors=True)
             # Last: a client waiting for our EOF (stop_daemon) knows everything is gone.
             for writer in list(self._streams):

@@ -10,6 +10,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,9 +158,12 @@ def test_a_killed_daemon_leaves_no_orphan_and_its_processes_are_listed_lost(
         await c.close()
 
     run(check())
-    logs = list(paths.state_dir(runtime).rglob("*.log"))
-    records = list((paths.state_dir(runtime) / "procs").glob("*.json"))
-    assert len(records) == 2 and len(logs) <= 2
+    procs = paths.state_dir(runtime) / "procs"
+    deadline = time.monotonic() + 10  # records are written (and deleted) a moment later
+    while len(list(procs.glob("*.json"))) != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(list(procs.glob("*.json"))) == 2
+    assert len(list(paths.state_dir(runtime).rglob("*.log"))) <= 2
 
 
 def test_an_idle_daemon_exits_by_itself(runtime: Path) -> None:
