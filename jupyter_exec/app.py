@@ -111,6 +111,10 @@ class ExecExtensionApp(ExtensionApp):
         """Server shutdown: terminate and await every process, delete the logs."""
         if self._activity is not None:
             self._activity.stop()
+        from .mcp_http import stop_endpoint
+
+        if self.serverapp is not None:
+            await stop_endpoint(self.serverapp.web_app.settings)
         await self.service.aclose()
 
 

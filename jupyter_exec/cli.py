@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
     )
+    sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
     return parser
 
 
@@ -172,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bridge import main as bridge_main
 
         return bridge_main(argv[1:])
+    if argv[:1] == ["mcp"]:
+        from .mcp_stdio import main as mcp_main
+
+        return mcp_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -26,6 +26,7 @@ from .errors import (
     TooManyProcessesError,
     UnknownProcessError,
 )
+from .mcp_http import McpHandler
 from .protocol import StartParams, parse_params
 
 AUTH_RESOURCE = "exec"
@@ -173,6 +174,7 @@ def handlers() -> list[tuple[str, type[Any]]]:
     process = r"/api/exec/processes/(?P<process_id>[^/]+)"
     return [
         (r"/api/exec/ws", ExecWebSocketHandler),
+        (r"/api/exec/mcp", McpHandler),
         (r"/api/exec/processes/?", ProcessesHandler),
         (process + r"/output", OutputHandler),
         (process + r"/?", ProcessHandler),
