@@ -133,7 +133,9 @@ class McpHandler(JupyterHandler):
         try:
             import mcp  # noqa: F401
         except ImportError:
-            raise web.HTTPError(501, "the MCP endpoint needs `pip install jupyter-exec[mcp]`") from None
+            raise web.HTTPError(
+                501, "the MCP endpoint needs `pip install jupyter-exec[mcp]`"
+            ) from None
         scope = self._scope(await self._actions())
         self._disconnected = asyncio.Event()
         body_sent = False

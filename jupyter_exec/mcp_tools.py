@@ -95,7 +95,9 @@ def build_server(source: ClientSource, actions: Actions | None = None) -> MCPSer
 
 
 def _result(text: str, structured: dict[str, Any]) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=structured
+    )
 
 
 def _check_pattern(pattern: str | None, name: str) -> None:
@@ -275,7 +277,8 @@ class _Tools:
             await client.request("process/read", params)
             b = await collect(client, process_id, cursor, None, DEFAULT_MAX_CHARS)
             return _result(
-                f"{b.text}\n{_exit_line(b, process_id)}", {"process_id": process_id, **b.structured()}
+                f"{b.text}\n{_exit_line(b, process_id)}",
+                {"process_id": process_id, **b.structured()},
             )
 
     async def signal_process(self, process_id: str, signal: str, ctx: Context) -> CallToolResult:
@@ -339,10 +342,9 @@ def _listed(info: ProcessInfo) -> dict[str, Any]:
 
 
 async def _wait_exit(client: ExecClient, process_id: str, seconds: float) -> None:
-    try:
+    """Until it exits or `seconds` pass (`client.wait` raises the builtin TimeoutError)."""
+    with contextlib.suppress(TimeoutError):
         await client.wait(process_id, timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 @contextlib.asynccontextmanager

@@ -40,7 +40,9 @@ async def test_timeout_terminates_and_the_exit_says_so(tmp_path):
         seen = [m for m in peer.seen if m.get("method") == "process/exited"]
         by_id = {m["params"]["processId"]: m["params"] for m in seen}
         assert by_id["slow"]["timedOut"] is True and by_id["quick"]["timedOut"] is False
-        listed = {p["processId"]: p for p in (await peer.call("process/list"))["result"]["processes"]}
+        listed = {
+            p["processId"]: p for p in (await peer.call("process/list"))["result"]["processes"]
+        }
         assert listed["slow"]["timedOut"] and listed["slow"]["timeoutMs"] == 300
         assert not listed["quick"]["timedOut"] and listed["quick"]["limits"] is None
     finally:
@@ -101,7 +103,9 @@ async def test_memory_limit_makes_allocation_fail_in_the_child(tmp_path):
         assert "MemoryError" in out and "allocated" not in out
         free = await final(peer, "free")
         assert free["exitCode"] == 0
-        assert "allocated" in text((await peer.call("process/read", {"processId": "free"}))["result"])
+        assert "allocated" in text(
+            (await peer.call("process/read", {"processId": "free"}))["result"]
+        )
     finally:
         await peer.close()
         await service.aclose()

@@ -81,7 +81,8 @@ async def test_start_process_wait_for_then_read_and_signal(server, transport):
     async with mcp_session(server, transport) as s:
         script = "echo booting; sleep 0.3; echo 'Listening on 8123'; sleep 30"
         r = await s.call_tool(
-            "start_process", {"command": script, "wait_for": "Listening on \\d+", "wait_seconds": 20}
+            "start_process",
+            {"command": script, "wait_for": "Listening on \\d+", "wait_seconds": 20},
         )
         sc = r.structured_content
         assert sc["matched"] is True and sc["running"] is True
@@ -108,16 +109,19 @@ async def test_send_input_to_a_python_repl(server, transport):
         )
         assert r.structured_content["matched"] is True
         answer = await s.call_tool(
-            "send_input", {"process_id": f"repl-{transport}", "text": "print(6 * 7)", "wait_seconds": 10}
+            "send_input",
+            {"process_id": f"repl-{transport}", "text": "print(6 * 7)", "wait_seconds": 10},
         )
         assert "42" in answer.structured_content["output"]
         assert answer.structured_content["running"] is True
         bye = await s.call_tool(
-            "send_input", {"process_id": f"repl-{transport}", "text": "", "eof": True, "wait_seconds": 10}
+            "send_input",
+            {"process_id": f"repl-{transport}", "text": "", "eof": True, "wait_seconds": 10},
         )
         assert not bye.is_error
         end = await s.call_tool(
-            "read_output", {"process_id": f"repl-{transport}", "after_seq": 2**40, "wait_seconds": 10}
+            "read_output",
+            {"process_id": f"repl-{transport}", "after_seq": 2**40, "wait_seconds": 10},
         )
         assert end.structured_content["exit_code"] == 0
 
@@ -133,11 +137,27 @@ async def test_tty_output_is_rendered_as_a_terminal_shows_it(server, transport):
 async def test_bad_arguments_are_tool_errors_and_the_session_lives_on(server, transport):
     async with mcp_session(server, transport) as s:
         cases = [
-            ("read_output", {"process_id": "no-such-process"}, "unknown process id no-such-process"),
+            (
+                "read_output",
+                {"process_id": "no-such-process"},
+                "unknown process id no-such-process",
+            ),
             ("terminate_process", {"process_id": "no-such-process"}, "unknown process id"),
-            ("signal_process", {"process_id": "no-such-process", "signal": "kill"}, "unknown process"),
-            ("start_process", {"command": "true", "wait_for": "(unclosed"}, "wait_for is not a valid regular expression"),
-            ("run_command", {"command": "true", "cwd": "/no/such/dir"}, "cwd '/no/such/dir' does not exist"),
+            (
+                "signal_process",
+                {"process_id": "no-such-process", "signal": "kill"},
+                "unknown process",
+            ),
+            (
+                "start_process",
+                {"command": "true", "wait_for": "(unclosed"},
+                "wait_for is not a valid regular expression",
+            ),
+            (
+                "run_command",
+                {"command": "true", "cwd": "/no/such/dir"},
+                "cwd '/no/such/dir' does not exist",
+            ),
             ("run_command", {"command": "true", "timeout_seconds": -1}, "timeout_seconds"),
             ("run_command", {}, "command"),
             ("run_command", {"command": "   "}, "command is empty"),
