@@ -9,7 +9,7 @@ it to the SDK as one ASGI call: the scope is built from the tornado request,
 (flushing each part, so a streamed answer streams). The manager runs
 *stateless* with JSON responses: each POST is answered on its own, so there is
 no session state to keep, expire or share across Jupyter's workers, and no
-long-lived GET stream to hold open.
+long-lived GET stream to hold open (GET answers 405, as the MCP spec allows).
 
 The tools reach the registry through an in-process `ExecClient` of this
 server's own service, like any other client. Which tools a caller may use is
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
@@ -107,7 +108,10 @@ class McpHandler(JupyterHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        await self._bridge()
+        # Stateless: no server-to-client stream to open (the MCP spec allows 405 here).
+        await self._actions()
+        self.set_header("Allow", "POST, DELETE")
+        raise web.HTTPError(405, "this MCP endpoint is stateless: POST requests only")
 
     @web.authenticated
     async def post(self) -> None:
@@ -194,6 +198,13 @@ class McpHandler(JupyterHandler):
                     await self.flush()
             else:
                 self.finish()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors as JSON (a client of this endpoint is a program, not a browser)."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message}))
 
     def on_connection_close(self) -> None:
         super().on_connection_close()

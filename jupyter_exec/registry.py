@@ -289,7 +289,9 @@ class Registry:
         running = self.running()
         for proc in running:
             proc.terminate(grace_seconds)
-        tasks = [p.terminating for p in running if p.terminating is not None]
+        # Every termination still under way, also of processes that exited meanwhile
+        # (a `timeoutMs` one): each is a task this registry owns.
+        tasks = [p.terminating for p in self._procs.values() if p.terminating is not None]
         try:
             if tasks:
                 await asyncio.wait(tasks, timeout=grace_seconds + 5)
