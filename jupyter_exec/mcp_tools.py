@@ -115,6 +115,11 @@ def _process_id(command: str) -> str:
     return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
+def _lines(*parts: str) -> str:
+    """Parts on lines of their own, without blank lines where output ended one."""
+    return "\n".join(p.removesuffix("\n") for p in parts if p)
+
+
 def _exit_line(b: Bounded, process_id: str) -> str:
     if b.exited:
         return f"exit code: {b.exit_code}" + (f" ({b.signal})" if b.signal else "")
@@ -173,7 +178,7 @@ class _Tools:
             await _wait_exit(client, process_id, timeout_seconds)
             b = await collect(client, process_id, 0, None, DEFAULT_MAX_CHARS)
             return _result(
-                f"{b.text}\n{_exit_line(b, process_id)}",
+                _lines(b.text, _exit_line(b, process_id)),
                 {"process_id": process_id, **b.structured()},
             )
 
@@ -209,7 +214,7 @@ class _Tools:
             b = await collect(client, pid, 0, upto, DEFAULT_MAX_CHARS)
             matched = {} if wait_for is None else {"matched": upto is not None}
             return _result(
-                f"started {pid}\n{b.text}\n{_exit_line(b, pid)}",
+                _lines(f"started {pid}", b.text, _exit_line(b, pid)),
                 {"process_id": pid, **b.structured(), **matched},
             )
 
@@ -244,7 +249,7 @@ class _Tools:
             b = await collect(client, process_id, after_seq, upto, max_chars)
             extra = {} if until_pattern is None else {"matched": bool(r.get("matched"))}
             return _result(
-                f"{b.text}\n{_exit_line(b, process_id)}",
+                _lines(b.text, _exit_line(b, process_id)),
                 {"process_id": process_id, **b.structured(), **extra},
             )
 
@@ -277,7 +282,7 @@ class _Tools:
             await client.request("process/read", params)
             b = await collect(client, process_id, cursor, None, DEFAULT_MAX_CHARS)
             return _result(
-                f"{b.text}\n{_exit_line(b, process_id)}",
+                _lines(b.text, _exit_line(b, process_id)),
                 {"process_id": process_id, **b.structured()},
             )
 

@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import mcp_session, text_of
 
-pytestmark = pytest.mark.parametrize("transport", ["stdio", "http"])
+both = pytest.mark.parametrize("transport", ["stdio", "http"])
 
 TOOLS = {
     "run_command",
@@ -23,6 +23,7 @@ TOOLS = {
 }
 
 
+@both
 async def test_run_command_and_list(server, transport):
     async with mcp_session(server, transport) as s:
         assert {t.name for t in (await s.list_tools()).tools} == TOOLS
@@ -40,6 +41,7 @@ async def test_run_command_and_list(server, transport):
         assert rest[pid]["label"].startswith("mcp: echo out") and rest[pid]["exitCode"] == 3
 
 
+@both
 async def test_large_output_is_bounded_to_head_and_tail(server, transport):
     async with mcp_session(server, transport) as s:
         r = await s.call_tool("run_command", {"command": "seq 1 200000"})
@@ -61,6 +63,7 @@ async def test_large_output_is_bounded_to_head_and_tail(server, transport):
         assert (head_end + more.structured_content["output"]).startswith(head_end)
 
 
+@both
 async def test_run_command_timeout_leaves_it_running(server, transport):
     async with mcp_session(server, transport) as s:
         r = await s.call_tool(
@@ -77,6 +80,7 @@ async def test_run_command_timeout_leaves_it_running(server, transport):
         assert stop.structured_content["exit_code"] == 143 and not stop.is_error
 
 
+@both
 async def test_start_process_wait_for_then_read_and_signal(server, transport):
     async with mcp_session(server, transport) as s:
         script = "echo booting; sleep 0.3; echo 'Listening on 8123'; sleep 30"
@@ -101,6 +105,7 @@ async def test_start_process_wait_for_then_read_and_signal(server, transport):
         assert ended["exit_code"] == 130 and ended["signal"] == "SIGINT"
 
 
+@both
 async def test_send_input_to_a_python_repl(server, transport):
     async with mcp_session(server, transport) as s:
         r = await s.call_tool(
@@ -126,6 +131,7 @@ async def test_send_input_to_a_python_repl(server, transport):
         assert end.structured_content["exit_code"] == 0
 
 
+@both
 async def test_tty_output_is_rendered_as_a_terminal_shows_it(server, transport):
     async with mcp_session(server, transport) as s:
         script = r"printf 'progress 10%%\rprogress 99%%\rdone        \n\033[31mred\033[0m\n'"
@@ -134,6 +140,7 @@ async def test_tty_output_is_rendered_as_a_terminal_shows_it(server, transport):
         assert out.splitlines() == ["done", "red"], out
 
 
+@both
 async def test_bad_arguments_are_tool_errors_and_the_session_lives_on(server, transport):
     async with mcp_session(server, transport) as s:
         cases = [
@@ -178,9 +185,7 @@ async def test_bad_arguments_are_tool_errors_and_the_session_lives_on(server, tr
         assert not (await s.call_tool("list_processes", {})).is_error
 
 
-def test_http_endpoint_refuses_without_a_token(server, transport):
-    if transport != "http":
-        pytest.skip("the HTTP endpoint's own auth")
+def test_http_endpoint_refuses_without_a_token(server):
     body = b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
     for headers in ({}, {"Authorization": "token wrong"}):
         req = urllib.request.Request(
