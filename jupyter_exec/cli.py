@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .discovery import find_server
 from .errors import ExecError
+from .limit_options import start_limits
 from .models import SIGNALS
 from .render import ps_text
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
+    _limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
 
@@ -123,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
     return parser
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """``--time-limit``, ``--memory-limit``, ``--cpu-limit`` (limit_options.py)."""
+    parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
+    parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
+    parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
 
 
 def parse_detach_key(spec: str) -> bytes:
@@ -285,6 +294,10 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     interactive_tty = args.tty and args.interactive and sys.stdin.isatty()
     rows, cols = _terminal_size()
     cwd = os.path.abspath(args.cwd or os.getcwd())  # noqa: ASYNC240 (no I/O: string work)
+    try:
+        limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     process_id = args.name
     for _attempt in range(5):
         process_id = args.name or await _pick_id(client, args.argv)
@@ -301,6 +314,7 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
                 cols=cols,
                 lifetime="detached" if args.detach else "connection",
                 label=args.label,
+                **limits,
             )
             break
         except ExecError as exc:
