@@ -14,8 +14,8 @@ async def start(peer: RawPeer, process_id: str, argv: list[str], **extra: object
 
 
 async def final(peer: RawPeer, process_id: str) -> dict[str, object]:
-    params = {"processId": process_id, "afterSeq": 2**53, "waitMs": 20_000}
-    return (await peer.call("process/read", params))["result"]
+    params = {"processId": process_id, "afterSeq": 2**53, "waitMs": 30_000}
+    return (await peer.response(peer.send("process/read", params), timeout=40))["result"]
 
 
 def text(result: dict[str, object]) -> str:
@@ -93,8 +93,8 @@ async def test_memory_limit_makes_allocation_fail_in_the_child(tmp_path):
     peer = RawPeer(service)
     try:
         await peer.handshake()
-        grab = "b = bytearray(1 << 30); print('allocated')"
-        limits = {"memoryBytes": 256 << 20}
+        grab = "b = bytearray(256 << 20); print('allocated')"
+        limits = {"memoryBytes": 128 << 20}
         await start(peer, "big", py(grab), limits=limits)
         await start(peer, "free", py(grab))
         big = await final(peer, "big")

@@ -386,8 +386,8 @@ def test_exec_time_and_resource_limits(ip: InteractiveShell, magics: ExecMagics)
     assert timed.exit_code == 128 + signal.SIGTERM and timed.info.timed_out
     busy = line(ip, "exec", f"-q --wait --cpu-limit 1 -- {sys.executable} -c 'while True: pass'")
     assert busy.info.limit_exceeded == "cpu" and busy.info.limits == {"cpuSeconds": 1}
-    grab = "b = bytearray(1 << 30)"
-    small = line(ip, "exec", f"-q --wait --memory-limit 256M -- {sys.executable} -c '{grab}'")
+    grab = "b = bytearray(256 << 20)"
+    small = line(ip, "exec", f"-q --wait --memory-limit 128M -- {sys.executable} -c '{grab}'")
     assert small.exit_code == 1 and "MemoryError" in small.output
     with pytest.raises(UsageError, match=r"time limit -1\.0 must be more than 0 seconds"):
         line(ip, "exec", "-q --time-limit -1 -- true")
