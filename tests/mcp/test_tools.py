@@ -7,8 +7,12 @@ import urllib.error
 import urllib.request
 
 import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from .conftest import mcp_session, text_of
+from tests.magics.jupyter_process import clean_env, free_port
+
+from .conftest import BIN, mcp_session, text_of
 
 both = pytest.mark.parametrize("transport", ["stdio", "http"])
 
@@ -197,3 +201,28 @@ def test_http_endpoint_refuses_without_a_token(server):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=30)
         assert info.value.code in (401, 403)
+
+
+async def test_stdio_without_a_server_runs_processes_itself(tmp_path):
+    env = clean_env(tmp_path)  # an empty runtime dir: no server to find
+    notices = tmp_path / "stderr.txt"
+    params = StdioServerParameters(command=str(BIN / "jupyter-exec"), args=["mcp"], env=env)
+    with notices.open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
+            await s.initialize()
+            r = await s.call_tool("run_command", {"command": "echo embedded"})
+            assert r.structured_content["output"] == "embedded\n"
+    assert "no jupyter-exec server found; processes run in this process" in notices.read_text()
+
+
+async def test_stdio_with_an_unreachable_server_answers_tool_errors(tmp_path):
+    args = ["mcp", "--url", f"http://127.0.0.1:{free_port()}/", "--token", "x"]
+    params = StdioServerParameters(
+        command=str(BIN / "jupyter-exec"), args=args, env=clean_env(tmp_path)
+    )
+    with (tmp_path / "stderr.txt").open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
+            await s.initialize()
+            for _ in range(2):  # each call tries again; the session stays up
+                r = await s.call_tool("list_processes", {})
+                assert r.is_error and "cannot reach the jupyter-exec server" in text_of(r)
