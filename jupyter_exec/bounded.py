@@ -101,6 +101,9 @@ async def collect(
     client: ExecClient, process_id: str, after_seq: int, upto: int | None, max_chars: int
 ) -> Bounded:
     """The output with `after_seq < seq <= upto` (None: all there is now), bounded."""
+    if upto is None:  # now: a process that keeps printing does not keep this scan going
+        now = await client.request("process/read", {"processId": process_id, "afterSeq": 2**53})
+        upto = now["nextSeq"] - 1
     window = _Window(max_chars, after_seq)
     cursor = after_seq
     while True:
