@@ -104,7 +104,8 @@ class McpHandler(JupyterHandler):
     auth_resource = AUTH_RESOURCE
 
     def get_login_url(self) -> str:
-        raise web.HTTPError(401, "an MCP client must send a token (Authorization: token ...)")
+        # As Jupyter's APIHandler: an API answers 403, it does not redirect to a login page.
+        raise web.HTTPError(403, "an MCP client must send a token (Authorization: token ...)")
 
     @web.authenticated
     async def get(self) -> None:
