@@ -226,3 +226,24 @@ async def test_stdio_with_an_unreachable_server_answers_tool_errors(tmp_path):
             for _ in range(2):  # each call tries again; the session stays up
                 r = await s.call_tool("list_processes", {})
                 assert r.is_error and "cannot reach the jupyter-exec server" in text_of(r)
+
+
+@both
+async def test_read_output_until_pattern_and_until_idle(server, transport):
+    async with mcp_session(server, transport) as s:
+        script = "sleep 0.3; echo one; echo two; sleep 0.2; echo three; sleep 30"
+        r = await s.call_tool("start_process", {"command": script, "wait_seconds": 0})
+        pid = r.structured_content["process_id"]
+        first = await s.call_tool(
+            "read_output", {"process_id": pid, "until_pattern": "tw.", "wait_seconds": 20}
+        )
+        assert first.structured_content["matched"] is True
+        assert first.structured_content["output"].startswith("one\n")
+        cursor = first.structured_content["next_seq"] - 1
+        quiet = await s.call_tool(
+            "read_output",
+            {"process_id": pid, "after_seq": 0, "wait_seconds": 20, "until_idle_seconds": 2},
+        )
+        assert quiet.structured_content["output"] == "one\ntwo\nthree\n"
+        assert quiet.structured_content["running"] is True and cursor >= 1
+        await s.call_tool("terminate_process", {"process_id": pid})
