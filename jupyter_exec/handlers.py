@@ -55,6 +55,7 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
+        self.set_nodelay(True)  # small frames (a response, an exit) go out at once
         actions = {"read", "execute"} if self._may_execute else {"read"}
         self.connection = self.service.connect(self._send, allowed_actions=frozenset(actions))
 
