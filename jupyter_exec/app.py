@@ -135,6 +135,10 @@ class ExecExtensionApp(ExtensionApp):
         """Server shutdown: the processes keep running, unless told to stop them too."""
         if self._activity is not None:
             self._activity.stop()
+        from .mcp_http import stop_endpoint
+
+        if self.serverapp is not None:
+            await stop_endpoint(self.serverapp.web_app.settings)
         if self.stop_processes_on_shutdown:
             await self.link.shutdown()
         await self.link.aclose()

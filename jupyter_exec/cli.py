@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .discovery import find_daemon, find_server, jupyter_runtime_dir
 from .errors import ExecError
+from .limit_options import start_limits
 from .models import SIGNALS
 from .render import ps_text
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
+    _limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
 
@@ -127,7 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
     )
+    sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
     return parser
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """``--time-limit``, ``--memory-limit``, ``--cpu-limit`` (limit_options.py)."""
+    parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
+    parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
+    parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
 
 
 def parse_detach_key(spec: str) -> bytes:
@@ -178,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bridge import main as bridge_main
 
         return bridge_main(argv[1:])
+    if argv[:1] == ["mcp"]:
+        from .mcp_stdio import main as mcp_main
+
+        return mcp_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -334,6 +348,10 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     interactive_tty = args.tty and args.interactive and sys.stdin.isatty()
     rows, cols = _terminal_size()
     cwd = os.path.abspath(args.cwd or os.getcwd())  # noqa: ASYNC240 (no I/O: string work)
+    try:
+        limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     process_id = args.name
     for _attempt in range(5):
         process_id = args.name or await _pick_id(client, args.argv)
@@ -350,6 +368,7 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
                 cols=cols,
                 lifetime="detached" if args.detach else "connection",
                 label=args.label,
+                **limits,
             )
             break
         except ExecError as exc:

@@ -255,9 +255,12 @@ class ExecClient:
         cols: int = 80,
         lifetime: str | None = None,
         label: str | None = None,
+        timeout_ms: int | None = None,
+        limits: dict[str, int] | None = None,
     ) -> str:
         params: dict[str, Any] = {"processId": process_id, "argv": argv, "tty": tty}
-        optional = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
+        optional: dict[str, Any] = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
+        optional.update(timeoutMs=timeout_ms, limits=limits)
         params.update({k: v for k, v in optional.items() if v is not None})
         if inherit_env:
             params["inheritEnv"] = True

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, environment, fs_methods
+from . import __version__, environment, fs_methods, limits
 from .errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
 from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
 from .models import Lifetime
@@ -137,6 +137,7 @@ class ExecService:
         self.methods.update(environment.ENVIRONMENT_METHODS)
         self.capabilities.update(fs_methods.CAPABILITIES)
         self.capabilities.update(environment.CAPABILITIES)
+        self.capabilities.update(limits.CAPABILITIES)
 
     @property
     def root_dir(self) -> Path:
@@ -288,6 +289,8 @@ def event_notification(event: Event) -> dict[str, Any]:
                 "exitCode": event.exit_code,
                 "signal": event.signal,
                 "sandboxDenied": False,
+                "timedOut": event.timed_out,
+                "limitExceeded": event.limit_exceeded,
             },
         )
     if isinstance(event, ClosedEvent):
@@ -590,6 +593,8 @@ def read_result(outcome: ReadOutcome) -> dict[str, Any]:
         "closed": info.state in ("closed", "lost"),  # a lost process sends nothing more
         "failure": info.failure,
         "firstSeq": info.first_seq,
+        "timedOut": info.timed_out,
+        "limitExceeded": info.limit_exceeded,
     }
     if outcome.matched is not None:
         result["matched"] = outcome.matched

@@ -22,6 +22,7 @@ from tornado import web, websocket
 
 from .client import RemoteError
 from .errors import ErrorCode, TooManyProcessesError
+from .mcp_http import McpHandler
 from .relay import DaemonLink
 from .unix_transport import DaemonStreams
 
@@ -54,7 +55,7 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
-        self.set_nodelay(True)  # small frames (a response, an echo) go out at once
+        self.set_nodelay(True)  # small frames (a response, an exit) go out at once
         actions = {"read", "execute"} if self._may_execute else {"read"}
         try:
             self.daemon = await self.link.open(frozenset(actions))
@@ -211,6 +212,7 @@ def handlers(
     rest = {"link": link}
     return [
         (r"/api/exec/ws", ExecWebSocketHandler, {**rest, "max_message_bytes": max_message_bytes}),
+        (r"/api/exec/mcp", McpHandler, rest),
         (r"/api/exec/processes/?", ProcessesHandler, rest),
         (process + r"/output", OutputHandler, rest),
         (process + r"/?", ProcessHandler, rest),

@@ -48,6 +48,7 @@ from IPython.core.magic import Magics, magics_class
 from .client import ReadResult, SyncExecClient
 from .discovery import ServerTarget, find_daemon, find_server
 from .errors import ExecError
+from .limit_options import start_limits
 from .models import SIGNALS, ProcessInfo
 from .render import (
     StreamDecoder,
@@ -839,6 +840,9 @@ def _exec_arguments(func: _F) -> _F:
         ),
         argument("--wait-for", metavar="REGEX", help="block until the output matches REGEX"),
         argument("--timeout", type=float, metavar="S", help="limit for --wait / --wait-for"),
+        argument("--time-limit", type=float, metavar="S", help="terminate the process after S"),
+        argument("--memory-limit", metavar="SIZE", help="its address space, e.g. 512M, 2G"),
+        argument("--cpu-limit", type=int, metavar="S", help="its CPU seconds, then SIGXCPU"),
         argument("--quiet", "-q", action="store_true", help="no live output"),
         argument("--label", help="free text shown in lists (default: the command)"),
         argument(
@@ -896,6 +900,7 @@ class ExecMagics(Magics):
     def _start(self, args: Any, argv: list[str], label: str | None) -> ExecProcess:
         try:
             env = child_environment(parse_env(args.env))
+            limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit)
         except ValueError as exc:
             raise _usage(str(exc)) from None
         cwd = os.path.abspath(os.path.expanduser(args.cwd)) if args.cwd else os.getcwd()
@@ -917,6 +922,7 @@ class ExecMagics(Magics):
                     cols=120,
                     lifetime="detached",
                     label=label,
+                    **limits,
                 )
             except ExecError as exc:
                 if args.name or "already exists" not in exc.message:

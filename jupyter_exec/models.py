@@ -58,6 +58,13 @@ class ProcessInfo(WireModel):
     failure: str | None = None
     #: Whether stdin takes writes (tty, or a pipe started with `pipeStdin`).
     pipe_stdin: bool = False
+    #: The wall-clock limit it was started with (`timeoutMs`), and whether it fired.
+    timeout_ms: int | None = None
+    timed_out: bool = False
+    #: The resource limits it was started with: `{"memoryBytes", "cpuSeconds"}`.
+    limits: dict[str, int] | None = None
+    #: `"cpu"` or `"memory"` when the exit is known to come from that limit.
+    limit_exceeded: str | None = None
 
 
 def exit_status(status: int) -> tuple[int, str | None]:

@@ -54,6 +54,13 @@ class EnvPolicy(Params):
     set: dict[str, str] = {}
 
 
+class Limits(Params):
+    """Per-process resource limits (SPEC 4 `process/start` `limits`; see limits.py)."""
+
+    memory_bytes: Annotated[int, Field(strict=True, ge=1 << 20, le=2**53)] | None = None
+    cpu_seconds: Annotated[int, Field(strict=True, ge=1, le=2**31)] | None = None
+
+
 class StartParams(Params):
     process_id: ProcessId
     argv: Annotated[list[str], Field(min_length=1)]
@@ -68,6 +75,9 @@ class StartParams(Params):
     lifetime: Lifetime | None = None
     label: str | None = None
     metadata: dict[str, Any] | None = None
+    #: Wall-clock limit: terminated as by `process/terminate` when it passes.
+    timeout_ms: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
+    limits: Limits | None = None
 
 
 class ProcessParams(Params):
@@ -79,6 +89,8 @@ class ReadParams(ProcessParams):
     max_bytes: NonNegative | None = None
     wait_ms: NonNegative = 0
     until_pattern: str | None = None
+    #: Return once no new output came for this long (after the first chunk).
+    until_idle_ms: NonNegative | None = None
 
     def compiled_pattern(self) -> re.Pattern[str] | None:
         if self.until_pattern is None:

@@ -64,6 +64,10 @@ class DaemonLink:
                     raise
         raise AssertionError("unreachable")
 
+    async def connect_client(self, client_name: str) -> ExecClient:
+        """A connection of its own (the MCP endpoint), the daemon started if needed."""
+        return await connect_daemon(await self._ensure(), client_name=client_name)
+
     async def request(self, method: str, params: Any = None) -> Any:
         """One call on the shared connection (REST mirror), reconnecting if it was lost."""
         async with self._lock:

@@ -268,3 +268,16 @@ def test_run_tty_interactive_from_a_terminal(standalone: Standalone) -> None:
     finally:
         if pty.isalive():
             pty.terminate(force=True)
+
+
+def test_run_with_time_memory_and_cpu_limits(standalone: Standalone) -> None:
+    timed = standalone.run("run", "--time-limit", "0.5", "--", "sleep", "30")
+    assert timed.returncode == 128 + signal.SIGTERM
+    script = "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_CPU))"
+    limited = standalone.run(
+        "run", "--memory-limit", "2G", "--cpu-limit", "30", "--", sys.executable, "-c", script
+    )
+    assert (limited.returncode, limited.stdout) == (0, f"{2 << 30} (30, 31)\n")
+    bad = standalone.run("run", "--memory-limit", "lots", "--", "true")
+    assert bad.returncode == 2 and "memory limit 'lots' is not a size like 512M or 2G" in bad.stderr
+    assert "true" not in {p["argv"][0] for p in json.loads(standalone.run("ps", "--json").stdout)}

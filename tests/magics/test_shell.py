@@ -379,3 +379,15 @@ def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) 
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_exec_time_and_resource_limits(ip: InteractiveShell, magics: ExecMagics) -> None:
+    timed = line(ip, "exec", "-q --wait --time-limit 0.5 -- sleep 30")
+    assert timed.exit_code == 128 + signal.SIGTERM and timed.info.timed_out
+    busy = line(ip, "exec", f"-q --wait --cpu-limit 1 -- {sys.executable} -c 'while True: pass'")
+    assert busy.info.limit_exceeded == "cpu" and busy.info.limits == {"cpuSeconds": 1}
+    grab = "b = bytearray(256 << 20)"
+    small = line(ip, "exec", f"-q --wait --memory-limit 128M -- {sys.executable} -c '{grab}'")
+    assert small.exit_code == 1 and "MemoryError" in small.output
+    with pytest.raises(UsageError, match=r"time limit -1\.0 must be more than 0 seconds"):
+        line(ip, "exec", "-q --time-limit -1 -- true")

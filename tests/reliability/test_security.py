@@ -130,6 +130,7 @@ async def test_every_jupyter_route_and_verb_needs_authentication(jp_fetch, jp_ws
     """Guards future handlers too: it walks the route table itself."""
     paths = {
         r"/api/exec/ws": ["api", "exec", "ws"],
+        r"/api/exec/mcp": ["api", "exec", "mcp"],
         r"/api/exec/processes/?": ["api", "exec", "processes"],
         r"/api/exec/processes/(?P<process_id>[^/]+)/output": ["api", "exec", "processes", "x", "output"],
         r"/api/exec/processes/(?P<process_id>[^/]+)/?": ["api", "exec", "processes", "x"],
