@@ -76,10 +76,13 @@ class Persister:
             self._started(event)
         elif isinstance(event, ExitedEvent) and event.process_id in self._records:
             path, record = self._records[event.process_id]
+            proc = self.registry.get(event.process_id)
             record["exit"] = {
                 "exitCode": event.exit_code,
                 "signal": event.signal,
-                "exitedAt": self.registry.get(event.process_id).exited_at,
+                "exitedAt": proc.exited_at,
+                "timedOut": proc.timed_out,
+                "limitExceeded": proc.limit_exceeded,
             }
             self._mark(path, record)
         elif isinstance(event, RemovedEvent):
@@ -162,15 +165,19 @@ class RecoveredProcess(ManagedProcess):
         self.exited, self.closed = asyncio.Event(), asyncio.Event()
         self.terminating = None
         self._write_ids: set[str | int] = set()
+        self._timeout = None
         self.exited_event = None
         if exit_record is None:
             self.state = "lost"
             self.exited_at = self.exit_code = self.signal = None
+            self.timed_out, self.limit_exceeded = False, None
             self.store.failure = LOST_FAILURE
         else:
             self.state = "closed"
             self.exit_code, self.signal = exit_record["exitCode"], exit_record.get("signal")
             self.exited_at = exit_record.get("exitedAt")
+            self.timed_out = bool(exit_record.get("timedOut"))
+            self.limit_exceeded = exit_record.get("limitExceeded")
             self.exited_event = ExitedEvent(self.id, self._take_seq(), self.exit_code, self.signal)
         # Followers end here: nothing more will come (SPEC 5 `closed`).
         self.closed_event = ClosedEvent(self.id, self._take_seq())

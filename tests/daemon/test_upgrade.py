@@ -42,6 +42,7 @@ def test_a_newer_front_leaves_an_older_daemon_to_finish(monkeypatch: pytest.Monk
             assert [p["processId"] for p in listed] == ["new"]
             # The old job keeps running and finishes; then its idle daemon leaves.
             assert daemon_pid(runtime, 0) == old
+            (tmp / "gate").touch()
             assert wait_gone([old], 30)
             assert (tmp / "job-done").read_text() == "finished"
             assert daemon_pid(runtime, paths.DAEMON_PROTOCOL) == new
@@ -52,8 +53,9 @@ def test_a_newer_front_leaves_an_older_daemon_to_finish(monkeypatch: pytest.Monk
 
 async def _start_old_job(sock: Path) -> None:
     client = await connect_daemon(sock)
-    marker = sock.parent.parent / "job-done"
-    await client.start(
-        "old-job", ["sh", "-c", f"sleep 2; printf finished > {marker}"], lifetime="detached"
+    tmp = sock.parent.parent
+    script = (
+        f"while [ ! -e {tmp / 'gate'} ]; do sleep 0.05; done; printf finished > {tmp / 'job-done'}"
     )
+    await client.start("old-job", ["sh", "-c", script], lifetime="detached")
     await client.close()
