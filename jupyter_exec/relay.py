@@ -55,14 +55,10 @@ class DaemonLink:
 
     async def open(self, allowed_actions: frozenset[str]) -> DaemonStreams:
         """A fresh daemon connection for one websocket client."""
-        for attempt in range(2):
-            path = await self._ensure()
-            try:
-                return await open_daemon(path, allowed_actions)
-            except OSError:  # it exited (idle) between our check and connect: once more
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        try:
+            return await open_daemon(await self._ensure(), allowed_actions)
+        except OSError:  # it exited (idle) between our check and connect: start it again
+            return await open_daemon(await self._ensure(), allowed_actions)
 
     async def connect_client(self, client_name: str) -> ExecClient:
         """A connection of its own (the MCP endpoint), the daemon started if needed."""
