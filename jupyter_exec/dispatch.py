@@ -16,9 +16,7 @@ recovers with `process/read` while the process and other clients go on.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import uuid
 from collections import deque
@@ -27,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, environment, fs_methods
+from . import environment, fs_methods
+from ._version import __version__
 from .errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
 from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
 from .models import Lifetime
@@ -44,13 +43,13 @@ from .protocol import (
     TerminateParams,
     WriteParams,
     error_response,
-    notification,
     parse_message,
     parse_params,
     request_id_of,
     response,
 )
 from .registry import ReadOutcome, Registry
+from .schema import ReadResult, encode, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -238,63 +237,6 @@ class ExecService:
                 session.subscriptions[event.process_id] = event.seq
         text = text if text is not None else encode_event(event)
         conn.notify(text, droppable=isinstance(event, OutputEvent), lane=event.process_id)
-
-
-def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
-
-
-def encode_event(event: Event) -> str:
-    """`encode(event_notification(event))`, byte for byte, built faster for output.
-
-    Output is most of the traffic: its base64 payload needs no escaping, so the
-    text is assembled around it instead of json.dumps scanning every byte.
-    """
-    if isinstance(event, OutputEvent):
-        return "".join(
-            (
-                '{"jsonrpc":"2.0","method":"process/output","params":{"processId":',
-                json.dumps(event.process_id),
-                ',"seq":',
-                str(event.seq),
-                ',"stream":',
-                json.dumps(event.stream),
-                ',"chunk":"',
-                base64.b64encode(event.data).decode("ascii"),
-                '"}}',
-            )
-        )
-    return encode(event_notification(event))
-
-
-def event_notification(event: Event) -> dict[str, Any]:
-    """The SPEC 5 notification for a registry event."""
-    if isinstance(event, OutputEvent):
-        return notification(
-            "process/output",
-            {
-                "processId": event.process_id,
-                "seq": event.seq,
-                "stream": event.stream,
-                "chunk": base64.b64encode(event.data).decode("ascii"),
-            },
-        )
-    if isinstance(event, ExitedEvent):
-        return notification(
-            "process/exited",
-            {
-                "processId": event.process_id,
-                "seq": event.seq,
-                "exitCode": event.exit_code,
-                "signal": event.signal,
-                "sandboxDenied": False,
-            },
-        )
-    if isinstance(event, ClosedEvent):
-        return notification("process/closed", {"processId": event.process_id, "seq": event.seq})
-    if isinstance(event, StartedEvent):
-        return notification("process/started", {"process": event.info.wire()})
-    return notification("process/removed", {"processId": event.process_id})
 
 
 class Connection:
@@ -578,22 +520,17 @@ async def _read(ctx: CallContext, params: Any) -> dict[str, Any]:
 
 def read_result(outcome: ReadOutcome) -> dict[str, Any]:
     info = outcome.info
-    result: dict[str, Any] = {
-        "chunks": [
-            {"seq": c.seq, "stream": c.stream, "chunk": base64.b64encode(c.data).decode("ascii")}
-            for c in outcome.chunks
-        ],
-        "nextSeq": outcome.next_seq,
-        "exited": info.state != "running",
-        "exitCode": info.exit_code,
-        "signal": info.signal,
-        "closed": info.state == "closed",
-        "failure": info.failure,
-        "firstSeq": info.first_seq,
-    }
-    if outcome.matched is not None:
-        result["matched"] = outcome.matched
-    return result
+    return ReadResult(
+        chunks=outcome.chunks,
+        next_seq=outcome.next_seq,
+        first_seq=info.first_seq,
+        exited=info.state != "running",
+        exit_code=info.exit_code,
+        signal=info.signal,
+        closed=info.state == "closed",
+        failure=info.failure,
+        matched=outcome.matched,
+    ).wire()
 
 
 async def _write(ctx: CallContext, params: Any) -> dict[str, Any]:

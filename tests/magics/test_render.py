@@ -1,4 +1,5 @@
-"""render.py: terminal text to HTML/plain text, progress collapsing, status lines."""
+"""terminal.py, presentation.py, html_render.py: terminal text to HTML/plain text,
+progress collapsing, status lines, ps tables."""
 
 from __future__ import annotations
 
@@ -7,15 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jupyter_exec.models import ProcessInfo
-from jupyter_exec.render import (
+from jupyter_exec.html_render import ps_html
+from jupyter_exec.presentation import format_duration, format_status, ps_text
+from jupyter_exec.terminal import (
     StreamDecoder,
     TerminalLog,
     ansi_to_html,
     collapse_progress,
-    format_duration,
-    format_status,
-    ps_html,
-    ps_text,
     strip_ansi,
 )
 

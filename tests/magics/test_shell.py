@@ -23,7 +23,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_exec import magics as magics_module
-from jupyter_exec.magics import ExecMagics, ExecProcess, ProcessExitedError
+from jupyter_exec.handle import ExecProcess, ProcessExitedError
+from jupyter_exec.magics import ExecMagics
+from jupyter_exec.view import live_views, stop_all_views
 
 PY = sys.executable
 
@@ -79,7 +81,7 @@ def recorder(ip: InteractiveShell, magics: ExecMagics) -> Iterator[RecordingPubl
     try:
         yield ip.display_pub
     finally:
-        magics_module.stop_all_views()
+        stop_all_views()
         ip.display_pub = saved
 
 
@@ -296,7 +298,7 @@ def test_live_view_survives_other_cells_and_stops_when_closed(
     assert ip.run_cell("x = sum(range(10))").success  # another cell runs meanwhile
     ip.user_ns["q"].wait(10)
     deadline = time.monotonic() + 10
-    while magics_module._views:
+    while live_views():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     final = recorder.for_id(display_id)[-1]["data"]["text/html"]
@@ -322,7 +324,7 @@ def test_rerunning_a_cell_stops_its_old_view(
     ip: InteractiveShell, recorder: RecordingPublisher, magics: ExecMagics
 ) -> None:
     p = line(ip, "exec", "--name rerun sleep 30")
-    view = next(v for v in magics_module._views.values() if v.process_id == "rerun")
+    view = next(v for v in live_views() if v.process_id == "rerun")
     view.cell_id = "cell-1"
 
     class Info:
