@@ -152,7 +152,9 @@ def test_only_the_magics_import_ipython() -> None:
 
 def loaded_after(code: str) -> list[str]:
     """Which of SERVER_SIDE a fresh interpreter has loaded after running ``code``."""
-    probe = f"{code}\nimport sys\nprint('LOADED', *(m for m in {SERVER_SIDE!r} if m in sys.modules))"
+    probe = (
+        f"{code}\nimport sys\nprint('LOADED', *(m for m in {SERVER_SIDE!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return out.stdout.rsplit("LOADED", 1)[1].split()
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupyter_exec.models import ProcessInfo
 from jupyter_exec.html_render import ps_html
+from jupyter_exec.models import ProcessInfo
 from jupyter_exec.presentation import format_duration, format_status, ps_text
 from jupyter_exec.terminal import (
     StreamDecoder,
