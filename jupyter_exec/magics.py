@@ -48,7 +48,7 @@ from .errors import ExecError
 from .frontend import PAGE_BYTES, child_environment, parse_env, signal_name, start_process
 from .handle import ExecProcess
 from .html_render import ps_html
-from .presentation import ending, format_status, ps_text
+from .presentation import ending, format_status, one_line, ps_text
 from .terminal import StreamDecoder, TerminalLog
 from .terminal_stream import stream_to_terminal
 from .view import LiveView, stop_all_views
@@ -255,10 +255,13 @@ class ExecMagics(Magics):
             raise UsageError("--check needs --wait")
         handle = self._start(args, argv, label)
         view = None if args.quiet else self._show(handle)
-        if args.quiet and self._live():
-            _shown_this_cell.add(handle)
+        if args.quiet:
+            if self._live():
+                _shown_this_cell.add(handle)  # in a kernel, -q also means no summary
         elif view is None and not (args.wait or args.wait_for):
-            print(f"started {handle.id}: {label or shlex.join(argv)}  (%read {handle.id})")
+            print(
+                f"started {handle.id}: {one_line(label or shlex.join(argv))}  (%read {handle.id})"
+            )
         if args.wait_for:
             handle.wait_for(args.wait_for, args.timeout)
         if args.wait:

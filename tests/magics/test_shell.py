@@ -8,6 +8,7 @@ recorded through a DisplayPublisher, the same path ipykernel's publisher takes.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -102,7 +103,8 @@ def test_exec_returns_a_handle_with_the_whole_api(ip: InteractiveShell, magics: 
     assert sorted(p.output.splitlines()) == ["err", "out"]
     assert p.read().chunks[0].data[:3] in (b"out", b"err")
     assert p.info.state == "closed"
-    assert "exited 3" in repr(p) and "exited 3" in p._repr_html_()
+    assert re.fullmatch(rf"<exec {p.id}: exited 3 after \d+\.\ds>", repr(p))
+    assert "exited 3" in p._repr_html_()
     q = line(ip, "exec", "-q true")
     assert int(q.id[1:]) > int(p.id[1:])  # short, readable, unique
 
@@ -135,12 +137,30 @@ def test_cell_magic_runs_bash_with_env_and_cwd(
     assert f"hi from {tmp_path}" in capsys.readouterr().out  # streamed: no kernel here
 
 
-def test_wait_check_raises_called_process_error(ip: InteractiveShell, magics: ExecMagics) -> None:
+def test_wait_check_raises_called_process_error(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(subprocess.CalledProcessError) as info:
         line(ip, "exec", "-q --wait --check -- bash -c 'echo boom; exit 2'")
     assert info.value.returncode == 2 and "boom" in str(info.value)
-    ok = line(ip, "exec", "-q --wait -- bash -c 'exit 2'")  # no --check: no error
+    capsys.readouterr()
+    ok = line(ip, "exec", "-q --wait -- bash -c 'exit 2'")  # no --check: no error, but said
     assert ok.exit_code == 2
+    assert capsys.readouterr().err == f"[{ok.id} exited with status 2]\n"
+
+
+def test_wait_reports_a_failing_exit_and_its_signal(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Terminal IPython: the output streams, then how it ended when it went wrong."""
+    failed = line(ip, "exec", "--wait -- bash -c 'echo trying; exit 3'")
+    out, err = capsys.readouterr()
+    assert "trying\n" in out and err == f"[{failed.id} exited with status 3]\n"
+    killed = line(ip, "exec", "--wait -- bash -c 'kill -TERM $$'")
+    assert capsys.readouterr().err == f"[{killed.id} was killed by SIGTERM]\n"
+    assert killed.exit_code == 128 + signal.SIGTERM
+    fine = line(ip, "exec", "--wait true")
+    assert fine.exit_code == 0 and capsys.readouterr().err == ""  # success stays quiet
 
 
 def test_wait_for_returns_at_the_match_and_fails_clearly(
@@ -236,6 +256,11 @@ def test_signal_and_ps(
     line(ip, "ps", "")
     out = capsys.readouterr().out
     assert "ID" in out and "sig" in out and "closed" in out
+    script = line(ip, "exec", "-q --name multi -- bash -c 'echo a\necho b'")
+    script.wait(10)
+    line(ip, "ps", "")
+    rows = [r for r in capsys.readouterr().out.splitlines() if "multi" in r]
+    assert len(rows) == 1 and "echo a⏎echo b" in rows[0]  # one row, newline shown
 
 
 def test_interrupt_during_wait_goes_to_the_process(
@@ -367,6 +392,7 @@ def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) 
         "p = %exec -q sleep 60\n"
         f"open({str(pidfile)!r}, 'w').write(str(p.info.pid))\n"
         "%ps\n"
+        "%exec -q true\n"
         "exit\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("JPY_PARENT_PID", "JUPYTER_EXEC_URL")}
@@ -377,6 +403,7 @@ def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) 
     )  # fmt: skip
     assert "no exec server found" in out.stdout, out
     assert "sleep 60" in out.stdout
+    assert re.search(r"Out\[\d+\]: <exec p2: (running|exited 0)", out.stdout), out.stdout
     assert "Traceback" not in out.stdout + out.stderr
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
