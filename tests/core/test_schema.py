@@ -116,7 +116,7 @@ def test_errors_come_back_typed_by_kind_then_by_code() -> None:
 
 
 async def test_a_duplicate_start_raises_process_exists_on_the_client(tmp_path) -> None:
-    async with embedded(tmp_path) as (service, client):
+    async with embedded(tmp_path) as (_service, client):
         await client.start("dup", ["sleep", "30"])
         with pytest.raises(ProcessExistsError) as caught:
             await client.start("dup", ["true"])

@@ -31,7 +31,7 @@ def test_signal_names(given: str, wire: str) -> None:
 
 @pytest.mark.parametrize("bad", ["BOGUS", "", "99", "sig"])
 def test_unknown_signal_names_list_the_accepted_ones(bad: str) -> None:
-    with pytest.raises(ValueError, match="unknown signal .*; use one of interrupt, terminate"):
+    with pytest.raises(ValueError, match=r"unknown signal .*; use one of interrupt, terminate"):
         signal_name(bad)
 
 
