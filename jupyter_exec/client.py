@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import error_from_wire
 from .events import ClosedEvent, ExitedEvent, OutputEvent, SeqEvent
 from .models import ProcessInfo
-from .schema import Chunk, ReadResult, encode, event_from_notification, request
+from .schema import Chunk, ReadResult, event_from_notification, request
 
 __all__ = [
     "Chunk",
@@ -141,7 +141,7 @@ class ExecClient:
         result = await self.request("initialize", params)
         self.session_id = result["sessionId"]
         self.server_info = result
-        await self._send(encode({"jsonrpc": "2.0", "method": "initialized"}))
+        await self._send(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
 
     # -- requests -------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class ExecClient:
         req_id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
-        await self._send(encode(request(req_id, method, params)))
+        await self._send(json.dumps(request(req_id, method, params)))
         return await fut
 
     async def start(

@@ -1,7 +1,8 @@
 """The wire schema: each result and notification of SPEC 4-5, both directions.
 
-The server encodes with these functions and the client decodes with them, so
-every shape is defined once (no twin classes on the client side). Errors are
+The server builds its messages with these functions and the client reads them
+back with them, so every shape is defined once (no twin classes on the client
+side); turning a message into bytes is the transport's business. Errors are
 :mod:`jupyter_exec.errors` (``to_wire`` / ``error_from_wire``). Plain data,
 json and base64 only: no pydantic (params validation is server-side, in
 :mod:`jupyter_exec.protocol`) and no asyncio, so a client or ``jupyter-exec
@@ -11,7 +12,6 @@ ps`` pays almost nothing to import it.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +22,6 @@ from .models import ProcessInfo
 __all__ = [
     "Chunk",
     "ReadResult",
-    "encode",
-    "encode_event",
     "error_response",
     "event_from_notification",
     "event_notification",
@@ -122,10 +120,6 @@ def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": method, "params": params}
 
 
-def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
-
-
 # -- notifications (SPEC 5) -------------------------------------------------------------
 
 
@@ -157,29 +151,6 @@ def event_notification(event: Event) -> dict[str, Any]:
     if isinstance(event, StartedEvent):
         return notification("process/started", {"process": event.info.wire()})
     return notification("process/removed", {"processId": event.process_id})
-
-
-def encode_event(event: Event) -> str:
-    """`encode(event_notification(event))`, byte for byte, built faster for output.
-
-    Output is most of the traffic: its base64 payload needs no escaping, so the
-    text is assembled around it instead of json.dumps scanning every byte.
-    """
-    if isinstance(event, OutputEvent):
-        return "".join(
-            (
-                '{"jsonrpc":"2.0","method":"process/output","params":{"processId":',
-                json.dumps(event.process_id),
-                ',"seq":',
-                str(event.seq),
-                ',"stream":',
-                json.dumps(event.stream),
-                ',"chunk":"',
-                _b64(event.data),
-                '"}}',
-            )
-        )
-    return encode(event_notification(event))
 
 
 def event_from_notification(method: str, params: Mapping[str, Any]) -> Event | None:

@@ -21,14 +21,7 @@ from jupyter_exec.errors import (
 )
 from jupyter_exec.events import ClosedEvent, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
 from jupyter_exec.models import ProcessInfo
-from jupyter_exec.schema import (
-    Chunk,
-    ReadResult,
-    encode,
-    encode_event,
-    event_from_notification,
-    event_notification,
-)
+from jupyter_exec.schema import Chunk, ReadResult, event_from_notification, event_notification
 
 from ..wire import embedded
 
@@ -89,9 +82,8 @@ EVENTS = [
 
 @pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
 def test_every_event_round_trips_through_its_notification(event: object) -> None:
-    message = json.loads(encode_event(event))  # type: ignore[arg-type]
-    assert message == event_notification(event)  # type: ignore[arg-type]
-    assert encode_event(event) == encode(event_notification(event))  # type: ignore[arg-type]
+    message = json.loads(json.dumps(event_notification(event)))  # type: ignore[arg-type]
+    assert message["jsonrpc"] == "2.0" and "id" not in message
     assert event_from_notification(message["method"], message["params"]) == event
 
 
