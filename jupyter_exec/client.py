@@ -4,6 +4,11 @@ One connection, concurrent requests matched by id, notifications fanned out to
 `events()` iterators. `events()` follows a process live through
 `process/subscribe` and fills any seq gap (a slow consumer, a reconnect) with
 `process/read`, so a consumer sees every byte exactly once, in order.
+
+Messages are read and built with :mod:`jupyter_exec.schema` and errors come
+back typed (:func:`jupyter_exec.errors.error_from_wire`). No server module and
+no pydantic is imported here, so a client (and ``jupyter exec ps``) starts
+fast; a client of an in-process registry is :mod:`jupyter_exec.embedded`.
 """
 
 from __future__ import annotations
