@@ -294,7 +294,8 @@ def test_live_view_updates_one_display_in_place(
     assert first["update"] is False and first["display_id"]
     assert first["thread"] == threading.main_thread().name
     display_id = first["display_id"]
-    assert len(recorder.messages) >= 1  # `p` on the last line added nothing: it is on screen
+    # `p` on the last line shows nothing of its own: its live view is on screen...
+    assert ip.display_formatter.format(p) == ({}, {})
     assert p.wait(10) == 0
     deadline = time.monotonic() + 10
     while "exited 0" not in recorder.for_id(display_id)[-1]["data"]["text/html"]:
@@ -312,6 +313,12 @@ def test_live_view_updates_one_display_in_place(
     assert final["text/plain"].endswith(
         "[live: exited 0 after " + final["text/plain"].rsplit("after ", 1)[1]
     )
+    assert ip.run_cell("1").success  # ...but in a later cell it shows its summary
+    recorder.messages.clear()
+    ip.display_formatter.format(p)
+    summary = recorder.messages[-1]["data"]
+    assert summary["text/plain"].startswith("<exec live: exited 0 after ")
+    assert "exited 0" in summary["text/html"] and "done" in summary["text/html"]
 
 
 def test_live_view_survives_other_cells_and_stops_when_closed(
