@@ -137,8 +137,7 @@ class Escalation:
         return "terminate" if self.count == 2 else "leave"
 
     def notice(self, step: Step) -> str:
+        """What the front says once it has performed ``interrupt`` or ``terminate``."""
         if step == "interrupt":
             return f"[sent SIGINT to {self.process_id}; interrupt again to terminate it]"
-        if step == "terminate":
-            return f"[terminating {self.process_id}; interrupt again to stop waiting]"
-        return f"[stopped waiting for {self.process_id}]"
+        return f"[terminating {self.process_id}; interrupt again to stop waiting]"
