@@ -142,14 +142,15 @@ def test_ctrl_c_interrupts_the_process_not_the_cli(standalone: Standalone) -> No
     )
     proc = subprocess.Popen(
         [CLI, "--url", standalone.url, "run", "--", PY, "-c", script],
-        stdout=subprocess.PIPE, text=True, env=standalone.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=standalone.env,
     )  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=30)
     assert out == "got SIGINT\n"
     assert proc.returncode == 5
+    assert "[sent SIGINT to python" in err  # the same escalation notices as the magics
 
 
 def test_without_any_server(tmp_path: Path) -> None:
