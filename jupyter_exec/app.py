@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
@@ -111,7 +110,7 @@ class ExecExtensionApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         from .handlers import handlers
 
-        self.handlers.extend(handlers())
+        self.handlers.extend(handlers(self.service))
 
     async def stop_extension(self) -> None:
         """Server shutdown: terminate and await every process, delete the logs."""
@@ -122,9 +121,3 @@ class ExecExtensionApp(ExtensionApp):
         if self.serverapp is not None:
             await stop_endpoint(self.serverapp.web_app.settings)
         await self.service.aclose()
-
-
-def settings_service(settings: dict[str, Any]) -> ExecService:
-    service = settings[SERVICE_KEY]
-    assert isinstance(service, ExecService)
-    return service

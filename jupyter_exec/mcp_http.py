@@ -29,8 +29,6 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
-from .app import settings_service
-
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
@@ -46,11 +44,11 @@ class McpEndpoint:
     """The SDK's session manager for one ExecService, run by a task this object owns."""
 
     def __init__(self, service: ExecService) -> None:
-        from .client import ExecClient
+        from .embedded import connect_service
         from .mcp_tools import ClientSource, build_server
 
         self.source: ClientSource = ClientSource(
-            lambda: ExecClient.embedded(service, client_name="jupyter-exec-mcp-http")
+            lambda: connect_service(service, client_name="jupyter-exec-mcp-http")
         )
         server = build_server(self.source, _scope_actions)
         # host "": no DNS-rebinding allow-list of the SDK's; Jupyter's host/origin policy holds.
@@ -83,10 +81,10 @@ def _scope_actions(ctx: Context) -> frozenset[str] | None:
     return frozenset() if actions is None else frozenset(actions)
 
 
-def endpoint(settings: dict[str, Any]) -> McpEndpoint:
+def endpoint(settings: dict[str, Any], service: ExecService) -> McpEndpoint:
     found = settings.get(ENDPOINT_KEY)
     if found is None:
-        found = settings[ENDPOINT_KEY] = McpEndpoint(settings_service(settings))
+        found = settings[ENDPOINT_KEY] = McpEndpoint(service)
     assert isinstance(found, McpEndpoint)
     return found
 
@@ -102,6 +100,10 @@ class McpHandler(JupyterHandler):
     """Jupyter's auth, then one ASGI call into the SDK's streamable HTTP transport."""
 
     auth_resource = AUTH_RESOURCE
+
+    def initialize(self, service: ExecService) -> None:
+        """The route table's kwargs: the app's service (nothing reaches back into the app)."""
+        self.service = service
 
     def get_login_url(self) -> str:
         # As Jupyter's APIHandler: an API answers 403, it does not redirect to a login page.
@@ -153,7 +155,7 @@ class McpHandler(JupyterHandler):
             await self._disconnected.wait()
             return {"type": "http.disconnect"}
 
-        await endpoint(self.settings).handle(scope, receive, self._send_asgi)
+        await endpoint(self.settings, self.service).handle(scope, receive, self._send_asgi)
         if not self._finished:
             self.finish()
 

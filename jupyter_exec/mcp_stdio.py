@@ -52,6 +52,7 @@ async def _serve(url: str | None, token: str | None) -> None:
             return ExecClient.connect(target.url, target.token, client_name=CLIENT_NAME)
     else:
         from .dispatch import ExecService, ServiceConfig
+        from .embedded import connect_service
         from .registry import Registry
 
         print(
@@ -62,7 +63,7 @@ async def _serve(url: str | None, token: str | None) -> None:
         service = ExecService(Registry(), ServiceConfig(default_lifetime="detached"))
 
         def connect() -> Awaitable[ExecClient]:
-            return ExecClient.embedded(service, client_name=CLIENT_NAME)
+            return connect_service(service, client_name=CLIENT_NAME)
 
     source = ClientSource(connect)
     try:
