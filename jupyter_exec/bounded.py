@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .client import ExecClient
-from .render import collapse_progress
+from .terminal import collapse_progress
 
 DEFAULT_MAX_CHARS = 20_000
 #: One read's budget while scanning (the server caps a read at 4 MiB anyway).

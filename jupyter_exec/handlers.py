@@ -20,8 +20,13 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web, websocket
 
-from .client import RemoteError
-from .errors import ErrorCode, TooManyProcessesError
+from .errors import (
+    ExecError,
+    InvalidParamsError,
+    InvalidRequestError,
+    TooManyProcessesError,
+    UnknownProcessError,
+)
 from .mcp_http import McpHandler
 from .relay import DaemonLink
 from .unix_transport import DaemonStreams
@@ -96,15 +101,19 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
             self.daemon.writer.close()
 
 
-def _http_error(exc: RemoteError) -> web.HTTPError:
-    if exc.message == TooManyProcessesError(0).message:
-        status = 429
-    elif exc.code == ErrorCode.INVALID_PARAMS:
-        status = 400
-    elif exc.code == ErrorCode.INVALID_REQUEST:
-        status = 409
-    else:
-        status = 500
+_STATUS = [
+    (UnknownProcessError, 404),
+    (TooManyProcessesError, 429),
+    (InvalidParamsError, 400),
+    (InvalidRequestError, 409),
+]
+
+
+def _http_error(exc: ExecError) -> web.HTTPError:
+    """The daemon's typed error (errors.error_from_wire) as an HTTP status (SPEC 8)."""
+    if exc.message == TooManyProcessesError(0).message:  # sent without a kind: by its text
+        exc = TooManyProcessesError(0)
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
     return web.HTTPError(status, exc.message, reason=exc.message if status < 500 else None)
 
 
@@ -117,7 +126,7 @@ class ExecAPIHandler(APIHandler):
     async def call(self, method: str, params: Any) -> Any:
         try:
             return await self.link.request(method, params)
-        except RemoteError as exc:
+        except ExecError as exc:
             raise _http_error(exc) from None
 
     async def find(self, process_id: str) -> dict[str, Any]:

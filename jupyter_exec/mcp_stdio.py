@@ -59,6 +59,7 @@ async def _serve(url: str | None, token: str | None) -> None:
             return connect_daemon(daemon, client_name=CLIENT_NAME)
     else:
         from .config import ExecConfig
+        from .embedded import connect_service
         from .service import build_service
 
         print(
@@ -69,7 +70,7 @@ async def _serve(url: str | None, token: str | None) -> None:
         service = build_service(ExecConfig(default_lifetime="detached"))
 
         def connect() -> Awaitable[ExecClient]:
-            return ExecClient.embedded(service, client_name=CLIENT_NAME)
+            return connect_service(service, client_name=CLIENT_NAME)
 
     source = ClientSource(connect)
     try:

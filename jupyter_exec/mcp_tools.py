@@ -26,12 +26,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
-from . import __version__
+from ._version import __version__
 from .bounded import DEFAULT_MAX_CHARS, Bounded, collect
 from .client import ConnectionLostError, ExecClient
 from .errors import ExecError
 from .models import ProcessInfo
-from .render import ps_text
+from .presentation import ps_text
 
 #: A cursor past any output: a read there waits only for the exit.
 END_CURSOR = 2**53

@@ -18,8 +18,10 @@ from pydantic.alias_generators import to_camel
 
 from .errors import InvalidParamsError, InvalidRequestError, ParseError
 from .models import SIGNALS, Lifetime
-
-RequestId = int | str
+from .schema import RequestId as RequestId
+from .schema import error_response as error_response
+from .schema import notification as notification
+from .schema import response as response
 
 NonNegative = Annotated[int, Field(strict=True, ge=0, le=2**53)]
 Positive = Annotated[int, Field(strict=True, ge=1, le=10_000)]
@@ -210,15 +212,3 @@ def request_id_of(frame: str | bytes) -> RequestId | None:
         if isinstance(rid, int | str) and not isinstance(rid, bool):
             return rid
     return None
-
-
-def response(req_id: RequestId | None, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": req_id, "result": result}
-
-
-def error_response(req_id: RequestId | None, error: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": req_id, "error": error}
-
-
-def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params}

@@ -22,15 +22,17 @@ from .child import ChildSpec, build_env, resolve_cwd, resolve_program, spawn
 from .errors import (
     InvalidParamsError,
     InvalidRequestError,
+    ProcessExistsError,
     TooManyProcessesError,
     UnknownProcessError,
 )
 from .events import Event, RemovedEvent, StartedEvent
 from .models import Lifetime, ProcessInfo
-from .output import Chunk, OutputStore
+from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_pids, marked_pids
 from .protocol import ReadParams, StartParams
+from .schema import Chunk
 
 #: A long-poll never waits longer than this, whatever `waitMs` asks.
 MAX_WAIT_SECONDS = 3600.0
@@ -121,7 +123,7 @@ class Registry:
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
         if params.process_id in self._procs:
-            raise InvalidRequestError(f"process {params.process_id} already exists")
+            raise ProcessExistsError(params.process_id)
         if len(self.running()) >= self.config.max_processes:
             raise TooManyProcessesError(self.config.max_processes)
         if self._near_fd_limit() and _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .client import ExecClient, closer
+from .client import ExecClient, _closer
 from .daemon import paths
 from .lines import as_line
 
@@ -87,8 +87,8 @@ async def connect_daemon(
 
     client = ExecClient(send, close)
     reading = asyncio.create_task(client._pump(_lines(streams.reader)))
-    client._close = closer(close, reading)
-    await client._initialize(client_name, resume_session_id)
+    client._close = _closer(close, reading)
+    await client.initialize(client_name, resume_session_id)
     return client
 
 

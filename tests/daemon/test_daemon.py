@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_exec.client import ExecClient, RemoteError
+from jupyter_exec.client import ExecClient
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
+from jupyter_exec.errors import InvalidRequestError
 from jupyter_exec.proctree import descendant_pids
 from jupyter_exec.unix_transport import connect_daemon
 from tests.daemon.harness import daemon_pid, daemons_stopped, wait_gone
@@ -209,9 +210,9 @@ def test_shutdown_needs_execute_and_a_read_only_peer_changes_nothing(runtime: Pa
 
     async def check() -> None:
         reader = await client(runtime, allowed_actions={"read"})
-        with pytest.raises(RemoteError, match="needs the execute permission"):
+        with pytest.raises(InvalidRequestError, match="needs the execute permission"):
             await reader.request("daemon/shutdown", {})
-        with pytest.raises(RemoteError, match="needs the execute permission"):
+        with pytest.raises(InvalidRequestError, match="needs the execute permission"):
             await reader.start("x", ["true"])
         assert await reader.list() == []
         await reader.close()

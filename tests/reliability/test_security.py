@@ -126,7 +126,9 @@ def jp_server_config(tmp_path):
     }
 
 
-async def test_every_jupyter_route_and_verb_needs_authentication(jp_fetch, jp_ws_fetch):
+async def test_every_jupyter_route_and_verb_needs_authentication(
+    jp_fetch, jp_ws_fetch, jp_serverapp
+):
     """Guards future handlers too: it walks the route table itself."""
     paths = {
         r"/api/exec/ws": ["api", "exec", "ws"],
