@@ -20,7 +20,6 @@ import itertools
 import json
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -361,13 +360,6 @@ class SyncExecClient:
     @classmethod
     def connect(cls, url: str, token: str | None = None, **kwargs: Any) -> SyncExecClient:
         return cls.from_async(lambda: ExecClient.connect(url, token, **kwargs))
-
-    @classmethod
-    def connect_daemon(cls, path: Path, **kwargs: Any) -> SyncExecClient:
-        """Straight to this user's exec daemon over its unix socket (no Jupyter server)."""
-        from .unix_transport import connect_daemon
-
-        return cls.from_async(lambda: connect_daemon(path, **kwargs))
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.client, name)

@@ -61,8 +61,10 @@ class Connection:
                 return client
         elif (daemon := find_daemon()) is not None:
             # No server (it stopped or crashed), but its processes live on in the daemon.
+            from .unix_transport import connect_daemon
+
             self.target = ServerTarget(f"unix:{daemon}", None, "daemon")
-            return SyncExecClient.connect_daemon(daemon)
+            return SyncExecClient.from_async(lambda: connect_daemon(daemon))
         else:
             print(
                 "jupyter-exec: no exec server found; processes run inside this kernel "
