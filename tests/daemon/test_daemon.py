@@ -101,7 +101,7 @@ def try_as_nobody(path: Path) -> str:
                 word = b"answered" if s.recv(4096) else b"refused"
         except PermissionError:
             word = b"EACCES"
-        except ConnectionResetError:  # closed on us, our hello unread
+        except (ConnectionResetError, BrokenPipeError):  # closed on us, our hello unread
             word = b"refused"
         except OSError as exc:
             word = str(exc).encode()
