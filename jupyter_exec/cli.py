@@ -467,6 +467,10 @@ async def _logs(client: ExecClient, args: argparse.Namespace) -> int:
     after = args.after
     if args.tail is not None:
         after = await _tail_start(client, args.id, after, args.tail)
+    if args.follow:
+        with _leave_on_interrupt():
+            await _follow(client, args, after)
+        return 0
     while True:
         result: ReadResult = await client.read(args.id, after, max_bytes=PAGE_BYTES)
         for chunk in result.chunks:
@@ -474,10 +478,55 @@ async def _logs(client: ExecClient, args: argparse.Namespace) -> int:
         if not result.chunks:
             break
         after = result.next_seq - 1
-    if args.follow and not result.closed:
-        with _leave_on_interrupt():
-            await _stream(client, args.id, after, split_streams=False)
     return 0
+
+
+#: How long `logs -f` looks for the processes again after losing its server.
+RECONNECT_SECONDS = 120.0
+
+
+async def _follow(client: ExecClient, args: argparse.Namespace, after: int) -> None:
+    """`logs -f` until the process closes, through a restart or crash of the server
+    too: its processes live on in the exec daemon, so reconnect (to the next server,
+    or to the daemon itself) and go on from the last seq written, with no gap."""
+    own: ExecClient | None = None
+    try:
+        while True:
+            try:
+                async for event in client.events(args.id, after):
+                    if isinstance(event, OutputEvent):
+                        _write_out(event.data)
+                        after = event.seq
+                    elif isinstance(event, ClosedEvent):
+                        return
+                return
+            except ConnectionError:
+                if own is not None:
+                    await own.close()
+                client = own = await _reconnect(args)
+    finally:
+        if own is not None:
+            await own.close()
+
+
+async def _reconnect(args: argparse.Namespace) -> ExecClient:
+    from .client import ExecClient
+    from .unix_transport import connect_daemon
+
+    deadline = asyncio.get_running_loop().time() + RECONNECT_SECONDS
+    while True:
+        await asyncio.sleep(0.5)
+        target = find_server(args.url, args.token, any_server=True)
+        daemon = find_daemon()
+        try:
+            if target is not None:
+                return await ExecClient.connect(target.url, target.token)
+            if daemon is not None:
+                return await connect_daemon(daemon, client_name="jupyter-exec-cli")
+        except Exception:  # a server still starting up: try again
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            raise CliError("lost the server, and found none again", 1)
 
 
 async def _tail_start(client: ExecClient, process_id: str, after: int, lines: int) -> int:

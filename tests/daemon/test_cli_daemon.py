@@ -55,3 +55,29 @@ def test_ps_logs_run_and_shutdown_without_a_server(tmp_path: Path) -> None:
         assert cli(runtime, "shutdown").stdout == "no exec daemon is running\n"
         gone = cli(runtime, "ps")
         assert gone.returncode != 0 and "no jupyter-exec server found" in gone.stderr
+
+
+@pytest.mark.timeout(120)
+def test_logs_follow_goes_on_through_a_kill_of_the_server(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    with daemons_stopped(runtime):
+        server = start_server(tmp_path)
+        script = "for i in $(seq 1 40); do echo n-$i; sleep 0.1; done"
+        server.request(
+            "POST", "api/exec/processes", {"processId": "job", "argv": ["sh", "-c", script]}
+        )
+        follow = subprocess.Popen(
+            [CLI, "logs", "-f", "job"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(runtime),
+        )  # fmt: skip
+        try:
+            assert follow.stdout is not None
+            first = follow.stdout.readline()
+            assert first.startswith("n-")
+        finally:
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(30)
+        # No server is started again: `logs -f` finds the daemon itself.
+        rest, errors = follow.communicate(timeout=90)
+        assert follow.returncode == 0, errors
+        assert (first + rest).splitlines() == [f"n-{i}" for i in range(1, 41)]
