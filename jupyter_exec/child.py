@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .errors import InvalidParamsError
+from .proctree import ProcessRef, identify
 from .protocol import EnvPolicy
 
 _CORE_VARS = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "USERNAME", "TMPDIR", "TEMP", "TMP")
@@ -46,7 +47,11 @@ class ChildSpec:
 
 @dataclass
 class Child:
-    """A running child: its pid, a pidfd that turns readable at exit, and its fds."""
+    """A running child: its pid, a pidfd that turns readable at exit, and its fds.
+
+    The pid is ours only until `reap`: after that its number may name any new
+    process, so signals go through the pidfd, and to the group only before reaping.
+    """
 
     pid: int
     pidfd: int
@@ -54,18 +59,37 @@ class Child:
     stdin_fd: int | None
     tty: bool
     _pty: object | None = field(default=None, repr=False)
+    #: Its identity, read while it was certainly ours (before it could be reaped).
+    ref: ProcessRef = field(init=False)
+    reaped: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.ref = identify(self.pid) or ProcessRef(self.pid, -1)
 
     def reap(self) -> int | None:
         """Raw wait status if the child has exited, else None."""
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
-            return 0
+            pid, status = self.pid, 0
+        if pid:
+            self.reaped = True
         return status if pid else None
 
     def signal_group(self, signum: int) -> None:
+        """Signal the child's process group, and the child if it left that group.
+
+        Only while the child is unreaped: its pid, hence its group id, cannot be
+        reused until then. After reaping this does nothing; descendants are then
+        found and checked one by one (`proctree.kill_verified`).
+        """
+        if self.reaped or self.pidfd < 0:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
+        with contextlib.suppress(OSError):
+            if os.getpgid(self.pid) != self.pid:  # it left its group: reach it too
+                signal.pidfd_send_signal(self.pidfd, signum)
 
     def resize(self, rows: int, cols: int) -> None:
         import fcntl
@@ -93,8 +117,9 @@ class Child:
         for fd in list(self.outputs):
             self.close_output(fd)
         self.close_stdin()
+        pidfd, self.pidfd = self.pidfd, -1  # its number may soon be another descriptor
         with contextlib.suppress(OSError):
-            os.close(self.pidfd)
+            os.close(pidfd)
         if self._pty is not None:
             self._pty.closed = True  # type: ignore[attr-defined]  # we own the fd; skip its __del__
 
