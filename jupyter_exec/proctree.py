@@ -11,7 +11,8 @@ So everything found here is a `ProcessRef`, the pid plus its start time
 a pidfd opened on that pid and then checked against that start time: the pidfd
 names whoever had the pid when it was opened, and a matching start time read
 afterwards proves that was still the process found, so no recycle can slip
-between the check and the signal.
+between the check and the signal. (Start times count clock ticks; a pid cannot
+come back within one, as that takes ``pid_max`` forks.)
 """
 
 from __future__ import annotations
