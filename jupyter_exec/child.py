@@ -59,7 +59,6 @@ class Child:
     outputs: dict[int, str]  # fd -> stream name
     stdin_fd: int | None
     tty: bool
-    _pty: object | None = field(default=None, repr=False)
     #: Its identity, read while it was certainly ours (before it could be reaped).
     ref: ProcessRef = field(init=False)
     reaped: bool = field(default=False, init=False)
@@ -121,8 +120,6 @@ class Child:
         pidfd, self.pidfd = self.pidfd, -1  # its number may soon be another descriptor
         with contextlib.suppress(OSError):
             os.close(pidfd)
-        if self._pty is not None:
-            self._pty.closed = True  # type: ignore[attr-defined]  # we own the fd; skip its __del__
 
 
 def spawn(spec: ChildSpec) -> Child:
@@ -187,9 +184,11 @@ def _spawn_pty(spec: ChildSpec) -> Child:
         env=spec.env,
         dimensions=(spec.rows, spec.cols),
     )
-    proc.delayafterclose = 0
-    proc.delayafterterminate = 0
-    fd = proc.fd
+    # Our own descriptor for the PTY master: ptyprocess's file objects would close
+    # theirs when collected, by then perhaps another file's number. Closed now instead.
+    fd = os.dup(proc.fd)
+    proc.fileobj.close()
+    proc.closed = True  # nothing left for its __del__ to close or kill
     os.set_blocking(fd, False)
     return Child(
         pid=proc.pid,
@@ -197,7 +196,6 @@ def _spawn_pty(spec: ChildSpec) -> Child:
         outputs={fd: "pty"},
         stdin_fd=fd,
         tty=True,
-        _pty=proc,
     )
 
 
