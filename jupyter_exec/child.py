@@ -44,6 +44,8 @@ class ChildSpec:
     pipe_stdin: bool
     rows: int = 24
     cols: int = 80
+    #: Run in the child before exec (resource limits, limits.py).
+    preexec: Callable[[], None] | None = None
 
 
 @dataclass
@@ -59,6 +61,8 @@ class Child:
     outputs: dict[int, str]  # fd -> stream name
     stdin_fd: int | None
     tty: bool
+    #: CPU seconds (user + system) the kernel accounted to it, known once reaped.
+    cpu_seconds: float = 0.0
     #: Its identity, read while it was certainly ours (before it could be reaped).
     ref: ProcessRef = field(init=False)
     reaped: bool = field(default=False, init=False)
@@ -69,11 +73,13 @@ class Child:
     def reap(self) -> int | None:
         """Raw wait status if the child has exited, else None."""
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
-            pid, status = self.pid, 0
+            self.reaped = True  # by someone else
+            return 0
         if pid:
             self.reaped = True
+            self.cpu_seconds = usage.ru_utime + usage.ru_stime
         return status if pid else None
 
     def signal_group(self, signum: int) -> None:
@@ -140,6 +146,7 @@ def _spawn_pipes(spec: ChildSpec) -> Child:
         stderr=subprocess.PIPE,
         start_new_session=True,
         close_fds=True,
+        preexec_fn=spec.preexec,
     )
     assert popen.stdout is not None and popen.stderr is not None
     out_fd, err_fd = os.dup(popen.stdout.fileno()), os.dup(popen.stderr.fileno())
@@ -183,6 +190,7 @@ def _spawn_pty(spec: ChildSpec) -> Child:
         cwd=spec.cwd,
         env=spec.env,
         dimensions=(spec.rows, spec.cols),
+        preexec_fn=spec.preexec,
     )
     # Our own descriptor for the PTY master: ptyprocess's file objects would close
     # theirs when collected, by then perhaps another file's number. Closed now instead.

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__, environment, fs_methods
+from . import environment, fs_methods, limits
+from ._version import __version__
 from .errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
 from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
 from .models import Lifetime
@@ -44,13 +45,13 @@ from .protocol import (
     TerminateParams,
     WriteParams,
     error_response,
-    notification,
     parse_message,
     parse_params,
     request_id_of,
     response,
 )
 from .registry import ReadOutcome, Registry
+from .schema import ReadResult, event_notification
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class ExecService:
         self.methods.update(environment.ENVIRONMENT_METHODS)
         self.capabilities.update(fs_methods.CAPABILITIES)
         self.capabilities.update(environment.CAPABILITIES)
+        self.capabilities.update(limits.CAPABILITIES)
 
     @property
     def root_dir(self) -> Path:
@@ -265,36 +267,6 @@ def encode_event(event: Event) -> str:
             )
         )
     return encode(event_notification(event))
-
-
-def event_notification(event: Event) -> dict[str, Any]:
-    """The SPEC 5 notification for a registry event."""
-    if isinstance(event, OutputEvent):
-        return notification(
-            "process/output",
-            {
-                "processId": event.process_id,
-                "seq": event.seq,
-                "stream": event.stream,
-                "chunk": base64.b64encode(event.data).decode("ascii"),
-            },
-        )
-    if isinstance(event, ExitedEvent):
-        return notification(
-            "process/exited",
-            {
-                "processId": event.process_id,
-                "seq": event.seq,
-                "exitCode": event.exit_code,
-                "signal": event.signal,
-                "sandboxDenied": False,
-            },
-        )
-    if isinstance(event, ClosedEvent):
-        return notification("process/closed", {"processId": event.process_id, "seq": event.seq})
-    if isinstance(event, StartedEvent):
-        return notification("process/started", {"process": event.info.wire()})
-    return notification("process/removed", {"processId": event.process_id})
 
 
 class Connection:
@@ -578,22 +550,19 @@ async def _read(ctx: CallContext, params: Any) -> dict[str, Any]:
 
 def read_result(outcome: ReadOutcome) -> dict[str, Any]:
     info = outcome.info
-    result: dict[str, Any] = {
-        "chunks": [
-            {"seq": c.seq, "stream": c.stream, "chunk": base64.b64encode(c.data).decode("ascii")}
-            for c in outcome.chunks
-        ],
-        "nextSeq": outcome.next_seq,
-        "exited": info.state != "running",
-        "exitCode": info.exit_code,
-        "signal": info.signal,
-        "closed": info.state == "closed",
-        "failure": info.failure,
-        "firstSeq": info.first_seq,
-    }
-    if outcome.matched is not None:
-        result["matched"] = outcome.matched
-    return result
+    return ReadResult(
+        chunks=outcome.chunks,
+        next_seq=outcome.next_seq,
+        first_seq=info.first_seq,
+        exited=info.state != "running",
+        exit_code=info.exit_code,
+        signal=info.signal,
+        closed=info.state == "closed",
+        failure=info.failure,
+        matched=outcome.matched,
+        timed_out=info.timed_out,
+        limit_exceeded=info.limit_exceeded,
+    ).wire()
 
 
 async def _write(ctx: CallContext, params: Any) -> dict[str, Any]:
