@@ -20,7 +20,6 @@ their seq numbering; they are removed after `exited_retention_seconds`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any
 from ..events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
 from ..output import OutputStore
 from ..process import ManagedProcess, ProcessSetup
+from ..proctree import ProcessRef, identify, kill_verified
 from ..registry import Registry
 
 log = logging.getLogger(__name__)
@@ -190,23 +190,15 @@ class RecoveredProcess(ManagedProcess):
 
 
 def pid_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat): with the
-    pid, it names one process even after pids wrap."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat.rsplit(b")", 1)[1].split()[19])
+    """With the pid, it names one process even after pids wrap (proctree.ProcessRef)."""
+    ref = identify(pid)
+    return None if ref is None else ref.start
 
 
 def _kill_if_same(pid: int, start_time: int | None) -> None:
     """A child its guardian missed cannot be adopted (no pipes): nothing is left behind."""
-    if start_time is not None and pid_start_time(pid) == start_time:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    if start_time is not None:
+        kill_verified([ProcessRef(pid, start_time)], signal.SIGKILL)
 
 
 def _apply(batch: dict[Path, dict[str, Any] | None]) -> None:
