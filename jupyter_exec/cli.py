@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .discovery import find_daemon, find_server, jupyter_runtime_dir
+from .discovery import find_daemon, find_server
 from .errors import ExecError
 from .events import ClosedEvent, ExitedEvent, OutputEvent
 from .frontend import (
@@ -267,37 +267,23 @@ async def _connect(args: argparse.Namespace) -> Any:
 
 def _start_daemon() -> Path:
     """`run --detach` with no server: the process goes to an exec daemon started now."""
-    from .config import ExecConfig
-    from .daemon.start import DaemonStartError, ensure_daemon
+    from .cli_daemon import start_daemon_here
+    from .daemon.start import DaemonStartError
 
     try:
-        return ensure_daemon(
-            jupyter_runtime_dir(), ExecConfig(root_dir=Path.cwd(), default_lifetime="detached")
-        )
+        return start_daemon_here()
     except DaemonStartError as exc:
         raise CliError(str(exc)) from None
 
 
 async def _shutdown(args: argparse.Namespace) -> int:
     """Stop every process and the exec daemon: over REST with --url, else the local socket."""
-    if args.url:
-        from urllib.request import Request, urlopen
+    from .cli_daemon import shutdown
 
-        target = find_server(args.url, args.token)
-        assert target is not None
-        req = Request(target.url.rstrip("/") + "/api/exec/shutdown", data=b"", method="POST")
-        if target.token:
-            req.add_header("Authorization", f"token {target.token}")
-        try:
-            with await asyncio.to_thread(urlopen, req, timeout=120) as response:
-                stopped = json.loads(response.read())["stopped"]
-        except OSError as exc:
-            raise CliError(f"cannot reach {target.describe()}: {exc}") from None
-    else:
-        from .relay import stop_daemon
-
-        daemon = find_daemon()
-        stopped = daemon is not None and await stop_daemon(daemon)
+    try:
+        stopped = await shutdown(args.url, args.token)
+    except OSError as exc:
+        raise CliError(f"cannot reach {args.url}: {exc}") from None
     print("stopped every process and the exec daemon" if stopped else "no exec daemon is running")
     return 0
 
@@ -481,10 +467,6 @@ async def _logs(client: ExecClient, args: argparse.Namespace) -> int:
     return 0
 
 
-#: How long `logs -f` looks for the processes again after losing its server.
-RECONNECT_SECONDS = 120.0
-
-
 async def _follow(client: ExecClient, args: argparse.Namespace, after: int) -> None:
     """`logs -f` until the process closes, through a restart or crash of the server
     too: its processes live on in the exec daemon, so reconnect (to the next server,
@@ -503,30 +485,15 @@ async def _follow(client: ExecClient, args: argparse.Namespace, after: int) -> N
             except ConnectionError:
                 if own is not None:
                     await own.close()
-                client = own = await _reconnect(args)
+                from .cli_daemon import reconnect
+
+                own = await reconnect(args.url, args.token)
+                if own is None:
+                    raise CliError("lost the server, and found none again", 1) from None
+                client = own
     finally:
         if own is not None:
             await own.close()
-
-
-async def _reconnect(args: argparse.Namespace) -> ExecClient:
-    from .client import ExecClient
-    from .unix_transport import connect_daemon
-
-    deadline = asyncio.get_running_loop().time() + RECONNECT_SECONDS
-    while True:
-        await asyncio.sleep(0.5)
-        target = find_server(args.url, args.token, any_server=True)
-        daemon = find_daemon()
-        try:
-            if target is not None:
-                return await ExecClient.connect(target.url, target.token)
-            if daemon is not None:
-                return await connect_daemon(daemon, client_name="jupyter-exec-cli")
-        except Exception:  # a server still starting up: try again
-            pass
-        if asyncio.get_running_loop().time() > deadline:
-            raise CliError("lost the server, and found none again", 1)
 
 
 async def _tail_start(client: ExecClient, process_id: str, after: int, lines: int) -> int:

@@ -9,13 +9,14 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_exec.daemon import paths
+from jupyter_exec.proctree import ProcessRef
 from tests.wire import pid_alive, stop_process
 
 
@@ -80,7 +81,8 @@ def daemon_pid(runtime: Path, protocol: int | None = None) -> int | None:
     return pid if ours else None
 
 
-def wait_gone(pids: set[int] | list[int], seconds: float = 20) -> bool:
+def wait_gone(pids: Iterable[int | ProcessRef], seconds: float = 20) -> bool:
+    pids = list(pids)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not any(pid_alive(p) for p in pids):

@@ -21,10 +21,10 @@ from jupyter_exec.config import ExecConfig
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
 from jupyter_exec.errors import InvalidRequestError
-from jupyter_exec.proctree import descendant_pids
 from jupyter_exec.unix_transport import connect_daemon
 from tests.daemon.harness import daemon_pid, daemons_stopped, wait_gone
 from tests.daemon.test_server_restart import COUNTER
+from tests.wire import tree_of
 
 NOBODY = 65534
 
@@ -130,12 +130,12 @@ def test_a_killed_daemon_leaves_no_orphan_and_its_processes_are_listed_lost(
         await asyncio.sleep(0.5)
         pids = {p.pid for p in await c.list() if p.pid and p.state == "running"}
         await c.close()
-        return pids | {d for p in pids for d in descendant_pids(p)}
+        return set().union(*(tree_of(p) for p in pids))
 
     tree = run(start())
     assert len(tree) >= 2
     os.kill(first, signal.SIGKILL)
-    assert wait_gone(tree | {first})  # the guardian killed the children
+    assert wait_gone(tree) and wait_gone([first])  # the guardian killed the children
     assert any((paths.state_dir(runtime) / "procs").glob("*.json"))  # records kept
 
     ensure_daemon(runtime, ExecConfig())

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import SyncExecClient
-from jupyter_exec.proctree import descendant_pids
 from tests.daemon.harness import daemon_pid, daemons_stopped, start_server, wait_gone
-from tests.wire import pid_alive, stop_process
+from tests.wire import pid_alive, stop_process, tree_of
 
 COUNTER = (
     "import time\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.05)"
@@ -67,9 +66,7 @@ def test_processes_outlive_the_server(tmp_path: Path, how: signal.Signals) -> No
                 client.write("tty", b"still here\n")
                 echoed = client.read("tty", after, wait_ms=10_000, until_pattern="still here")
                 assert echoed.matched
-                tree = {p.pid for p in listed.values() if p.pid} | {
-                    d for p in listed.values() if p.pid for d in descendant_pids(p.pid)
-                }
+                tree = set().union(*(tree_of(p.pid) for p in listed.values() if p.pid))
                 for name in ("pipe", "tty"):
                     assert client.terminate(name)
                 for name in ("pipe", "tty"):
