@@ -166,9 +166,9 @@ class ExecClient:
         """An in-process connection to `service`: no sockets, same protocol."""
         client: ExecClient | None = None
 
-        async def deliver(text: str) -> None:
+        async def deliver(message: bytes) -> None:
             assert client is not None
-            client._on_frame(text)
+            client._on_frame(message)
 
         connection = service.connect(deliver)
 

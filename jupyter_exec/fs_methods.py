@@ -66,7 +66,8 @@ from .errors import FsError, InvalidParamsError, InvalidRequestError
 from .protocol import Params, notification, parse_params
 
 if TYPE_CHECKING:
-    from .dispatch import CallContext, Connection
+    from .context import CallContext
+    from .context import Outlet as Connection
 
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 T = TypeVar("T")

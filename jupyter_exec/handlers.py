@@ -54,11 +54,13 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
+        self.set_nodelay(True)  # small messages (an echo, a response) go out at once
         actions = {"read", "execute"} if self._may_execute else {"read"}
         self.connection = self.service.connect(self._send, allowed_actions=frozenset(actions))
 
-    async def _send(self, text: str) -> None:
-        await self.write_message(text)
+    async def _send(self, message: bytes) -> None:
+        # bytes with binary=False: a text frame of UTF-8 JSON, no decode on the way.
+        await self.write_message(message)
 
     async def on_message(self, message: str | bytes) -> None:
         # Tornado reads the next message only when this returns: backpressure (dispatch).

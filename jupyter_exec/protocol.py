@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -167,8 +167,8 @@ class Request(BaseModel):
 def parse_message(frame: str | bytes) -> Request:
     """Parse one frame into a Request, or raise ParseError/InvalidRequestError (SPEC 1, 7)."""
     try:
-        msg = json.loads(frame)
-    except (ValueError, RecursionError):
+        msg = orjson.loads(frame)
+    except ValueError:  # orjson.JSONDecodeError, also for nesting past its limit
         raise ParseError("message is not valid JSON") from None
     if isinstance(msg, list):
         raise InvalidRequestError("batch requests are not supported")
@@ -190,8 +190,8 @@ def parse_message(frame: str | bytes) -> Request:
 def request_id_of(frame: str | bytes) -> RequestId | None:
     """Best-effort id of a frame that failed validation, so the error can carry it."""
     try:
-        msg = json.loads(frame)
-    except (ValueError, RecursionError):
+        msg = orjson.loads(frame)
+    except ValueError:
         return None
     if isinstance(msg, dict):
         rid = msg.get("id")

@@ -172,7 +172,10 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         return conn.respond(*refusal)
 
     async def handler(ws: ServerConnection) -> None:
-        connection = service.connect(ws.send)
+        async def write(message: bytes) -> None:
+            await ws.send(message, text=True)  # UTF-8 JSON already: no decode, no copy
+
+        connection = service.connect(write)
         try:
             async for frame in ws:
                 connection.receive(frame)
@@ -259,23 +262,34 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
         await service.aclose()
 
 
-async def stdout_writer() -> Callable[[str], Awaitable[None]]:
-    """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise."""
+#: How much a pipe transport buffers before `drain` waits: several output
+#: messages in flight, as `write_limit` does for websockets.
+PIPE_HIGH_WATER = 1 << 20
+
+
+async def stdout_writer() -> Callable[[bytes], Awaitable[None]]:
+    """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise.
+
+    The returned coroutine writes one message and a newline, and returns at
+    once while the pipe has room (so a client that keeps up gets several
+    lines per wake-up), else when it has drained below `PIPE_HIGH_WATER`.
+    """
     loop = asyncio.get_running_loop()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     try:
         transport, protocol = await loop.connect_write_pipe(FlowControlMixin, out)
     except ValueError:  # a regular file: writes cannot block for long
 
-        async def write_file(text: str) -> None:
-            out.write(text.encode() + b"\n")
+        async def write_file(message: bytes) -> None:
+            out.write(message + b"\n")
             out.flush()
 
         return write_file
+    transport.set_write_buffer_limits(high=PIPE_HIGH_WATER)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
-    async def write_pipe(text: str) -> None:
-        writer.write(text.encode() + b"\n")
+    async def write_pipe(message: bytes) -> None:
+        writer.write(message + b"\n")
         await writer.drain()
 
     return write_pipe

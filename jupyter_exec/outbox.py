@@ -1,0 +1,175 @@
+"""One connection's outgoing side: control messages, then cursors over process output.
+
+SPEC 5: delivery is lossless for every subscriber. A subscription is a cursor
+(the last seq sent) into the process's `OutputStore`, not a queue of
+notifications: the writer loop pulls the next chunks after each cursor, from
+memory inline or from the log in a thread (a lagging client never blocks the
+event loop), encodes them and awaits the transport's `write`, which returns
+when the transport has room (its drain). So a slow client lags but skips
+nothing, and what it has not taken yet costs the server one batch, not a
+queue that grows with its lag; the child and other clients never wait for it.
+
+Order of what goes out: control messages first (responses, and watchers'
+`process/started`/`removed`/..., which are small and few), then the processes
+with something pending in turn, at most `BATCH_BYTES` of one before the next
+(a tty echo next to a flood goes out after one batch of the flood). Within a
+process, `exited` and `closed` (kept by the process, in its seq sequence) go
+out after all output with a lower seq. Only what retention dropped
+(`store.first_seq`) is skipped; the next notification's seq shows the jump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from .codec import encode_event, encode_output
+from .events import SeqEvent
+from .process import ManagedProcess
+
+log = logging.getLogger(__name__)
+
+#: One encoded JSON-RPC message (UTF-8 JSON, no newline). The transport's
+#: coroutine returns once the message is handed on and the transport has room
+#: for more (websockets' `send`, a stream writer's `drain`).
+Write = Callable[[bytes], Awaitable[None]]
+#: Most chunk bytes one pull takes from one process (and, from the log, reads
+#: in one go): the round-robin quantum.
+BATCH_BYTES = 128 * 1024
+
+
+class Outbox:
+    """Writes one connection's messages; owns its writer task (stopped by `aclose`)."""
+
+    def __init__(
+        self, write: Write, find: Callable[[str], ManagedProcess | None], control_limit: int
+    ) -> None:
+        self._write = write
+        self._find = find
+        self._control_limit = control_limit
+        #: process id -> last seq sent; the session's own dict once attached.
+        self.cursors: dict[str, int] = {}
+        self._control: deque[bytes] = deque()
+        self._control_bytes = 0
+        #: Processes that may have something after their cursor, in turn order.
+        self._pending: dict[str, None] = {}
+        self._wake = asyncio.Event()
+        #: Set while queued control messages stay within `control_limit`.
+        self.room = asyncio.Event()
+        self.room.set()
+        self._stopping = False
+        self.failed = False
+        self._task = asyncio.create_task(self._run())
+
+    # -- what the connection and the sessions call --------------------------------
+
+    def send(self, message: bytes) -> None:
+        """Queue a control message (never dropped; bounded by `room`)."""
+        if self.failed:
+            return
+        self._control.append(message)
+        self._control_bytes += len(message)
+        if self._control_bytes > self._control_limit:
+            self.room.clear()
+        self._wake.set()
+
+    def attach(self, cursors: dict[str, int]) -> None:
+        """Serve these cursors (a session's; on resume they carry on where they were)."""
+        self.cursors = cursors
+        for process_id in cursors:
+            self.wake(process_id)
+
+    def follow(self, process_id: str, after_seq: int) -> None:
+        """Subscribe: the cursor moves to `after_seq` unless it is already past it."""
+        self.cursors[process_id] = max(after_seq, self.cursors.get(process_id, 0))
+        self.wake(process_id)
+
+    def wake(self, process_id: str) -> None:
+        """The process has a new event: pull from its cursor if subscribed."""
+        if process_id in self.cursors:
+            self._pending[process_id] = None
+            self._wake.set()
+
+    async def aclose(self) -> None:
+        """Stop after what can be written now; cursors stay with the session."""
+        self._stopping = True
+        self._wake.set()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    # -- the writer -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while await self._step():
+                pass
+        except Exception:  # the transport is gone; its close will follow
+            log.debug("write failed; the connection stops writing", exc_info=True)
+            self.failed = True
+            self.room.set()
+
+    async def _step(self) -> bool:
+        """Write the next message(s); False once stopping with nothing left to write."""
+        if self._control:
+            message = self._control.popleft()
+            self._control_bytes -= len(message)
+            if self._control_bytes <= self._control_limit:
+                self.room.set()
+            await self._write(message)
+            return True
+        if self._stopping:
+            return False
+        if self._pending:
+            process_id = next(iter(self._pending))
+            del self._pending[process_id]
+            messages = await self._pull(process_id)
+            if messages:
+                self._pending[process_id] = None  # to the back of the round
+            for message in messages:
+                await self._write(message)
+            await asyncio.sleep(0)  # a client that keeps up must not starve the loop
+            return True
+        self._wake.clear()
+        await self._wake.wait()
+        return True
+
+    async def _pull(self, process_id: str) -> list[bytes]:
+        """The next messages after this process's cursor (and move the cursor past them)."""
+        proc = self._find(process_id)
+        after = self.cursors.get(process_id)
+        if proc is None or after is None:
+            return []
+        store = proc.store
+        after = max(after, store.first_seq - 1)  # retention dropped these (SPEC 6)
+        end = _next_end(proc, after)
+        stop = end.seq if end is not None else None
+        span = store.log_range(after, stop, BATCH_BYTES)
+        if span is not None:
+            chunks, cut = await asyncio.to_thread(span.read)
+            reached = span.stop_seq
+            if not chunks and not cut:
+                return []  # the log is gone (the process was removed)
+        else:
+            chunks, cut = store.take_memory(after, stop, BATCH_BYTES)
+            reached = stop
+        current = self.cursors.get(process_id)
+        if current is None:
+            return []  # unsubscribed meanwhile
+        messages = [
+            encode_output(process_id, c.seq, c.stream, c.data) for c in chunks if c.seq > current
+        ]
+        last = chunks[-1].seq if chunks else after
+        if end is not None and not cut and reached == end.seq and end.seq > current:
+            messages.append(encode_event(end))
+            last = end.seq
+        self.cursors[process_id] = max(current, last)
+        return messages
+
+
+def _next_end(proc: ManagedProcess, after_seq: int) -> SeqEvent | None:
+    """`exited`, else `closed`: the first of them after the cursor, if any yet."""
+    for event in (proc.exited_event, proc.closed_event):
+        if event is not None and event.seq > after_seq:
+            return event
+    return None
