@@ -15,7 +15,8 @@ with something pending in turn, at most `BATCH_BYTES` of one before the next
 (a tty echo next to a flood goes out after one batch of the flood). Within a
 process, `exited` and `closed` (kept by the process, in its seq sequence) go
 out after all output with a lower seq. Only what retention dropped
-(`store.first_seq`) is skipped; the next notification's seq shows the jump.
+(below `store.first_seq`, past the log) is skipped; the next notification's
+seq shows the jump.
 """
 
 from __future__ import annotations
@@ -140,8 +141,9 @@ class Outbox:
         after = self.cursors.get(process_id)
         if proc is None or after is None:
             return []
+        # Chunks retention dropped (SPEC 6) are in neither place: the memory read
+        # starts past them, and the next seq sent shows the jump.
         store = proc.store
-        after = max(after, store.first_seq - 1)  # retention dropped these (SPEC 6)
         end = _next_end(proc, after)
         stop = end.seq if end is not None else None
         span = store.log_range(after, stop, BATCH_BYTES)

@@ -231,10 +231,12 @@ class LogRange:
         """Chunks (after_seq, stop_seq) within budget; True if cut short. [] if the log is gone."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        except OSError:  # removed with its process
             return [], False
         try:
             return self.read_fd(fd)
+        except OSError:  # an I/O error: what it cannot read stays unread, like the log's tail
+            return [], False
         finally:
             os.close(fd)
 

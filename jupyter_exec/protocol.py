@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -164,12 +165,24 @@ class Request(BaseModel):
     is_notification: bool
 
 
+def _loads(frame: str | bytes) -> Any:
+    """orjson (fast); what it refuses, the stdlib decides (integers past 64 bits, NaN).
+
+    So a frame is valid exactly when `json.loads` accepts it, as before.
+    """
+    try:
+        return orjson.loads(frame)
+    except ValueError:
+        pass
+    try:
+        return json.loads(frame)
+    except (ValueError, RecursionError):
+        raise ParseError("message is not valid JSON") from None
+
+
 def parse_message(frame: str | bytes) -> Request:
     """Parse one frame into a Request, or raise ParseError/InvalidRequestError (SPEC 1, 7)."""
-    try:
-        msg = orjson.loads(frame)
-    except ValueError:  # orjson.JSONDecodeError, also for nesting past its limit
-        raise ParseError("message is not valid JSON") from None
+    msg = _loads(frame)
     if isinstance(msg, list):
         raise InvalidRequestError("batch requests are not supported")
     if not isinstance(msg, dict):
@@ -190,8 +203,8 @@ def parse_message(frame: str | bytes) -> Request:
 def request_id_of(frame: str | bytes) -> RequestId | None:
     """Best-effort id of a frame that failed validation, so the error can carry it."""
     try:
-        msg = orjson.loads(frame)
-    except ValueError:
+        msg = _loads(frame)
+    except ParseError:
         return None
     if isinstance(msg, dict):
         rid = msg.get("id")
