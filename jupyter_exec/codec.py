@@ -6,19 +6,25 @@ chunk costs 147 us with `json.dumps`, 44 us with orjson, 54 us with msgspec
 and 33 us assembled around the base64 payload (below, which needs no
 escaping, so nothing scans it); a 1 MiB `process/read` result 4.2 ms with
 `json.dumps`, 0.17 ms with orjson, 0.52 ms with msgspec; parsing a request
-2.2 us with `json.loads`, 0.37 us with orjson or msgspec.
+2.2 us with `json.loads`, 0.37 us with orjson or msgspec. The base64 of a
+32 KiB chunk: 28 us with the stdlib, 1.3 us with pybase64 (SIMD).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
 import orjson
+from pybase64 import b64encode, b64encode_as_string
 
 from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, StartedEvent
 from .protocol import notification
+
+
+def b64(data: bytes) -> str:
+    """Base64 text of `data` (SIMD: the stdlib's costs more than the rest of a message)."""
+    return b64encode_as_string(data)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -39,7 +45,7 @@ def encode_output(process_id: str, seq: int, stream: str, data: bytes) -> bytes:
             b',"stream":"',
             stream.encode(),  # stdout, stderr or pty: nothing to escape
             b'","chunk":"',
-            base64.b64encode(data),
+            b64encode(data),
             b'"}}',
         )
     )
@@ -60,7 +66,7 @@ def event_notification(event: Event) -> dict[str, Any]:
                 "processId": event.process_id,
                 "seq": event.seq,
                 "stream": event.stream,
-                "chunk": base64.b64encode(event.data).decode("ascii"),
+                "chunk": b64(event.data),
             },
         )
     if isinstance(event, ExitedEvent):

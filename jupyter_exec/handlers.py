@@ -9,6 +9,7 @@ resource `exec`: a connection needs `read`; methods that change something
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -34,6 +35,7 @@ AUTH_RESOURCE = "exec"
 class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
     auth_resource = AUTH_RESOURCE
     connection: Connection | None = None
+    _flushing: Awaitable[None] | None = None
 
     @property
     def service(self) -> ExecService:
@@ -59,8 +61,16 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
         self.connection = self.service.connect(self._send, allowed_actions=frozenset(actions))
 
     async def _send(self, message: bytes) -> None:
-        # bytes with binary=False: a text frame of UTF-8 JSON, no decode on the way.
-        await self.write_message(message)
+        """Write one message; wait for the one before it to be flushed (the drain).
+
+        Tornado wraps each write's flush in a new task, so awaiting every
+        message would cost a trip round the event loop each; with one in
+        flight the wait is usually over already, and memory stays two
+        messages beyond the socket. bytes with binary=False: a text frame.
+        """
+        before, self._flushing = self._flushing, self.write_message(message)
+        if before is not None:
+            await before
 
     async def on_message(self, message: str | bytes) -> None:
         # Tornado reads the next message only when this returns: backpressure (dispatch).

@@ -11,8 +11,8 @@ queue that grows with its lag; the child and other clients never wait for it.
 
 Order of what goes out: control messages first (responses, and watchers'
 `process/started`/`removed`/..., which are small and few), then the processes
-with something pending in turn, at most `BATCH_BYTES` of one before the next
-(a tty echo next to a flood goes out after one batch of the flood). Within a
+with something pending in turn, at most `TURN_BYTES` of one before the next
+(a tty echo next to a flood goes out after one chunk of the flood). Within a
 process, `exited` and `closed` (kept by the process, in its seq sequence) go
 out after all output with a lower seq. Only what retention dropped
 (below `store.first_seq`, past the log) is skipped; the next notification's
@@ -36,9 +36,16 @@ log = logging.getLogger(__name__)
 #: coroutine returns once the message is handed on and the transport has room
 #: for more (websockets' `send`, a stream writer's `drain`).
 Write = Callable[[bytes], Awaitable[None]]
-#: Most chunk bytes one pull takes from one process (and, from the log, reads
-#: in one go): the round-robin quantum.
-BATCH_BYTES = 128 * 1024
+#: Most chunk bytes one pull takes from one process's memory: the round-robin
+#: quantum (about one chunk, so a tty echo waits behind one chunk of a flood).
+TURN_BYTES = 32 * 1024
+#: Most chunk bytes one pull reads from a log, in a thread: larger, because a
+#: thread hop costs more than a chunk, and a client this far behind is
+#: catching up anyway.
+LOG_TURN_BYTES = 256 * 1024
+#: The writer yields to the event loop after this many bytes written without
+#: the transport making it wait, so a client that keeps up cannot starve it.
+YIELD_BYTES = 256 * 1024
 
 
 class Outbox:
@@ -61,6 +68,7 @@ class Outbox:
         self.room = asyncio.Event()
         self.room.set()
         self._stopping = False
+        self._unyielded = 0
         self.failed = False
         self._task = asyncio.create_task(self._run())
 
@@ -129,7 +137,10 @@ class Outbox:
                 self._pending[process_id] = None  # to the back of the round
             for message in messages:
                 await self._write(message)
-            await asyncio.sleep(0)  # a client that keeps up must not starve the loop
+                self._unyielded += len(message)
+            if self._unyielded > YIELD_BYTES:
+                self._unyielded = 0
+                await asyncio.sleep(0)
             return True
         self._wake.clear()
         await self._wake.wait()
@@ -146,14 +157,14 @@ class Outbox:
         store = proc.store
         end = _next_end(proc, after)
         stop = end.seq if end is not None else None
-        span = store.log_range(after, stop, BATCH_BYTES)
+        span = store.log_range(after, stop, LOG_TURN_BYTES)
         if span is not None:
             chunks, cut = await asyncio.to_thread(span.read)
             reached = span.stop_seq
             if not chunks and not cut:
                 return []  # the log is gone (the process was removed)
         else:
-            chunks, cut = store.take_memory(after, stop, BATCH_BYTES)
+            chunks, cut = store.take_memory(after, stop, TURN_BYTES)
             reached = stop
         current = self.cursors.get(process_id)
         if current is None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
+from .codec import b64
 from .context import CallContext, Handler
 from .protocol import (
     ListParams,
@@ -43,8 +43,7 @@ def read_result(outcome: ReadOutcome) -> dict[str, Any]:
     info = outcome.info
     result: dict[str, Any] = {
         "chunks": [
-            {"seq": c.seq, "stream": c.stream, "chunk": base64.b64encode(c.data).decode("ascii")}
-            for c in outcome.chunks
+            {"seq": c.seq, "stream": c.stream, "chunk": b64(c.data)} for c in outcome.chunks
         ],
         "nextSeq": outcome.next_seq,
         "exited": info.state != "running",

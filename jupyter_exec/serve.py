@@ -262,17 +262,13 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
         await service.aclose()
 
 
-#: How much a pipe transport buffers before `drain` waits: several output
-#: messages in flight, as `write_limit` does for websockets.
-PIPE_HIGH_WATER = 1 << 20
-
-
 async def stdout_writer() -> Callable[[bytes], Awaitable[None]]:
     """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise.
 
     The returned coroutine writes one message and a newline, and returns at
-    once while the pipe has room (so a client that keeps up gets several
-    lines per wake-up), else when it has drained below `PIPE_HIGH_WATER`.
+    once while the transport buffers less than its high-water mark (64 KiB),
+    else once it has drained: a small buffer, so a tty echo is not queued
+    behind much of a flood (larger ones measured no faster, see bench/).
     """
     loop = asyncio.get_running_loop()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -285,7 +281,6 @@ async def stdout_writer() -> Callable[[bytes], Awaitable[None]]:
             out.flush()
 
         return write_file
-    transport.set_write_buffer_limits(high=PIPE_HIGH_WATER)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
     async def write_pipe(message: bytes) -> None:
