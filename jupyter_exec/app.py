@@ -55,7 +55,12 @@ class ExecExtensionApp(ExtensionApp):
     )
     root_dir = Unicode(
         "",
-        help="Default cwd of processes and root of fs/* methods (default: the server's root_dir).",
+        help="Default cwd of processes, base of relative cwds (default: the server's root_dir).",
+    ).tag(config=True)
+    confine_to_root = Bool(
+        False,
+        help="Refuse process cwds and fs/* paths outside root_dir (symlinks resolved). Off: "
+        "fs/* may use any path a process could, since such a process could write it anyway.",
     ).tag(config=True)
 
     busy_while_running = Bool(
@@ -80,6 +85,7 @@ class ExecExtensionApp(ExtensionApp):
                 log_dir=log_dir,
                 exited_retention_seconds=self.exited_retention_seconds,
                 max_processes=self.max_processes,
+                confine_to_root=self.confine_to_root,
             )
         )
         self.service = ExecService(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .confinement import outside_root
 from .errors import InvalidParamsError
 from .protocol import EnvPolicy
 
@@ -175,8 +176,11 @@ def _spawn_pty(spec: ChildSpec) -> Child:
     )
 
 
-def resolve_cwd(cwd: str | None, root: Path) -> str:
-    """An existing directory: absolute, `file://` URI, or relative to the root (SPEC 4)."""
+def resolve_cwd(cwd: str | None, root: Path, confine: bool = False) -> str:
+    """An existing directory: absolute, `file://` URI, or relative to the root (SPEC 4).
+
+    With `confine` (`confine_to_root`) it must lie inside the root, symlinks resolved.
+    """
     if not cwd:
         path = root
     elif cwd.startswith("file://"):
@@ -186,6 +190,8 @@ def resolve_cwd(cwd: str | None, root: Path) -> str:
     if not path.is_dir():
         what = "does not exist" if not path.exists() else "is not a directory"
         raise InvalidParamsError(f"cwd {cwd!r} {what}")
+    if confine and (refusal := outside_root(Path(os.path.realpath(path)), root, f"cwd {cwd!r}")):
+        raise InvalidParamsError(refusal)
     return str(path)
 
 

@@ -1,6 +1,6 @@
-"""The ``fs/*`` methods Codex clients call, confined to the server's root directory.
+"""The ``fs/*`` methods Codex clients call, wherever its processes may run.
 
-Codex (0.169) reads ``AGENTS.md``, walks up looking for ``.git``, and runs its
+Codex (0.171) reads ``AGENTS.md``, walks up looking for ``.git``, and runs its
 ``apply_patch`` and ``view_image`` tools through these methods; without them it
 still runs commands but loses those tools. Shapes follow Codex's own
 exec-server (docs/codex.md, appendix):
@@ -26,7 +26,10 @@ fs/watchMissing    watchId, missing: [path], present: path|null   watching
 Paths are ``file://`` URIs or absolute paths; results use ``file://`` URIs.
 Every ``sandbox`` field is ignored: this server does not sandbox.
 
-Confinement: a path is served only if it lies inside ``ctx.root_dir`` after
+Access (SPEC 4): by default any path the server's user can reach, as for the
+``cwd`` of ``process/start``: an agent that runs commands in a directory can
+patch files there (a process could write them anyway). With ``confine_to_root``
+on (confinement.py), a path is served only if it lies inside the root after
 symlinks are resolved, so neither ``..`` nor a symlink leads out. The link
 itself may point outside (``fs/getMetadata`` reports it; ``fs/remove`` removes
 the link), but nothing is read or written through it.
@@ -34,11 +37,12 @@ the link), but nothing is read or written through it.
 Errors, chosen for how Codex's client reads them (it maps -32004 to
 ``NotFound`` and -32600 to ``InvalidInput``):
 
-- -32004 ``FsError``: the path does not exist (ENOENT, ENOTDIR), or lies
-  outside the root. Codex probes ``.git`` up to ``/`` and treats these as
-  absent, which is what a path outside the root is to a client of this server.
+- -32004 ``FsError``: the path does not exist (ENOENT, ENOTDIR), or, confined,
+  lies outside the root. Codex probes ``.git`` up to ``/`` and treats these as
+  absent, which is what a path outside the root is to a confined server.
 - -32600 ``InvalidRequestError``: any other OS failure (permission denied, not
-  a file, directory not empty, ...) with the OS message and the path.
+  a file, directory not empty, ...) with the OS message and the path; and,
+  confined, a write outside the root (the message names ``confine_to_root``).
 - -32602 ``InvalidParamsError``: malformed params (relative path, bad URI,
   bad base64).
 """
@@ -62,6 +66,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 
+from .confinement import outside_root
 from .errors import FsError, InvalidParamsError, InvalidRequestError
 from .protocol import Params, notification, parse_params
 
@@ -147,21 +152,21 @@ def file_uri(path: Path | str) -> str:
     return Path(path).as_uri()
 
 
-def confine(root: Path, path: Path, *, follow: bool = True, writing: bool = False) -> Path:
-    """The real path to operate on, or an error naming it and ``root`` if outside.
+def confine(ctx: CallContext, path: Path, *, follow: bool = True, writing: bool = False) -> Path:
+    """The real path to operate on; with ``confine_to_root`` on, an error if outside the root.
 
     With ``follow=False`` the last component is kept as is (the link itself,
     for ``lstat`` and ``remove``); only its parent is resolved. Reading outside
-    is -32004 (absent, to a client of this server); writing is -32600, so that
-    Codex reports the message instead of trying to create parent directories.
+    is -32004 (absent, to a client of a confined server); writing is -32600, so
+    that Codex reports the message instead of trying to create parent directories.
     """
     if follow:
         real = Path(os.path.realpath(path))
     else:
         real = Path(os.path.realpath(path.parent)) / path.name if path.name else path
-    if real != root and not real.is_relative_to(root):
-        message = f"path {path} is outside the server's root directory {root}"
-        raise InvalidRequestError(message) if writing else FsError(message)
+    confined = ctx.service.registry.config.confine_to_root
+    if confined and (refusal := outside_root(real, ctx.root_dir, f"path {path}")):
+        raise InvalidRequestError(refusal) if writing else FsError(refusal)
     return real
 
 
@@ -186,8 +191,8 @@ async def _run(func: Callable[[], T], path: Path) -> T:
 async def get_metadata(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    link = confine(ctx.root_dir, path, follow=False)
-    target = confine(ctx.root_dir, path)
+    link = confine(ctx, path, follow=False)
+    target = confine(ctx, path)
 
     def metadata() -> dict[str, Any]:
         link_st = os.lstat(link)
@@ -213,7 +218,7 @@ def _birth_ms(st: os.stat_result) -> int:
 async def read_file(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    real = confine(ctx.root_dir, path)
+    real = confine(ctx, path)
 
     def read() -> bytes:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on files).
@@ -239,7 +244,7 @@ async def write_file(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(WriteFileParams, params)
     path = parse_path(p.path)
     data = p.data()
-    real = confine(ctx.root_dir, path, writing=True)
+    real = confine(ctx, path, writing=True)
     await _run(lambda: real.write_bytes(data), path)
     return {}
 
@@ -247,7 +252,7 @@ async def write_file(ctx: CallContext, params: Any) -> dict[str, Any]:
 async def create_directory(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(CreateDirectoryParams, params)
     path = parse_path(p.path)
-    real = confine(ctx.root_dir, path, writing=True)
+    real = confine(ctx, path, writing=True)
     recursive = p.recursive is not False
 
     def mkdir() -> None:
@@ -263,7 +268,7 @@ async def create_directory(ctx: CallContext, params: Any) -> dict[str, Any]:
 async def read_directory(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    real = confine(ctx.root_dir, path)
+    real = confine(ctx, path)
 
     def entries() -> list[dict[str, Any]]:
         with os.scandir(real) as it:
@@ -284,7 +289,7 @@ async def remove(ctx: CallContext, params: Any) -> dict[str, Any]:
     path a success; ``recursive`` (default true) allows non-empty directories."""
     p = parse_params(RemoveParams, params)
     path = parse_path(p.path)
-    real = confine(ctx.root_dir, path, follow=False, writing=True)
+    real = confine(ctx, path, follow=False, writing=True)
     if real == ctx.root_dir:
         raise InvalidRequestError(f"refusing to remove the server's root directory {real}")
     recursive = p.recursive is not False
@@ -314,8 +319,8 @@ async def copy(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(CopyParams, params)
     source = parse_path(p.source_path, "sourcePath")
     destination = parse_path(p.destination_path, "destinationPath")
-    real_source = confine(ctx.root_dir, source)
-    real_destination = confine(ctx.root_dir, destination, writing=True)
+    real_source = confine(ctx, source)
+    real_destination = confine(ctx, destination, writing=True)
 
     def cp() -> None:
         if os.path.isdir(real_source):
@@ -336,7 +341,7 @@ async def copy(ctx: CallContext, params: Any) -> dict[str, Any]:
 async def canonicalize(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    real = confine(ctx.root_dir, path)
+    real = confine(ctx, path)
     await _run(lambda: os.stat(real), path)
     return {"path": file_uri(real)}
 
@@ -355,8 +360,8 @@ class MissingWatch:
     client looks again at once. Otherwise a single ``fs/missingChanged
     {watchId}`` notification is sent when a missing path, or any missing
     directory on the way to it, appears, or when ``present`` disappears; then
-    the watch ends. Paths outside the root are never served, so they are not
-    watched. Changes are found by polling every ``WATCH_POLL_SECONDS``.
+    the watch ends. A confined server never serves paths outside the root,
+    so it does not watch them. Changes are found by polling every ``WATCH_POLL_SECONDS``.
     """
 
     notify: Callable[[str, dict[str, Any]], None]
@@ -372,7 +377,7 @@ class MissingWatch:
         if any(depth == _EXISTS for depth in snapshot[0]) or snapshot[1] is False:
             return False
         if not missing and present is None:
-            return True  # nothing inside the root to watch: nothing will ever change
+            return True  # nothing to watch (confined: all outside): nothing will change
         self.task = asyncio.create_task(self._watch(watch_id, missing, present, snapshot))
         return True
 
@@ -425,10 +430,10 @@ _WATCHES: weakref.WeakKeyDictionary[Connection, MissingWatch] = weakref.WeakKeyD
 
 async def watch_missing(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(WatchMissingParams, params)
-    missing = _inside_root(ctx.root_dir, [parse_path(raw, "missing") for raw in p.missing])
+    missing = _servable(ctx, [parse_path(raw, "missing") for raw in p.missing])
     present = None
     if p.present is not None:
-        found = _inside_root(ctx.root_dir, [parse_path(p.present, "present")])
+        found = _servable(ctx, [parse_path(p.present, "present")])
         present = found[0] if found else None
     return {"watching": await _watch_of(ctx.connection).replace(p.watch_id, missing, present)}
 
@@ -447,11 +452,12 @@ def _watch_of(connection: Connection) -> MissingWatch:
     return watch
 
 
-def _inside_root(root: Path, paths: list[Path]) -> list[Path]:
+def _servable(ctx: CallContext, paths: list[Path]) -> list[Path]:
+    """The paths this server may serve: all of them, unless confined to the root."""
     inside = []
     for path in paths:
         with contextlib.suppress(FsError):
-            inside.append(confine(root, path, follow=False))
+            inside.append(confine(ctx, path, follow=False))
     return inside
 
 

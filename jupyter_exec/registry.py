@@ -52,6 +52,9 @@ class RegistryConfig:
     #: Cap of one `process/read` response when the client gives no `maxBytes`,
     #: so a response stays far below `max_message_bytes` after base64.
     max_read_bytes: int = 4 << 20
+    #: Keep `process/start` cwds and every `fs/*` path inside `root_dir` (confinement.py);
+    #: off by default: file access agrees with process access (SPEC 4).
+    confine_to_root: bool = False
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Registry:
                 f"too many open files to start another process (limit {self._fd_limit}: "
                 "raise `ulimit -n` or lower max_processes)"
             )
-        cwd = resolve_cwd(params.cwd, self.config.root_dir)
+        cwd = resolve_cwd(params.cwd, self.config.root_dir, self.config.confine_to_root)
         env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
         if params.tty and "TERM" not in (params.env or {}):
             env["TERM"] = "xterm-256color"  # SPEC 4: not the server's own TERM

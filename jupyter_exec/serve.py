@@ -48,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="an Origin header to accept (repeatable); requests without Origin are accepted",
     )
-    p.add_argument("--root", type=Path, default=Path.cwd(), help="default cwd and fs/* root")
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="default and base cwd")
+    p.add_argument(
+        "--confine-to-root",
+        action="store_true",
+        help="refuse process cwds and fs/* paths outside --root (default: any path)",
+    )
     p.add_argument("--lifetime", choices=["connection", "detached"], default="connection")
     p.add_argument("--log-dir", type=Path, help="where per-process output logs go")
     p.add_argument("--retained-bytes", type=int, default=1 << 20)
@@ -69,6 +74,7 @@ def make_service(args: argparse.Namespace) -> ExecService:
             log_dir=args.log_dir,
             exited_retention_seconds=args.exited_retention,
             max_processes=args.max_processes,
+            confine_to_root=args.confine_to_root,
         )
     )
     config = ServiceConfig(

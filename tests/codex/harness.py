@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from tests.npm_cache import npm_tool
 from tests.wire import stop_process
 
-CODEX_VERSION = "0.169.0"
+CODEX_VERSION = "0.171.0"
 VENV_BIN = Path(sys.executable).parent
 #: The server under test; override to try another build of it.
 JUPYTER_EXEC = os.environ.get("JUPYTER_EXEC_BIN", str(VENV_BIN / "jupyter-exec"))
@@ -143,24 +143,44 @@ args = ["serve", "--listen", "stdio", "--root", {json.dumps(str(root))}]
 # -- a small JSON-RPC client, to look at our registry from outside --------------------
 
 
+class Rpc:
+    """A blocking JSON-RPC client on one websocket; notifications are skipped."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+
+    def request(self, method: str, params: Any) -> dict[str, Any]:
+        """The whole response: ``result`` or ``error``."""
+        request_id = next(self.ids)
+        self.ws.send(json.dumps({"id": request_id, "method": method, "params": params}))
+        while True:
+            message: dict[str, Any] = json.loads(self.ws.recv(timeout=30))
+            if "method" not in message and message.get("id") == request_id:
+                return message
+
+    def call(self, method: str, params: Any) -> Any:
+        """The result; raises on an error."""
+        message = self.request(method, params)
+        if "error" in message:
+            raise RuntimeError(f"{method} failed: {message['error']}")
+        return message["result"]
+
+
+@contextmanager
+def rpc(url: str) -> Iterator[Rpc]:
+    """A connection that has done the handshake (SPEC 2)."""
+    with connect(url, open_timeout=10) as ws:
+        client = Rpc(ws)
+        client.call("initialize", {"clientName": "codex-e2e-observer"})
+        ws.send(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
+        yield client
+
+
 def call(url: str, method: str, params: Any) -> Any:
     """One request on a fresh connection (after the handshake); raises on an error."""
-    with connect(url, open_timeout=10) as ws:
-        ids = itertools.count(1)
-
-        def request(method: str, params: Any) -> Any:
-            request_id = next(ids)
-            ws.send(json.dumps({"id": request_id, "method": method, "params": params}))
-            while True:
-                message = json.loads(ws.recv(timeout=30))
-                if message.get("id") == request_id:
-                    if "error" in message:
-                        raise RuntimeError(f"{method} failed: {message['error']}")
-                    return message["result"]
-
-        request("initialize", {"clientName": "codex-e2e-observer"})
-        ws.send(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
-        return request(method, params)
+    with rpc(url) as client:
+        return client.call(method, params)
 
 
 def processes(url: str) -> list[dict[str, Any]]:
@@ -180,10 +200,10 @@ class RunningServer:
 
 
 @contextmanager
-def standalone_server(root: Path) -> Iterator[RunningServer]:
+def standalone_server(root: Path, *extra_args: str) -> Iterator[RunningServer]:
     """``jupyter-exec serve --listen ws://127.0.0.1:0``; its first stdout line is the URL."""
     process = subprocess.Popen(
-        [JUPYTER_EXEC, "serve", "--listen", "ws://127.0.0.1:0", "--root", str(root)],
+        [JUPYTER_EXEC, "serve", "--listen", "ws://127.0.0.1:0", "--root", str(root), *extra_args],
         stdout=subprocess.PIPE,
         stderr=None,
         text=True,
@@ -206,7 +226,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def jupyter_server(root: Path, runtime: Path, token: str) -> Iterator[RunningServer]:
+def jupyter_server(
+    root: Path, runtime: Path, token: str, *extra_args: str
+) -> Iterator[RunningServer]:
     """A real ``jupyter server`` with our extension; Codex reaches ``/api/exec/ws``."""
     port = free_port()
     env = dict(os.environ)
@@ -228,6 +250,7 @@ def jupyter_server(root: Path, runtime: Path, token: str) -> Iterator[RunningSer
             f"--ServerApp.root_dir={root}",
             f"--IdentityProvider.token={token}",
             "--ServerApp.jpserver_extensions=jupyter_exec=True",
+            *extra_args,
         ],
         env=env,
         stdout=log,

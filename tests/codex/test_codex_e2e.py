@@ -18,7 +18,6 @@ import pytest
 from .harness import Codex, RunningServer, processes, stdio_environments_toml
 from .model_server import (
     ScriptedModel,
-    apply_patch,
     exec_command,
     last_output,
     session_id_in,
@@ -81,26 +80,6 @@ def test_interactive_python_in_a_tty(
     assert running and running[0]["tty"] is True, seen_running
     commands = result.items("command_execution")
     assert len(commands) == 1 and "42" in commands[0]["aggregated_output"], result.describe()
-
-
-def test_apply_patch_writes_through_fs(
-    codex: Codex, model: ScriptedModel, server: RunningServer, workdir: Path
-) -> None:
-    add = "*** Begin Patch\n*** Add File: notes/added.txt\n+written by apply_patch\n*** End Patch\n"
-    # Codex itself may write anywhere (danger-full-access); only our fs/* refuses this one,
-    # so its failure shows that the patches really go through the server.
-    escape = server.root.parent / f"escape-{uuid.uuid4().hex}.txt"
-    outside = f"*** Begin Patch\n*** Add File: {escape}\n+nope\n*** End Patch\n"
-    model.script([[apply_patch(add)], [apply_patch(outside)]])
-
-    result = codex.run(workdir, server.url)
-
-    changes = result.items("file_change")
-    assert [c["status"] for c in changes] == ["completed", "failed"], result.describe()
-    assert (workdir / "notes" / "added.txt").read_text() == "written by apply_patch\n"
-    assert not escape.exists()
-    first, second = tool_outputs(model.requests[-1])
-    assert "Success" in first and "Success" not in second
 
 
 def test_agents_md_is_found(

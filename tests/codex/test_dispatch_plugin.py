@@ -65,8 +65,8 @@ def test_codex_file_calls_through_dispatch(tmp_path: Path, monkeypatch: pytest.M
             )
             assert missing["error"]["code"] == -32004
             outside = await wire.call("fs/getMetadata", {"path": "file:///.git", "sandbox": None})
-            assert outside["error"]["code"] == -32004
-            assert "outside" in outside["error"]["message"]
+            assert outside["error"]["code"] == -32004  # served, and absent: not refused
+            assert outside["error"]["message"] == "No such file or directory: /.git"
 
             target = (root / "added.txt").as_uri()
             data = base64.b64encode(b"hello\n").decode()

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from jupyter_exec import fs_methods
+from jupyter_exec.dispatch import ExecService
 from jupyter_exec.errors import ErrorCode, ExecError
+from jupyter_exec.registry import Registry, RegistryConfig
 
 METHODS = fs_methods.FS_METHODS
 
@@ -39,9 +41,17 @@ class FakeConnection:
 
 @dataclass
 class FakeContext:
+    """A CallContext with a real service (its registry's config) and a fake connection."""
+
     root_dir: Path
+    confine_to_root: bool = False
     connection: FakeConnection = field(default_factory=FakeConnection)
     session_id: str = "test-session"
+    service: ExecService = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = RegistryConfig(root_dir=self.root_dir, confine_to_root=self.confine_to_root)
+        self.service = ExecService(Registry(config))
 
 
 @pytest.fixture
@@ -54,6 +64,11 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def ctx(root: Path) -> FakeContext:
     return FakeContext(root)
+
+
+@pytest.fixture
+def confined(root: Path) -> FakeContext:
+    return FakeContext(root, confine_to_root=True)
 
 
 def call(ctx: FakeContext, method: str, params: Any) -> Any:
@@ -111,37 +126,59 @@ def test_write_into_missing_directory_is_not_found(ctx: FakeContext, root: Path)
     assert (root / "sub" / "f").read_bytes() == b"x"
 
 
-def test_paths_outside_root_are_refused(ctx: FakeContext, root: Path) -> None:
+def test_paths_outside_root_are_served_by_default(ctx: FakeContext, root: Path) -> None:
+    """SPEC 4: file access agrees with process access, which is not confined by default."""
+    outside = root.parent / "outside" / "f.txt"
+    call(ctx, "fs/createDirectory", {"path": uri(outside.parent)})
+    call(ctx, "fs/writeFile", {"path": str(outside), "dataBase64": b64(b"out")})
+    assert outside.read_bytes() == b"out"
+    dotdot = f"{uri(root)}/../outside/f.txt"
+    assert base64.b64decode(call(ctx, "fs/readFile", {"path": dotdot})["dataBase64"]) == b"out"
+    (root / "link").symlink_to(outside.parent)
+    assert call(ctx, "fs/getMetadata", {"path": uri(root / "link" / "f.txt")})["size"] == 3
+    call(ctx, "fs/remove", {"path": uri(outside)})
+    assert not outside.exists()
+
+
+def test_paths_outside_root_are_refused_when_confined(confined: FakeContext, root: Path) -> None:
     outside = root.parent / "outside.txt"
     outside.write_text("secret")
-    err = call_error(ctx, "fs/readFile", {"path": uri(outside)})
+    err = call_error(confined, "fs/readFile", {"path": uri(outside)})
     assert err.code == ErrorCode.FS_ERROR
-    assert str(outside) in err.message and str(root) in err.message
-    assert "outside" in err.message
+    assert err.message == f"path {outside} is outside the root {root} (confine_to_root is on)"
     dotdot = f"{uri(root)}/../outside.txt"
-    assert call_error(ctx, "fs/getMetadata", {"path": dotdot}).code == ErrorCode.FS_ERROR
-    err = call_error(ctx, "fs/writeFile", {"path": uri(outside), "dataBase64": b64(b"x")})
-    assert err.code == ErrorCode.INVALID_REQUEST and "outside" in err.message
+    err = call_error(confined, "fs/getMetadata", {"path": dotdot})
+    assert err.code == ErrorCode.FS_ERROR and "confine_to_root" in err.message
+    err = call_error(confined, "fs/writeFile", {"path": uri(outside), "dataBase64": b64(b"x")})
+    assert err.code == ErrorCode.INVALID_REQUEST and "confine_to_root" in err.message
     assert outside.read_text() == "secret"
-    err = call_error(ctx, "fs/remove", {"path": uri(outside)})
+    err = call_error(confined, "fs/remove", {"path": uri(outside)})
     assert err.code == ErrorCode.INVALID_REQUEST
     assert outside.exists()
+    copy = {"sourcePath": uri(outside), "destinationPath": uri(root / "stolen")}
+    assert "confine_to_root" in call_error(confined, "fs/copy", copy).message
+    assert not (root / "stolen").exists()
+    # inside the root everything still works
+    call(confined, "fs/writeFile", {"path": uri(root / "in.txt"), "dataBase64": b64(b"in")})
+    assert (root / "in.txt").read_bytes() == b"in"
 
 
-def test_symlink_out_of_root_is_not_followed(ctx: FakeContext, root: Path) -> None:
+def test_symlink_out_of_root_is_not_followed_when_confined(
+    confined: FakeContext, root: Path
+) -> None:
     outside = root.parent / "outside"
     outside.mkdir()
     (outside / "secret").write_text("secret")
     (root / "link").symlink_to(outside)
-    err = call_error(ctx, "fs/readFile", {"path": uri(root / "link" / "secret")})
-    assert err.code == ErrorCode.FS_ERROR and "outside" in err.message
+    err = call_error(confined, "fs/readFile", {"path": uri(root / "link" / "secret")})
+    assert err.code == ErrorCode.FS_ERROR and "confine_to_root" in err.message
     err = call_error(
-        ctx, "fs/writeFile", {"path": uri(root / "link" / "new"), "dataBase64": b64(b"x")}
+        confined, "fs/writeFile", {"path": uri(root / "link" / "new"), "dataBase64": b64(b"x")}
     )
-    assert err.code == ErrorCode.INVALID_REQUEST
+    assert err.code == ErrorCode.INVALID_REQUEST and "confine_to_root" in err.message
     assert not (outside / "new").exists()
     # the link itself lives inside the root: removing it removes the link only
-    call(ctx, "fs/remove", {"path": uri(root / "link"), "recursive": True, "force": False})
+    call(confined, "fs/remove", {"path": uri(root / "link"), "recursive": True, "force": False})
     assert not (root / "link").exists() and (outside / "secret").exists()
 
 
@@ -319,15 +356,32 @@ def test_watch_missing_rules(ctx: FakeContext, root: Path, fast_poll: None) -> N
     asyncio.run(scenario())
 
 
-def test_watch_missing_outside_root_only(ctx: FakeContext, fast_poll: None) -> None:
-    """Codex watches `.git` up to `/`: paths outside the root are never served, nor watched."""
+def test_watch_missing_outside_root(ctx: FakeContext, root: Path, fast_poll: None) -> None:
+    """Codex watches `.git` up to `/`: served paths outside the root are watched too."""
+
+    async def scenario() -> None:
+        outside = root.parent / "outside-git"
+        params = {"watchId": 1, "missing": [uri(outside)], "present": None}
+        assert await METHODS["fs/watchMissing"](ctx, params) == {"watching": True}
+        outside.mkdir()
+        await _settle()
+        assert [m["params"] for m in ctx.connection.sent] == [{"watchId": 1}]
+        await ctx.connection.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_watch_missing_outside_root_only_when_confined(
+    confined: FakeContext, fast_poll: None
+) -> None:
+    """A confined server never serves paths outside the root, so it does not watch them."""
 
     async def scenario() -> None:
         params = {"watchId": 1, "missing": ["file:///.git"], "present": None}
-        assert await METHODS["fs/watchMissing"](ctx, params) == {"watching": True}
+        assert await METHODS["fs/watchMissing"](confined, params) == {"watching": True}
         await _settle()
-        assert ctx.connection.sent == []
-        await ctx.connection.aclose()
+        assert confined.connection.sent == []
+        await confined.connection.aclose()
 
     asyncio.run(scenario())
 

@@ -92,7 +92,7 @@ params_strategy = st.one_of(
     ),
 )
 # Mutating fs/* methods are included: the server's root is a fresh temporary directory
-# and every fs path is confined to it.
+# and `--confine-to-root` keeps every fs path (and process cwd) inside it.
 
 METHODS = sorted(
     [
@@ -312,7 +312,7 @@ def live(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz-root")
     logs = tmp_path_factory.mktemp("fuzz-logs")
     with standalone(
-        "--root", str(root), "--log-dir", str(logs), "--max-processes", "8",
+        "--root", str(root), "--confine-to-root", "--log-dir", str(logs), "--max-processes", "8",
         "--max-message-bytes", str(MAX_MESSAGE), "--exited-retention", "5",
         cwd=root,
     ) as server:  # fmt: skip
