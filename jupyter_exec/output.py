@@ -57,6 +57,7 @@ class OutputStore:
         self._read_fd: int | None = None
         self._log_path = log_path
         self._dropped_upto = 0
+        self._evicted_upto = 0  # seq of the newest chunk memory let go
         self.total_bytes = 0
         self.failure: str | None = None
         #: The log file is created at the first chunk: a process without output
@@ -88,6 +89,7 @@ class OutputStore:
         while len(self._memory) > 1 and self._memory_bytes > self.retained_bytes:
             old = self._memory.popleft()
             self._memory_bytes -= len(old.data) + CHUNK_OVERHEAD
+            self._evicted_upto = old.seq
             if not self._is_logged(old.seq):
                 self._dropped_upto = max(self._dropped_upto, old.seq)
 
@@ -156,10 +158,13 @@ class OutputStore:
         return out
 
     def needs_log(self, after_seq: int) -> bool:
-        """Whether the next chunk after `after_seq` is no longer in memory (only in the log)."""
-        return self._last_logged_seq > after_seq and (
-            not self._memory or after_seq + 1 < self._memory[0].seq
-        )
+        """Whether the next chunk after `after_seq` is no longer in memory, only in the log.
+
+        Memory let go of every chunk up to `_evicted_upto`; the log holds every
+        chunk up to `_last_logged_seq`. (Seqs have holes: exited/closed take
+        some, so `after_seq + 1 < first in memory` alone does not say.)
+        """
+        return min(self._evicted_upto, self._last_logged_seq) > after_seq
 
     def take_memory(
         self, after_seq: int, stop_seq: int | None, budget: int
