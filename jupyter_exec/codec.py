@@ -30,7 +30,7 @@ def b64(data: bytes) -> str:
 def encode(message: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(message)
-    except orjson.JSONEncodeError:  # an echoed request id past 64 bits: the stdlib can
+    except TypeError:  # an echoed request id past 64 bits: the stdlib can
         return json.dumps(message, separators=(",", ":")).encode()
 
 

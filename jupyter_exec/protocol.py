@@ -166,14 +166,16 @@ class Request(BaseModel):
 
 
 def _loads(frame: str | bytes) -> Any:
-    """orjson (fast); what it refuses, the stdlib decides (integers past 64 bits, NaN).
-
-    So a frame is valid exactly when `json.loads` accepts it, as before.
+    """orjson (fast); the stdlib where orjson refuses (NaN) or differs (an id past
+    64 bits, which orjson makes a float). So a frame means what `json.loads` says.
     """
     try:
-        return orjson.loads(frame)
+        msg = orjson.loads(frame)
     except ValueError:
         pass
+    else:
+        if not (isinstance(msg, dict) and isinstance(msg.get("id"), float)):
+            return msg
     try:
         return json.loads(frame)
     except (ValueError, RecursionError):
