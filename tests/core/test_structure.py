@@ -11,6 +11,11 @@ CORE = [
     "jupyter_exec.models",
     "jupyter_exec.protocol",
     "jupyter_exec.registry",
+    "jupyter_exec.codec",
+    "jupyter_exec.context",
+    "jupyter_exec.sessions",
+    "jupyter_exec.outbox",
+    "jupyter_exec.process_methods",
     "jupyter_exec.dispatch",
     "jupyter_exec.serve",
     "jupyter_exec.client",
@@ -26,6 +31,18 @@ def test_core_modules_do_not_import_server_or_ipython():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_method_families_do_not_import_dispatch():
+    """STYLE.md next shape: families plug into the table; dispatch imports them, not back."""
+    families = ["process_methods", "fs_methods", "environment", "context", "sessions", "outbox"]
+    code = (
+        "import sys\n"
+        + "".join(f"import jupyter_exec.{m}\n" for m in families)
+        + "print('jupyter_exec.dispatch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_errors_have_one_code_table():
