@@ -25,9 +25,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from .codec import encode_event, encode_output
 from .events import SeqEvent
+from .output import Chunk, OutputStore
 from .process import ManagedProcess
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,10 @@ Write = Callable[[bytes], Awaitable[None]]
 #: Most chunk bytes one pull takes from one process's memory: the round-robin
 #: quantum (about one chunk, so a tty echo waits behind one chunk of a flood).
 TURN_BYTES = 32 * 1024
-#: Most chunk bytes one pull reads from a log, in a thread: larger, because a
-#: thread hop costs more than a chunk, and a client this far behind is
-#: catching up anyway.
-LOG_TURN_BYTES = 256 * 1024
+#: Chunks one connection reads ahead from logs, in a thread (a hop costs more
+#: than a chunk), shared among the subscriptions reading their logs; they
+#: still go out one chunk per turn.
+READ_AHEAD_BYTES = 1 << 20
 #: The writer yields to the event loop after this many bytes written without
 #: the transport making it wait, so a client that keeps up cannot starve it.
 YIELD_BYTES = 256 * 1024
@@ -63,6 +65,7 @@ class Outbox:
         self._control_bytes = 0
         #: Processes that may have something after their cursor, in turn order.
         self._pending: dict[str, None] = {}
+        self._ahead: dict[str, _ReadAhead] = {}
         self._wake = asyncio.Event()
         #: Set while queued control messages stay within `control_limit`.
         self.room = asyncio.Event()
@@ -133,7 +136,7 @@ class Outbox:
             process_id = next(iter(self._pending))
             del self._pending[process_id]
             messages = await self._pull(process_id)
-            if messages:
+            if messages or process_id in self._ahead:
                 self._pending[process_id] = None  # to the back of the round
             for message in messages:
                 await self._write(message)
@@ -151,21 +154,11 @@ class Outbox:
         proc = self._find(process_id)
         after = self.cursors.get(process_id)
         if proc is None or after is None:
+            self._ahead.pop(process_id, None)
             return []
-        # Chunks retention dropped (SPEC 6) are in neither place: the memory read
-        # starts past them, and the next seq sent shows the jump.
-        store = proc.store
         end = _next_end(proc, after)
         stop = end.seq if end is not None else None
-        span = store.log_range(after, stop, LOG_TURN_BYTES)
-        if span is not None:
-            chunks, cut = await asyncio.to_thread(span.read)
-            reached = span.stop_seq
-            if not chunks and not cut:
-                return []  # the log is gone (the process was removed)
-        else:
-            chunks, cut = store.take_memory(after, stop, TURN_BYTES)
-            reached = stop
+        chunks, cut, reached = await self._next_chunks(process_id, proc.store, after, stop)
         current = self.cursors.get(process_id)
         if current is None:
             return []  # unsubscribed meanwhile
@@ -174,10 +167,45 @@ class Outbox:
         ]
         last = chunks[-1].seq if chunks else after
         if end is not None and not cut and reached == end.seq and end.seq > current:
-            messages.append(encode_event(end))
+            messages.append(encode_event(end))  # all output before it is out
             last = end.seq
         self.cursors[process_id] = max(current, last)
         return messages
+
+    async def _next_chunks(
+        self, process_id: str, store: OutputStore, after: int, stop: int | None
+    ) -> tuple[list[Chunk], bool, int | None]:
+        """One turn's chunks after `after` below `stop`: (chunks, cut short, seq reached).
+
+        From memory inline; else from the log, read ahead in a thread and handed
+        out a chunk per turn. Chunks retention dropped (SPEC 6) are in neither
+        place: the read starts past them, and the next seq sent shows the jump.
+        """
+        ahead = self._ahead.get(process_id)
+        if ahead is None:
+            budget = max(TURN_BYTES, READ_AHEAD_BYTES // (len(self._ahead) + 1))
+            span = store.log_range(after, stop, budget)
+            if span is None:
+                chunks, cut = store.take_memory(after, stop, TURN_BYTES)
+                return chunks, cut, stop
+            read, cut = await asyncio.to_thread(span.read)
+            ahead = _ReadAhead(deque(read), None if cut else span.stop_seq)
+            if not read:  # nothing there (the log is gone), or only the end is due
+                return [], cut, ahead.reached
+            self._ahead[process_id] = ahead
+        chunk = ahead.chunks.popleft()
+        if ahead.chunks:
+            return [chunk], True, None
+        del self._ahead[process_id]
+        return [chunk], ahead.reached is None, ahead.reached
+
+
+@dataclass(slots=True)
+class _ReadAhead:
+    chunks: deque[Chunk]
+    #: The seq the read stopped at, having read everything below it; None if
+    #: the budget cut it short.
+    reached: int | None
 
 
 def _next_end(proc: ManagedProcess, after_seq: int) -> SeqEvent | None:
