@@ -315,7 +315,23 @@ async def launch_jupyter() -> Running:
     client = WsClient(ws)
     client.start_reading()
     await asyncio.wait_for(client.handshake(), 30)
+    await settled(proc.pid)
     return Running(proc, client, runtime)
+
+
+async def settled(pid: int, quiet: float = 0.02, timeout: float = 20) -> None:
+    """Wait until the server stops using CPU: Jupyter Server finishes starting in the
+    background (jupyter-lsp scans entry points in a thread for seconds, holding the
+    GIL), which would otherwise land in the first figures."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    before = cpu_seconds(pid)
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < quiet:
+            return
+        before = now
 
 
 # -- the workload -------------------------------------------------------------------
