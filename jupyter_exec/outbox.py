@@ -6,8 +6,10 @@ notifications: the writer loop pulls the next chunks after each cursor, from
 memory inline or from the log in a thread (a lagging client never blocks the
 event loop), encodes them and awaits the transport's `write`, which returns
 when the transport has room (its drain). So a slow client lags but skips
-nothing, and what it has not taken yet costs the server one batch, not a
-queue that grows with its lag; the child and other clients never wait for it.
+nothing, and what it has not taken yet costs the server at most
+`READ_AHEAD_BYTES` of chunks read ahead from logs and the message in hand,
+not a queue that grows with its lag; the child and other clients never wait
+for it.
 
 Order of what goes out: control messages first (responses, and watchers'
 `process/started`/`removed`/..., which are small and few), then the processes
