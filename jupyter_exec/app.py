@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
@@ -111,16 +110,14 @@ class ExecExtensionApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         from .handlers import handlers
 
-        self.handlers.extend(handlers())
+        self.handlers.extend(handlers(self.service))
 
     async def stop_extension(self) -> None:
         """Server shutdown: terminate and await every process, delete the logs."""
         if self._activity is not None:
             self._activity.stop()
+        from .mcp_http import stop_endpoint
+
+        if self.serverapp is not None:
+            await stop_endpoint(self.serverapp.web_app.settings)
         await self.service.aclose()
-
-
-def settings_service(settings: dict[str, Any]) -> ExecService:
-    service = settings[SERVICE_KEY]
-    assert isinstance(service, ExecService)
-    return service

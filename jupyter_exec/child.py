@@ -43,6 +43,8 @@ class ChildSpec:
     pipe_stdin: bool
     rows: int = 24
     cols: int = 80
+    #: Run in the child before exec (resource limits, limits.py).
+    preexec: Callable[[], None] | None = None
 
 
 @dataclass
@@ -55,13 +57,17 @@ class Child:
     stdin_fd: int | None
     tty: bool
     _pty: object | None = field(default=None, repr=False)
+    #: CPU seconds (user + system) the kernel accounted to it, known once reaped.
+    cpu_seconds: float = 0.0
 
     def reap(self) -> int | None:
         """Raw wait status if the child has exited, else None."""
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
             return 0
+        if pid:
+            self.cpu_seconds = usage.ru_utime + usage.ru_stime
         return status if pid else None
 
     def signal_group(self, signum: int) -> None:
@@ -118,6 +124,7 @@ def _spawn_pipes(spec: ChildSpec) -> Child:
         stderr=subprocess.PIPE,
         start_new_session=True,
         close_fds=True,
+        preexec_fn=spec.preexec,
     )
     assert popen.stdout is not None and popen.stderr is not None
     out_fd, err_fd = os.dup(popen.stdout.fileno()), os.dup(popen.stderr.fileno())
@@ -161,6 +168,7 @@ def _spawn_pty(spec: ChildSpec) -> Child:
         cwd=spec.cwd,
         env=spec.env,
         dimensions=(spec.rows, spec.cols),
+        preexec_fn=spec.preexec,
     )
     proc.delayafterclose = 0
     proc.delayafterterminate = 0

@@ -28,15 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 from .discovery import find_server
 from .errors import ExecError
-from .models import SIGNALS
-from .render import ps_text
+from .events import ClosedEvent, ExitedEvent, OutputEvent
+from .frontend import (
+    PAGE_BYTES,
+    Escalation,
+    child_environment,
+    parse_env,
+    signal_name,
+    start_process,
+)
+from .limit_options import start_limits
+from .presentation import ps_text
 
 if TYPE_CHECKING:
-    from .client import ExecClient, ReadResult
+    from .client import ExecClient
+    from .schema import ReadResult
 
 __all__ = ["main", "parse_detach_key"]
 
-_PAGE_BYTES = 1 << 20
 DEFAULT_DETACH_KEY = "ctrl-]"
 
 
@@ -80,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
+    _limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
 
@@ -121,7 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
     )
+    sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
     return parser
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """``--time-limit``, ``--memory-limit``, ``--cpu-limit`` (limit_options.py)."""
+    parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
+    parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
+    parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
 
 
 def parse_detach_key(spec: str) -> bytes:
@@ -145,20 +163,6 @@ def parse_detach_key(spec: str) -> bytes:
     return bytes(keys)
 
 
-def _signal_name(name: str) -> str:
-    key = name.strip().lower()
-    aliases = {"int": "interrupt", "term": "terminate", "hup": "hangup", "usr1": "user1",
-               "usr2": "user2", "cont": "continue"}  # fmt: skip
-    if key.isdigit():
-        for wire, sig in SIGNALS.items():
-            if int(sig) == int(key):
-                return wire
-    key = aliases.get(key.removeprefix("sig"), key.removeprefix("sig"))
-    if key not in SIGNALS:
-        raise CliError(f"unknown signal {name!r}; use one of {', '.join(SIGNALS)}")
-    return key
-
-
 # -- entry point -------------------------------------------------------------------
 
 
@@ -172,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bridge import main as bridge_main
 
         return bridge_main(argv[1:])
+    if argv[:1] == ["mcp"]:
+        from .mcp_stdio import main as mcp_main
+
+        return mcp_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -211,13 +219,19 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def _connect(args: argparse.Namespace) -> Any:
-    from .client import ExecClient
+    """A client of the server discovery finds; for ``run`` with none, an embedded registry."""
+    from .client import ExecClient  # here, so that --help and bad lines cost no websockets
 
     target = find_server(args.url, args.token, any_server=True)
     if target is None:
         if args.command == "run" and not args.detach:
-            async with _embedded() as client:
-                yield client
+            from .embedded import start_embedded
+
+            embedded = await start_embedded(
+                default_lifetime="connection", client_name="jupyter-exec-cli"
+            )
+            async with embedded:
+                yield embedded
             return
         raise CliError(
             "no jupyter-exec server found: start JupyterLab / `jupyter server` (with the "
@@ -233,28 +247,12 @@ async def _connect(args: argparse.Namespace) -> Any:
         await client.close()
 
 
-@contextlib.asynccontextmanager
-async def _embedded() -> Any:
-    """No server anywhere: ``run`` still works, with a registry in this process."""
-    from .client import ExecClient
-    from .dispatch import ExecService, ServiceConfig
-    from .registry import Registry
-
-    service = ExecService(Registry(), ServiceConfig(default_lifetime="connection"))
-    client = await ExecClient.embedded(service, client_name="jupyter-exec-cli")
-    try:
-        yield client
-    finally:
-        await client.close()
-        await service.aclose()
-
-
 # -- run ----------------------------------------------------------------------------
 
 
-async def _pick_id(client: ExecClient, argv: list[str]) -> str:
+def _pick_id(argv: list[str], taken: set[str]) -> str:
+    """``python-1``, ``python-2``...: the program's name and the first free number."""
     base = re.sub(r"[^A-Za-z0-9_.-]", "", os.path.basename(argv[0])) or "run"
-    taken = {info.process_id for info in await client.list()}
     n = 1
     while f"{base}-{n}" in taken:
         n += 1
@@ -262,45 +260,40 @@ async def _pick_id(client: ExecClient, argv: list[str]) -> str:
 
 
 def _environment(args: argparse.Namespace) -> dict[str, str] | None:
-    overrides: dict[str, str] = {}
-    for pair in args.env or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"--env expects KEY=VALUE, got {pair!r}")
-        overrides[key] = value
+    """This shell's environment plus --env (None with --server-env and no --env)."""
+    try:
+        overrides = parse_env(args.env)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if args.server_env:
         return overrides or None
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env.update(overrides)
-    return env
+    return child_environment(overrides)
 
 
 async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     interactive_tty = args.tty and args.interactive and sys.stdin.isatty()
     rows, cols = _terminal_size()
     cwd = os.path.abspath(args.cwd or os.getcwd())  # noqa: ASYNC240 (no I/O: string work)
-    process_id = args.name
-    for _attempt in range(5):
-        process_id = args.name or await _pick_id(client, args.argv)
-        try:
-            await client.start(
-                process_id,
-                args.argv,
-                cwd=cwd,
-                env=_environment(args),
-                inherit_env=args.server_env,
-                tty=args.tty,
-                pipe_stdin=args.interactive,
-                rows=rows,
-                cols=cols,
-                lifetime="detached" if args.detach else "connection",
-                label=args.label,
-            )
-            break
-        except ExecError as exc:
-            if args.name or "already exists" not in exc.message:
-                raise
+    try:
+        limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    process_id = await start_process(
+        client,
+        args.argv,
+        name=args.name,
+        pick_id=lambda taken: _pick_id(args.argv, taken),
+        cwd=cwd,
+        env=_environment(args),
+        inherit_env=args.server_env,
+        tty=args.tty,
+        pipe_stdin=args.interactive,
+        rows=rows,
+        cols=cols,
+        lifetime="detached" if args.detach else "connection",
+        label=args.label,
+        **limits,
+    )
     if args.detach:
         print(process_id)
         return 0
@@ -321,20 +314,21 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
 def _forward_interrupts(client: ExecClient, process_id: str) -> Iterator[None]:
     """Ctrl-C: 1st interrupts the process, 2nd terminates it, 3rd leaves (exit 130)."""
     loop = asyncio.get_running_loop()
-    count = 0
+    escalation = Escalation(process_id)
     main_task = asyncio.current_task()
     background = _Background()
 
     def on_sigint() -> None:
-        nonlocal count
-        count += 1
-        if count == 1:
+        step = escalation.press()
+        if step == "leave":
+            if main_task is not None:
+                main_task.cancel()
+            return
+        print(f"\n{escalation.notice(step)}", file=sys.stderr)
+        if step == "interrupt":
             background.spawn(client.signal(process_id, "interrupt"))
-        elif count == 2:
-            print(f"\n[terminating {process_id}]", file=sys.stderr)
+        else:
             background.spawn(client.terminate(process_id))
-        elif main_task is not None:
-            main_task.cancel()
 
     try:
         loop.add_signal_handler(signal.SIGINT, on_sigint)
@@ -384,8 +378,6 @@ def _write_out(data: bytes, stream: str = "stdout") -> None:
 
 async def _stream(client: ExecClient, process_id: str, after: int, *, split_streams: bool) -> int:
     """Copy output until the process is closed; its exit status."""
-    from .client import ClosedEvent, ExitedEvent, OutputEvent
-
     exit_code = 0
     async for event in client.events(process_id, after):
         if isinstance(event, OutputEvent):
@@ -411,7 +403,8 @@ async def _ps(client: ExecClient, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([info.wire() for info in infos], indent=2))
     else:
-        print(ps_text(infos))
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print(ps_text(infos, width))
     return 0
 
 
@@ -420,7 +413,7 @@ async def _logs(client: ExecClient, args: argparse.Namespace) -> int:
     if args.tail is not None:
         after = await _tail_start(client, args.id, after, args.tail)
     while True:
-        result: ReadResult = await client.read(args.id, after, max_bytes=_PAGE_BYTES)
+        result: ReadResult = await client.read(args.id, after, max_bytes=PAGE_BYTES)
         for chunk in result.chunks:
             _write_out(chunk.data)
         if not result.chunks:
@@ -437,7 +430,7 @@ async def _tail_start(client: ExecClient, process_id: str, after: int, lines: in
     newlines: list[tuple[int, int]] = []  # (seq, newlines in chunk), newest last
     cursor = after
     while True:
-        result: ReadResult = await client.read(process_id, cursor, max_bytes=_PAGE_BYTES)
+        result: ReadResult = await client.read(process_id, cursor, max_bytes=PAGE_BYTES)
         if not result.chunks:
             break
         newlines.extend((c.seq, c.data.count(b"\n")) for c in result.chunks)
@@ -472,7 +465,11 @@ async def _write(client: ExecClient, args: argparse.Namespace) -> int:
 
 async def _kill(client: ExecClient, args: argparse.Namespace) -> int:
     if args.signal:
-        await client.signal(args.id, _signal_name(args.signal))
+        try:
+            name = signal_name(args.signal)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        await client.signal(args.id, name)
         return 0
     if not await client.terminate(args.id, args.grace):
         if args.id not in {info.process_id for info in await client.list()}:
@@ -576,7 +573,8 @@ async def _interactive(
             loop.add_signal_handler(signal.SIGWINCH, on_resize)
         done, _ = await asyncio.wait({streamer, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
-            with contextlib.suppress(TimeoutError):
+            # asyncio.TimeoutError: what wait_for raises; not the builtin before 3.11.
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(keys.join(), 2)  # keys typed before the detach key
     finally:
         loop.remove_reader(fd)

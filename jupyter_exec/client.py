@@ -4,6 +4,11 @@ One connection, concurrent requests matched by id, notifications fanned out to
 `events()` iterators. `events()` follows a process live through
 `process/subscribe` and fills any seq gap (a slow consumer, a reconnect) with
 `process/read`, so a consumer sees every byte exactly once, in order.
+
+Messages are read and built with :mod:`jupyter_exec.schema` and errors come
+back typed (:func:`jupyter_exec.errors.error_from_wire`). No server module and
+no pydantic is imported here, so a client (and ``jupyter exec ps``) starts
+fast; a client of an in-process registry is :mod:`jupyter_exec.embedded`.
 """
 
 from __future__ import annotations
@@ -15,88 +20,37 @@ import itertools
 import json
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel
-
-from .errors import ErrorCode, ExecError
+from .errors import error_from_wire
+from .events import ClosedEvent, ExitedEvent, OutputEvent, SeqEvent
 from .models import ProcessInfo
+from .schema import Chunk, ReadResult, event_from_notification, request
 
-if TYPE_CHECKING:
-    from .dispatch import ExecService
+__all__ = [
+    "Chunk",
+    "ClosedEvent",
+    "ConnectionLostError",
+    "ExecClient",
+    "ExitedEvent",
+    "OutputEvent",
+    "ProcessEvent",
+    "ReadResult",
+    "SyncExecClient",
+    "websocket_url",
+]
 
 T = TypeVar("T")
 #: How long `events()` waits on a silent subscription before checking with a read.
 IDLE_CHECK_SECONDS = 2.0
 _END_CURSOR = 2**53
-
-
-class RemoteError(ExecError):
-    """An error answered by the server; `code` is the JSON-RPC code it sent."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message, data)
-        self.remote_code = code
-
-    @property
-    def code(self) -> ErrorCode:  # type: ignore[override]
-        try:
-            return ErrorCode(self.remote_code)
-        except ValueError:
-            return ErrorCode.INTERNAL_ERROR
+#: What `events()` yields: a process's seq-numbered events (schema: SPEC 5).
+ProcessEvent = SeqEvent
 
 
 class ConnectionLostError(ConnectionError):
     """The transport closed while requests were pending."""
-
-
-class Chunk(BaseModel):
-    seq: int
-    stream: str
-    data: bytes
-
-
-class ReadResult(BaseModel):
-    chunks: list[Chunk]
-    next_seq: int
-    first_seq: int
-    exited: bool
-    exit_code: int | None
-    signal: str | None
-    closed: bool
-    failure: str | None
-    matched: bool | None = None
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(c.data for c in self.chunks)
-
-
-@dataclass(frozen=True)
-class OutputEvent:
-    process_id: str
-    seq: int
-    stream: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ExitedEvent:
-    process_id: str
-    seq: int
-    exit_code: int
-    signal: str | None
-
-
-@dataclass(frozen=True)
-class ClosedEvent:
-    process_id: str
-    seq: int
-
-
-ProcessEvent = OutputEvent | ExitedEvent | ClosedEvent
 
 
 def websocket_url(url: str) -> str:
@@ -107,17 +61,6 @@ def websocket_url(url: str) -> str:
     if parts.scheme in ("http", "https") and not path.endswith("/ws"):
         path = path.rstrip("/") + "/api/exec/ws"
     return urlunsplit((scheme, parts.netloc, path or "/", parts.query, ""))
-
-
-def _parse_event(method: str, params: dict[str, Any]) -> ProcessEvent | None:
-    pid, seq = params.get("processId", ""), params.get("seq", 0)
-    if method == "process/output":
-        return OutputEvent(pid, seq, params["stream"], base64.b64decode(params["chunk"]))
-    if method == "process/exited":
-        return ExitedEvent(pid, seq, params["exitCode"], params.get("signal"))
-    if method == "process/closed":
-        return ClosedEvent(pid, seq)
-    return None
 
 
 class ExecClient:
@@ -156,33 +99,13 @@ class ExecClient:
         client = cls(ws.send, ws.close)
         reader = asyncio.create_task(client._pump(ws))
         client._close = _closer(ws.close, reader)
-        await client._initialize(client_name, resume_session_id)
-        return client
-
-    @classmethod
-    async def embedded(
-        cls, service: ExecService, *, client_name: str = "jupyter-exec"
-    ) -> ExecClient:
-        """An in-process connection to `service`: no sockets, same protocol."""
-        client: ExecClient | None = None
-
-        async def deliver(message: bytes) -> None:
-            assert client is not None
-            client._on_frame(message)
-
-        connection = service.connect(deliver)
-
-        async def send(text: str) -> None:
-            connection.receive(text)
-
-        client = cls(send, connection.aclose)
-        await client._initialize(client_name, None)
+        await client.initialize(client_name, resume_session_id)
         return client
 
     async def _pump(self, ws: Any) -> None:
         try:
             async for frame in ws:
-                self._on_frame(frame)
+                self.receive(frame)
         except Exception:  # closed abnormally: fail what is pending
             pass
         finally:
@@ -195,14 +118,15 @@ class ExecClient:
                 fut.set_exception(ConnectionLostError("connection to the exec server lost"))
         self._pending.clear()
 
-    def _on_frame(self, frame: str | bytes) -> None:
+    def receive(self, frame: str | bytes) -> None:
+        """Handle one frame from the transport: a response or a notification."""
         msg = json.loads(frame)
         if "method" in msg:
             method, params = msg["method"], msg.get("params") or {}
             for listener in self.listeners:
                 listener(method, params)
-            event = _parse_event(method, params)
-            if event is not None:
+            event = event_from_notification(method, params)
+            if isinstance(event, OutputEvent | ExitedEvent | ClosedEvent):
                 for queue in self._queues.get(event.process_id, ()):
                     queue.put_nowait(event)
             return
@@ -210,14 +134,12 @@ class ExecClient:
         if fut is None or fut.done():
             return
         if "error" in msg:
-            err = msg["error"]
-            fut.set_exception(
-                RemoteError(err.get("code", -32603), err.get("message", ""), err.get("data"))
-            )
+            fut.set_exception(error_from_wire(msg["error"]))
         else:
             fut.set_result(msg.get("result"))
 
-    async def _initialize(self, client_name: str, resume: str | None) -> None:
+    async def initialize(self, client_name: str, resume: str | None = None) -> None:
+        """The SPEC 2 handshake; `connect` and embedded mode call it once."""
         params: dict[str, Any] = {"clientName": client_name}
         if resume is not None:
             params["resumeSessionId"] = resume
@@ -234,10 +156,7 @@ class ExecClient:
         req_id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
-        message = {"jsonrpc": "2.0", "id": req_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        await self._send(json.dumps(message))
+        await self._send(json.dumps(request(req_id, method, params)))
         return await fut
 
     async def start(
@@ -254,9 +173,12 @@ class ExecClient:
         cols: int = 80,
         lifetime: str | None = None,
         label: str | None = None,
+        timeout_ms: int | None = None,
+        limits: dict[str, int] | None = None,
     ) -> str:
         params: dict[str, Any] = {"processId": process_id, "argv": argv, "tty": tty}
-        optional = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
+        optional: dict[str, Any] = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
+        optional.update(timeoutMs=timeout_ms, limits=limits)
         params.update({k: v for k, v in optional.items() if v is not None})
         if inherit_env:
             params["inheritEnv"] = True
@@ -281,21 +203,7 @@ class ExecClient:
             params["maxBytes"] = max_bytes
         if until_pattern is not None:
             params["untilPattern"] = until_pattern
-        r = await self.request("process/read", params)
-        return ReadResult(
-            chunks=[
-                Chunk(seq=c["seq"], stream=c["stream"], data=base64.b64decode(c["chunk"]))
-                for c in r["chunks"]
-            ],
-            next_seq=r["nextSeq"],
-            first_seq=r["firstSeq"],
-            exited=r["exited"],
-            exit_code=r["exitCode"],
-            signal=r["signal"],
-            closed=r["closed"],
-            failure=r["failure"],
-            matched=r.get("matched"),
-        )
+        return ReadResult.from_wire(await self.request("process/read", params))
 
     async def write(self, process_id: str, data: bytes, *, eof: bool = False) -> str:
         params = {"processId": process_id, "chunk": base64.b64encode(data).decode(), "eof": eof}
@@ -315,7 +223,7 @@ class ExecClient:
 
     async def list(self) -> list[ProcessInfo]:
         result = await self.request("process/list", {})
-        return [ProcessInfo.model_validate(p) for p in result["processes"]]
+        return [ProcessInfo.from_wire(p) for p in result["processes"]]
 
     async def wait(self, process_id: str, timeout: float | None = None) -> ReadResult:
         """Wait until the process exits; the result's chunks are empty, the state final."""
@@ -348,7 +256,7 @@ class ExecClient:
                     event: ProcessEvent | None = await asyncio.wait_for(
                         queue.get(), IDLE_CHECK_SECONDS
                     )
-                except TimeoutError:
+                except asyncio.TimeoutError:  # what wait_for raises; not the builtin before 3.11
                     event = None
                 if event is not None and event.seq <= cursor:
                     continue
@@ -416,7 +324,11 @@ def _closer(
 
 
 class SyncExecClient:
-    """Blocking facade: an `ExecClient` on its own event loop in a daemon thread."""
+    """Blocking facade: an `ExecClient` on its own event loop in a daemon thread.
+
+    Every coroutine method of `ExecClient` is available as a blocking call
+    (``sync.list()``); `run` runs any other coroutine on the client's loop.
+    """
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -425,36 +337,29 @@ class SyncExecClient:
         )
         self._thread.start()
         self.client: ExecClient
-        self.service: ExecService | None = None
 
-    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the client's loop and block for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     @classmethod
-    def connect(cls, url: str, token: str | None = None, **kwargs: Any) -> SyncExecClient:
+    def from_async(cls, make: Callable[[], Awaitable[ExecClient]]) -> SyncExecClient:
+        """Build the `ExecClient` with ``make()`` on a new loop thread (stopped on failure)."""
         self = cls()
+
+        async def build() -> ExecClient:
+            return await make()
+
         try:
-            self.client = self._run(ExecClient.connect(url, token, **kwargs))
+            self.client = self.run(build())
         except BaseException:
             self._stop_loop()
             raise
         return self
 
     @classmethod
-    def embedded(cls, **service_config: Any) -> SyncExecClient:
-        """A private in-process registry (processes default to `detached`)."""
-        from .dispatch import ExecService, ServiceConfig
-        from .registry import Registry
-
-        self = cls()
-
-        async def make() -> ExecClient:
-            config = ServiceConfig(default_lifetime="detached", **service_config)
-            self.service = ExecService(Registry(), config)
-            return await ExecClient.embedded(self.service)
-
-        self.client = self._run(make())
-        return self
+    def connect(cls, url: str, token: str | None = None, **kwargs: Any) -> SyncExecClient:
+        return cls.from_async(lambda: ExecClient.connect(url, token, **kwargs))
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.client, name)
@@ -462,7 +367,7 @@ class SyncExecClient:
             return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._run(method(*args, **kwargs))
+            return self.run(method(*args, **kwargs))
 
         return call
 
@@ -475,21 +380,19 @@ class SyncExecClient:
         try:
             while True:
                 try:
-                    yield self._run(next_event())
+                    yield self.run(next_event())
                 except StopAsyncIteration:
                     return
         finally:
             with contextlib.suppress(Exception):
-                self._run(agen.aclose(), timeout=5)
+                self.run(agen.aclose(), timeout=5)
 
     def close(self) -> None:
+        """Close the client (an embedded one also stops its service), then the loop."""
         if self.loop.is_closed():
             return
         with contextlib.suppress(Exception):
-            self._run(self.client.close(), timeout=5)
-        if self.service is not None:
-            with contextlib.suppress(Exception):
-                self._run(self.service.aclose(), timeout=15)
+            self.run(self.client.close(), timeout=20)
         self._stop_loop()
 
     def _stop_loop(self) -> None:

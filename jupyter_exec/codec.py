@@ -16,15 +16,10 @@ import json
 from typing import Any
 
 import orjson
-from pybase64 import b64encode, b64encode_as_string
+from pybase64 import b64encode
 
-from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, StartedEvent
-from .protocol import notification
-
-
-def b64(data: bytes) -> str:
-    """Base64 text of `data` (SIMD: the stdlib's costs more than the rest of a message)."""
-    return b64encode_as_string(data)
+from .events import Event, OutputEvent
+from .schema import event_notification
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -52,36 +47,7 @@ def encode_output(process_id: str, seq: int, stream: str, data: bytes) -> bytes:
 
 
 def encode_event(event: Event) -> bytes:
+    """The SPEC 5 notification of a registry event (schema.py), encoded."""
     if isinstance(event, OutputEvent):
         return encode_output(event.process_id, event.seq, event.stream, event.data)
     return encode(event_notification(event))
-
-
-def event_notification(event: Event) -> dict[str, Any]:
-    """The SPEC 5 notification for a registry event."""
-    if isinstance(event, OutputEvent):
-        return notification(
-            "process/output",
-            {
-                "processId": event.process_id,
-                "seq": event.seq,
-                "stream": event.stream,
-                "chunk": b64(event.data),
-            },
-        )
-    if isinstance(event, ExitedEvent):
-        return notification(
-            "process/exited",
-            {
-                "processId": event.process_id,
-                "seq": event.seq,
-                "exitCode": event.exit_code,
-                "signal": event.signal,
-                "sandboxDenied": False,
-            },
-        )
-    if isinstance(event, ClosedEvent):
-        return notification("process/closed", {"processId": event.process_id, "seq": event.seq})
-    if isinstance(event, StartedEvent):
-        return notification("process/started", {"process": event.info.wire()})
-    return notification("process/removed", {"processId": event.process_id})

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, environment, fs_methods
+from . import environment, fs_methods, limits
+from ._version import __version__
 from .codec import encode
 from .context import CallContext, Handler
 from .errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
@@ -95,6 +96,7 @@ class ExecService:
             "watch": True,
             **fs_methods.CAPABILITIES,
             **environment.CAPABILITIES,
+            **limits.CAPABILITIES,
         }
         self._connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from ._version import __version__
 from .fs_methods import CAPABILITIES as FS_CAPABILITIES
 from .fs_methods import file_uri, parse_path
 from .protocol import Params, parse_params

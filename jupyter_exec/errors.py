@@ -6,6 +6,8 @@ Hierarchy::
     ├── ParseError                  -32700 malformed JSON (response id is null)
     ├── InvalidRequestError         -32600 bad envelope, handshake order, state
     │   ├── UnknownProcessError     -32600 ``unknown process id ID``
+    │   ├── ProcessExistsError      -32600 ``process ID already exists``, data kind
+    │   │                                  ``processExists``
     │   └── TooManyProcessesError   -32600 ``too many processes``
     ├── MethodNotFoundError         -32601
     ├── InvalidParamsError          -32602 bad types, cwd, program, pattern, base64
@@ -13,13 +15,17 @@ Hierarchy::
     └── InternalError               -32603 a bug; the message hides internals
 
 Every layer raises these; only ``dispatch`` turns them into wire errors, and
-any other exception becomes ``InternalError`` there.
+any other exception becomes ``InternalError`` there. A client turns a wire
+error back into the same family with :func:`error_from_wire`: the class comes
+from ``data.kind`` when the server sent one (so a caller can catch
+``ProcessExistsError`` instead of matching message text), else from the code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ErrorCode(IntEnum):
@@ -37,6 +43,11 @@ class ExecError(Exception):
     """Root of every error that reaches a client as a JSON-RPC error."""
 
     code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    #: ``data.kind`` on the wire for errors a client must tell apart (None: by code only).
+    kind: ClassVar[str | None] = None
+    #: Client side: the code exactly as the server sent it (it may be one this
+    #: version does not know); None for errors raised locally.
+    remote_code: int | None = None
 
     def __init__(self, message: str, data: Any = None) -> None:
         super().__init__(message)
@@ -65,6 +76,18 @@ class UnknownProcessError(InvalidRequestError):
         self.process_id = process_id
 
 
+class ProcessExistsError(InvalidRequestError):
+    """``process/start`` with an id that is taken (running, or exited and still kept)."""
+
+    kind = "processExists"
+
+    def __init__(self, process_id: str) -> None:
+        super().__init__(
+            f"process {process_id} already exists", {"kind": self.kind, "processId": process_id}
+        )
+        self.process_id = process_id
+
+
 class TooManyProcessesError(InvalidRequestError):
     def __init__(self, limit: int) -> None:
         super().__init__("too many processes")
@@ -85,3 +108,33 @@ class FsError(ExecError):
 
 class InternalError(ExecError):
     code = ErrorCode.INTERNAL_ERROR
+
+
+_BY_CODE: dict[int, type[ExecError]] = {
+    int(cls.code): cls
+    for cls in (
+        ParseError,
+        InvalidRequestError,
+        MethodNotFoundError,
+        InvalidParamsError,
+        FsError,
+        InternalError,
+    )
+}
+_BY_KIND: dict[str, Callable[[Mapping[str, Any]], ExecError]] = {
+    ProcessExistsError.kind: lambda data: ProcessExistsError(str(data.get("processId", ""))),
+}
+
+
+def error_from_wire(error: Mapping[str, Any]) -> ExecError:
+    """The exception for a JSON-RPC ``error`` object a server sent (module docstring)."""
+    code = error.get("code")
+    code = code if isinstance(code, int) else int(ErrorCode.INTERNAL_ERROR)
+    data = error.get("data")
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if isinstance(data, dict) and isinstance(kind, str) and kind in _BY_KIND:
+        exc = _BY_KIND[kind](data)
+    else:
+        exc = _BY_CODE.get(code, InternalError)(str(error.get("message", "")), data)
+    exc.remote_code = code
+    return exc

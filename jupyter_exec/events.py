@@ -21,6 +21,8 @@ class ExitedEvent:
     seq: int
     exit_code: int
     signal: str | None
+    timed_out: bool = False
+    limit_exceeded: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

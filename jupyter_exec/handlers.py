@@ -18,7 +18,6 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web, websocket
 
-from .app import settings_service
 from .dispatch import Connection, ExecService
 from .errors import (
     ExecError,
@@ -27,6 +26,7 @@ from .errors import (
     TooManyProcessesError,
     UnknownProcessError,
 )
+from .mcp_http import McpHandler
 from .protocol import StartParams, parse_params
 
 AUTH_RESOURCE = "exec"
@@ -37,9 +37,9 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
     connection: Connection | None = None
     _flushing: Awaitable[None] | None = None
 
-    @property
-    def service(self) -> ExecService:
-        return settings_service(self.settings)
+    def initialize(self, service: ExecService) -> None:
+        """The route table's kwargs: the app's service (nothing reaches back into the app)."""
+        self.service = service
 
     @property
     def max_message_size(self) -> int:
@@ -56,7 +56,7 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
-        self.set_nodelay(True)  # small messages (an echo, a response) go out at once
+        self.set_nodelay(True)  # small frames (a response, an exit) go out at once
         actions = {"read", "execute"} if self._may_execute else {"read"}
         self.connection = self.service.connect(self._send, allowed_actions=frozenset(actions))
 
@@ -101,9 +101,8 @@ def _http_error(exc: ExecError) -> web.HTTPError:
 class ExecAPIHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
-    @property
-    def service(self) -> ExecService:
-        return settings_service(self.settings)
+    def initialize(self, service: ExecService) -> None:
+        self.service = service
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -181,11 +180,14 @@ class OutputHandler(ExecAPIHandler):
         self.finish()
 
 
-def handlers() -> list[tuple[str, type[Any]]]:
+def handlers(service: ExecService) -> list[tuple[str, type[Any], dict[str, Any]]]:
+    """The route table; each handler gets ``service`` at construction (``initialize``)."""
     process = r"/api/exec/processes/(?P<process_id>[^/]+)"
+    kwargs = {"service": service}
     return [
-        (r"/api/exec/ws", ExecWebSocketHandler),
-        (r"/api/exec/processes/?", ProcessesHandler),
-        (process + r"/output", OutputHandler),
-        (process + r"/?", ProcessHandler),
+        (r"/api/exec/ws", ExecWebSocketHandler, kwargs),
+        (r"/api/exec/mcp", McpHandler, kwargs),
+        (r"/api/exec/processes/?", ProcessesHandler, kwargs),
+        (process + r"/output", OutputHandler, kwargs),
+        (process + r"/?", ProcessHandler, kwargs),
     ]

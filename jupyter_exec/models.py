@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import signal as _signal
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 ProcessState = Literal["running", "exited", "closed"]
 Lifetime = Literal["connection", "detached"]
@@ -27,17 +26,18 @@ SIGNALS: dict[str, _signal.Signals] = {
 }
 
 
-class WireModel(BaseModel):
-    """camelCase on the wire, snake_case in Python."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-    def wire(self) -> dict[str, object]:
-        return self.model_dump(by_alias=True, mode="json")
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
-class ProcessInfo(WireModel):
-    """One row of `process/list` (SPEC 4). Never carries the environment."""
+@dataclass
+class ProcessInfo:
+    """One row of `process/list` (SPEC 4). Never carries the environment.
+
+    A plain dataclass, not a pydantic model, so that the client and the CLI can
+    read a process list without importing pydantic (see bench/cli_startup.py).
+    """
 
     process_id: str
     argv: list[str]
@@ -57,6 +57,29 @@ class ProcessInfo(WireModel):
     failure: str | None = None
     #: Whether stdin takes writes (tty, or a pipe started with `pipeStdin`).
     pipe_stdin: bool = False
+    #: The wall-clock limit it was started with (`timeoutMs`), and whether it fired.
+    timeout_ms: int | None = None
+    timed_out: bool = False
+    #: The resource limits it was started with: `{"memoryBytes", "cpuSeconds"}`.
+    limits: dict[str, int] | None = None
+    #: `"cpu"` or `"memory"` when the exit is known to come from that limit.
+    limit_exceeded: str | None = None
+
+    def __post_init__(self) -> None:
+        self.argv = list(self.argv)  # a copy: the process's own list stays its own
+
+    def wire(self) -> dict[str, Any]:
+        """The camelCase JSON object of SPEC 4."""
+        return {_WIRE_NAMES[f.name]: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ProcessInfo:
+        """Parse a server's object; unknown members (a newer server's) are ignored."""
+        names = ((f.name, _WIRE_NAMES[f.name]) for f in fields(cls))
+        return cls(**{name: data[wire] for name, wire in names if wire in data})
+
+
+_WIRE_NAMES = {f.name: _camel(f.name) for f in fields(ProcessInfo)}
 
 
 def exit_status(status: int) -> tuple[int, str | None]:

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 from .codec import encode_event, encode_output
 from .events import SeqEvent
-from .output import Chunk, OutputStore
+from .output import OutputStore
 from .process import ManagedProcess
+from .schema import Chunk
 
 log = logging.getLogger(__name__)
 

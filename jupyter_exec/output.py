@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from .schema import Chunk
+
 _HEADER = struct.Struct("<QBI")
 STREAM_CODES = {"stdout": 0, "stderr": 1, "pty": 2}
 STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
@@ -32,13 +34,6 @@ CHUNK_OVERHEAD = 128
 INDEX_SPACING = 64 * 1024
 #: How much log one pread fetches while scanning forward.
 _READ_WINDOW = 1 << 20
-
-
-@dataclass(slots=True, frozen=True)
-class Chunk:
-    seq: int
-    stream: str
-    data: bytes
 
 
 class OutputStore:

@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import limits as _limits
 from .child import Child
 from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, SeqEvent
 from .models import Lifetime, ProcessInfo, ProcessState, exit_status
 from .output import OutputStore
 from .proctree import descendant_pids, kill_pids, marked_pids
+from .protocol import Limits
 
 #: One read, one `process/output` chunk. Measured with bench/run.py: 32 KiB
 #: chunks reach clients faster than 8-16 KiB (per-message cost) or 64-128 KiB
@@ -30,6 +32,8 @@ READ_SIZE = 32 * 1024
 #: before publishing `exited` (a PTY delivers the last bytes asynchronously).
 EXIT_SETTLE_SECONDS = 0.05
 _DRAIN_LIMIT = 4 << 20
+#: Grace of a `timeoutMs` termination, as `process/terminate`'s default.
+TIMEOUT_GRACE_SECONDS = 3.0
 
 
 @dataclass
@@ -45,6 +49,8 @@ class ProcessSetup:
     lifetime: Lifetime
     owner: str | None
     marker: str
+    timeout_ms: int | None = None
+    limits: Limits | None = None
 
 
 class ManagedProcess:
@@ -82,6 +88,11 @@ class ManagedProcess:
         #: Kept so a late subscriber gets them replayed in seq order.
         self.exited_event: ExitedEvent | None = None
         self.closed_event: ClosedEvent | None = None
+        self.timed_out = False
+        self.limit_exceeded: str | None = None
+        self._timeout: asyncio.TimerHandle | None = None
+        if setup.timeout_ms is not None:
+            self._timeout = self._loop.call_later(setup.timeout_ms / 1000, self._on_timeout)
         for fd in child.outputs:
             self._loop.add_reader(fd, self._on_readable, fd)
         self._loop.add_reader(child.pidfd, self._on_pidfd)
@@ -112,6 +123,10 @@ class ManagedProcess:
             output_bytes=self.store.total_bytes,
             failure=self.store.failure,
             pipe_stdin=s.pipe_stdin,
+            timeout_ms=s.timeout_ms,
+            timed_out=self.timed_out,
+            limits=_limits.wire(s.limits),
+            limit_exceeded=self.limit_exceeded,
         )
 
     def replay(self, after_seq: int) -> list[SeqEvent]:
@@ -204,12 +219,23 @@ class ManagedProcess:
     def _publish_exit(self) -> None:
         if self._settle is not None:
             self._settle.cancel()
+        if self._timeout is not None:
+            self._timeout.cancel()
         self.exit_code, self.signal = self._exit_status
         self.exited_at = _now_ms()
         self.state = "exited"
+        signum = self.exit_code - 128 if self.signal is not None else None
+        self.limit_exceeded = _limits.exceeded(self.setup.limits, signum, self.child.cpu_seconds)
         self._stdin_buffer.clear()
         self._stop_stdin()
-        self.exited_event = ExitedEvent(self.id, self._take_seq(), self.exit_code, self.signal)
+        self.exited_event = ExitedEvent(
+            self.id,
+            self._take_seq(),
+            self.exit_code,
+            self.signal,
+            timed_out=self.timed_out,
+            limit_exceeded=self.limit_exceeded,
+        )
         self._event_published(self.exited_event)
         self.exited.set()
         if not self.child.outputs:
@@ -269,6 +295,13 @@ class ManagedProcess:
                 self.child.close_stdin()
 
     # -- signals and termination ----------------------------------------------
+
+    def _on_timeout(self) -> None:
+        """`timeoutMs` passed: terminate as `process/terminate` does; the exit says why."""
+        self._timeout = None
+        if self.state == "running" and self.terminating is None:
+            self.timed_out = True
+            self.terminate(TIMEOUT_GRACE_SECONDS)
 
     def send_signal(self, signum: int) -> None:
         if self.state == "running":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .codec import b64
 from .context import CallContext, Handler
 from .protocol import (
     ListParams,
@@ -19,6 +18,7 @@ from .protocol import (
     parse_params,
 )
 from .registry import ReadOutcome
+from .schema import ReadResult
 
 
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
@@ -41,21 +41,19 @@ async def _read(ctx: CallContext, params: Any) -> dict[str, Any]:
 
 def read_result(outcome: ReadOutcome) -> dict[str, Any]:
     info = outcome.info
-    result: dict[str, Any] = {
-        "chunks": [
-            {"seq": c.seq, "stream": c.stream, "chunk": b64(c.data)} for c in outcome.chunks
-        ],
-        "nextSeq": outcome.next_seq,
-        "exited": info.state != "running",
-        "exitCode": info.exit_code,
-        "signal": info.signal,
-        "closed": info.state == "closed",
-        "failure": info.failure,
-        "firstSeq": info.first_seq,
-    }
-    if outcome.matched is not None:
-        result["matched"] = outcome.matched
-    return result
+    return ReadResult(
+        chunks=outcome.chunks,
+        next_seq=outcome.next_seq,
+        first_seq=info.first_seq,
+        exited=info.state != "running",
+        exit_code=info.exit_code,
+        signal=info.signal,
+        closed=info.state == "closed",
+        failure=info.failure,
+        matched=outcome.matched,
+        timed_out=info.timed_out,
+        limit_exceeded=info.limit_exceeded,
+    ).wire()
 
 
 async def _write(ctx: CallContext, params: Any) -> dict[str, Any]:

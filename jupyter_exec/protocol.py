@@ -19,8 +19,10 @@ from pydantic.alias_generators import to_camel
 
 from .errors import InvalidParamsError, InvalidRequestError, ParseError
 from .models import SIGNALS, Lifetime
-
-RequestId = int | str
+from .schema import RequestId as RequestId
+from .schema import error_response as error_response
+from .schema import notification as notification
+from .schema import response as response
 
 NonNegative = Annotated[int, Field(strict=True, ge=0, le=2**53)]
 Positive = Annotated[int, Field(strict=True, ge=1, le=10_000)]
@@ -55,6 +57,13 @@ class EnvPolicy(Params):
     set: dict[str, str] = {}
 
 
+class Limits(Params):
+    """Per-process resource limits (SPEC 4 `process/start` `limits`; see limits.py)."""
+
+    memory_bytes: Annotated[int, Field(strict=True, ge=1 << 20, le=2**53)] | None = None
+    cpu_seconds: Annotated[int, Field(strict=True, ge=1, le=2**31)] | None = None
+
+
 class StartParams(Params):
     process_id: ProcessId
     argv: Annotated[list[str], Field(min_length=1)]
@@ -69,6 +78,9 @@ class StartParams(Params):
     lifetime: Lifetime | None = None
     label: str | None = None
     metadata: dict[str, Any] | None = None
+    #: Wall-clock limit: terminated as by `process/terminate` when it passes.
+    timeout_ms: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
+    limits: Limits | None = None
 
 
 class ProcessParams(Params):
@@ -80,6 +92,8 @@ class ReadParams(ProcessParams):
     max_bytes: NonNegative | None = None
     wait_ms: NonNegative = 0
     until_pattern: str | None = None
+    #: Return once no new output came for this long (after the first chunk).
+    until_idle_ms: NonNegative | None = None
 
     def compiled_pattern(self) -> re.Pattern[str] | None:
         if self.until_pattern is None:
@@ -213,15 +227,3 @@ def request_id_of(frame: str | bytes) -> RequestId | None:
         if isinstance(rid, int | str) and not isinstance(rid, bool):
             return rid
     return None
-
-
-def response(req_id: RequestId | None, result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": req_id, "result": result}
-
-
-def error_response(req_id: RequestId | None, error: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": req_id, "error": error}
-
-
-def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": method, "params": params}

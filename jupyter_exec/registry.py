@@ -17,19 +17,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import limits
 from .child import ChildSpec, build_env, resolve_cwd, resolve_program, spawn
 from .errors import (
     InvalidParamsError,
     InvalidRequestError,
+    ProcessExistsError,
     TooManyProcessesError,
     UnknownProcessError,
 )
 from .events import Event, RemovedEvent, StartedEvent
 from .models import Lifetime, ProcessInfo
-from .output import Chunk, OutputStore
+from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_pids, marked_pids
 from .protocol import ReadParams, StartParams
+from .schema import Chunk
 
 #: A long-poll never waits longer than this, whatever `waitMs` asks.
 MAX_WAIT_SECONDS = 3600.0
@@ -116,7 +119,7 @@ class Registry:
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
         if params.process_id in self._procs:
-            raise InvalidRequestError(f"process {params.process_id} already exists")
+            raise ProcessExistsError(params.process_id)
         if len(self.running()) >= self.config.max_processes:
             raise TooManyProcessesError(self.config.max_processes)
         if self._near_fd_limit() and _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
@@ -138,6 +141,7 @@ class Registry:
         spec = ChildSpec(
             executable, argv, cwd, env, params.tty, params.pipe_stdin,
             rows=size.rows if size else 24, cols=size.cols if size else 80,
+            preexec=limits.preexec(params.limits),
         )  # fmt: skip
         log_dir = self._ensure_log_dir()
         try:
@@ -159,6 +163,8 @@ class Registry:
             lifetime=params.lifetime or default_lifetime,
             owner=owner,
             marker=marker,
+            timeout_ms=params.timeout_ms,
+            limits=params.limits,
         )
         proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
         self._procs[proc.id] = proc
@@ -188,7 +194,14 @@ class Registry:
     # -- read -----------------------------------------------------------------
 
     async def read(self, params: ReadParams) -> ReadOutcome:
-        """SPEC 4 `process/read`: chunks after a cursor, long-poll, optional pattern."""
+        """SPEC 4 `process/read`: chunks after a cursor, long-poll, pattern, idle wait.
+
+        With `untilIdleMs` the read does not return at the first chunk: it
+        waits (within `waitMs`) for a first chunk after `afterSeq`, then returns
+        once no further chunk came for `untilIdleMs`; chunks already there when
+        the call came count as arriving at the call. That answers a REPL: the
+        reply to a line may be slow to start, then comes in bursts.
+        """
         proc = self.get(params.process_id)
         pattern = params.compiled_pattern()
         budget = self.config.max_read_bytes
@@ -196,6 +209,8 @@ class Registry:
             budget = min(params.max_bytes, budget)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(params.wait_ms / 1000, MAX_WAIT_SECONDS)
+        idle = params.until_idle_ms / 1000 if params.until_idle_ms is not None else None
+        last_seq, quiet_at = params.after_seq, deadline
         while True:
             changed = proc.changed()
             chunks = proc.store.read(params.after_seq, budget)
@@ -203,7 +218,12 @@ class Registry:
             if pattern is not None:
                 matched, chunks = _match(pattern, chunks)
             done = bool(chunks) if pattern is None else bool(matched)
-            remaining = deadline - loop.time()
+            if idle is not None and chunks and not matched:
+                if chunks[-1].seq != last_seq:  # new output: the idle clock restarts
+                    last_seq, quiet_at = chunks[-1].seq, loop.time() + idle
+                full = chunks[-1].seq < proc.next_seq - 1 and proc.state == "running"
+                done = full or loop.time() >= quiet_at
+            remaining = min(deadline, quiet_at) - loop.time()
             if done or proc.state != "running" or remaining <= 0:
                 next_seq = chunks[-1].seq + 1 if chunks else proc.next_seq
                 return ReadOutcome(chunks, next_seq, proc.info(), matched)
@@ -271,7 +291,9 @@ class Registry:
         running = self.running()
         for proc in running:
             proc.terminate(grace_seconds)
-        tasks = [p.terminating for p in running if p.terminating is not None]
+        # Every termination still under way, also of processes that exited meanwhile
+        # (a `timeoutMs` one): each is a task this registry owns.
+        tasks = [p.terminating for p in self._procs.values() if p.terminating is not None]
         try:
             if tasks:
                 await asyncio.wait(tasks, timeout=grace_seconds + 5)

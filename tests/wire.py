@@ -16,6 +16,7 @@ from typing import Any
 
 from jupyter_exec.client import ExecClient
 from jupyter_exec.dispatch import ExecService, ServiceConfig
+from jupyter_exec.embedded import connect_service
 from jupyter_exec.registry import Registry, RegistryConfig
 
 PY = sys.executable
@@ -49,7 +50,7 @@ async def embedded(
     tmp_path: Path | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[ExecService, ExecClient]]:
     service = make_service(tmp_path, **overrides)
-    client = await ExecClient.embedded(service)
+    client = await connect_service(service)
     try:
         yield service, client
     finally:

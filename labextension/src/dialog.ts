@@ -1,47 +1,20 @@
 /**
- * The "New process" dialog: command, working directory, tty toggle, name.
+ * The "New process" dialog: command, working directory, tty toggle, name, and
+ * optional limits (time, memory, CPU: `timeoutMs` and `limits`, startform.ts).
  *
  * The command runs through `/bin/sh -c`, so pipes, quotes and `$VARS` work as
  * they would in a terminal. The working directory is the file browser's,
  * relative to the server root (the server resolves a relative `cwd` against
  * its root_dir); at the root it is left out so the server's default applies.
  */
-import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { IStartParams } from './protocol';
+import { FormError, NewProcessRequest, startParams } from './startform';
 
-export type NewProcessRequest = Omit<IStartParams, 'processId'>;
+type FormValue = NewProcessRequest | FormError | null;
 
-/** Turn the form's values into `process/start` params. */
-export function startParams(values: {
-  command: string;
-  cwd: string;
-  tty: boolean;
-  pipeStdin: boolean;
-  name: string;
-  size?: { rows: number; cols: number };
-}): NewProcessRequest {
-  const command = values.command.trim();
-  const cwd = values.cwd.trim();
-  const params: NewProcessRequest = {
-    argv: ['/bin/sh', '-c', command],
-    tty: values.tty,
-    label: values.name.trim() || command,
-    lifetime: 'detached'
-  };
-  if (cwd && cwd !== '/' && cwd !== '.') {
-    params.cwd = cwd;
-  }
-  if (values.tty) {
-    params.size = values.size ?? { rows: 24, cols: 80 };
-  } else if (values.pipeStdin) {
-    params.pipeStdin = true;
-  }
-  return params;
-}
-
-class NewProcessForm extends Widget implements Dialog.IBodyWidget<NewProcessRequest | null> {
+class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
   constructor(cwd: string) {
     super({ node: document.createElement('form') });
     this.addClass('jp-ExecDialog');
@@ -83,6 +56,22 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<NewProcessRequ
     stdinRow.classList.add('jp-ExecDialog-check');
     const ttyRow = field('Run in a terminal (tty)', this._tty, 'Colours, progress bars and typing, like a terminal.');
     ttyRow.classList.add('jp-ExecDialog-check');
+    this._timeLimit = input('timeLimit');
+    this._timeLimit.placeholder = '(none)';
+    this._memoryLimit = input('memoryLimit');
+    this._memoryLimit.placeholder = '(none) e.g. 2G';
+    this._cpuLimit = input('cpuLimit');
+    this._cpuLimit.placeholder = '(none)';
+    const limits = document.createElement('fieldset');
+    limits.className = 'jp-ExecDialog-limits';
+    const legend = document.createElement('legend');
+    legend.textContent = 'Limits (optional)';
+    limits.append(
+      legend,
+      field('Time limit (seconds)', this._timeLimit, 'Then it is terminated, as by Terminate.'),
+      field('Memory limit', this._memoryLimit, 'Address space per process: 512M, 2G...'),
+      field('CPU limit (seconds)', this._cpuLimit, 'CPU time per process; then SIGXCPU.')
+    );
     const sync = () => (stdinRow.hidden = this._tty.checked);
     this._tty.addEventListener('change', sync);
     sync();
@@ -91,22 +80,38 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<NewProcessRequ
       field('Working directory', this._cwd, 'Relative to the server root, or absolute.'),
       field('Name', this._name),
       ttyRow,
-      stdinRow
+      stdinRow,
+      limits
     );
     // Enter submits through the dialog's default button, not a page reload.
     this.node.addEventListener('submit', event => event.preventDefault());
   }
 
-  getValue(): NewProcessRequest | null {
+  /** The request; null when the command is empty; the FormError of a bad limit. */
+  getValue(): FormValue {
     if (!this._command.value.trim()) {
       return null;
     }
+    try {
+      return this._request();
+    } catch (error) {
+      if (error instanceof FormError) {
+        return error; // the dialog has closed by now: the caller shows it
+      }
+      throw error;
+    }
+  }
+
+  private _request(): NewProcessRequest {
     return startParams({
       command: this._command.value,
       cwd: this._cwd.value,
       tty: this._tty.checked,
       pipeStdin: this._pipeStdin.checked,
-      name: this._name.value
+      name: this._name.value,
+      timeLimit: this._timeLimit.value,
+      memoryLimit: this._memoryLimit.value,
+      cpuLimit: this._cpuLimit.value
     });
   }
 
@@ -115,6 +120,9 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<NewProcessRequ
   private _name: HTMLInputElement;
   private _tty: HTMLInputElement;
   private _pipeStdin: HTMLInputElement;
+  private _timeLimit: HTMLInputElement;
+  private _memoryLimit: HTMLInputElement;
+  private _cpuLimit: HTMLInputElement;
 }
 
 /** Ask for a process to start; null when cancelled or left empty. */
@@ -125,5 +133,12 @@ export async function askNewProcess(cwd: string): Promise<NewProcessRequest | nu
     buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Start' })],
     focusNodeSelector: 'input[name="command"]'
   });
-  return result.button.accept ? result.value : null;
+  if (!result.button.accept) {
+    return null;
+  }
+  if (result.value instanceof FormError) {
+    await showErrorMessage('Cannot start the process', result.value.message);
+    return null;
+  }
+  return result.value;
 }

@@ -62,6 +62,18 @@ export interface IProcessInfo {
   outputBytes: number;
   /** Present when the server says so; not in every version. */
   pipeStdin?: boolean;
+  /** The wall-clock limit it was started with, and whether it fired. */
+  timeoutMs?: number | null;
+  timedOut?: boolean;
+  limits?: ILimits | null;
+  /** 'cpu' or 'memory' when the exit is known to come from that limit. */
+  limitExceeded?: string | null;
+}
+
+/** Per-process resource limits (`process/start` `limits`, rlimits in the child). */
+export interface ILimits {
+  memoryBytes?: number;
+  cpuSeconds?: number;
 }
 
 export interface ISize {
@@ -81,6 +93,9 @@ export interface IStartParams {
   size?: ISize;
   lifetime?: Lifetime;
   label?: string;
+  /** Terminated as by `process/terminate` when this passes. */
+  timeoutMs?: number;
+  limits?: ILimits;
 }
 
 export interface IChunk {

@@ -201,7 +201,12 @@ def open_panel(page: Any) -> Any:
 
 
 def start_from_dialog(
-    page: Any, command: str, name: str, tty: bool, pipe_stdin: bool = False
+    page: Any,
+    command: str,
+    name: str,
+    tty: bool,
+    pipe_stdin: bool = False,
+    limits: dict[str, str] | None = None,
 ) -> None:
     open_panel(page).get_by_role("button", name="New process").click()
     dialog = page.locator(".jp-Dialog")
@@ -210,6 +215,8 @@ def start_from_dialog(
     dialog.locator('input[name="tty"]').set_checked(tty)
     if not tty:
         dialog.locator('input[name="pipeStdin"]').set_checked(pipe_stdin)
+    for field, value in (limits or {}).items():  # timeLimit, memoryLimit, cpuLimit
+        dialog.locator(f'input[name="{field}"]').fill(value)
     shot(page, f"dialog-{name}")
     dialog.get_by_role("button", name="Start").click()
     dialog.wait_for(state="detached")
@@ -338,6 +345,16 @@ def _set_theme(lab: Lab, theme: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 204
+
+
+def test_start_form_limits_reach_the_server(page: Any, lab: Lab) -> None:
+    limits = {"timeLimit": "1", "memoryLimit": "2G", "cpuLimit": "60"}
+    start_from_dialog(page, "sleep 30", "limited", tty=False, limits=limits)
+    row = open_panel(page).locator(".jp-ExecPanel-item", has_text="limited")
+    row.locator(".jp-ExecBadge", has_text="SIGTERM").wait_for(timeout=20_000)
+    info = next(p for p in lab.api("api/exec/processes") if p["label"] == "limited")
+    assert info["timeoutMs"] == 1000 and info["timedOut"] is True
+    assert info["limits"] == {"memoryBytes": 2 << 30, "cpuSeconds": 60}
 
 
 def test_keyboard_only_start_and_dark_theme(page: Any, lab: Lab) -> None:

@@ -108,6 +108,19 @@ def test_detach_ps_logs_write_kill(standalone: Standalone) -> None:
     assert closed.returncode == 1 and "stdinClosed" in closed.stderr
 
 
+def test_ps_shows_a_multi_line_command_on_one_row(standalone: Standalone) -> None:
+    script = "echo first\necho second\nsleep 60"
+    started = standalone.run("run", "-d", "--name", "script", "--", "bash", "-c", script)
+    assert started.returncode == 0, started.stderr
+    try:
+        rows = [r for r in standalone.run("ps").stdout.splitlines() if r.startswith("script ")]
+        assert len(rows) == 1 and "echo first⏎echo second⏎sleep 60" in rows[0], rows
+        infos = json.loads(standalone.run("ps", "--json").stdout)  # --json keeps it exact
+        assert next(i for i in infos if i["processId"] == "script")["argv"][2] == script
+    finally:
+        standalone.run("kill", "script")
+
+
 def test_kill_with_and_without_signal(standalone: Standalone) -> None:
     standalone.run("run", "-d", "--name", "sleeper", "--", "sleep", "60")
     assert standalone.run("kill", "sleeper", "--signal", "USR1").returncode == 0
@@ -129,14 +142,15 @@ def test_ctrl_c_interrupts_the_process_not_the_cli(standalone: Standalone) -> No
     )
     proc = subprocess.Popen(
         [CLI, "--url", standalone.url, "run", "--", PY, "-c", script],
-        stdout=subprocess.PIPE, text=True, env=standalone.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=standalone.env,
     )  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=30)
     assert out == "got SIGINT\n"
     assert proc.returncode == 5
+    assert "[sent SIGINT to python" in err  # the same escalation notices as the magics
 
 
 def test_without_any_server(tmp_path: Path) -> None:
@@ -268,3 +282,16 @@ def test_run_tty_interactive_from_a_terminal(standalone: Standalone) -> None:
     finally:
         if pty.isalive():
             pty.terminate(force=True)
+
+
+def test_run_with_time_memory_and_cpu_limits(standalone: Standalone) -> None:
+    timed = standalone.run("run", "--time-limit", "0.5", "--", "sleep", "30")
+    assert timed.returncode == 128 + signal.SIGTERM
+    script = "import resource; print(resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_CPU))"
+    limited = standalone.run(
+        "run", "--memory-limit", "2G", "--cpu-limit", "30", "--", sys.executable, "-c", script
+    )
+    assert (limited.returncode, limited.stdout) == (0, f"{2 << 30} (30, 31)\n")
+    bad = standalone.run("run", "--memory-limit", "lots", "--", "true")
+    assert bad.returncode == 2 and "memory limit 'lots' is not a size like 512M or 2G" in bad.stderr
+    assert "true" not in {p["argv"][0] for p in json.loads(standalone.run("ps", "--json").stdout)}

@@ -75,11 +75,15 @@ class Codex:
     model_base_url: str
     environments_toml: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Appended to config.toml (e.g. `[mcp_servers.NAME]` tables).
+    extra_config: str = ""
 
     def run(self, cwd: Path, exec_server_url: str | None, prompt: str = "go") -> CodexResult:
         """``codex exec --json`` in ``cwd``; with a URL, via ``CODEX_EXEC_SERVER_URL``."""
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "config.toml").write_text(codex_config(self.model_base_url))
+        (self.home / "config.toml").write_text(
+            codex_config(self.model_base_url) + self.extra_config
+        )
         environments = self.home / "environments.toml"
         if self.environments_toml is not None:
             environments.write_text(self.environments_toml)

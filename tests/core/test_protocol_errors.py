@@ -165,7 +165,11 @@ async def test_unknown_process_and_duplicate_ids(tmp_path):
     assert t["result"] == {"running": False}
     await peer.call("process/start", {"processId": "a", "argv": py("import time; time.sleep(30)")})
     dup = await peer.call("process/start", {"processId": "a", "argv": ["true"]})
-    assert dup["error"] == {"code": -32600, "message": "process a already exists"}
+    assert dup["error"] == {
+        "code": -32600,
+        "message": "process a already exists",
+        "data": {"kind": "processExists", "processId": "a"},  # typed: no text matching
+    }
     other = RawPeer(service)
     await other.handshake()
     dup2 = await other.call("process/start", {"processId": "a", "argv": ["true"]})

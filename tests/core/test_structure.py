@@ -1,9 +1,27 @@
-"""Layering (STYLE.md): the core never loads tornado, jupyter_server or IPython."""
+"""Layering (STYLE.md): what imports what, read from the source and from real imports.
+
+- no import cycle anywhere in jupyter_exec, counting imports inside functions
+  and under ``TYPE_CHECKING`` (a cycle there is still two modules that cannot
+  be understood, or split, one without the other);
+- no module over ~700 lines;
+- the core never loads tornado, jupyter_server or IPython; the client and the
+  CLI path (``jupyter exec ps`` against a real server) load no server module
+  and no pydantic either; the magics are the only IPython importer.
+"""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import jupyter_exec
+
+from ..wire import standalone
+
+PACKAGE = Path(jupyter_exec.__file__).parent
+MAX_LINES = 700
 
 CORE = [
     "jupyter_exec",
@@ -20,20 +38,103 @@ CORE = [
     "jupyter_exec.serve",
     "jupyter_exec.client",
 ]
+#: What a client or the CLI must never pay for.
+SERVER_SIDE = (
+    "tornado",
+    "jupyter_server",
+    "IPython",
+    "traitlets",
+    "pydantic",
+    "jupyter_exec.protocol",
+    "jupyter_exec.dispatch",
+    "jupyter_exec.registry",
+    "jupyter_exec.embedded",
+    "jupyter_exec.app",
+)
 
 
-def test_core_modules_do_not_import_server_or_ipython():
-    code = (
-        "import sys\n"
-        + "".join(f"import {m}\n" for m in CORE)
-        + "bad = [m for m in ('tornado', 'jupyter_server', 'IPython', 'traitlets') if m in sys.modules]\n"
-        + "print(','.join(bad))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE.glob("*.py"):
+        name = "jupyter_exec" if path.stem == "__init__" else f"jupyter_exec.{path.stem}"
+        names[name] = path
+    return names
 
 
-def test_method_families_do_not_import_dispatch():
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """The jupyter_exec modules ``name`` imports anywhere in its source."""
+    package = "jupyter_exec"  # every module is directly in the package
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package + (f".{node.module}" if node.module else "")
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in known else base)
+    return {m for m in found if m in known and m != name}
+
+
+def import_graph() -> dict[str, set[str]]:
+    names = module_names()
+    return {name: imports_of(name, path, set(names)) for name, path in names.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_graph_reader_sees_every_kind_of_import() -> None:
+    """The cycle test can fail: a lazy, a relative and a TYPE_CHECKING import all count."""
+    graph = import_graph()
+    assert "jupyter_exec.client" in graph["jupyter_exec.cli"]  # lazy, inside a function
+    assert "jupyter_exec.app" in graph["jupyter_exec"]  # lazy, in an entry point
+    assert "jupyter_exec.terminal" in graph["jupyter_exec.presentation"]  # TYPE_CHECKING
+    assert "jupyter_exec.client" in graph["jupyter_exec.frontend"]  # TYPE_CHECKING
+    looped = {**graph, "jupyter_exec.client": graph["jupyter_exec.client"] | {"jupyter_exec.cli"}}
+    assert any({"jupyter_exec.cli", "jupyter_exec.client"} <= set(c) for c in cycles(looped))
+
+
+def test_no_import_cycle_anywhere() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_method_families_do_not_import_dispatch() -> None:
     """STYLE.md next shape: families plug into the table; dispatch imports them, not back."""
     families = ["process_methods", "fs_methods", "environment", "context", "sessions", "outbox"]
     code = (
@@ -45,7 +146,56 @@ def test_method_families_do_not_import_dispatch():
     assert out.stdout.strip() == "False"
 
 
-def test_errors_have_one_code_table():
+def test_no_module_is_over_700_lines() -> None:
+    sizes = {name: len(path.read_text().splitlines()) for name, path in module_names().items()}
+    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_only_the_magics_import_ipython() -> None:
+    importers = set()
+    for name, path in module_names().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            if any(m == "IPython" or m.startswith("IPython.") for m in modules):
+                importers.add(name)
+    assert importers == {"jupyter_exec.magics"}
+
+
+def loaded_after(code: str) -> list[str]:
+    """Which of SERVER_SIDE a fresh interpreter has loaded after running ``code``."""
+    probe = (
+        f"{code}\nimport sys\nprint('LOADED', *(m for m in {SERVER_SIDE!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.rsplit("LOADED", 1)[1].split()
+
+
+def test_core_modules_do_not_import_server_or_ipython() -> None:
+    loaded = loaded_after("".join(f"import {m}\n" for m in CORE))
+    assert [m for m in loaded if m in ("tornado", "jupyter_server", "IPython", "traitlets")] == []
+
+
+def test_the_client_path_loads_no_server_code_and_no_pydantic() -> None:
+    modules = ("client", "cli", "schema", "errors", "models", "frontend", "handle", "view")
+    assert loaded_after("".join(f"import jupyter_exec.{m}\n" for m in modules)) == []
+
+
+def test_cli_ps_against_a_real_server_loads_no_server_code_and_no_pydantic() -> None:
+    with standalone() as server:
+        code = (
+            "from jupyter_exec.cli import main\n"
+            f"assert main(['--url', {server.bare_url!r}, '--token', {server.token!r}, 'ps']) == 0"
+        )
+        assert loaded_after(code) == []
+
+
+def test_errors_have_one_code_table() -> None:
     from jupyter_exec import errors
 
     codes = {e.value for e in errors.ErrorCode}
@@ -61,7 +211,7 @@ def test_errors_have_one_code_table():
         assert issubclass(cls, errors.ExecError) and cls.code in errors.ErrorCode
 
 
-def test_loading_the_magics_does_not_load_the_server():
+def test_loading_the_magics_does_not_load_the_server() -> None:
     code = (
         "import sys\n"
         "import jupyter_exec.magics\n"

@@ -1,4 +1,5 @@
-"""render.py: terminal text to HTML/plain text, progress collapsing, status lines."""
+"""terminal.py, presentation.py, html_render.py: terminal text to HTML/plain text,
+progress collapsing, status lines, ps tables."""
 
 from __future__ import annotations
 
@@ -6,16 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jupyter_exec.html_render import ps_html
 from jupyter_exec.models import ProcessInfo
-from jupyter_exec.render import (
+from jupyter_exec.presentation import format_duration, format_status, one_line, ps_text
+from jupyter_exec.terminal import (
     StreamDecoder,
     TerminalLog,
     ansi_to_html,
     collapse_progress,
-    format_duration,
-    format_status,
-    ps_html,
-    ps_text,
     strip_ansi,
 )
 
@@ -126,3 +125,27 @@ def test_ps_table() -> None:
     assert "train  closed  143 (SIGTERM)  3.0s     python train.py" in text
     assert "<td style='text-align:left'>train</td>" in ps_html([info])
     assert ps_html([]) == "<i>no processes</i>"
+
+
+def test_ps_table_keeps_one_row_per_process_for_multi_line_commands() -> None:
+    script = ProcessInfo(
+        process_id="s1", argv=["bash", "-c", "echo one\r\necho two\n\x1b[31m"], cwd="/",
+        tty=False, pid=1, label=None, lifetime="detached", state="running", started_at=0,
+        exited_at=None, exit_code=None, signal=None, next_seq=1, first_seq=1, output_bytes=0,
+    )  # fmt: skip
+    labelled = ProcessInfo(**{**script.__dict__, "process_id": "s2", "label": "a\nb"})
+    text = ps_text([script, labelled])
+    assert len(text.splitlines()) == 3  # header + one row each
+    assert "bash -c 'echo one⏎echo two⏎\\x1b[31m'" in text
+    assert text.splitlines()[2].endswith("  a⏎b")
+    narrow = ps_text([script], width=60)
+    assert all(len(row) <= 60 for row in narrow.splitlines())
+    assert narrow.splitlines()[1].endswith("…")
+    assert ps_text([script], width=5).splitlines()[1].endswith("…")  # never below 20 columns
+    assert "echo one⏎echo two" in ps_html([script])
+
+
+def test_one_line_cuts_with_an_ellipsis() -> None:
+    assert one_line("abc", 3) == "abc"
+    assert one_line("abcd", 3) == "ab…"
+    assert one_line("a\tb\x7f") == "a\\x09b\\x7f"

@@ -8,6 +8,7 @@ recorded through a DisplayPublisher, the same path ipykernel's publisher takes.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_exec import magics as magics_module
-from jupyter_exec.magics import ExecMagics, ExecProcess, ProcessExitedError
+from jupyter_exec.handle import ExecProcess, ProcessExitedError
+from jupyter_exec.magics import ExecMagics
+from jupyter_exec.view import live_views, stop_all_views
 
 PY = sys.executable
 
@@ -79,7 +82,7 @@ def recorder(ip: InteractiveShell, magics: ExecMagics) -> Iterator[RecordingPubl
     try:
         yield ip.display_pub
     finally:
-        magics_module.stop_all_views()
+        stop_all_views()
         ip.display_pub = saved
 
 
@@ -100,7 +103,8 @@ def test_exec_returns_a_handle_with_the_whole_api(ip: InteractiveShell, magics: 
     assert sorted(p.output.splitlines()) == ["err", "out"]
     assert p.read().chunks[0].data[:3] in (b"out", b"err")
     assert p.info.state == "closed"
-    assert "exited 3" in repr(p) and "exited 3" in p._repr_html_()
+    assert re.fullmatch(rf"<exec {p.id}: exited 3 after \d+\.\ds>", repr(p))
+    assert "exited 3" in p._repr_html_()
     q = line(ip, "exec", "-q true")
     assert int(q.id[1:]) > int(p.id[1:])  # short, readable, unique
 
@@ -133,12 +137,30 @@ def test_cell_magic_runs_bash_with_env_and_cwd(
     assert f"hi from {tmp_path}" in capsys.readouterr().out  # streamed: no kernel here
 
 
-def test_wait_check_raises_called_process_error(ip: InteractiveShell, magics: ExecMagics) -> None:
+def test_wait_check_raises_called_process_error(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(subprocess.CalledProcessError) as info:
         line(ip, "exec", "-q --wait --check -- bash -c 'echo boom; exit 2'")
     assert info.value.returncode == 2 and "boom" in str(info.value)
-    ok = line(ip, "exec", "-q --wait -- bash -c 'exit 2'")  # no --check: no error
+    capsys.readouterr()
+    ok = line(ip, "exec", "-q --wait -- bash -c 'exit 2'")  # no --check: no error, but said
     assert ok.exit_code == 2
+    assert capsys.readouterr().err == f"[{ok.id} exited with status 2]\n"
+
+
+def test_wait_reports_a_failing_exit_and_its_signal(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Terminal IPython: the output streams, then how it ended when it went wrong."""
+    failed = line(ip, "exec", "--wait -- bash -c 'echo trying; exit 3'")
+    out, err = capsys.readouterr()
+    assert "trying\n" in out and err == f"[{failed.id} exited with status 3]\n"
+    killed = line(ip, "exec", "--wait -- bash -c 'kill -TERM $$'")
+    assert capsys.readouterr().err == f"[{killed.id} was killed by SIGTERM]\n"
+    assert killed.exit_code == 128 + signal.SIGTERM
+    fine = line(ip, "exec", "--wait true")
+    assert fine.exit_code == 0 and capsys.readouterr().err == ""  # success stays quiet
 
 
 def test_wait_for_returns_at_the_match_and_fails_clearly(
@@ -234,6 +256,11 @@ def test_signal_and_ps(
     line(ip, "ps", "")
     out = capsys.readouterr().out
     assert "ID" in out and "sig" in out and "closed" in out
+    script = line(ip, "exec", "-q --name multi -- bash -c 'echo a\necho b'")
+    script.wait(10)
+    line(ip, "ps", "")
+    rows = [r for r in capsys.readouterr().out.splitlines() if "multi" in r]
+    assert len(rows) == 1 and "echo a⏎echo b" in rows[0]  # one row, newline shown
 
 
 def test_interrupt_during_wait_goes_to_the_process(
@@ -267,7 +294,8 @@ def test_live_view_updates_one_display_in_place(
     assert first["update"] is False and first["display_id"]
     assert first["thread"] == threading.main_thread().name
     display_id = first["display_id"]
-    assert len(recorder.messages) >= 1  # `p` on the last line added nothing: it is on screen
+    # `p` on the last line shows nothing of its own: its live view is on screen...
+    assert ip.display_formatter.format(p) == ({}, {})
     assert p.wait(10) == 0
     deadline = time.monotonic() + 10
     while "exited 0" not in recorder.for_id(display_id)[-1]["data"]["text/html"]:
@@ -285,6 +313,12 @@ def test_live_view_updates_one_display_in_place(
     assert final["text/plain"].endswith(
         "[live: exited 0 after " + final["text/plain"].rsplit("after ", 1)[1]
     )
+    assert ip.run_cell("1").success  # ...but in a later cell it shows its summary
+    recorder.messages.clear()
+    ip.display_formatter.format(p)
+    summary = recorder.messages[-1]["data"]
+    assert summary["text/plain"].startswith("<exec live: exited 0 after ")
+    assert "exited 0" in summary["text/html"] and "done" in summary["text/html"]
 
 
 def test_live_view_survives_other_cells_and_stops_when_closed(
@@ -296,7 +330,7 @@ def test_live_view_survives_other_cells_and_stops_when_closed(
     assert ip.run_cell("x = sum(range(10))").success  # another cell runs meanwhile
     ip.user_ns["q"].wait(10)
     deadline = time.monotonic() + 10
-    while magics_module._views:
+    while live_views():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     final = recorder.for_id(display_id)[-1]["data"]["text/html"]
@@ -322,7 +356,7 @@ def test_rerunning_a_cell_stops_its_old_view(
     ip: InteractiveShell, recorder: RecordingPublisher, magics: ExecMagics
 ) -> None:
     p = line(ip, "exec", "--name rerun sleep 30")
-    view = next(v for v in magics_module._views.values() if v.process_id == "rerun")
+    view = next(v for v in live_views() if v.process_id == "rerun")
     view.cell_id = "cell-1"
 
     class Info:
@@ -365,6 +399,7 @@ def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) 
         "p = %exec -q sleep 60\n"
         f"open({str(pidfile)!r}, 'w').write(str(p.info.pid))\n"
         "%ps\n"
+        "%exec -q true\n"
         "exit\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("JPY_PARENT_PID", "JUPYTER_EXEC_URL")}
@@ -375,7 +410,20 @@ def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) 
     )  # fmt: skip
     assert "no exec server found" in out.stdout, out
     assert "sleep 60" in out.stdout
+    assert re.search(r"Out\[\d+\]: <exec p2: (running|exited 0)", out.stdout), out.stdout
     assert "Traceback" not in out.stdout + out.stderr
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_exec_time_and_resource_limits(ip: InteractiveShell, magics: ExecMagics) -> None:
+    timed = line(ip, "exec", "-q --wait --time-limit 0.5 -- sleep 30")
+    assert timed.exit_code == 128 + signal.SIGTERM and timed.info.timed_out
+    busy = line(ip, "exec", f"-q --wait --cpu-limit 1 -- {sys.executable} -c 'while True: pass'")
+    assert busy.info.limit_exceeded == "cpu" and busy.info.limits == {"cpuSeconds": 1}
+    grab = "b = bytearray(256 << 20)"
+    small = line(ip, "exec", f"-q --wait --memory-limit 128M -- {sys.executable} -c '{grab}'")
+    assert small.exit_code == 1 and "MemoryError" in small.output
+    with pytest.raises(UsageError, match=r"time limit -1\.0 must be more than 0 seconds"):
+        line(ip, "exec", "-q --time-limit -1 -- true")

@@ -126,15 +126,19 @@ def jp_server_config(tmp_path):
     }
 
 
-async def test_every_jupyter_route_and_verb_needs_authentication(jp_fetch, jp_ws_fetch):
+async def test_every_jupyter_route_and_verb_needs_authentication(
+    jp_fetch, jp_ws_fetch, jp_serverapp
+):
     """Guards future handlers too: it walks the route table itself."""
     paths = {
         r"/api/exec/ws": ["api", "exec", "ws"],
+        r"/api/exec/mcp": ["api", "exec", "mcp"],
         r"/api/exec/processes/?": ["api", "exec", "processes"],
         r"/api/exec/processes/(?P<process_id>[^/]+)/output": ["api", "exec", "processes", "x", "output"],
         r"/api/exec/processes/(?P<process_id>[^/]+)/?": ["api", "exec", "processes", "x"],
     }  # fmt: skip
-    routes = [pattern for pattern, _ in handlers()]
+    service = jp_serverapp.web_app.settings["jupyter_exec_service"]
+    routes = [pattern for pattern, _, _ in handlers(service)]
     assert sorted(routes) == sorted(paths), "a new route: add it here"
     for pattern in routes:
         if pattern.endswith("/ws"):

@@ -1,7 +1,8 @@
-"""Terminal output made presentable: ANSI colours to HTML, progress bars collapsed.
+"""A small terminal emulator: ANSI colours to HTML, progress bars collapsed.
 
 Pure functions and one small state machine, no I/O and no IPython, so the
-magics, the CLI and tests share them.
+magics, the handle, the live view and tests share them. How a *process* is
+presented (status lines, ``ps`` tables) is :mod:`jupyter_exec.presentation`.
 
 :class:`TerminalLog` is a tiny line-oriented terminal: it keeps a list of lines
 made of styled cells and a cursor, and understands what programs use to draw
@@ -21,11 +22,12 @@ from __future__ import annotations
 import codecs
 import html
 import re
-import shlex
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from .models import ProcessInfo
+if TYPE_CHECKING:
+    from .schema import Chunk
 
 __all__ = [
     "StreamDecoder",
@@ -33,11 +35,6 @@ __all__ = [
     "TerminalLog",
     "ansi_to_html",
     "collapse_progress",
-    "format_duration",
-    "format_status",
-    "process_runtime",
-    "ps_html",
-    "ps_text",
     "strip_ansi",
 ]
 
@@ -371,6 +368,10 @@ class StreamDecoder:
             decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
         return decoder.decode(data, final)
 
+    def decode_chunks(self, chunks: Iterable[Chunk]) -> str:
+        """The text of output chunks, in order, each through its stream's decoder."""
+        return "".join(self.decode(c.stream, c.data) for c in chunks)
+
 
 def ansi_to_html(text: str, max_lines: int = 100_000) -> str:
     """Render terminal text as HTML spans (escaped; wrap it in ``<pre>`` yourself)."""
@@ -389,89 +390,3 @@ def collapse_progress(text: str, max_lines: int = 100_000, *, keep_ansi: bool = 
 def strip_ansi(text: str) -> str:
     """Drop escape sequences but keep every other character (no ``\\r`` handling)."""
     return _ESCAPE.sub("", text)
-
-
-def format_duration(seconds: float) -> str:
-    """``0.4s``, ``12s``, ``3m 05s``, ``2h 03m``: short and monotonic in width."""
-    if seconds < 10:
-        return f"{max(seconds, 0.0):.1f}s"
-    whole = int(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours:02d}h"
-
-
-def format_status(
-    state: str, exit_code: int | None, signal: str | None, runtime: float | None
-) -> str:
-    """The status line of a live view or a ``ps`` row.
-
-    ``running 3.2s`` / ``exited 0 after 3.2s`` / ``killed by SIGTERM after 2.0s``.
-    """
-    if state == "running":
-        text = "running"
-        return f"{text} {format_duration(runtime)}" if runtime is not None else text
-    if signal:
-        text = f"killed by {signal}"
-    elif exit_code is not None:
-        text = f"exited {exit_code}"
-    else:
-        text = state
-    return f"{text} after {format_duration(runtime)}" if runtime is not None else text
-
-
-def process_runtime(info: ProcessInfo, now_ms: float | None = None) -> float:
-    """Seconds from start to exit (or to now while running)."""
-    end = info.exited_at if info.exited_at is not None else (now_ms or time.time() * 1000)
-    return max(0.0, (end - info.started_at) / 1000)
-
-
-def ps_rows(infos: list[ProcessInfo]) -> list[tuple[str, str, str, str, str]]:
-    rows: list[tuple[str, str, str, str, str]] = []
-    for info in infos:
-        exit_text = "" if info.exit_code is None else str(info.exit_code)
-        if info.signal:
-            exit_text = f"{exit_text} ({info.signal})"
-        rows.append(
-            (info.process_id, info.state, exit_text, format_duration(process_runtime(info)),
-             info.label or shlex.join(info.argv))
-        )  # fmt: skip
-    return rows
-
-
-_PS_HEADER = ("ID", "STATE", "EXIT", "RUNTIME", "COMMAND")
-
-
-def ps_text(infos: list[ProcessInfo]) -> str:
-    rows = [_PS_HEADER, *ps_rows(infos)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
-        + "  "
-        + row[4]
-        for row in rows
-    )
-
-
-def ps_html(infos: list[ProcessInfo]) -> str:
-    if not infos:
-        return "<i>no processes</i>"
-    head = "".join(f"<th style='text-align:left'>{h.lower()}</th>" for h in _PS_HEADER)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td style='text-align:left'>{'<code>' if i == 4 else ''}{html.escape(cell)}"
-            f"{'</code>' if i == 4 else ''}</td>"
-            for i, cell in enumerate(row)
-        )
-        + "</tr>"
-        for row in ps_rows(infos)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
