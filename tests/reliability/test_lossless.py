@@ -22,8 +22,8 @@ from tests.wire import PY, embedded, py, standalone, stop_process
 
 MIB = 1 << 20
 STALL_SECONDS = 3.0
-#: Generous: the server holds at most one batch per connection (outbox.py),
-#: plus its transport's write buffer; measured here about +10 MiB.
+#: Generous: the server holds at most its read-ahead per connection (outbox.py),
+#: plus its transport's write buffer; measured here: +3 MiB for 1 GB unread.
 RSS_GROWTH_LIMIT_KIB = 64 << 10
 
 
