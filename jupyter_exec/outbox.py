@@ -51,6 +51,8 @@ READ_AHEAD_BYTES = 1 << 20
 #: The writer yields to the event loop after this many bytes written without
 #: the transport making it wait, so a client that keeps up cannot starve it.
 YIELD_BYTES = 256 * 1024
+#: How long closing waits for the last control messages to be written.
+CLOSE_FLUSH_SECONDS = 2.0
 
 
 class Outbox:
@@ -108,9 +110,15 @@ class Outbox:
             self._wake.set()
 
     async def aclose(self) -> None:
-        """Stop after what can be written now; cursors stay with the session."""
+        """Stop after the queued control messages; cursors stay with the session.
+
+        A client that stopped reading could hold a write forever: after
+        `CLOSE_FLUSH_SECONDS` the writer is cancelled.
+        """
         self._stopping = True
         self._wake.set()
+        await asyncio.wait({self._task}, timeout=CLOSE_FLUSH_SECONDS)
+        self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
 
     # -- the writer -----------------------------------------------------------------

@@ -191,3 +191,27 @@ async def test_retention_drop_is_a_seq_jump_explained_by_first_seq(tmp_path):
         assert len(jumps) == 1 and jumps[0][1] == first_seq, (jumps, first_seq)
         assert seqs[0] == 1 and seqs == sorted(seqs)
         await slow.aclose()
+
+
+def test_stdio_server_ends_at_eof_even_if_its_client_never_reads(tmp_path):
+    """The writer is stuck on a full pipe; stdin's EOF still ends the session and the server."""
+    server = subprocess.Popen(
+        [PY, "-m", "jupyter_exec.serve", "--listen", "stdio", "--log-dir", str(tmp_path / "l")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert server.stdin is not None
+    try:
+        for msg in (
+            {"id": 1, "method": "initialize", "params": {"clientName": "stdio"}},
+            {"method": "initialized"},
+            start_request("z", ["head", "-c", "48M", "/dev/zero"], 2),
+        ):
+            server.stdin.write(json.dumps(msg).encode() + b"\n")
+        server.stdin.flush()
+        time.sleep(STALL_SECONDS)  # stdout is full by now; nobody reads it
+        server.stdin.close()
+        assert server.wait(60) == 0
+    finally:
+        stop_process(server)
