@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 LAB := labextension
 STAMP := $(VENV)/.installed
+# The oldest and newest Python that pyproject.toml claims; each gets its own venv.
+PYTHONS ?= 3.10 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
 
-.PHONY: install run serve test test-py test-ts lint typecheck bench clean
+.PHONY: install run serve test test-py test-ts test-pythons chromium lint typecheck bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,17 +42,43 @@ typecheck: install
 test-ts: install
 	cd $(LAB) && npm test
 
-test-py: install
+# The browser tests need Chromium: Debian's package, installed when missing (root, else sudo).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing chromium (apt) for the browser tests"; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
+
+test-py: install chromium
 	rm -f .coverage .coverage.*
 	JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS=false $(BIN)/coverage run -m pytest tests
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25
 	@$(BIN)/coverage report > /dev/null || (echo "coverage is below fail_under (pyproject.toml)"; exit 2)
 
-test: lint typecheck test-ts test-py
+# A venv per claimed Python, with the small test extra and no npm build (the panel is
+# not under test there). A claimed Python that is missing fails loudly.
+.venv-%/.installed: pyproject.toml
+	@py=""; for c in python$* $(PYENV_ROOT)/versions/$*.*/bin/python$*; do \
+	  if "$$c" -c "" 2>/dev/null; then py="$$c"; break; fi; done; \
+	  if [ -z "$$py" ]; then echo "python$* not found (a claimed Python): pyenv install $*"; exit 2; fi; \
+	  "$$py" -m venv .venv-$*
+	.venv-$*/bin/pip install -q --upgrade pip
+	HATCH_BUILD_NO_HOOKS=true .venv-$*/bin/pip install -q -e '.[test-core]'
+	touch $@
+
+# The core, client and CLI tests under each of PYTHONS (no coverage).
+test-pythons: $(foreach v,$(PYTHONS),.venv-$(v)/.installed)
+	@for v in $(PYTHONS); do \
+	  echo "== Python $$v: tests/core tests/cli"; \
+	  JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS=false .venv-$$v/bin/python -m pytest -q -p no:cacheprovider tests/core tests/cli || exit 1; \
+	done
+
+test: lint typecheck test-ts test-py test-pythons
 
 bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(LAB)/node_modules $(LAB)/lib jupyter_exec/labextension .coverage
+	rm -rf $(VENV) .venv-* $(LAB)/node_modules $(LAB)/lib jupyter_exec/labextension .coverage

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 
 from .confinement import outside_root
 from .errors import InvalidParamsError
+from .proctree import ProcessRef, identify
 from .protocol import EnvPolicy
 
 _CORE_VARS = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "USERNAME", "TMPDIR", "TEMP", "TMP")
@@ -49,30 +50,52 @@ class ChildSpec:
 
 @dataclass
 class Child:
-    """A running child: its pid, a pidfd that turns readable at exit, and its fds."""
+    """A running child: its pid, a pidfd that turns readable at exit, and its fds.
+
+    The pid is ours only until `reap`: after that its number may name any new
+    process, so signals go through the pidfd, and to the group only before reaping.
+    """
 
     pid: int
     pidfd: int
     outputs: dict[int, str]  # fd -> stream name
     stdin_fd: int | None
     tty: bool
-    _pty: object | None = field(default=None, repr=False)
     #: CPU seconds (user + system) the kernel accounted to it, known once reaped.
     cpu_seconds: float = 0.0
+    #: Its identity, read while it was certainly ours (before it could be reaped).
+    ref: ProcessRef = field(init=False)
+    reaped: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.ref = identify(self.pid) or ProcessRef(self.pid, -1)
 
     def reap(self) -> int | None:
         """Raw wait status if the child has exited, else None."""
         try:
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
+            self.reaped = True  # by someone else
             return 0
         if pid:
+            self.reaped = True
             self.cpu_seconds = usage.ru_utime + usage.ru_stime
         return status if pid else None
 
     def signal_group(self, signum: int) -> None:
+        """Signal the child's process group, and the child if it left that group.
+
+        Only while the child is unreaped: its pid, hence its group id, cannot be
+        reused until then. After reaping this does nothing; descendants are then
+        found and checked one by one (`proctree.kill_verified`).
+        """
+        if self.reaped or self.pidfd < 0:
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
+        with contextlib.suppress(OSError):
+            if os.getpgid(self.pid) != self.pid:  # it left its group: reach it too
+                signal.pidfd_send_signal(self.pidfd, signum)
 
     def resize(self, rows: int, cols: int) -> None:
         import fcntl
@@ -100,10 +123,9 @@ class Child:
         for fd in list(self.outputs):
             self.close_output(fd)
         self.close_stdin()
+        pidfd, self.pidfd = self.pidfd, -1  # its number may soon be another descriptor
         with contextlib.suppress(OSError):
-            os.close(self.pidfd)
-        if self._pty is not None:
-            self._pty.closed = True  # type: ignore[attr-defined]  # we own the fd; skip its __del__
+            os.close(pidfd)
 
 
 def spawn(spec: ChildSpec) -> Child:
@@ -170,9 +192,11 @@ def _spawn_pty(spec: ChildSpec) -> Child:
         dimensions=(spec.rows, spec.cols),
         preexec_fn=spec.preexec,
     )
-    proc.delayafterclose = 0
-    proc.delayafterterminate = 0
-    fd = proc.fd
+    # Our own descriptor for the PTY master: ptyprocess's file objects would close
+    # theirs when collected, by then perhaps another file's number. Closed now instead.
+    fd = os.dup(proc.fd)
+    proc.fileobj.close()
+    proc.closed = True  # nothing left for its __del__ to close or kill
     os.set_blocking(fd, False)
     return Child(
         pid=proc.pid,
@@ -180,7 +204,6 @@ def _spawn_pty(spec: ChildSpec) -> Child:
         outputs={fd: "pty"},
         stdin_fd=fd,
         tty=True,
-        _pty=proc,
     )
 
 

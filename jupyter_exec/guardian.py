@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .proctree import kill_pids, marked_pids
+from .proctree import kill_verified, marked_processes
 
 
 def start_guardian(registry_id: str, log_dir: Path) -> subprocess.Popen[bytes]:
@@ -49,10 +49,10 @@ def main(argv: list[str]) -> int:
     while os.read(0, 4096):
         pass
     for _ in range(50):
-        pids = marked_pids(f"{registry_id}/", prefix=True)
-        if not pids:
+        found = marked_processes(f"{registry_id}/", prefix=True)
+        if not found:
             break
-        kill_pids(pids, signal.SIGKILL)
+        kill_verified(found, signal.SIGKILL)
         time.sleep(0.02)
     shutil.rmtree(log_dir, ignore_errors=True)
     return 0

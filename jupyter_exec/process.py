@@ -21,7 +21,7 @@ from .child import Child
 from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, SeqEvent
 from .models import Lifetime, ProcessInfo, ProcessState, exit_status
 from .output import OutputStore
-from .proctree import descendant_pids, kill_pids, marked_pids
+from .proctree import ProcessRef, descendant_processes, kill_verified, marked_processes
 from .protocol import Limits
 
 #: One read, one `process/output` chunk. Measured with bench/run.py: 32 KiB
@@ -78,7 +78,6 @@ class ManagedProcess:
         self._changed = asyncio.Event()
         self.exited = asyncio.Event()
         self.closed = asyncio.Event()
-        self._reaped = False
         self._exit_status: tuple[int, str | None] = (0, None)
         self._settle: asyncio.TimerHandle | None = None
         self._stdin_buffer = bytearray()
@@ -188,7 +187,7 @@ class ManagedProcess:
     def _stream_eof(self, fd: int) -> None:
         self._loop.remove_reader(fd)
         self.child.close_output(fd)
-        if not self._reaped or self.child.outputs:
+        if not self.child.reaped or self.child.outputs:
             return
         if self.state == "running":
             self._publish_exit()
@@ -202,7 +201,6 @@ class ManagedProcess:
         if status is None:
             return
         self._loop.remove_reader(self.child.pidfd)
-        self._reaped = True
         self._exit_status = exit_status(status)
         self._drain()
         if self.state == "running":
@@ -318,32 +316,40 @@ class ManagedProcess:
         self.child.signal_group(signal.SIGTERM)
         self.terminating = asyncio.create_task(self._escalate(grace_seconds))
 
-    def _tree(self) -> set[int]:
+    def _tree(self) -> set[ProcessRef] | None:
+        """The descendants still alive, each with its identity; None if /proc cannot be read."""
         try:
-            pids = marked_pids(self.setup.marker)
-            if not self._reaped:
-                pids |= descendant_pids(self.child.pid)
-        except OSError:  # out of descriptors: still escalate, to the leader at least
-            return set() if self._reaped else {self.child.pid}
-        return pids
+            found = marked_processes(self.setup.marker)
+            if not self.child.reaped:
+                found |= descendant_processes(self.child.ref)
+        except OSError:  # out of descriptors
+            return None
+        return found
+
+    def _kill_tree(self, signum: int) -> bool:
+        """Signal every verified descendant (in a worker thread); False once none is left."""
+        found = self._tree()
+        if found is None:
+            return True  # unknown: keep escalating
+        kill_verified(found, signum)
+        return bool(found)
 
     async def _escalate(self, grace_seconds: float) -> None:
-        kill_pids(await asyncio.to_thread(self._tree), signal.SIGTERM)
+        await asyncio.to_thread(self._kill_tree, signal.SIGTERM)
         deadline = self._loop.time() + grace_seconds
         pause = 0.01
         while self._loop.time() < deadline:
-            with contextlib.suppress(TimeoutError):
+            # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.exited.wait(), min(pause, deadline - self._loop.time()))
-            if self._reaped and not await asyncio.to_thread(self._tree):
+            if self.child.reaped and not await asyncio.to_thread(self._tree):
                 return
             pause = min(pause * 2, 0.1)
         for _ in range(200):  # a fork bomb may need several rounds
-            if not self._reaped:
-                self.child.signal_group(signal.SIGKILL)
-            pids = await asyncio.to_thread(self._tree)
-            if not pids and self._reaped:
+            self.child.signal_group(signal.SIGKILL)  # a no-op once reaped
+            left = await asyncio.to_thread(self._kill_tree, signal.SIGKILL)
+            if not left and self.child.reaped:
                 return
-            kill_pids(pids, signal.SIGKILL)
             await asyncio.sleep(0.01)
 
     def discard(self) -> None:

@@ -3,22 +3,61 @@
 Descendants that leave their session or process group are still found by the
 marker variable every child inherits (see `child`), and the parent tree
 catches ones that cleared their environment.
+
+A pid alone does not name a process: once a process is reaped its number is
+free, and a busy machine (``pid_max`` is often 32768) hands it to another one.
+So everything found here is a `ProcessRef`, the pid plus its start time
+(field 22 of ``/proc/PID/stat``), and `kill_verified` signals one only through
+a pidfd opened on that pid and then checked against that start time: the pidfd
+names whoever had the pid when it was opened, and a matching start time read
+afterwards proves that was still the process found, so no recycle can slip
+between the check and the signal. (Start times count clock ticks; a pid cannot
+come back within one, as that takes ``pid_max`` forks.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Iterable
+from typing import NamedTuple
 
 MARKER_VAR = "JUPYTER_EXEC_MARKER"
 
 
-def marked_pids(marker: str, prefix: bool = False) -> set[int]:
-    """Pids whose environment carries this marker (or any marker starting with it)."""
+class ProcessRef(NamedTuple):
+    """One process: its pid and its start time (clock ticks after boot)."""
+
+    pid: int
+    start: int
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (state is [0], ppid [1])."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat.rsplit(b")", 1)[1].split()
+
+
+def _start(fields: list[bytes]) -> int:
+    return int(fields[19])  # field 22 of proc(5), counted after pid and comm
+
+
+def identify(pid: int) -> ProcessRef | None:
+    """The process that has this pid now, or None if there is none."""
+    fields = _stat_fields(pid)
+    return None if fields is None else ProcessRef(pid, _start(fields))
+
+
+def marked_processes(marker: str, prefix: bool = False) -> set[ProcessRef]:
+    """Processes whose environment carries this marker (or any marker starting with it)."""
     needle = f"{MARKER_VAR}={marker}".encode()
     me = os.getpid()
-    found: set[int] = set()
+    found: set[ProcessRef] = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
@@ -29,35 +68,61 @@ def marked_pids(marker: str, prefix: bool = False) -> set[int]:
             continue
         for item in environ.split(b"\0"):
             if item == needle or (prefix and item.startswith(needle)):
-                found.add(int(entry.name))
+                ref = identify(int(entry.name))
+                if ref is not None:
+                    found.add(ref)
                 break
     return found
 
 
-def descendant_pids(root_pid: int) -> set[int]:
-    """Pids below root_pid in the parent tree (catches children that cleared their env)."""
-    children: dict[int, list[int]] = {}
+def descendant_processes(root: ProcessRef) -> set[ProcessRef]:
+    """Processes below `root` in the parent tree (catches children that cleared their env).
+
+    Empty unless `root` itself is alive, with its start time, both before and after
+    the scan: then its pid was never free, so its children are its own.
+    """
+    if identify(root.pid) != root:
+        return set()
+    children: dict[int, list[ProcessRef]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: set[int] = set()
-    stack = [root_pid]
+        fields = _stat_fields(entry.name)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(
+                ProcessRef(int(entry.name), _start(fields))
+            )
+    if identify(root.pid) != root:
+        return set()
+    found: set[ProcessRef] = set()
+    stack = [root.pid]
     while stack:
         for child in children.get(stack.pop(), ()):
             if child not in found:
                 found.add(child)
-                stack.append(child)
+                stack.append(child.pid)
     return found
 
 
-def kill_pids(pids: Iterable[int], signum: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)
+def kill_verified(refs: Iterable[ProcessRef], signum: int) -> int:
+    """Signal each process that is still the one found; returns how many were signalled.
+
+    A process that is gone, or whose pid now names another process, is skipped,
+    and so is one that cannot be checked (no descriptor left for its pidfd).
+    """
+    signalled = 0
+    for ref in refs:
+        try:
+            pidfd = os.pidfd_open(ref.pid)
+        except OSError:  # gone (ESRCH), or no descriptor to check it with
+            continue
+        try:
+            if identify(ref.pid) == ref:  # so the pidfd, opened before, names ref
+                signal.pidfd_send_signal(pidfd, signum)
+                signalled += 1
+        except OSError:  # exited meanwhile (ESRCH), or not ours to signal (EPERM)
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(pidfd)
+    return signalled

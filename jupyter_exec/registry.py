@@ -30,7 +30,7 @@ from .events import Event, RemovedEvent, StartedEvent
 from .models import Lifetime, ProcessInfo
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
-from .proctree import MARKER_VAR, kill_pids, marked_pids
+from .proctree import MARKER_VAR, kill_verified, marked_processes
 from .protocol import ReadParams, StartParams
 from .schema import Chunk
 
@@ -227,7 +227,8 @@ class Registry:
             if done or proc.state != "running" or remaining <= 0:
                 next_seq = chunks[-1].seq + 1 if chunks else proc.next_seq
                 return ReadOutcome(chunks, next_seq, proc.info(), matched)
-            with contextlib.suppress(TimeoutError):
+            # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(changed.wait(), remaining)
 
     # -- stdin, signals, resize -------------------------------------------------
@@ -267,7 +268,7 @@ class Registry:
         proc = self.get(process_id)
         if proc.state == "running":
             proc.terminate(grace_seconds)
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(asyncio.TimeoutError):  # not TimeoutError: see `read`
             await asyncio.wait_for(proc.closed.wait(), grace_seconds + 5)
         self._remove(process_id)
 
@@ -299,7 +300,7 @@ class Registry:
                 await asyncio.wait(tasks, timeout=grace_seconds + 5)
         finally:
             with contextlib.suppress(OSError):  # out of descriptors: the guardian will
-                kill_pids(marked_pids(f"{self.id}/", prefix=True), signal.SIGKILL)
+                kill_verified(marked_processes(f"{self.id}/", prefix=True), signal.SIGKILL)
             for handle in self._removals.values():
                 handle.cancel()
             self._removals.clear()

@@ -17,6 +17,7 @@ from typing import Any
 from jupyter_exec.client import ExecClient
 from jupyter_exec.dispatch import ExecService, ServiceConfig
 from jupyter_exec.embedded import connect_service
+from jupyter_exec.proctree import ProcessRef, descendant_processes, identify
 from jupyter_exec.registry import Registry, RegistryConfig
 
 PY = sys.executable
@@ -153,9 +154,18 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> None:
             process.wait()
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | ProcessRef) -> bool:
+    """Running, not a zombie; for a `ProcessRef`, also still that process (not a reused pid)."""
+    number = pid.pid if isinstance(pid, ProcessRef) else pid
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        with open(f"/proc/{number}/stat") as f:
+            alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+    return alive and (not isinstance(pid, ProcessRef) or identify(number) == pid)
+
+
+def tree_of(pid: int) -> set[ProcessRef]:
+    """`pid` and its descendants, each with its start time so a reused pid is not mistaken."""
+    root = identify(pid)
+    return set() if root is None else {root, *descendant_processes(root)}

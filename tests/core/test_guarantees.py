@@ -142,11 +142,13 @@ async def test_terminate_kills_setsid_escapees_that_ignore_sigterm(tmp_path):
         await c.start("tree", py(escapee))
         assert (await c.read("tree", 0, wait_ms=5000, until_pattern="ready")).matched
         proc = service.registry.get("tree")
-        from jupyter_exec.proctree import marked_pids
+        from jupyter_exec.proctree import marked_processes
 
         escapee_pid = int((tmp_path / "escapee.pid").read_text())
-        tree = marked_pids(proc.setup.marker)
-        assert {proc.child.pid, escapee_pid} <= tree  # the child and its setsid grandchild
+        tree = marked_processes(proc.setup.marker)
+        assert {proc.child.pid, escapee_pid} <= {
+            p.pid for p in tree
+        }  # the child and its setsid grandchild
         t0 = time.monotonic()
         assert await c.terminate("tree", 300) is True
         final = await c.wait("tree", 10)

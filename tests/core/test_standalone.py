@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from jupyter_exec.client import ExecClient
-from tests.wire import PY, pid_alive, py, standalone
+from tests.wire import PY, pid_alive, py, standalone, tree_of
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +198,8 @@ def test_sigkill_of_the_server_leaves_no_orphan(tmp_path):
         proc.stdin.write(json.dumps(msg) + "\n")
     proc.stdin.flush()
     info = next(m for m in _lines(proc, 3) if m.get("id") == 3)["result"]["processes"][0]
-    from jupyter_exec.proctree import descendant_pids
-
     time.sleep(0.3)
-    tree = {info["pid"], *descendant_pids(info["pid"])}
+    tree = tree_of(info["pid"])
     assert len(tree) >= 2
     assert any(logs.iterdir())
     proc.send_signal(signal.SIGKILL)

@@ -9,8 +9,8 @@ Only `b`'s server sets `JUPYTERHUB_ALLOW_TOKEN_IN_URL=1`.
 Everything binds 127.0.0.1. A service token with an admin-ish role spawns the
 users' servers and mints their API tokens through the hub's REST API.
 Teardown: SIGTERM to the hub (which, with `cleanup_servers`/`cleanup_proxy`,
-stops the user servers and the proxy), then SIGKILL to whatever is left, by
-PID and by the hub's process group.
+stops the user servers and the proxy), then SIGKILL to whatever is left: to the
+hub's process group while the hub is unreaped, and to checked pids.
 """
 
 from __future__ import annotations
@@ -217,14 +217,31 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _kill(pid: int, marker: str) -> None:
-    """SIGKILL `pid` if it is still ours (its command line names `marker`), not a reused pid."""
+    """SIGKILL `pid` if it is still ours (its command line names `marker`), not a reused pid.
+
+    Checked through a pidfd opened first, so the process checked is the one signalled.
+    """
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        pidfd = os.pidfd_open(pid)
     except OSError:
         return
-    if marker in cmdline and alive(pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        if marker in cmdline and alive(pid):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _wait_unreaped(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for `process` to exit but leave it a zombie: its pid, and so its process
+    group id, cannot be reused until it is reaped."""
+    deadline = time.monotonic() + timeout
+    flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+    while os.waitid(os.P_PID, process.pid, flags) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def shutdown(hub: Hub, proxy_pid: int | None) -> None:
@@ -234,13 +251,13 @@ def shutdown(hub: Hub, proxy_pid: int | None) -> None:
         pids.append((proxy_pid, "configurable-http-proxy"))
     if hub.process.poll() is None:
         hub.process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            hub.process.wait(timeout=20)
-    # The hub runs in its own session: its group holds the hub and the user servers
-    # (LocalProcessSpawner does not start a new session); the proxy is killed by PID.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(hub.process.pid, signal.SIGKILL)
-    for pid, marker in pids:
+        _wait_unreaped(hub.process, 20)
+        # The hub runs in its own session: its group holds the hub and the user servers
+        # (LocalProcessSpawner does not start a new session). Unreaped, the hub still
+        # holds the group id, so this reaches that group and no other.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(hub.process.pid, signal.SIGKILL)
+    for pid, marker in pids:  # the proxy, and servers that left the group, by checked pid
         _kill(pid, marker)
     with contextlib.suppress(subprocess.TimeoutExpired):
         hub.process.wait(timeout=5)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.wire import pid_alive, py
+from jupyter_exec.proctree import ProcessRef
+from tests.wire import pid_alive, py, tree_of
 
 
 def free_port() -> int:
@@ -73,14 +74,12 @@ class JupyterServer:
             raw = resp.read()
         return json.loads(raw) if raw else None
 
-    def start_tree(self, name: str) -> set[int]:
+    def start_tree(self, name: str) -> set[ProcessRef]:
         escapee = "import os,time\nif os.fork() == 0:\n    os.setsid(); time.sleep(300)\nprint('up', flush=True); time.sleep(300)"
         info = self.request("POST", "/api/exec/processes", {"processId": name, "argv": py(escapee)})
         assert isinstance(info, dict)
         time.sleep(0.5)
-        from jupyter_exec.proctree import descendant_pids
-
-        return {info["pid"], *descendant_pids(info["pid"])}
+        return tree_of(info["pid"])
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -88,7 +87,7 @@ class JupyterServer:
         self.proc.wait()
 
 
-def wait_gone(pids: set[int], seconds: float = 15) -> bool:
+def wait_gone(pids: set[ProcessRef], seconds: float = 15) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not any(pid_alive(p) for p in pids):

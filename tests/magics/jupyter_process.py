@@ -130,11 +130,24 @@ class Kernel:
                 own.append(msg)
                 if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                     break
-        reply = self.client.get_shell_msg(timeout=timeout)
-        assert reply["parent_header"]["msg_id"] == msg_id
+        reply = self.shell_reply(msg_id, deadline)
         if reply["content"]["status"] != "ok":
             raise AssertionError(f"{reply['content']}\n{outputs_text(own)}")
         return msg_id, own
+
+    def shell_reply(self, msg_id: str, deadline: float) -> dict[str, Any]:
+        """The shell reply to request `msg_id`, skipping replies to other requests.
+
+        Those are stale, not errors: `wait_for_ready` may send several
+        `kernel_info` requests (after a restart too), and each gets its reply.
+        """
+        while True:
+            try:
+                reply = self.client.get_shell_msg(timeout=max(0.05, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no shell reply to {msg_id} in time") from None
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
 
     def next_message(self, deadline: float) -> dict[str, Any]:
         while True:

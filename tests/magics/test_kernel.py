@@ -10,6 +10,7 @@ going to the process during `%exec --wait`.
 from __future__ import annotations
 
 import os
+import select
 import sys
 import time
 from collections.abc import Iterator
@@ -124,7 +125,7 @@ def test_interrupting_the_kernel_interrupts_the_process(
         ),
         timeout=30,
     )
-    reply = kernel.client.get_shell_msg(timeout=10)
+    reply = kernel.shell_reply(msg_id, time.monotonic() + 10)
     text = outputs_text([m for m in kernel.messages if m["parent_header"].get("msg_id") == msg_id])
     assert reply["content"]["status"] == "ok", text
     assert "exit 5" in text, text
@@ -166,17 +167,15 @@ def test_kernel_shutdown_with_a_live_view_is_clean_and_the_process_lives_on(
         "import os\n%exec --name outlives -- bash -c 'while true; do echo tick; sleep 0.2; done'\n"
         "print('pid', os.getpid())"
     )
-    pid = int(outputs_text(out).split("pid ")[1].split()[0])
-    time.sleep(0.5)  # the live view is updating
-    start = time.monotonic()
-    k.shutdown()
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() - start < 15, "kernel did not exit"
-        time.sleep(0.1)
+    # A pidfd on the kernel (alive: it just replied) turns readable when it exits;
+    # polling its bare pid could be fooled by a new process reusing the number.
+    pidfd = os.pidfd_open(int(outputs_text(out).split("pid ")[1].split()[0]))
+    try:
+        time.sleep(0.5)  # the live view is updating
+        k.shutdown()
+        assert select.select([pidfd], [], [], 15)[0], "kernel did not exit"
+    finally:
+        os.close(pidfd)
     info = next(i for i in api.list() if i.process_id == "outlives")
     assert info.state == "running"
     api.terminate("outlives", 500)

@@ -7,18 +7,12 @@ import json
 
 import httpx2
 import pytest
-from jupyter_server.auth.authorizer import Authorizer
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.jupyter.test_authz_config import NoExecuteAuthorizer
+
 from .conftest import text_of
-
-
-class NoExecuteAuthorizer(Authorizer):
-    """Lets a user look at processes but not start or touch them."""
-
-    def is_authorized(self, handler, user, action, resource):
-        return not (resource == "exec" and action == "execute")
 
 
 @pytest.fixture

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.proctree import descendant_pids, marked_pids
+from jupyter_exec.proctree import ProcessRef, descendant_processes, marked_processes
 from tests.reliability.rawws import popen
-from tests.wire import PY, embedded, pid_alive, py
+from tests.wire import PY, embedded, pid_alive, py, tree_of
 
 
 async def all_output(client: ExecClient, pid: str) -> tuple[dict[str, bytes], int]:
@@ -44,7 +44,7 @@ async def all_output(client: ExecClient, pid: str) -> tuple[dict[str, bytes], in
         cursor = r.chunks[-1].seq
 
 
-def wait_gone(pids: set[int], seconds: float) -> set[int]:
+def wait_gone(pids: set[ProcessRef], seconds: float) -> set[ProcessRef]:
     deadline = time.monotonic() + seconds
     alive = {p for p in pids if pid_alive(p)}
     while alive and time.monotonic() < deadline:
@@ -104,8 +104,10 @@ async def test_two_thousand_descendants_ignoring_sigterm_are_all_gone_after_term
         r = await c.read("bomb", 0, wait_ms=120_000, until_pattern="spawned")
         assert r.matched, "the spawner did not finish"
         marker = service.registry.get("bomb").setup.marker
-        pid = service.registry.get("bomb").child.pid
-        tree = await asyncio.to_thread(lambda: marked_pids(marker) | descendant_pids(pid))
+        root = service.registry.get("bomb").child.ref
+        tree = await asyncio.to_thread(
+            lambda: marked_processes(marker) | descendant_processes(root)
+        )
         assert len(tree) >= n
         t = time.monotonic()
         assert await c.terminate("bomb", grace_ms=300)
@@ -246,11 +248,9 @@ async def _server_with_trees(
         assert (await c.read(f"t{i}", 0, wait_ms=20_000, until_pattern="up")).matched
     roots = {p.pid for p in await c.list() if p.pid}
     await c.close()
-    tree = set(roots)
-    for pid in roots:
-        tree |= descendant_pids(pid)
+    tree = {p for pid in roots for p in tree_of(pid)}
     await asyncio.sleep(0.2)
-    tree |= {p for pid in roots for p in descendant_pids(pid)}
+    tree |= {p for pid in roots for p in tree_of(pid)}
     assert len(tree) >= 2 * count - 2  # each has a setsid grandchild (reparented when orphaned)
     assert any(logs.rglob("*.log"))
     return server, tree, logs
@@ -259,7 +259,7 @@ async def _server_with_trees(
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 async def test_server_killed_leaves_no_process_and_no_log(tmp_path, how):
     server, tree, logs = await _server_with_trees(tmp_path, 10)
-    marked = marked_pids("", prefix=True) & tree  # all of them carry the marker
+    marked = marked_processes("", prefix=True) & tree  # all of them carry the marker
     assert marked
     server.send_signal(getattr(signal, how))
     code = await asyncio.to_thread(server.wait, 30)

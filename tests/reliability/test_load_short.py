@@ -1,9 +1,10 @@
 """The load harness (bench/load.py) in a short form: 200 processes, 50 clients.
 
 Every byte of every process's output must be readable afterwards (checked
-against each child's own SHA-256), no request may fail, and memory, descriptors
-and latency stay within generous bounds (CI machines are shared; the figures
-measured on a quiet machine are in docs/reliability.md).
+against each child's own SHA-256), no request may fail, and memory and
+descriptors stay within generous bounds. Speed (request rate, latency, child
+write stalls) is not asserted here, as CI machines are shared: `bench/load.py`
+prints it against its targets (figures from a quiet machine: docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ async def test_200_processes_50_clients_nothing_lost(tmp_path):
     assert r["verified"] == 200 and not r["mismatches"]
     assert r["notClosed"] == 0
     assert r["errorCount"] == 0, r["errors"]
-    assert r["requests"] > 500
-    assert r["p99Ms"] < 5000
+    assert {"process/read", "process/write"} <= set(r["byMethod"])  # the clients really ran
     assert r["peakRssMiB"] < 400
     # ~5 per process (stdout, stderr, stdin, pidfd, log) plus sockets; no leak.
     assert r["peakFds"] < 200 * 6 + 200
-    assert r["maxChildWriteStallMs"] < 2000
