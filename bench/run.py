@@ -7,9 +7,11 @@ One small raw JSON-RPC client, identical for both servers and both transports
 ``process/output`` notifications until ``process/closed``, then
 ``process/terminate``.
 
-Four figures, each measured on a fresh server per run; runs of ours and the
-peer's are interleaved (the order alternates every round) and the table shows
-medians over rounds:
+Five figures and a check, each measured on a fresh server per run; runs of
+ours and the peer's are interleaved (the order alternates every round) and the
+table shows medians over rounds. Three pairs: stdio against stdio, standalone
+websocket against websocket, and ours inside Jupyter Server (``api/exec/ws``)
+against the peer's websocket:
 
 - spawn: ``process/start`` of ``true`` sent -> its ``process/closed`` received
   (the median of ``--spawns`` sequential starts in one run), ms;
@@ -17,10 +19,14 @@ medians over rounds:
   ``process/output`` notifications / time from start to ``process/closed``, MB/s;
 - echo: one byte written to a tty ``cat`` -> its echo received, while ``cat
   /dev/zero`` floods the same connection (median of ``--echoes``), ms;
-- RSS: VmRSS of the server process with 200 idle children (``sleep``), MB.
+- CPU: server CPU seconds (user + system, all its threads, not the child's)
+  spent during the throughput run, per GB delivered as notifications;
+- RSS: VmRSS the server process adds with 200 idle children (``sleep``), MB;
+- delivered: bytes carried by notifications / bytes written, which must be
+  100 % (SPEC 5); the exit status is 1 when a run delivered less.
 
 Usage: ``.venv/bin/python bench/run.py [--peer codex|none] [--transport
-stdio|ws|both] [--rounds N] [--quick]``.
+stdio|ws|jupyter|all] [--rounds N] [--quick]``.
 """
 
 from __future__ import annotations
@@ -30,9 +36,13 @@ import asyncio
 import base64
 import json
 import os
+import secrets
 import shlex
+import shutil
+import socket
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,17 +209,39 @@ def find_codex() -> Path:
     return launcher
 
 
+def jupyter_argv(port: int, token: str, runtime: Path) -> list[str]:
+    """Jupyter Server with our extension: `api/exec/ws` is the endpoint."""
+    return [
+        sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
+        f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
+        "--ServerApp.jpserver_extensions={'jupyter_exec': True}",
+        f"--ExecExtensionApp.log_dir={runtime / 'exec-logs'}",
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 @dataclass
 class Running:
     proc: asyncio.subprocess.Process
     client: Client
+    #: A Jupyter server's runtime and config directory: it is stopped by SIGTERM.
+    runtime: Path | None = None
 
     async def stop(self) -> None:
         await self.client.aclose()
+        if self.runtime is not None:
+            self.proc.terminate()
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         try:
-            await asyncio.wait_for(self.proc.wait(), 10)
+            await asyncio.wait_for(self.proc.wait(), 3)
         except TimeoutError:
             self.proc.terminate()
             try:
@@ -217,9 +249,13 @@ class Running:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+        if self.runtime is not None:
+            shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 async def launch(server: Server, transport: str) -> Running:
+    if transport == "jupyter" and server.name == "jupyter-exec":
+        return await launch_jupyter()
     if transport == "stdio":
         proc = await asyncio.create_subprocess_exec(
             *server.argv_stdio,
@@ -249,6 +285,53 @@ async def launch(server: Server, transport: str) -> Running:
     client.start_reading()
     await asyncio.wait_for(client.handshake(), 30)
     return Running(proc, client)
+
+
+async def launch_jupyter() -> Running:
+    from websockets.asyncio.client import connect
+
+    port, token = free_port(), secrets.token_hex(16)
+    runtime = Path(tempfile.mkdtemp(prefix="bench-jupyter-"))
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(runtime)}
+    proc = await asyncio.create_subprocess_exec(
+        *jupyter_argv(port, token, runtime),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+    )
+    url = f"ws://127.0.0.1:{port}/api/exec/ws"
+    headers = {"Authorization": f"token {token}"}
+    for _ in range(300):
+        try:
+            ws = await connect(url, additional_headers=headers, max_size=None, compression=None)
+            break
+        except OSError:
+            await asyncio.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("jupyter server did not start")
+    client = WsClient(ws)
+    client.start_reading()
+    await asyncio.wait_for(client.handshake(), 30)
+    await settled(proc.pid)
+    return Running(proc, client, runtime)
+
+
+async def settled(pid: int, quiet: float = 0.02, timeout: float = 20) -> None:
+    """Wait until the server stops using CPU: Jupyter Server finishes starting in the
+    background (jupyter-lsp scans entry points in a thread for seconds, holding the
+    GIL), which would otherwise land in the first figures."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    before = cpu_seconds(pid)
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - before < quiet:
+            return
+        before = now
 
 
 # -- the workload -------------------------------------------------------------------
@@ -331,8 +414,14 @@ async def measure_spawn(d: Driver, n: int) -> float:
     return statistics.median(times) * 1000
 
 
-async def measure_throughput(d: Driver, total: int) -> tuple[float, int]:
-    """(MB/s, bytes received)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (all its threads), not of its children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure_throughput(d: Driver, total: int, server_pid: int) -> tuple[float, int, float]:
+    """(MB/s, bytes received, server CPU seconds per GB received)."""
     received = 0
 
     def count(params: dict[str, Any]) -> None:
@@ -342,12 +431,14 @@ async def measure_throughput(d: Driver, total: int) -> tuple[float, int]:
 
     pid = d.new_id()
     d.on_output[pid] = count
+    cpu0 = cpu_seconds(server_pid)
     t0 = time.perf_counter()
     await d.start(["head", "-c", str(total), "/dev/zero"], pid=pid)
     await asyncio.wait_for(d.closed[pid], 600)
     elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(server_pid) - cpu0
     await d.finish(pid)
-    return received / 1e6 / elapsed, received
+    return received / 1e6 / elapsed, received, cpu / max(received, 1) * 1e9
 
 
 async def measure_echo(d: Driver, n: int) -> float:
@@ -408,9 +499,12 @@ def vm_rss_mb(pid: int) -> float:
 
 
 async def measure_rss(d: Driver, server_pid: int, children: int) -> float:
+    """RSS the children add (the bare server differs most by its language runtime)."""
+    await asyncio.sleep(0.5)
+    before = vm_rss_mb(server_pid)
     pids = [await d.start(["sleep", "600"]) for _ in range(children)]
     await asyncio.sleep(0.5)
-    rss = vm_rss_mb(server_pid)
+    rss = vm_rss_mb(server_pid) - before
     for pid in pids:
         await d.client.call("process/terminate", {"processId": pid})
     await asyncio.wait_for(asyncio.gather(*(d.closed[p] for p in pids)), 60)
@@ -447,8 +541,12 @@ async def one_run(server: Server, transport: str, sizes: Sizes, only: set[str]) 
             result.lost_echoes = d.lost_echoes
         result.received = sizes.megabytes * 1_000_000
         if "throughput" in only:
-            mbs, result.received = await measure_throughput(d, sizes.megabytes * 1_000_000)
+            mbs, result.received, cpu = await measure_throughput(
+                d, sizes.megabytes * 1_000_000, running.proc.pid
+            )
             result.figures["throughput"] = mbs
+            result.figures["cpu"] = cpu
+            result.figures["delivered"] = result.received / (sizes.megabytes * 1e6) * 100
     finally:
         await running.stop()
     return result
@@ -460,9 +558,13 @@ FIGURES = [
     # key, label, unit, higher is better
     ("spawn", "spawn -> closed, `true`", "ms", False),
     ("throughput", "output via notifications", "MB/s", True),
+    ("cpu", "server CPU per GB delivered", "s", False),
     ("echo", "tty echo under flood", "ms", False),
-    ("rss", "server RSS, {children} idle children", "MB", False),
+    ("rss", "RSS added by {children} idle children", "MB", False),
+    ("delivered", "bytes delivered as notifications", "%", True),
 ]
+#: The peer each of our transports is compared with (the peer has no Jupyter face).
+PEER_TRANSPORT = {"stdio": "stdio", "ws": "ws", "jupyter": "ws"}
 
 
 def fmt(value: float | None) -> str:
@@ -490,7 +592,9 @@ def table(
         for transport in transports:
             med: dict[str, float | None] = {}
             for s in servers:
-                runs = results.get((s.name, transport), [])
+                runs = results.get(
+                    (s.name, transport if s.name == ours else PEER_TRANSPORT[transport]), []
+                )
                 values = [r.figures[key] for r in runs if key in r.figures]
                 med[s.name] = statistics.median(values) if values else None
             row = [f"{label.format(children=sizes.children)} ({unit})", transport, fmt(med[ours])]
@@ -522,22 +626,30 @@ async def main_async(args: argparse.Namespace) -> int:
     servers = [our_server(args.ours)]
     if args.peer == "codex":
         servers.append(codex_server(args.codex))
-    transports = ["stdio", "ws"] if args.transport == "both" else [args.transport]
+    transports = ["stdio", "ws", "jupyter"] if args.transport == "all" else [args.transport]
     results: dict[tuple[str, str], list[RunResult]] = {}
-    short = {"spawn": "spawn ms", "throughput": "MB/s", "echo": "echo ms", "rss": "RSS MB"}
+    short = {
+        "spawn": "spawn ms", "throughput": "MB/s", "cpu": "CPU s/GB", "echo": "echo ms",
+        "rss": "RSS MB", "delivered": "delivered %",
+    }  # fmt: skip
+    incomplete = 0
     for rnd in range(rounds):
         order = servers if rnd % 2 == 0 else list(reversed(servers))
         for transport in transports:
             for server in order:
-                run = await one_run(server, transport, sizes, only)
-                results.setdefault((server.name, transport), []).append(run)
+                own = transport if server is servers[0] else PEER_TRANSPORT[transport]
+                if server is not servers[0] and transport == "jupyter" and "ws" in transports:
+                    continue  # the peer's ws runs serve both pairs
+                run = await one_run(server, own, sizes, only)
+                results.setdefault((server.name, own), []).append(run)
                 shown = "  ".join(f"{short[k]} {fmt(v)}" for k, v in run.figures.items())
                 lost = sizes.megabytes * 1_000_000 - run.received
-                note = f"  (lost {lost} bytes)" if lost else ""
+                note = f"  (lost {lost} bytes)" if lost and "throughput" in only else ""
+                incomplete += bool(note)
                 if run.lost_echoes:
                     note += f"  ({run.lost_echoes} echoes lost)"
                 print(
-                    f"round {rnd + 1}/{rounds} {transport:5} {server.name:12} {shown}{note}",
+                    f"round {rnd + 1}/{rounds} {own:7} {server.name:12} {shown}{note}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -546,13 +658,15 @@ async def main_async(args: argparse.Namespace) -> int:
         f"throughput: {sizes.megabytes} MB; echo: median of {sizes.echoes} echoes per run\n"
     )
     print(table(results, servers, transports, sizes), flush=True)
-    return 0
+    if incomplete:
+        print(f"\n{incomplete} run(s) delivered less than 100 % as notifications")
+    return 1 if incomplete else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peer", choices=["codex", "none"], default="codex")
-    p.add_argument("--transport", choices=["stdio", "ws", "both"], default="both")
+    p.add_argument("--transport", choices=["stdio", "ws", "jupyter", "all"], default="all")
     p.add_argument("--rounds", type=int)
     p.add_argument("--quick", action="store_true", help="small sizes, one round")
     p.add_argument("--spawns", type=int, help="starts per run for the spawn figure")
@@ -560,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--echoes", type=int, help="echoes per run for the echo figure")
     p.add_argument("--children", type=int, help="idle children for the RSS figure")
     p.add_argument("--ours", help="command that runs our CLI (default: .venv/bin/jupyter-exec)")
-    p.add_argument("--only", help="comma-separated figures to measure (spawn,throughput,echo,rss)")
+    p.add_argument("--only", help="comma-separated figures (spawn,throughput,echo,rss)")
     p.add_argument("--codex", help="path of the codex binary (default: install 0.169.0)")
     args = p.parse_args(argv)
     return asyncio.run(main_async(args))

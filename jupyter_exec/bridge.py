@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 async def relay(url: str, token: str | None) -> int:
     """Until stdin ends or the server closes; 1 if the connection is refused."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidHandshake
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
     headers = {"Authorization": f"token {token}"} if token else None
     try:
@@ -69,8 +69,12 @@ async def relay(url: str, token: str | None) -> int:
                 await ws.send(line.decode().rstrip("\n"))
 
     async def downstream() -> None:
-        async for frame in ws:
-            await write(frame if isinstance(frame, str) else frame.decode())
+        while True:
+            try:
+                frame = await ws.recv(decode=False)  # bytes as sent: no decode, no encode
+            except ConnectionClosed:
+                return
+            await write(frame)
 
     tasks = {asyncio.create_task(upstream()), asyncio.create_task(downstream())}
     try:

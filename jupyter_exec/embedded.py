@@ -28,9 +28,9 @@ async def connect_service(
     """An initialized client of ``service``; with ``owns_service``, closing it stops the service."""
     client: ExecClient | None = None
 
-    async def deliver(text: str) -> None:
+    async def deliver(message: bytes) -> None:  # one encoded message (dispatch.Write)
         assert client is not None
-        client.receive(text)
+        client.receive(message)
 
     connection = service.connect(deliver)
 

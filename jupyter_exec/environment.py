@@ -33,7 +33,7 @@ from .fs_methods import file_uri, parse_path
 from .protocol import Params, parse_params
 
 if TYPE_CHECKING:
-    from .dispatch import CallContext
+    from .context import CallContext
 
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 

@@ -71,7 +71,8 @@ from .errors import FsError, InvalidParamsError, InvalidRequestError
 from .protocol import Params, notification, parse_params
 
 if TYPE_CHECKING:
-    from .dispatch import CallContext, Connection
+    from .context import CallContext
+    from .context import Outlet as Connection
 
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 T = TypeVar("T")
@@ -163,7 +164,7 @@ def confine(ctx: CallContext, path: Path, *, follow: bool = True, writing: bool 
         real = Path(os.path.realpath(path))
     else:
         real = Path(os.path.realpath(path.parent)) / path.name if path.name else path
-    confined = ctx.service.registry.config.confine_to_root
+    confined = ctx.registry.config.confine_to_root
     if confined and (refusal := outside_root(real, ctx.root_dir, f"path {path}")):
         raise InvalidRequestError(refusal) if writing else FsError(refusal)
     return real

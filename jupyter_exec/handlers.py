@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -71,10 +72,19 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
         self._forward = asyncio.create_task(self._from_daemon(self.daemon))
 
     async def _from_daemon(self, daemon: DaemonStreams) -> None:
-        """Daemon lines out as text frames, unparsed; the next line only once this one left."""
+        """Daemon lines out as text frames, unparsed; at most one write in flight.
+
+        Tornado wraps each write's flush in a new task, so awaiting every write
+        would cost a trip round the event loop each: the previous one is awaited
+        instead (usually done by then), and nothing more is read from the daemon
+        meanwhile, so flow control holds end to end.
+        """
+        flushing: Awaitable[None] | None = None
         try:
             while line := await daemon.reader.readline():
-                await self.write_message(line[:-1])
+                before, flushing = flushing, self.write_message(line[:-1])
+                if before is not None:
+                    await before
         except (websocket.WebSocketClosedError, ConnectionError, ValueError):
             pass  # the client left, the daemon left, or a line over the limit
         finally:

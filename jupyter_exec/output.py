@@ -18,6 +18,7 @@ import struct
 from array import array
 from bisect import bisect_right
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from .schema import Chunk
@@ -51,6 +52,7 @@ class OutputStore:
         self._read_fd: int | None = None
         self._log_path = log_path
         self._dropped_upto = 0
+        self._evicted_upto = 0  # seq of the newest chunk memory let go
         self.total_bytes = 0
         self.failure: str | None = None
         #: The log file is created at the first chunk: a process without output
@@ -117,6 +119,7 @@ class OutputStore:
         while len(self._memory) > 1 and self._memory_bytes > self.retained_bytes:
             old = self._memory.popleft()
             self._memory_bytes -= len(old.data) + CHUNK_OVERHEAD
+            self._evicted_upto = old.seq
             if not self._is_logged(old.seq):
                 self._dropped_upto = max(self._dropped_upto, old.seq)
 
@@ -165,10 +168,13 @@ class OutputStore:
         """Chunks with seq > after_seq in order, within max_bytes (at least one if any)."""
         out: list[Chunk] = []
         budget = max_bytes
-        mem_first = self._memory[0].seq if self._memory else None
         # The log serves what memory no longer holds: seqs in (after_seq, mem_first).
-        if self._last_logged_seq > after_seq and (mem_first is None or after_seq + 1 < mem_first):
-            out, full = self._read_log(after_seq, mem_first, budget)
+        if self.needs_log(after_seq):
+            mem_first = self._memory[0].seq if self._memory else None
+            fd = self._reader_fd()
+            if fd is None:
+                return out
+            out, full = self._log_range(after_seq, mem_first, budget).read_fd(fd)
             if full:
                 return out
             budget -= sum(len(c.data) for c in out)
@@ -181,19 +187,100 @@ class OutputStore:
             budget -= len(chunk.data)
         return out
 
-    def _read_log(
+    def needs_log(self, after_seq: int) -> bool:
+        """Whether the next chunk after `after_seq` is no longer in memory, only in the log.
+
+        Memory let go of every chunk up to `_evicted_upto`; the log holds every
+        chunk up to `_last_logged_seq`. (Seqs have holes: exited/closed take
+        some, so `after_seq + 1 < first in memory` alone does not say.)
+        """
+        return min(self._evicted_upto, self._last_logged_seq) > after_seq
+
+    def take_memory(
         self, after_seq: int, stop_seq: int | None, budget: int
     ) -> tuple[list[Chunk], bool]:
-        """Logged chunks with after_seq < seq < stop_seq within budget; True if it ran out."""
-        fd = self._reader_fd()
-        if fd is None or not self._index_offsets:
+        """Retained chunks with after_seq < seq < stop_seq within budget; True if cut short.
+
+        For cursors (`outbox`): found by position, not by a scan, because the
+        seqs in memory are consecutive but for the few taken by exited/closed.
+        """
+        memory = self._memory
+        if not memory:
             return [], False
+        j = min(len(memory), max(0, after_seq + 1 - memory[0].seq))
+        while j > 0 and memory[j - 1].seq > after_seq:
+            j -= 1
+        out: list[Chunk] = []
+        while j < len(memory):
+            chunk = memory[j]
+            if stop_seq is not None and chunk.seq >= stop_seq:
+                return out, False
+            if out and len(chunk.data) > budget:
+                return out, True
+            out.append(chunk)
+            budget -= len(chunk.data)
+            j += 1
+        return out, False
+
+    def log_range(self, after_seq: int, stop_seq: int | None, budget: int) -> LogRange | None:
+        """What a cursor at `after_seq` needs from the log, to read off the event loop.
+
+        None when the next chunk is in memory. The range is fixed now (records
+        already written, below `stop_seq` and below what memory holds), and
+        `LogRange.read` opens the file itself, so a thread can read it while
+        the loop appends, even after the store is closed (it then finds nothing).
+        """
+        if self._log_path is None or not self.needs_log(after_seq):
+            return None
+        if self._memory and (stop_seq is None or self._memory[0].seq < stop_seq):
+            stop_seq = self._memory[0].seq
+        return self._log_range(after_seq, stop_seq, budget)
+
+    def _log_range(self, after_seq: int, stop_seq: int | None, budget: int) -> LogRange:
         k = max(0, bisect_right(self._index_seqs, after_seq) - 1)
-        offset = self._index_offsets[k]
+        start = self._index_offsets[k] if self._index_offsets else 0
+        assert self._log_path is not None
+        return LogRange(self._log_path, start, self._log_size, after_seq, stop_seq, budget)
+
+    def close(self, remove: bool) -> None:
+        for fd in (self._log_fd, self._read_fd):
+            if fd is not None:
+                os.close(fd)
+        self._log_fd = self._read_fd = None
+        if remove and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+
+
+@dataclass(slots=True, frozen=True)
+class LogRange:
+    """Records of one log between two offsets, filtered by seq; safe to read in a thread."""
+
+    path: Path
+    start: int
+    end: int
+    after_seq: int
+    stop_seq: int | None
+    budget: int
+
+    def read(self) -> tuple[list[Chunk], bool]:
+        """Chunks (after_seq, stop_seq) within budget; True if cut short. [] if the log is gone."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # removed with its process
+            return [], False
+        try:
+            return self.read_fd(fd)
+        except OSError:  # an I/O error: what it cannot read stays unread, like the log's tail
+            return [], False
+        finally:
+            os.close(fd)
+
+    def read_fd(self, fd: int) -> tuple[list[Chunk], bool]:
         out: list[Chunk] = []
         size = 0
-        while offset < self._log_size:
-            blob = os.pread(fd, min(_READ_WINDOW, self._log_size - offset), offset)
+        offset = self.start
+        while offset < self.end:
+            blob = os.pread(fd, min(_READ_WINDOW, self.end - offset), offset)
             pos = 0
             while pos + _HEADER.size <= len(blob):
                 seq, code, length = _HEADER.unpack_from(blob, pos)
@@ -205,10 +292,10 @@ class OutputStore:
                     if end > len(blob):
                         break  # the file is shorter than its index says
                     continue
-                if stop_seq is not None and seq >= stop_seq:
+                if self.stop_seq is not None and seq >= self.stop_seq:
                     return out, False
-                if seq > after_seq:
-                    if out and size + length > budget:
+                if seq > self.after_seq:
+                    if out and size + length > self.budget:
                         return out, True
                     out.append(Chunk(seq, STREAM_NAMES[code], blob[pos + _HEADER.size : end]))
                     size += length
@@ -217,11 +304,3 @@ class OutputStore:
                 break  # a torn tail: nothing more to read
             offset += pos
         return out, False
-
-    def close(self, remove: bool) -> None:
-        for fd in (self._log_fd, self._read_fd):
-            if fd is not None:
-                os.close(fd)
-        self._log_fd = self._read_fd = None
-        if remove and self._log_path is not None:
-            self._log_path.unlink(missing_ok=True)

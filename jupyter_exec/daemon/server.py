@@ -40,7 +40,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import ExecConfig
-from ..dispatch import CallContext
+from ..context import CallContext
 from ..lines import as_line, pump_lines
 from ..service import build_service
 from . import paths

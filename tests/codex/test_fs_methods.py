@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from jupyter_exec import fs_methods
-from jupyter_exec.dispatch import ExecService
 from jupyter_exec.errors import ErrorCode, ExecError
 from jupyter_exec.registry import Registry, RegistryConfig
 
@@ -21,7 +20,7 @@ METHODS = fs_methods.FS_METHODS
 
 @dataclass
 class FakeConnection:
-    """Stands in for dispatch.Connection: collects notifications and close hooks."""
+    """Stands in for context.Outlet (a Connection): collects notifications and close hooks."""
 
     sent: list[dict[str, Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
@@ -41,17 +40,17 @@ class FakeConnection:
 
 @dataclass
 class FakeContext:
-    """A CallContext with a real service (its registry's config) and a fake connection."""
+    """A CallContext with a real registry (its config) and a fake connection."""
 
     root_dir: Path
     confine_to_root: bool = False
     connection: FakeConnection = field(default_factory=FakeConnection)
     session_id: str = "test-session"
-    service: ExecService = field(init=False)
+    registry: Registry = field(init=False)
 
     def __post_init__(self) -> None:
         config = RegistryConfig(root_dir=self.root_dir, confine_to_root=self.confine_to_root)
-        self.service = ExecService(Registry(config))
+        self.registry = Registry(config)
 
 
 @pytest.fixture

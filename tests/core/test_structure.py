@@ -29,6 +29,11 @@ CORE = [
     "jupyter_exec.models",
     "jupyter_exec.protocol",
     "jupyter_exec.registry",
+    "jupyter_exec.codec",
+    "jupyter_exec.context",
+    "jupyter_exec.sessions",
+    "jupyter_exec.outbox",
+    "jupyter_exec.process_methods",
     "jupyter_exec.dispatch",
     "jupyter_exec.serve",
     "jupyter_exec.client",
@@ -131,17 +136,20 @@ def test_the_graph_reader_sees_every_kind_of_import() -> None:
     assert any({"jupyter_exec.cli", "jupyter_exec.client"} <= set(c) for c in cycles(looped))
 
 
-#: Cycles being removed on another branch right now (method families reach back
-#: into dispatch for CallContext; STYLE.md "The next shape"). Exact: when one is
-#: gone this test fails until it is deleted here, so the list cannot go stale.
-KNOWN_CYCLES = [["jupyter_exec.dispatch", "jupyter_exec.environment", "jupyter_exec.fs_methods"]]
-
-
 def test_no_import_cycle_anywhere() -> None:
-    found = cycles(import_graph())
-    assert [c for c in found if c not in KNOWN_CYCLES] == []
-    gone = [c for c in KNOWN_CYCLES if c not in found]
-    assert gone == [], f"no longer a cycle: delete {gone} from KNOWN_CYCLES"
+    assert cycles(import_graph()) == []
+
+
+def test_method_families_do_not_import_dispatch() -> None:
+    """STYLE.md next shape: families plug into the table; dispatch imports them, not back."""
+    families = ["process_methods", "fs_methods", "environment", "context", "sessions", "outbox"]
+    code = (
+        "import sys\n"
+        + "".join(f"import jupyter_exec.{m}\n" for m in families)
+        + "print('jupyter_exec.dispatch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_no_module_is_over_700_lines() -> None:

@@ -67,6 +67,41 @@ def test_paging_returns_exactly_the_readable_chunks(
         store.close(remove=True)
 
 
+@settings(max_examples=150)
+@given(
+    chunk_lists,
+    st.sampled_from([0, 50, 500, 5000, 1 << 20]),
+    st.sampled_from([0, 100, 3000, 20000, 1 << 30]),
+    st.sampled_from([0, 1, 777, 1 << 30]),
+    st.one_of(st.none(), st.integers(1, 250)),
+)
+def test_cursor_paging_matches_read(tmp_path_factory, spec, retained, log_cap, budget, stop):
+    """What the outbox does (memory inline, else a `LogRange` as a thread would
+    read it) pages through the same chunks as `read`, below `stop_seq`, even
+    where seqs have holes (exited/closed take seqs) before what memory holds."""
+    path = tmp_path_factory.mktemp("store") / "x.log"
+    store = OutputStore(path, retained, log_cap)
+    try:
+        seq = 0
+        for step, stream, size, byte in spec:
+            seq += step
+            store.append(seq, stream, bytes([byte]) * size)
+        expected = [c for c in store.read(0, 1 << 40) if stop is None or c.seq < stop]
+        got, cursor = [], 0
+        while True:
+            span = store.log_range(cursor, stop, budget)
+            page, cut = span.read() if span is not None else store.take_memory(cursor, stop, budget)
+            assert len(page) <= 1 or sum(len(c.data) for c in page) <= budget
+            got += page
+            if not page:
+                assert not cut
+                break
+            cursor = page[-1].seq
+        assert [(c.seq, c.data) for c in got] == [(c.seq, c.data) for c in expected]
+    finally:
+        store.close(remove=True)
+
+
 def test_tiny_chunks_cost_about_the_retained_budget(tmp_path):
     """Before: 1 MiB retained of 2-byte chunks cost 81 MiB for a million chunks (an
     object per chunk uncounted, and a 16-byte index entry per logged chunk); 100k
