@@ -83,6 +83,7 @@ class OutputStore:
             store.total_bytes += length
             offset += _HEADER.size + length
         store._log_size = offset
+        store._evicted_upto = store._last_logged_seq  # nothing in memory: all from the log
         return store
 
     @property
