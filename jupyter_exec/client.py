@@ -44,6 +44,9 @@ __all__ = [
 T = TypeVar("T")
 #: How long `events()` waits on a silent subscription before checking with a read.
 IDLE_CHECK_SECONDS = 2.0
+#: Output an `events()` consumer may have waiting before more is left to `process/read`.
+INBOX_BYTES = 16 << 20
+
 _END_CURSOR = 2**53
 #: What `events()` yields: a process's seq-numbered events (schema: SPEC 5).
 ProcessEvent = SeqEvent
@@ -63,6 +66,33 @@ def websocket_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path or "/", parts.query, ""))
 
 
+class _Inbox:
+    """One `events()` consumer's waiting events, bounded in bytes.
+
+    The server never drops (SPEC 5), so a consumer slower than the process would
+    otherwise grow this process's memory without limit. Past `INBOX_BYTES` output
+    is not kept here; the consumer sees the seq gap and reads it back from the
+    server's log (`_recover`), so nothing is lost. Exit and close are always kept.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[ProcessEvent] = asyncio.Queue()
+        self._bytes = 0
+
+    def put(self, event: ProcessEvent) -> None:
+        if isinstance(event, OutputEvent):
+            if self._bytes + len(event.data) > INBOX_BYTES:
+                return
+            self._bytes += len(event.data)
+        self._queue.put_nowait(event)
+
+    async def get(self) -> ProcessEvent:
+        event = await self._queue.get()
+        if isinstance(event, OutputEvent):
+            self._bytes -= len(event.data)
+        return event
+
+
 class ExecClient:
     """An initialized session with a jupyter-exec server."""
 
@@ -73,7 +103,7 @@ class ExecClient:
         self._close = close
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._queues: dict[str, set[asyncio.Queue[ProcessEvent]]] = {}
+        self._queues: dict[str, set[_Inbox]] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.session_id = ""
         self.server_info: dict[str, Any] = {}
@@ -128,7 +158,7 @@ class ExecClient:
             event = event_from_notification(method, params)
             if isinstance(event, OutputEvent | ExitedEvent | ClosedEvent):
                 for queue in self._queues.get(event.process_id, ()):
-                    queue.put_nowait(event)
+                    queue.put(event)
             return
         fut = self._pending.pop(msg.get("id"), None)
         if fut is None or fut.done():
@@ -244,7 +274,7 @@ class ExecClient:
         self, process_id: str, after_seq: int = 0
     ) -> AsyncGenerator[ProcessEvent, None]:
         """Every event after `after_seq`, in seq order, ending with `ClosedEvent`."""
-        queue: asyncio.Queue[ProcessEvent] = asyncio.Queue()
+        queue = _Inbox()
         self._queues.setdefault(process_id, set()).add(queue)
         cursor = after_seq
         try:

@@ -309,3 +309,23 @@ async def test_start_response_precedes_started_for_a_watching_connection(tmp_pat
                 methods.append((await peer.recv())["method"])
             assert methods[0] == "process/started"  # then output, exited, closed
         await peer.close()
+
+
+async def test_a_slow_events_consumer_loses_nothing_and_bounds_the_clients_memory(tmp_path):
+    """The server never drops (SPEC 5); the client keeps at most INBOX_BYTES waiting
+    for a slow consumer and reads the rest back from the log, so nothing is lost."""
+    from jupyter_exec import client as client_module
+
+    size = 48 << 20
+    async with embedded(tmp_path) as (_, c):
+        await c.start("flood", ["head", "-c", str(size), "/dev/zero"])
+        stream = c.events("flood")
+        first = await anext(stream)
+        await asyncio.sleep(1.5)  # the consumer stalls while the flood is delivered
+        (inbox,) = c._queues["flood"]
+        # Full (the flood outran the consumer), yet bounded.
+        assert client_module.INBOX_BYTES - (64 << 10) <= inbox._bytes <= client_module.INBOX_BYTES
+        events = [first] + [e async for e in stream]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert sum(len(e.data) for e in events if isinstance(e, OutputEvent)) == size
+        assert isinstance(events[-2], ExitedEvent) and events[-2].exit_code == 0
