@@ -217,6 +217,8 @@ def jupyter_argv(port: int, token: str, runtime: Path) -> list[str]:
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
         "--ServerApp.jpserver_extensions={'jupyter_exec': True}",
         f"--ExecExtensionApp.log_dir={runtime / 'exec-logs'}",
+        # The daemon (which serves the processes) stops with the server: nothing left.
+        "--ExecExtensionApp.stop_processes_on_shutdown=True",
     ]  # fmt: skip
 
 
@@ -233,6 +235,13 @@ class Running:
     client: Client
     #: A Jupyter server's runtime and config directory: it is stopped by SIGTERM.
     runtime: Path | None = None
+    #: What does the work besides `proc`: inside Jupyter, the exec daemon.
+    helpers: list[int] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        """The processes whose CPU and memory count as the server's."""
+        return [self.proc.pid, *self.helpers]
 
     async def stop(self) -> None:
         await self.client.aclose()
@@ -315,8 +324,17 @@ async def launch_jupyter() -> Running:
     client = WsClient(ws)
     client.start_reading()
     await asyncio.wait_for(client.handshake(), 30)
+    daemon = daemon_pid(runtime)
     await settled(proc.pid)
-    return Running(proc, client, runtime)
+    return Running(proc, client, runtime, [daemon])
+
+
+def daemon_pid(runtime: Path) -> int:
+    """The exec daemon the server relays to (started by the first connection)."""
+    from jupyter_exec.daemon.paths import record_path
+
+    pid: int = json.loads(record_path(runtime).read_text())["pid"]
+    return pid
 
 
 async def settled(pid: int, quiet: float = 0.02, timeout: float = 20) -> None:
@@ -414,13 +432,18 @@ async def measure_spawn(d: Driver, n: int) -> float:
     return statistics.median(times) * 1000
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process (all its threads), not of its children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time of the processes (all their threads), not of their children."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-async def measure_throughput(d: Driver, total: int, server_pid: int) -> tuple[float, int, float]:
+async def measure_throughput(
+    d: Driver, total: int, server_pids: list[int]
+) -> tuple[float, int, float]:
     """(MB/s, bytes received, server CPU seconds per GB received)."""
     received = 0
 
@@ -431,12 +454,12 @@ async def measure_throughput(d: Driver, total: int, server_pid: int) -> tuple[fl
 
     pid = d.new_id()
     d.on_output[pid] = count
-    cpu0 = cpu_seconds(server_pid)
+    cpu0 = cpu_seconds(*server_pids)
     t0 = time.perf_counter()
     await d.start(["head", "-c", str(total), "/dev/zero"], pid=pid)
     await asyncio.wait_for(d.closed[pid], 600)
     elapsed = time.perf_counter() - t0
-    cpu = cpu_seconds(server_pid) - cpu0
+    cpu = cpu_seconds(*server_pids) - cpu0
     await d.finish(pid)
     return received / 1e6 / elapsed, received, cpu / max(received, 1) * 1e9
 
@@ -491,20 +514,21 @@ async def measure_echo(d: Driver, n: int) -> float:
     return statistics.median(times) * 1000
 
 
-def vm_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+def vm_rss_mb(*pids: int) -> float:
+    total = 0.0
+    for pid in pids:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        total += next(int(x.split()[1]) for x in lines if x.startswith("VmRSS:")) / 1024
+    return total
 
 
-async def measure_rss(d: Driver, server_pid: int, children: int) -> float:
+async def measure_rss(d: Driver, server_pids: list[int], children: int) -> float:
     """RSS the children add (the bare server differs most by its language runtime)."""
     await asyncio.sleep(0.5)
-    before = vm_rss_mb(server_pid)
+    before = vm_rss_mb(*server_pids)
     pids = [await d.start(["sleep", "600"]) for _ in range(children)]
     await asyncio.sleep(0.5)
-    rss = vm_rss_mb(server_pid) - before
+    rss = vm_rss_mb(*server_pids) - before
     for pid in pids:
         await d.client.call("process/terminate", {"processId": pid})
     await asyncio.wait_for(asyncio.gather(*(d.closed[p] for p in pids)), 60)
@@ -533,7 +557,7 @@ async def one_run(server: Server, transport: str, sizes: Sizes, only: set[str]) 
     try:
         await measure_spawn(d, 3)  # warm-up (our first start also starts the guardian)
         if "rss" in only:
-            result.figures["rss"] = await measure_rss(d, running.proc.pid, sizes.children)
+            result.figures["rss"] = await measure_rss(d, running.pids, sizes.children)
         if "spawn" in only:
             result.figures["spawn"] = await measure_spawn(d, sizes.spawns)
         if "echo" in only:
@@ -542,7 +566,7 @@ async def one_run(server: Server, transport: str, sizes: Sizes, only: set[str]) 
         result.received = sizes.megabytes * 1_000_000
         if "throughput" in only:
             mbs, result.received, cpu = await measure_throughput(
-                d, sizes.megabytes * 1_000_000, running.proc.pid
+                d, sizes.megabytes * 1_000_000, running.pids
             )
             result.figures["throughput"] = mbs
             result.figures["cpu"] = cpu
