@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,9 +69,40 @@ class JupyterServer:
         return json.loads(raw) if raw else None
 
 
+#: A server must still answer this long after it started before tests get it.
+SETTLE_SECONDS = 3.0
+START_ATTEMPTS = 3
+
+
 @contextmanager
 def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
-    runtime_dir, root_dir = tmp / "runtime", tmp / "root"
+    """A started server that stayed up through its first seconds.
+
+    Twice in CI a fresh test server was sent SIGTERM about a second after it
+    started, by no process of this suite that a signal trace could find (see
+    docs/reliability.md). Such a start is reported as a warning, with the
+    server's log, and retried with a new server, instead of failing every test
+    of the module with `Connection refused`.
+    """
+    for attempt in range(START_ATTEMPTS):
+        suffix = f"-{attempt}" if attempt else ""
+        with _started_server(tmp, suffix) as (server, proc, log_path):
+            if _stays_up(server, proc):
+                yield server
+                return
+            warnings.warn(
+                f"test jupyter server {proc.pid} stopped right after it started "
+                f"(attempt {attempt + 1}); its log ends:\n{log_path.read_text()[-2000:]}",
+                stacklevel=2,
+            )
+    raise RuntimeError(f"no test jupyter server stayed up in {START_ATTEMPTS} attempts")
+
+
+@contextmanager
+def _started_server(
+    tmp: Path, suffix: str
+) -> Iterator[tuple[JupyterServer, subprocess.Popen[bytes], Path]]:
+    runtime_dir, root_dir = tmp / f"runtime{suffix}", tmp / f"root{suffix}"
     runtime_dir.mkdir()
     root_dir.mkdir()
     port, token = free_port(), secrets.token_hex(16)
@@ -82,20 +114,31 @@ def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
         '--ServerApp.jpserver_extensions={"jupyter_exec": True}',
     ]  # fmt: skip
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115
+    log_path = tmp / f"server{suffix}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root_dir)
     try:
         deadline = time.monotonic() + 60
         while not list(runtime_dir.glob(f"jpserver-{proc.pid}.json")):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp / "server.log").read_text())
+                raise RuntimeError(log_path.read_text())
             time.sleep(0.1)
-        yield JupyterServer(
-            f"http://127.0.0.1:{port}/", token, proc.pid, runtime_dir, root_dir, env
-        )
+        url = f"http://127.0.0.1:{port}/"
+        yield JupyterServer(url, token, proc.pid, runtime_dir, root_dir, env), proc, log_path
     finally:
         stop_process(proc, 20)
         log.close()
+
+
+def _stays_up(server: JupyterServer, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the server answers now and still does `SETTLE_SECONDS` later."""
+    try:
+        server.request("GET", "api/status")
+        time.sleep(SETTLE_SECONDS)
+        server.request("GET", "api/status")
+    except OSError:
+        return False
+    return proc.poll() is None
 
 
 class Kernel:
