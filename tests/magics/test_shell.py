@@ -24,6 +24,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_exec import magics as magics_module
+from jupyter_exec.errors import ExecError
 from jupyter_exec.handle import ExecProcess, ProcessExitedError
 from jupyter_exec.magics import ExecMagics
 from jupyter_exec.view import live_views, stop_all_views
@@ -267,12 +268,30 @@ def test_interrupt_during_wait_goes_to_the_process(
     ip: InteractiveShell, magics: ExecMagics
 ) -> None:
     script = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: (print('got SIGINT', flush=True), sys.exit(5))); print('ready', flush=True); time.sleep(30)"
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    client = magics.client  # the magics' own connection, before the cell blocks on it
+    stop = threading.Event()
+
+    def ctrl_c_once_ready() -> None:
+        """Ctrl-C only once the child handles SIGINT and the magic is waiting (a fixed
+        delay raced a slow start: the interrupt then hit the start, not the wait)."""
+        while not stop.is_set():
+            try:
+                if b"ready" in client.read("intr", 0).data:
+                    break
+            except ExecError:  # not started yet
+                pass
+            time.sleep(0.05)
+        if stop.wait(0.5):
+            return
+        os.kill(os.getpid(), signal.SIGINT)
+
+    presser = threading.Thread(target=ctrl_c_once_ready)
+    presser.start()
     try:
         p = line(ip, "exec", f'-q --wait --name intr {PY} -c "{script}"')
     finally:
-        timer.cancel()
+        stop.set()
+        presser.join()
     assert p.exit_code == 5
     assert "got SIGINT" in p.output
 
