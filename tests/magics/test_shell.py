@@ -285,6 +285,9 @@ def test_interrupt_during_wait_goes_to_the_process(
             return
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Ctrl-C raises KeyboardInterrupt, as in a kernel or a terminal, even when this
+    # pytest inherited SIGINT ignored (a background job of a non-interactive shell).
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
     presser = threading.Thread(target=ctrl_c_once_ready)
     presser.start()
     try:
@@ -292,6 +295,7 @@ def test_interrupt_during_wait_goes_to_the_process(
     finally:
         stop.set()
         presser.join()
+        signal.signal(signal.SIGINT, saved)
     assert p.exit_code == 5
     assert "got SIGINT" in p.output
 
