@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.proctree import ProcessRef
-from tests.daemon.harness import daemon_pid
+from tests.daemon.harness import daemon_pid, wait_gone
 from tests.wire import pid_alive, py, tree_of
 
 
@@ -88,15 +88,6 @@ class JupyterServer:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-
-
-def wait_gone(pids: set[ProcessRef], seconds: float = 15) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not any(pid_alive(p) for p in pids):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
