@@ -13,6 +13,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from jupyter_exec.client import ExecClient
@@ -80,22 +81,32 @@ async def test_stalled_websocket_client_gets_every_byte(tmp_path):
         raw.abort()
 
 
-def test_stalled_stdio_client_gets_every_byte(tmp_path):
-    server = subprocess.Popen(
+def stdio_server(tmp_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [PY, "-m", "jupyter_exec.serve", "--listen", "stdio", "--log-dir", str(tmp_path / "l")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=tmp_path,
     )
+
+
+def start_flood(server: subprocess.Popen[bytes]) -> None:
+    """Handshake, then start `z`: 48 MiB of output, faster than anyone reads."""
+    assert server.stdin is not None
+    for msg in (
+        {"id": 1, "method": "initialize", "params": {"clientName": "stdio"}},
+        {"method": "initialized"},
+        start_request("z", ["head", "-c", "48M", "/dev/zero"], 2),
+    ):
+        server.stdin.write(json.dumps(msg).encode() + b"\n")
+    server.stdin.flush()
+
+
+def test_stalled_stdio_client_gets_every_byte(tmp_path):
+    server = stdio_server(tmp_path)
     assert server.stdin is not None and server.stdout is not None
     try:
-        for msg in (
-            {"id": 1, "method": "initialize", "params": {"clientName": "stdio"}},
-            {"method": "initialized"},
-            start_request("z", ["head", "-c", "48M", "/dev/zero"], 2),
-        ):
-            server.stdin.write(json.dumps(msg).encode() + b"\n")
-        server.stdin.flush()
+        start_flood(server)
         time.sleep(STALL_SECONDS)  # the pipe fills up; nothing may be dropped
         notes = Notes()
         read_until_closed(server.stdout.readline, notes, "z")
@@ -195,21 +206,10 @@ async def test_retention_drop_is_a_seq_jump_explained_by_first_seq(tmp_path):
 
 def test_stdio_server_ends_at_eof_even_if_its_client_never_reads(tmp_path):
     """The writer is stuck on a full pipe; stdin's EOF still ends the session and the server."""
-    server = subprocess.Popen(
-        [PY, "-m", "jupyter_exec.serve", "--listen", "stdio", "--log-dir", str(tmp_path / "l")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=tmp_path,
-    )
+    server = stdio_server(tmp_path)
     assert server.stdin is not None
     try:
-        for msg in (
-            {"id": 1, "method": "initialize", "params": {"clientName": "stdio"}},
-            {"method": "initialized"},
-            start_request("z", ["head", "-c", "48M", "/dev/zero"], 2),
-        ):
-            server.stdin.write(json.dumps(msg).encode() + b"\n")
-        server.stdin.flush()
+        start_flood(server)
         time.sleep(STALL_SECONDS)  # stdout is full by now; nobody reads it
         server.stdin.close()
         assert server.wait(60) == 0
