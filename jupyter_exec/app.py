@@ -87,6 +87,12 @@ class ExecExtensionApp(ExtensionApp):
         help="The exec daemon exits after this long with no process and no client.",
     ).tag(config=True)
 
+    relay_websockets = Bool(
+        False,
+        help="Relay each websocket's frames through this server instead of handing the "
+        "client's connection to the exec daemon (always relayed under TLS).",
+    ).tag(config=True)
+
     link: DaemonLink
     _activity: PeriodicCallback | None = None
 
@@ -129,7 +135,7 @@ class ExecExtensionApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         from .handlers import handlers
 
-        self.handlers.extend(handlers(self.link, self.max_message_bytes))
+        self.handlers.extend(handlers(self.link, self.max_message_bytes, self.relay_websockets))
 
     async def stop_extension(self) -> None:
         """Server shutdown: the processes keep running, unless told to stop them too."""

@@ -1,6 +1,7 @@
 """Tornado handlers: the `api/exec/ws` websocket and the REST mirror (SPEC 1, 8).
 
-Authenticate, authorize, relay to the exec daemon (relay.py); nothing else.
+Authenticate, authorize, hand each websocket to the exec daemon (or relay it,
+relay.py); nothing else.
 Authentication is Jupyter's own (token header, `?token=`, cookie) and
 authorization uses the resource `exec`: a connection needs `read`; methods
 that change something (start, write, signal, terminate, resize, fs writes)
@@ -19,7 +20,7 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
-from tornado import web, websocket
+from tornado import iostream, web, websocket
 
 from .errors import (
     ExecError,
@@ -36,15 +37,16 @@ AUTH_RESOURCE = "exec"
 
 
 class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
-    """One client websocket relayed 1:1 to one daemon connection."""
+    """One client websocket: handed to the daemon, or relayed 1:1 to a daemon connection."""
 
     auth_resource = AUTH_RESOURCE
     daemon: DaemonStreams | None = None
     _forward: asyncio.Task[None] | None = None
 
-    def initialize(self, link: DaemonLink, max_message_bytes: int) -> None:
+    def initialize(self, link: DaemonLink, max_message_bytes: int, relay: bool) -> None:
         self.link = link
         self._max_message_bytes = max_message_bytes
+        self._relay = relay
 
     @property
     def max_message_size(self) -> int:
@@ -57,14 +59,68 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
         if not await ensure_async(can(self, user, "read", AUTH_RESOURCE)):
             raise web.HTTPError(403, "not authorized to read exec")
         self._may_execute = bool(await ensure_async(can(self, user, "execute", AUTH_RESOURCE)))
-        await super().get(*args, **kwargs)
+        if not await self._hand_over():
+            await super().get(*args, **kwargs)
+
+    def _actions(self) -> frozenset[str]:
+        return frozenset({"read", "execute"} if self._may_execute else {"read"})
+
+    async def _hand_over(self) -> bool:
+        """Give the client's socket to the daemon (daemon/handover.py); False: relay it.
+
+        Relayed instead: TLS (the daemon cannot continue tornado's session),
+        `relay_websockets`, a daemon without a handover socket, and requests
+        tornado would refuse (it answers those itself).
+        """
+        stream = getattr(self.request.connection, "stream", None)
+        if self._relay or type(stream) is not iostream.IOStream or not self._valid_upgrade():
+            return False
+        try:
+            channel = await self.link.handover_channel()
+        except Exception as exc:  # the relay path reports it to the client
+            self.log.debug("jupyter-exec: no handover: %s", exc)
+            return False
+        if channel is None:
+            return False
+        detached = self.detach()
+        try:
+            await self.link.hand_over(
+                channel, detached.socket, self._request_head(), self._actions()
+            )
+        except Exception as exc:
+            self.log.error("jupyter-exec: handing a websocket to the exec daemon failed: %s", exc)
+        finally:
+            detached.close()  # our descriptor only: the daemon holds its own,
+            channel.close()  # and starts the handshake once this closes
+        return True
+
+    def _valid_upgrade(self) -> bool:
+        """tornado's own checks (WebSocketHandler.get), which answer 400/403 when they fail."""
+        headers = self.request.headers
+        connection = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
+        origin = headers.get("Origin", headers.get("Sec-Websocket-Origin"))
+        return (
+            self.request.version == "HTTP/1.1"
+            and headers.get("Upgrade", "").lower() == "websocket"
+            and "upgrade" in connection
+            and (origin is None or self.check_origin(origin))
+        )
+
+    def _request_head(self) -> bytes:
+        """The upgrade request as the client sent it, minus its credentials."""
+        lines = [f"{self.request.method} {self.request.uri} HTTP/1.1"]
+        lines += [
+            f"{name}: {value}"
+            for name, value in self.request.headers.get_all()
+            if name.lower() not in ("cookie", "authorization")
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
         self.set_nodelay(True)  # small frames (a response, an exit) go out at once
-        actions = {"read", "execute"} if self._may_execute else {"read"}
         try:
-            self.daemon = await self.link.open(frozenset(actions))
+            self.daemon = await self.link.open(self._actions())
         except Exception as exc:
             self.log.error("jupyter-exec: cannot reach the exec daemon: %s", exc)
             self.close(1011, "the exec daemon is not available")
@@ -225,12 +281,16 @@ class ShutdownHandler(ExecAPIHandler):
 
 
 def handlers(
-    link: DaemonLink, max_message_bytes: int
+    link: DaemonLink, max_message_bytes: int, relay_websockets: bool = False
 ) -> list[tuple[str, type[Any], dict[str, Any]]]:
     process = r"/api/exec/processes/(?P<process_id>[^/]+)"
     rest = {"link": link}
     return [
-        (r"/api/exec/ws", ExecWebSocketHandler, {**rest, "max_message_bytes": max_message_bytes}),
+        (
+            r"/api/exec/ws",
+            ExecWebSocketHandler,
+            {**rest, "max_message_bytes": max_message_bytes, "relay": relay_websockets},
+        ),
         (r"/api/exec/mcp", McpHandler, rest),
         (r"/api/exec/processes/?", ProcessesHandler, rest),
         (process + r"/output", OutputHandler, rest),

@@ -1,6 +1,8 @@
 """The Jupyter server's link to its exec daemon (SPEC 3 Durability).
 
-The extension authenticates and authorizes as before, then each websocket is
+The extension authenticates and authorizes each websocket, then hands the
+client's socket to the daemon, which serves it directly (daemon/handover.py).
+Where it cannot (TLS, `relay_websockets`, an older daemon) the websocket is
 relayed 1:1 to a daemon connection (handlers.py): lines from the daemon go
 out as text frames unparsed, frames in go down as lines, and each side waits
 for the other's drain before reading more, so flow control holds end to end.
@@ -14,6 +16,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ from .config import ExecConfig
 from .daemon import paths
 from .daemon.start import ensure_daemon, listening
 from .lines import as_line
-from .unix_transport import DaemonStreams, connect_daemon, open_daemon
+from .unix_transport import DaemonStreams, connect_daemon, hand_over, open_daemon, open_handover
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,21 @@ class DaemonLink:
             return await open_daemon(await self._ensure(), allowed_actions)
         except OSError:  # it exited (idle) between our check and connect: start it again
             return await open_daemon(await self._ensure(), allowed_actions)
+
+    async def handover_channel(self) -> socket.socket | None:
+        """A connection to the daemon's handover socket (None: relay instead)."""
+        await self._ensure()
+        return await asyncio.to_thread(open_handover, paths.handover_path(self.runtime_dir))
+
+    async def hand_over(
+        self,
+        channel: socket.socket,
+        client: socket.socket,
+        request_head: bytes,
+        allowed_actions: Iterable[str],
+    ) -> None:
+        """Pass a client's upgraded-to-be socket to the daemon, which serves it from here on."""
+        await asyncio.to_thread(hand_over, channel, client, request_head, allowed_actions)
 
     async def connect_client(self, client_name: str) -> ExecClient:
         """A connection of its own (the MCP endpoint), the daemon started if needed."""

@@ -28,6 +28,7 @@ from .config import DEFAULTS, ExecConfig
 from .dispatch import ExecService
 from .lines import pump_lines
 from .service import build_service
+from .ws_front import WRITE_LIMIT, serve_websocket
 
 log = logging.getLogger("jupyter_exec.serve")
 
@@ -167,7 +168,6 @@ def check_request(
 
 async def _serve_ws(args: argparse.Namespace) -> None:
     from websockets.asyncio.server import ServerConnection, serve
-    from websockets.exceptions import ConnectionClosed
     from websockets.http11 import Request, Response
 
     url = urlsplit(args.listen)
@@ -184,18 +184,7 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         return conn.respond(*refusal)
 
     async def handler(ws: ServerConnection) -> None:
-        async def write(message: bytes) -> None:
-            await ws.send(message, text=True)  # UTF-8 JSON already: no decode, no copy
-
-        connection = service.connect(write)
-        try:
-            async for frame in ws:
-                connection.receive(frame)
-                await connection.ready()
-        except ConnectionClosed:
-            pass
-        finally:
-            await connection.aclose()
+        await serve_websocket(service, ws)
 
     stop = _stop_event()
     async with serve(
@@ -205,7 +194,7 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         process_request=process_request,
         max_size=args.max_message_bytes,
         compression=None,
-        write_limit=1 << 20,  # keep several output frames in flight per client
+        write_limit=WRITE_LIMIT,
     ) as server:
         sock = next(iter(server.sockets))
         bound_port = sock.getsockname()[1]

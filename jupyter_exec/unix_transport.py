@@ -3,7 +3,8 @@
 `open_daemon` does the hello and returns the raw line streams (the Jupyter
 relay forwards them untouched); `connect_daemon` wraps them in an
 `ExecClient` (the CLI and magics with no Jupyter server, and the extension's
-own REST and activity calls). No tornado, no server modules.
+own REST and activity calls); `open_handover`/`hand_over` pass a client's
+websocket to the daemon. No tornado, no server modules.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from .lines import as_line
 #: Longest line the client side accepts: a `process/read` of `max_read_bytes`
 #: in base64, with room to spare.
 LINE_LIMIT = 64 << 20
+#: How long a handover (connect, send, the daemon's answer) may take.
+HANDOVER_TIMEOUT = 10.0
 
 
 class DaemonHandshakeError(ConnectionError):
@@ -98,3 +102,50 @@ async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         if not line:
             return
         yield line
+
+
+def open_handover(path: Path) -> socket.socket | None:
+    """A connection to the daemon's handover socket; None if it has none (an older daemon).
+
+    Blocking (the extension calls it in a thread), before it detaches the
+    client's socket from tornado: a refusal here leaves the relay to serve it.
+    """
+    address, dir_fd = paths.sun_path(path) if path.parent.exists() else (str(path), None)
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel.settimeout(HANDOVER_TIMEOUT)
+    try:
+        channel.connect(address)
+    except OSError:
+        channel.close()
+        return None
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+    return channel
+
+
+def hand_over(
+    channel: socket.socket,
+    client: socket.socket,
+    request_head: bytes,
+    allowed_actions: Iterable[str],
+) -> None:
+    """Give `client` (a socket whose upgrade request was read) to the daemon; blocking.
+
+    The daemon serves it (daemon/handover.py) once the caller has closed its
+    own descriptor of `client`, then `channel`, in that order. Raises
+    DaemonHandshakeError if the daemon refused it.
+    """
+    hello = {
+        "jupyterExecDaemon": paths.daemon_protocol(),
+        "allowedActions": sorted(allowed_actions),
+        "request": request_head.decode("latin-1"),
+    }
+    socket.send_fds(channel, [as_line(json.dumps(hello))], [client.fileno()])
+    answer = channel.makefile("rb").readline()
+    try:
+        error = json.loads(answer).get("error")
+    except ValueError:
+        error = "the exec daemon closed the handover"
+    if error is not None:
+        raise DaemonHandshakeError(str(error))

@@ -32,6 +32,11 @@ def socket_path(runtime_dir: Path, protocol: int | None = None) -> Path:
     return _name(runtime_dir, ".sock", protocol)
 
 
+def handover_path(runtime_dir: Path, protocol: int | None = None) -> Path:
+    """Where the Jupyter extension hands client websockets over (daemon/handover.py)."""
+    return _name(runtime_dir, ".handover.sock", protocol)
+
+
 def lock_path(runtime_dir: Path, protocol: int | None = None) -> Path:
     """Held by the daemon for its whole life: one daemon per name, ever."""
     return _name(runtime_dir, ".lock", protocol)

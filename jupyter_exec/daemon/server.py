@@ -44,6 +44,7 @@ from ..context import CallContext
 from ..lines import as_line, pump_lines
 from ..service import build_service
 from . import paths
+from .handover import Handovers
 from .persist import Persister
 
 log = logging.getLogger("jupyter_exec.daemon")
@@ -65,6 +66,7 @@ class Daemon:
         self.persister = Persister(self.service.registry, self.state_dir / "procs")
         self.service.methods["daemon/shutdown"] = self._shutdown_method
         self.clients = 0
+        self.handovers = Handovers(self.service, self.protocol, config.max_message_bytes)
         self.stop = asyncio.Event()
         self._streams: set[asyncio.StreamWriter] = set()
 
@@ -84,6 +86,8 @@ class Daemon:
             if dir_fd is not None:
                 os.close(dir_fd)
         os.chmod(path, 0o600)
+        handover = paths.handover_path(self.runtime_dir, self.protocol)
+        self.handovers.listen(handover)
         record = paths.record_path(self.runtime_dir, self.protocol)
         _write_record(record, path, self.protocol)
         loop = asyncio.get_running_loop()
@@ -99,6 +103,8 @@ class Daemon:
             idle.cancel()
             server.close()
             path.unlink(missing_ok=True)
+            handover.unlink(missing_ok=True)
+            await self.handovers.aclose()
             record.unlink(missing_ok=True)
             await self.service.aclose()
             self.persister.close()
@@ -112,7 +118,7 @@ class Daemon:
         idle_since = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.config.daemon_idle_seconds / 4))
-            if self.clients or registry.list_processes():
+            if self.clients or self.handovers.count or registry.list_processes():
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.config.daemon_idle_seconds:
                 log.info("idle for %.0f s: exiting", self.config.daemon_idle_seconds)

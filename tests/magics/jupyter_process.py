@@ -87,12 +87,14 @@ def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
     for attempt in range(START_ATTEMPTS):
         suffix = f"-{attempt}" if attempt else ""
         with _started_server(tmp, suffix) as (server, proc, log_path):
-            if _stays_up(server, proc):
+            failure = _stays_up(server, proc)
+            if failure is None:
                 yield server
                 return
             warnings.warn(
-                f"test jupyter server {proc.pid} stopped right after it started "
-                f"(attempt {attempt + 1}); its log ends:\n{log_path.read_text()[-2000:]}",
+                f"test jupyter server {proc.pid} failed right after it started "
+                f"(attempt {attempt + 1}: {failure}); its log ends:\n"
+                f"{log_path.read_text()[-2000:]}",
                 stacklevel=2,
             )
     raise RuntimeError(f"no test jupyter server stayed up in {START_ATTEMPTS} attempts")
@@ -130,15 +132,27 @@ def _started_server(
         log.close()
 
 
-def _stays_up(server: JupyterServer, proc: subprocess.Popen[bytes]) -> bool:
-    """Whether the server answers now and still does `SETTLE_SECONDS` later."""
+def _stays_up(server: JupyterServer, proc: subprocess.Popen[bytes]) -> str | None:
+    """None if the server answers and still does `SETTLE_SECONDS` later, else why not.
+
+    The first answer may take a while (the loop starts after the record is
+    written), so that probe is retried; the second must succeed at once.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            server.request("GET", "api/status")
+            break
+        except OSError as exc:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return f"first probe: {exc!r}"
+            time.sleep(0.2)
+    time.sleep(SETTLE_SECONDS)
     try:
         server.request("GET", "api/status")
-        time.sleep(SETTLE_SECONDS)
-        server.request("GET", "api/status")
-    except OSError:
-        return False
-    return proc.poll() is None
+    except OSError as exc:
+        return f"second probe: {exc!r}"
+    return None if proc.poll() is None else f"exited with {proc.returncode}"
 
 
 class Kernel:

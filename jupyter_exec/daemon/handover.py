@@ -1,0 +1,293 @@
+"""Jupyter websockets handed to the daemon, so their frames skip the relay.
+
+The Jupyter extension authenticates and authorizes the upgrade request as
+before, then passes the client's socket (SCM_RIGHTS) with the request head and
+the allowed actions over `jupyter-exec-dN.handover.sock` (0600, same uid);
+the daemon answers the websocket handshake and serves the client itself. A
+frame then costs one hop instead of two processes' worth (docs/benchmarks.md).
+
+A handed-over websocket still belongs to the server that authorized it: when
+that process exits, the daemon closes its websockets (1001), as the relay
+would have, and clients resume their sessions as after any restart.
+
+The handover message, one line with the socket attached:
+
+    -> {"jupyterExecDaemon": N, "allowedActions": [...], "request": "GET ... \\r\\n\\r\\n"}
+    <- {"ok": true} | {"error": "..."}
+
+After "ok" the sender closes its descriptor of the socket, then the channel;
+the daemon answers the client's handshake only then, so no byte of the
+client's can reach the sender's copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from ..dispatch import ExecService
+from ..ws_front import WRITE_LIMIT, serve_websocket
+from . import paths
+
+log = logging.getLogger("jupyter_exec.daemon")
+
+#: Largest handover line (the request head with its headers).
+HELLO_MAX = 1 << 16
+#: How long the handing server may take to send its line, and the client its handshake.
+HANDOVER_TIMEOUT = 10.0
+
+
+class Handovers:
+    """Accepts handed-over sockets and serves them as websocket clients of `service`."""
+
+    def __init__(self, service: ExecService, protocol: int, max_message_bytes: int) -> None:
+        self.service = service
+        self.protocol = protocol
+        self.max_message_bytes = max_message_bytes
+        #: Open websockets (the daemon counts them as clients for its idle exit).
+        self.count = 0
+        self._server = _adopting_server(self._handle)
+        self._listener: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._grants: dict[Any, tuple[frozenset[str] | None, int]] = {}
+        self._owners: dict[int, _Owner] = {}
+
+    def listen(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self._listener = _bind_private(path)
+        self._tasks.add(asyncio.create_task(self._accept(self._listener)))
+
+    async def aclose(self) -> None:
+        """Stop accepting; close every handed-over websocket (1001) and wait for them."""
+        self._server.serving = False
+        if self._listener is not None:
+            self._listener.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for owner in list(self._owners.values()):
+            owner.close("the exec daemon is stopping")
+        handlers = list(self._server.handler_tasks)
+        if handlers:
+            await asyncio.wait(handlers, timeout=HANDOVER_TIMEOUT)
+
+    # -- receiving a socket -----------------------------------------------------------
+
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            self._spawn(self._take(conn))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _take(self, conn: socket.socket) -> None:
+        with conn:
+            uid, pid = _peer(conn)
+            if uid != os.getuid():
+                log.warning("refused a handover from another user")
+                return
+            conn.setblocking(True)
+            conn.settimeout(HANDOVER_TIMEOUT)
+            try:
+                line, fds = await asyncio.to_thread(_receive, conn)
+            except OSError:
+                return
+            try:
+                head, allowed = self._parse(line)
+                client = _one_stream_socket(fds)
+            except ValueError as exc:
+                for fd in fds:
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(_answer, conn, {"error": str(exc)})
+                return
+            try:
+                owner = self._owner(pid)
+                # The sender closes its descriptor, then the channel: only then is
+                # the socket ours alone, and the handshake may begin.
+                await asyncio.to_thread(_answer, conn, {"ok": True})
+                await asyncio.to_thread(conn.recv, 1)
+                await self._adopt(client, head, allowed, owner)
+            except OSError as exc:
+                log.warning("a handover failed: %s", exc)
+                client.close()
+
+    def _parse(self, line: bytes) -> tuple[bytes, frozenset[str] | None]:
+        try:
+            hello = json.loads(line)
+            theirs, head, actions = (
+                hello["jupyterExecDaemon"],
+                hello["request"],
+                hello["allowedActions"],
+            )
+        except (ValueError, TypeError, KeyError):
+            raise ValueError(
+                "a handover is one JSON line with jupyterExecDaemon, request, allowedActions"
+            ) from None
+        if theirs != self.protocol:
+            raise ValueError(f"this exec daemon speaks protocol {self.protocol}, not {theirs}")
+        if not isinstance(head, str) or not isinstance(actions, (list, type(None))):
+            raise ValueError("request must be a string and allowedActions a list or null")
+        try:
+            return head.encode("latin-1"), None if actions is None else frozenset(map(str, actions))
+        except UnicodeEncodeError:
+            raise ValueError("request must be an HTTP head (latin-1)") from None
+
+    def _owner(self, pid: int) -> _Owner:
+        """The handing process, watched through a pidfd (opened while it is connected)."""
+        owner = self._owners.get(pid)
+        if owner is None:
+            owner = self._owners[pid] = _Owner(pid, os.pidfd_open(pid), self._owners, self._spawn)
+        return owner
+
+    async def _adopt(
+        self, client: socket.socket, head: bytes, allowed: frozenset[str] | None, owner: _Owner
+    ) -> None:
+        from websockets.asyncio.server import ServerConnection
+        from websockets.server import ServerProtocol
+
+        if client.family in (socket.AF_INET, socket.AF_INET6):
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.setblocking(False)
+        # Origin was checked by Jupyter, with its own settings: none is checked here.
+        connection = ServerConnection(
+            ServerProtocol(max_size=self.max_message_bytes, logger=log),
+            self._server,
+            write_limit=WRITE_LIMIT,
+        )
+        self._grants[connection] = (allowed, owner.pid)
+        owner.connections.add(connection)
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: connection, sock=client)
+        connection.data_received(head)  # the request Jupyter read, as the client sent it
+
+    # -- serving it ---------------------------------------------------------------------
+
+    async def _handle(self, connection: Any) -> None:
+        """websockets' per-connection handler (`serve`'s, for an adopted socket)."""
+        from websockets.protocol import State
+
+        allowed, pid = self._grants.pop(connection)
+        try:
+            await asyncio.wait_for(connection.handshake(), HANDOVER_TIMEOUT)
+            if connection.protocol.state is not State.OPEN:
+                connection.transport.abort()
+                return
+            connection.start_keepalive()
+            self.count += 1
+            try:
+                async with connection:
+                    await serve_websocket(self.service, connection, allowed)
+            finally:
+                self.count -= 1
+        except Exception:
+            log.warning("a handed-over websocket failed", exc_info=True)
+            connection.transport.abort()
+        finally:
+            owner = self._owners.get(pid)
+            if owner is not None:
+                owner.connections.discard(connection)
+            self._server.handler_tasks.discard(asyncio.current_task())
+
+
+class _Owner:
+    """A Jupyter server that handed sockets over: its websockets close when it exits."""
+
+    def __init__(
+        self,
+        pid: int,
+        pidfd: int,
+        owners: dict[int, _Owner],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.connections: set[Any] = set()
+        self._owners = owners
+        self._spawn = spawn
+        asyncio.get_running_loop().add_reader(pidfd, self.close, "the Jupyter server went away")
+
+    def close(self, reason: str) -> None:
+        if self._owners.pop(self.pid, None) is None:
+            return
+        asyncio.get_running_loop().remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        for connection in list(self.connections):
+            self._spawn(connection.close(1001, reason))
+
+
+def _adopting_server(handler: Callable[[Any], Coroutine[Any, Any, None]]) -> Any:
+    """websockets' `Server`, as `serve` makes it, minus a listener of its own."""
+    from websockets.asyncio.server import Server
+
+    class AdoptingServer(Server):
+        serving = True
+
+        def is_serving(self) -> bool:  # Server asks its asyncio listener, which we lack
+            return self.serving
+
+    async def no_listener() -> asyncio.Server:
+        raise RuntimeError("handed-over websockets have no listener")
+
+    return AdoptingServer(no_listener, handler, log)
+
+
+def _one_stream_socket(fds: list[int]) -> socket.socket:
+    """The one descriptor a handover carries, as a socket; ValueError if it is not one."""
+    if len(fds) != 1 or not stat.S_ISSOCK(os.fstat(fds[0]).st_mode):
+        raise ValueError("a handover carries exactly one stream socket")
+    client = socket.socket(fileno=fds[0])
+    if client.type != socket.SOCK_STREAM:
+        client.detach()
+        raise ValueError("a handover carries exactly one stream socket")
+    return client
+
+
+def _bind_private(path: Path) -> socket.socket:
+    """A non-blocking unix listener, mode 0600 from the start."""
+    address, dir_fd = paths.sun_path(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(address)
+    finally:
+        os.umask(old_umask)
+        if dir_fd is not None:
+            os.close(dir_fd)
+    listener.listen(64)
+    listener.setblocking(False)
+    return listener
+
+
+def _peer(conn: socket.socket) -> tuple[int, int]:
+    """(uid, pid) of the connected process."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return uid, pid
+
+
+def _answer(conn: socket.socket, answer: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(answer).encode() + b"\n")
+
+
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """One handover line and the descriptors that came with it (blocking, in a thread)."""
+    data, fds, _flags, _addr = socket.recv_fds(conn, HELLO_MAX, 4)
+    while data and not data.endswith(b"\n") and len(data) < HELLO_MAX:
+        more = conn.recv(HELLO_MAX - len(data))
+        if not more:
+            break
+        data += more
+    return data, fds
