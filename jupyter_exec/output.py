@@ -111,11 +111,15 @@ class OutputStore:
         return self._dropped_upto + 1
 
     def append(self, seq: int, stream: str, data: bytes) -> None:
-        self.total_bytes += len(data)
-        self._log(seq, stream, data)
-        chunk = Chunk(seq, stream, data)
-        self._memory.append(chunk)
-        self._memory_bytes += len(data) + CHUNK_OVERHEAD
+        self.append_run(seq, stream, [data])
+
+    def append_run(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
+        """Chunks `first_seq`, `first_seq + 1`, ... of one stream, logged in one write."""
+        self._log(first_seq, stream, pieces)
+        for seq, data in enumerate(pieces, first_seq):
+            self.total_bytes += len(data)
+            self._memory.append(Chunk(seq, stream, data))
+            self._memory_bytes += len(data) + CHUNK_OVERHEAD
         # The newest chunk always stays, even when it alone exceeds the budget.
         while len(self._memory) > 1 and self._memory_bytes > self.retained_bytes:
             old = self._memory.popleft()
@@ -128,34 +132,38 @@ class OutputStore:
         # The log holds a prefix of the chunks: it only ever stops, never skips.
         return seq <= self._last_logged_seq
 
-    def _log(self, seq: int, stream: str, data: bytes) -> None:
+    def _log(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
         if self._log_pending:
             self._open_log()
         if self._log_fd is None:
             return
-        header = _HEADER.pack(seq, STREAM_CODES[stream], len(data))
-        record_len = len(header) + len(data)
-        if self._log_size + record_len > self._log_cap:
+        code = STREAM_CODES[stream]
+        parts: list[bytes] = []
+        for seq, data in enumerate(pieces, first_seq):
+            parts += (_HEADER.pack(seq, code, len(data)), data)
+        run_len = len(pieces) * _HEADER.size + sum(len(d) for d in pieces)
+        if self._log_size + run_len > self._log_cap:
             self._stop_log(f"output log reached its limit of {self._log_cap} bytes")
             return
         try:
-            written = os.writev(self._log_fd, (header, data))
+            written = os.writev(self._log_fd, parts)
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             self._stop_log(f"output log write failed ({reason})")
             return
-        if written < record_len:
-            # The disk filled up inside this record: cut the torn tail off, so the
-            # log keeps holding whole records only (reads stop at `_log_size` anyway).
+        if written < run_len:
+            # The disk filled up inside this run: cut it off, so the log keeps
+            # holding whole records only (reads stop at `_log_size` anyway).
             with contextlib.suppress(OSError):
                 os.ftruncate(self._log_fd, self._log_size)
             self._stop_log("output log write failed (disk full)")
             return
-        if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
-            self._index_seqs.append(seq)
-            self._index_offsets.append(self._log_size)
-        self._last_logged_seq = seq
-        self._log_size += record_len
+        for seq, data in enumerate(pieces, first_seq):
+            if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
+                self._index_seqs.append(seq)
+                self._index_offsets.append(self._log_size)
+            self._log_size += _HEADER.size + len(data)
+        self._last_logged_seq = first_seq + len(pieces) - 1
 
     def _stop_log(self, why: str) -> None:
         self.failure = f"{why}; later output is kept only in memory"

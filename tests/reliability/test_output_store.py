@@ -18,13 +18,35 @@ from jupyter_exec.output import OutputStore
 
 chunk_lists = st.lists(
     st.tuples(
-        st.integers(1, 2),  # seq step (exited/closed also take seqs)
+        # seq step (exited/closed also take seqs); 0: the same read as the chunk
+        # before (the next seq, one `append_run` of several chunks)
+        st.integers(0, 2),
         st.sampled_from(["stdout", "stderr", "pty"]),
         st.sampled_from([1, 7, 100, 3000, 9000]),
         st.integers(0, 255),
     ),
     max_size=120,
 )
+
+
+def feed(store: OutputStore, spec: list[tuple[int, str, int, int]]) -> dict[int, bytes]:
+    """Append the spec's chunks, runs of one read together; the chunks by seq."""
+    chunks: dict[int, bytes] = {}
+    runs: list[tuple[int, str, list[bytes]]] = []
+    seq = 0
+    for step, stream, size, byte in spec:
+        data = bytes([byte]) * size
+        if step == 0 and runs:
+            first, stream, pieces = runs[-1]
+            pieces.append(data)
+            seq += 1
+        else:
+            seq += max(step, 1)
+            runs.append((seq, stream, [data]))
+        chunks[seq] = data
+    for first, stream, pieces in runs:
+        store.append_run(first, stream, pieces)
+    return chunks
 
 
 @settings(max_examples=150)
@@ -43,14 +65,13 @@ def test_paging_returns_exactly_the_readable_chunks(
     path = tmp_path_factory.mktemp("store") / "x.log"
     store = OutputStore(path, retained, log_cap)
     try:
-        chunks: dict[int, bytes] = {}
-        seq = 0
-        for step, stream, size, byte in spec:
-            seq += step
-            chunks[seq] = bytes([byte]) * size
-            store.append(seq, stream, chunks[seq])
+        chunks = feed(store, spec)
+        seq = max(chunks, default=0)
         logged = store._last_logged_seq
         readable = [q for q in chunks if q <= logged or q >= store.first_seq]
+        log_needed = sum(len(d) for d in chunks.values()) + len(chunks) * output._HEADER.size
+        if log_cap >= log_needed:  # the log holds everything: nothing may be dropped
+            assert readable == list(chunks)
         got, cursor = [], 0
         while page := store.read(cursor, budget):
             assert len(page) == 1 or sum(len(c.data) for c in page) <= budget
@@ -82,10 +103,7 @@ def test_cursor_paging_matches_read(tmp_path_factory, spec, retained, log_cap, b
     path = tmp_path_factory.mktemp("store") / "x.log"
     store = OutputStore(path, retained, log_cap)
     try:
-        seq = 0
-        for step, stream, size, byte in spec:
-            seq += step
-            store.append(seq, stream, bytes([byte]) * size)
+        feed(store, spec)
         expected = [c for c in store.read(0, 1 << 40) if stop is None or c.seq < stop]
         got, cursor = [], 0
         while True:
