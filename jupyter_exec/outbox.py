@@ -3,8 +3,9 @@
 SPEC 5: delivery is lossless for every subscriber. A subscription is a cursor
 (the last seq sent) into the process's `OutputStore`, not a queue of
 notifications: the writer loop pulls the next chunks after each cursor, from
-memory inline or from the log in a thread (a lagging client never blocks the
-event loop), encodes them and awaits the transport's `write`, which returns
+memory inline or from the log: inline if the page cache holds that part
+(a read that cannot wait), else in a thread, so a lagging client never
+blocks the event loop. It encodes them and awaits the transport's `write`, which returns
 when the transport has room (its drain). So a slow client lags but skips
 nothing, and what it has not taken yet costs the server at most
 `READ_AHEAD_BYTES` of chunks read ahead from logs and the message in hand,
@@ -44,8 +45,8 @@ Write = Callable[[bytes], Awaitable[None]]
 #: Most chunk bytes one pull takes from one process's memory: the round-robin
 #: quantum (about one chunk, so a tty echo waits behind one chunk of a flood).
 TURN_BYTES = 32 * 1024
-#: Chunks one connection reads ahead from logs, in a thread (a hop costs more
-#: than a chunk), shared among the subscriptions reading their logs; they
+#: Chunks one connection reads ahead from logs (a read or a thread hop costs
+#: more than a chunk), shared among the subscriptions reading their logs; they
 #: still go out one chunk per turn.
 READ_AHEAD_BYTES = 1 << 20
 #: The writer yields to the event loop after this many bytes written without
@@ -188,9 +189,10 @@ class Outbox:
     ) -> tuple[list[Chunk], bool, int | None]:
         """One turn's chunks after `after` below `stop`: (chunks, cut short, seq reached).
 
-        From memory inline; else from the log, read ahead in a thread and handed
-        out a chunk per turn. Chunks retention dropped (SPEC 6) are in neither
-        place: the read starts past them, and the next seq sent shows the jump.
+        From memory inline; else from the log, read ahead (inline from the page
+        cache, else in a thread) and handed out a chunk per turn. Chunks
+        retention dropped (SPEC 6) are in neither place: the read starts past
+        them, and the next seq sent shows the jump.
         """
         ahead = self._ahead.get(process_id)
         if ahead is None:
@@ -199,7 +201,8 @@ class Outbox:
             if span is None:
                 chunks, cut = store.take_memory(after, stop, TURN_BYTES)
                 return chunks, cut, stop
-            read, cut = await asyncio.to_thread(span.read)
+            cached = span.read_cached()  # inline if the page cache holds it (no wait)
+            read, cut = cached if cached is not None else await asyncio.to_thread(span.read)
             ahead = _ReadAhead(deque(read), None if cut else span.stop_seq)
             if not read:  # nothing there (the log is gone), or only the end is due
                 return [], cut, ahead.reached

@@ -18,6 +18,7 @@ import struct
 from array import array
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,12 +285,31 @@ class LogRange:
         finally:
             os.close(fd)
 
-    def read_fd(self, fd: int) -> tuple[list[Chunk], bool]:
+    def read_cached(self) -> tuple[list[Chunk], bool] | None:
+        """`read` without blocking: None unless the page cache holds it all (RWF_NOWAIT).
+
+        Recent output usually is still cached, so a lagging client is served
+        inline, without a thread hop per MiB; the rest is read in a thread.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return self.read_fd(fd, _pread_cached)
+        except OSError:  # not cached, not supported here, or an error `read` will meet
+            return None
+        finally:
+            os.close(fd)
+
+    def read_fd(
+        self, fd: int, pread: Callable[[int, int, int], bytes] = os.pread
+    ) -> tuple[list[Chunk], bool]:
         out: list[Chunk] = []
         size = 0
         offset = self.start
         while offset < self.end:
-            blob = os.pread(fd, min(_READ_WINDOW, self.end - offset), offset)
+            blob = pread(fd, min(_READ_WINDOW, self.end - offset), offset)
             pos = 0
             while pos + _HEADER.size <= len(blob):
                 seq, code, length = _HEADER.unpack_from(blob, pos)
@@ -297,7 +317,7 @@ class LogRange:
                 if end > len(blob):
                     if pos > 0:
                         break  # the next window starts with this record
-                    blob = os.pread(fd, end, offset)  # one record larger than the window
+                    blob = pread(fd, end, offset)  # one record larger than the window
                     if end > len(blob):
                         break  # the file is shorter than its index says
                     continue
@@ -313,3 +333,11 @@ class LogRange:
                 break  # a torn tail: nothing more to read
             offset += pos
         return out, False
+
+
+def _pread_cached(fd: int, size: int, offset: int) -> bytes:
+    """`os.pread` that raises BlockingIOError unless all of it is in the page cache."""
+    buf = bytearray(size)
+    if os.preadv(fd, [buf], offset, os.RWF_NOWAIT) < size:
+        raise BlockingIOError("not all cached")  # or the file is shorter: `read` decides
+    return bytes(buf)

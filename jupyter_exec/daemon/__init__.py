@@ -3,12 +3,14 @@
 The seam of the house: this package plus the registry side it runs
 (`registry`, `process`, `child`, `output`, `guardian`) is what lives on when
 a Jupyter server stops or crashes; the Jupyter extension and the other fronts
-authenticate and relay to it over a unix socket (docs/daemon.md).
+authenticate, then hand client websockets to it or relay to it over a unix
+socket (docs/daemon.md).
 
 - `paths`: where a daemon's socket, lock, record, log and state live (no I/O
   beyond names; the fronts import it cheaply).
 - `start`: start one on demand, racing starters safely (a lock file).
 - `server`: the daemon itself: the socket, the handshake, idle exit, shutdown.
+- `handover`: client websockets the Jupyter extension passes over (SCM_RIGHTS).
 - `persist`: per-process records, so the next daemon lists what a dead one
   left as lost, with output readable.
 """

@@ -76,13 +76,12 @@ START_ATTEMPTS = 3
 
 @contextmanager
 def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
-    """A started server that stayed up through its first seconds.
+    """A started server that answers, and still answers a few seconds later.
 
-    Twice in CI a fresh test server was sent SIGTERM about a second after it
-    started, by no process of this suite that a signal trace could find (see
-    docs/reliability.md). Such a start is reported as a warning, with the
-    server's log, and retried with a new server, instead of failing every test
-    of the module with `Connection refused`.
+    A start that fails that check is reported as a warning, with the reason
+    and the server's log, and retried with a new server, instead of failing
+    every test of the module with `Connection refused`. (The SIGTERM once
+    seen here came from an earlier form of this check: docs/reliability.md.)
     """
     for attempt in range(START_ATTEMPTS):
         suffix = f"-{attempt}" if attempt else ""

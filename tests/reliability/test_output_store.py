@@ -97,8 +97,8 @@ def test_paging_returns_exactly_the_readable_chunks(
     st.one_of(st.none(), st.integers(1, 250)),
 )
 def test_cursor_paging_matches_read(tmp_path_factory, spec, retained, log_cap, budget, stop):
-    """What the outbox does (memory inline, else a `LogRange` as a thread would
-    read it) pages through the same chunks as `read`, below `stop_seq`, even
+    """What the outbox does (memory inline, else a `LogRange` read as a thread
+    would, or inline from the page cache) pages through the same chunks as `read`, below `stop_seq`, even
     where seqs have holes (exited/closed take seqs) before what memory holds."""
     path = tmp_path_factory.mktemp("store") / "x.log"
     store = OutputStore(path, retained, log_cap)
@@ -108,7 +108,12 @@ def test_cursor_paging_matches_read(tmp_path_factory, spec, retained, log_cap, b
         got, cursor = [], 0
         while True:
             span = store.log_range(cursor, stop, budget)
-            page, cut = span.read() if span is not None else store.take_memory(cursor, stop, budget)
+            if span is None:
+                page, cut = store.take_memory(cursor, stop, budget)
+            else:
+                page, cut = span.read()
+                # Inline from the page cache (just written: it is there), the same.
+                assert span.read_cached() == (page, cut)
             assert len(page) <= 1 or sum(len(c.data) for c in page) <= budget
             got += page
             if not page:
