@@ -15,6 +15,7 @@ import base64
 import json
 from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -95,20 +96,28 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
         return True
 
     def _valid_upgrade(self) -> bool:
-        """tornado's own checks (WebSocketHandler.get), which answer 400/403 when they fail."""
+        """A websocket upgrade tornado would accept (a subset: the rest is relayed).
+
+        tornado's own checks (WebSocketHandler.get) answer whatever fails here:
+        a request handed over passed Jupyter's `check_origin`, or has no Origin
+        and is not marked cross-site, which tornado also accepts.
+        """
         headers = self.request.headers
         connection = {part.strip().lower() for part in headers.get("Connection", "").split(",")}
-        origin = headers.get("Origin", headers.get("Sec-Websocket-Origin"))
+        origin = headers.get("Origin")
+        same_site = headers.get("Sec-Fetch-Site") in (None, "same-origin", "none")
         return (
             self.request.version == "HTTP/1.1"
             and headers.get("Upgrade", "").lower() == "websocket"
             and "upgrade" in connection
-            and (origin is None or self.check_origin(origin))
+            and (self.check_origin(origin) if origin is not None else same_site)
         )
 
     def _request_head(self) -> bytes:
         """The upgrade request as the client sent it, minus its credentials."""
-        lines = [f"{self.request.method} {self.request.uri} HTTP/1.1"]
+        url = urlsplit(self.request.uri or "/")
+        query = urlencode([(k, v) for k, v in parse_qsl(url.query, True) if k != "token"])
+        lines = [f"{self.request.method} {urlunsplit(url._replace(query=query))} HTTP/1.1"]
         lines += [
             f"{name}: {value}"
             for name, value in self.request.headers.get_all()

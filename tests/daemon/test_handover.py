@@ -64,7 +64,9 @@ async def echo_while_server_stopped(server: Server) -> tuple[set[int], int | Non
             write = {"processId": "cat", "chunk": "aGFuZG92ZXIK"}  # "handover\n"
             await rpc(ws, {"jsonrpc": "2.0", "id": 3, "method": "process/write", "params": write})
             read = {"processId": "cat", "afterSeq": 0, "waitMs": 10_000, "untilPattern": "handover"}
-            got = await rpc(ws, {"jsonrpc": "2.0", "id": 4, "method": "process/read", "params": read})
+            got = await rpc(
+                ws, {"jsonrpc": "2.0", "id": 4, "method": "process/read", "params": read}
+            )
             assert got["result"]["matched"] is True
         finally:
             server.proc.send_signal(signal.SIGCONT)
@@ -133,10 +135,16 @@ def test_bad_handovers_are_refused_and_harm_nothing(tmp_path: Path) -> None:
             server.request("POST", "api/exec/processes", {"processId": "bystander",
                            "argv": [sys.executable, "-c", "import time; time.sleep(60)"]})  # fmt: skip
             path = paths.handover_path(runtime)
-            good = json.dumps(
-                {"jupyterExecDaemon": paths.daemon_protocol(), "allowedActions": ["read"],
-                 "request": "GET /api/exec/ws HTTP/1.1\r\n\r\n"}  # fmt: skip
-            ).encode() + b"\n"
+            good = (
+                json.dumps(
+                    {
+                        "jupyterExecDaemon": paths.daemon_protocol(),
+                        "allowedActions": ["read"],
+                        "request": "GET /api/exec/ws HTTP/1.1\r\n\r\n",
+                    }
+                ).encode()
+                + b"\n"
+            )
             ours, theirs = socket.socketpair()
             read_end, write_end = os.pipe()
             cases = [
@@ -144,8 +152,11 @@ def test_bad_handovers_are_refused_and_harm_nothing(tmp_path: Path) -> None:
                 (good, [], "exactly one stream socket"),
                 (good, [theirs.fileno(), theirs.fileno()], "exactly one stream socket"),
                 (good, [read_end], "exactly one stream socket"),
-                (good.replace(b'"jupyterExecDaemon": ', b'"jupyterExecDaemon": 9'), [],
-                 "speaks protocol"),  # fmt: skip
+                (
+                    good.replace(b'"jupyterExecDaemon": ', b'"jupyterExecDaemon": 9'),
+                    [],
+                    "speaks protocol",
+                ),
             ]
             for line, fds, error in cases:
                 assert error in hand(path, line, fds).get("error", ""), (line, fds)
