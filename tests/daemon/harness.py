@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -25,6 +26,8 @@ class Server:
     proc: subprocess.Popen[bytes]
     url: str
     token: str
+    #: For an https server: trusts its certificate.
+    tls: ssl.SSLContext | None = None
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         req = urllib.request.Request(
@@ -33,13 +36,18 @@ class Server:
             method=method,
             headers={"Authorization": f"token {self.token}"},
         )
-        with urllib.request.urlopen(req, timeout=60) as response:
+        with urllib.request.urlopen(req, timeout=60, context=self.tls) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
 
 
-def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
-    """A `jupyter server` on `tmp/runtime` (shared by the servers of one test)."""
+def start_server(
+    tmp: Path, *extra: str, env: dict[str, str] | None = None, tls: bool = False
+) -> Server:
+    """A `jupyter server` on `tmp/runtime` (shared by the servers of one test).
+
+    `tls`: served over https with a certificate made for 127.0.0.1 here.
+    """
     from tests.magics.jupyter_process import BIN, clean_env, free_port
 
     runtime, root = tmp / "runtime", tmp / "root"
@@ -54,10 +62,15 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
         '--ServerApp.jpserver_extensions={"jupyter_exec": True}', *extra,
     ]  # fmt: skip
+    context = None
+    if tls:
+        cert, key = _certificate(tmp)
+        cmd += [f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}"]
+        context = ssl.create_default_context(cafile=str(cert))
     log = open(tmp / f"server-{port}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, env=server_env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     log.close()
-    server = Server(proc, f"http://127.0.0.1:{port}/", token)
+    server = Server(proc, f"{'https' if tls else 'http'}://127.0.0.1:{port}/", token, context)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -68,6 +81,18 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
                 stop_process(proc)
                 raise RuntimeError((tmp / f"server-{port}.log").read_text()) from None
             time.sleep(0.1)
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), valid one day."""
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def daemon_pid(runtime: Path, protocol: int | None = None) -> int | None:

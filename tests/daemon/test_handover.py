@@ -35,11 +35,15 @@ def holders_of_port(port: int) -> set[int]:
 
 
 def ws_url(server: Server) -> str:
-    return server.url.replace("http://", "ws://") + "api/exec/ws"
+    return server.url.replace("http", "ws", 1) + "api/exec/ws"
 
 
 def server_port(server: Server) -> int:
     return int(server.url.rsplit(":", 1)[1].strip("/"))
+
+
+def ws_options(server: Server) -> dict:
+    return {"additional_headers": {"Authorization": f"token {server.token}"}, "ssl": server.tls}
 
 
 async def rpc(ws, message: dict) -> dict:
@@ -94,18 +98,22 @@ def test_the_daemon_serves_the_websocket_and_closes_it_with_its_server(tmp_path:
 
 
 async def holders_during_a_session(server: Server) -> set[int]:
-    headers = {"Authorization": f"token {server.token}"}
-    async with connect(ws_url(server), additional_headers=headers) as ws:
+    async with connect(ws_url(server), **ws_options(server)) as ws:
         reply = await rpc(ws, INIT)
         assert "sessionId" in reply["result"]
         return holders_of_port(server_port(server))
 
 
 @pytest.mark.timeout(120)
-def test_relay_websockets_keeps_frames_in_the_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["relay_websockets", "tls"])
+def test_relayed_websockets_keep_frames_in_the_server(tmp_path: Path, how: str) -> None:
+    """`relay_websockets`, and TLS (the daemon cannot take over tornado's session)."""
     runtime = tmp_path / "runtime"
     with daemons_stopped(runtime):
-        server = start_server(tmp_path, "--ExecExtensionApp.relay_websockets=True")
+        if how == "tls":
+            server = start_server(tmp_path, tls=True)
+        else:
+            server = start_server(tmp_path, "--ExecExtensionApp.relay_websockets=True")
         try:
             assert asyncio.run(holders_during_a_session(server)) == {server.proc.pid}
         finally:
