@@ -8,7 +8,8 @@ Hierarchy::
     │   ├── UnknownProcessError     -32600 ``unknown process id ID``
     │   ├── ProcessExistsError      -32600 ``process ID already exists``, data kind
     │   │                                  ``processExists``
-    │   └── TooManyProcessesError   -32600 ``too many processes``
+    │   └── TooManyProcessesError   -32600 ``too many processes``, data kind
+    │                                      ``tooManyProcesses``
     ├── MethodNotFoundError         -32601
     ├── InvalidParamsError          -32602 bad types, cwd, program, pattern, base64
     ├── FsError                     -32004 file-system method failed (OS message)
@@ -89,8 +90,12 @@ class ProcessExistsError(InvalidRequestError):
 
 
 class TooManyProcessesError(InvalidRequestError):
+    """``process/start`` while `max_processes` are running (the REST mirror's 429)."""
+
+    kind = "tooManyProcesses"
+
     def __init__(self, limit: int) -> None:
-        super().__init__("too many processes")
+        super().__init__("too many processes", {"kind": self.kind, "limit": limit})
         self.limit = limit
 
 
@@ -123,6 +128,7 @@ _BY_CODE: dict[int, type[ExecError]] = {
 }
 _BY_KIND: dict[str, Callable[[Mapping[str, Any]], ExecError]] = {
     ProcessExistsError.kind: lambda data: ProcessExistsError(str(data.get("processId", ""))),
+    TooManyProcessesError.kind: lambda data: TooManyProcessesError(int(data.get("limit", 0))),
 }
 
 

@@ -186,8 +186,6 @@ _STATUS = [
 
 def _http_error(exc: ExecError) -> web.HTTPError:
     """The daemon's typed error (errors.error_from_wire) as an HTTP status (SPEC 8)."""
-    if exc.message == TooManyProcessesError(0).message:  # sent without a kind: by its text
-        exc = TooManyProcessesError(0)
     status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
     return web.HTTPError(status, exc.message, reason=exc.message if status < 500 else None)
 

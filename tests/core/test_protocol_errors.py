@@ -198,7 +198,11 @@ async def test_too_many_processes_is_a_clear_error_and_harms_nothing(tmp_path):
             "process/start", {"processId": name, "argv": py("import time; time.sleep(30)")}
         )
     full = await peer.call("process/start", {"processId": "c", "argv": ["true"]})
-    assert full["error"] == {"code": -32600, "message": "too many processes"}
+    assert full["error"] == {
+        "code": -32600,
+        "message": "too many processes",
+        "data": {"kind": "tooManyProcesses", "limit": 2},
+    }
     listed = await peer.call("process/list", {})
     assert {p["state"] for p in listed["result"]["processes"]} == {"running"}
     await peer.call("process/terminate", {"processId": "a", "graceMs": 100})

@@ -16,6 +16,7 @@ from jupyter_exec.errors import (
     InvalidParamsError,
     InvalidRequestError,
     ProcessExistsError,
+    TooManyProcessesError,
     UnknownProcessError,
     error_from_wire,
 )
@@ -96,6 +97,11 @@ def test_errors_come_back_typed_by_kind_then_by_code() -> None:
     assert isinstance(exists, ProcessExistsError) and isinstance(exists, InvalidRequestError)
     assert (exists.process_id, exists.message) == ("train", "process train already exists")
     assert exists.remote_code == ErrorCode.INVALID_REQUEST
+    full = error_from_wire(TooManyProcessesError(3).to_wire())
+    assert isinstance(full, TooManyProcessesError) and (full.limit, full.message) == (
+        3,
+        "too many processes",
+    )
     unknown = error_from_wire(UnknownProcessError("ghost").to_wire())
     assert type(unknown) is InvalidRequestError and unknown.message == "unknown process id ghost"
     params = error_from_wire({"code": -32602, "message": "invalid argv", "data": {"x": 1}})
