@@ -84,9 +84,10 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
         if channel is None:
             return False
         detached = self.detach()
+        early = _unread(detached)
         try:
             await self.link.hand_over(
-                channel, detached.socket, self._request_head(), self._actions()
+                channel, detached.socket, self._request_head() + early, self._actions()
             )
         except Exception as exc:
             self.log.error("jupyter-exec: handing a websocket to the exec daemon failed: %s", exc)
@@ -174,6 +175,18 @@ class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHa
         if self.daemon is not None:
             # The daemon detaches the session (resumable for session_resume_seconds).
             self.daemon.writer.close()
+
+
+def _unread(stream: iostream.IOStream) -> bytes:
+    """What tornado read past the request: frames sent before the 101 go along with it.
+
+    (A client should wait for the 101; tornado itself would read them as
+    frames.) tornado's private buffer: b"" should it ever change shape.
+    """
+    try:
+        return bytes(stream._read_buffer[: stream._read_buffer_size])
+    except (AttributeError, TypeError):
+        return b""
 
 
 _STATUS = [

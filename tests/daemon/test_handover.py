@@ -120,6 +120,35 @@ def test_relayed_websockets_keep_frames_in_the_server(tmp_path: Path, how: str) 
             stop_process(server.proc, 20)
 
 
+@pytest.mark.timeout(120)
+def test_a_frame_sent_with_the_upgrade_request_is_not_lost(tmp_path: Path) -> None:
+    """tornado reads past the request; what it read goes to the daemon with it."""
+    from websockets.frames import Frame, Opcode
+
+    runtime = tmp_path / "runtime"
+    with daemons_stopped(runtime):
+        server = start_server(tmp_path)
+        try:
+            port = server_port(server)
+            request = (
+                f"GET /api/exec/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: token {server.token}\r\n\r\n"
+            ).encode()
+            frame = Frame(Opcode.TEXT, json.dumps(INIT).encode()).serialize(mask=True)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(request + frame)  # one segment: tornado reads both
+                got = b""
+                while b"sessionId" not in got:
+                    more = sock.recv(65536)
+                    assert more, got
+                    got += more
+            assert got.startswith(b"HTTP/1.1 101")
+        finally:
+            stop_process(server.proc, 20)
+
+
 def hand(path: Path, line: bytes, fds: list[int]) -> dict:
     """One raw handover on the daemon's socket; its answer."""
     address, dir_fd = paths.sun_path(path)
