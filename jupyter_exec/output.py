@@ -140,11 +140,19 @@ class OutputStore:
             return
         code = STREAM_CODES[stream]
         parts: list[bytes] = []
+        run_len = 0
         for seq, data in enumerate(pieces, first_seq):
+            record_len = _HEADER.size + len(data)
+            if self._log_size + run_len + record_len > self._log_cap:
+                break  # the log keeps the chunks that fit, as if they came one by one
             parts += (_HEADER.pack(seq, code, len(data)), data)
-        run_len = len(pieces) * _HEADER.size + sum(len(d) for d in pieces)
-        if self._log_size + run_len > self._log_cap:
-            self._stop_log(f"output log reached its limit of {self._log_cap} bytes")
+            run_len += record_len
+        fitting = pieces[: len(parts) // 2]
+        stop = (
+            None if len(fitting) == len(pieces) else f"reached its limit of {self._log_cap} bytes"
+        )
+        if not fitting:
+            self._stop_log(f"output log {stop}")
             return
         try:
             written = os.writev(self._log_fd, parts)
@@ -153,18 +161,22 @@ class OutputStore:
             self._stop_log(f"output log write failed ({reason})")
             return
         if written < run_len:
-            # The disk filled up inside this run: cut it off, so the log keeps
-            # holding whole records only (reads stop at `_log_size` anyway).
+            # The disk filled up inside this run: keep the records written whole
+            # and cut the torn one off, so the log holds whole records only.
+            fitting = _whole_records(fitting, written)
+            whole = sum(_HEADER.size + len(data) for data in fitting)
             with contextlib.suppress(OSError):
-                os.ftruncate(self._log_fd, self._log_size)
-            self._stop_log("output log write failed (disk full)")
-            return
-        for seq, data in enumerate(pieces, first_seq):
+                os.ftruncate(self._log_fd, self._log_size + whole)
+            stop = "write failed (disk full)"
+        for seq, data in enumerate(fitting, first_seq):
             if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
                 self._index_seqs.append(seq)
                 self._index_offsets.append(self._log_size)
             self._log_size += _HEADER.size + len(data)
-        self._last_logged_seq = first_seq + len(pieces) - 1
+        if fitting:
+            self._last_logged_seq = first_seq + len(fitting) - 1
+        if stop is not None:
+            self._stop_log(f"output log {stop}")
 
     def _stop_log(self, why: str) -> None:
         self.failure = f"{why}; later output is kept only in memory"
@@ -333,6 +345,16 @@ class LogRange:
                 break  # a torn tail: nothing more to read
             offset += pos
         return out, False
+
+
+def _whole_records(pieces: list[bytes], written: int) -> list[bytes]:
+    """The pieces whose records a short write of `written` bytes left whole."""
+    end = 0
+    for count, data in enumerate(pieces):
+        end += _HEADER.size + len(data)
+        if end > written:
+            return pieces[:count]
+    return pieces
 
 
 def _pread_cached(fd: int, size: int, offset: int) -> bytes:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ log = logging.getLogger("jupyter_exec.daemon")
 HELLO_MAX = 1 << 16
 #: How long the handing server may take to send its line, and the client its handshake.
 HANDOVER_TIMEOUT = 10.0
+#: How long closing waits for the client's close frame before dropping the connection.
+CLOSE_TIMEOUT = 1.0
 
 
 class Handovers:
@@ -55,10 +58,11 @@ class Handovers:
         self.max_message_bytes = max_message_bytes
         #: Open websockets (the daemon counts them as clients for its idle exit).
         self.count = 0
-        self._server = _adopting_server(self._handle)
+        self._server = _adopting_server(self._handshake_and_serve, self._serve)
         self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._grants: dict[Any, tuple[frozenset[str] | None, int]] = {}
+        self._serving: set[asyncio.Task[Any]] = set()
         self._owners: dict[int, _Owner] = {}
 
     def listen(self, path: Path) -> None:
@@ -75,9 +79,8 @@ class Handovers:
             task.cancel()
         for owner in list(self._owners.values()):
             owner.close("the exec daemon is stopping")
-        handlers = list(self._server.handler_tasks)
-        if handlers:
-            await asyncio.wait(handlers, timeout=HANDOVER_TIMEOUT)
+        if self._serving:
+            await asyncio.wait(set(self._serving), timeout=HANDOVER_TIMEOUT)
 
     # -- receiving a socket -----------------------------------------------------------
 
@@ -166,6 +169,9 @@ class Handovers:
             ServerProtocol(max_size=self.max_message_bytes, logger=log),
             self._server,
             write_limit=WRITE_LIMIT,
+            # When its server dies, a client that stopped reading must not hold
+            # the session attached: the daemon lets go of it after this long.
+            close_timeout=CLOSE_TIMEOUT,
         )
         self._grants[connection] = (allowed, owner.pid)
         owner.connections.add(connection)
@@ -175,31 +181,40 @@ class Handovers:
 
     # -- serving it ---------------------------------------------------------------------
 
-    async def _handle(self, connection: Any) -> None:
-        """websockets' per-connection handler (`serve`'s, for an adopted socket)."""
+    async def _handshake_and_serve(self, connection: Any) -> None:
+        """websockets >= 17 calls this as its connection handler: as `serve` does it."""
         from websockets.protocol import State
 
-        allowed, pid = self._grants.pop(connection)
         try:
             await asyncio.wait_for(connection.handshake(), HANDOVER_TIMEOUT)
             if connection.protocol.state is not State.OPEN:
                 connection.transport.abort()
                 return
             connection.start_keepalive()
-            self.count += 1
-            try:
-                async with connection:
-                    await serve_websocket(self.service, connection, allowed)
-            finally:
-                self.count -= 1
+            async with connection:
+                await self._serve(connection)
         except Exception:
             log.warning("a handed-over websocket failed", exc_info=True)
             connection.transport.abort()
         finally:
+            self._grants.pop(connection, None)
+            self._server.handler_tasks.discard(asyncio.current_task())
+
+    async def _serve(self, connection: Any) -> None:
+        """An open handed-over websocket, until it closes (websockets < 17 calls this)."""
+        allowed, pid = self._grants.pop(connection, (frozenset(), 0))
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        self.count += 1
+        try:
+            await serve_websocket(self.service, connection, allowed)
+        finally:
+            self.count -= 1
+            self._serving.discard(task)
             owner = self._owners.get(pid)
             if owner is not None:
                 owner.connections.discard(connection)
-            self._server.handler_tasks.discard(asyncio.current_task())
 
 
 class _Owner:
@@ -228,8 +243,17 @@ class _Owner:
             self._spawn(connection.close(1001, reason))
 
 
-def _adopting_server(handler: Callable[[Any], Coroutine[Any, Any, None]]) -> Any:
-    """websockets' `Server`, as `serve` makes it, minus a listener of its own."""
+def _adopting_server(
+    handshake_and_serve: Callable[[Any], Coroutine[Any, Any, None]],
+    serve: Callable[[Any], Coroutine[Any, Any, None]],
+) -> Any:
+    """websockets' `Server`, as `serve` makes it, minus a listener of its own.
+
+    Its constructor changed in websockets 17: before, the server does the
+    handshake and calls `serve` with an open connection; from 17 on, it
+    calls its handler, which does the handshake itself. (tests run both:
+    Python 3.10 gets websockets 16.)
+    """
     from websockets.asyncio.server import Server
 
     class AdoptingServer(Server):
@@ -238,10 +262,14 @@ def _adopting_server(handler: Callable[[Any], Coroutine[Any, Any, None]]) -> Any
         def is_serving(self) -> bool:  # Server asks its asyncio listener, which we lack
             return self.serving
 
-    async def no_listener() -> asyncio.Server:
-        raise RuntimeError("handed-over websockets have no listener")
+    if "create_server" in inspect.signature(Server.__init__).parameters:
 
-    return AdoptingServer(no_listener, handler, log)
+        async def no_listener() -> asyncio.Server:
+            raise RuntimeError("handed-over websockets have no listener")
+
+        return AdoptingServer(no_listener, handshake_and_serve, log)
+    before_17: Any = AdoptingServer  # the older signature, which mypy does not see
+    return before_17(serve, logger=log, open_timeout=HANDOVER_TIMEOUT)
 
 
 def _one_stream_socket(fds: list[int]) -> socket.socket:
