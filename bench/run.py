@@ -286,19 +286,36 @@ async def launch(server: Server, transport: str) -> Running:
             cwd=REPO,
         )
         assert proc.stdout is not None
-        url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-        if not url.startswith("ws://"):
-            raise RuntimeError(f"{server.name}: no URL on stdout (got {url!r})")
-        ws = await connect(url, max_size=None, compression=None, open_timeout=30)
+        try:
+            url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+            if not url.startswith("ws://"):
+                raise RuntimeError(f"{server.name}: no URL on stdout (got {url!r})")
+            ws = await connect(url, max_size=None, compression=None, open_timeout=30)
+        except BaseException:
+            await _kill(proc)
+            raise
         client = WsClient(ws)
     client.start_reading()
-    await asyncio.wait_for(client.handshake(), 30)
+    try:
+        await asyncio.wait_for(client.handshake(), 30)
+    except BaseException:
+        await _kill(proc)
+        raise
     return Running(proc, client)
 
 
-async def launch_jupyter() -> Running:
-    from websockets.asyncio.client import connect
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """A server whose start failed: nothing the bench started is left running."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
 
+
+async def launch_jupyter() -> Running:
     port, token = free_port(), secrets.token_hex(16)
     runtime = Path(tempfile.mkdtemp(prefix="bench-jupyter-"))
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(runtime)}
@@ -310,6 +327,20 @@ async def launch_jupyter() -> Running:
         env=env,
         cwd=REPO,
     )
+    try:
+        client = await _jupyter_client(port, token)
+        daemon = daemon_pid(runtime)
+        await settled(proc.pid)
+    except BaseException:
+        await _kill(proc)  # stop_processes_on_shutdown: its daemon stops with it
+        shutil.rmtree(runtime, ignore_errors=True)
+        raise
+    return Running(proc, client, runtime, [daemon])
+
+
+async def _jupyter_client(port: int, token: str) -> WsClient:
+    from websockets.asyncio.client import connect
+
     url = f"ws://127.0.0.1:{port}/api/exec/ws"
     headers = {"Authorization": f"token {token}"}
     for _ in range(300):
@@ -319,14 +350,11 @@ async def launch_jupyter() -> Running:
         except OSError:
             await asyncio.sleep(0.2)
     else:
-        proc.kill()
         raise RuntimeError("jupyter server did not start")
     client = WsClient(ws)
     client.start_reading()
     await asyncio.wait_for(client.handshake(), 30)
-    daemon = daemon_pid(runtime)
-    await settled(proc.pid)
-    return Running(proc, client, runtime, [daemon])
+    return client
 
 
 def daemon_pid(runtime: Path) -> int:
