@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import ExecClient, _closer
-from .daemon import paths
+from .daemon import paths, sockets
 from .lines import as_line
 
 #: Longest line the client side accepts: a `process/read` of `max_read_bytes`
@@ -110,18 +110,7 @@ def open_handover(path: Path) -> socket.socket | None:
     Blocking (the extension calls it in a thread), before it detaches the
     client's socket from tornado: a refusal here leaves the relay to serve it.
     """
-    address, dir_fd = paths.sun_path(path) if path.parent.exists() else (str(path), None)
-    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    channel.settimeout(HANDOVER_TIMEOUT)
-    try:
-        channel.connect(address)
-    except OSError:
-        channel.close()
-        return None
-    finally:
-        if dir_fd is not None:
-            os.close(dir_fd)
-    return channel
+    return sockets.connect(path, HANDOVER_TIMEOUT)
 
 
 def hand_over(

@@ -8,6 +8,7 @@ socket (docs/daemon.md).
 
 - `paths`: where a daemon's socket, lock, record, log and state live (no I/O
   beyond names; the fronts import it cheaply).
+- `sockets`: its unix sockets: bind 0600, connect, the peer's uid and pid.
 - `start`: start one on demand, racing starters safely (a lock file).
 - `server`: the daemon itself: the socket, the handshake, idle exit, shutdown.
 - `handover`: client websockets the Jupyter extension passes over (SCM_RIGHTS).

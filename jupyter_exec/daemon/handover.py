@@ -30,14 +30,13 @@ import logging
 import os
 import socket
 import stat
-import struct
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from ..dispatch import ExecService
 from ..ws_front import WRITE_LIMIT, serve_websocket
-from . import paths
+from . import sockets
 
 log = logging.getLogger("jupyter_exec.daemon")
 
@@ -67,7 +66,7 @@ class Handovers:
 
     def listen(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        self._listener = _bind_private(path)
+        self._listener = sockets.bind_private(path)
         self._tasks.add(asyncio.create_task(self._accept(self._listener)))
 
     async def aclose(self) -> None:
@@ -97,7 +96,7 @@ class Handovers:
 
     async def _take(self, conn: socket.socket) -> None:
         with conn:
-            uid, pid = _peer(conn)
+            uid, pid = sockets.peer(conn)
             if uid != os.getuid():
                 log.warning("refused a handover from another user")
                 return
@@ -281,29 +280,6 @@ def _one_stream_socket(fds: list[int]) -> socket.socket:
         client.detach()
         raise ValueError("a handover carries exactly one stream socket")
     return client
-
-
-def _bind_private(path: Path) -> socket.socket:
-    """A non-blocking unix listener, mode 0600 from the start."""
-    address, dir_fd = paths.sun_path(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        listener.bind(address)
-    finally:
-        os.umask(old_umask)
-        if dir_fd is not None:
-            os.close(dir_fd)
-    listener.listen(64)
-    listener.setblocking(False)
-    return listener
-
-
-def _peer(conn: socket.socket) -> tuple[int, int]:
-    """(uid, pid) of the connected process."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return uid, pid
 
 
 def _answer(conn: socket.socket, answer: dict[str, Any]) -> None:

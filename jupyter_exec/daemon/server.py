@@ -31,8 +31,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
-import struct
 import sys
 import time
 from pathlib import Path
@@ -43,7 +41,7 @@ from ..config import ExecConfig
 from ..context import CallContext
 from ..lines import as_line, pump_lines
 from ..service import build_service
-from . import paths
+from . import paths, sockets
 from .handover import Handovers
 from .persist import Persister
 
@@ -75,17 +73,11 @@ class Daemon:
         recovered = self.persister.recover(self.logs_dir)
         path = paths.socket_path(self.runtime_dir, self.protocol)
         path.unlink(missing_ok=True)  # we hold the life lock: a socket left here is stale
-        address, dir_fd = paths.sun_path(path)
-        old_umask = os.umask(0o177)  # 0600 from the start: no window where others may connect
-        try:
-            server = await asyncio.start_unix_server(
-                self._client, address, limit=self.config.max_message_bytes + _LINE_SLACK
-            )
-        finally:
-            os.umask(old_umask)
-            if dir_fd is not None:
-                os.close(dir_fd)
-        os.chmod(path, 0o600)
+        server = await asyncio.start_unix_server(
+            self._client,
+            sock=sockets.bind_private(path),
+            limit=self.config.max_message_bytes + _LINE_SLACK,
+        )
         handover = paths.handover_path(self.runtime_dir, self.protocol)
         self.handovers.listen(handover)
         record = paths.record_path(self.runtime_dir, self.protocol)
@@ -134,7 +126,7 @@ class Daemon:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._streams.add(writer)
         try:
-            if _peer_uid(writer) != os.getuid():
+            if sockets.peer(writer.get_extra_info("socket"))[0] != os.getuid():
                 log.warning("refused a connection from another user")
                 return
             hello = await self._hello(reader, writer)
@@ -188,12 +180,6 @@ class Daemon:
         finally:
             self.clients -= 1
             await connection.aclose()
-
-
-def _peer_uid(writer: asyncio.StreamWriter) -> int:
-    sock: socket.socket = writer.get_extra_info("socket")
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return int(struct.unpack("3i", creds)[1])
 
 
 def _write_record(record: Path, sock: Path, protocol: int) -> None:

@@ -9,14 +9,12 @@ starting one, so two starters get one daemon.
 from __future__ import annotations
 
 import fcntl
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from ..config import ExecConfig
-from . import paths
+from . import paths, sockets
 
 #: How long a starting daemon may take to listen (imports on a slow machine).
 START_TIMEOUT = 60.0
@@ -41,16 +39,11 @@ def ensure_daemon(runtime_dir: Path, config: ExecConfig) -> Path:
 
 def listening(path: Path) -> bool:
     """Whether a daemon accepts connections on `path` (a bare connect, closed at once)."""
-    address, dir_fd = paths.sun_path(path) if path.parent.exists() else (str(path), None)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.connect(address)
-        return True
-    except OSError:
+    sock = sockets.connect(path)
+    if sock is None:
         return False
-    finally:
-        if dir_fd is not None:
-            os.close(dir_fd)
+    sock.close()
+    return True
 
 
 def _start(runtime_dir: Path, config: ExecConfig) -> None:

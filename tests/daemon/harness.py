@@ -136,6 +136,17 @@ def stop_daemons_under(root: Path) -> None:
 
 
 @contextmanager
+def server_up(tmp: Path, *extra: str, tls: bool = False) -> Iterator[Server]:
+    """`start_server`; afterwards the server and its runtime's daemon are stopped."""
+    with daemons_stopped(tmp / "runtime"):
+        server = start_server(tmp, *extra, tls=tls)
+        try:
+            yield server
+        finally:
+            stop_process(server.proc, 20)
+
+
+@contextmanager
 def daemons_stopped(runtime: Path, *protocols: int) -> Iterator[None]:
     """Whatever happens in the test, no daemon of `runtime` is left running."""
     try:

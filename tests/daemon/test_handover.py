@@ -18,9 +18,8 @@ import psutil
 import pytest
 from websockets.asyncio.client import connect
 
-from jupyter_exec.daemon import paths
-from tests.daemon.harness import Server, daemon_pid, daemons_stopped, start_server
-from tests.wire import stop_process
+from jupyter_exec.daemon import paths, sockets
+from tests.daemon.harness import Server, daemon_pid, server_up
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientName": "t"}}
 
@@ -84,17 +83,12 @@ async def echo_while_server_stopped(server: Server) -> tuple[set[int], int | Non
 
 @pytest.mark.timeout(120)
 def test_the_daemon_serves_the_websocket_and_closes_it_with_its_server(tmp_path: Path) -> None:
-    runtime = tmp_path / "runtime"
-    with daemons_stopped(runtime):
-        server = start_server(tmp_path)
-        try:
-            holders, code = asyncio.run(echo_while_server_stopped(server))
-            daemon = daemon_pid(runtime)
-            assert daemon is not None
-            assert holders == {daemon}  # the client's connection is the daemon's, not Jupyter's
-            assert code == 1001  # going away: the client resumes on the next server
-        finally:
-            stop_process(server.proc, 20)
+    with server_up(tmp_path) as server:
+        holders, code = asyncio.run(echo_while_server_stopped(server))
+        daemon = daemon_pid(tmp_path / "runtime")
+        assert daemon is not None
+        assert holders == {daemon}  # the client's connection is the daemon's, not Jupyter's
+        assert code == 1001  # going away: the client resumes on the next server
 
 
 async def holders_during_a_session(server: Server) -> set[int]:
@@ -108,16 +102,9 @@ async def holders_during_a_session(server: Server) -> set[int]:
 @pytest.mark.parametrize("how", ["relay_websockets", "tls"])
 def test_relayed_websockets_keep_frames_in_the_server(tmp_path: Path, how: str) -> None:
     """`relay_websockets`, and TLS (the daemon cannot take over tornado's session)."""
-    runtime = tmp_path / "runtime"
-    with daemons_stopped(runtime):
-        if how == "tls":
-            server = start_server(tmp_path, tls=True)
-        else:
-            server = start_server(tmp_path, "--ExecExtensionApp.relay_websockets=True")
-        try:
-            assert asyncio.run(holders_during_a_session(server)) == {server.proc.pid}
-        finally:
-            stop_process(server.proc, 20)
+    extra = [] if how == "tls" else ["--ExecExtensionApp.relay_websockets=True"]
+    with server_up(tmp_path, *extra, tls=how == "tls") as server:
+        assert asyncio.run(holders_during_a_session(server)) == {server.proc.pid}
 
 
 @pytest.mark.timeout(120)
@@ -125,88 +112,74 @@ def test_a_frame_sent_with_the_upgrade_request_is_not_lost(tmp_path: Path) -> No
     """tornado reads past the request; what it read goes to the daemon with it."""
     from websockets.frames import Frame, Opcode
 
-    runtime = tmp_path / "runtime"
-    with daemons_stopped(runtime):
-        server = start_server(tmp_path)
-        try:
-            port = server_port(server)
-            request = (
-                f"GET /api/exec/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                f"Authorization: token {server.token}\r\n\r\n"
-            ).encode()
-            frame = Frame(Opcode.TEXT, json.dumps(INIT).encode()).serialize(mask=True)
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-                sock.sendall(request + frame)  # one segment: tornado reads both
-                got = b""
-                while b"sessionId" not in got:
-                    more = sock.recv(65536)
-                    assert more, got
-                    got += more
-            assert got.startswith(b"HTTP/1.1 101")
-        finally:
-            stop_process(server.proc, 20)
+    with server_up(tmp_path) as server:
+        port = server_port(server)
+        request = (
+            f"GET /api/exec/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: token {server.token}\r\n\r\n"
+        ).encode()
+        frame = Frame(Opcode.TEXT, json.dumps(INIT).encode()).serialize(mask=True)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request + frame)  # one segment: tornado reads both
+            got = b""
+            while b"sessionId" not in got:
+                more = sock.recv(65536)
+                assert more, got
+                got += more
+        assert got.startswith(b"HTTP/1.1 101")
 
 
 def hand(path: Path, line: bytes, fds: list[int]) -> dict:
     """One raw handover on the daemon's socket; its answer."""
-    address, dir_fd = paths.sun_path(path)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-            channel.settimeout(30)
-            channel.connect(address)
-            socket.send_fds(channel, [line], fds)
-            return dict(json.loads(channel.makefile("rb").readline()))
-    finally:
-        if dir_fd is not None:
-            os.close(dir_fd)
+    channel = sockets.connect(path, 30)
+    assert channel is not None, f"nobody listens on {path}"
+    with channel:
+        socket.send_fds(channel, [line], fds)
+        return dict(json.loads(channel.makefile("rb").readline()))
 
 
 @pytest.mark.timeout(120)
 def test_bad_handovers_are_refused_and_harm_nothing(tmp_path: Path) -> None:
     runtime = tmp_path / "runtime"
-    with daemons_stopped(runtime):
-        server = start_server(tmp_path)
-        try:
-            server.request("POST", "api/exec/processes", {"processId": "bystander",
-                           "argv": [sys.executable, "-c", "import time; time.sleep(60)"]})  # fmt: skip
-            path = paths.handover_path(runtime)
-            good = (
-                json.dumps(
-                    {
-                        "jupyterExecDaemon": paths.daemon_protocol(),
-                        "allowedActions": ["read"],
-                        "request": "GET /api/exec/ws HTTP/1.1\r\n\r\n",
-                    }
-                ).encode()
-                + b"\n"
-            )
-            ours, theirs = socket.socketpair()
-            read_end, write_end = os.pipe()
-            cases = [
-                (b"not json\n", [theirs.fileno()], "one JSON line"),
-                (good, [], "exactly one stream socket"),
-                (good, [theirs.fileno(), theirs.fileno()], "exactly one stream socket"),
-                (good, [read_end], "exactly one stream socket"),
-                (
-                    good.replace(b'"jupyterExecDaemon": ', b'"jupyterExecDaemon": 9'),
-                    [],
-                    "speaks protocol",
-                ),
-            ]
-            for line, fds, error in cases:
-                assert error in hand(path, line, fds).get("error", ""), (line, fds)
-            theirs.close()
-            ours.settimeout(10)
-            assert ours.recv(1) == b""  # the daemon closed the socket it was given
-            for fd in (read_end, write_end):
-                os.close(fd)
-            ours.close()
-            listed = server.request("GET", "api/exec/processes")
-            assert [(p["processId"], p["state"]) for p in listed] == [("bystander", "running")]
-            # ...and a real client is still handed over and served.
-            holders = asyncio.run(holders_during_a_session(server))
-            assert holders == {daemon_pid(runtime)}
-        finally:
-            stop_process(server.proc, 20)
+    with server_up(tmp_path) as server:
+        server.request("POST", "api/exec/processes", {"processId": "bystander",
+                       "argv": [sys.executable, "-c", "import time; time.sleep(60)"]})  # fmt: skip
+        path = paths.handover_path(runtime)
+        good = (
+            json.dumps(
+                {
+                    "jupyterExecDaemon": paths.daemon_protocol(),
+                    "allowedActions": ["read"],
+                    "request": "GET /api/exec/ws HTTP/1.1\r\n\r\n",
+                }
+            ).encode()
+            + b"\n"
+        )
+        ours, theirs = socket.socketpair()
+        read_end, write_end = os.pipe()
+        cases = [
+            (b"not json\n", [theirs.fileno()], "one JSON line"),
+            (good, [], "exactly one stream socket"),
+            (good, [theirs.fileno(), theirs.fileno()], "exactly one stream socket"),
+            (good, [read_end], "exactly one stream socket"),
+            (
+                good.replace(b'"jupyterExecDaemon": ', b'"jupyterExecDaemon": 9'),
+                [],
+                "speaks protocol",
+            ),
+        ]
+        for line, fds, error in cases:
+            assert error in hand(path, line, fds).get("error", ""), (line, fds)
+        theirs.close()
+        ours.settimeout(10)
+        assert ours.recv(1) == b""  # the daemon closed the socket it was given
+        for fd in (read_end, write_end):
+            os.close(fd)
+        ours.close()
+        listed = server.request("GET", "api/exec/processes")
+        assert [(p["processId"], p["state"]) for p in listed] == [("bystander", "running")]
+        # ...and a real client is still handed over and served.
+        holders = asyncio.run(holders_during_a_session(server))
+        assert holders == {daemon_pid(runtime)}
