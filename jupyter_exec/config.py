@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +60,21 @@ class ExecConfig:
 
 
 DEFAULTS = ExecConfig()
+
+
+def jupyter_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Jupyter's runtime directory, as jupyter_core computes it when available."""
+    environ = os.environ if environ is None else environ
+    if environ.get("JUPYTER_RUNTIME_DIR"):
+        return Path(environ["JUPYTER_RUNTIME_DIR"])
+    if environ is os.environ:
+        try:
+            from jupyter_core.paths import jupyter_runtime_dir as core_runtime_dir
+        except ImportError:
+            pass
+        else:
+            return Path(core_runtime_dir())
+    data = environ.get("JUPYTER_DATA_DIR") or os.path.join(
+        environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "jupyter"
+    )
+    return Path(data) / "runtime"

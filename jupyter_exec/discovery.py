@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config import jupyter_runtime_dir
+
 __all__ = [
     "ServerTarget",
     "find_daemon",
@@ -65,24 +67,6 @@ class ServerTarget:
             "daemon": "this user's exec daemon (no Jupyter server up)",
         }.get(self.source, self.source)
         return f"{self.url} ({how})"
-
-
-def jupyter_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Jupyter's runtime directory, as jupyter_core computes it when available."""
-    environ = os.environ if environ is None else environ
-    if environ.get("JUPYTER_RUNTIME_DIR"):
-        return Path(environ["JUPYTER_RUNTIME_DIR"])
-    if environ is os.environ:
-        try:
-            from jupyter_core.paths import jupyter_runtime_dir as core_runtime_dir
-        except ImportError:
-            pass
-        else:
-            return Path(core_runtime_dir())
-    data = environ.get("JUPYTER_DATA_DIR") or os.path.join(
-        environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "jupyter"
-    )
-    return Path(data) / "runtime"
 
 
 def find_daemon(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .config import DEFAULTS, ExecConfig
+from .config import DEFAULTS, ExecConfig, jupyter_runtime_dir
 from .dispatch import ExecService
 from .lines import pump_lines
 from .service import build_service
@@ -216,8 +216,6 @@ async def _serve_ws(args: argparse.Namespace) -> None:
 
 def _write_record(url: str, token: str | None) -> Path | None:
     """`jpexec-PID.json` in Jupyter's runtime dir (0600), so the CLI finds this server."""
-    from .discovery import jupyter_runtime_dir
-
     path = jupyter_runtime_dir() / f"jpexec-{os.getpid()}.json"
     record = json.dumps({"pid": os.getpid(), "url": url, "token": token})
     try:

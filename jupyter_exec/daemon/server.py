@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..config import ExecConfig
 from ..context import CallContext
 from ..lines import as_line, pump_lines
