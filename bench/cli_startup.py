@@ -36,7 +36,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def import_summary(env: dict[str, str], top: int) -> str:
     """The ``top`` largest cumulative imports of one ``ps`` run, in ms."""
-    code = "import sys; from jupyter_exec.cli import main; sys.exit(main(['ps']))"
+    code = "import sys; from jupyter_exec.frontends.cli import main; sys.exit(main(['ps']))"
     err = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         env=env, capture_output=True, text=True, check=True,

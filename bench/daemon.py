@@ -123,8 +123,8 @@ class SocketDriver(Driver):
 
 
 async def unix_client(runtime: Path) -> UnixClient:
+    from jupyter_exec.client.unix_transport import open_daemon
     from jupyter_exec.daemon import paths
-    from jupyter_exec.unix_transport import open_daemon
 
     client = UnixClient(await open_daemon(paths.socket_path(runtime)))
     client.start_reading()

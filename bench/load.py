@@ -80,7 +80,7 @@ def start_server(workdir: Path, processes: int, extra: tuple[str, ...]) -> subpr
     (e.g. `-m cProfile -o server.prof` to profile the server under load)."""
     return subprocess.Popen(
         [sys.executable, *os.environ.get("LOAD_SERVER_PY_ARGS", "").split(),
-         "-m", "jupyter_exec.serve", "--listen", "ws://127.0.0.1:0",
+         "-m", "jupyter_exec.transports.serve", "--listen", "ws://127.0.0.1:0",
          "--log-dir", str(workdir / "logs"), "--max-processes", str(processes + 16), *extra],
         stdout=subprocess.PIPE, text=True, cwd=workdir,
     )  # fmt: skip

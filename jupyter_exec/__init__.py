@@ -14,9 +14,9 @@ __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import ExecExtensionApp
+    from .jupyter.app import ExecExtensionApp
 
-    return [{"module": "jupyter_exec.app", "app": ExecExtensionApp}]
+    return [{"module": "jupyter_exec.jupyter.app", "app": ExecExtensionApp}]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
@@ -25,12 +25,12 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext jupyter_exec``: register the magics."""
-    from .magics import load_ipython_extension as load
+    from .frontends.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .magics import unload_ipython_extension as unload
+    from .frontends.magics import unload_ipython_extension as unload
 
     unload(ipython)

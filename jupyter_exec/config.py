@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import Lifetime
+from .wire.models import Lifetime
 
 
 @dataclass

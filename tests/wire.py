@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.dispatch import ExecService, ServiceConfig
-from jupyter_exec.embedded import connect_service
-from jupyter_exec.proctree import ProcessRef, descendant_processes, identify
-from jupyter_exec.registry import Registry, RegistryConfig
+from jupyter_exec.client.embedded import connect_service
+from jupyter_exec.core.proctree import ProcessRef, descendant_processes, identify
+from jupyter_exec.core.registry import Registry, RegistryConfig
+from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
 
 PY = sys.executable
 
@@ -127,7 +127,7 @@ class Standalone:
 def standalone(*args: str, cwd: Path | None = None) -> Iterator[Standalone]:
     """`jupyter-exec serve` as a real subprocess; stopped by its pid afterwards."""
     proc = subprocess.Popen(
-        [PY, "-m", "jupyter_exec.serve", "--listen", "ws://127.0.0.1:0", *args],
+        [PY, "-m", "jupyter_exec.transports.serve", "--listen", "ws://127.0.0.1:0", *args],
         stdout=subprocess.PIPE,
         text=True,
         cwd=cwd,

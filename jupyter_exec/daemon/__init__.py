@@ -1,7 +1,7 @@
 """The exec daemon: the long-lived process that owns the processes (SPEC 3 Durability).
 
 The seam of the house: this package plus the registry side it runs
-(`registry`, `process`, `child`, `output`, `guardian`) is what lives on when
+(`core/`: registry, process, child, output, guardian) is what lives on when
 a Jupyter server stops or crashes; the Jupyter extension and the other fronts
 authenticate, then hand client websockets to it or relay to it over a unix
 socket (docs/daemon.md).

@@ -34,8 +34,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from ..dispatch import ExecService
-from ..ws_front import WRITE_LIMIT, serve_websocket
+from ..rpc.dispatch import ExecService
+from ..transports.ws_front import WRITE_LIMIT, serve_websocket
 from . import sockets
 
 log = logging.getLogger("jupyter_exec.daemon")

@@ -28,11 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
-from ..output import OutputStore
-from ..process import ManagedProcess, ProcessSetup
-from ..proctree import ProcessRef, identify, kill_verified
-from ..registry import Registry
+from ..core.output import OutputStore
+from ..core.process import ManagedProcess, ProcessSetup
+from ..core.proctree import ProcessRef, identify, kill_verified
+from ..core.registry import Registry
+from ..wire.events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from typing import Any
 
 from .._version import __version__
 from ..config import ExecConfig
-from ..context import CallContext
-from ..lines import as_line, pump_lines
-from ..service import build_service
+from ..rpc.context import CallContext
+from ..rpc.service import build_service
+from ..wire.lines import as_line, pump_lines
 from . import paths, sockets
 from .handover import Handovers
 from .persist import Persister

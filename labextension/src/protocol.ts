@@ -1,6 +1,6 @@
 /**
  * Wire types of the jupyter-exec protocol (SPEC.md), mirrored from the Python
- * side (`jupyter_exec/models.py`, `jupyter_exec/protocol.py`).
+ * side (`jupyter_exec/wire/models.py`, `jupyter_exec/wire/protocol.py`).
  *
  * Plain data only: no DOM, no JupyterLab, no I/O, so the connection and the
  * models can be unit-tested in node. When the Python side changes a name,

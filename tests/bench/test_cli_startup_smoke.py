@@ -17,4 +17,4 @@ def test_cli_startup_prints_the_ratio() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^ratio ps / bare: \d+\.\d\dx", done.stdout, re.M), done.stdout
-    assert "jupyter_exec.cli" in done.stdout  # the import summary names our modules
+    assert "jupyter_exec.frontends.cli" in done.stdout  # the import summary names our modules

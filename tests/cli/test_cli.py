@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from ptyprocess import PtyProcess
 
-from jupyter_exec.cli import parse_detach_key
+from jupyter_exec.frontends.cli import parse_detach_key
 from tests.wire import stop_process
 
 from ..magics.jupyter_process import BIN, JupyterServer, clean_env, jupyter_server

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from jupyter_exec import fs_methods
-from jupyter_exec.dispatch import ExecService
-from jupyter_exec.registry import Registry, RegistryConfig
+from jupyter_exec.core.registry import Registry, RegistryConfig
+from jupyter_exec.rpc import fs_methods
+from jupyter_exec.rpc.dispatch import ExecService
 
 
 class Wire:

@@ -1,4 +1,4 @@
-"""Unit tests of environment/info and environmentConfig/read (jupyter_exec.environment)."""
+"""Unit tests of environment/info and environmentConfig/read (jupyter_exec.rpc.environment)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from jupyter_exec import environment
-from jupyter_exec.errors import ErrorCode, ExecError
+from jupyter_exec.rpc import environment
+from jupyter_exec.wire.errors import ErrorCode, ExecError
 
 from .test_fs_methods import FakeContext
 

@@ -1,4 +1,4 @@
-"""Unit tests of the fs/* methods Codex calls (jupyter_exec.fs_methods)."""
+"""Unit tests of the fs/* methods Codex calls (jupyter_exec.rpc.fs_methods)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from jupyter_exec import fs_methods
-from jupyter_exec.errors import ErrorCode, ExecError
-from jupyter_exec.registry import Registry, RegistryConfig
+from jupyter_exec.core.registry import Registry, RegistryConfig
+from jupyter_exec.rpc import fs_methods
+from jupyter_exec.wire.errors import ErrorCode, ExecError
 
 METHODS = fs_methods.FS_METHODS
 

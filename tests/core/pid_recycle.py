@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 
-from jupyter_exec.child import ChildSpec, spawn
-from jupyter_exec.proctree import descendant_processes, identify, kill_verified
+from jupyter_exec.core.child import ChildSpec, spawn
+from jupyter_exec.core.proctree import descendant_processes, identify, kill_verified
 
 #: Blocks every signal it can, starts a child of its own, says "ready", waits.
 BYSTANDER = (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from jupyter_exec.codec import encode, encode_event, event_notification
-from jupyter_exec.events import ClosedEvent, ExitedEvent, OutputEvent
-from jupyter_exec.protocol import parse_message, request_id_of
+from jupyter_exec.wire.codec import encode, encode_event, event_notification
+from jupyter_exec.wire.events import ClosedEvent, ExitedEvent, OutputEvent
+from jupyter_exec.wire.protocol import parse_message, request_id_of
 
 
 def test_output_notification_is_the_plain_json_of_the_notification():

@@ -142,7 +142,7 @@ async def test_terminate_kills_setsid_escapees_that_ignore_sigterm(tmp_path):
         await c.start("tree", py(escapee))
         assert (await c.read("tree", 0, wait_ms=5000, until_pattern="ready")).matched
         proc = service.registry.get("tree")
-        from jupyter_exec.proctree import marked_processes
+        from jupyter_exec.core.proctree import marked_processes
 
         escapee_pid = int((tmp_path / "escapee.pid").read_text())
         tree = marked_processes(proc.setup.marker)

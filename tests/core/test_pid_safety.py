@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_exec.child import ChildSpec, spawn
-from jupyter_exec.proctree import ProcessRef, identify, kill_verified
+from jupyter_exec.core.child import ChildSpec, spawn
+from jupyter_exec.core.proctree import ProcessRef, identify, kill_verified
 from tests.core.pid_recycle import BYSTANDER, pending
 from tests.wire import pid_alive
 

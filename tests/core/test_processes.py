@@ -314,7 +314,7 @@ async def test_start_response_precedes_started_for_a_watching_connection(tmp_pat
 async def test_a_slow_events_consumer_loses_nothing_and_bounds_the_clients_memory(tmp_path):
     """The server never drops (SPEC 5); the client keeps at most INBOX_BYTES waiting
     for a slow consumer and reads the rest back from the log, so nothing is lost."""
-    from jupyter_exec import client as client_module
+    from jupyter_exec.client import exec_client as client_module
 
     size = 48 << 20
     async with embedded(tmp_path) as (_, c):

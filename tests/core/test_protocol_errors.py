@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jupyter_exec.errors import ErrorCode
+from jupyter_exec.wire.errors import ErrorCode
 from tests.wire import RawPeer, b64, make_service, py
 
 

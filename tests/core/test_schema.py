@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from jupyter_exec.errors import (
+from jupyter_exec.wire.errors import (
     ErrorCode,
     InternalError,
     InvalidParamsError,
@@ -20,9 +20,15 @@ from jupyter_exec.errors import (
     UnknownProcessError,
     error_from_wire,
 )
-from jupyter_exec.events import ClosedEvent, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
-from jupyter_exec.models import ProcessInfo
-from jupyter_exec.schema import Chunk, ReadResult, event_from_notification, event_notification
+from jupyter_exec.wire.events import (
+    ClosedEvent,
+    ExitedEvent,
+    OutputEvent,
+    RemovedEvent,
+    StartedEvent,
+)
+from jupyter_exec.wire.models import ProcessInfo
+from jupyter_exec.wire.schema import Chunk, ReadResult, event_from_notification, event_notification
 
 from ..wire import embedded
 

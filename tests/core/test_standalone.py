@@ -90,7 +90,10 @@ def test_refuses_non_loopback_without_token_and_bad_listen():
         (["--listen", "ws://127.0.0.1:0", "--root", "/no/such/dir"], "--root"),
     ]:
         r = subprocess.run(
-            [PY, "-m", "jupyter_exec.serve", *args], capture_output=True, text=True, timeout=30
+            [PY, "-m", "jupyter_exec.transports.serve", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert r.returncode == 2 and needle in r.stderr, r.stderr
 
@@ -110,7 +113,7 @@ def test_token_file(tmp_path):
 
 def _stdio(*extra: str, cwd=None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PY, "-m", "jupyter_exec.serve", "--listen", "stdio", *extra],
+        [PY, "-m", "jupyter_exec.transports.serve", "--listen", "stdio", *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -25,24 +25,24 @@ MAX_LINES = 700
 
 CORE = [
     "jupyter_exec",
-    "jupyter_exec.errors",
-    "jupyter_exec.models",
-    "jupyter_exec.protocol",
-    "jupyter_exec.registry",
-    "jupyter_exec.codec",
-    "jupyter_exec.context",
-    "jupyter_exec.sessions",
-    "jupyter_exec.outbox",
-    "jupyter_exec.process_methods",
-    "jupyter_exec.dispatch",
-    "jupyter_exec.serve",
+    "jupyter_exec.wire.errors",
+    "jupyter_exec.wire.models",
+    "jupyter_exec.wire.protocol",
+    "jupyter_exec.core.registry",
+    "jupyter_exec.wire.codec",
+    "jupyter_exec.rpc.context",
+    "jupyter_exec.rpc.sessions",
+    "jupyter_exec.rpc.outbox",
+    "jupyter_exec.rpc.process_methods",
+    "jupyter_exec.rpc.dispatch",
+    "jupyter_exec.transports.serve",
     "jupyter_exec.client",
     "jupyter_exec.config",
-    "jupyter_exec.service",
+    "jupyter_exec.rpc.service",
     "jupyter_exec.daemon.server",
     "jupyter_exec.daemon.start",
-    "jupyter_exec.relay",
-    "jupyter_exec.unix_transport",
+    "jupyter_exec.jupyter.relay",
+    "jupyter_exec.client.unix_transport",
 ]
 #: What a client or the CLI must never pay for.
 SERVER_SIDE = (
@@ -51,32 +51,34 @@ SERVER_SIDE = (
     "IPython",
     "traitlets",
     "pydantic",
-    "jupyter_exec.protocol",
-    "jupyter_exec.dispatch",
-    "jupyter_exec.registry",
-    "jupyter_exec.embedded",
-    "jupyter_exec.app",
+    "jupyter_exec.wire.protocol",
+    "jupyter_exec.rpc.dispatch",
+    "jupyter_exec.core.registry",
+    "jupyter_exec.client.embedded",
+    "jupyter_exec.jupyter.app",
 )
 
 
 def module_names() -> dict[str, Path]:
     names = {}
-    for path in PACKAGE.glob("*.py"):
-        name = "jupyter_exec" if path.stem == "__init__" else f"jupyter_exec.{path.stem}"
-        names[name] = path
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return names
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     """The jupyter_exec modules ``name`` imports anywhere in its source."""
-    package = "jupyter_exec"  # every module is directly in the package
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name in known)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package + (f".{node.module}" if node.module else "")
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                base += f".{node.module}" if node.module else ""
             else:
                 base = node.module or ""
             for alias in node.names:
@@ -128,16 +130,54 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_reader_sees_every_kind_of_import() -> None:
     """The cycle test can fail: a lazy, a relative and a TYPE_CHECKING import all count."""
     graph = import_graph()
-    assert "jupyter_exec.client" in graph["jupyter_exec.cli"]  # lazy, inside a function
-    assert "jupyter_exec.app" in graph["jupyter_exec"]  # lazy, in an entry point
-    assert "jupyter_exec.terminal" in graph["jupyter_exec.presentation"]  # TYPE_CHECKING
-    assert "jupyter_exec.client" in graph["jupyter_exec.frontend"]  # TYPE_CHECKING
-    looped = {**graph, "jupyter_exec.client": graph["jupyter_exec.client"] | {"jupyter_exec.cli"}}
-    assert any({"jupyter_exec.cli", "jupyter_exec.client"} <= set(c) for c in cycles(looped))
+    cli, client = "jupyter_exec.frontends.cli", "jupyter_exec.client.exec_client"
+    assert client in graph[cli]  # lazy, inside a function
+    assert "jupyter_exec.jupyter.app" in graph["jupyter_exec"]  # lazy, in an entry point
+    assert "jupyter_exec.render.terminal" in graph["jupyter_exec.render.presentation"]
+    assert client in graph["jupyter_exec.frontends.frontend"]  # TYPE_CHECKING
+    looped = {**graph, client: graph[client] | {cli}}
+    assert any({cli, client} <= set(c) for c in cycles(looped))
 
 
 def test_no_import_cycle_anywhere() -> None:
     assert cycles(import_graph()) == []
+
+
+def layer_of(module: str) -> str:
+    """A module's layer: its subpackage, or itself for a module at the top."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def layer_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    layers: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        layers.setdefault(layer_of(module), set()).update(
+            layer_of(t) for t in targets if layer_of(t) != layer_of(module)
+        )
+    return layers
+
+
+def test_no_two_subpackages_import_each_other() -> None:
+    """STYLE.md: arrows between the folders run one way, directly or in a circle."""
+    layers = layer_graph(import_graph())
+    assert {"jupyter_exec.wire", "jupyter_exec.core", "jupyter_exec.daemon"} <= set(layers)
+    assert cycles(layers) == []
+    assert layers["jupyter_exec.wire"] == set()  # the bottom imports nothing of ours
+
+
+def test_the_layer_check_can_fail() -> None:
+    graph = import_graph()
+    wire, core = "jupyter_exec.wire.models", "jupyter_exec.core.child"
+    looped = {**graph, wire: graph[wire] | {core}}
+    assert any(
+        {"jupyter_exec.wire", "jupyter_exec.core"} <= set(c) for c in cycles(layer_graph(looped))
+    )
+
+
+def test_at_most_twelve_modules_at_the_top() -> None:
+    top = [p.name for p in PACKAGE.glob("*.py")]
+    assert len(top) <= 12, top
 
 
 def test_method_families_do_not_import_dispatch() -> None:
@@ -145,8 +185,8 @@ def test_method_families_do_not_import_dispatch() -> None:
     families = ["process_methods", "fs_methods", "environment", "context", "sessions", "outbox"]
     code = (
         "import sys\n"
-        + "".join(f"import jupyter_exec.{m}\n" for m in families)
-        + "print('jupyter_exec.dispatch' in sys.modules)\n"
+        + "".join(f"import jupyter_exec.rpc.{m}\n" for m in families)
+        + "print('jupyter_exec.rpc.dispatch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -170,7 +210,7 @@ def test_only_the_magics_import_ipython() -> None:
             )
             if any(m == "IPython" or m.startswith("IPython.") for m in modules):
                 importers.add(name)
-    assert importers == {"jupyter_exec.magics"}
+    assert importers == {"jupyter_exec.frontends.magics"}
 
 
 def loaded_after(code: str) -> list[str]:
@@ -188,21 +228,30 @@ def test_core_modules_do_not_import_server_or_ipython() -> None:
 
 
 def test_the_client_path_loads_no_server_code_and_no_pydantic() -> None:
-    modules = ("client", "cli", "schema", "errors", "models", "frontend", "handle", "view")
+    modules = (
+        "client",
+        "frontends.cli",
+        "wire.schema",
+        "wire.errors",
+        "wire.models",
+        "frontends.frontend",
+        "frontends.handle",
+        "frontends.view",
+    )
     assert loaded_after("".join(f"import jupyter_exec.{m}\n" for m in modules)) == []
 
 
 def test_cli_ps_against_a_real_server_loads_no_server_code_and_no_pydantic() -> None:
     with standalone() as server:
         code = (
-            "from jupyter_exec.cli import main\n"
+            "from jupyter_exec.frontends.cli import main\n"
             f"assert main(['--url', {server.bare_url!r}, '--token', {server.token!r}, 'ps']) == 0"
         )
         assert loaded_after(code) == []
 
 
 def test_errors_have_one_code_table() -> None:
-    from jupyter_exec import errors
+    from jupyter_exec.wire import errors
 
     codes = {e.value for e in errors.ErrorCode}
     assert codes == {-32700, -32600, -32601, -32602, -32603, -32004}
@@ -220,8 +269,8 @@ def test_errors_have_one_code_table() -> None:
 def test_loading_the_magics_does_not_load_the_server() -> None:
     code = (
         "import sys\n"
-        "import jupyter_exec.magics\n"
-        "heavy = ('tornado', 'jupyter_server', 'jupyter_exec.app', 'jupyter_exec.registry')\n"
+        "import jupyter_exec.frontends.magics\n"
+        "heavy = ('tornado', 'jupyter_server', 'jupyter_exec.jupyter.app', 'jupyter_exec.core.registry')\n"
         "print(','.join(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

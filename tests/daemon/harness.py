@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyter_exec.core.proctree import ProcessRef
 from jupyter_exec.daemon import paths
-from jupyter_exec.proctree import ProcessRef
 from tests.wire import pid_alive, stop_process
 
 

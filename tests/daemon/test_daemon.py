@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import ExecClient
+from jupyter_exec.client.unix_transport import connect_daemon
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
-from jupyter_exec.errors import InvalidRequestError
-from jupyter_exec.unix_transport import connect_daemon
+from jupyter_exec.wire.errors import InvalidRequestError
 from tests.daemon.harness import daemon_pid, daemons_stopped, wait_gone
 from tests.daemon.test_server_restart import COUNTER
 from tests.wire import tree_of

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_exec.client.unix_transport import DaemonHandshakeError, connect_daemon
 from jupyter_exec.config import ExecConfig
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
-from jupyter_exec.unix_transport import DaemonHandshakeError, connect_daemon
 from tests.daemon.harness import daemon_pid, daemons_stopped, start_server, wait_gone
 
 

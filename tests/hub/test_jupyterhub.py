@@ -145,7 +145,7 @@ async def test_query_token_with_allow_token_in_url(hub: Hub) -> None:
 KERNEL_DISCOVERY = """
 from jupyter_exec.client import SyncExecClient
 from tests.daemon.harness import daemon_pid, stop_daemon, wait_gone
-from jupyter_exec.discovery import find_server
+from jupyter_exec.client.discovery import find_server
 target = find_server()
 with SyncExecClient.connect(target.url, target.token) as client:
     ids = sorted(p.process_id for p in client.list())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_exec.proctree import ProcessRef
+from jupyter_exec.core.proctree import ProcessRef
 from tests.daemon.harness import daemon_pid, wait_gone
 from tests.wire import pid_alive, py, tree_of
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_exec.discovery import find_server, running_servers, server_url
+from jupyter_exec.client.discovery import find_server, running_servers, server_url
 
 
 @pytest.fixture

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_exec.errors import InvalidRequestError, ProcessExistsError
-from jupyter_exec.frontend import (
+from jupyter_exec.frontends.frontend import (
     Escalation,
     child_environment,
     parse_env,
     signal_name,
     start_process,
 )
+from jupyter_exec.wire.errors import InvalidRequestError, ProcessExistsError
 
 from ..wire import embedded
 

@@ -7,16 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupyter_exec.html_render import ps_html
-from jupyter_exec.models import ProcessInfo
-from jupyter_exec.presentation import format_duration, format_status, one_line, ps_text
-from jupyter_exec.terminal import (
+from jupyter_exec.render.html_render import ps_html
+from jupyter_exec.render.presentation import format_duration, format_status, one_line, ps_text
+from jupyter_exec.render.terminal import (
     StreamDecoder,
     TerminalLog,
     ansi_to_html,
     collapse_progress,
     strip_ansi,
 )
+from jupyter_exec.wire.models import ProcessInfo
 
 
 def test_carriage_return_progress_collapses_to_latest_state() -> None:

@@ -23,11 +23,11 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from jupyter_exec import magics as magics_module
-from jupyter_exec.errors import ExecError
-from jupyter_exec.handle import ExecProcess, ProcessExitedError
-from jupyter_exec.magics import ExecMagics
-from jupyter_exec.view import live_views, stop_all_views
+from jupyter_exec.frontends import magics as magics_module
+from jupyter_exec.frontends.handle import ExecProcess, ProcessExitedError
+from jupyter_exec.frontends.magics import ExecMagics
+from jupyter_exec.frontends.view import live_views, stop_all_views
+from jupyter_exec.wire.errors import ExecError
 
 PY = sys.executable
 

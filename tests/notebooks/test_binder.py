@@ -105,4 +105,4 @@ def test_postbuild_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     line = re.sub(r"\x1b\[[0-9;]*m", "", labs)
     assert re.search(r"jupyter-exec v\S+ enabled OK", line), labs
     assert str(venv) in labs  # installed into this environment, not found elsewhere
-    run(str(bin_dir / "python"), "-c", "import jupyter_exec.magics, tqdm, ipykernel")
+    run(str(bin_dir / "python"), "-c", "import jupyter_exec.frontends.magics, tqdm, ipykernel")

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.proctree import ProcessRef, descendant_processes, marked_processes
+from jupyter_exec.core.proctree import ProcessRef, descendant_processes, marked_processes
 from tests.reliability.rawws import popen
 from tests.wire import PY, embedded, pid_alive, py, tree_of
 
@@ -189,7 +189,7 @@ def _limited_server(tmp_path: Path, fsize: int) -> subprocess.Popen[str]:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes fail with EFBIG instead
 
     return subprocess.Popen(
-        [PY, "-m", "jupyter_exec.serve", "--listen", "ws://127.0.0.1:0",
+        [PY, "-m", "jupyter_exec.transports.serve", "--listen", "ws://127.0.0.1:0",
          "--log-dir", str(tmp_path / "logs"), "--retained-bytes", str(256 << 10)],
         stdout=subprocess.PIPE, text=True, cwd=tmp_path, preexec_fn=limit,
     )  # fmt: skip
@@ -235,7 +235,7 @@ async def _server_with_trees(
 ) -> tuple[subprocess.Popen[str], set[int], Path]:
     logs = tmp_path / "logs"
     server = popen(
-        [PY, "-m", "jupyter_exec.serve", "--listen", "ws://127.0.0.1:0", "--lifetime", "detached",
+        [PY, "-m", "jupyter_exec.transports.serve", "--listen", "ws://127.0.0.1:0", "--lifetime", "detached",
          "--log-dir", str(logs)],
         cwd=tmp_path,
     )  # fmt: skip
@@ -284,7 +284,7 @@ async def test_descriptor_headroom_refuses_a_start_clearly_and_harms_nothing(tmp
     """The first thing bench/load.py broke: at a 1024-descriptor limit ~190 processes
     exhausted the server, and then even termination failed. The soft limit is now
     raised to the hard one, and a start that would eat the reserve is refused."""
-    from jupyter_exec import registry as registry_module
+    from jupyter_exec.core import registry as registry_module
 
     async with embedded(tmp_path) as (service, c):
         await c.start(
@@ -311,7 +311,7 @@ def test_soft_descriptor_limit_is_raised_to_the_hard_limit():
 
     code = (
         "import resource\n"
-        "from jupyter_exec.registry import Registry\n"
+        "from jupyter_exec.core.registry import Registry\n"
         "Registry()\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "print(soft == hard or soft >= 1 << 20)\n"

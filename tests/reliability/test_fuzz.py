@@ -32,9 +32,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from jupyter_exec import environment, fs_methods
-from jupyter_exec.errors import ErrorCode, ExecError, InvalidParamsError
-from jupyter_exec.process_methods import PROCESS_METHODS
-from jupyter_exec.protocol import (
+from jupyter_exec.rpc.process_methods import PROCESS_METHODS
+from jupyter_exec.wire.errors import ErrorCode, ExecError, InvalidParamsError
+from jupyter_exec.wire.protocol import (
     InitializeParams,
     ListParams,
     ProcessParams,

@@ -83,7 +83,15 @@ async def test_stalled_websocket_client_gets_every_byte(tmp_path):
 
 def stdio_server(tmp_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [PY, "-m", "jupyter_exec.serve", "--listen", "stdio", "--log-dir", str(tmp_path / "l")],
+        [
+            PY,
+            "-m",
+            "jupyter_exec.transports.serve",
+            "--listen",
+            "stdio",
+            "--log-dir",
+            str(tmp_path / "l"),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=tmp_path,

@@ -13,8 +13,8 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_exec import output
-from jupyter_exec.output import OutputStore
+from jupyter_exec.core import output
+from jupyter_exec.core.output import OutputStore
 
 chunk_lists = st.lists(
     st.tuples(

@@ -23,9 +23,9 @@ from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 
-from jupyter_exec import serve
 from jupyter_exec.client import ExecClient
-from jupyter_exec.handlers import handlers
+from jupyter_exec.jupyter.handlers import handlers
+from jupyter_exec.transports import serve
 from tests.reliability.rawws import popen
 from tests.wire import PY, py, standalone
 
@@ -112,7 +112,7 @@ async def test_no_token_server_on_loopback_still_refuses_foreign_origins(tmp_pat
 def test_no_listener_off_loopback_without_a_token():
     for listen in ["ws://0.0.0.0:0", "ws://[::]:0", "ws://example.invalid:0", "ws://10.1.2.3:0"]:
         r = subprocess.run(
-            [PY, "-m", "jupyter_exec.serve", "--listen", listen, "--no-token"],
+            [PY, "-m", "jupyter_exec.transports.serve", "--listen", listen, "--no-token"],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert r.returncode == 2 and "without a token" in r.stderr, (listen, r.stderr)
@@ -165,7 +165,7 @@ def _mode(path: Path) -> int:
 async def test_logs_and_their_directories_are_owner_only_even_with_umask_0(tmp_path):
     parent = tmp_path / "a" / "b" / "logs"
     proc = popen(
-        [PY, "-m", "jupyter_exec.serve", "--listen", "ws://127.0.0.1:0", "--log-dir", str(parent)],
+        [PY, "-m", "jupyter_exec.transports.serve", "--listen", "ws://127.0.0.1:0", "--log-dir", str(parent)],
         cwd=tmp_path, preexec_fn=lambda: os.umask(0),
     )  # fmt: skip
     try:

@@ -1,0 +1,35 @@
+"""Clients of an exec server: the Python client, the daemon's socket, discovery.
+
+`exec_client` is `ExecClient` (asyncio) and `SyncExecClient`; its public
+names are re-exported here, so ``from jupyter_exec.client import
+SyncExecClient`` is the import the docs show. `unix_transport` connects to
+the exec daemon's socket, `discovery` finds where a user's processes live,
+`embedded` runs a private registry in-process (it alone loads server code,
+lazily). Nothing here imports tornado, IPython or pydantic.
+"""
+
+from .exec_client import (
+    Chunk,
+    ClosedEvent,
+    ConnectionLostError,
+    ExecClient,
+    ExitedEvent,
+    OutputEvent,
+    ProcessEvent,
+    ReadResult,
+    SyncExecClient,
+    websocket_url,
+)
+
+__all__ = [
+    "Chunk",
+    "ClosedEvent",
+    "ConnectionLostError",
+    "ExecClient",
+    "ExitedEvent",
+    "OutputEvent",
+    "ProcessEvent",
+    "ReadResult",
+    "SyncExecClient",
+    "websocket_url",
+]

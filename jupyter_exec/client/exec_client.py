@@ -1,0 +1,437 @@
+"""Python client: async `ExecClient`, and `SyncExecClient` for scripts and magics.
+
+One connection, concurrent requests matched by id, notifications fanned out to
+`events()` iterators. `events()` follows a process live through
+`process/subscribe` and fills any seq gap (a slow consumer, a reconnect) with
+`process/read`, so a consumer sees every byte exactly once, in order.
+
+Messages are read and built with :mod:`jupyter_exec.wire.schema` and errors come
+back typed (:func:`jupyter_exec.wire.errors.error_from_wire`). No server module and
+no pydantic is imported here, so a client (and ``jupyter exec ps``) starts
+fast; a client of an in-process registry is :mod:`jupyter_exec.client.embedded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ..wire.errors import error_from_wire
+from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, SeqEvent
+from ..wire.models import ProcessInfo
+from ..wire.schema import Chunk, ReadResult, event_from_notification, request
+
+__all__ = [
+    "Chunk",
+    "ClosedEvent",
+    "ConnectionLostError",
+    "ExecClient",
+    "ExitedEvent",
+    "OutputEvent",
+    "ProcessEvent",
+    "ReadResult",
+    "SyncExecClient",
+    "websocket_url",
+]
+
+T = TypeVar("T")
+#: How long `events()` waits on a silent subscription before checking with a read.
+IDLE_CHECK_SECONDS = 2.0
+#: Output an `events()` consumer may have waiting before more is left to `process/read`.
+INBOX_BYTES = 16 << 20
+
+_END_CURSOR = 2**53
+#: What `events()` yields: a process's seq-numbered events (schema: SPEC 5).
+ProcessEvent = SeqEvent
+
+
+class ConnectionLostError(ConnectionError):
+    """The transport closed while requests were pending."""
+
+
+def websocket_url(url: str) -> str:
+    """A Jupyter server's http(s) URL becomes its `api/exec/ws`; ws(s) URLs pass through."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path
+    if parts.scheme in ("http", "https") and not path.endswith("/ws"):
+        path = path.rstrip("/") + "/api/exec/ws"
+    return urlunsplit((scheme, parts.netloc, path or "/", parts.query, ""))
+
+
+class _Inbox:
+    """One `events()` consumer's waiting events, bounded in bytes.
+
+    The server never drops (SPEC 5), so a consumer slower than the process would
+    otherwise grow this process's memory without limit. Past `INBOX_BYTES` output
+    is not kept here; the consumer sees the seq gap and reads it back from the
+    server's log (`_recover`), so nothing is lost. Exit and close are always kept.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[ProcessEvent] = asyncio.Queue()
+        self._bytes = 0
+
+    def put(self, event: ProcessEvent) -> None:
+        if isinstance(event, OutputEvent):
+            if self._bytes + len(event.data) > INBOX_BYTES:
+                return
+            self._bytes += len(event.data)
+        self._queue.put_nowait(event)
+
+    async def get(self) -> ProcessEvent:
+        event = await self._queue.get()
+        if isinstance(event, OutputEvent):
+            self._bytes -= len(event.data)
+        return event
+
+
+class ExecClient:
+    """An initialized session with a jupyter-exec server."""
+
+    def __init__(
+        self, send: Callable[[str], Awaitable[None]], close: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._send = send
+        self._close = close
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._queues: dict[str, set[_Inbox]] = {}
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.session_id = ""
+        self.server_info: dict[str, Any] = {}
+        self.closed = False
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        token: str | None = None,
+        *,
+        client_name: str = "jupyter-exec",
+        resume_session_id: str | None = None,
+    ) -> ExecClient:
+        from websockets.asyncio.client import connect
+
+        headers = {"Authorization": f"token {token}"} if token else None
+        ws = await connect(
+            websocket_url(url), additional_headers=headers, max_size=None, compression=None
+        )
+        client = cls(ws.send, ws.close)
+        reader = asyncio.create_task(client._pump(ws))
+        client._close = _closer(ws.close, reader)
+        await client.initialize(client_name, resume_session_id)
+        return client
+
+    async def _pump(self, ws: Any) -> None:
+        try:
+            async for frame in ws:
+                self.receive(frame)
+        except Exception:  # closed abnormally: fail what is pending
+            pass
+        finally:
+            self._lost()
+
+    def _lost(self) -> None:
+        self.closed = True
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLostError("connection to the exec server lost"))
+        self._pending.clear()
+
+    def receive(self, frame: str | bytes) -> None:
+        """Handle one frame from the transport: a response or a notification."""
+        msg = json.loads(frame)
+        if "method" in msg:
+            method, params = msg["method"], msg.get("params") or {}
+            for listener in self.listeners:
+                listener(method, params)
+            event = event_from_notification(method, params)
+            if isinstance(event, OutputEvent | ExitedEvent | ClosedEvent):
+                for queue in self._queues.get(event.process_id, ()):
+                    queue.put(event)
+            return
+        fut = self._pending.pop(msg.get("id"), None)
+        if fut is None or fut.done():
+            return
+        if "error" in msg:
+            fut.set_exception(error_from_wire(msg["error"]))
+        else:
+            fut.set_result(msg.get("result"))
+
+    async def initialize(self, client_name: str, resume: str | None = None) -> None:
+        """The SPEC 2 handshake; `connect` and embedded mode call it once."""
+        params: dict[str, Any] = {"clientName": client_name}
+        if resume is not None:
+            params["resumeSessionId"] = resume
+        result = await self.request("initialize", params)
+        self.session_id = result["sessionId"]
+        self.server_info = result
+        await self._send(json.dumps({"jsonrpc": "2.0", "method": "initialized"}))
+
+    # -- requests -------------------------------------------------------------
+
+    async def request(self, method: str, params: Any = None) -> Any:
+        if self.closed:
+            raise ConnectionLostError("connection to the exec server is closed")
+        req_id = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        await self._send(json.dumps(request(req_id, method, params)))
+        return await fut
+
+    async def start(
+        self,
+        process_id: str,
+        argv: list[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        inherit_env: bool = False,
+        tty: bool = False,
+        pipe_stdin: bool = False,
+        rows: int = 24,
+        cols: int = 80,
+        lifetime: str | None = None,
+        label: str | None = None,
+        timeout_ms: int | None = None,
+        limits: dict[str, int] | None = None,
+    ) -> str:
+        params: dict[str, Any] = {"processId": process_id, "argv": argv, "tty": tty}
+        optional: dict[str, Any] = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
+        optional.update(timeoutMs=timeout_ms, limits=limits)
+        params.update({k: v for k, v in optional.items() if v is not None})
+        if inherit_env:
+            params["inheritEnv"] = True
+        if pipe_stdin:
+            params["pipeStdin"] = True
+        if tty:
+            params["size"] = {"rows": rows, "cols": cols}
+        result = await self.request("process/start", params)
+        return str(result["processId"])
+
+    async def read(
+        self,
+        process_id: str,
+        after_seq: int = 0,
+        *,
+        max_bytes: int | None = None,
+        wait_ms: int = 0,
+        until_pattern: str | None = None,
+    ) -> ReadResult:
+        params: dict[str, Any] = {"processId": process_id, "afterSeq": after_seq, "waitMs": wait_ms}
+        if max_bytes is not None:
+            params["maxBytes"] = max_bytes
+        if until_pattern is not None:
+            params["untilPattern"] = until_pattern
+        return ReadResult.from_wire(await self.request("process/read", params))
+
+    async def write(self, process_id: str, data: bytes, *, eof: bool = False) -> str:
+        params = {"processId": process_id, "chunk": base64.b64encode(data).decode(), "eof": eof}
+        return str((await self.request("process/write", params))["status"])
+
+    async def signal(self, process_id: str, signal: str) -> None:
+        await self.request("process/signal", {"processId": process_id, "signal": signal})
+
+    async def terminate(self, process_id: str, grace_ms: int | None = None) -> bool:
+        params: dict[str, Any] = {"processId": process_id}
+        if grace_ms is not None:
+            params["graceMs"] = grace_ms
+        return bool((await self.request("process/terminate", params))["running"])
+
+    async def resize(self, process_id: str, rows: int, cols: int) -> None:
+        await self.request("process/resize", {"processId": process_id, "rows": rows, "cols": cols})
+
+    async def list(self) -> list[ProcessInfo]:
+        result = await self.request("process/list", {})
+        return [ProcessInfo.from_wire(p) for p in result["processes"]]
+
+    async def wait(self, process_id: str, timeout: float | None = None) -> ReadResult:
+        """Wait until the process exits; the result's chunks are empty, the state final."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = 30.0 if deadline is None else max(0.0, deadline - loop.time())
+            # A cursor past any output: the long-poll returns only at exit (or timeout).
+            r = await self.read(process_id, _END_CURSOR, wait_ms=int(min(left, 30.0) * 1000))
+            if r.exited:
+                return r
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"process {process_id} still running after {timeout} s")
+
+    # -- events ---------------------------------------------------------------
+
+    async def events(
+        self, process_id: str, after_seq: int = 0
+    ) -> AsyncGenerator[ProcessEvent, None]:
+        """Every event after `after_seq`, in seq order, ending with `ClosedEvent`."""
+        queue = _Inbox()
+        self._queues.setdefault(process_id, set()).add(queue)
+        cursor = after_seq
+        try:
+            await self.request(
+                "process/subscribe", {"processId": process_id, "afterSeq": after_seq}
+            )
+            while True:
+                try:
+                    event: ProcessEvent | None = await asyncio.wait_for(
+                        queue.get(), IDLE_CHECK_SECONDS
+                    )
+                except asyncio.TimeoutError:  # what wait_for raises; not the builtin before 3.11
+                    event = None
+                if event is not None and event.seq <= cursor:
+                    continue
+                if event is None or event.seq > cursor + 1:
+                    async for recovered in self._recover(process_id, cursor):
+                        cursor = recovered.seq
+                        yield recovered
+                        if isinstance(recovered, ClosedEvent):
+                            return
+                    if event is None or event.seq <= cursor:
+                        continue
+                cursor = event.seq
+                yield event
+                if isinstance(event, ClosedEvent):
+                    return
+        finally:
+            queues = self._queues.get(process_id, set())
+            queues.discard(queue)
+            if not queues and not self.closed:
+                self._queues.pop(process_id, None)
+                with contextlib.suppress(Exception):
+                    await self.request("process/unsubscribe", {"processId": process_id})
+
+    #: The issue's name for it: subscribing is what `events()` does.
+    subscribe = events
+
+    async def _recover(self, process_id: str, cursor: int) -> AsyncIterator[ProcessEvent]:
+        """Fill a gap from the authority (`process/read`), up to what is known now."""
+        while True:
+            r = await self.read(process_id, cursor)
+            for c in r.chunks:
+                cursor = c.seq
+                yield OutputEvent(process_id, c.seq, c.stream, c.data)
+            if r.chunks:
+                continue
+            if r.closed and cursor < r.next_seq - 1:
+                # No chunk is left: the last two seqs are exited and closed.
+                if cursor < r.next_seq - 2:
+                    yield ExitedEvent(process_id, r.next_seq - 2, r.exit_code or 0, r.signal)
+                yield ClosedEvent(process_id, r.next_seq - 1)
+            return
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._close()
+        self._lost()
+
+    async def __aenter__(self) -> ExecClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _closer(
+    close: Callable[[], Awaitable[None]], reader: asyncio.Task[None]
+) -> Callable[[], Awaitable[None]]:
+    async def close_all() -> None:
+        await close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+    return close_all
+
+
+class SyncExecClient:
+    """Blocking facade: an `ExecClient` on its own event loop in a daemon thread.
+
+    Every coroutine method of `ExecClient` is available as a blocking call
+    (``sync.list()``); `run` runs any other coroutine on the client's loop.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="jupyter-exec-client", daemon=True
+        )
+        self._thread.start()
+        self.client: ExecClient
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the client's loop and block for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @classmethod
+    def from_async(cls, make: Callable[[], Awaitable[ExecClient]]) -> SyncExecClient:
+        """Build the `ExecClient` with ``make()`` on a new loop thread (stopped on failure)."""
+        self = cls()
+
+        async def build() -> ExecClient:
+            return await make()
+
+        try:
+            self.client = self.run(build())
+        except BaseException:
+            self._stop_loop()
+            raise
+        return self
+
+    @classmethod
+    def connect(cls, url: str, token: str | None = None, **kwargs: Any) -> SyncExecClient:
+        return cls.from_async(lambda: ExecClient.connect(url, token, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+        if not asyncio.iscoroutinefunction(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self.run(method(*args, **kwargs))
+
+        return call
+
+    def events(self, process_id: str, after_seq: int = 0) -> Iterator[ProcessEvent]:
+        agen = self.client.events(process_id, after_seq)
+
+        async def next_event() -> ProcessEvent:
+            return await agen.__anext__()
+
+        try:
+            while True:
+                try:
+                    yield self.run(next_event())
+                except StopAsyncIteration:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                self.run(agen.aclose(), timeout=5)
+
+    def close(self) -> None:
+        """Close the client (an embedded one also stops its service), then the loop."""
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            self.run(self.client.close(), timeout=20)
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+    def __enter__(self) -> SyncExecClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

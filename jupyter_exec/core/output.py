@@ -1,0 +1,365 @@
+"""Per-process output: recent chunks in memory, every chunk in an append-only log.
+
+SPEC 6: `process/read` serves either transparently. The log is a sequence of
+records ``<seq:u64><stream:u8><len:u32><bytes>``; a sparse in-memory index (the
+seq and offset of the first record of every `INDEX_SPACING` bytes of log, so
+16 bytes per 64 KiB however small the chunks) finds a cursor with one bisect,
+then reads forward from there.
+A log that hits its cap or a full disk stops growing; from then on output
+lives only in memory and `failure`/`first_seq` tell the client what is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import struct
+from array import array
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..wire.schema import Chunk
+
+_HEADER = struct.Struct("<QBI")
+STREAM_CODES = {"stdout": 0, "stderr": 1, "pty": 2}
+STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
+#: What one retained chunk costs in memory beyond its payload (the Chunk, its
+#: bytes and int objects, the deque slot). Charged against `retained_bytes`, so
+#: a process writing one byte at a time cannot make 1 MiB cost 80 MiB.
+CHUNK_OVERHEAD = 128
+#: One index entry per this many bytes of log (see the module docstring).
+INDEX_SPACING = 64 * 1024
+#: How much log one pread fetches while scanning forward.
+_READ_WINDOW = 1 << 20
+
+
+class OutputStore:
+    """Output of one process; synchronous, owned by the registry's event loop."""
+
+    def __init__(self, log_path: Path | None, retained_bytes: int, log_bytes: int) -> None:
+        self.retained_bytes = retained_bytes
+        self._log_cap = log_bytes
+        self._memory: deque[Chunk] = deque()
+        self._memory_bytes = 0
+        self._index_seqs = array("q")
+        self._index_offsets = array("q")
+        self._last_logged_seq = 0
+        self._log_size = 0
+        self._log_fd: int | None = None
+        self._read_fd: int | None = None
+        self._log_path = log_path
+        self._dropped_upto = 0
+        self._evicted_upto = 0  # seq of the newest chunk memory let go
+        self.total_bytes = 0
+        self.failure: str | None = None
+        #: The log file is created at the first chunk: a process without output
+        #: (most short commands) never pays for creating a file.
+        self._log_pending = log_path is not None and log_bytes > 0
+
+    @classmethod
+    def recover(cls, log_path: Path, retained_bytes: int) -> OutputStore:
+        """A read-only store over a log a previous process wrote (the exec daemon's
+        successor): the index is rebuilt by one scan of the record headers."""
+        store = cls(None, retained_bytes, 0)
+        store._log_path = log_path
+        try:
+            fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return store  # no output was ever written
+        store._read_fd = fd
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset + _HEADER.size <= size:
+            seq, _, length = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
+            if offset + _HEADER.size + length > size:
+                break  # a torn tail: the writer died inside this record
+            if not store._index_offsets or offset - store._index_offsets[-1] >= INDEX_SPACING:
+                store._index_seqs.append(seq)
+                store._index_offsets.append(offset)
+            store._last_logged_seq = seq
+            store.total_bytes += length
+            offset += _HEADER.size + length
+        store._log_size = offset
+        store._evicted_upto = store._last_logged_seq  # nothing in memory: all from the log
+        return store
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq stored (0 when none)."""
+        return self._memory[-1].seq if self._memory else self._last_logged_seq
+
+    def _open_log(self) -> None:
+        self._log_pending = False
+        assert self._log_path is not None
+        try:
+            self._log_fd = os.open(
+                self._log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            self.failure = f"cannot open output log: {exc.strerror}"
+
+    @property
+    def first_seq(self) -> int:
+        """Lowest seq not dropped by a retention limit (SPEC 4 `firstSeq`)."""
+        return self._dropped_upto + 1
+
+    def append(self, seq: int, stream: str, data: bytes) -> None:
+        self.append_run(seq, stream, [data])
+
+    def append_run(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
+        """Chunks `first_seq`, `first_seq + 1`, ... of one stream, logged in one write."""
+        self._log(first_seq, stream, pieces)
+        for seq, data in enumerate(pieces, first_seq):
+            self.total_bytes += len(data)
+            self._memory.append(Chunk(seq, stream, data))
+            self._memory_bytes += len(data) + CHUNK_OVERHEAD
+        # The newest chunk always stays, even when it alone exceeds the budget.
+        while len(self._memory) > 1 and self._memory_bytes > self.retained_bytes:
+            old = self._memory.popleft()
+            self._memory_bytes -= len(old.data) + CHUNK_OVERHEAD
+            self._evicted_upto = old.seq
+            if not self._is_logged(old.seq):
+                self._dropped_upto = max(self._dropped_upto, old.seq)
+
+    def _is_logged(self, seq: int) -> bool:
+        # The log holds a prefix of the chunks: it only ever stops, never skips.
+        return seq <= self._last_logged_seq
+
+    def _log(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
+        if self._log_pending:
+            self._open_log()
+        if self._log_fd is None:
+            return
+        code = STREAM_CODES[stream]
+        parts: list[bytes] = []
+        run_len = 0
+        for seq, data in enumerate(pieces, first_seq):
+            record_len = _HEADER.size + len(data)
+            if self._log_size + run_len + record_len > self._log_cap:
+                break  # the log keeps the chunks that fit, as if they came one by one
+            parts += (_HEADER.pack(seq, code, len(data)), data)
+            run_len += record_len
+        fitting = pieces[: len(parts) // 2]
+        stop = (
+            None if len(fitting) == len(pieces) else f"reached its limit of {self._log_cap} bytes"
+        )
+        if not fitting:
+            self._stop_log(f"output log {stop}")
+            return
+        try:
+            written = os.writev(self._log_fd, parts)
+        except OSError as exc:
+            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+            self._stop_log(f"output log write failed ({reason})")
+            return
+        if written < run_len:
+            # The disk filled up inside this run: keep the records written whole
+            # and cut the torn one off, so the log holds whole records only.
+            fitting = _whole_records(fitting, written)
+            whole = sum(_HEADER.size + len(data) for data in fitting)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._log_fd, self._log_size + whole)
+            stop = "write failed (disk full)"
+        for seq, data in enumerate(fitting, first_seq):
+            if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
+                self._index_seqs.append(seq)
+                self._index_offsets.append(self._log_size)
+            self._log_size += _HEADER.size + len(data)
+        if fitting:
+            self._last_logged_seq = first_seq + len(fitting) - 1
+        if stop is not None:
+            self._stop_log(f"output log {stop}")
+
+    def _stop_log(self, why: str) -> None:
+        self.failure = f"{why}; later output is kept only in memory"
+        # What was logged stays readable through the same descriptor.
+        self._read_fd, self._log_fd = self._log_fd, None
+
+    def _reader_fd(self) -> int | None:
+        return self._log_fd if self._log_fd is not None else self._read_fd
+
+    def read(self, after_seq: int, max_bytes: int) -> list[Chunk]:
+        """Chunks with seq > after_seq in order, within max_bytes (at least one if any)."""
+        out: list[Chunk] = []
+        budget = max_bytes
+        # The log serves what memory no longer holds: seqs in (after_seq, mem_first).
+        if self.needs_log(after_seq):
+            mem_first = self._memory[0].seq if self._memory else None
+            fd = self._reader_fd()
+            if fd is None:
+                return out
+            out, full = self._log_range(after_seq, mem_first, budget).read_fd(fd)
+            if full:
+                return out
+            budget -= sum(len(c.data) for c in out)
+        for chunk in self._memory:
+            if chunk.seq <= after_seq:
+                continue
+            if out and len(chunk.data) > budget:
+                break
+            out.append(chunk)
+            budget -= len(chunk.data)
+        return out
+
+    def needs_log(self, after_seq: int) -> bool:
+        """Whether the next chunk after `after_seq` is no longer in memory, only in the log.
+
+        Memory let go of every chunk up to `_evicted_upto`; the log holds every
+        chunk up to `_last_logged_seq`. (Seqs have holes: exited/closed take
+        some, so `after_seq + 1 < first in memory` alone does not say.)
+        """
+        return min(self._evicted_upto, self._last_logged_seq) > after_seq
+
+    def take_memory(
+        self, after_seq: int, stop_seq: int | None, budget: int
+    ) -> tuple[list[Chunk], bool]:
+        """Retained chunks with after_seq < seq < stop_seq within budget; True if cut short.
+
+        For cursors (`outbox`): found by position, not by a scan, because the
+        seqs in memory are consecutive but for the few taken by exited/closed.
+        """
+        memory = self._memory
+        if not memory:
+            return [], False
+        j = min(len(memory), max(0, after_seq + 1 - memory[0].seq))
+        while j > 0 and memory[j - 1].seq > after_seq:
+            j -= 1
+        out: list[Chunk] = []
+        while j < len(memory):
+            chunk = memory[j]
+            if stop_seq is not None and chunk.seq >= stop_seq:
+                return out, False
+            if out and len(chunk.data) > budget:
+                return out, True
+            out.append(chunk)
+            budget -= len(chunk.data)
+            j += 1
+        return out, False
+
+    def log_range(self, after_seq: int, stop_seq: int | None, budget: int) -> LogRange | None:
+        """What a cursor at `after_seq` needs from the log, to read off the event loop.
+
+        None when the next chunk is in memory. The range is fixed now (records
+        already written, below `stop_seq` and below what memory holds), and
+        `LogRange.read` opens the file itself, so a thread can read it while
+        the loop appends, even after the store is closed (it then finds nothing).
+        """
+        if self._log_path is None or not self.needs_log(after_seq):
+            return None
+        if self._memory and (stop_seq is None or self._memory[0].seq < stop_seq):
+            stop_seq = self._memory[0].seq
+        return self._log_range(after_seq, stop_seq, budget)
+
+    def _log_range(self, after_seq: int, stop_seq: int | None, budget: int) -> LogRange:
+        k = max(0, bisect_right(self._index_seqs, after_seq) - 1)
+        start = self._index_offsets[k] if self._index_offsets else 0
+        assert self._log_path is not None
+        return LogRange(self._log_path, start, self._log_size, after_seq, stop_seq, budget)
+
+    def close(self, remove: bool) -> None:
+        for fd in (self._log_fd, self._read_fd):
+            if fd is not None:
+                os.close(fd)
+        self._log_fd = self._read_fd = None
+        if remove and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+
+
+@dataclass(slots=True, frozen=True)
+class LogRange:
+    """Records of one log between two offsets, filtered by seq; safe to read in a thread."""
+
+    path: Path
+    start: int
+    end: int
+    after_seq: int
+    stop_seq: int | None
+    budget: int
+
+    def read(self) -> tuple[list[Chunk], bool]:
+        """Chunks (after_seq, stop_seq) within budget; True if cut short. [] if the log is gone."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # removed with its process
+            return [], False
+        try:
+            return self.read_fd(fd)
+        except OSError:  # an I/O error: what it cannot read stays unread, like the log's tail
+            return [], False
+        finally:
+            os.close(fd)
+
+    def read_cached(self) -> tuple[list[Chunk], bool] | None:
+        """`read` without blocking: None unless the page cache holds it all (RWF_NOWAIT).
+
+        Recent output usually is still cached, so a lagging client is served
+        inline, without a thread hop per MiB; the rest is read in a thread.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return self.read_fd(fd, _pread_cached)
+        except OSError:  # not cached, not supported here, or an error `read` will meet
+            return None
+        finally:
+            os.close(fd)
+
+    def read_fd(
+        self, fd: int, pread: Callable[[int, int, int], bytes] = os.pread
+    ) -> tuple[list[Chunk], bool]:
+        out: list[Chunk] = []
+        size = 0
+        offset = self.start
+        while offset < self.end:
+            blob = pread(fd, min(_READ_WINDOW, self.end - offset), offset)
+            pos = 0
+            while pos + _HEADER.size <= len(blob):
+                seq, code, length = _HEADER.unpack_from(blob, pos)
+                end = pos + _HEADER.size + length
+                if end > len(blob):
+                    if pos > 0:
+                        break  # the next window starts with this record
+                    blob = pread(fd, end, offset)  # one record larger than the window
+                    if end > len(blob):
+                        break  # the file is shorter than its index says
+                    continue
+                if self.stop_seq is not None and seq >= self.stop_seq:
+                    return out, False
+                if seq > self.after_seq:
+                    if out and size + length > self.budget:
+                        return out, True
+                    out.append(Chunk(seq, STREAM_NAMES[code], blob[pos + _HEADER.size : end]))
+                    size += length
+                pos = end
+            if pos == 0:
+                break  # a torn tail: nothing more to read
+            offset += pos
+        return out, False
+
+
+def _whole_records(pieces: list[bytes], written: int) -> list[bytes]:
+    """The pieces whose records a short write of `written` bytes left whole."""
+    end = 0
+    for count, data in enumerate(pieces):
+        end += _HEADER.size + len(data)
+        if end > written:
+            return pieces[:count]
+    return pieces
+
+
+def _pread_cached(fd: int, size: int, offset: int) -> bytes:
+    """`os.pread` that raises BlockingIOError unless all of it is in the page cache."""
+    buf = bytearray(size)
+    if os.preadv(fd, [buf], offset, os.RWF_NOWAIT) < size:
+        raise BlockingIOError("not all cached")  # or the file is shorter: `read` decides
+    return bytes(buf)

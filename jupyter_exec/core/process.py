@@ -1,0 +1,379 @@
+"""One managed process: seq numbering, output capture, stdin, exit and close, termination.
+
+Ordering (SPEC 5) follows from one rule: every event gets its seq and is
+published synchronously on the event loop, and `exited` is published only
+after the child's pipes/PTY have been drained (or reached end of file), so
+output the child wrote before it died always has a lower seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..wire.events import ClosedEvent, Event, ExitedEvent, OutputEvent, SeqEvent
+from ..wire.models import Lifetime, ProcessInfo, ProcessState, exit_status
+from ..wire.protocol import Limits
+from . import limits as _limits
+from .child import Child
+from .output import OutputStore
+from .proctree import ProcessRef, descendant_processes, kill_verified, marked_processes
+
+#: Largest `process/output` chunk. Measured with bench/run.py: 32 KiB chunks
+#: reach clients faster than 8-16 KiB (per-message cost) or 64-128 KiB (a
+#: client parses big JSON lines slower, and a tty echo waits behind a bigger
+#: chunk of a flood).
+CHUNK_BYTES = 32 * 1024
+#: Largest read from a child: under a flood one read (one wake-up, one log
+#: write) yields several chunks, which costs less CPU per byte.
+READ_SIZE = 4 * CHUNK_BYTES
+#: After the child is reaped, how long to wait for its streams to reach EOF
+#: before publishing `exited` (a PTY delivers the last bytes asynchronously).
+EXIT_SETTLE_SECONDS = 0.05
+_DRAIN_LIMIT = 4 << 20
+#: Grace of a `timeoutMs` termination, as `process/terminate`'s default.
+TIMEOUT_GRACE_SECONDS = 3.0
+
+
+@dataclass
+class ProcessSetup:
+    """What a process was started with (no environment: it is never listed)."""
+
+    process_id: str
+    argv: list[str]
+    cwd: str
+    tty: bool
+    pipe_stdin: bool
+    label: str | None
+    lifetime: Lifetime
+    owner: str | None
+    marker: str
+    timeout_ms: int | None = None
+    limits: Limits | None = None
+
+
+class ManagedProcess:
+    def __init__(
+        self,
+        setup: ProcessSetup,
+        child: Child,
+        store: OutputStore,
+        publish: Callable[[Event], None],
+        on_closed: Callable[[ManagedProcess], None],
+    ) -> None:
+        self.setup = setup
+        self.id = setup.process_id
+        self.child = child
+        self.store = store
+        self._publish = publish
+        self._on_closed = on_closed
+        self._loop = asyncio.get_running_loop()
+        self.state: ProcessState = "running"
+        self.started_at = _now_ms()
+        self.exited_at: int | None = None
+        self.exit_code: int | None = None
+        self.signal: str | None = None
+        self._last_seq = 0
+        self._changed = asyncio.Event()
+        self.exited = asyncio.Event()
+        self.closed = asyncio.Event()
+        self._exit_status: tuple[int, str | None] = (0, None)
+        self._settle: asyncio.TimerHandle | None = None
+        self._stdin_buffer = bytearray()
+        self._eof_requested = False
+        self._write_ids: set[str | int] = set()
+        self.terminating: asyncio.Task[None] | None = None
+        #: Kept so a late subscriber gets them replayed in seq order.
+        self.exited_event: ExitedEvent | None = None
+        self.closed_event: ClosedEvent | None = None
+        self.timed_out = False
+        self.limit_exceeded: str | None = None
+        self._timeout: asyncio.TimerHandle | None = None
+        if setup.timeout_ms is not None:
+            self._timeout = self._loop.call_later(setup.timeout_ms / 1000, self._on_timeout)
+        for fd in child.outputs:
+            self._loop.add_reader(fd, self._on_readable, fd)
+        self._loop.add_reader(child.pidfd, self._on_pidfd)
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    @property
+    def next_seq(self) -> int:
+        return self._last_seq + 1
+
+    def info(self) -> ProcessInfo:
+        s = self.setup
+        return ProcessInfo(
+            process_id=s.process_id,
+            argv=s.argv,
+            cwd=s.cwd,
+            tty=s.tty,
+            pid=self.pid,
+            label=s.label,
+            lifetime=s.lifetime,
+            state=self.state,
+            started_at=self.started_at,
+            exited_at=self.exited_at,
+            exit_code=self.exit_code,
+            signal=self.signal,
+            next_seq=self.next_seq,
+            first_seq=self.store.first_seq,
+            output_bytes=self.store.total_bytes,
+            failure=self.store.failure,
+            pipe_stdin=s.pipe_stdin,
+            timeout_ms=s.timeout_ms,
+            timed_out=self.timed_out,
+            limits=_limits.wire(s.limits),
+            limit_exceeded=self.limit_exceeded,
+        )
+
+    def replay(self, after_seq: int) -> list[SeqEvent]:
+        """Retained events after `after_seq` in seq order: output, then exited/closed."""
+        events: list[SeqEvent] = [
+            OutputEvent(self.id, c.seq, c.stream, c.data)
+            for c in self.store.read(after_seq, self.store.retained_bytes)
+        ]
+        for end in (self.exited_event, self.closed_event):
+            if end is not None and end.seq > after_seq:
+                events.append(end)
+        events.sort(key=lambda e: e.seq)
+        return events
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next seq-numbered event (for long-poll reads)."""
+        return self._changed
+
+    def _take_seq(self) -> int:
+        self._last_seq += 1
+        return self._last_seq
+
+    def _event_published(self, event: Event) -> None:
+        self._publish(event)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- output --------------------------------------------------------------
+
+    def _on_readable(self, fd: int) -> None:
+        self._read_once(fd)
+
+    def _read_once(self, fd: int) -> int:
+        """Read one chunk; returns its size, 0 at EOF, -1 when nothing is ready."""
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return -1
+        except OSError:  # EIO: the PTY's last slave closed
+            data = b""
+        if not data:
+            self._stream_eof(fd)
+            return 0
+        stream = self.child.outputs[fd]
+        pieces = _split(data)
+        first = self._last_seq + 1
+        self._last_seq += len(pieces)
+        self.store.append_run(first, stream, pieces)
+        for seq, piece in enumerate(pieces, first):
+            self._event_published(OutputEvent(self.id, seq, stream, piece))
+        return len(data)
+
+    def _drain(self) -> None:
+        for fd in list(self.child.outputs):
+            budget = _DRAIN_LIMIT
+            while budget > 0:
+                n = self._read_once(fd)
+                if n <= 0:
+                    break
+                budget -= n
+
+    def _stream_eof(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        self.child.close_output(fd)
+        if not self.child.reaped or self.child.outputs:
+            return
+        if self.state == "running":
+            self._publish_exit()
+        elif self.state == "exited":
+            self._publish_closed()
+
+    # -- exit and close --------------------------------------------------------
+
+    def _on_pidfd(self) -> None:
+        status = self.child.reap()
+        if status is None:
+            return
+        self._loop.remove_reader(self.child.pidfd)
+        self._exit_status = exit_status(status)
+        self._drain()
+        if self.state == "running":
+            if self.child.outputs:
+                self._settle = self._loop.call_later(EXIT_SETTLE_SECONDS, self._settled)
+            else:
+                self._publish_exit()
+
+    def _settled(self) -> None:
+        self._drain()
+        if self.state == "running":
+            self._publish_exit()
+
+    def _publish_exit(self) -> None:
+        if self._settle is not None:
+            self._settle.cancel()
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self.exit_code, self.signal = self._exit_status
+        self.exited_at = _now_ms()
+        self.state = "exited"
+        signum = self.exit_code - 128 if self.signal is not None else None
+        self.limit_exceeded = _limits.exceeded(self.setup.limits, signum, self.child.cpu_seconds)
+        self._stdin_buffer.clear()
+        self._stop_stdin()
+        self.exited_event = ExitedEvent(
+            self.id,
+            self._take_seq(),
+            self.exit_code,
+            self.signal,
+            timed_out=self.timed_out,
+            limit_exceeded=self.limit_exceeded,
+        )
+        self._event_published(self.exited_event)
+        self.exited.set()
+        if not self.child.outputs:
+            self._publish_closed()
+
+    def _publish_closed(self) -> None:
+        self.state = "closed"
+        self.child.close()
+        self.closed_event = ClosedEvent(self.id, self._take_seq())
+        self._event_published(self.closed_event)
+        self.closed.set()
+        self._on_closed(self)
+
+    # -- stdin ---------------------------------------------------------------
+
+    def write(self, data: bytes, eof: bool, write_id: str | int | None) -> str:
+        """Queue bytes for the child's stdin (SPEC 4 `process/write` statuses)."""
+        if self.state != "running" or self.child.stdin_fd is None or self._eof_requested:
+            return "stdinClosed"
+        if write_id is not None:
+            if write_id in self._write_ids:
+                return "accepted"
+            self._write_ids.add(write_id)
+        self._stdin_buffer += data
+        if eof:
+            if self.child.tty:
+                self._stdin_buffer += b"\x04"
+            else:
+                self._eof_requested = True
+        self._flush_stdin()
+        return "accepted"
+
+    def _flush_stdin(self) -> None:
+        fd = self.child.stdin_fd
+        if fd is None:
+            return
+        while self._stdin_buffer:
+            try:
+                n = os.write(fd, self._stdin_buffer)
+            except BlockingIOError:
+                self._loop.add_writer(fd, self._flush_stdin)
+                return
+            except OSError:  # EPIPE: the child closed its stdin
+                self._stdin_buffer.clear()
+                self._stop_stdin()
+                return
+            del self._stdin_buffer[:n]
+        self._loop.remove_writer(fd)
+        if self._eof_requested:
+            self._stop_stdin()
+
+    def _stop_stdin(self) -> None:
+        fd = self.child.stdin_fd
+        if fd is not None:
+            self._loop.remove_writer(fd)
+            if not self.child.tty:
+                self.child.close_stdin()
+
+    # -- signals and termination ----------------------------------------------
+
+    def _on_timeout(self) -> None:
+        """`timeoutMs` passed: terminate as `process/terminate` does; the exit says why."""
+        self._timeout = None
+        if self.state == "running" and self.terminating is None:
+            self.timed_out = True
+            self.terminate(TIMEOUT_GRACE_SECONDS)
+
+    def send_signal(self, signum: int) -> None:
+        if self.state == "running":
+            self.child.signal_group(signum)
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.state == "running":
+            self.child.resize(rows, cols)
+
+    def terminate(self, grace_seconds: float) -> None:
+        """SIGTERM now, SIGKILL to the whole tree after the grace period (SPEC 4)."""
+        if self.terminating is not None:
+            return
+        self.child.signal_group(signal.SIGTERM)
+        self.terminating = asyncio.create_task(self._escalate(grace_seconds))
+
+    def _tree(self) -> set[ProcessRef] | None:
+        """The descendants still alive, each with its identity; None if /proc cannot be read."""
+        try:
+            found = marked_processes(self.setup.marker)
+            if not self.child.reaped:
+                found |= descendant_processes(self.child.ref)
+        except OSError:  # out of descriptors
+            return None
+        return found
+
+    def _kill_tree(self, signum: int) -> bool:
+        """Signal every verified descendant (in a worker thread); False once none is left."""
+        found = self._tree()
+        if found is None:
+            return True  # unknown: keep escalating
+        kill_verified(found, signum)
+        return bool(found)
+
+    async def _escalate(self, grace_seconds: float) -> None:
+        await asyncio.to_thread(self._kill_tree, signal.SIGTERM)
+        deadline = self._loop.time() + grace_seconds
+        pause = 0.01
+        while self._loop.time() < deadline:
+            # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.exited.wait(), min(pause, deadline - self._loop.time()))
+            if self.child.reaped and not await asyncio.to_thread(self._tree):
+                return
+            pause = min(pause * 2, 0.1)
+        for _ in range(200):  # a fork bomb may need several rounds
+            self.child.signal_group(signal.SIGKILL)  # a no-op once reaped
+            left = await asyncio.to_thread(self._kill_tree, signal.SIGKILL)
+            if not left and self.child.reaped:
+                return
+            await asyncio.sleep(0.01)
+
+    def discard(self) -> None:
+        """Release the log (the registry removed this process)."""
+        self.store.close(remove=True)
+
+
+def _split(data: bytes) -> list[bytes]:
+    """One read as chunks of at most `CHUNK_BYTES`."""
+    if len(data) <= CHUNK_BYTES:
+        return [data]
+    return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

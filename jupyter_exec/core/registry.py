@@ -1,0 +1,383 @@
+"""The process registry: start, look up, read, write, signal, terminate, remove.
+
+asyncio only: no tornado, no traitlets, no IPython. Transports reach it through
+`dispatch`; it publishes events to listeners and never knows who they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..wire.errors import (
+    InvalidParamsError,
+    InvalidRequestError,
+    ProcessExistsError,
+    TooManyProcessesError,
+    UnknownProcessError,
+)
+from ..wire.events import Event, RemovedEvent, StartedEvent
+from ..wire.models import Lifetime, ProcessInfo
+from ..wire.protocol import ReadParams, StartParams
+from ..wire.schema import Chunk
+from . import limits
+from .child import ChildSpec, build_env, resolve_cwd, resolve_program, spawn
+from .output import OutputStore
+from .process import ManagedProcess, ProcessSetup
+from .proctree import MARKER_VAR, kill_verified, marked_processes
+
+#: A long-poll never waits longer than this, whatever `waitMs` asks.
+MAX_WAIT_SECONDS = 3600.0
+#: Descriptors a start needs (stdout, stderr, stdin, pidfd, log, a spare), and
+#: how many stay free for sockets, /proc scans and log reads whatever runs.
+FDS_PER_PROCESS = 6
+FD_RESERVE = 64
+
+
+@dataclass
+class RegistryConfig:
+    """Limits of SPEC 3 and 6; the Jupyter app maps its traits onto these."""
+
+    root_dir: Path = field(default_factory=Path.cwd)
+    retained_bytes_per_process: int = 1 << 20
+    log_bytes_per_process: int = 1 << 30
+    log_dir: Path | None = None
+    exited_retention_seconds: float = 600.0
+    max_processes: int = 256
+    #: Cap of one `process/read` response when the client gives no `maxBytes`,
+    #: so a response stays far below `max_message_bytes` after base64.
+    max_read_bytes: int = 4 << 20
+    #: Logs go straight into `log_dir` and survive a crash of this process (the
+    #: guardian kills the children but keeps the logs), for the next registry
+    #: to list (the exec daemon, daemon/persist.py).
+    durable_logs: bool = False
+    #: Keep `process/start` cwds and every `fs/*` path inside `root_dir` (confinement.py);
+    #: off by default: file access agrees with process access (SPEC 4).
+    confine_to_root: bool = False
+
+
+@dataclass
+class ReadOutcome:
+    chunks: list[Chunk]
+    next_seq: int
+    info: ProcessInfo
+    matched: bool | None
+
+
+class Registry:
+    def __init__(self, config: RegistryConfig | None = None) -> None:
+        self.config = config or RegistryConfig()
+        self.id = uuid.uuid4().hex[:12]
+        self._procs: dict[str, ManagedProcess] = {}
+        self._listeners: list[Callable[[Event], None]] = []
+        self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._log_dir: Path | None = None
+        self._guardian: object | None = None
+        self._closing = False
+        self._fd_limit = raise_fd_limit()
+
+    # -- listeners ------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[Event], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _publish(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- lookup ---------------------------------------------------------------
+
+    def get(self, process_id: str) -> ManagedProcess:
+        try:
+            return self._procs[process_id]
+        except KeyError:
+            raise UnknownProcessError(process_id) from None
+
+    def find(self, process_id: str) -> ManagedProcess | None:
+        return self._procs.get(process_id)
+
+    def list_processes(self) -> list[ProcessInfo]:
+        return [p.info() for p in self._procs.values()]
+
+    def running(self) -> list[ManagedProcess]:
+        return [p for p in self._procs.values() if p.state == "running"]
+
+    # -- start ----------------------------------------------------------------
+
+    def start(
+        self, params: StartParams, owner: str | None, default_lifetime: Lifetime
+    ) -> ProcessInfo:
+        """Spawn a child synchronously: no event of it can be published before this returns."""
+        if self._closing:
+            raise InvalidRequestError("the server is shutting down")
+        if params.process_id in self._procs:
+            raise ProcessExistsError(params.process_id)
+        if len(self.running()) >= self.config.max_processes:
+            raise TooManyProcessesError(self.config.max_processes)
+        if self._near_fd_limit() and _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
+            raise InvalidRequestError(
+                f"too many open files to start another process (limit {self._fd_limit}: "
+                "raise `ulimit -n` or lower max_processes)"
+            )
+        cwd = resolve_cwd(params.cwd, self.config.root_dir, self.config.confine_to_root)
+        env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
+        if params.tty and "TERM" not in (params.env or {}):
+            env["TERM"] = "xterm-256color"  # SPEC 4: not the server's own TERM
+        marker = f"{self.id}/{uuid.uuid4().hex[:12]}"
+        env[MARKER_VAR] = marker
+        executable = resolve_program(params.argv[0], cwd, env)
+        argv = list(params.argv)
+        if params.arg0 is not None:
+            argv[0] = params.arg0
+        size = params.size
+        spec = ChildSpec(
+            executable, argv, cwd, env, params.tty, params.pipe_stdin,
+            rows=size.rows if size else 24, cols=size.cols if size else 80,
+            preexec=limits.preexec(params.limits),
+        )  # fmt: skip
+        log_dir = self._ensure_log_dir()
+        try:
+            child = spawn(spec)
+        except OSError as exc:
+            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {exc.strerror}") from None
+        store = OutputStore(
+            log_dir / f"{uuid.uuid4().hex}.log",
+            self.config.retained_bytes_per_process,
+            self.config.log_bytes_per_process,
+        )
+        setup = ProcessSetup(
+            process_id=params.process_id,
+            argv=list(params.argv),
+            cwd=cwd,
+            tty=params.tty,
+            pipe_stdin=params.pipe_stdin,
+            label=params.label or _label_from_metadata(params.metadata),
+            lifetime=params.lifetime or default_lifetime,
+            owner=owner,
+            marker=marker,
+            timeout_ms=params.timeout_ms,
+            limits=params.limits,
+        )
+        proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
+        self._procs[proc.id] = proc
+        info = proc.info()
+        # SPEC 1: the start response goes out before any notification of the process.
+        # The response is queued in this same loop step; this runs in the next one,
+        # still before any output callback of the child.
+        asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
+        return info
+
+    def _near_fd_limit(self) -> bool:
+        """Whether counting descriptors is worth its cost (a /proc listing) on this start."""
+        ours = len(self._procs) * FDS_PER_PROCESS
+        return self._fd_limit < 4096 or ours > self._fd_limit // 4
+
+    def _ensure_log_dir(self) -> Path:
+        if self._log_dir is None:
+            parent = self.config.log_dir
+            if parent is not None:
+                parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.config.durable_logs and parent is not None:
+                self._log_dir = parent
+            else:
+                self._log_dir = Path(tempfile.mkdtemp(prefix="jupyter-exec-", dir=parent))
+            from .guardian import start_guardian
+
+            self._guardian = start_guardian(self.id, self._log_dir, self.config.durable_logs)
+        return self._log_dir
+
+    def adopt(self, proc: ManagedProcess) -> None:
+        """Take in a process a previous registry left (daemon/persist.py); it is kept
+        for `exited_retention_seconds` like any finished process."""
+        self._procs[proc.id] = proc
+        self._schedule_removal(proc)
+
+    # -- read -----------------------------------------------------------------
+
+    async def read(self, params: ReadParams) -> ReadOutcome:
+        """SPEC 4 `process/read`: chunks after a cursor, long-poll, pattern, idle wait.
+
+        With `untilIdleMs` the read does not return at the first chunk: it
+        waits (within `waitMs`) for a first chunk after `afterSeq`, then returns
+        once no further chunk came for `untilIdleMs`; chunks already there when
+        the call came count as arriving at the call. That answers a REPL: the
+        reply to a line may be slow to start, then comes in bursts.
+        """
+        proc = self.get(params.process_id)
+        pattern = params.compiled_pattern()
+        budget = self.config.max_read_bytes
+        if params.max_bytes is not None:
+            budget = min(params.max_bytes, budget)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(params.wait_ms / 1000, MAX_WAIT_SECONDS)
+        idle = params.until_idle_ms / 1000 if params.until_idle_ms is not None else None
+        last_seq, quiet_at = params.after_seq, deadline
+        while True:
+            changed = proc.changed()
+            chunks = proc.store.read(params.after_seq, budget)
+            matched: bool | None = None
+            if pattern is not None:
+                matched, chunks = _match(pattern, chunks)
+            done = bool(chunks) if pattern is None else bool(matched)
+            if idle is not None and chunks and not matched:
+                if chunks[-1].seq != last_seq:  # new output: the idle clock restarts
+                    last_seq, quiet_at = chunks[-1].seq, loop.time() + idle
+                full = chunks[-1].seq < proc.next_seq - 1 and proc.state == "running"
+                done = full or loop.time() >= quiet_at
+            remaining = min(deadline, quiet_at) - loop.time()
+            if done or proc.state != "running" or remaining <= 0:
+                next_seq = chunks[-1].seq + 1 if chunks else proc.next_seq
+                return ReadOutcome(chunks, next_seq, proc.info(), matched)
+            # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    # -- stdin, signals, resize -------------------------------------------------
+
+    def write(self, process_id: str, data: bytes, eof: bool, write_id: str | int | None) -> str:
+        proc = self.find(process_id)
+        if proc is None:
+            return "unknownProcess"
+        return proc.write(data, eof, write_id)
+
+    def signal(self, process_id: str, signum: int) -> None:
+        self.get(process_id).send_signal(signum)
+
+    def resize(self, process_id: str, rows: int, cols: int) -> None:
+        proc = self.get(process_id)
+        if not proc.setup.tty:
+            raise InvalidRequestError(f"process {process_id} is not a tty process")
+        proc.resize(rows, cols)
+
+    # -- terminate and remove ---------------------------------------------------
+
+    def terminate(self, process_id: str, grace_seconds: float) -> bool:
+        proc = self.find(process_id)
+        if proc is None or proc.state != "running":
+            return False
+        proc.terminate(grace_seconds)
+        return True
+
+    def terminate_owned_by(self, owner: str) -> None:
+        """End every `lifetime: connection` process of a session that is gone (SPEC 3)."""
+        for proc in self.running():
+            if proc.setup.lifetime == "connection" and proc.setup.owner == owner:
+                proc.terminate(3.0)
+
+    async def remove(self, process_id: str, grace_seconds: float = 3.0) -> None:
+        """Terminate if running, wait for close, then forget it (REST DELETE)."""
+        proc = self.get(process_id)
+        if proc.state == "running":
+            proc.terminate(grace_seconds)
+        with contextlib.suppress(asyncio.TimeoutError):  # not TimeoutError: see `read`
+            await asyncio.wait_for(proc.closed.wait(), grace_seconds + 5)
+        self._remove(process_id)
+
+    def _schedule_removal(self, proc: ManagedProcess) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.config.exited_retention_seconds
+        self._removals[proc.id] = loop.call_later(delay, self._remove, proc.id)
+
+    def _remove(self, process_id: str) -> None:
+        handle = self._removals.pop(process_id, None)
+        if handle is not None:
+            handle.cancel()
+        proc = self._procs.pop(process_id, None)
+        if proc is not None:
+            proc.discard()
+            self._publish(RemovedEvent(process_id))
+
+    async def aclose(self, grace_seconds: float = 2.0) -> None:
+        """Terminate and await every process, kill any stray descendant, delete logs."""
+        self._closing = True
+        running = self.running()
+        for proc in running:
+            proc.terminate(grace_seconds)
+        # Every termination still under way, also of processes that exited meanwhile
+        # (a `timeoutMs` one): each is a task this registry owns.
+        tasks = [p.terminating for p in self._procs.values() if p.terminating is not None]
+        try:
+            if tasks:
+                await asyncio.wait(tasks, timeout=grace_seconds + 5)
+        finally:
+            with contextlib.suppress(OSError):  # out of descriptors: the guardian will
+                kill_verified(marked_processes(f"{self.id}/", prefix=True), signal.SIGKILL)
+            for handle in self._removals.values():
+                handle.cancel()
+            self._removals.clear()
+            for proc in self._procs.values():
+                proc.discard()
+            self._procs.clear()
+            if self._log_dir is not None:
+                shutil.rmtree(self._log_dir, ignore_errors=True)
+            from .guardian import stop_guardian
+
+            stop_guardian(self._guardian)
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit and return the soft limit in force.
+
+    Many systems start processes at 1024 descriptors; each child costs about five
+    (pipes, pidfd, log), so about 190 processes would exhaust it (bench/load.py).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except FileNotFoundError:  # no /proc: no check
+        return 0
+    except OSError:  # no descriptor left to list it with
+        return 1 << 30
+
+
+def _label_from_metadata(metadata: dict[str, object] | None) -> str | None:
+    if metadata and isinstance(metadata.get("toolCallId"), str):
+        return f"codex: {metadata['toolCallId']}"
+    return None
+
+
+def _match(pattern: object, chunks: list[Chunk]) -> tuple[bool, list[Chunk]]:
+    """Match across chunk boundaries; keep chunks up to the one completing the match."""
+    import codecs
+    import re
+
+    assert isinstance(pattern, re.Pattern)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text_parts: list[str] = []
+    ends: list[int] = []
+    total = 0
+    for chunk in chunks:
+        part = decoder.decode(chunk.data)
+        text_parts.append(part)
+        total += len(part)
+        ends.append(total)
+    found = pattern.search("".join(text_parts))
+    if found is None:
+        return False, chunks
+    for i, end in enumerate(ends):
+        if end >= found.end():
+            return True, chunks[: i + 1]
+    return True, chunks

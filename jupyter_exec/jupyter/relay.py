@@ -1,0 +1,139 @@
+"""The Jupyter server's link to its exec daemon (SPEC 3 Durability).
+
+The extension authenticates and authorizes each websocket, then hands the
+client's socket to the daemon, which serves it directly (daemon/handover.py).
+Where it cannot (TLS, `relay_websockets`, an older daemon) the websocket is
+relayed 1:1 to a daemon connection (handlers.py): lines from the daemon go
+out as text frames unparsed, frames in go down as lines, and each side waits
+for the other's drain before reading more, so flow control holds end to end.
+The REST mirror and activity reporting use one shared daemon connection.
+No tornado here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..client.exec_client import ExecClient
+from ..client.unix_transport import (
+    DaemonStreams,
+    connect_daemon,
+    hand_over,
+    open_daemon,
+    open_handover,
+)
+from ..config import ExecConfig
+from ..daemon import paths
+from ..daemon.start import ensure_daemon, listening
+from ..wire.lines import as_line
+
+log = logging.getLogger(__name__)
+
+#: How long `shutdown` waits for the daemon to stop its processes and exit.
+SHUTDOWN_TIMEOUT = 60.0
+
+
+class DaemonLink:
+    """Starts the daemon on first use, reconnects after it exited (idle), stops it on demand."""
+
+    def __init__(self, runtime_dir: Path, config: ExecConfig) -> None:
+        self.runtime_dir = runtime_dir
+        self.config = config
+        self._client: ExecClient | None = None
+        self._hold: DaemonStreams | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def socket_path(self) -> Path:
+        return paths.socket_path(self.runtime_dir)
+
+    async def _ensure(self) -> Path:
+        path = await asyncio.to_thread(ensure_daemon, self.runtime_dir, self.config)
+        if self.config.stop_processes_on_shutdown and (
+            self._hold is None or self._hold.reader.at_eof()
+        ):
+            # The daemon stops everything when this connection closes, however we die.
+            self._hold = await open_daemon(path, stop_on_close=True)
+        return path
+
+    async def open(self, allowed_actions: frozenset[str]) -> DaemonStreams:
+        """A fresh daemon connection for one websocket client."""
+        try:
+            return await open_daemon(await self._ensure(), allowed_actions)
+        except OSError:  # it exited (idle) between our check and connect: start it again
+            return await open_daemon(await self._ensure(), allowed_actions)
+
+    async def handover_channel(self) -> socket.socket | None:
+        """A connection to the daemon's handover socket (None: relay instead)."""
+        await self._ensure()
+        return await asyncio.to_thread(open_handover, paths.handover_path(self.runtime_dir))
+
+    async def hand_over(
+        self,
+        channel: socket.socket,
+        client: socket.socket,
+        request_head: bytes,
+        allowed_actions: Iterable[str],
+    ) -> None:
+        """Pass a client's upgraded-to-be socket to the daemon, which serves it from here on."""
+        await asyncio.to_thread(hand_over, channel, client, request_head, allowed_actions)
+
+    async def connect_client(self, client_name: str) -> ExecClient:
+        """A connection of its own (the MCP endpoint), the daemon started if needed."""
+        return await connect_daemon(await self._ensure(), client_name=client_name)
+
+    async def request(self, method: str, params: Any = None) -> Any:
+        """One call on the shared connection (REST mirror), reconnecting if it was lost."""
+        async with self._lock:
+            if self._client is None or self._client.closed:
+                path = await self._ensure()
+                self._client = await connect_daemon(path, client_name="jupyter-exec-rest")
+            client = self._client
+        return await client.request(method, params)
+
+    async def any_running(self) -> bool:
+        """For activity reporting: never starts a daemon just to ask."""
+        if not await asyncio.to_thread(listening, self.socket_path):
+            return False
+        listed = await self.request("process/list", {})
+        return any(p["state"] == "running" for p in listed["processes"])
+
+    async def shutdown(self) -> bool:
+        """Stop every process and the daemon; False if none was running."""
+        stopped = await stop_daemon(self.socket_path)
+        await self.aclose()
+        return stopped
+
+    async def aclose(self) -> None:
+        """Let go of the daemon (it keeps running unless a hold asked otherwise)."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._hold is not None:
+            self._hold.writer.close()
+            self._hold = None
+
+
+async def stop_daemon(path: Path, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+    """`daemon/shutdown`, then wait until the daemon closed us (its processes are gone)."""
+    if not await asyncio.to_thread(listening, path):
+        return False
+    streams = await open_daemon(path, {"read", "execute"})
+    for message in (
+        {"id": 1, "method": "initialize", "params": {"clientName": "jupyter-exec-shutdown"}},
+        {"method": "initialized"},
+        {"id": 2, "method": "daemon/shutdown", "params": {}},
+    ):
+        streams.writer.write(as_line(json.dumps({"jsonrpc": "2.0", **message})))
+    await streams.writer.drain()
+    with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+        await asyncio.wait_for(streams.reader.read(), timeout)
+    streams.writer.close()
+    return True

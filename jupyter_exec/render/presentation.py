@@ -1,0 +1,144 @@
+"""How a process is shown as text: status lines, exit endings, ``ps`` tables.
+
+Shared by the CLI, the magics, the handle and the live view. Plain functions
+over :class:`~jupyter_exec.wire.models.ProcessInfo`, no I/O; HTML versions are in
+:mod:`jupyter_exec.render.html_render`, the terminal emulator in
+:mod:`jupyter_exec.render.terminal`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal as _signal
+import time
+from typing import TYPE_CHECKING
+
+from ..wire.models import ProcessInfo
+
+if TYPE_CHECKING:
+    from .terminal import TerminalLog
+
+__all__ = [
+    "PS_HEADER",
+    "ending",
+    "format_duration",
+    "format_status",
+    "one_line",
+    "process_runtime",
+    "ps_rows",
+    "ps_text",
+    "returncode",
+    "view_text",
+]
+
+PS_HEADER = ("ID", "STATE", "EXIT", "RUNTIME", "COMMAND")
+#: The narrowest COMMAND column a width limit leaves (the table may then wrap).
+MIN_COMMAND_WIDTH = 20
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def format_duration(seconds: float) -> str:
+    """``0.4s``, ``12s``, ``3m 05s``, ``2h 03m``: short and monotonic in width."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def format_status(
+    state: str, exit_code: int | None, signal: str | None, runtime: float | None
+) -> str:
+    """The status line of a live view or a ``ps`` row.
+
+    ``running 3.2s`` / ``exited 0 after 3.2s`` / ``killed by SIGTERM after 2.0s``.
+    """
+    if state == "running":
+        text = "running"
+        return f"{text} {format_duration(runtime)}" if runtime is not None else text
+    if signal:
+        text = f"killed by {signal}"
+    elif exit_code is not None:
+        text = f"exited {exit_code}"
+    else:
+        text = state
+    return f"{text} after {format_duration(runtime)}" if runtime is not None else text
+
+
+def process_runtime(info: ProcessInfo, now_ms: float | None = None) -> float:
+    """Seconds from start to exit (or to now while running)."""
+    end = info.exited_at if info.exited_at is not None else (now_ms or time.time() * 1000)
+    return max(0.0, (end - info.started_at) / 1000)
+
+
+def returncode(exit_code: int | None, signal: str | None) -> int | None:
+    """SPEC 5's exit code (128+N on signal N) as ``subprocess`` has it: -N on signal N."""
+    if exit_code is None:
+        return None
+    if signal and exit_code > 128:
+        return -(exit_code - 128)
+    return exit_code
+
+
+def ending(code: int) -> str:
+    """How a process ended, from its ``subprocess``-style return code, for sentences."""
+    if code < 0:
+        try:
+            return f"was killed by {_signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def one_line(text: str, width: int | None = None) -> str:
+    """``text`` fit for one table row: newlines as ``⏎``, other control characters
+    escaped (``\\x1b``), and cut to ``width`` characters with an ellipsis."""
+    text = _NEWLINES.sub("⏎", text)
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    if width is not None and len(text) > width:
+        return text[: max(width - 1, 0)] + "…"
+    return text
+
+
+def ps_rows(infos: list[ProcessInfo]) -> list[tuple[str, str, str, str, str]]:
+    """One row per process, every cell on one line (:func:`one_line`)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for info in infos:
+        exit_text = "" if info.exit_code is None else str(info.exit_code)
+        if info.signal:
+            exit_text = f"{exit_text} ({info.signal})"
+        command = info.label or shlex.join(info.argv)
+        rows.append(
+            (one_line(info.process_id), info.state, exit_text,
+             format_duration(process_runtime(info)), one_line(command))
+        )  # fmt: skip
+    return rows
+
+
+def ps_text(infos: list[ProcessInfo], width: int | None = None) -> str:
+    """The ``ps`` table; with ``width`` (a terminal's columns) long commands are cut to fit."""
+    rows = [PS_HEADER, *ps_rows(infos)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    room = None if width is None else max(width - sum(widths) - 8, MIN_COMMAND_WIDTH)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+        + "  "
+        + one_line(row[4], room)
+        for row in rows
+    )
+
+
+def view_text(info: ProcessInfo, log: TerminalLog, runtime: float, lines: int = 20) -> str:
+    """The plain-text face of a live view: the last ``lines`` lines and a status line."""
+    status = format_status(info.state, info.exit_code, info.signal, runtime)
+    return "\n".join([*log.text().splitlines()[-lines:], f"[{info.process_id}: {status}]"])

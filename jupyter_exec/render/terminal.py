@@ -1,0 +1,392 @@
+"""A small terminal emulator: ANSI colours to HTML, progress bars collapsed.
+
+Pure functions and one small state machine, no I/O and no IPython, so the
+magics, the handle, the live view and tests share them. How a *process* is
+presented (status lines, ``ps`` tables) is :mod:`jupyter_exec.render.presentation`.
+
+:class:`TerminalLog` is a tiny line-oriented terminal: it keeps a list of lines
+made of styled cells and a cursor, and understands what programs use to draw
+progress (``\\r``, backspace, erase-in-line, cursor up/down as tqdm does for
+several bars) and SGR colours (16, 256 and 24-bit). Everything else that a
+full-screen program might send (cursor addressing, OSC titles, private modes)
+is dropped rather than printed as garbage. Feeding it text incrementally gives
+the same result as feeding it all at once, even when an escape sequence or a
+UTF-8 character is split across chunks (see :class:`StreamDecoder`).
+
+Only the last ``max_lines`` lines are kept; ``dropped_lines`` counts the rest,
+so a live view of a chatty process stays small.
+"""
+
+from __future__ import annotations
+
+import codecs
+import html
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..wire.schema import Chunk
+
+__all__ = [
+    "StreamDecoder",
+    "Style",
+    "TerminalLog",
+    "ansi_to_html",
+    "collapse_progress",
+    "strip_ansi",
+]
+
+#: CSI (ESC [ params intermediates final), OSC (ESC ] ... BEL | ESC \\), other ESC x.
+_ESCAPE = re.compile(
+    r"\x1b\[(?P<params>[0-?]*)(?P<inter>[ -/]*)(?P<final>[@-~])"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
+    r"|\x1b[PX^_][^\x1b]*\x1b\\"
+    r"|\x1b[ -/]*[0-~]"
+)
+#: A possibly unfinished escape sequence at the end of a chunk: wait for more.
+_PARTIAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|[PX^_][^\x1b]*|[ -/]*)?\Z")
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
+
+#: xterm's default 16 colours (normal then bright).
+_PALETTE_16 = (
+    "#000000", "#cd0000", "#00cd00", "#cdcd00", "#0000ee", "#cd00cd", "#00cdcd", "#e5e5e5",
+    "#7f7f7f", "#ff0000", "#00ff00", "#ffff00", "#5c5cff", "#ff00ff", "#00ffff", "#ffffff",
+)  # fmt: skip
+_CUBE = (0, 95, 135, 175, 215, 255)
+
+
+def _color_256(index: int) -> str:
+    if index < 16:
+        return _PALETTE_16[index]
+    if index < 232:
+        index -= 16
+        r, g, b = _CUBE[index // 36], _CUBE[(index // 6) % 6], _CUBE[index % 6]
+        return f"#{r:02x}{g:02x}{b:02x}"
+    level = 8 + 10 * (index - 232)
+    return f"#{level:02x}{level:02x}{level:02x}"
+
+
+@dataclass(frozen=True)
+class Style:
+    """The SGR attributes of one cell. Colours are CSS colour strings or None."""
+
+    fg: str | None = None
+    bg: str | None = None
+    bold: bool = False
+    dim: bool = False
+    italic: bool = False
+    underline: bool = False
+    inverse: bool = False
+    strike: bool = False
+    #: The SGR parameters of the colours (``31``, ``38;5;208``), for re-emitting ANSI.
+    fg_code: str | None = None
+    bg_code: str | None = None
+
+    def sgr(self) -> str:
+        """This style as one SGR sequence (after a reset), for terminals."""
+        codes = [str(c) for c, on in _FLAG_CODES if getattr(self, on)]
+        codes += [c for c in (self.fg_code, self.bg_code) if c]
+        return f"\x1b[{';'.join(codes)}m" if codes else ""
+
+    def css(self) -> str:
+        fg, bg = (self.bg, self.fg) if self.inverse else (self.fg, self.bg)
+        if self.inverse:
+            fg = fg or "var(--jp-layout-color0, #fff)"
+            bg = bg or "var(--jp-content-font-color0, #000)"
+        parts = []
+        if fg:
+            parts.append(f"color:{fg}")
+        if bg:
+            parts.append(f"background-color:{bg}")
+        if self.bold:
+            parts.append("font-weight:bold")
+        if self.dim:
+            parts.append("opacity:0.7")
+        if self.italic:
+            parts.append("font-style:italic")
+        decorations = [
+            n for n, on in (("underline", self.underline), ("line-through", self.strike)) if on
+        ]
+        if decorations:
+            parts.append("text-decoration:" + " ".join(decorations))
+        return ";".join(parts)
+
+
+PLAIN = Style()
+
+
+def _apply_sgr(style: Style, params: str) -> Style:
+    """The style after ``ESC [ params m``."""
+    codes = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", params)] if params else [0]
+    i = 0
+    while i < len(codes):
+        code = codes[i]
+        i += 1
+        if code == 0:
+            style = PLAIN
+            continue
+        if code in (38, 48):
+            start = i
+            color, i = _extended_color(codes, i)
+            if color is not None:
+                sgr = ";".join(str(c) for c in codes[start - 1 : i])
+                if code == 38:
+                    style = replace(style, fg=color, fg_code=sgr)
+                else:
+                    style = replace(style, bg=color, bg_code=sgr)
+            continue
+        style = _simple_sgr(style, code)
+    return style
+
+
+def _extended_color(codes: list[int], i: int) -> tuple[str | None, int]:
+    if i < len(codes) and codes[i] == 5 and i + 1 < len(codes):
+        return _color_256(codes[i + 1] % 256), i + 2
+    if i < len(codes) and codes[i] == 2 and i + 3 < len(codes):
+        r, g, b = (min(c, 255) for c in codes[i + 1 : i + 4])
+        return f"#{r:02x}{g:02x}{b:02x}", i + 4
+    return None, len(codes)
+
+
+_SGR_FLAGS: dict[int, tuple[str, bool]] = {
+    1: ("bold", True), 2: ("dim", True), 3: ("italic", True), 4: ("underline", True),
+    7: ("inverse", True), 9: ("strike", True), 21: ("underline", True),
+    22: ("bold", False), 23: ("italic", False), 24: ("underline", False),
+    27: ("inverse", False), 29: ("strike", False),
+}  # fmt: skip
+
+
+_FLAG_CODES = (
+    (1, "bold"),
+    (2, "dim"),
+    (3, "italic"),
+    (4, "underline"),
+    (7, "inverse"),
+    (9, "strike"),
+)
+
+
+def _simple_sgr(style: Style, code: int) -> Style:
+    if code in _SGR_FLAGS:
+        name, value = _SGR_FLAGS[code]
+        style = replace(style, **{name: value})  # type: ignore[arg-type]
+        return replace(style, dim=False) if code == 22 else style
+    if 30 <= code <= 37:
+        return replace(style, fg=_PALETTE_16[code - 30], fg_code=str(code))
+    if 90 <= code <= 97:
+        return replace(style, fg=_PALETTE_16[code - 90 + 8], fg_code=str(code))
+    if 40 <= code <= 47:
+        return replace(style, bg=_PALETTE_16[code - 40], bg_code=str(code))
+    if 100 <= code <= 107:
+        return replace(style, bg=_PALETTE_16[code - 100 + 8], bg_code=str(code))
+    if code == 39:
+        return replace(style, fg=None, fg_code=None)
+    if code == 49:
+        return replace(style, bg=None, bg_code=None)
+    return style
+
+
+Cell = tuple[str, Style]
+
+
+class TerminalLog:
+    """A scrolling, line-oriented terminal that output is fed into.
+
+    ``feed()`` accepts decoded text in any chunking; ``text()``, ``ansi()`` and
+    ``html()`` render the current state.
+    """
+
+    def __init__(self, max_lines: int = 1000) -> None:
+        if max_lines < 1:
+            raise ValueError("max_lines must be at least 1")
+        self.max_lines = max_lines
+        self.lines: list[list[Cell]] = [[]]
+        self.row = 0
+        self.col = 0
+        self.style = PLAIN
+        self.dropped_lines = 0
+        self._pending = ""
+
+    def feed(self, text: str) -> None:
+        text = self._pending + text
+        self._pending = ""
+        partial = _PARTIAL_ESCAPE.search(text)
+        if partial:
+            self._pending = text[partial.start() :]
+            text = text[: partial.start()]
+        pos = 0
+        for match in _ESCAPE.finditer(text):
+            self._put_text(text[pos : match.start()])
+            if match.group("final"):
+                self._csi(match.group("params"), match.group("inter"), match.group("final"))
+            pos = match.end()
+        self._put_text(text[pos:])
+        self._trim()
+
+    # -- rendering -------------------------------------------------------------
+
+    def _visible_lines(self) -> list[list[Cell]]:
+        lines = self.lines
+        # A final empty line is just "the cursor is at the start of a new line".
+        if len(lines) > 1 and not lines[-1]:
+            lines = lines[:-1]
+        return lines
+
+    def text(self) -> str:
+        """Plain text: colours dropped, progress collapsed, trailing newline kept."""
+        body = "\n".join("".join(ch for ch, _ in line) for line in self._visible_lines())
+        return body + ("\n" if len(self.lines) > 1 and not self.lines[-1] else "")
+
+    def ansi(self) -> str:
+        """Like :meth:`text` but colours re-emitted as SGR sequences (for terminals)."""
+        out: list[str] = []
+        for n, line in enumerate(self._visible_lines()):
+            if n:
+                out.append("\n")
+            current = PLAIN
+            for ch, style in line:
+                if style != current:
+                    out.append("\x1b[0m" + style.sgr())
+                    current = style
+                out.append(ch)
+            if current != PLAIN:
+                out.append("\x1b[0m")
+        if len(self.lines) > 1 and not self.lines[-1]:
+            out.append("\n")
+        return "".join(out)
+
+    def html(self) -> str:
+        """The lines as HTML (no ``<pre>`` wrapper): escaped, colours as inline CSS."""
+        out: list[str] = []
+        for n, line in enumerate(self._visible_lines()):
+            if n:
+                out.append("\n")
+            start = 0
+            while start < len(line):
+                style = line[start][1]
+                end = start
+                while end < len(line) and line[end][1] == style:
+                    end += 1
+                chunk = html.escape("".join(ch for ch, _ in line[start:end]), quote=False)
+                css = style.css()
+                out.append(f'<span style="{css}">{chunk}</span>' if css else chunk)
+                start = end
+        return "".join(out)
+
+    # -- the state machine -----------------------------------------------------
+
+    def _put_text(self, text: str) -> None:
+        for piece in re.split(r"([\x00-\x1f\x7f])", text):
+            if not piece:
+                continue
+            if len(piece) == 1 and _CONTROL_CHAR.match(piece):
+                self._control(piece)
+            else:
+                self._write(piece)
+
+    def _write(self, text: str) -> None:
+        line = self.lines[self.row]
+        if self.col > len(line):
+            line.extend((" ", PLAIN) for _ in range(self.col - len(line)))
+        cells = [(ch, self.style) for ch in text]
+        line[self.col : self.col + len(cells)] = cells
+        self.col += len(cells)
+
+    def _control(self, ch: str) -> None:
+        if ch == "\n":
+            self._line_feed()
+        elif ch == "\r":
+            self.col = 0
+        elif ch == "\b":
+            self.col = max(0, self.col - 1)
+        elif ch == "\t":
+            self._write(" " * (8 - self.col % 8))
+        # BEL and other C0 controls draw nothing.
+
+    def _line_feed(self) -> None:
+        # Pipes send bare "\n"; a pty sends "\r\n". Both start the next line at column 0.
+        self.row += 1
+        self.col = 0
+        if self.row == len(self.lines):
+            self.lines.append([])
+
+    def _csi(self, params: str, inter: str, final: str) -> None:
+        if inter or params.startswith("?"):
+            return  # private modes (cursor visibility, bracketed paste...)
+        if final == "m":
+            self.style = _apply_sgr(self.style, params)
+            return
+        n = int(params) if params.isdigit() else 0
+        line = self.lines[self.row]
+        if final == "K":
+            if n == 0:
+                del line[self.col :]
+            elif n == 1:
+                line[: self.col] = [(" ", PLAIN)] * min(self.col, len(line))
+            else:
+                line.clear()
+        elif final == "A":
+            self.row = max(0, self.row - max(n, 1))
+        elif final in "BE":
+            self.row = min(len(self.lines) - 1, self.row + max(n, 1))
+            if final == "E":
+                self.col = 0
+        elif final == "C":
+            self.col += max(n, 1)
+        elif final == "D":
+            self.col = max(0, self.col - max(n, 1))
+        elif final == "G":
+            self.col = max(n, 1) - 1
+        elif final == "J" and n in (2, 3):
+            self.dropped_lines += len(self.lines) - 1
+            self.lines = [[]]
+            self.row = self.col = 0
+
+    def _trim(self) -> None:
+        excess = len(self.lines) - self.max_lines
+        if excess > 0:
+            del self.lines[:excess]
+            self.row = max(0, self.row - excess)
+            self.dropped_lines += excess
+
+
+class StreamDecoder:
+    """Incremental UTF-8 decoding, one decoder per stream (stdout, stderr, pty).
+
+    A multi-byte character split across two chunks decodes once both arrive;
+    invalid bytes become U+FFFD instead of failing.
+    """
+
+    def __init__(self) -> None:
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}
+
+    def decode(self, stream: str, data: bytes, final: bool = False) -> str:
+        decoder = self._decoders.get(stream)
+        if decoder is None:
+            decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
+        return decoder.decode(data, final)
+
+    def decode_chunks(self, chunks: Iterable[Chunk]) -> str:
+        """The text of output chunks, in order, each through its stream's decoder."""
+        return "".join(self.decode(c.stream, c.data) for c in chunks)
+
+
+def ansi_to_html(text: str, max_lines: int = 100_000) -> str:
+    """Render terminal text as HTML spans (escaped; wrap it in ``<pre>`` yourself)."""
+    log = TerminalLog(max_lines)
+    log.feed(text)
+    return log.html()
+
+
+def collapse_progress(text: str, max_lines: int = 100_000, *, keep_ansi: bool = False) -> str:
+    """Text as a terminal would show it: each ``\\r``-redrawn line in its final state."""
+    log = TerminalLog(max_lines)
+    log.feed(text)
+    return log.ansi() if keep_ansi else log.text()
+
+
+def strip_ansi(text: str) -> str:
+    """Drop escape sequences but keep every other character (no ``\\r`` handling)."""
+    return _ESCAPE.sub("", text)

@@ -1,0 +1,9 @@
+"""The method table over the core: JSON-RPC requests in, results and notifications out.
+
+`dispatch` holds the service and its connections; the method families
+(`process_methods`, `fs_methods`, `environment`) plug into its table and
+never import it back. `sessions` routes registry events to subscribers, and
+`outbox` writes each connection's responses and output cursors. `service` is
+the one composition root that builds a registry and its service. No
+transport here: the fronts feed frames in and take frames out.
+"""

@@ -1,0 +1,118 @@
+"""``environment/info`` and ``environmentConfig/read``: what Codex asks about the executor.
+
+Codex (0.169) reads the executor's description from the ``environmentInfo``
+member of the ``initialize`` result, or, when that is absent, calls
+``environment/info`` (params ``null``) right after ``initialized``. It takes
+the executor's capabilities from that description's ``capabilities`` member,
+not from the top level of the ``initialize`` result, and calls
+``fs/watchMissing`` and ``environmentConfig/read`` only when they are
+advertised there (``fsWatchMissing``, ``environmentConfigRead``). So
+``advertised_capabilities()`` lists exactly what this server implements.
+
+``environmentConfig/read`` asks for the executor's own Codex configuration
+layers (``$CODEX_HOME/config.toml`` on a Codex executor). This server hosts
+no Codex configuration, so both stacks are empty and the client's own
+configuration applies unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import socket
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+from ..wire.protocol import Params, parse_params
+from .fs_methods import CAPABILITIES as FS_CAPABILITIES
+from .fs_methods import file_uri, parse_path
+
+if TYPE_CHECKING:
+    from .context import CallContext
+
+Handler = Callable[["CallContext", Any], Awaitable[Any]]
+
+CAPABILITIES: dict[str, Any] = {"environmentConfigRead": True}
+
+#: Shells Codex knows how to drive (it runs ``SHELL -lc CMD``).
+_SHELL_NAMES = ("bash", "zsh", "sh")
+
+
+def advertised_capabilities() -> dict[str, Any]:
+    """Everything this server implements beyond ``process/*``, as Codex names it."""
+    return {**FS_CAPABILITIES, **CAPABILITIES}
+
+
+def login_shell() -> dict[str, str]:
+    """The shell commands should run in: ``$SHELL``, the account's shell, bash, sh."""
+    candidates = [os.environ.get("SHELL", "")]
+    with contextlib.suppress(KeyError):
+        candidates.append(pwd.getpwuid(os.getuid()).pw_shell)
+    candidates += ["/bin/bash", "/usr/bin/bash", "/bin/sh"]
+    for path in candidates:
+        name = os.path.basename(path)
+        if name in _SHELL_NAMES and os.path.isfile(path) and os.access(path, os.X_OK):
+            return {"name": name, "path": path}
+    return {"name": "sh", "path": "/bin/sh"}
+
+
+def platform_os() -> str:
+    if sys.platform.startswith("linux"):
+        return "linux"
+    if sys.platform == "darwin":
+        return "macos"
+    return sys.platform
+
+
+def environment_info(ctx: CallContext) -> dict[str, Any]:
+    """The ``environmentInfo`` object; ``cwd`` is the server's root directory."""
+    return {
+        "shell": login_shell(),
+        "executorVersion": __version__,
+        "cwd": file_uri(ctx.root_dir),
+        "userHomeDir": file_uri(Path.home()),
+        "platformOs": platform_os(),
+        "prependPathDirs": [],
+        "temporaryDirectories": [],
+        "tempDir": file_uri(tempfile.gettempdir()),
+        "capabilities": advertised_capabilities(),
+    }
+
+
+async def get_environment_info(ctx: CallContext, params: Any) -> dict[str, Any]:
+    return environment_info(ctx)
+
+
+class EnvironmentConfigReadParams(Params):
+    cwd: str | None = None
+    config_paths: list[list[str]] = []
+    requirements_paths: list[list[str]] = []
+
+
+def _codex_home() -> Path:
+    configured = os.environ.get("CODEX_HOME")
+    return Path(configured) if configured else Path.home() / ".codex"
+
+
+async def read_environment_config(ctx: CallContext, params: Any) -> dict[str, Any]:
+    p = parse_params(EnvironmentConfigReadParams, params)
+    if p.cwd is not None:
+        parse_path(p.cwd, "cwd")
+    return {
+        "userHomeDir": file_uri(Path.home()),
+        "codexHomeDir": file_uri(_codex_home().absolute()),
+        "hostname": socket.gethostname(),
+        "config": {"layers": [], "cloudInsertionIndex": 0},
+        "requirements": {"layers": [], "cloudInsertionIndex": 0},
+    }
+
+
+ENVIRONMENT_METHODS: dict[str, Handler] = {
+    "environment/info": get_environment_info,
+    "environmentConfig/read": read_environment_config,
+}

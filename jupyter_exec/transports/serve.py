@@ -1,0 +1,295 @@
+"""The standalone server: `jupyter-exec serve --listen ws://127.0.0.1:PORT | stdio`.
+
+A thin transport over `dispatch`: websockets (token + Origin checks in the
+opening handshake, SPEC 1) or newline-delimited JSON on stdin/stdout. The
+first stdout line of the websocket server is the URL to connect to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from asyncio.streams import FlowControlMixin
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ..config import DEFAULTS, ExecConfig, jupyter_runtime_dir
+from ..rpc.dispatch import ExecService
+from ..rpc.service import build_service
+from ..wire.lines import pump_lines
+from .ws_front import WRITE_LIMIT, serve_websocket
+
+log = logging.getLogger("jupyter_exec.transports.serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="jupyter-exec serve", description="Run a standalone jupyter-exec server."
+    )
+    p.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://HOST:PORT or stdio")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="token clients must present (default: generated)")
+    auth.add_argument("--token-file", type=Path, help="read the token from this file")
+    auth.add_argument(
+        "--no-token", action="store_true", help="no authentication (loopback addresses only)"
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an Origin header to accept (repeatable); requests without Origin are accepted",
+    )
+    p.add_argument("--root", type=Path, default=Path.cwd(), help="default and base cwd")
+    p.add_argument(
+        "--confine-to-root",
+        action="store_true",
+        help="refuse process cwds and fs/* paths outside --root (default: any path)",
+    )
+    d = DEFAULTS
+    p.add_argument("--lifetime", choices=["connection", "detached"], default=d.default_lifetime)
+    p.add_argument("--log-dir", type=Path, help="where per-process output logs go")
+    p.add_argument("--retained-bytes", type=int, default=d.retained_bytes_per_process)
+    p.add_argument("--log-bytes", type=int, default=d.log_bytes_per_process)
+    p.add_argument("--max-processes", type=int, default=d.max_processes)
+    p.add_argument(
+        "--exited-retention", type=float, default=d.exited_retention_seconds, metavar="SECONDS"
+    )
+    p.add_argument(
+        "--session-resume", type=float, default=d.session_resume_seconds, metavar="SECONDS"
+    )
+    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExecConfig:
+    return ExecConfig(
+        root_dir=args.root.resolve(),
+        retained_bytes_per_process=args.retained_bytes,
+        log_bytes_per_process=args.log_bytes,
+        log_dir=args.log_dir,
+        exited_retention_seconds=args.exited_retention,
+        max_processes=args.max_processes,
+        confine_to_root=args.confine_to_root,
+        default_lifetime=args.lifetime,
+        session_resume_seconds=args.session_resume,
+        max_message_bytes=args.max_message_bytes,
+    )
+
+
+def make_service(args: argparse.Namespace) -> ExecService:
+    return build_service(config_from_args(args))
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        if not args.root.is_dir():
+            raise UsageError(f"--root {args.root} is not a directory")
+        if args.listen == "stdio":
+            asyncio.run(_serve_stdio(args))
+        else:
+            asyncio.run(_serve_ws(args))
+    except UsageError as exc:
+        print(f"jupyter-exec serve: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- websocket ------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace, host: str) -> tuple[str | None, bool]:
+    """(token, generated). Refuses no-token on a non-loopback address (SPEC 1)."""
+    if args.no_token:
+        if not _is_loopback(host):
+            raise UsageError(f"refusing to listen on {host} without a token")
+        return None, False
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read --token-file: {exc.strerror}") from None
+        if not token:
+            raise UsageError("--token-file is empty")
+        return token, False
+    if args.token:
+        return str(args.token), False
+    return secrets.token_urlsafe(32), True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_request(
+    path: str, headers: Any, token: str | None, origins: list[str]
+) -> tuple[HTTPStatus, str] | None:
+    """The opening-handshake gate: None to accept, else (status, reason)."""
+    origin = headers.get("Origin")
+    if origin is not None and origin not in origins:
+        return HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed\n"
+    if token is None:
+        return None
+    presented = ""
+    auth = headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() in ("bearer", "token"):
+        presented = value.strip()
+    else:
+        presented = parse_qs(urlsplit(path).query).get("token", [""])[0]
+    if not presented or not hmac.compare_digest(presented.encode(), token.encode()):
+        return HTTPStatus.UNAUTHORIZED, "missing or wrong token\n"
+    return None
+
+
+async def _serve_ws(args: argparse.Namespace) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.http11 import Request, Response
+
+    url = urlsplit(args.listen)
+    if url.scheme != "ws" or url.hostname is None:
+        raise UsageError(f"--listen must be ws://HOST:PORT or stdio, not {args.listen!r}")
+    host, port = url.hostname, url.port or 0
+    token, generated = _token(args, host)
+    service = make_service(args)
+
+    def process_request(conn: ServerConnection, request: Request) -> Response | None:
+        refusal = check_request(request.path, request.headers, token, args.allow_origin)
+        if refusal is None:
+            return None
+        return conn.respond(*refusal)
+
+    async def handler(ws: ServerConnection) -> None:
+        await serve_websocket(service, ws)
+
+    stop = _stop_event()
+    async with serve(
+        handler,
+        host,
+        port,
+        process_request=process_request,
+        max_size=args.max_message_bytes,
+        compression=None,
+        write_limit=WRITE_LIMIT,
+    ) as server:
+        sock = next(iter(server.sockets))
+        bound_port = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        printed = f"ws://{shown}:{bound_port}/"
+        if generated:
+            printed += f"?token={token}"
+        # The record first: whoever reads the printed URL may look for it at once.
+        record = _write_record(f"ws://{shown}:{bound_port}/", token)
+        print(printed, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            if record is not None:
+                record.unlink(missing_ok=True)
+            server.close()
+            await service.aclose()
+
+
+def _write_record(url: str, token: str | None) -> Path | None:
+    """`jpexec-PID.json` in Jupyter's runtime dir (0600), so the CLI finds this server."""
+    path = jupyter_runtime_dir() / f"jpexec-{os.getpid()}.json"
+    record = json.dumps({"pid": os.getpid(), "url": url, "token": token})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+    except OSError as exc:
+        log.warning("cannot write discovery record %s: %s", path, exc)
+        return None
+    return path
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# -- stdio ----------------------------------------------------------------------
+
+
+async def _serve_stdio(args: argparse.Namespace) -> None:
+    """Newline-delimited JSON; the session ends (and its processes) at stdin EOF."""
+    service = make_service(args)
+    loop = asyncio.get_running_loop()
+    limit = args.max_message_bytes
+    reader = asyncio.StreamReader(limit=limit + 1)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    write = await stdout_writer()
+    connection = service.connect(write)
+    stop = _stop_event()
+    reading = asyncio.create_task(pump_lines(reader, connection, limit))
+    waiting = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reading, waiting):
+            task.cancel()
+        await connection.aclose()
+        await service.aclose()
+
+
+async def stdout_writer() -> Callable[[bytes], Awaitable[None]]:
+    """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise.
+
+    The returned coroutine writes one message and a newline, and returns at
+    once while the transport buffers less than its high-water mark (64 KiB),
+    else once it has drained: a small buffer, so a tty echo is not queued
+    behind much of a flood (larger ones measured no faster, see bench/).
+    """
+    loop = asyncio.get_running_loop()
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    try:
+        transport, protocol = await loop.connect_write_pipe(FlowControlMixin, out)
+    except ValueError:  # a regular file: writes cannot block for long
+
+        async def write_file(message: bytes) -> None:
+            out.write(message + b"\n")
+            out.flush()
+
+        return write_file
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    async def write_pipe(message: bytes) -> None:
+        writer.write(message + b"\n")
+        await writer.drain()
+
+    return write_pipe
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
