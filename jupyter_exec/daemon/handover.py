@@ -24,25 +24,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import os
 import socket
 import stat
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from ..rpc.dispatch import ExecService
-from ..transports.ws_front import WRITE_LIMIT, serve_websocket
+from ..transports.ws_front import WebSocketClient, WebSocketClients
 from . import sockets
 
 log = logging.getLogger("jupyter_exec.daemon")
 
 #: Largest handover line (the request head with its headers).
 HELLO_MAX = 1 << 16
-#: How long the handing server may take to send its line, and the client its handshake.
+#: How long the handing server may take to send its line.
 HANDOVER_TIMEOUT = 10.0
 #: How long closing waits for the client's close frame before dropping the connection.
 CLOSE_TIMEOUT = 1.0
@@ -51,18 +50,20 @@ CLOSE_TIMEOUT = 1.0
 class Handovers:
     """Accepts handed-over sockets and serves them as websocket clients of `service`."""
 
-    def __init__(self, service: ExecService, protocol: int, max_message_bytes: int) -> None:
-        self.service = service
+    def __init__(self, service: ExecService, protocol: int) -> None:
         self.protocol = protocol
-        self.max_message_bytes = max_message_bytes
-        #: Open websockets (the daemon counts them as clients for its idle exit).
-        self.count = 0
-        self._server = _adopting_server(self._handshake_and_serve, self._serve)
+        # Origin was checked by Jupyter, with its own settings: none is checked here.
+        # When its server dies, a client that stopped reading must not hold the
+        # session attached: the daemon lets go of it after CLOSE_TIMEOUT.
+        self._clients = WebSocketClients(service, close_timeout=CLOSE_TIMEOUT)
         self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._grants: dict[Any, tuple[frozenset[str] | None, int]] = {}
-        self._serving: set[asyncio.Task[Any]] = set()
         self._owners: dict[int, _Owner] = {}
+
+    @property
+    def count(self) -> int:
+        """Open websockets (the daemon counts them as clients for its idle exit)."""
+        return self._clients.count
 
     def listen(self, path: Path) -> None:
         path.unlink(missing_ok=True)
@@ -71,15 +72,13 @@ class Handovers:
 
     async def aclose(self) -> None:
         """Stop accepting; close every handed-over websocket (1001) and wait for them."""
-        self._server.serving = False
         if self._listener is not None:
             self._listener.close()
         for task in list(self._tasks):
             task.cancel()
         for owner in list(self._owners.values()):
-            owner.close("the exec daemon is stopping")
-        if self._serving:
-            await asyncio.wait(set(self._serving), timeout=HANDOVER_TIMEOUT)
+            owner.stop()
+        await self._clients.aclose("the exec daemon is stopping")
 
     # -- receiving a socket -----------------------------------------------------------
 
@@ -151,124 +150,47 @@ class Handovers:
         """The handing process, watched through a pidfd (opened while it is connected)."""
         owner = self._owners.get(pid)
         if owner is None:
-            owner = self._owners[pid] = _Owner(pid, os.pidfd_open(pid), self._owners, self._spawn)
+            owner = self._owners[pid] = _Owner(pid, os.pidfd_open(pid), self._owners)
         return owner
 
     async def _adopt(
         self, client: socket.socket, head: bytes, allowed: frozenset[str] | None, owner: _Owner
     ) -> None:
-        from websockets.asyncio.server import ServerConnection
-        from websockets.server import ServerProtocol
-
         if client.family in (socket.AF_INET, socket.AF_INET6):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.setblocking(False)
-        # Origin was checked by Jupyter, with its own settings: none is checked here.
-        connection = ServerConnection(
-            ServerProtocol(max_size=self.max_message_bytes, logger=log),
-            self._server,
-            write_limit=WRITE_LIMIT,
-            # When its server dies, a client that stopped reading must not hold
-            # the session attached: the daemon lets go of it after this long.
-            close_timeout=CLOSE_TIMEOUT,
-        )
-        self._grants[connection] = (allowed, owner.pid)
-        owner.connections.add(connection)
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: connection, sock=client)
-        connection.data_received(head)  # the request Jupyter read, as the client sent it
-
-    # -- serving it ---------------------------------------------------------------------
-
-    async def _handshake_and_serve(self, connection: Any) -> None:
-        """websockets >= 17 calls this as its connection handler: as `serve` does it."""
-        from websockets.protocol import State
-
-        try:
-            await asyncio.wait_for(connection.handshake(), HANDOVER_TIMEOUT)
-            if connection.protocol.state is not State.OPEN:
-                connection.transport.abort()
-                return
-            connection.start_keepalive()
-            async with connection:
-                await self._serve(connection)
-        except Exception:
-            log.warning("a handed-over websocket failed", exc_info=True)
-            connection.transport.abort()
-        finally:
-            self._grants.pop(connection, None)
-            self._server.handler_tasks.discard(asyncio.current_task())
-
-    async def _serve(self, connection: Any) -> None:
-        """An open handed-over websocket, until it closes (websockets < 17 calls this)."""
-        allowed, pid = self._grants.pop(connection, (frozenset(), 0))
-        task = asyncio.current_task()
-        assert task is not None
-        self._serving.add(task)
-        self.count += 1
-        try:
-            await serve_websocket(self.service, connection, allowed)
-        finally:
-            self.count -= 1
-            self._serving.discard(task)
-            owner = self._owners.get(pid)
-            if owner is not None:
-                owner.connections.discard(connection)
+        websocket = self._clients.adopt(allowed, head)  # the request Jupyter read, as sent
+        owner.add(websocket)
+        await asyncio.get_running_loop().connect_accepted_socket(lambda: websocket, sock=client)
 
 
 class _Owner:
     """A Jupyter server that handed sockets over: its websockets close when it exits."""
 
-    def __init__(
-        self,
-        pid: int,
-        pidfd: int,
-        owners: dict[int, _Owner],
-        spawn: Callable[[Coroutine[Any, Any, None]], None],
-    ) -> None:
+    def __init__(self, pid: int, pidfd: int, owners: dict[int, _Owner]) -> None:
         self.pid = pid
         self.pidfd = pidfd
-        self.connections: set[Any] = set()
+        self.websockets: set[WebSocketClient] = set()
         self._owners = owners
-        self._spawn = spawn
         asyncio.get_running_loop().add_reader(pidfd, self.close, "the Jupyter server went away")
 
+    def add(self, websocket: WebSocketClient) -> None:
+        self.websockets.add(websocket)
+        websocket.closed.add_done_callback(lambda _: self.websockets.discard(websocket))
+
     def close(self, reason: str) -> None:
+        """Its server is gone: close its websockets (1001, clients resume elsewhere)."""
+        if self.stop():
+            for websocket in list(self.websockets):
+                websocket.close(1001, reason)
+
+    def stop(self) -> bool:
+        """Stop watching; False if already stopped."""
         if self._owners.pop(self.pid, None) is None:
-            return
+            return False
         asyncio.get_running_loop().remove_reader(self.pidfd)
         os.close(self.pidfd)
-        for connection in list(self.connections):
-            self._spawn(connection.close(1001, reason))
-
-
-def _adopting_server(
-    handshake_and_serve: Callable[[Any], Coroutine[Any, Any, None]],
-    serve: Callable[[Any], Coroutine[Any, Any, None]],
-) -> Any:
-    """websockets' `Server`, as `serve` makes it, minus a listener of its own.
-
-    Its constructor changed in websockets 17: before, the server does the
-    handshake and calls `serve` with an open connection; from 17 on, it
-    calls its handler, which does the handshake itself. (tests run both:
-    Python 3.10 gets websockets 16.)
-    """
-    from websockets.asyncio.server import Server
-
-    class AdoptingServer(Server):
-        serving = True
-
-        def is_serving(self) -> bool:  # Server asks its asyncio listener, which we lack
-            return self.serving
-
-    if "create_server" in inspect.signature(Server.__init__).parameters:
-
-        async def no_listener() -> asyncio.Server:
-            raise RuntimeError("handed-over websockets have no listener")
-
-        return AdoptingServer(no_listener, handshake_and_serve, log)
-    before_17: Any = AdoptingServer  # the older signature, which mypy does not see
-    return before_17(serve, logger=log, open_timeout=HANDOVER_TIMEOUT)
+        return True
 
 
 def _one_stream_socket(fds: list[int]) -> socket.socket:

@@ -38,6 +38,7 @@ from typing import Any
 
 from .._version import __version__
 from ..config import ExecConfig
+from ..core.heap import keep_freed_heap
 from ..rpc.context import CallContext
 from ..rpc.service import build_service
 from ..wire.lines import as_line, pump_lines
@@ -64,7 +65,7 @@ class Daemon:
         self.persister = Persister(self.service.registry, self.state_dir / "procs")
         self.service.methods["daemon/shutdown"] = self._shutdown_method
         self.clients = 0
-        self.handovers = Handovers(self.service, self.protocol, config.max_message_bytes)
+        self.handovers = Handovers(self.service, self.protocol)
         self.stop = asyncio.Event()
         self._streams: set[asyncio.StreamWriter] = set()
 
@@ -209,6 +210,7 @@ def main(argv: list[str]) -> int:
         return 0 if word.startswith(b"ready") else 1
     os.close(read_end)
     os.setsid()
+    keep_freed_heap()
     _detach_stdio(paths.log_path(runtime_dir))
     with open(paths.lock_path(runtime_dir), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a daemon still stopping finishes first

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..client.exec_client import websocket_url
 from ..transports.serve import stdout_writer
+from ..wire.lines import as_line
 
 STDIN_LIMIT = 64 << 20
 
@@ -74,7 +75,7 @@ async def relay(url: str, token: str | None) -> int:
                 frame = await ws.recv(decode=False)  # bytes as sent: no decode, no encode
             except ConnectionClosed:
                 return
-            await write(frame)
+            await write(as_line(frame))
 
     tasks = {asyncio.create_task(upstream()), asyncio.create_task(downstream())}
     try:

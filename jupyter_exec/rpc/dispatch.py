@@ -24,7 +24,7 @@ from typing import Any
 from .._version import __version__
 from ..core import limits
 from ..core.registry import Registry
-from ..wire.codec import encode
+from ..wire.codec import Framing, encode
 from ..wire.errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
 from ..wire.models import Lifetime
 from ..wire.protocol import (
@@ -107,9 +107,15 @@ class ExecService:
     def root_dir(self) -> Path:
         return self.registry.config.root_dir
 
-    def connect(self, write: Write, allowed_actions: frozenset[str] | None = None) -> Connection:
-        """A new client. `allowed_actions` None means everything is allowed."""
-        connection = Connection(self, write, allowed_actions)
+    def connect(
+        self,
+        write: Write,
+        allowed_actions: frozenset[str] | None = None,
+        framing: Framing | None = None,
+    ) -> Connection:
+        """A new client. `allowed_actions` None means everything is allowed; `write`
+        gets messages framed by `framing` (codec.py) if given."""
+        connection = Connection(self, write, allowed_actions, framing)
         self._connections.add(connection)
         return connection
 
@@ -138,7 +144,11 @@ class Connection:
     """One client: handshake state, concurrent requests, its outbox."""
 
     def __init__(
-        self, service: ExecService, write: Write, allowed_actions: frozenset[str] | None = None
+        self,
+        service: ExecService,
+        write: Write,
+        allowed_actions: frozenset[str] | None = None,
+        framing: Framing | None = None,
     ) -> None:
         self.service = service
         self.allowed_actions = allowed_actions
@@ -149,7 +159,9 @@ class Connection:
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
         self._slots = asyncio.Event()  # set while fewer than max_requests_in_flight run
         self._slots.set()
-        self.outbox = Outbox(write, service.registry.find, service.config.control_queue_bytes)
+        self.outbox = Outbox(
+            write, service.registry.find, service.config.control_queue_bytes, framing
+        )
 
     # -- outgoing -------------------------------------------------------------
 

@@ -32,15 +32,15 @@ from dataclasses import dataclass
 
 from ..core.output import OutputStore
 from ..core.process import ManagedProcess
-from ..wire.codec import encode_event, encode_output
+from ..wire.codec import Framing, encode_event, encode_output, frame
 from ..wire.events import SeqEvent
 from ..wire.schema import Chunk
 
 log = logging.getLogger(__name__)
 
-#: One encoded JSON-RPC message (UTF-8 JSON, no newline). The transport's
-#: coroutine returns once the message is handed on and the transport has room
-#: for more (websockets' `send`, a stream writer's `drain`).
+#: One encoded JSON-RPC message (UTF-8 JSON), framed by the transport's
+#: `Framing` if the connection has one. The transport's coroutine returns once
+#: the message is handed on and the transport has room for more (a drain).
 Write = Callable[[bytes], Awaitable[None]]
 #: Most chunk bytes one pull takes from one process's memory: the round-robin
 #: quantum (about one chunk, so a tty echo waits behind one chunk of a flood).
@@ -60,9 +60,14 @@ class Outbox:
     """Writes one connection's messages; owns its writer task (stopped by `aclose`)."""
 
     def __init__(
-        self, write: Write, find: Callable[[str], ManagedProcess | None], control_limit: int
+        self,
+        write: Write,
+        find: Callable[[str], ManagedProcess | None],
+        control_limit: int,
+        framing: Framing | None = None,
     ) -> None:
         self._write = write
+        self._framing = framing
         self._find = find
         self._control_limit = control_limit
         #: process id -> last seq sent; the session's own dict once attached.
@@ -140,7 +145,7 @@ class Outbox:
             self._control_bytes -= len(message)
             if self._control_bytes <= self._control_limit:
                 self.room.set()
-            await self._write(message)
+            await self._write(frame(message, self._framing))
             return True
         if self._stopping:
             return False
@@ -174,12 +179,15 @@ class Outbox:
         current = self.cursors.get(process_id)
         if current is None:
             return []  # unsubscribed meanwhile
+        framing = self._framing
         messages = [
-            encode_output(process_id, c.seq, c.stream, c.data) for c in chunks if c.seq > current
+            encode_output(process_id, c.seq, c.stream, c.data, framing)
+            for c in chunks
+            if c.seq > current
         ]
         last = chunks[-1].seq if chunks else after
         if end is not None and not cut and reached == end.seq and end.seq > current:
-            messages.append(encode_event(end))  # all output before it is out
+            messages.append(frame(encode_event(end), framing))  # all output before it is out
             last = end.seq
         self.cursors[process_id] = max(current, last)
         return messages

@@ -21,14 +21,17 @@ from asyncio.streams import FlowControlMixin
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..config import DEFAULTS, ExecConfig, jupyter_runtime_dir
+from ..core.heap import keep_freed_heap
 from ..rpc.dispatch import ExecService
 from ..rpc.service import build_service
-from ..wire.lines import pump_lines
-from .ws_front import WRITE_LIMIT, serve_websocket
+from ..wire.lines import line_framing, pump_lines
+
+if TYPE_CHECKING:
+    from websockets.http11 import Request
 
 log = logging.getLogger("jupyter_exec.transports.serve")
 
@@ -99,6 +102,7 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    keep_freed_heap()
     try:
         if not args.root.is_dir():
             raise UsageError(f"--root {args.root} is not a directory")
@@ -167,8 +171,7 @@ def check_request(
 
 
 async def _serve_ws(args: argparse.Namespace) -> None:
-    from websockets.asyncio.server import ServerConnection, serve
-    from websockets.http11 import Request, Response
+    from .ws_front import WebSocketClients  # not needed (nor its import time) for stdio
 
     url = urlsplit(args.listen)
     if url.scheme != "ws" or url.hostname is None:
@@ -177,25 +180,13 @@ async def _serve_ws(args: argparse.Namespace) -> None:
     token, generated = _token(args, host)
     service = make_service(args)
 
-    def process_request(conn: ServerConnection, request: Request) -> Response | None:
-        refusal = check_request(request.path, request.headers, token, args.allow_origin)
-        if refusal is None:
-            return None
-        return conn.respond(*refusal)
+    def check(request: Request) -> tuple[HTTPStatus, str] | None:
+        return check_request(request.path, request.headers, token, args.allow_origin)
 
-    async def handler(ws: ServerConnection) -> None:
-        await serve_websocket(service, ws)
-
+    clients = WebSocketClients(service, check)
     stop = _stop_event()
-    async with serve(
-        handler,
-        host,
-        port,
-        process_request=process_request,
-        max_size=args.max_message_bytes,
-        compression=None,
-        write_limit=WRITE_LIMIT,
-    ) as server:
+    server = await asyncio.get_running_loop().create_server(clients.accept, host, port)
+    try:
         sock = next(iter(server.sockets))
         bound_port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
@@ -210,8 +201,10 @@ async def _serve_ws(args: argparse.Namespace) -> None:
         finally:
             if record is not None:
                 record.unlink(missing_ok=True)
-            server.close()
-            await service.aclose()
+    finally:
+        server.close()
+        await clients.aclose("the server is stopping")
+        await service.aclose()
 
 
 def _write_record(url: str, token: str | None) -> Path | None:
@@ -248,7 +241,7 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
     reader = asyncio.StreamReader(limit=limit + 1)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     write = await stdout_writer()
-    connection = service.connect(write)
+    connection = service.connect(write, framing=line_framing)
     stop = _stop_event()
     reading = asyncio.create_task(pump_lines(reader, connection, limit))
     waiting = asyncio.create_task(stop.wait())
@@ -264,7 +257,7 @@ async def _serve_stdio(args: argparse.Namespace) -> None:
 async def stdout_writer() -> Callable[[bytes], Awaitable[None]]:
     """Non-blocking line writes to stdout when it is a pipe; plain writes otherwise.
 
-    The returned coroutine writes one message and a newline, and returns at
+    The returned coroutine writes one line (`line_framing`), and returns at
     once while the transport buffers less than its high-water mark (64 KiB),
     else once it has drained: a small buffer, so a tty echo is not queued
     behind much of a flood (larger ones measured no faster, see bench/).
@@ -275,15 +268,15 @@ async def stdout_writer() -> Callable[[bytes], Awaitable[None]]:
         transport, protocol = await loop.connect_write_pipe(FlowControlMixin, out)
     except ValueError:  # a regular file: writes cannot block for long
 
-        async def write_file(message: bytes) -> None:
-            out.write(message + b"\n")
+        async def write_file(line: bytes) -> None:
+            out.write(line)
             out.flush()
 
         return write_file
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
-    async def write_pipe(message: bytes) -> None:
-        writer.write(message + b"\n")
+    async def write_pipe(line: bytes) -> None:
+        writer.write(line)
         await writer.drain()
 
     return write_pipe

@@ -15,6 +15,11 @@ def as_line(frame: str | bytes) -> bytes:
     return (frame.encode() if isinstance(frame, str) else frame) + b"\n"
 
 
+def line_framing(length: int) -> tuple[bytes, bytes]:
+    """A message's framing as a line (codec.Framing): a newline after it."""
+    return b"", b"\n"
+
+
 async def pump_lines(reader: asyncio.StreamReader, connection: Any, limit: int) -> None:
     """Feed newline-delimited frames to a connection until EOF (stdio, the daemon socket)."""
     while True:
