@@ -28,7 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import Driver, Running, WsClient, launch, measure_spawn, our_server
+from bench_client import WsClient
+from run import Driver, Running, launch, measure_spawn, our_server
 
 BIN = Path(sys.executable).parent
 

@@ -19,11 +19,16 @@ against the peer's websocket:
   ``process/output`` notifications / time from start to ``process/closed``, MB/s;
 - echo: one byte written to a tty ``cat`` -> its echo received, while ``cat
   /dev/zero`` floods the same connection (median of ``--echoes``), ms;
-- CPU: server CPU seconds (user + system, all its threads, not the child's)
-  spent during the throughput run, per GB delivered as notifications;
-- RSS: VmRSS the server process adds with 200 idle children (``sleep``), MB;
+- CPU: server CPU seconds (user + system, all threads) spent during the
+  throughput run, per GB delivered as notifications;
+- RSS: VmRSS the server adds with 200 idle children (``sleep``), MB;
 - delivered: bytes carried by notifications / bytes written, which must be
   100 % (SPEC 5); the exit status is 1 when a run delivered less.
+
+"The server" is every process of the server's program that the run started
+(procs.py): for jupyter-exec the Jupyter server or `serve`, the exec daemon,
+its guardian and any helper, for Codex its own processes; never the
+workload's children.
 
 Usage: ``.venv/bin/python bench/run.py [--peer codex|none] [--transport
 stdio|ws|jupyter|all] [--rounds N] [--quick]``.
@@ -34,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
 import secrets
 import shlex
@@ -44,131 +48,19 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_client import Client, StdioClient, WsClient
+from procs import TAG_VAR, ServerProcesses
+
 REPO = Path(__file__).resolve().parent.parent
 OURS_BIN = Path(sys.executable).parent / "jupyter-exec"
 LINE_LIMIT = 256 << 20
 ECHO_TIMEOUT = 2.0
-
-
-# -- the client ------------------------------------------------------------------
-
-
-class RpcError(Exception):
-    pass
-
-
-class Client:
-    """A raw JSON-RPC client over one transport; notifications go to `on_notify`."""
-
-    def __init__(self) -> None:
-        self._next_id = 0
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.on_notify: Callable[[str, dict[str, Any]], None] = lambda m, p: None
-        self._reader: asyncio.Task[None] | None = None
-
-    # transport hooks
-    async def _send_text(self, text: str) -> None:
-        raise NotImplementedError
-
-    async def _frames(self) -> Any:
-        raise NotImplementedError
-        yield
-
-    async def aclose(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-
-    def start_reading(self) -> None:
-        self._reader = asyncio.create_task(self._read_loop())
-        self._reader.add_done_callback(_report_failure)
-
-    async def _read_loop(self) -> None:
-        loads = json.loads
-        pending = self._pending
-        try:
-            async for frame in self._frames():
-                msg = loads(frame)
-                method = msg.get("method")
-                if method is not None:
-                    self.on_notify(method, msg.get("params") or {})
-                    continue
-                fut = pending.pop(msg.get("id"), None)
-                if fut is not None and not fut.done():
-                    if "error" in msg:
-                        fut.set_exception(RpcError(msg["error"]))
-                    else:
-                        fut.set_result(msg.get("result"))
-        finally:
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(RpcError("connection closed"))
-
-    async def call(self, method: str, params: Any) -> Any:
-        self._next_id += 1
-        rid = self._next_id
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        await self._send_text(json.dumps({"id": rid, "method": method, "params": params}))
-        return await fut
-
-    async def notify(self, method: str, params: Any) -> None:
-        await self._send_text(json.dumps({"method": method, "params": params}))
-
-    async def handshake(self) -> None:
-        await self.call("initialize", {"clientName": "jupyter-exec-bench", "resumeSessionId": None})
-        await self.notify("initialized", {})
-
-
-def _report_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        print(f"client reader failed: {task.exception()!r}", file=sys.stderr)
-
-
-class StdioClient(Client):
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        super().__init__()
-        self.proc = proc
-
-    async def _send_text(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def _frames(self) -> Any:
-        assert self.proc.stdout is not None
-        readline = self.proc.stdout.readline
-        while True:
-            line = await readline()
-            if not line:
-                return
-            yield line
-
-
-class WsClient(Client):
-    def __init__(self, ws: Any) -> None:
-        super().__init__()
-        self.ws = ws
-
-    async def _send_text(self, text: str) -> None:
-        await self.ws.send(text)
-
-    async def _frames(self) -> Any:
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            async for frame in self.ws:
-                yield frame
-        except ConnectionClosed:
-            return
-
-    async def aclose(self) -> None:
-        await self.ws.close()
-        await super().aclose()
 
 
 # -- servers -----------------------------------------------------------------------
@@ -233,19 +125,16 @@ def free_port() -> int:
 class Running:
     proc: asyncio.subprocess.Process
     client: Client
-    #: A Jupyter server's runtime and config directory: it is stopped by SIGTERM.
-    runtime: Path | None = None
-    #: What does the work besides `proc`: inside Jupyter, the exec daemon.
-    helpers: list[int] = field(default_factory=list)
-
-    @property
-    def pids(self) -> list[int]:
-        """The processes whose CPU and memory count as the server's."""
-        return [self.proc.pid, *self.helpers]
+    #: Its runtime directory (a Jupyter server's also holds its config).
+    runtime: Path
+    #: Every process whose CPU and memory count as the server's (procs.py).
+    procs: ServerProcesses
+    #: A Jupyter server is stopped by SIGTERM, the others by closing stdin.
+    jupyter: bool = False
 
     async def stop(self) -> None:
         await self.client.aclose()
-        if self.runtime is not None:
+        if self.jupyter:
             self.proc.terminate()
         if self.proc.stdin is not None:
             self.proc.stdin.close()
@@ -258,50 +147,51 @@ class Running:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-        if self.runtime is not None:
-            shutil.rmtree(self.runtime, ignore_errors=True)
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def run_env(runtime: Path) -> tuple[dict[str, str], str]:
+    """A server's environment: a private runtime directory and the run's tag (procs.py)."""
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), TAG_VAR: tag}
+    return env, tag
 
 
 async def launch(server: Server, transport: str) -> Running:
     if transport == "jupyter" and server.name == "jupyter-exec":
         return await launch_jupyter()
-    if transport == "stdio":
-        proc = await asyncio.create_subprocess_exec(
-            *server.argv_stdio,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            limit=LINE_LIMIT,
-            cwd=REPO,
-        )
-        client: Client = StdioClient(proc)
-    else:
-        from websockets.asyncio.client import connect
-
-        proc = await asyncio.create_subprocess_exec(
-            *server.argv_ws,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=REPO,
-        )
-        assert proc.stdout is not None
-        try:
-            url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
-            if not url.startswith("ws://"):
-                raise RuntimeError(f"{server.name}: no URL on stdout (got {url!r})")
-            ws = await connect(url, max_size=None, compression=None, open_timeout=30)
-        except BaseException:
-            await _kill(proc)
-            raise
-        client = WsClient(ws)
-    client.start_reading()
+    runtime = Path(tempfile.mkdtemp(prefix="bench-run-"))
+    env, tag = run_env(runtime)
+    stdio = transport == "stdio"
+    proc = await asyncio.create_subprocess_exec(
+        *(server.argv_stdio if stdio else server.argv_ws),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        limit=LINE_LIMIT,
+        cwd=REPO,
+        env=env,
+    )
     try:
+        client = StdioClient(proc) if stdio else await _ws_client(server, proc)
+        client.start_reading()
         await asyncio.wait_for(client.handshake(), 30)
     except BaseException:
         await _kill(proc)
+        shutil.rmtree(runtime, ignore_errors=True)
         raise
-    return Running(proc, client)
+    return Running(proc, client, runtime, ServerProcesses(tag, proc.pid))
+
+
+async def _ws_client(server: Server, proc: asyncio.subprocess.Process) -> Client:
+    from websockets.asyncio.client import connect
+
+    assert proc.stdout is not None
+    url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+    if not url.startswith("ws://"):
+        raise RuntimeError(f"{server.name}: no URL on stdout (got {url!r})")
+    ws = await connect(url, max_size=None, compression=None, open_timeout=30)
+    return WsClient(ws)
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -318,7 +208,8 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 async def launch_jupyter() -> Running:
     port, token = free_port(), secrets.token_hex(16)
     runtime = Path(tempfile.mkdtemp(prefix="bench-jupyter-"))
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(runtime)}
+    env, tag = run_env(runtime)
+    env["JUPYTER_CONFIG_DIR"] = str(runtime)
     proc = await asyncio.create_subprocess_exec(
         *jupyter_argv(port, token, runtime),
         stdin=asyncio.subprocess.PIPE,
@@ -327,15 +218,15 @@ async def launch_jupyter() -> Running:
         env=env,
         cwd=REPO,
     )
+    procs = ServerProcesses(tag, proc.pid)
     try:
         client = await _jupyter_client(port, token)
-        daemon = daemon_pid(runtime)
-        await settled(proc.pid)
+        await settled(procs)
     except BaseException:
         await _kill(proc)  # stop_processes_on_shutdown: its daemon stops with it
         shutil.rmtree(runtime, ignore_errors=True)
         raise
-    return Running(proc, client, runtime, [daemon])
+    return Running(proc, client, runtime, procs, jupyter=True)
 
 
 async def _jupyter_client(port: int, token: str) -> WsClient:
@@ -357,27 +248,16 @@ async def _jupyter_client(port: int, token: str) -> WsClient:
     return client
 
 
-def daemon_pid(runtime: Path) -> int:
-    """The exec daemon the server relays to (started by the first connection)."""
-    from jupyter_exec.daemon.paths import record_path
-
-    pid: int = json.loads(record_path(runtime).read_text())["pid"]
-    return pid
-
-
-async def settled(pid: int, quiet: float = 0.02, timeout: float = 20) -> None:
+async def settled(procs: ServerProcesses, quiet: float = 0.02, timeout: float = 20) -> None:
     """Wait until the server stops using CPU: Jupyter Server finishes starting in the
     background (jupyter-lsp scans entry points in a thread for seconds, holding the
     GIL), which would otherwise land in the first figures."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    before = cpu_seconds(pid)
     while loop.time() < deadline:
-        await asyncio.sleep(0.5)
-        now = cpu_seconds(pid)
-        if now - before < quiet:
+        _, used = await procs.cpu_during(asyncio.sleep(0.5))
+        if used < quiet:
             return
-        before = now
 
 
 # -- the workload -------------------------------------------------------------------
@@ -460,17 +340,8 @@ async def measure_spawn(d: Driver, n: int) -> float:
     return statistics.median(times) * 1000
 
 
-def cpu_seconds(*pids: int) -> float:
-    """User + system CPU time of the processes (all their threads), not of their children."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 async def measure_throughput(
-    d: Driver, total: int, server_pids: list[int]
+    d: Driver, total: int, procs: ServerProcesses
 ) -> tuple[float, int, float]:
     """(MB/s, bytes received, server CPU seconds per GB received)."""
     received = 0
@@ -480,14 +351,15 @@ async def measure_throughput(
         chunk = params["chunk"]
         received += len(chunk) * 3 // 4 - (2 if chunk.endswith("==") else chunk.endswith("="))
 
+    async def flood() -> float:
+        t0 = time.perf_counter()
+        await d.start(["head", "-c", str(total), "/dev/zero"], pid=pid)
+        await asyncio.wait_for(d.closed[pid], 600)
+        return time.perf_counter() - t0
+
     pid = d.new_id()
     d.on_output[pid] = count
-    cpu0 = cpu_seconds(*server_pids)
-    t0 = time.perf_counter()
-    await d.start(["head", "-c", str(total), "/dev/zero"], pid=pid)
-    await asyncio.wait_for(d.closed[pid], 600)
-    elapsed = time.perf_counter() - t0
-    cpu = cpu_seconds(*server_pids) - cpu0
+    elapsed, cpu = await procs.cpu_during(flood())
     await d.finish(pid)
     return received / 1e6 / elapsed, received, cpu / max(received, 1) * 1e9
 
@@ -542,21 +414,13 @@ async def measure_echo(d: Driver, n: int) -> float:
     return statistics.median(times) * 1000
 
 
-def vm_rss_mb(*pids: int) -> float:
-    total = 0.0
-    for pid in pids:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-        total += next(int(x.split()[1]) for x in lines if x.startswith("VmRSS:")) / 1024
-    return total
-
-
-async def measure_rss(d: Driver, server_pids: list[int], children: int) -> float:
+async def measure_rss(d: Driver, procs: ServerProcesses, children: int) -> float:
     """RSS the children add (the bare server differs most by its language runtime)."""
     await asyncio.sleep(0.5)
-    before = vm_rss_mb(*server_pids)
+    before = procs.rss_mb()
     pids = [await d.start(["sleep", "600"]) for _ in range(children)]
     await asyncio.sleep(0.5)
-    rss = vm_rss_mb(*server_pids) - before
+    rss = procs.rss_mb() - before
     for pid in pids:
         await d.client.call("process/terminate", {"processId": pid})
     await asyncio.wait_for(asyncio.gather(*(d.closed[p] for p in pids)), 60)
@@ -585,7 +449,7 @@ async def one_run(server: Server, transport: str, sizes: Sizes, only: set[str]) 
     try:
         await measure_spawn(d, 3)  # warm-up (our first start also starts the guardian)
         if "rss" in only:
-            result.figures["rss"] = await measure_rss(d, running.pids, sizes.children)
+            result.figures["rss"] = await measure_rss(d, running.procs, sizes.children)
         if "spawn" in only:
             result.figures["spawn"] = await measure_spawn(d, sizes.spawns)
         if "echo" in only:
@@ -594,7 +458,7 @@ async def one_run(server: Server, transport: str, sizes: Sizes, only: set[str]) 
         result.received = sizes.megabytes * 1_000_000
         if "throughput" in only:
             mbs, result.received, cpu = await measure_throughput(
-                d, sizes.megabytes * 1_000_000, running.pids
+                d, sizes.megabytes * 1_000_000, running.procs
             )
             result.figures["throughput"] = mbs
             result.figures["cpu"] = cpu

@@ -315,13 +315,14 @@ class LogRange:
             os.close(fd)
 
     def read_fd(
-        self, fd: int, pread: Callable[[int, int, int], bytes] = os.pread
+        self, fd: int, pread: Callable[[int, int, int], bytes | bytearray] = os.pread
     ) -> tuple[list[Chunk], bool]:
         out: list[Chunk] = []
         size = 0
         offset = self.start
         while offset < self.end:
             blob = pread(fd, min(_READ_WINDOW, self.end - offset), offset)
+            view = memoryview(blob)  # a chunk is one copy of its record, whatever `blob` is
             pos = 0
             while pos + _HEADER.size <= len(blob):
                 seq, code, length = _HEADER.unpack_from(blob, pos)
@@ -330,6 +331,7 @@ class LogRange:
                     if pos > 0:
                         break  # the next window starts with this record
                     blob = pread(fd, end, offset)  # one record larger than the window
+                    view = memoryview(blob)
                     if end > len(blob):
                         break  # the file is shorter than its index says
                     continue
@@ -338,7 +340,8 @@ class LogRange:
                 if seq > self.after_seq:
                     if out and size + length > self.budget:
                         return out, True
-                    out.append(Chunk(seq, STREAM_NAMES[code], blob[pos + _HEADER.size : end]))
+                    data = view[pos + _HEADER.size : end].tobytes()
+                    out.append(Chunk(seq, STREAM_NAMES[code], data))
                     size += length
                 pos = end
             if pos == 0:
@@ -357,9 +360,12 @@ def _whole_records(pieces: list[bytes], written: int) -> list[bytes]:
     return pieces
 
 
-def _pread_cached(fd: int, size: int, offset: int) -> bytes:
-    """`os.pread` that raises BlockingIOError unless all of it is in the page cache."""
+def _pread_cached(fd: int, size: int, offset: int) -> bytearray:
+    """`os.pread` that raises BlockingIOError unless all of it is in the page cache.
+
+    The buffer itself is returned: its records are copied out once (`read_fd`).
+    """
     buf = bytearray(size)
     if os.preadv(fd, [buf], offset, os.RWF_NOWAIT) < size:
         raise BlockingIOError("not all cached")  # or the file is shorter: `read` decides
-    return bytes(buf)
+    return buf
