@@ -95,6 +95,14 @@ def _certificate(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def daemon_settings(monkeypatch: Any, config_dir: Path, **settings: object) -> None:
+    """The user's daemon settings (`jupyter_exec_daemon.json`) for daemons started from
+    now on by this process (`JUPYTER_CONFIG_DIR`, which the daemon inherits)."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "jupyter_exec_daemon.json").write_text(json.dumps(settings))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config_dir))
+
+
 def daemon_pid(runtime: Path, protocol: int | None = None) -> int | None:
     """The pid the daemon recorded, if that pid is a live exec daemon of this runtime dir."""
     try:
