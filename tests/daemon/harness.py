@@ -42,15 +42,20 @@ class Server:
 
 
 def start_server(
-    tmp: Path, *extra: str, env: dict[str, str] | None = None, tls: bool = False
+    tmp: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    tls: bool = False,
+    root: Path | None = None,
 ) -> Server:
     """A `jupyter server` on `tmp/runtime` (shared by the servers of one test).
 
     `tls`: served over https with a certificate made for 127.0.0.1 here.
+    `root`: its root_dir (default `tmp/root`), which is also its cwd.
     """
     from tests.magics.jupyter_process import BIN, clean_env, free_port
 
-    runtime, root = tmp / "runtime", tmp / "root"
+    runtime, root = tmp / "runtime", root or tmp / "root"
     runtime.mkdir(exist_ok=True)
     root.mkdir(exist_ok=True)
     port, token = free_port(), secrets.token_hex(16)
