@@ -12,8 +12,13 @@ would have, and clients resume their sessions as after any restart.
 
 The handover message, one line with the socket attached:
 
-    -> {"jupyterExecDaemon": N, "allowedActions": [...], "request": "GET ... \\r\\n\\r\\n"}
+    -> {"jupyterExecDaemon": N, "allowedActions": [...], "front": {FrontRules},
+        "request": "GET ... \\r\\n\\r\\n"}
     <- {"ok": true} | {"error": "..."}
+
+`front` carries the handing server's rules (wire/rules.py, SPEC 3): the
+websocket is served under them, as if that server served it itself. Without
+it (an older server) the daemon's `fallback_rules` apply.
 
 After "ok" the sender closes its descriptor of the socket, then the channel;
 the daemon answers the client's handshake only then, so no byte of the
@@ -29,18 +34,19 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from ..rpc.dispatch import ExecService
 from ..transports.ws_front import WebSocketClient, WebSocketClients
+from ..wire.rules import FrontRules
 from . import sockets
 
 log = logging.getLogger("jupyter_exec.daemon")
 
-#: Largest handover line (the request head with its headers).
-HELLO_MAX = 1 << 16
+#: Largest handover line (the request head with its headers, the front's environment).
+HELLO_MAX = 1 << 20
 #: How long the handing server may take to send its line.
 HANDOVER_TIMEOUT = 10.0
 #: How long closing waits for the client's close frame before dropping the connection.
@@ -50,12 +56,19 @@ CLOSE_TIMEOUT = 1.0
 class Handovers:
     """Accepts handed-over sockets and serves them as websocket clients of `service`."""
 
-    def __init__(self, service: ExecService, protocol: int) -> None:
+    def __init__(
+        self,
+        service: ExecService,
+        protocol: int,
+        max_message_bytes: int,
+        fallback: Callable[[int], FrontRules],
+    ) -> None:
         self.protocol = protocol
+        self.fallback = fallback
         # Origin was checked by Jupyter, with its own settings: none is checked here.
         # When its server dies, a client that stopped reading must not hold the
         # session attached: the daemon lets go of it after CLOSE_TIMEOUT.
-        self._clients = WebSocketClients(service, close_timeout=CLOSE_TIMEOUT)
+        self._clients = WebSocketClients(service, max_message_bytes, close_timeout=CLOSE_TIMEOUT)
         self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._owners: dict[int, _Owner] = {}
@@ -106,7 +119,7 @@ class Handovers:
             except OSError:
                 return
             try:
-                head, allowed = self._parse(line)
+                head, allowed, rules = self._parse(line)
                 client = _one_stream_socket(fds)
             except ValueError as exc:
                 for fd in fds:
@@ -120,12 +133,12 @@ class Handovers:
                 # the socket ours alone, and the handshake may begin.
                 await asyncio.to_thread(_answer, conn, {"ok": True})
                 await asyncio.to_thread(conn.recv, 1)
-                await self._adopt(client, head, allowed, owner)
+                await self._adopt(client, head, allowed, rules or self.fallback(pid), owner)
             except OSError as exc:
                 log.warning("a handover failed: %s", exc)
                 client.close()
 
-    def _parse(self, line: bytes) -> tuple[bytes, frozenset[str] | None]:
+    def _parse(self, line: bytes) -> tuple[bytes, frozenset[str] | None, FrontRules | None]:
         try:
             hello = json.loads(line)
             theirs, head, actions = (
@@ -141,8 +154,10 @@ class Handovers:
             raise ValueError(f"this exec daemon speaks protocol {self.protocol}, not {theirs}")
         if not isinstance(head, str) or not isinstance(actions, (list, type(None))):
             raise ValueError("request must be a string and allowedActions a list or null")
+        rules = FrontRules.from_wire(hello["front"]) if "front" in hello else None
         try:
-            return head.encode("latin-1"), None if actions is None else frozenset(map(str, actions))
+            allowed = None if actions is None else frozenset(map(str, actions))
+            return head.encode("latin-1"), allowed, rules
         except UnicodeEncodeError:
             raise ValueError("request must be an HTTP head (latin-1)") from None
 
@@ -154,12 +169,17 @@ class Handovers:
         return owner
 
     async def _adopt(
-        self, client: socket.socket, head: bytes, allowed: frozenset[str] | None, owner: _Owner
+        self,
+        client: socket.socket,
+        head: bytes,
+        allowed: frozenset[str] | None,
+        rules: FrontRules,
+        owner: _Owner,
     ) -> None:
         if client.family in (socket.AF_INET, socket.AF_INET6):
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.setblocking(False)
-        websocket = self._clients.adopt(allowed, head)  # the request Jupyter read, as sent
+        websocket = self._clients.adopt(allowed, rules, head)  # the request Jupyter read
         owner.add(websocket)
         await asyncio.get_running_loop().connect_accepted_socket(lambda: websocket, sock=client)
 

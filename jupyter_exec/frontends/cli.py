@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
     )
     sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
+    sub.add_parser("daemon", help="the exec daemon's settings (see: daemon config --help)")
     return parser
 
 
@@ -186,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         from ..mcp.stdio import main as mcp_main
 
         return mcp_main(argv[1:])
+    if argv[:1] == ["daemon"]:
+        from .cli_daemon import main as daemon_main
+
+        return daemon_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -228,9 +233,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 @contextlib.asynccontextmanager
 async def _connect(args: argparse.Namespace) -> Any:
     """A client of the server discovery finds; for ``run`` with none, an embedded registry."""
-    from ..client.exec_client import (
-        ExecClient,  # here, so that --help and bad lines cost no websockets
-    )
+    from ..client.exec_client import ExecClient  # here: --help costs no websockets
 
     target = find_server(args.url, args.token, any_server=True)
     if target is None:
@@ -245,9 +248,9 @@ async def _connect(args: argparse.Namespace) -> Any:
             return
         daemon = find_daemon() or (_start_daemon() if args.command == "run" else None)
         if daemon is not None:  # no server up, but the processes outlive servers
-            from ..client.unix_transport import connect_daemon
+            from .cli_daemon import connect_here
 
-            client = await connect_daemon(daemon, client_name="jupyter-exec-cli")
+            client = await connect_here(daemon)
             try:
                 yield client
             finally:

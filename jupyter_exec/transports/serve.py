@@ -92,7 +92,9 @@ def config_from_args(args: argparse.Namespace) -> ExecConfig:
 
 
 def make_service(args: argparse.Namespace) -> ExecService:
-    return build_service(config_from_args(args))
+    """The server's own service: it is its own daemon and its one front (SPEC 3)."""
+    config = config_from_args(args)
+    return build_service(config, config.front_rules("jupyter-exec serve"))
 
 
 class UsageError(Exception):
@@ -183,7 +185,7 @@ async def _serve_ws(args: argparse.Namespace) -> None:
     def check(request: Request) -> tuple[HTTPStatus, str] | None:
         return check_request(request.path, request.headers, token, args.allow_origin)
 
-    clients = WebSocketClients(service, check)
+    clients = WebSocketClients(service, args.max_message_bytes, check)
     stop = _stop_event()
     server = await asyncio.get_running_loop().create_server(clients.accept, host, port)
     try:

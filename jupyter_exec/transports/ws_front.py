@@ -34,6 +34,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..rpc.dispatch import Connection, ExecService
+from ..wire.rules import FrontRules
 
 log = logging.getLogger("jupyter_exec.transports.ws")
 
@@ -53,20 +54,23 @@ Check = Callable[[Request], tuple[HTTPStatus, str] | None]
 class WebSocketClient(asyncio.Protocol):
     """One websocket client, from its upgrade request to its close.
 
-    `head` is what was already read from the socket (a handed-over request);
-    it is fed before anything the socket itself delivers.
+    `rules` are the front's it came through (None: the service's own); `head`
+    is what was already read from the socket (a handed-over request), fed
+    before anything the socket itself delivers.
     """
 
     def __init__(
         self,
         clients: WebSocketClients,
         allowed_actions: frozenset[str] | None,
+        rules: FrontRules | None,
         head: bytes = b"",
     ) -> None:
         self._clients = clients
         self._allowed = allowed_actions
+        self._rules = rules
         self._head = head
-        self._ws = ServerProtocol(max_size=clients.service.config.max_message_bytes, logger=log)
+        self._ws = ServerProtocol(max_size=clients.max_message_bytes, logger=log)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -158,7 +162,7 @@ class WebSocketClient(asyncio.Protocol):
         except ConnectionError:
             return
         service = self._clients.service
-        connection = service.connect(self.write, self._allowed, text_frame)
+        connection = service.connect(self.write, self._allowed, self._rules, text_frame)
         try:
             await self._pump(connection)
         finally:
@@ -269,10 +273,12 @@ class WebSocketClients:
     def __init__(
         self,
         service: ExecService,
+        max_message_bytes: int,
         check: Check | None = None,
         close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.service = service
+        self.max_message_bytes = max_message_bytes
         self.check = check
         self.close_timeout = close_timeout
         self._tasks: dict[WebSocketClient, asyncio.Task[None]] = {}
@@ -284,11 +290,13 @@ class WebSocketClients:
 
     def accept(self) -> WebSocketClient:
         """A protocol for `loop.create_server`: every client may do everything."""
-        return WebSocketClient(self, None)
+        return WebSocketClient(self, None, None)
 
-    def adopt(self, allowed_actions: frozenset[str] | None, head: bytes) -> WebSocketClient:
+    def adopt(
+        self, allowed_actions: frozenset[str] | None, rules: FrontRules, head: bytes
+    ) -> WebSocketClient:
         """A protocol for a socket whose upgrade request `head` was read by someone else."""
-        return WebSocketClient(self, allowed_actions, head)
+        return WebSocketClient(self, allowed_actions, rules, head)
 
     def started(self, client: WebSocketClient) -> None:
         task = asyncio.create_task(self._serve(client))
