@@ -6,9 +6,9 @@ LAB := labextension
 STAMP := $(VENV)/.installed
 # The oldest and newest Python that pyproject.toml claims; each gets its own venv.
 PYTHONS ?= 3.10 3.13
-# What runs under every other claimed Python: the core, the client and CLI, and the
-# exec daemon's websocket handover (it leans on websockets internals that differ by
-# version: Python 3.10 gets websockets 16).
+# What runs under every other claimed Python: the core (with the websocket front), the
+# client and CLI, and the exec daemon's websocket handover (websockets' sans-I/O API on
+# every version: Python 3.10 gets websockets 16).
 PYTHONS_TESTS ?= tests/core tests/cli tests/daemon/test_handover.py tests/daemon/test_resume.py
 PYENV_ROOT ?= $(HOME)/.pyenv
 

@@ -78,6 +78,7 @@ class WebSocketClient(asyncio.Protocol):
         self._pinged = False
         self._pings = 0
         self._fragments: list[bytes] = []
+        self._text = True  # the message being received is a text one
         #: Messages received and not yet handed to the service (reading pauses meanwhile).
         self._inbox: deque[bytes] = deque()
         self._arrived = asyncio.Event()
@@ -194,19 +195,26 @@ class WebSocketClient(asyncio.Protocol):
             self._drop_later(self._clients.close_timeout)
 
     def _frame(self, frame: Frame) -> None:
-        if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
-            # SPEC 1: a message is one frame or its fragments; text and binary alike.
-            data = bytes(frame.data)  # bytes already (no copy) from the parser
-            if frame.fin and not self._fragments:
-                self._inbox.append(data)
-            else:
-                self._fragments.append(data)
-                if frame.fin:
-                    self._inbox.append(b"".join(self._fragments))
-                    self._fragments.clear()
-            self._arrived.set()
-        elif frame.opcode is Opcode.PONG:
+        if frame.opcode is Opcode.PONG:
             self._pinged = False
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            return  # a ping (the protocol answered it) or a close
+        # SPEC 1: a message is one frame or its fragments; text and binary alike.
+        if frame.opcode is not Opcode.CONT:
+            self._text = frame.opcode is Opcode.TEXT
+        self._fragments.append(bytes(frame.data))  # bytes already: no copy
+        if not frame.fin:
+            return
+        message = self._fragments[0] if len(self._fragments) == 1 else b"".join(self._fragments)
+        self._fragments.clear()
+        if self._text:
+            try:
+                message.decode()  # RFC 6455 8.1: a text message is UTF-8, else 1007
+            except UnicodeDecodeError as exc:
+                self._ws.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                return
+        self._inbox.append(message)
+        self._arrived.set()
 
     def _keepalive(self) -> None:
         if self._ws.state is not State.OPEN:
