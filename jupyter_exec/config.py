@@ -40,6 +40,10 @@ class ExecConfig:
     daemon_idle_seconds: float = 60.0
     #: Jupyter only: stop every process and the daemon when the server stops.
     stop_processes_on_shutdown: bool = False
+    #: The sandbox of every process, and the one of processes agents start (MCP,
+    #: Codex clients): MODE or MODE:network-off (wire/sandbox.py `parse_setting`).
+    default_sandbox: str = "none"
+    agent_sandbox: str = "workspace-write"
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)

@@ -11,9 +11,10 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from ..wire.errors import (
 from ..wire.events import Event, RemovedEvent, StartedEvent
 from ..wire.models import Lifetime, ProcessInfo
 from ..wire.protocol import ReadParams, StartParams
+from ..wire.sandbox import SandboxPolicy
 from ..wire.schema import Chunk
-from . import limits
+from . import limits, sandbox
 from .child import ChildSpec, build_env, resolve_cwd, resolve_program, spawn
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
@@ -117,9 +119,17 @@ class Registry:
     # -- start ----------------------------------------------------------------
 
     def start(
-        self, params: StartParams, owner: str | None, default_lifetime: Lifetime
+        self,
+        params: StartParams,
+        owner: str | None,
+        default_lifetime: Lifetime,
+        policies: Sequence[SandboxPolicy] = (),
     ) -> ProcessInfo:
-        """Spawn a child synchronously: no event of it can be published before this returns."""
+        """Spawn a child synchronously: no event of it can be published before this returns.
+
+        It runs under every one of `policies` (its front's) and the one it asks for
+        itself (`params.sandbox`) at once (core/sandbox.py).
+        """
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
         if params.process_id in self._procs:
@@ -142,16 +152,24 @@ class Registry:
         if params.arg0 is not None:
             argv[0] = params.arg0
         size = params.size
+        log_dir = self._ensure_log_dir()
+        box = self._sandbox([*policies, params.sandbox], cwd, env, log_dir)
+        confine = box.preexec if box is not None else None
+        preexec = sandbox.preexec_chain(limits.preexec(params.limits), confine)
         spec = ChildSpec(
             executable, argv, cwd, env, params.tty, params.pipe_stdin,
             rows=size.rows if size else 24, cols=size.cols if size else 80,
-            preexec=limits.preexec(params.limits),
+            preexec=preexec, keep_fds=box.keep_fds if box else (),
         )  # fmt: skip
-        log_dir = self._ensure_log_dir()
         try:
             child = spawn(spec)
         except OSError as exc:
             raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {exc.strerror}") from None
+        except subprocess.SubprocessError as exc:  # the sandbox's preexec failed in the child
+            raise InvalidParamsError(f"cannot start {params.argv[0]!r} sandboxed: {exc}") from None
+        finally:
+            if box is not None:
+                box.close()
         store = OutputStore(
             log_dir / f"{uuid.uuid4().hex}.log",
             self.config.retained_bytes_per_process,
@@ -169,6 +187,7 @@ class Registry:
             marker=marker,
             timeout_ms=params.timeout_ms,
             limits=params.limits,
+            sandbox=box.conf if box else None,
         )
         proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
         self._procs[proc.id] = proc
@@ -178,6 +197,26 @@ class Registry:
         # still before any output callback of the child.
         asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
         return info
+
+    def _sandbox(
+        self,
+        requested: Sequence[SandboxPolicy | None],
+        cwd: str,
+        env: dict[str, str],
+        log_dir: Path,
+    ) -> sandbox.Sandbox | None:
+        """The sandbox a start runs in (None: none); `env` loses what would lead back to us."""
+        policies = [p for p in requested if p is not None]
+        conf = sandbox.confine(policies, cwd, self.config.root_dir, env)
+        if conf is None:
+            return None
+        sandbox.check_available()
+        conf = sandbox.prepare_protected(conf)
+        box = sandbox.Sandbox(conf, sandbox.hidden_dirs([log_dir, self.config.log_dir]), cwd)
+        sandbox.scrub_env(env)
+        if box.tmp is not None:
+            env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
+        return box
 
     def _near_fd_limit(self) -> bool:
         """Whether counting descriptors is worth its cost (a /proc listing) on this start."""

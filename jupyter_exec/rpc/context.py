@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from ..core.registry import Registry
 from ..wire.models import Lifetime
+from ..wire.sandbox import SandboxPolicy
 from .sessions import Session, Sessions
 
 
@@ -38,6 +39,11 @@ class CallContext:
     connection: Outlet
     root_dir: Path
     default_lifetime: Lifetime
+    #: The front's sandbox policies by setting name (`default_sandbox`, `agent_sandbox`).
+    default_sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    agent_sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    #: The client's `initialize` name (agents: `process_methods.AGENT_CLIENTS`).
+    client_name: str = "unknown"
     #: Callbacks run right after the response is queued (e.g. start's auto-subscribe).
     after_response: list[Callable[[], None]] = field(default_factory=list)
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..core import limits
+from ..core import limits, sandbox
 from ..core.registry import Registry
 from ..wire.codec import encode
 from ..wire.errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
@@ -36,6 +36,7 @@ from ..wire.protocol import (
     request_id_of,
     response,
 )
+from ..wire.sandbox import SandboxPolicy
 from . import environment, fs_methods
 from .context import CallContext, Handler
 from .outbox import Outbox, Write
@@ -75,6 +76,9 @@ class ServiceConfig:
     #: Requests of one connection running at once; beyond it the transport stops
     #: reading that client (with the limit above, this bounds its memory).
     max_requests_in_flight: int = 256
+    #: Sandbox policies (docs/sandbox.md): of every process, and of agents' processes.
+    default_sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    agent_sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
 
 
 class ExecService:
@@ -143,6 +147,7 @@ class Connection:
         self.service = service
         self.allowed_actions = allowed_actions
         self.session: Session | None = None
+        self.client_name = "unknown"
         self._initialized = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -241,6 +246,9 @@ class Connection:
             connection=self,
             root_dir=service.root_dir,
             default_lifetime=service.config.default_lifetime,
+            default_sandbox=service.config.default_sandbox,
+            agent_sandbox=service.config.agent_sandbox,
+            client_name=self.client_name,
         )
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
@@ -263,10 +271,12 @@ class Connection:
             raise InvalidRequestError("initialize may only be sent once per connection")
         p = parse_params(InitializeParams, params)
         self.session = self.service.sessions.open(p.resume_session_id, self.outbox)
+        self.client_name = p.client_name
         return {
             "sessionId": self.session.id,
             "serverInfo": {"name": "jupyter-exec", "version": __version__},
-            "capabilities": self.service.capabilities,
+            # The sandbox's are probed once, at the first handshake (core/sandbox.py).
+            "capabilities": {**self.service.capabilities, **sandbox.capabilities()},
             # Codex reads its capabilities from here, and skips `environment/info`.
             "environmentInfo": environment.environment_info(self._context()),
         }

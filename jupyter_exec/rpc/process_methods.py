@@ -1,10 +1,21 @@
-"""The `process/*` methods (SPEC 4): params in, registry call, result out."""
+"""The `process/*` methods (SPEC 4): params in, registry call, result out.
+
+`process/start` also applies the front's sandbox policies (docs/sandbox.md):
+`default_sandbox` to every process, `agent_sandbox` besides to what an agent
+starts. A request may ask for a stricter sandbox than either, never a looser
+one. An agent is a client whose `initialize` clientName starts with one of
+`AGENT_CLIENTS` (Codex sends ``codex-environment``; our MCP faces
+``jupyter-exec-mcp...``), or a start carrying Codex's own `envPolicy`. The
+name is the client's word: the policy guards against what an agent's
+commands do, which run inside the sandbox, not against a client that lies.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..core.registry import ReadOutcome
+from ..wire.errors import InvalidParamsError
 from ..wire.protocol import (
     ListParams,
     ProcessParams,
@@ -17,16 +28,39 @@ from ..wire.protocol import (
     WriteParams,
     parse_params,
 )
+from ..wire.sandbox import SandboxPolicy, looser_than
 from ..wire.schema import ReadResult
 from .context import CallContext, Handler
+
+AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
-    ctx.registry.start(p, ctx.session_id, ctx.default_lifetime)
+    policies = front_policies(ctx, agent=is_agent(ctx.client_name, p))
+    if p.sandbox is not None:
+        for setting, policy in policies.items():
+            refusal = looser_than(p.sandbox, policy, setting)
+            if refusal is not None:
+                raise InvalidParamsError(refusal)
+    info = ctx.registry.start(p, ctx.session_id, ctx.default_lifetime, list(policies.values()))
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
-    return {"processId": p.process_id, "sandboxType": "none"}
+    # Codex's names: `linuxSeccomp` is its Linux sandbox, whatever enforces it.
+    sandbox_type = "none" if info.sandbox is None else "linuxSeccomp"
+    return {"processId": p.process_id, "sandboxType": sandbox_type}
+
+
+def is_agent(client_name: str, p: StartParams) -> bool:
+    return client_name.startswith(AGENT_CLIENTS) or p.env_policy is not None
+
+
+def front_policies(ctx: CallContext, agent: bool) -> dict[str, SandboxPolicy]:
+    """The front's policies that apply to this start, by setting name."""
+    policies = {"default_sandbox": ctx.default_sandbox}
+    if agent:
+        policies["agent_sandbox"] = ctx.agent_sandbox
+    return policies
 
 
 def _follow(ctx: CallContext, process_id: str, after_seq: int) -> None:

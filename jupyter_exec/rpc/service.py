@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import ExecConfig
 from ..core.registry import Registry, RegistryConfig
+from ..wire.sandbox import parse_setting
 from .dispatch import ExecService, ServiceConfig
 
 
@@ -37,5 +38,7 @@ def build_service(
             default_lifetime=config.default_lifetime,
             session_resume_seconds=config.session_resume_seconds,
             max_message_bytes=config.max_message_bytes,
+            default_sandbox=parse_setting(config.default_sandbox, "default_sandbox"),
+            agent_sandbox=parse_setting(config.agent_sandbox, "agent_sandbox"),
         ),
     )
