@@ -278,10 +278,15 @@ class Sandbox:
         return (self._ruleset.fd,)
 
     def _plan(self, hidden: list[str]) -> list[Mount]:
-        mounts: list[Mount] = []
+        # A mount point cannot be renamed: pinning every directory between a writable
+        # root and a covered path keeps the sandbox from moving the cover away.
+        pins = dict.fromkeys(
+            pin
+            for path in (*self.conf.read_only, *hidden)
+            for pin in _between(path, self.conf.writable)
+        )
+        mounts: list[Mount] = [(p.encode(), p.encode(), None, MS_BIND | MS_REC, None) for p in pins]
         for path in self.conf.read_only:
-            for pin in _between(path, self.conf.writable):  # a bind is a mount point: no rename
-                mounts.append((pin.encode(), pin.encode(), None, MS_BIND, None))
             flags = MS_REMOUNT | MS_BIND | MS_RDONLY | landlock.mount_flags(path)
             mounts.append((path.encode(), path.encode(), None, MS_BIND | MS_REC, None))
             mounts.append((None, path.encode(), None, flags, None))
@@ -315,8 +320,8 @@ class Sandbox:
 
 
 def _between(path: str, roots: Iterable[str]) -> list[str]:
-    """The directories from the writable root holding `path` down to `path`'s parent."""
-    holder = max((r for r in roots if _inside(path, r)), key=len, default=None)
+    """The directories from the outermost writable root holding `path` to `path`'s parent."""
+    holder = min((r for r in roots if _inside(path, r)), key=len, default=None)
     if holder is None:
         return []
     pins = []
