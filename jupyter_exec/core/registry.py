@@ -163,10 +163,9 @@ class Registry:
         )  # fmt: skip
         try:
             child = spawn(spec)
-        except OSError as exc:
-            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {exc.strerror}") from None
-        except subprocess.SubprocessError as exc:  # the sandbox's preexec failed in the child
-            raise InvalidParamsError(f"cannot start {params.argv[0]!r} sandboxed: {exc}") from None
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = (box and box.failure()) or getattr(exc, "strerror", None) or str(exc)
+            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {why}") from None
         finally:
             if box is not None:
                 box.close()

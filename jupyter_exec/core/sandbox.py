@@ -162,7 +162,8 @@ def protected_dirs(environ: Mapping[str, str] | None = None) -> list[str]:
 def hidden_dirs(log_dirs: Iterable[Path | None]) -> list[str]:
     """Directories a sandboxed child sees empty: the runtime dir (sockets, tokens) and logs."""
     found = [str(jupyter_runtime_dir()), *(str(d) for d in log_dirs if d is not None)]
-    return list(_real_dirs(found))
+    dirs = _real_dirs(found)
+    return [d for d in dirs if not any(d != o and _inside(d, o) for o in dirs)]  # outermost
 
 
 def scrub_env(env: dict[str, str]) -> None:
@@ -271,11 +272,20 @@ class Sandbox:
             ruleset.close()
             raise
         self._ruleset = ruleset
+        #: Where the child says why it failed (a preexec's exception does not cross exec).
+        self._why, self._why_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     @property
     def keep_fds(self) -> tuple[int, ...]:
         """Descriptors the child needs until exec (a spawn that closes the others keeps them)."""
-        return (self._ruleset.fd,)
+        return (self._ruleset.fd, self._why_w)
+
+    def failure(self) -> str | None:
+        """What went wrong setting the sandbox up in the child, after a spawn failed."""
+        try:
+            return "sandbox: " + os.read(self._why, 4096).decode(errors="replace")
+        except BlockingIOError:
+            return None
 
     def _plan(self, hidden: list[str]) -> list[Mount]:
         # A mount point cannot be renamed: pinning every directory between a writable
@@ -300,6 +310,13 @@ class Sandbox:
 
     def preexec(self) -> None:
         """In the forked child, before exec: namespaces, mounts, Landlock (see the module doc)."""
+        try:
+            self._confine()
+        except OSError as exc:
+            os.write(self._why_w, str(exc).encode())
+            raise
+
+    def _confine(self) -> None:
         landlock.unshare(self._flags)
         for name, data in ((b"setgroups", b"deny"), (b"uid_map", self._maps[0]),
                            (b"gid_map", self._maps[1])):  # fmt: skip
@@ -317,6 +334,8 @@ class Sandbox:
 
     def close(self) -> None:
         self._ruleset.close()
+        for fd in (self._why, self._why_w):
+            os.close(fd)
 
 
 def _between(path: str, roots: Iterable[str]) -> list[str]:
