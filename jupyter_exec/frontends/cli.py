@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
-    """``--time-limit``, ``--memory-limit``, ``--cpu-limit`` (limit_options.py)."""
+    """``--time-limit``, ``--memory-limit``, ``--cpu-limit``, ``--sandbox`` (limit_options.py)."""
     parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
+    parser.add_argument("--sandbox", metavar="MODE", help="read-only|workspace-write[:network-off]")
     parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
     parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
 
@@ -318,7 +319,7 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     rows, cols = _terminal_size()
     cwd = os.path.abspath(args.cwd or os.getcwd())  # noqa: ASYNC240 (no I/O: string work)
     try:
-        limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit)
+        limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit, args.sandbox)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     process_id = await start_process(

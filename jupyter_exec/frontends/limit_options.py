@@ -3,7 +3,8 @@
 ``--time-limit SECONDS`` becomes ``timeoutMs`` (terminated as by ``process/terminate``
 when it passes), ``--memory-limit SIZE`` (``512M``, ``2G``; bytes without a unit)
 ``limits.memoryBytes`` and ``--cpu-limit SECONDS`` ``limits.cpuSeconds``
-(docs/protocol.md, ``process/start``). Plain standard library, so the CLI
+(docs/protocol.md, ``process/start``). ``--sandbox MODE[:network-off]``
+becomes ``sandbox`` (docs/sandbox.md). Plain standard library, so the CLI
 stays quick to start.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from ..wire.sandbox import shorthand
 
 __all__ = ["parse_size", "start_limits"]
 
@@ -29,10 +32,15 @@ def parse_size(text: str) -> int:
 
 
 def start_limits(
-    time_limit: float | None, memory_limit: str | None, cpu_limit: int | None
+    time_limit: float | None,
+    memory_limit: str | None,
+    cpu_limit: int | None,
+    sandbox: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``ExecClient.start``: ``timeout_ms`` and ``limits``, when given."""
+    """Keyword arguments for ``ExecClient.start``: ``timeout_ms``, ``limits``, ``sandbox``."""
     options: dict[str, Any] = {}
+    if sandbox is not None:
+        options["sandbox"] = shorthand(sandbox)
     if time_limit is not None:
         if not time_limit > 0:
             raise ValueError(f"time limit {time_limit} must be more than 0 seconds")

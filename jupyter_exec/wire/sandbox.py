@@ -83,6 +83,17 @@ def parse_setting(value: str, where: str) -> SandboxPolicy:
     )
 
 
+def shorthand(text: str) -> str | dict[str, Any]:
+    """The CLI's, magics' and MCP tools' ``MODE[:network-off]`` as the wire param (ValueError)."""
+    mode, _, network = text.strip().partition(":")
+    if mode not in MODES or network not in ("", "network-on", "network-off"):
+        raise ValueError(
+            f"sandbox {text!r} is not one of {', '.join(MODES)}, "
+            "optionally followed by :network-off or :network-on"
+        )
+    return {"mode": mode, "network": network == "network-on"} if network else mode
+
+
 def from_wire(value: Any) -> SandboxPolicy | None:
     """The policy a `process/start` asks for; None when it asks for none in particular."""
     if value is None:
