@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Enum, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
 from ..config import DEFAULTS, ExecConfig
+from ..wire.errors import ExecError
+from ..wire.sandbox import parse_setting
 from .relay import DaemonLink
 
 ACTIVITY_INTERVAL_MS = 30_000
@@ -72,6 +75,25 @@ class ExecExtensionApp(ExtensionApp):
         help="Refuse process cwds and fs/* paths outside root_dir (symlinks resolved). Off: "
         "fs/* may use any path a process could, since such a process could write it anyway.",
     ).tag(config=True)
+    default_sandbox = Unicode(
+        DEFAULTS.default_sandbox,
+        help="Sandbox of every process: none, read-only or workspace-write (writes in the "
+        "root and tmp), optionally :network-off (docs/sandbox.md). Requests may be stricter.",
+    ).tag(config=True)
+    agent_sandbox = Unicode(
+        DEFAULTS.agent_sandbox,
+        help="Sandbox of what agents start (the MCP face, Codex clients), on top of "
+        "default_sandbox; same values.",
+    ).tag(config=True)
+
+    @validate("default_sandbox", "agent_sandbox")
+    def _valid_sandbox(self, proposal: dict[str, Any]) -> str:
+        try:
+            parse_setting(proposal["value"], proposal["trait"].name)
+        except ExecError as exc:
+            raise TraitError(exc.message) from None
+        return str(proposal["value"])
+
     busy_while_running = Bool(
         True,
         help="Count running processes as server activity, so idle culling "
@@ -112,6 +134,8 @@ class ExecExtensionApp(ExtensionApp):
             max_message_bytes=self.max_message_bytes,
             daemon_idle_seconds=self.daemon_idle_seconds,
             stop_processes_on_shutdown=self.stop_processes_on_shutdown,
+            default_sandbox=self.default_sandbox,
+            agent_sandbox=self.agent_sandbox,
         )
 
     def initialize_settings(self) -> None:
