@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..wire.errors import (
@@ -26,12 +26,14 @@ from ..wire.errors import (
     UnknownProcessError,
 )
 from ..wire.events import Event, RemovedEvent, StartedEvent
-from ..wire.models import Lifetime, ProcessInfo
+from ..wire.models import ProcessInfo
 from ..wire.protocol import ReadParams, StartParams
+from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy
 from ..wire.schema import Chunk
 from . import limits, sandbox
-from .child import ChildSpec, build_env, resolve_cwd, resolve_program, spawn
+from .child import ChildSpec, build_env, resolve_program, spawn
+from .confinement import resolve_cwd
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_verified, marked_processes
@@ -46,14 +48,16 @@ FD_RESERVE = 64
 
 @dataclass
 class RegistryConfig:
-    """Limits of SPEC 3 and 6; the Jupyter app maps its traits onto these."""
+    """Limits of SPEC 3 and 6 that are the registry's own (the daemon's settings).
 
-    root_dir: Path = field(default_factory=Path.cwd)
+    Whatever a front decides (root, confinement, `max_processes`, lifetime,
+    base environment) comes with each start as `FrontRules` (SPEC 3).
+    """
+
     retained_bytes_per_process: int = 1 << 20
     log_bytes_per_process: int = 1 << 30
     log_dir: Path | None = None
     exited_retention_seconds: float = 600.0
-    max_processes: int = 256
     #: Cap of one `process/read` response when the client gives no `maxBytes`,
     #: so a response stays far below `max_message_bytes` after base64.
     max_read_bytes: int = 4 << 20
@@ -61,9 +65,6 @@ class RegistryConfig:
     #: guardian kills the children but keeps the logs), for the next registry
     #: to list (the exec daemon, daemon/persist.py).
     durable_logs: bool = False
-    #: Keep `process/start` cwds and every `fs/*` path inside `root_dir` (confinement.py);
-    #: off by default: file access agrees with process access (SPEC 4).
-    confine_to_root: bool = False
 
 
 @dataclass
@@ -79,6 +80,8 @@ class Registry:
         self.config = config or RegistryConfig()
         self.id = uuid.uuid4().hex[:12]
         self._procs: dict[str, ManagedProcess] = {}
+        #: process id -> name of the front it was started through (`max_processes`).
+        self._fronts: dict[str, str] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._log_dir: Path | None = None
@@ -122,27 +125,32 @@ class Registry:
         self,
         params: StartParams,
         owner: str | None,
-        default_lifetime: Lifetime,
+        rules: FrontRules,
         policies: Sequence[SandboxPolicy] = (),
     ) -> ProcessInfo:
         """Spawn a child synchronously: no event of it can be published before this returns.
 
-        It runs under every one of `policies` (its front's) and the one it asks for
-        itself (`params.sandbox`) at once (core/sandbox.py).
+        `rules` are the requesting front's (SPEC 3): its root and confinement for
+        the cwd, its environment as the base of the child's, its `max_processes`
+        counted over the processes started through it, its default lifetime. The
+        child runs under every one of `policies` (the front's sandbox policies that
+        apply) and the one it asks for itself (`params.sandbox`) at once (sandbox.py).
         """
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
         if params.process_id in self._procs:
             raise ProcessExistsError(params.process_id)
-        if len(self.running()) >= self.config.max_processes:
-            raise TooManyProcessesError(self.config.max_processes)
+        ours = sum(1 for p in self.running() if self._fronts.get(p.id) == rules.name)
+        if ours >= rules.max_processes:
+            raise TooManyProcessesError(rules.max_processes, rules.name)
         if self._near_fd_limit() and _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
             raise InvalidRequestError(
                 f"too many open files to start another process (limit {self._fd_limit}: "
                 "raise `ulimit -n` or lower max_processes)"
             )
-        cwd = resolve_cwd(params.cwd, self.config.root_dir, self.config.confine_to_root)
-        env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
+        cwd = resolve_cwd(params.cwd, rules)
+        base = os.environ if rules.env is None else rules.env
+        env = build_env(params.env, params.inherit_env, params.env_policy, base)
         if params.tty and "TERM" not in (params.env or {}):
             env["TERM"] = "xterm-256color"  # SPEC 4: not the server's own TERM
         marker = f"{self.id}/{uuid.uuid4().hex[:12]}"
@@ -153,7 +161,7 @@ class Registry:
             argv[0] = params.arg0
         size = params.size
         log_dir = self._ensure_log_dir()
-        box = self._sandbox([*policies, params.sandbox], cwd, env, log_dir)
+        box = self._sandbox([*policies, params.sandbox], cwd, env, rules, log_dir)
         confine = box.preexec if box is not None else None
         preexec = sandbox.preexec_chain(limits.preexec(params.limits), confine)
         spec = ChildSpec(
@@ -181,7 +189,7 @@ class Registry:
             tty=params.tty,
             pipe_stdin=params.pipe_stdin,
             label=params.label or _label_from_metadata(params.metadata),
-            lifetime=params.lifetime or default_lifetime,
+            lifetime=params.lifetime or rules.default_lifetime,
             owner=owner,
             marker=marker,
             timeout_ms=params.timeout_ms,
@@ -190,6 +198,7 @@ class Registry:
         )
         proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
         self._procs[proc.id] = proc
+        self._fronts[proc.id] = rules.name
         info = proc.info()
         # SPEC 1: the start response goes out before any notification of the process.
         # The response is queued in this same loop step; this runs in the next one,
@@ -202,15 +211,16 @@ class Registry:
         requested: Sequence[SandboxPolicy | None],
         cwd: str,
         env: dict[str, str],
+        rules: FrontRules,
         log_dir: Path,
     ) -> sandbox.Sandbox | None:
         """The sandbox a start runs in (None: none); `env` loses what would lead back to us."""
         policies = [p for p in requested if p is not None]
-        conf = sandbox.confine(policies, cwd, self.config.root_dir, env)
+        conf = sandbox.confine(policies, cwd, rules.root_dir, env)
         if conf is None:
             return None
         sandbox.check_available()
-        conf = sandbox.prepare_protected(conf)
+        conf = sandbox.prepare_protected(conf, None, rules.env)  # ours and the front's
         box = sandbox.Sandbox(conf, sandbox.hidden_dirs([log_dir, self.config.log_dir]), cwd)
         sandbox.scrub_env(env)
         if box.tmp is not None:
@@ -333,6 +343,7 @@ class Registry:
         if handle is not None:
             handle.cancel()
         proc = self._procs.pop(process_id, None)
+        self._fronts.pop(process_id, None)
         if proc is not None:
             proc.discard()
             self._publish(RemovedEvent(process_id))

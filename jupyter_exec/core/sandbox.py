@@ -353,16 +353,18 @@ def _between(path: str, roots: Iterable[str]) -> list[str]:
     return pins[::-1]
 
 
-def prepare_protected(conf: Confinement, environ: Mapping[str, str] | None = None) -> Confinement:
+def prepare_protected(conf: Confinement, *environs: Mapping[str, str] | None) -> Confinement:
     """`conf` with Jupyter's and IPython's dirs read-only where they lie in a writable root.
+
+    Each environment names its own (the daemon's, the front's); None is this process's.
 
     A missing one is created (empty, 0700) so that it can be protected: else the
     sandbox could create it, with a startup file in it.
     """
     extra = []
-    for path in protected_dirs(environ):
+    for path in (p for environ in environs or (None,) for p in protected_dirs(environ)):
         real = os.path.realpath(path)
-        if _inside_any(real, conf.writable):
+        if _inside_any(real, conf.writable) and real not in extra:
             os.makedirs(real, mode=0o700, exist_ok=True)
             extra.append(real)
     if not extra:

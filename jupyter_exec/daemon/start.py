@@ -3,7 +3,9 @@
 `ensure_daemon` is synchronous (the CLI and the magics call it directly; the
 Jupyter extension in a thread). Starters race safely: each checks the socket,
 then takes `jupyter-exec-dN.start.lock` (fcntl.flock) and checks again before
-starting one, so two starters get one daemon.
+starting one, so two starters get one daemon. The starter passes nothing on:
+the daemon reads the user's settings itself (config.load_daemon_settings), and
+each front sends its own rules with its connections (SPEC 3).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..config import ExecConfig
 from . import paths, sockets
 
 #: How long a starting daemon may take to listen (imports on a slow machine).
@@ -24,7 +25,7 @@ class DaemonStartError(RuntimeError):
     """The exec daemon could not be started; the message says why."""
 
 
-def ensure_daemon(runtime_dir: Path, config: ExecConfig) -> Path:
+def ensure_daemon(runtime_dir: Path) -> Path:
     """The socket of a running daemon for this runtime dir, started if there is none."""
     path = paths.socket_path(runtime_dir)
     if listening(path):
@@ -33,7 +34,7 @@ def ensure_daemon(runtime_dir: Path, config: ExecConfig) -> Path:
     with open(paths.start_lock_path(runtime_dir), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not listening(path):
-            _start(runtime_dir, config)
+            _start(runtime_dir)
     return path
 
 
@@ -46,11 +47,11 @@ def listening(path: Path) -> bool:
     return True
 
 
-def _start(runtime_dir: Path, config: ExecConfig) -> None:
+def _start(runtime_dir: Path) -> None:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "jupyter_exec.daemon", str(runtime_dir)],
-            input=config.to_json().encode(),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=START_TIMEOUT,
             start_new_session=True,

@@ -39,7 +39,7 @@ from .frontend import (
     signal_name,
     start_process,
 )
-from .limit_options import start_limits
+from .limit_options import add_limit_options, start_limits
 
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
-    _limit_options(run)
+    add_limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
 
@@ -138,15 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
     )
     sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
+    sub.add_parser("daemon", help="the exec daemon's settings (see: daemon config --help)")
     return parser
-
-
-def _limit_options(parser: argparse.ArgumentParser) -> None:
-    """``--time-limit``, ``--memory-limit``, ``--cpu-limit``, ``--sandbox`` (limit_options.py)."""
-    parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
-    parser.add_argument("--sandbox", metavar="MODE", help="read-only|workspace-write[:network-off]")
-    parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
-    parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
 
 
 def parse_detach_key(spec: str) -> bytes:
@@ -187,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         from ..mcp.stdio import main as mcp_main
 
         return mcp_main(argv[1:])
+    if argv[:1] == ["daemon"]:
+        from .cli_daemon import main as daemon_main
+
+        return daemon_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -229,9 +226,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 @contextlib.asynccontextmanager
 async def _connect(args: argparse.Namespace) -> Any:
     """A client of the server discovery finds; for ``run`` with none, an embedded registry."""
-    from ..client.exec_client import (
-        ExecClient,  # here, so that --help and bad lines cost no websockets
-    )
+    from ..client.exec_client import ExecClient  # here: --help costs no websockets
 
     target = find_server(args.url, args.token, any_server=True)
     if target is None:
@@ -246,9 +241,9 @@ async def _connect(args: argparse.Namespace) -> Any:
             return
         daemon = find_daemon() or (_start_daemon() if args.command == "run" else None)
         if daemon is not None:  # no server up, but the processes outlive servers
-            from ..client.unix_transport import connect_daemon
+            from .cli_daemon import connect_here
 
-            client = await connect_daemon(daemon, client_name="jupyter-exec-cli")
+            client = await connect_here(daemon)
             try:
                 yield client
             finally:

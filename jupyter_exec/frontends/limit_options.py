@@ -10,12 +10,13 @@ stays quick to start.
 
 from __future__ import annotations
 
+import argparse
 import re
 from typing import Any
 
 from ..wire.sandbox import shorthand
 
-__all__ = ["parse_size", "start_limits"]
+__all__ = ["add_limit_options", "parse_size", "start_limits"]
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -55,3 +56,11 @@ def start_limits(
     if limits:
         options["limits"] = limits
     return options
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """``--time-limit``, ``--memory-limit``, ``--cpu-limit``, ``--sandbox`` on a CLI command."""
+    parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
+    parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
+    parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
+    parser.add_argument("--sandbox", metavar="MODE", help="read-only|workspace-write[:network-off]")

@@ -1,5 +1,11 @@
 """The `process/*` methods (SPEC 4): params in, registry call, result out.
 
+A confined front (`confine_to_root`) sees and touches only the processes that
+run inside its root (their cwd, symlinks resolved): `process/list` and its
+`watch` events leave the others out, and a call naming one by id is refused
+with -32600 naming the setting and the front (`_confined`). An unconfined
+front sees every process of the daemon, whichever front started it.
+
 `process/start` also applies the front's sandbox policies (docs/sandbox.md):
 `default_sandbox` to every process, `agent_sandbox` besides to what an agent
 starts. A request may ask for a stricter sandbox than either, never a looser
@@ -14,8 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.registry import ReadOutcome
-from ..wire.errors import InvalidParamsError
+from ..core.confinement import SETTING, sees
+from ..core.registry import ReadOutcome, Registry
+from ..wire.errors import InvalidParamsError, InvalidRequestError
+from ..wire.events import Event, StartedEvent
 from ..wire.protocol import (
     ListParams,
     ProcessParams,
@@ -28,7 +36,8 @@ from ..wire.protocol import (
     WriteParams,
     parse_params,
 )
-from ..wire.sandbox import SandboxPolicy, looser_than
+from ..wire.rules import FrontRules
+from ..wire.sandbox import looser_than
 from ..wire.schema import ReadResult
 from .context import CallContext, Handler
 
@@ -37,13 +46,13 @@ AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
-    policies = front_policies(ctx, agent=is_agent(ctx.client_name, p))
+    policies = ctx.rules.sandbox_policies(agent=is_agent(ctx.client_name, p))
     if p.sandbox is not None:
         for setting, policy in policies.items():
             refusal = looser_than(p.sandbox, policy, setting)
             if refusal is not None:
                 raise InvalidParamsError(refusal)
-    info = ctx.registry.start(p, ctx.session_id, ctx.default_lifetime, list(policies.values()))
+    info = ctx.registry.start(p, ctx.session_id, ctx.rules, list(policies.values()))
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
     # Codex's names: `linuxSeccomp` is its Linux sandbox, whatever enforces it.
@@ -53,14 +62,6 @@ async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
 
 def is_agent(client_name: str, p: StartParams) -> bool:
     return client_name.startswith(AGENT_CLIENTS) or p.env_policy is not None
-
-
-def front_policies(ctx: CallContext, agent: bool) -> dict[str, SandboxPolicy]:
-    """The front's policies that apply to this start, by setting name."""
-    policies = {"default_sandbox": ctx.default_sandbox}
-    if agent:
-        policies["agent_sandbox"] = ctx.agent_sandbox
-    return policies
 
 
 def _follow(ctx: CallContext, process_id: str, after_seq: int) -> None:
@@ -136,20 +137,69 @@ async def _remove(ctx: CallContext, params: Any) -> dict[str, Any]:
 
 async def _list(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(ListParams, params)
+    rules = ctx.rules
+    listed = [info for info in ctx.registry.list_processes() if sees(rules, info.cwd)]
     if p.watch:
         ctx.session.watching = True
-    return {"processes": [info.wire() for info in ctx.registry.list_processes()]}
+        if rules.confine_to_root:
+            ctx.session.sees = _WatchScope(rules, {info.process_id for info in listed})
+    return {"processes": [info.wire() for info in listed]}
+
+
+class _WatchScope:
+    """A confined watcher's events: only of processes inside its root.
+
+    Visibility is decided once per process, when it is listed or started (its
+    cwd never changes), so `removed` is told to those who were told `started`.
+    """
+
+    def __init__(self, rules: FrontRules, known: set[str]) -> None:
+        self.rules = rules
+        self.known = known
+
+    def __call__(self, event: Event) -> bool:
+        if isinstance(event, StartedEvent):
+            if not sees(self.rules, event.info.cwd):
+                return False
+            self.known.add(event.process_id)
+        return event.process_id in self.known
+
+
+def _confined(handler: Handler) -> Handler:
+    """`handler`, refused for a process outside a confined front's root (module docstring)."""
+
+    async def guarded(ctx: CallContext, params: Any) -> Any:
+        process_id = params.get("processId") if isinstance(params, dict) else None
+        if ctx.rules.confine_to_root and isinstance(process_id, str):
+            _check_sees(ctx.registry, ctx.rules, process_id)
+        return await handler(ctx, params)
+
+    return guarded
+
+
+def _check_sees(registry: Registry, rules: FrontRules, process_id: str) -> None:
+    proc = registry.find(process_id)
+    if proc is not None and not sees(rules, proc.setup.cwd):
+        raise InvalidRequestError(
+            f"process {process_id} runs outside the root {rules.root_dir} of "
+            f"{rules.name} ({SETTING} is on)"
+        )
 
 
 PROCESS_METHODS: dict[str, Handler] = {
     "process/start": _start,
-    "process/read": _read,
-    "process/write": _write,
-    "process/signal": _signal,
-    "process/terminate": _terminate,
-    "process/resize": _resize,
-    "process/subscribe": _subscribe,
-    "process/unsubscribe": _unsubscribe,
     "process/list": _list,
-    "process/remove": _remove,
+    **{
+        name: _confined(handler)
+        for name, handler in {
+            "process/read": _read,
+            "process/write": _write,
+            "process/signal": _signal,
+            "process/terminate": _terminate,
+            "process/resize": _resize,
+            "process/subscribe": _subscribe,
+            "process/unsubscribe": _unsubscribe,
+            "process/remove": _remove,
+        }.items()
+    },
 }

@@ -200,8 +200,8 @@ async def test_too_many_processes_is_a_clear_error_and_harms_nothing(tmp_path):
     full = await peer.call("process/start", {"processId": "c", "argv": ["true"]})
     assert full["error"] == {
         "code": -32600,
-        "message": "too many processes",
-        "data": {"kind": "tooManyProcesses", "limit": 2},
+        "message": "too many processes: 2 already running through the test front (max_processes)",
+        "data": {"kind": "tooManyProcesses", "limit": 2, "front": "the test front"},
     }
     listed = await peer.call("process/list", {})
     assert {p["state"] for p in listed["result"]["processes"]} == {"running"}
@@ -215,7 +215,9 @@ async def test_too_many_processes_is_a_clear_error_and_harms_nothing(tmp_path):
 
 async def test_unknown_fields_are_ignored_and_codex_fields_accepted(tmp_path, monkeypatch):
     monkeypatch.setenv("SECRET_TOKEN", "leak")
-    service = make_service(tmp_path)
+    # `envPolicy` marks an agent: without agent_sandbox none it would be sandboxed
+    # (tests/sandbox), which is not what this test is about.
+    service = make_service(tmp_path, agent_sandbox="none")
     peer = RawPeer(service)
     await peer.handshake()
     msg = await peer.call(

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.client.unix_transport import connect_daemon
-from jupyter_exec.config import ExecConfig
+from jupyter_exec.client.unix_transport import connect_daemon, daemon_front
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
 from jupyter_exec.wire.errors import InvalidRequestError
-from tests.daemon.harness import daemon_pid, daemons_stopped, wait_gone
+from tests.daemon.harness import daemon_pid, daemon_settings, daemons_stopped, wait_gone
 from tests.daemon.test_server_restart import COUNTER
 from tests.wire import tree_of
 
@@ -42,7 +41,8 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 
 async def client(runtime: Path, **kwargs: object) -> ExecClient:
-    return await connect_daemon(paths.socket_path(runtime), **kwargs)  # type: ignore[arg-type]
+    front = daemon_front("the daemon tests")
+    return await connect_daemon(paths.socket_path(runtime), front=front, **kwargs)  # type: ignore[arg-type]
 
 
 def numbered(data: bytes) -> list[int]:
@@ -58,7 +58,7 @@ async def read_all(c: ExecClient, process_id: str) -> bytes:
 
 
 def test_socket_is_0600_and_other_users_are_refused(runtime: Path) -> None:
-    sock = ensure_daemon(runtime, ExecConfig())
+    sock = ensure_daemon(runtime)
     assert sock.stat().st_mode & 0o777 == 0o600
     assert try_as_nobody(sock) == "EACCES"  # the file mode stops them
     os.chmod(sock, 0o666)
@@ -117,7 +117,7 @@ def try_as_nobody(path: Path) -> str:
 def test_a_killed_daemon_leaves_no_orphan_and_its_processes_are_listed_lost(
     runtime: Path,
 ) -> None:
-    ensure_daemon(runtime, ExecConfig(default_lifetime="detached"))
+    ensure_daemon(runtime)
     first = daemon_pid(runtime)
     assert first is not None
 
@@ -138,7 +138,7 @@ def test_a_killed_daemon_leaves_no_orphan_and_its_processes_are_listed_lost(
     assert wait_gone(tree) and wait_gone([first])  # the guardian killed the children
     assert any((paths.state_dir(runtime) / "procs").glob("*.json"))  # records kept
 
-    ensure_daemon(runtime, ExecConfig())
+    ensure_daemon(runtime)
     assert daemon_pid(runtime) not in (None, first)
 
     async def check() -> None:
@@ -171,8 +171,9 @@ def test_a_killed_daemon_leaves_no_orphan_and_its_processes_are_listed_lost(
     assert len(list(paths.state_dir(runtime).rglob("*.log"))) <= 2
 
 
-def test_an_idle_daemon_exits_by_itself(runtime: Path) -> None:
-    ensure_daemon(runtime, ExecConfig(daemon_idle_seconds=0.5))
+def test_an_idle_daemon_exits_by_itself(runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon_settings(monkeypatch, runtime / "config", daemon_idle_seconds=0.5)
+    ensure_daemon(runtime)
     pid = daemon_pid(runtime)
     assert pid is not None
     assert wait_gone([pid])
@@ -183,8 +184,7 @@ def test_an_idle_daemon_exits_by_itself(runtime: Path) -> None:
 def test_racing_starters_get_one_daemon(runtime: Path) -> None:
     sockets: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: sockets.append(ensure_daemon(runtime, ExecConfig())))
-        for _ in range(4)
+        threading.Thread(target=lambda: sockets.append(ensure_daemon(runtime))) for _ in range(4)
     ]
     for t in threads:
         t.start()
@@ -206,7 +206,7 @@ def _is_daemon_of(pid: int, runtime: Path) -> bool:
 
 
 def test_shutdown_needs_execute_and_a_read_only_peer_changes_nothing(runtime: Path) -> None:
-    ensure_daemon(runtime, ExecConfig())
+    ensure_daemon(runtime)
 
     async def check() -> None:
         reader = await client(runtime, allowed_actions={"read"})
@@ -222,7 +222,7 @@ def test_shutdown_needs_execute_and_a_read_only_peer_changes_nothing(runtime: Pa
 
 
 def test_a_bad_hello_is_answered_and_closed(runtime: Path) -> None:
-    sock = ensure_daemon(runtime, ExecConfig())
+    sock = ensure_daemon(runtime)
 
     def hello(line: bytes) -> bytes:
         with socket.socket(socket.AF_UNIX) as s:

@@ -14,7 +14,7 @@ import pytest
 from jupyter_exec.wire.errors import InvalidParamsError
 from jupyter_exec.wire.sandbox import SandboxPolicy, from_wire, parse_setting
 
-from .harness import run, session
+from .harness import outside_tmp, run, session
 
 ROOT_READ = {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}
 
@@ -118,8 +118,7 @@ async def test_bad_sandbox_params_are_invalid_params(
 
 
 async def test_a_request_may_be_stricter_than_the_front_never_looser(tmp_path: Path) -> None:
-    front = parse_setting("workspace-write:network-off", "default_sandbox")
-    async with session(tmp_path, default_sandbox=front) as peer:
+    async with session(tmp_path, default_sandbox="workspace-write:network-off") as peer:
         plain = await run(peer, ["true"])  # no request: the front's policy
         assert plain.sandbox_type == "linuxSeccomp"
         for looser, why in [
@@ -139,27 +138,25 @@ async def test_a_request_may_be_stricter_than_the_front_never_looser(tmp_path: P
 
 async def test_the_front_workspace_is_its_root_not_the_cwd(tmp_path: Path) -> None:
     """An agent cannot widen the front's workspace by choosing another cwd."""
-    root, elsewhere = tmp_path / "root", tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    root = tmp_path / "root"
     root.mkdir()
-    elsewhere.mkdir()
-    policy = SandboxPolicy("workspace-write", None, "root", tmp=False, tmpdir=False)
-    async with session(tmp_path, root_dir=root, default_sandbox=policy) as peer:
-        script = f"touch {root}/in; touch {elsewhere}/out"
-        done = await run(peer, ["bash", "-c", script], cwd=str(elsewhere))
-        assert (root / "in").exists() and not (elsewhere / "out").exists(), done.output
-        # Its own workspace-write asks for the cwd: both together leave only their overlap.
-        both = await run(
-            peer, ["bash", "-c", script], cwd=str(elsewhere), sandbox="workspace-write"
-        )
-        assert "Permission denied" in both.output and not (elsewhere / "out").exists()
-        assert both.started["result"]["sandboxType"] == "linuxSeccomp"
+    with outside_tmp() as elsewhere:
+        async with session(tmp_path, root_dir=root, default_sandbox="workspace-write") as peer:
+            script = f"touch {root}/in; touch {elsewhere}/out"
+            done = await run(peer, ["bash", "-c", script], cwd=str(elsewhere))
+            assert (root / "in").exists() and not (elsewhere / "out").exists(), done.output
+            # Its own workspace-write asks for the cwd: both together leave only the overlap.
+            both = await run(
+                peer, ["bash", "-c", script], cwd=str(elsewhere), sandbox="workspace-write"
+            )
+            assert "Permission denied" in both.output and not (elsewhere / "out").exists()
+            assert both.started["result"]["sandboxType"] == "linuxSeccomp"
 
 
 async def test_agents_get_the_agent_sandbox_and_others_do_not(tmp_path: Path) -> None:
     from tests.wire import RawPeer, make_service
 
-    agent_policy = parse_setting("read-only", "agent_sandbox")
-    service = make_service(tmp_path, agent_sandbox=agent_policy)
+    service = make_service(tmp_path, agent_sandbox="read-only")
     try:
         for client, codex_fields, expected in [
             ("test", {}, "none"),
