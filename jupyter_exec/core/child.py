@@ -41,8 +41,10 @@ class ChildSpec:
     pipe_stdin: bool
     rows: int = 24
     cols: int = 80
-    #: Run in the child before exec (resource limits, limits.py).
+    #: Run in the child before exec (resource limits, limits.py; the sandbox, sandbox.py).
     preexec: Callable[[], None] | None = None
+    #: Descriptors `preexec` needs (close-on-exec: the program never sees them).
+    keep_fds: tuple[int, ...] = ()
 
 
 @dataclass
@@ -188,6 +190,7 @@ def _spawn_pty(spec: ChildSpec) -> Child:
         env=spec.env,
         dimensions=(spec.rows, spec.cols),
         preexec_fn=spec.preexec,
+        pass_fds=spec.keep_fds,  # it closes the others before `preexec`
     )
     # Our own descriptor for the PTY master: ptyprocess's file objects would close
     # theirs when collected, by then perhaps another file's number. Closed now instead.
