@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ..wire.models import Lifetime, ProcessInfo
 from ..wire.protocol import ReadParams, StartParams
 from ..wire.schema import Chunk
 from . import limits
-from .child import ChildSpec, build_env, resolve_cwd, resolve_program, spawn
+from .child import Child, ChildSpec, Keeper, build_env, resolve_cwd, resolve_program, spawn
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_verified, marked_processes
@@ -81,6 +82,8 @@ class Registry:
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._log_dir: Path | None = None
         self._guardian: object | None = None
+        #: Keeps children alive across our death (the exec daemon's holder); no guardian then.
+        self.keeper: Keeper | None = None
         self._closing = False
         self._fd_limit = raise_fd_limit()
 
@@ -147,16 +150,7 @@ class Registry:
             rows=size.rows if size else 24, cols=size.cols if size else 80,
             preexec=limits.preexec(params.limits),
         )  # fmt: skip
-        log_dir = self._ensure_log_dir()
-        try:
-            child = spawn(spec)
-        except OSError as exc:
-            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {exc.strerror}") from None
-        store = OutputStore(
-            log_dir / f"{uuid.uuid4().hex}.log",
-            self.config.retained_bytes_per_process,
-            self.config.log_bytes_per_process,
-        )
+        log_path = self._ensure_log_dir() / f"{uuid.uuid4().hex}.log"
         setup = ProcessSetup(
             process_id=params.process_id,
             argv=list(params.argv),
@@ -170,7 +164,21 @@ class Registry:
             timeout_ms=params.timeout_ms,
             limits=params.limits,
         )
-        proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
+        started_at = int(time.time() * 1000)
+        meta = None if self.keeper is None else held_meta(setup, log_path, started_at)
+        try:
+            child = spawn(spec, self.keeper, log_path.stem, meta)
+        except OSError as exc:
+            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {exc.strerror}") from None
+        store = OutputStore(
+            log_path,
+            self.config.retained_bytes_per_process,
+            self.config.log_bytes_per_process,
+            splice=self.keeper is not None,
+        )
+        proc = ManagedProcess(
+            setup, child, store, self._publish, self._schedule_removal, started_at
+        )
         self._procs[proc.id] = proc
         info = proc.info()
         # SPEC 1: the start response goes out before any notification of the process.
@@ -193,16 +201,29 @@ class Registry:
                 self._log_dir = parent
             else:
                 self._log_dir = Path(tempfile.mkdtemp(prefix="jupyter-exec-", dir=parent))
-            from .guardian import start_guardian
+            if self.keeper is None:
+                from .guardian import start_guardian
 
-            self._guardian = start_guardian(self.id, self._log_dir, self.config.durable_logs)
+                self._guardian = start_guardian(self.id, self._log_dir, self.config.durable_logs)
         return self._log_dir
 
-    def adopt(self, proc: ManagedProcess) -> None:
-        """Take in a process a previous registry left (daemon/persist.py); it is kept
-        for `exited_retention_seconds` like any finished process."""
+    def adopt_child(
+        self, setup: ProcessSetup, child: Child, store: OutputStore, started_at: int
+    ) -> ManagedProcess:
+        """A running process a previous registry started, its child now the keeper's."""
+        proc = ManagedProcess(
+            setup, child, store, self._publish, self._schedule_removal, started_at
+        )
         self._procs[proc.id] = proc
-        self._schedule_removal(proc)
+        return proc
+
+    def adopt(self, proc: ManagedProcess) -> None:
+        """Take in a process a previous registry left (the exec daemon's successor):
+        a running one as if we had started it, a finished one (daemon/persist.py)
+        kept for what remains of `exited_retention_seconds` since it exited."""
+        self._procs[proc.id] = proc
+        if proc.closed.is_set():
+            self._schedule_removal(proc)
 
     # -- read -----------------------------------------------------------------
 
@@ -288,6 +309,8 @@ class Registry:
     def _schedule_removal(self, proc: ManagedProcess) -> None:
         loop = asyncio.get_running_loop()
         delay = self.config.exited_retention_seconds
+        if proc.exited_at is not None:  # what is left of it (one adopted after a restart)
+            delay = max(0.0, delay - (time.time() * 1000 - proc.exited_at) / 1000)
         self._removals[proc.id] = loop.call_later(delay, self._remove, proc.id)
 
     def _remove(self, process_id: str) -> None:
@@ -314,6 +337,9 @@ class Registry:
         finally:
             with contextlib.suppress(OSError):  # out of descriptors: the guardian will
                 kill_verified(marked_processes(f"{self.id}/", prefix=True), signal.SIGKILL)
+                for proc in running:  # adopted ones carry an earlier registry's marker
+                    if not proc.setup.marker.startswith(f"{self.id}/"):
+                        kill_verified(marked_processes(proc.setup.marker), signal.SIGKILL)
             for handle in self._removals.values():
                 handle.cancel()
             self._removals.clear()
@@ -325,6 +351,25 @@ class Registry:
             from .guardian import stop_guardian
 
             stop_guardian(self._guardian)
+
+
+def held_meta(setup: ProcessSetup, log_path: Path, started_at: int) -> dict[str, object]:
+    """What a keeper keeps of a process, for a successor to rebuild it (daemon/holding.py)."""
+    return {
+        "processId": setup.process_id,
+        "argv": setup.argv,
+        "cwd": setup.cwd,
+        "tty": setup.tty,
+        "pipeStdin": setup.pipe_stdin,
+        "label": setup.label,
+        "lifetime": setup.lifetime,
+        "owner": setup.owner,
+        "marker": setup.marker,
+        "timeoutMs": setup.timeout_ms,
+        "limits": limits.wire(setup.limits),
+        "log": str(log_path),
+        "startedAt": started_at,
+    }
 
 
 def raise_fd_limit() -> int:
