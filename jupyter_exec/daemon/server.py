@@ -95,6 +95,7 @@ class Daemon:
         self.handovers.listen(handover)
         record = paths.record_path(self.runtime_dir, self.protocol)
         _write_record(record, path, self.protocol, self.link)
+        (self.state_dir / "config.json").write_text(self.config.to_json())  # for a restart
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop, signal.Signals(sig).name)

@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(shutdown, top=False)
 
+    daemon = sub.add_parser(
+        "daemon", help="the exec daemon: status, stop or restart it (processes live on)"
+    )
+    daemon.add_argument("action", choices=["status", "stop", "restart"])
+
     sub.add_parser("serve", help="run a standalone server (see: jupyter exec serve --help)")
     sub.add_parser(
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
@@ -194,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "shutdown":
             return asyncio.run(_shutdown(args))
+        if args.command == "daemon":
+            from .cli_daemon import daemon_command
+
+            return daemon_command(args.action)
         return asyncio.run(_dispatch(args))
     except CliError as exc:
         print(f"jupyter exec {args.command}: {exc}", file=sys.stderr)
