@@ -183,9 +183,9 @@ class Holder:
     # -- the loop ----------------------------------------------------------------
 
     def serve(self, ready: int) -> None:
-        self.listener = sockets.bind_private(
-            paths.holder_socket_path(self.runtime_dir), socket.SOCK_SEQPACKET
-        )
+        path = paths.holder_socket_path(self.runtime_dir)
+        path.unlink(missing_ok=True)  # we hold the life lock: a socket left here is stale
+        self.listener = sockets.bind_private(path, socket.SOCK_SEQPACKET)
         self.poller.register(self.listener, select.POLLIN)
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -555,14 +555,16 @@ def main(argv: list[str]) -> int:
         os.dup2(source, target)
     os.close(null)
     os.close(out)
-    try:
-        _become_subreaper()
-        _raise_fd_limit()
-        Holder(runtime_dir).serve(write_end)
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            os.write(write_end, f"error: {exc}\n".encode())
-        raise
+    with open(paths.holder_lock_path(runtime_dir), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a holder still exiting finishes first
+            _become_subreaper()
+            _raise_fd_limit()
+            Holder(runtime_dir).serve(write_end)
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                os.write(write_end, f"error: {exc}\n".encode())
+            raise
     return 0
 
 

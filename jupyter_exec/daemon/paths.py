@@ -79,6 +79,11 @@ def holder_socket_path(runtime_dir: Path) -> Path:
     return runtime_dir / f"jupyter-exec-holder{HOLDER_PROTOCOL}.sock"
 
 
+def holder_lock_path(runtime_dir: Path) -> Path:
+    """Held by the holder for its whole life: one holder per runtime dir."""
+    return runtime_dir / f"jupyter-exec-holder{HOLDER_PROTOCOL}.lock"
+
+
 def holder_start_lock_path(runtime_dir: Path) -> Path:
     """Held by a starter while it starts a holder or a daemon, and by a holder as it exits."""
     return runtime_dir / f"jupyter-exec-holder{HOLDER_PROTOCOL}.start.lock"

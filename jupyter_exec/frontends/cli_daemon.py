@@ -57,7 +57,7 @@ async def shutdown(url: str | None, token: str | None) -> bool:
     holder: dict[str, Any] | None = None
     if daemon is None:
         holder = await asyncio.to_thread(holder_request, jupyter_runtime_dir(), {"op": "status"})
-    if holder is not None:
+    if holder is not None and any(holder.get("held", {}).values()):
         # Processes whose daemon died wait in the holder: a daemon takes them, then stops them.
         daemon = await asyncio.to_thread(start_daemon_here)
     return daemon is not None and await stop_daemon(daemon)
