@@ -31,6 +31,7 @@ from ..client.discovery import find_daemon, find_server
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
+from .cli_daemon import daemon_command
 from .frontend import (
     PAGE_BYTES,
     Escalation,
@@ -133,11 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(shutdown, top=False)
 
-    daemon = sub.add_parser(
-        "daemon", help="the exec daemon: status, stop or restart it (processes live on)"
-    )
+    daemon = sub.add_parser("daemon", help="show, stop or restart the exec daemon")
     daemon.add_argument("action", choices=["status", "stop", "restart"])
-
     sub.add_parser("serve", help="run a standalone server (see: jupyter exec serve --help)")
     sub.add_parser(
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
@@ -197,12 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command == "shutdown":
-            return asyncio.run(_shutdown(args))
-        if args.command == "daemon":
-            from .cli_daemon import daemon_command
-
-            return daemon_command(args.action)
+        if args.command in ("shutdown", "daemon"):
+            return daemon_command(args)
         return asyncio.run(_dispatch(args))
     except CliError as exc:
         print(f"jupyter exec {args.command}: {exc}", file=sys.stderr)
@@ -285,18 +279,6 @@ def _start_daemon() -> Path:
         return start_daemon_here()
     except DaemonStartError as exc:
         raise CliError(str(exc)) from None
-
-
-async def _shutdown(args: argparse.Namespace) -> int:
-    """Stop every process and the exec daemon: over REST with --url, else the local socket."""
-    from .cli_daemon import shutdown
-
-    try:
-        stopped = await shutdown(args.url, args.token)
-    except OSError as exc:
-        raise CliError(f"cannot reach {args.url}: {exc}") from None
-    print("stopped every process and the exec daemon" if stopped else "no exec daemon is running")
-    return 0
 
 
 # -- run ----------------------------------------------------------------------------

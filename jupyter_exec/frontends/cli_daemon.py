@@ -9,8 +9,10 @@ the daemon itself.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,12 +65,14 @@ async def shutdown(url: str | None, token: str | None) -> bool:
     return daemon is not None and await stop_daemon(daemon)
 
 
-def daemon_command(action: str) -> int:
-    """`jupyter exec daemon status|stop|restart`."""
+def daemon_command(args: argparse.Namespace) -> int:
+    """`jupyter exec shutdown` and `jupyter exec daemon status|stop|restart`."""
     from ..daemon import paths
     from ..daemon.start import restart_daemon, stop_daemon
 
-    runtime = jupyter_runtime_dir()
+    if args.command == "shutdown":
+        return asyncio.run(_shutdown(args))
+    action, runtime = args.action, jupyter_runtime_dir()
     if action == "status":
         print(describe(runtime))
         return 0
@@ -88,6 +92,17 @@ def daemon_command(action: str) -> int:
     restart_daemon(runtime, config, "restarted by `jupyter exec daemon restart`")
     new = _record(runtime)
     print(f"restarted: the exec daemon {new.get('pid')} (version {new.get('version')}) serves")
+    return 0
+
+
+async def _shutdown(args: argparse.Namespace) -> int:
+    """Stop every process and the exec daemon: over REST with --url, else the local socket."""
+    try:
+        stopped = await shutdown(args.url, args.token)
+    except OSError as exc:
+        print(f"jupyter exec shutdown: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
+    print("stopped every process and the exec daemon" if stopped else "no exec daemon is running")
     return 0
 
 
