@@ -10,8 +10,8 @@ daemon's children are re-parented to the holder if it dies.
 Upgrades: a daemon whose recorded version is older than this package's, and
 which has a holder, is asked to stop (`daemon/stop` with the reason); a new
 one of this version takes its processes over from the holder. A daemon from
-before the holder cannot hand its processes over: it is left to finish them
-and exit when idle (docs/daemon.md "Upgrades").
+before the holder cannot hand its processes over: it serves as it is while
+any of them runs, and is replaced once none does (docs/daemon.md "Upgrades").
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -58,7 +59,11 @@ def ensure_daemon(runtime_dir: Path, config: ExecConfig) -> Path:
                 f"replaces daemon {old['pid']} (version {old['version']}): "
                 f"version {paths.daemon_version()} is installed"
             )
-            stop_daemon(path, reason)
+            if old.get("holder"):
+                stop_daemon(path, reason)
+            else:
+                reason += "; it was from before the holder and ran nothing any more"
+                _end_preholder(int(old["pid"]), runtime_dir)
         _start(runtime_dir, config, reason)
     return path
 
@@ -90,10 +95,51 @@ def outdated(runtime_dir: Path) -> dict[str, Any] | None:
         record = json.loads(paths.record_path(runtime_dir).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not record.get("holder"):
-        return None  # none, or from before the holder: it finishes its processes
+    if not isinstance(record, dict) or "pid" not in record:
+        return None
+    if "holder" not in record:  # from before the holder: replaced once it runs nothing
+        return None if _runs_anything(paths.socket_path(runtime_dir)) else record
     theirs = version_key(str(record.get("version", "")))
-    return record if theirs < version_key(paths.daemon_version()) else None
+    return record if record["holder"] and theirs < version_key(paths.daemon_version()) else None
+
+
+def _runs_anything(path: Path) -> bool:
+    """Whether the daemon at `path` lists a running process (True if it cannot tell)."""
+    sock = sockets.connect(path, 10)
+    if sock is None:
+        return True
+    messages: list[dict[str, Any]] = [
+        {"jupyterExecDaemon": paths.daemon_protocol(), "allowedActions": ["read"]},
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientName": "starter"}},
+        {"jsonrpc": "2.0", "method": "initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "process/list", "params": {}},
+    ]
+    try:
+        with sock, sock.makefile("rb") as lines:
+            sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+            for line in lines:
+                answer = json.loads(line)
+                if isinstance(answer, dict) and answer.get("id") == 2:
+                    listed = answer["result"]["processes"]
+                    return any(p.get("state") == "running" for p in listed)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return True
+
+
+def _end_preholder(pid: int, runtime_dir: Path) -> None:
+    """SIGKILL a daemon from before the holder that runs nothing: its guardian keeps its
+    logs and records (SIGTERM would delete them), so the next daemon lists them."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if b"jupyter_exec.daemon" not in cmdline or os.fsencode(runtime_dir) not in cmdline:
+        return  # not that daemon any more
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while listening(paths.socket_path(runtime_dir)) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def version_key(version: str) -> tuple[int, ...]:

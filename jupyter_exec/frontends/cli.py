@@ -246,7 +246,7 @@ async def _connect(args: argparse.Namespace) -> Any:
             async with embedded:
                 yield embedded
             return
-        daemon = find_daemon() or (_start_daemon() if args.command == "run" else None)
+        daemon = _start_daemon() if args.command == "run" else find_daemon()
         if daemon is not None:  # no server up, but the processes outlive servers
             from ..client.unix_transport import connect_daemon
 
