@@ -123,10 +123,11 @@ class SocketDriver(Driver):
 
 
 async def unix_client(runtime: Path) -> UnixClient:
-    from jupyter_exec.client.unix_transport import open_daemon
+    from jupyter_exec.client.unix_transport import daemon_front, open_daemon
     from jupyter_exec.daemon import paths
 
-    client = UnixClient(await open_daemon(paths.socket_path(runtime)))
+    front = daemon_front("bench/daemon.py")
+    client = UnixClient(await open_daemon(paths.socket_path(runtime), front=front))
     client.start_reading()
     await client.handshake()
     return client

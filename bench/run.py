@@ -209,14 +209,13 @@ def find_codex() -> Path:
     return launcher
 
 
-def jupyter_argv(port: int, token: str, runtime: Path) -> list[str]:
+def jupyter_argv(port: int, token: str) -> list[str]:
     """Jupyter Server with our extension: `api/exec/ws` is the endpoint."""
     return [
         sys.executable, "-m", "jupyter_server", "--allow-root", "--no-browser",
         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
         "--ServerApp.jpserver_extensions={'jupyter_exec': True}",
-        f"--ExecExtensionApp.log_dir={runtime / 'exec-logs'}",
         # The daemon (which serves the processes) stops with the server: nothing left.
         "--ExecExtensionApp.stop_processes_on_shutdown=True",
     ]  # fmt: skip
@@ -319,8 +318,10 @@ async def launch_jupyter() -> Running:
     port, token = free_port(), secrets.token_hex(16)
     runtime = Path(tempfile.mkdtemp(prefix="bench-jupyter-"))
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(runtime)}
+    settings = {"log_dir": str(runtime / "exec-logs")}  # the daemon's, the user's
+    (runtime / "jupyter_exec_daemon.json").write_text(json.dumps(settings))
     proc = await asyncio.create_subprocess_exec(
-        *jupyter_argv(port, token, runtime),
+        *jupyter_argv(port, token),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,

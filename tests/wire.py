@@ -19,6 +19,7 @@ from jupyter_exec.client.embedded import connect_service
 from jupyter_exec.core.proctree import ProcessRef, descendant_processes, identify
 from jupyter_exec.core.registry import Registry, RegistryConfig
 from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
+from jupyter_exec.wire.rules import FrontRules
 
 PY = sys.executable
 
@@ -36,13 +37,21 @@ def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+#: `make_service` overrides that are the front's rules (SPEC 3), not the registry's.
+RULE_FIELDS = ("root_dir", "confine_to_root", "max_processes", "default_lifetime", "env")
+
+
 def make_service(tmp_path: Path | None = None, **overrides: Any) -> ExecService:
+    """A service whose connections get `FrontRules` named "the test front" (root tmp_path)."""
+    rules = {k: overrides.pop(k) for k in RULE_FIELDS if k in overrides}
     reg_fields = set(RegistryConfig.__dataclass_fields__)
     reg = {k: v for k, v in overrides.items() if k in reg_fields}
     svc = {k: v for k, v in overrides.items() if k not in reg_fields}
     if tmp_path is not None:
-        reg.setdefault("root_dir", tmp_path)
+        rules.setdefault("root_dir", tmp_path)
         reg.setdefault("log_dir", tmp_path / "logs")
+    rules.setdefault("root_dir", Path.cwd())
+    svc["rules"] = FrontRules(name="the test front", **rules)
     return ExecService(Registry(RegistryConfig(**reg)), ServiceConfig(**svc))
 
 

@@ -19,7 +19,10 @@ from ..rpc.service import build_service
 from ..wire.models import Lifetime
 from .exec_client import ExecClient, SyncExecClient
 
-__all__ = ["connect_service", "start_embedded", "sync_embedded"]
+__all__ = ["EMBEDDED", "connect_service", "start_embedded", "sync_embedded"]
+
+#: How errors name an embedded registry's front (its rules: this process's cwd and env).
+EMBEDDED = "the registry embedded in this process"
 
 
 async def connect_service(
@@ -51,7 +54,8 @@ async def start_embedded(
     *, default_lifetime: Lifetime, client_name: str = "jupyter-exec", **config: Any
 ) -> ExecClient:
     """A new private registry and a client that owns it; `config`: `ExecConfig` fields."""
-    service = build_service(ExecConfig(default_lifetime=default_lifetime, **config))
+    exec_config = ExecConfig(default_lifetime=default_lifetime, **config)
+    service = build_service(exec_config, exec_config.front_rules(EMBEDDED))
     return await connect_service(service, client_name=client_name, owns_service=True)
 
 

@@ -5,6 +5,9 @@ relay forwards them untouched); `connect_daemon` wraps them in an
 `ExecClient` (the CLI and magics with no Jupyter server, and the extension's
 own REST and activity calls); `open_handover`/`hand_over` pass a client's
 websocket to the daemon. No tornado, no server modules.
+
+Every connection but a stop-on-close hold sends its front's rules (`front`:
+wire/rules.py, SPEC 3); the daemon applies them to each of its requests.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from ..daemon import paths, sockets
 from ..wire.lines import as_line
+from ..wire.rules import FrontRules
 from .exec_client import ExecClient, _closer
 
 #: Longest line the client side accepts: a `process/read` of `max_read_bytes`
@@ -42,9 +46,17 @@ class DaemonStreams:
 
 
 async def open_daemon(
-    path: Path, allowed_actions: Iterable[str] | None = None, *, stop_on_close: bool = False
+    path: Path,
+    allowed_actions: Iterable[str] | None = None,
+    *,
+    front: FrontRules | None = None,
+    stop_on_close: bool = False,
 ) -> DaemonStreams:
-    """Connect and say hello; raises OSError when nobody listens there."""
+    """Connect and say hello with `front`'s rules; raises OSError when nobody listens there.
+
+    Without `front` the daemon applies its fallback rules (daemon/server.py):
+    fit for a hold or a shutdown, not for starting processes.
+    """
     address, dir_fd = paths.sun_path(path)
     try:
         reader, writer = await asyncio.open_unix_connection(address, limit=LINE_LIMIT)
@@ -55,6 +67,8 @@ async def open_daemon(
         "jupyterExecDaemon": paths.daemon_protocol(),
         "allowedActions": None if allowed_actions is None else sorted(allowed_actions),
     }
+    if front is not None:
+        hello["front"] = front.to_wire()
     if stop_on_close:
         hello["stopOnClose"] = True
     writer.write(as_line(json.dumps(hello)))
@@ -71,15 +85,23 @@ async def open_daemon(
     return DaemonStreams(reader, writer, answer)
 
 
+def daemon_front(name: str) -> FrontRules:
+    """The rules of a client that talks to the daemon itself (the CLI, the magics, MCP
+    stdio with no server up): its own cwd as root, its own environment, and detached
+    processes, which outlive it as they would a server."""
+    return FrontRules.here(name, default_lifetime="detached")
+
+
 async def connect_daemon(
     path: Path,
     *,
+    front: FrontRules | None = None,
     client_name: str = "jupyter-exec",
     resume_session_id: str | None = None,
     allowed_actions: Iterable[str] | None = None,
 ) -> ExecClient:
-    """An initialized `ExecClient` over the daemon's socket."""
-    streams = await open_daemon(path, allowed_actions)
+    """An initialized `ExecClient` over the daemon's socket, under `front`'s rules."""
+    streams = await open_daemon(path, allowed_actions, front=front)
     writer = streams.writer
 
     async def send(text: str) -> None:
@@ -118,16 +140,18 @@ def hand_over(
     client: socket.socket,
     request_head: bytes,
     allowed_actions: Iterable[str],
+    front: FrontRules,
 ) -> None:
     """Give `client` (a socket whose upgrade request was read) to the daemon; blocking.
 
     The daemon serves it (daemon/handover.py) once the caller has closed its
-    own descriptor of `client`, then `channel`, in that order. Raises
-    DaemonHandshakeError if the daemon refused it.
+    own descriptor of `client`, then `channel`, in that order, under `front`'s
+    rules. Raises DaemonHandshakeError if the daemon refused it.
     """
     hello = {
         "jupyterExecDaemon": paths.daemon_protocol(),
         "allowedActions": sorted(allowed_actions),
+        "front": front.to_wire(),
         "request": request_head.decode("latin-1"),
     }
     socket.send_fds(channel, [as_line(json.dumps(hello))], [client.fileno()])

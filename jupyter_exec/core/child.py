@@ -23,13 +23,10 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
 
 from ..wire.errors import InvalidParamsError
 from ..wire.protocol import EnvPolicy
-from .confinement import outside_root
 from .proctree import ProcessRef, identify
 
 _CORE_VARS = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "USERNAME", "TMPDIR", "TEMP", "TMP")
@@ -308,25 +305,6 @@ def _enlarge_pipe(fd: int) -> None:
     # Unprivileged users may be capped by /proc/sys/fs/pipe-max-size: keep the default.
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-
-
-def resolve_cwd(cwd: str | None, root: Path, confine: bool = False) -> str:
-    """An existing directory: absolute, `file://` URI, or relative to the root (SPEC 4).
-
-    With `confine` (`confine_to_root`) it must lie inside the root, symlinks resolved.
-    """
-    if not cwd:
-        path = root
-    elif cwd.startswith("file://"):
-        path = Path(unquote(urlparse(cwd).path))
-    else:
-        path = root / cwd  # an absolute cwd replaces the root
-    if not path.is_dir():
-        what = "does not exist" if not path.exists() else "is not a directory"
-        raise InvalidParamsError(f"cwd {cwd!r} {what}")
-    if confine and (refusal := outside_root(Path(os.path.realpath(path)), root, f"cwd {cwd!r}")):
-        raise InvalidParamsError(refusal)
-    return str(path)
 
 
 def resolve_program(program: str, cwd: str, env: Mapping[str, str]) -> str:

@@ -15,7 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..wire.errors import (
@@ -26,11 +26,13 @@ from ..wire.errors import (
     UnknownProcessError,
 )
 from ..wire.events import Event, RemovedEvent, StartedEvent
-from ..wire.models import Lifetime, ProcessInfo
+from ..wire.models import ProcessInfo
 from ..wire.protocol import ReadParams, StartParams
+from ..wire.rules import FrontRules
 from ..wire.schema import Chunk
 from . import limits
-from .child import Child, ChildSpec, Keeper, build_env, resolve_cwd, resolve_program, spawn
+from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
+from .confinement import resolve_cwd
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_verified, marked_processes
@@ -45,14 +47,16 @@ FD_RESERVE = 64
 
 @dataclass
 class RegistryConfig:
-    """Limits of SPEC 3 and 6; the Jupyter app maps its traits onto these."""
+    """Limits of SPEC 3 and 6 that are the registry's own (the daemon's settings).
 
-    root_dir: Path = field(default_factory=Path.cwd)
+    Whatever a front decides (root, confinement, `max_processes`, lifetime,
+    base environment) comes with each start as `FrontRules` (SPEC 3).
+    """
+
     retained_bytes_per_process: int = 1 << 20
     log_bytes_per_process: int = 1 << 30
     log_dir: Path | None = None
     exited_retention_seconds: float = 600.0
-    max_processes: int = 256
     #: Cap of one `process/read` response when the client gives no `maxBytes`,
     #: so a response stays far below `max_message_bytes` after base64.
     max_read_bytes: int = 4 << 20
@@ -60,9 +64,6 @@ class RegistryConfig:
     #: guardian kills the children but keeps the logs), for the next registry
     #: to list (the exec daemon, daemon/persist.py).
     durable_logs: bool = False
-    #: Keep `process/start` cwds and every `fs/*` path inside `root_dir` (confinement.py);
-    #: off by default: file access agrees with process access (SPEC 4).
-    confine_to_root: bool = False
 
 
 @dataclass
@@ -78,6 +79,8 @@ class Registry:
         self.config = config or RegistryConfig()
         self.id = uuid.uuid4().hex[:12]
         self._procs: dict[str, ManagedProcess] = {}
+        #: process id -> name of the front it was started through (`max_processes`).
+        self._fronts: dict[str, str] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._log_dir: Path | None = None
@@ -119,23 +122,28 @@ class Registry:
 
     # -- start ----------------------------------------------------------------
 
-    def start(
-        self, params: StartParams, owner: str | None, default_lifetime: Lifetime
-    ) -> ProcessInfo:
-        """Spawn a child synchronously: no event of it can be published before this returns."""
+    def start(self, params: StartParams, owner: str | None, rules: FrontRules) -> ProcessInfo:
+        """Spawn a child synchronously: no event of it can be published before this returns.
+
+        `rules` are the requesting front's (SPEC 3): its root and confinement for
+        the cwd, its environment as the base of the child's, its `max_processes`
+        counted over the processes started through it, its default lifetime.
+        """
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
         if params.process_id in self._procs:
             raise ProcessExistsError(params.process_id)
-        if len(self.running()) >= self.config.max_processes:
-            raise TooManyProcessesError(self.config.max_processes)
+        ours = sum(1 for p in self.running() if self._fronts.get(p.id) == rules.name)
+        if ours >= rules.max_processes:
+            raise TooManyProcessesError(rules.max_processes, rules.name)
         if self._near_fd_limit() and _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
             raise InvalidRequestError(
                 f"too many open files to start another process (limit {self._fd_limit}: "
                 "raise `ulimit -n` or lower max_processes)"
             )
-        cwd = resolve_cwd(params.cwd, self.config.root_dir, self.config.confine_to_root)
-        env = build_env(params.env, params.inherit_env, params.env_policy, os.environ)
+        cwd = resolve_cwd(params.cwd, rules)
+        base = os.environ if rules.env is None else rules.env
+        env = build_env(params.env, params.inherit_env, params.env_policy, base)
         if params.tty and "TERM" not in (params.env or {}):
             env["TERM"] = "xterm-256color"  # SPEC 4: not the server's own TERM
         marker = f"{self.id}/{uuid.uuid4().hex[:12]}"
@@ -158,14 +166,14 @@ class Registry:
             tty=params.tty,
             pipe_stdin=params.pipe_stdin,
             label=params.label or _label_from_metadata(params.metadata),
-            lifetime=params.lifetime or default_lifetime,
+            lifetime=params.lifetime or rules.default_lifetime,
             owner=owner,
             marker=marker,
             timeout_ms=params.timeout_ms,
             limits=params.limits,
         )
         started_at = int(time.time() * 1000)
-        meta = None if self.keeper is None else held_meta(setup, log_path, started_at)
+        meta = None if self.keeper is None else held_meta(setup, log_path, started_at, rules.name)
         try:
             child = spawn(spec, self.keeper, log_path.stem, meta)
         except OSError as exc:
@@ -180,6 +188,7 @@ class Registry:
             setup, child, store, self._publish, self._schedule_removal, started_at
         )
         self._procs[proc.id] = proc
+        self._fronts[proc.id] = rules.name
         info = proc.info()
         # SPEC 1: the start response goes out before any notification of the process.
         # The response is queued in this same loop step; this runs in the next one,
@@ -208,13 +217,15 @@ class Registry:
         return self._log_dir
 
     def adopt_child(
-        self, setup: ProcessSetup, child: Child, store: OutputStore, started_at: int
+        self, setup: ProcessSetup, child: Child, store: OutputStore, started_at: int, front: str
     ) -> ManagedProcess:
-        """A running process a previous registry started, its child now the keeper's."""
+        """A running process a previous registry started through `front`, its child
+        now the keeper's."""
         proc = ManagedProcess(
             setup, child, store, self._publish, self._schedule_removal, started_at
         )
         self._procs[proc.id] = proc
+        self._fronts[proc.id] = front
         return proc
 
     def adopt(self, proc: ManagedProcess) -> None:
@@ -318,6 +329,7 @@ class Registry:
         if handle is not None:
             handle.cancel()
         proc = self._procs.pop(process_id, None)
+        self._fronts.pop(process_id, None)
         if proc is not None:
             proc.discard()
             self._publish(RemovedEvent(process_id))
@@ -353,9 +365,12 @@ class Registry:
             stop_guardian(self._guardian)
 
 
-def held_meta(setup: ProcessSetup, log_path: Path, started_at: int) -> dict[str, object]:
+def held_meta(
+    setup: ProcessSetup, log_path: Path, started_at: int, front: str
+) -> dict[str, object]:
     """What a keeper keeps of a process, for a successor to rebuild it (daemon/holding.py)."""
     return {
+        "front": front,
         "processId": setup.process_id,
         "argv": setup.argv,
         "cwd": setup.cwd,

@@ -12,8 +12,13 @@ would have, and clients resume their sessions as after any restart.
 
 The handover message, one line with the socket attached:
 
-    -> {"jupyterExecDaemon": N, "allowedActions": [...], "request": "GET ... \\r\\n\\r\\n"}
+    -> {"jupyterExecDaemon": N, "allowedActions": [...], "front": {FrontRules},
+        "request": "GET ... \\r\\n\\r\\n"}
     <- {"ok": true} | {"error": "..."}
+
+`front` carries the handing server's rules (wire/rules.py, SPEC 3): the
+websocket is served under them, as if that server served it itself. Without
+it (an older server) the daemon's `fallback_rules` apply.
 
 After "ok" the sender closes its descriptor of the socket, then the channel;
 the daemon answers the client's handshake only then, so no byte of the
@@ -36,12 +41,13 @@ from typing import Any
 
 from ..rpc.dispatch import ExecService
 from ..transports.ws_front import WRITE_LIMIT, serve_websocket
+from ..wire.rules import FrontRules
 from . import sockets
 
 log = logging.getLogger("jupyter_exec.daemon")
 
-#: Largest handover line (the request head with its headers).
-HELLO_MAX = 1 << 16
+#: Largest handover line (the request head with its headers, the front's environment).
+HELLO_MAX = 1 << 20
 #: How long the handing server may take to send its line, and the client its handshake.
 HANDOVER_TIMEOUT = 10.0
 #: How long closing waits for the client's close frame before dropping the connection.
@@ -51,8 +57,15 @@ CLOSE_TIMEOUT = 1.0
 class Handovers:
     """Accepts handed-over sockets and serves them as websocket clients of `service`."""
 
-    def __init__(self, service: ExecService, protocol: int, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        service: ExecService,
+        protocol: int,
+        max_message_bytes: int,
+        fallback: Callable[[int], FrontRules],
+    ) -> None:
         self.service = service
+        self.fallback = fallback
         self.protocol = protocol
         self.max_message_bytes = max_message_bytes
         #: Open websockets (the daemon counts them as clients for its idle exit).
@@ -60,7 +73,7 @@ class Handovers:
         self._server = _adopting_server(self._handshake_and_serve, self._serve)
         self._listener: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._grants: dict[Any, tuple[frozenset[str] | None, int]] = {}
+        self._grants: dict[Any, tuple[frozenset[str] | None, int, FrontRules]] = {}
         self._serving: set[asyncio.Task[Any]] = set()
         self._owners: dict[int, _Owner] = {}
 
@@ -107,7 +120,7 @@ class Handovers:
             except OSError:
                 return
             try:
-                head, allowed = self._parse(line)
+                head, allowed, rules = self._parse(line)
                 client = _one_stream_socket(fds)
             except ValueError as exc:
                 for fd in fds:
@@ -121,12 +134,12 @@ class Handovers:
                 # the socket ours alone, and the handshake may begin.
                 await asyncio.to_thread(_answer, conn, {"ok": True})
                 await asyncio.to_thread(conn.recv, 1)
-                await self._adopt(client, head, allowed, owner)
+                await self._adopt(client, head, allowed, rules or self.fallback(pid), owner)
             except OSError as exc:
                 log.warning("a handover failed: %s", exc)
                 client.close()
 
-    def _parse(self, line: bytes) -> tuple[bytes, frozenset[str] | None]:
+    def _parse(self, line: bytes) -> tuple[bytes, frozenset[str] | None, FrontRules | None]:
         try:
             hello = json.loads(line)
             theirs, head, actions = (
@@ -142,8 +155,10 @@ class Handovers:
             raise ValueError(f"this exec daemon speaks protocol {self.protocol}, not {theirs}")
         if not isinstance(head, str) or not isinstance(actions, (list, type(None))):
             raise ValueError("request must be a string and allowedActions a list or null")
+        rules = FrontRules.from_wire(hello["front"]) if "front" in hello else None
         try:
-            return head.encode("latin-1"), None if actions is None else frozenset(map(str, actions))
+            allowed = None if actions is None else frozenset(map(str, actions))
+            return head.encode("latin-1"), allowed, rules
         except UnicodeEncodeError:
             raise ValueError("request must be an HTTP head (latin-1)") from None
 
@@ -155,7 +170,12 @@ class Handovers:
         return owner
 
     async def _adopt(
-        self, client: socket.socket, head: bytes, allowed: frozenset[str] | None, owner: _Owner
+        self,
+        client: socket.socket,
+        head: bytes,
+        allowed: frozenset[str] | None,
+        rules: FrontRules,
+        owner: _Owner,
     ) -> None:
         from websockets.asyncio.server import ServerConnection
         from websockets.server import ServerProtocol
@@ -172,7 +192,7 @@ class Handovers:
             # the session attached: the daemon lets go of it after this long.
             close_timeout=CLOSE_TIMEOUT,
         )
-        self._grants[connection] = (allowed, owner.pid)
+        self._grants[connection] = (allowed, owner.pid, rules)
         owner.connections.add(connection)
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: connection, sock=client)
@@ -201,13 +221,13 @@ class Handovers:
 
     async def _serve(self, connection: Any) -> None:
         """An open handed-over websocket, until it closes (websockets < 17 calls this)."""
-        allowed, pid = self._grants.pop(connection, (frozenset(), 0))
+        allowed, pid, rules = self._grants.pop(connection, (frozenset(), 0, self.fallback(0)))
         task = asyncio.current_task()
         assert task is not None
         self._serving.add(task)
         self.count += 1
         try:
-            await serve_websocket(self.service, connection, allowed)
+            await serve_websocket(self.service, connection, allowed, rules)
         finally:
             self.count -= 1
             self._serving.discard(task)

@@ -249,7 +249,8 @@ def adopt(
         store = OutputStore.reopen(
             Path(meta["log"]), config.retained_bytes_per_process, config.log_bytes_per_process
         )
-        proc = registry.adopt_child(setup, child, store, int(meta["startedAt"]))
+        front = str(meta.get("front", ""))
+        proc = registry.adopt_child(setup, child, store, int(meta["startedAt"]), front)
         on_adopted(proc)
         count += 1
     return count

@@ -1,20 +1,27 @@
 """The exec daemon: the registry and its service behind a unix socket, per user.
 
 Started on demand by `daemon.start`, through the holder (daemon/holder.py),
-whose child it is: `python -m jupyter_exec.daemon RUNTIME_DIR`, the config as
-JSON on stdin, "ready" on stdout once it listens. In its own session, it gets
-no signal aimed at a server's process group. It attaches to the holder and
-adopts every process a previous daemon left there (daemon/holding.py).
+whose child it is: `python -m jupyter_exec.daemon RUNTIME_DIR`, "ready" on
+stdout once it listens. In its own session, it gets no signal aimed at a
+server's process group. It attaches to the holder and adopts every process a
+previous daemon left there (daemon/holding.py). Its own settings are the
+user's, read from `jupyter_exec_daemon.json` (config.py), whoever starts it;
+`daemon/settings` answers them and where each came from.
 
 Each connection starts with one hello line each way (stable across versions):
 
-    -> {"jupyterExecDaemon": N, "allowedActions": ["read", ...] | null, "stopOnClose"?: true}
-    <- {"jupyterExecDaemon": N, "version": "...", "pid": P}        (+ "error" if N differs)
+    -> {"jupyterExecDaemon": N, "allowedActions": ["read", ...] | null,
+        "front": {FrontRules}, "stopOnClose"?: true}
+    <- {"jupyterExecDaemon": N, "version": "...", "pid": P}
+       (+ "error" if N differs or `front` is malformed, and the connection closes)
 
 then carries SPEC 1 JSON-RPC, one message per line. The peer must have this
 process's uid (SO_PEERCRED; the socket is also mode 0600). `allowedActions`
 is enforced like a websocket's (the Jupyter extension authenticated the user
-already). A `stopOnClose` connection carries no messages: when it closes the
+already). `front` holds the rules of the front the connection serves
+(wire/rules.py, SPEC 3), applied to each of its requests; a hello without it
+(an older front) gets `fallback_rules` and a warning in the daemon's log.
+A `stopOnClose` connection carries no messages: when it closes the
 daemon stops everything (`stop_processes_on_shutdown`, even after a SIGKILL
 of the server holding it). `daemon/shutdown` (needs `execute`) stops every
 process and the daemon. `daemon/stop` (needs `execute`; `{"reason"}`) and
@@ -39,10 +46,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..config import ExecConfig
+from ..config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from ..rpc.context import CallContext
 from ..rpc.service import build_service
 from ..wire.lines import as_line, pump_lines
+from ..wire.rules import FrontRules
 from . import paths, sockets
 from .handover import Handovers
 from .holding import HeldProcess, HolderLink, adopt, attach
@@ -56,10 +64,31 @@ _LINE_SLACK = 1 << 16
 STDIN_FLUSH_SECONDS = 5.0
 
 
+def fallback_rules(pid: int) -> FrontRules:
+    """The rules of a connection whose hello has none: safe wherever the daemon runs.
+
+    The user's home directory as root (it exists, unlike a starter's temp root),
+    no confinement (an older front had none of its own either), the default
+    `max_processes`, detached processes (what every front of the daemon asked
+    for), the daemon's own environment.
+    """
+    return FrontRules(
+        name=f"a front that sent no rules (pid {pid})",
+        root_dir=Path.home().resolve(),
+        default_lifetime="detached",
+    )
+
+
 class Daemon:
-    def __init__(self, runtime_dir: Path, config: ExecConfig) -> None:
+    def __init__(
+        self,
+        runtime_dir: Path,
+        config: DaemonSettings,
+        sources: dict[str, str] | None = None,
+    ) -> None:
         self.runtime_dir = runtime_dir
         self.config = config
+        self.sources = sources or {}
         self.protocol = paths.daemon_protocol()
         self.state_dir = paths.state_dir(runtime_dir, self.protocol)
         # Under a configured log_dir, a subdirectory: it is deleted at shutdown.
@@ -68,12 +97,13 @@ class Daemon:
         self.service = build_service(config, durable_log_dir=self.logs_dir)
         self.persister = Persister(self.service.registry, self.state_dir / "procs", self._released)
         self.service.methods["daemon/shutdown"] = self._shutdown_method
+        self.service.methods["daemon/settings"] = self._settings_method
         self.service.methods["daemon/stop"] = self._stop_method
         self.link: HolderLink | None = None
         #: `daemon/shutdown`: every process goes too; otherwise they stay with the holder.
         self.stop_everything = False
         self.clients = 0
-        self.handovers = Handovers(self.service, self.protocol, config.max_message_bytes)
+        self.handovers = Handovers(self.service, self.protocol, config.max_message_bytes, _fallback)
         self.stop = asyncio.Event()
         self._streams: set[asyncio.StreamWriter] = set()
 
@@ -95,7 +125,6 @@ class Daemon:
         self.handovers.listen(handover)
         record = paths.record_path(self.runtime_dir, self.protocol)
         _write_record(record, path, self.protocol, self.link)
-        (self.state_dir / "config.json").write_text(self.config.to_json())  # for a restart
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop, signal.Signals(sig).name)
@@ -196,12 +225,22 @@ class Daemon:
         ctx.after_response.append(lambda: self._stop(str(reason or "daemon/stop")))
         return {"stopping": True, "pid": os.getpid()}
 
+    async def _settings_method(self, ctx: CallContext, params: Any) -> dict[str, Any]:
+        """The user's daemon settings in force, each with where it came from."""
+        return {
+            "settings": self.config.to_wire(),
+            "sources": self.sources,
+            "pid": os.getpid(),
+            "version": paths.daemon_version(),
+        }
+
     # -- one client -------------------------------------------------------------
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._streams.add(writer)
         try:
-            if sockets.peer(writer.get_extra_info("socket"))[0] != os.getuid():
+            uid, pid = sockets.peer(writer.get_extra_info("socket"))
+            if uid != os.getuid():
                 log.warning("refused a connection from another user")
                 return
             hello = await self._hello(reader, writer)
@@ -212,7 +251,8 @@ class Daemon:
                 self.stop_everything = True
                 self.stop.set()
                 return
-            await self._serve(reader, writer, hello.get("allowedActions"))
+            rules = hello.get("front") or _fallback(pid)
+            await self._serve(reader, writer, hello.get("allowedActions"), rules)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -237,25 +277,40 @@ class Daemon:
         }
         if theirs != self.protocol:
             answer["error"] = f"this exec daemon speaks protocol {self.protocol}, not {theirs}"
+        elif "front" in hello:
+            try:
+                hello["front"] = FrontRules.from_wire(hello["front"])
+            except ValueError as exc:
+                answer["error"] = f"bad hello: {exc}"
         writer.write(as_line(json.dumps(answer)))
         await writer.drain()
         return hello if "error" not in answer else None
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, actions: Any
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        actions: Any,
+        rules: FrontRules,
     ) -> None:
         async def write(frame: str | bytes) -> None:
             writer.write(as_line(frame))
             await writer.drain()
 
         allowed = frozenset(actions) if isinstance(actions, list) else None
-        connection = self.service.connect(write, allowed_actions=allowed)
+        connection = self.service.connect(write, allowed_actions=allowed, rules=rules)
         self.clients += 1
         try:
             await pump_lines(reader, connection, self.config.max_message_bytes)
         finally:
             self.clients -= 1
             await connection.aclose()
+
+
+def _fallback(pid: int) -> FrontRules:
+    rules = fallback_rules(pid)
+    log.warning("%s: using the root %s and the daemon's environment", rules.name, rules.root_dir)
+    return rules
 
 
 def _write_record(record: Path, sock: Path, protocol: int, link: HolderLink | None) -> None:
@@ -290,10 +345,15 @@ def _registry_id(state_dir: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m jupyter_exec.daemon RUNTIME_DIR`, the config JSON on stdin, as the
-    holder starts it: "ready" (or "error: ...") goes to stdout, then the log takes it."""
+    """`python -m jupyter_exec.daemon RUNTIME_DIR` as the holder starts it, its settings
+    from `jupyter_exec_daemon.json`: "ready" (or "error: ...") goes to stdout, then the
+    log takes it."""
     runtime_dir = Path(argv[0]).resolve()
-    config = ExecConfig.from_json(sys.stdin.read() or "{}")
+    try:
+        config, sources = load_daemon_settings()
+    except DaemonSettingsError as exc:
+        sys.stdout.write(f"error: {exc}\n")
+        return 1
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ready = os.dup(1)
     _detach_stdio(paths.log_path(runtime_dir))
@@ -303,7 +363,7 @@ def main(argv: list[str]) -> int:
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         try:
-            asyncio.run(_run(runtime_dir, config, ready))
+            asyncio.run(_run(runtime_dir, config, sources, ready))
         except Exception as exc:
             log.exception("the exec daemon failed")
             with contextlib.suppress(OSError):
@@ -312,8 +372,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-async def _run(runtime_dir: Path, config: ExecConfig, ready: int) -> None:
-    await Daemon(runtime_dir, config).run(ready)
+async def _run(
+    runtime_dir: Path, config: DaemonSettings, sources: dict[str, str], ready: int
+) -> None:
+    await Daemon(runtime_dir, config, sources).run(ready)
 
 
 def _detach_stdio(log_file: Path) -> None:

@@ -12,6 +12,9 @@ which has a holder, is asked to stop (`daemon/stop` with the reason); a new
 one of this version takes its processes over from the holder. A daemon from
 before the holder cannot hand its processes over: it serves as it is while
 any of them runs, and is replaced once none does (docs/daemon.md "Upgrades").
+The starter passes nothing on: the daemon reads the user's settings itself
+(config.load_daemon_settings), and each front sends its own rules with its
+connections (SPEC 3).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ExecConfig
 from . import holder, paths, sockets
 
 #: How long a starting daemon may take to listen (imports on a slow machine).
@@ -42,7 +44,7 @@ class DaemonStartError(RuntimeError):
     """The exec daemon could not be started; the message says why."""
 
 
-def ensure_daemon(runtime_dir: Path, config: ExecConfig) -> Path:
+def ensure_daemon(runtime_dir: Path) -> Path:
     """The socket of a running daemon for this runtime dir, started if there is none."""
     path = paths.socket_path(runtime_dir)
     if listening(path) and outdated(runtime_dir) is None:
@@ -64,11 +66,11 @@ def ensure_daemon(runtime_dir: Path, config: ExecConfig) -> Path:
             else:
                 reason += "; it was from before the holder and ran nothing any more"
                 _end_preholder(int(old["pid"]), runtime_dir)
-        _start(runtime_dir, config, reason)
+        _start(runtime_dir, reason)
     return path
 
 
-def restart_daemon(runtime_dir: Path, config: ExecConfig, reason: str) -> Path:
+def restart_daemon(runtime_dir: Path, reason: str) -> Path:
     """Stop the daemon (its processes stay with the holder) and start one of this version."""
     path = paths.socket_path(runtime_dir)
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -76,7 +78,7 @@ def restart_daemon(runtime_dir: Path, config: ExecConfig, reason: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if listening(path):
             stop_daemon(path, reason)
-        _start(runtime_dir, config, reason)
+        _start(runtime_dir, reason)
     return path
 
 
@@ -185,14 +187,12 @@ def holder_request(runtime_dir: Path, message: dict[str, Any]) -> dict[str, Any]
     return answer
 
 
-def _start(runtime_dir: Path, config: ExecConfig, reason: str) -> None:
+def _start(runtime_dir: Path, reason: str) -> None:
     """Ask the holder (started if needed) to start a daemon; wait for its "ready"."""
     sock = _holder(runtime_dir)
-    stdin_r, stdin_w = os.pipe()
+    stdin_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     ready_r, ready_w = os.pipe()
     try:
-        os.write(stdin_w, config.to_json().encode())  # far below a pipe's 64 KiB
-        os.close(stdin_w)
         request = {
             "op": "start",
             "id": 1,

@@ -31,7 +31,6 @@ from ..client.discovery import find_daemon, find_server
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
-from .cli_daemon import daemon_command
 from .frontend import (
     PAGE_BYTES,
     Escalation,
@@ -134,13 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(shutdown, top=False)
 
-    daemon = sub.add_parser("daemon", help="show, stop or restart the exec daemon")
-    daemon.add_argument("action", choices=["status", "stop", "restart"])
     sub.add_parser("serve", help="run a standalone server (see: jupyter exec serve --help)")
     sub.add_parser(
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
     )
     sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
+    sub.add_parser("daemon", help="show, stop or restart the exec daemon (see: daemon --help)")
     return parser
 
 
@@ -189,14 +187,18 @@ def main(argv: list[str] | None = None) -> int:
         from ..mcp.stdio import main as mcp_main
 
         return mcp_main(argv[1:])
+    if argv[:1] == ["daemon"]:
+        from .cli_daemon import main as daemon_main
+
+        return daemon_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        if args.command in ("shutdown", "daemon"):
-            return daemon_command(args)
+        if args.command == "shutdown":
+            return asyncio.run(_shutdown(args))
         return asyncio.run(_dispatch(args))
     except CliError as exc:
         print(f"jupyter exec {args.command}: {exc}", file=sys.stderr)
@@ -231,9 +233,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 @contextlib.asynccontextmanager
 async def _connect(args: argparse.Namespace) -> Any:
     """A client of the server discovery finds; for ``run`` with none, an embedded registry."""
-    from ..client.exec_client import (
-        ExecClient,  # here, so that --help and bad lines cost no websockets
-    )
+    from ..client.exec_client import ExecClient  # here: --help costs no websockets
 
     target = find_server(args.url, args.token, any_server=True)
     if target is None:
@@ -248,9 +248,9 @@ async def _connect(args: argparse.Namespace) -> Any:
             return
         daemon = _start_daemon() if args.command == "run" else find_daemon()
         if daemon is not None:  # no server up, but the processes outlive servers
-            from ..client.unix_transport import connect_daemon
+            from .cli_daemon import connect_here
 
-            client = await connect_daemon(daemon, client_name="jupyter-exec-cli")
+            client = await connect_here(daemon)
             try:
                 yield client
             finally:
@@ -279,6 +279,18 @@ def _start_daemon() -> Path:
         return start_daemon_here()
     except DaemonStartError as exc:
         raise CliError(str(exc)) from None
+
+
+async def _shutdown(args: argparse.Namespace) -> int:
+    """Stop every process and the exec daemon: over REST with --url, else the local socket."""
+    from .cli_daemon import shutdown
+
+    try:
+        stopped = await shutdown(args.url, args.token)
+    except OSError as exc:
+        raise CliError(f"cannot reach {args.url}: {exc}") from None
+    print("stopped every process and the exec daemon" if stopped else "no exec daemon is running")
+    return 0
 
 
 # -- run ----------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""What `jupyter exec` does with the exec daemon: start it, stop it, find it again.
+"""What `jupyter exec` does with the exec daemon: start it, stop it, find it, show it.
 
 Kept out of cli.py (which stays about commands): `run --detach` with no server
-starts a daemon here; `shutdown` stops every process and the daemon; `daemon
-status|stop|restart` show and replace the daemon (its processes stay with the
-holder); `logs -f` reconnects after losing its server, to the next one or to
-the daemon itself.
+starts a daemon here; `shutdown` stops every process and the daemon; `logs -f`
+reconnects after losing its server, to the next one or to the daemon itself;
+`daemon status|stop|restart` show and replace the daemon (its processes stay
+with the holder); `daemon config` shows the user's daemon settings in force
+and where each came from. Talking to the daemon itself, the CLI is a front of
+its own (SPEC 3): its cwd is the root, its environment the base of its
+processes'.
 """
 
 from __future__ import annotations
@@ -21,23 +24,19 @@ from ..client.discovery import find_daemon, find_server, jupyter_runtime_dir
 
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
-    from ..config import ExecConfig
 
 #: How long `logs -f` looks for the processes again after losing its server.
 RECONNECT_SECONDS = 120.0
+#: How errors name the CLI's own rules when it talks to the daemon (SPEC 3): its cwd
+#: as root, its environment; the CLI is one front however many times it runs.
+CLI_FRONT = "the jupyter exec CLI"
 
 
 def start_daemon_here() -> Path:
     """The daemon of this runtime dir, started if needed (raises DaemonStartError)."""
     from ..daemon.start import ensure_daemon
 
-    return ensure_daemon(jupyter_runtime_dir(), _cli_config())
-
-
-def _cli_config() -> ExecConfig:
-    from ..config import ExecConfig
-
-    return ExecConfig(root_dir=Path.cwd(), default_lifetime="detached")
+    return ensure_daemon(jupyter_runtime_dir())
 
 
 async def shutdown(url: str | None, token: str | None) -> bool:
@@ -65,45 +64,111 @@ async def shutdown(url: str | None, token: str | None) -> bool:
     return daemon is not None and await stop_daemon(daemon)
 
 
-def daemon_command(args: argparse.Namespace) -> int:
-    """`jupyter exec shutdown` and `jupyter exec daemon status|stop|restart`."""
-    from ..daemon import paths
-    from ..daemon.start import restart_daemon, stop_daemon
+async def connect_here(daemon: Path) -> ExecClient:
+    """A client of the daemon itself, under the CLI's own rules (its cwd, its env)."""
+    from ..client.unix_transport import connect_daemon, daemon_front
 
-    if args.command == "shutdown":
-        return asyncio.run(_shutdown(args))
-    action, runtime = args.action, jupyter_runtime_dir()
+    return await connect_daemon(
+        daemon, front=daemon_front(CLI_FRONT), client_name="jupyter-exec-cli"
+    )
+
+
+async def reconnect(url: str | None, token: str | None) -> ExecClient | None:
+    """A client of the next server found, or of the daemon while none is up; None in time."""
+    from ..client.exec_client import ExecClient
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RECONNECT_SECONDS
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        target = find_server(url, token, any_server=True)
+        daemon = find_daemon()
+        try:
+            if target is not None:
+                return await ExecClient.connect(target.url, target.token)
+            if daemon is not None:
+                return await connect_here(daemon)
+        except Exception:  # a server still starting up: try again
+            pass
+    return None
+
+
+def main(argv: list[str]) -> int:
+    """`jupyter exec daemon status|stop|restart|config`."""
+    parser = argparse.ArgumentParser(prog="jupyter exec daemon")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("status", help="which daemon and holder serve, since when, and why")
+    sub.add_parser("stop", help="stop the daemon; its processes stay with the holder")
+    sub.add_parser("restart", help="a daemon of the installed version takes every process over")
+    config = sub.add_parser("config", help="the user's daemon settings and where each is set")
+    config.add_argument("--json", action="store_true", help="one JSON object")
+    args = parser.parse_args(argv)
+    if args.action != "config":
+        return _lifecycle(args.action)
+    return _config(args)
+
+
+def _lifecycle(action: str) -> int:
+    from ..daemon.start import DaemonStartError, restart_daemon, stop_daemon
+
+    runtime = jupyter_runtime_dir()
     if action == "status":
         print(describe(runtime))
         return 0
-    record = _record(runtime)
     if action == "stop":
-        daemon = find_daemon()
+        daemon, record = find_daemon(), _record(runtime)
         if daemon is None:
             print("no exec daemon is running")
             return 0
         stop_daemon(daemon, "stopped by `jupyter exec daemon stop`")
         print(f"stopped the exec daemon {record.get('pid')}; its processes stay with the holder")
         return 0
-    from ..config import ExecConfig
-
-    saved = paths.state_dir(runtime) / "config.json"
-    config = ExecConfig.from_json(saved.read_text()) if saved.exists() else _cli_config()
-    restart_daemon(runtime, config, "restarted by `jupyter exec daemon restart`")
+    try:
+        restart_daemon(runtime, "restarted by `jupyter exec daemon restart`")
+    except DaemonStartError as exc:
+        print(f"jupyter exec daemon restart: {exc}", file=sys.stderr)
+        return 2
     new = _record(runtime)
     print(f"restarted: the exec daemon {new.get('pid')} (version {new.get('version')}) serves")
     return 0
 
 
-async def _shutdown(args: argparse.Namespace) -> int:
-    """Stop every process and the exec daemon: over REST with --url, else the local socket."""
+def _config(args: argparse.Namespace) -> int:
+    """`jupyter exec daemon config [--json]`: the settings in force, and their sources."""
+    from ..config import DaemonSettingsError, load_daemon_settings, user_daemon_settings_path
+
     try:
-        stopped = await shutdown(args.url, args.token)
-    except OSError as exc:
-        print(f"jupyter exec shutdown: cannot reach {args.url}: {exc}", file=sys.stderr)
+        settings, sources = load_daemon_settings()
+        files: dict[str, Any] = {"settings": settings.to_wire(), "sources": sources}
+    except DaemonSettingsError as exc:
+        print(f"jupyter exec daemon config: {exc}", file=sys.stderr)
         return 2
-    print("stopped every process and the exec daemon" if stopped else "no exec daemon is running")
+    daemon = find_daemon()
+    running = asyncio.run(_running_settings(daemon)) if daemon is not None else None
+    if args.json:
+        print(json.dumps({"files": files, "running": running}, indent=2))
+        return 0
+    shown = running or files
+    where = f"pid {running['pid']}" if running else "none running: the next one uses these"
+    print(f"exec daemon ({where}); the user's settings, set in {user_daemon_settings_path()}:")
+    for key, value in shown["settings"].items():
+        print(f"  {key} = {json.dumps(value)}  ({shown['sources'].get(key, 'default')})")
+    stale = [k for k, v in files["settings"].items() if running and running["settings"][k] != v]
+    if stale:
+        print(f"changed in the files since it started: {', '.join(stale)} "
+              "(applied when it restarts: jupyter exec shutdown)")  # fmt: skip
     return 0
+
+
+async def _running_settings(daemon: Path) -> dict[str, Any] | None:
+    try:
+        client = await connect_here(daemon)
+    except OSError:
+        return None  # it exited meanwhile (idle)
+    try:
+        return dict(await client.request("daemon/settings", {}))
+    finally:
+        await client.close()
 
 
 def describe(runtime: Path) -> str:
@@ -144,10 +209,8 @@ def describe(runtime: Path) -> str:
 
 
 async def _count_processes(socket: Path) -> str:
-    from ..client.unix_transport import connect_daemon
-
     try:
-        client = await connect_daemon(socket, client_name="jupyter-exec-status")
+        client = await connect_here(socket)
     except Exception as exc:  # stopping, or refusing us: say so, status goes on
         return f"processes unknown ({exc})"
     try:
@@ -174,24 +237,3 @@ def _age(started_ms: object) -> str:
     seconds = max(0, int(time.time() - started_ms / 1000))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-async def reconnect(url: str | None, token: str | None) -> ExecClient | None:
-    """A client of the next server found, or of the daemon while none is up; None in time."""
-    from ..client.exec_client import ExecClient
-    from ..client.unix_transport import connect_daemon
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + RECONNECT_SECONDS
-    while loop.time() < deadline:
-        await asyncio.sleep(0.5)
-        target = find_server(url, token, any_server=True)
-        daemon = find_daemon()
-        try:
-            if target is not None:
-                return await ExecClient.connect(target.url, target.token)
-            if daemon is not None:
-                return await connect_daemon(daemon, client_name="jupyter-exec-cli")
-        except Exception:  # a server still starting up: try again
-            pass
-    return None

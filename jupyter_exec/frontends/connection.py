@@ -11,6 +11,7 @@ that goes away (a restart) is looked for again at the next use. No IPython.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 from ..client.discovery import ServerTarget, find_daemon, find_server
@@ -61,10 +62,11 @@ class Connection:
                 return client
         elif (daemon := find_daemon()) is not None:
             # No server (it stopped or crashed), but its processes live on in the daemon.
-            from ..client.unix_transport import connect_daemon
+            from ..client.unix_transport import connect_daemon, daemon_front
 
             self.target = ServerTarget(f"unix:{daemon}", None, "daemon")
-            return SyncExecClient.from_async(lambda: connect_daemon(daemon))
+            front = daemon_front(f"the magics of kernel {os.getpid()}")
+            return SyncExecClient.from_async(lambda: connect_daemon(daemon, front=front))
         else:
             print(
                 "jupyter-exec: no exec server found; processes run inside this kernel "

@@ -2,29 +2,53 @@
 
 Enabled by `jupyter-config/jupyter_server_config.d/jupyter_exec.json`, so a
 plain `pip install` makes `jupyter server`/`jupyter lab` serve
-`{base_url}api/exec/ws` and the REST mirror (SPEC 1, 8). Every limit of the
-spec is a configurable trait, e.g. `c.ExecExtensionApp.max_processes = 64`;
-their defaults are `config.ExecConfig`'s.
+`{base_url}api/exec/ws` and the REST mirror (SPEC 1, 8).
 
-The processes live in a per-user exec daemon (daemon/), started on first use
+The processes live in the user's exec daemon (daemon/), started on first use
 in this server's runtime directory, so they outlive this server (SPEC 3
-Durability); this extension authenticates and relays. The daemon takes the
-settings of whoever started it; a server that finds one running uses it as is.
+Durability); this extension authenticates and relays. The daemon serves every
+front of the user, so this server's own rules (root, `confine_to_root`,
+`max_processes`, default lifetime, its environment) are traits here and travel
+with each of its daemon connections (`front_rules`); the daemon's settings
+(retention, logs, idle exit) are the user's, in `jupyter_exec_daemon.json`.
+The traits that used to set those are kept only to say so in the log.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any as AnyValue
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, Enum, Float, Int, Unicode
+from traitlets import Any, Bool, Enum, Int, TraitType, Unicode
 
-from ..config import DEFAULTS, ExecConfig
+from ..config import DEFAULTS, user_daemon_settings_path
+from ..wire.rules import FrontRules
 from .relay import DaemonLink
 
 ACTIVITY_INTERVAL_MS = 30_000
+
+#: Traits that were the daemon's settings: now the user's, in jupyter_exec_daemon.json.
+DAEMON_SETTINGS = (
+    "retained_bytes_per_process",
+    "log_bytes_per_process",
+    "log_dir",
+    "exited_retention_seconds",
+    "session_resume_seconds",
+    "daemon_idle_seconds",
+)
+
+
+def _daemon_setting(name: str) -> TraitType[AnyValue, AnyValue]:
+    return Any(
+        None,
+        allow_none=True,
+        help=f"Ignored (a warning says so): {name} is a setting of the user's exec daemon, "
+        f"shared by every server; set it in jupyter_exec_daemon.json.",
+    ).tag(config=True)
 
 
 class ExecExtensionApp(ExtensionApp):
@@ -33,35 +57,19 @@ class ExecExtensionApp(ExtensionApp):
     name = "jupyter_exec"
     load_other_extensions = True
 
-    retained_bytes_per_process = Int(
-        DEFAULTS.retained_bytes_per_process,
-        help="Recent output kept in memory per process, in bytes.",
+    max_processes = Int(
+        DEFAULTS.max_processes,
+        help="Most processes started through this server running at once.",
     ).tag(config=True)
-    log_bytes_per_process = Int(
-        DEFAULTS.log_bytes_per_process,
-        help="Output kept in the on-disk log per process, in bytes (0: no log).",
-    ).tag(config=True)
-    log_dir = Unicode(
-        "", help="Directory for output logs (default: the exec daemon's state directory)."
-    ).tag(config=True)
-    exited_retention_seconds = Float(
-        DEFAULTS.exited_retention_seconds,
-        help="How long a finished process stays readable after it closed.",
-    ).tag(config=True)
-    session_resume_seconds = Float(
-        DEFAULTS.session_resume_seconds,
-        help="How long a disconnected session may be resumed with resumeSessionId.",
-    ).tag(config=True)
-    max_processes = Int(DEFAULTS.max_processes, help="Most processes running at once.").tag(
-        config=True
-    )
     default_lifetime = Enum(
         ["detached", "connection"],
         "detached",  # SPEC 3: the Jupyter extension's default
         help="Lifetime of a process whose start request names none.",
     ).tag(config=True)
     max_message_bytes = Int(
-        DEFAULTS.max_message_bytes, help="Largest websocket message accepted, in bytes."
+        DEFAULTS.max_message_bytes,
+        help="Largest websocket message this server relays (relay_websockets, TLS); "
+        "the exec daemon's own limit is its max_message_bytes setting.",
     ).tag(config=True)
     root_dir = Unicode(
         "",
@@ -69,8 +77,9 @@ class ExecExtensionApp(ExtensionApp):
     ).tag(config=True)
     confine_to_root = Bool(
         False,
-        help="Refuse process cwds and fs/* paths outside root_dir (symlinks resolved). Off: "
-        "fs/* may use any path a process could, since such a process could write it anyway.",
+        help="Refuse process cwds and fs/* paths outside root_dir (symlinks resolved), and "
+        "show this server only the processes inside it. Off: fs/* may use any path a process "
+        "could, since such a process could write it anyway.",
     ).tag(config=True)
     busy_while_running = Bool(
         True,
@@ -78,46 +87,58 @@ class ExecExtensionApp(ExtensionApp):
         "(JupyterHub's culler) spares a server whose jobs are still running.",
     ).tag(config=True)
     stop_processes_on_shutdown = Bool(
-        DEFAULTS.stop_processes_on_shutdown,
+        False,
         help="Stop every process and the exec daemon when this server stops or dies "
         "(the behaviour before processes outlived the server).",
     ).tag(config=True)
-    daemon_idle_seconds = Float(
-        DEFAULTS.daemon_idle_seconds,
-        help="The exec daemon exits after this long with no process and no client.",
-    ).tag(config=True)
-
     relay_websockets = Bool(
         False,
         help="Relay each websocket's frames through this server instead of handing the "
         "client's connection to the exec daemon (always relayed under TLS).",
     ).tag(config=True)
 
+    retained_bytes_per_process = _daemon_setting("retained_bytes_per_process")
+    log_bytes_per_process = _daemon_setting("log_bytes_per_process")
+    log_dir = _daemon_setting("log_dir")
+    exited_retention_seconds = _daemon_setting("exited_retention_seconds")
+    session_resume_seconds = _daemon_setting("session_resume_seconds")
+    daemon_idle_seconds = _daemon_setting("daemon_idle_seconds")
+
     link: DaemonLink
     _activity: PeriodicCallback | None = None
 
-    def exec_config(self) -> ExecConfig:
+    def front_rules(self) -> FrontRules:
+        """This server's rules, sent with each of its daemon connections (SPEC 3)."""
         server = self.serverapp
         assert server is not None
-        return ExecConfig(
+        return FrontRules(
+            name=f"Jupyter server {server.connection_url}",
             root_dir=Path(self.root_dir or server.root_dir).expanduser().resolve(),
-            retained_bytes_per_process=self.retained_bytes_per_process,
-            log_bytes_per_process=self.log_bytes_per_process,
-            log_dir=Path(self.log_dir) if self.log_dir else None,
-            exited_retention_seconds=self.exited_retention_seconds,
-            session_resume_seconds=self.session_resume_seconds,
-            max_processes=self.max_processes,
             confine_to_root=self.confine_to_root,
+            max_processes=self.max_processes,
             default_lifetime="connection" if self.default_lifetime == "connection" else "detached",
-            max_message_bytes=self.max_message_bytes,
-            daemon_idle_seconds=self.daemon_idle_seconds,
-            stop_processes_on_shutdown=self.stop_processes_on_shutdown,
+            env=dict(os.environ),
         )
+
+    def _warn_daemon_settings(self) -> None:
+        for name in DAEMON_SETTINGS:
+            if getattr(self, name) is not None:
+                self.log.warning(
+                    "jupyter-exec: ExecExtensionApp.%s is ignored: it is a setting of the "
+                    'user\'s exec daemon, shared by every server; set "%s" in %s instead '
+                    "(`jupyter exec daemon config` shows the values in force)",
+                    name,
+                    name,
+                    user_daemon_settings_path(),
+                )
 
     def initialize_settings(self) -> None:
         server = self.serverapp
         assert server is not None
-        self.link = DaemonLink(Path(server.runtime_dir), self.exec_config())
+        self._warn_daemon_settings()
+        self.link = DaemonLink(
+            Path(server.runtime_dir), self.front_rules, self.stop_processes_on_shutdown
+        )
         if self.busy_while_running:
             self._activity = PeriodicCallback(self._report_activity, ACTIVITY_INTERVAL_MS)
             self._activity.start()

@@ -7,7 +7,9 @@ relayed 1:1 to a daemon connection (handlers.py): lines from the daemon go
 out as text frames unparsed, frames in go down as lines, and each side waits
 for the other's drain before reading more, so flow control holds end to end.
 The REST mirror and activity reporting use one shared daemon connection.
-No tornado here.
+Every daemon connection of this server, handed-over websockets included,
+carries this server's rules (SPEC 3: `FrontRules`), so its root, confinement,
+limits and environment hold whoever started the daemon. No tornado here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,10 @@ from ..client.unix_transport import (
     open_daemon,
     open_handover,
 )
-from ..config import ExecConfig
 from ..daemon import paths
 from ..daemon.start import ensure_daemon, listening
 from ..wire.lines import as_line
+from ..wire.rules import FrontRules
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,17 @@ SHUTDOWN_TIMEOUT = 60.0
 class DaemonLink:
     """Starts the daemon on first use, reconnects after it exited (idle), stops it on demand."""
 
-    def __init__(self, runtime_dir: Path, config: ExecConfig) -> None:
+    def __init__(
+        self,
+        runtime_dir: Path,
+        rules: Callable[[], FrontRules],
+        stop_processes_on_shutdown: bool = False,
+    ) -> None:
+        """`rules` is called once, at the first use: the server's URL is known by then."""
         self.runtime_dir = runtime_dir
-        self.config = config
+        self._make_rules = rules
+        self._rules: FrontRules | None = None
+        self.stop_processes_on_shutdown = stop_processes_on_shutdown
         self._client: ExecClient | None = None
         self._hold: DaemonStreams | None = None
         self._lock = asyncio.Lock()
@@ -54,11 +64,15 @@ class DaemonLink:
     def socket_path(self) -> Path:
         return paths.socket_path(self.runtime_dir)
 
+    @property
+    def rules(self) -> FrontRules:
+        if self._rules is None:
+            self._rules = self._make_rules()
+        return self._rules
+
     async def _ensure(self) -> Path:
-        path = await asyncio.to_thread(ensure_daemon, self.runtime_dir, self.config)
-        if self.config.stop_processes_on_shutdown and (
-            self._hold is None or self._hold.reader.at_eof()
-        ):
+        path = await asyncio.to_thread(ensure_daemon, self.runtime_dir)
+        if self.stop_processes_on_shutdown and (self._hold is None or self._hold.reader.at_eof()):
             # The daemon stops everything when this connection closes, however we die.
             self._hold = await open_daemon(path, stop_on_close=True)
         return path
@@ -66,9 +80,9 @@ class DaemonLink:
     async def open(self, allowed_actions: frozenset[str]) -> DaemonStreams:
         """A fresh daemon connection for one websocket client."""
         try:
-            return await open_daemon(await self._ensure(), allowed_actions)
+            return await open_daemon(await self._ensure(), allowed_actions, front=self.rules)
         except OSError:  # it exited (idle) between our check and connect: start it again
-            return await open_daemon(await self._ensure(), allowed_actions)
+            return await open_daemon(await self._ensure(), allowed_actions, front=self.rules)
 
     async def handover_channel(self) -> socket.socket | None:
         """A connection to the daemon's handover socket (None: relay instead)."""
@@ -83,18 +97,22 @@ class DaemonLink:
         allowed_actions: Iterable[str],
     ) -> None:
         """Pass a client's upgraded-to-be socket to the daemon, which serves it from here on."""
-        await asyncio.to_thread(hand_over, channel, client, request_head, allowed_actions)
+        await asyncio.to_thread(
+            hand_over, channel, client, request_head, allowed_actions, self.rules
+        )
 
     async def connect_client(self, client_name: str) -> ExecClient:
         """A connection of its own (the MCP endpoint), the daemon started if needed."""
-        return await connect_daemon(await self._ensure(), client_name=client_name)
+        return await connect_daemon(await self._ensure(), front=self.rules, client_name=client_name)
 
     async def request(self, method: str, params: Any = None) -> Any:
         """One call on the shared connection (REST mirror), reconnecting if it was lost."""
         async with self._lock:
             if self._client is None or self._client.closed:
                 path = await self._ensure()
-                self._client = await connect_daemon(path, client_name="jupyter-exec-rest")
+                self._client = await connect_daemon(
+                    path, front=self.rules, client_name="jupyter-exec-rest"
+                )
             client = self._client
         return await client.request(method, params)
 

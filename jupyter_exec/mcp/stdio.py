@@ -54,11 +54,14 @@ async def _serve(url: str | None, token: str | None) -> None:
         print("jupyter-exec mcp: processes run in this user's exec daemon", file=sys.stderr)
 
         def connect() -> Awaitable[ExecClient]:
-            from ..client.unix_transport import connect_daemon
+            from ..client.unix_transport import connect_daemon, daemon_front
 
-            return connect_daemon(daemon, client_name=CLIENT_NAME)
+            # Its own rules (SPEC 3): this process's cwd and environment, as an agent
+            # host started it, never those of the server that started the daemon.
+            front = daemon_front("jupyter-exec mcp")
+            return connect_daemon(daemon, front=front, client_name=CLIENT_NAME)
     else:
-        from ..client.embedded import connect_service
+        from ..client.embedded import EMBEDDED, connect_service
         from ..config import ExecConfig
         from ..rpc.service import build_service
 
@@ -67,7 +70,8 @@ async def _serve(url: str | None, token: str | None) -> None:
             "process and end with it (start JupyterLab, or pass --url/--token)",
             file=sys.stderr,
         )
-        service = build_service(ExecConfig(default_lifetime="detached"))
+        config = ExecConfig(default_lifetime="detached")
+        service = build_service(config, config.front_rules(EMBEDDED))
 
         def connect() -> Awaitable[ExecClient]:
             return connect_service(service, client_name=CLIENT_NAME)

@@ -1,4 +1,4 @@
-"""What a method handler is given (SPEC 4): its caller, the registry, the sessions.
+"""What a method handler is given (SPEC 4): its caller, its front's rules, the registry.
 
 Method families (`process_methods`, `fs_methods`, `environment`) take a
 `CallContext` and return a result or raise an `ExecError`; `dispatch` builds
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.registry import Registry
-from ..wire.models import Lifetime
+from ..wire.rules import FrontRules
 from .sessions import Session, Sessions
 
 
@@ -36,14 +36,19 @@ class CallContext:
     sessions: Sessions
     session: Session
     connection: Outlet
-    root_dir: Path
-    default_lifetime: Lifetime
+    #: The rules of the front this request came through (SPEC 3): every use of a
+    #: root, confinement, limit or base environment reads them from here.
+    rules: FrontRules
     #: Callbacks run right after the response is queued (e.g. start's auto-subscribe).
     after_response: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def session_id(self) -> str:
         return self.session.id
+
+    @property
+    def root_dir(self) -> Path:
+        return self.rules.root_dir
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]

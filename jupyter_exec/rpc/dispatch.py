@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from ..core import limits
 from ..core.registry import Registry
 from ..wire.codec import encode
 from ..wire.errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
-from ..wire.models import Lifetime
 from ..wire.protocol import (
     InitializeParams,
     RequestId,
@@ -36,6 +35,7 @@ from ..wire.protocol import (
     request_id_of,
     response,
 )
+from ..wire.rules import FrontRules
 from . import environment, fs_methods
 from .context import CallContext, Handler
 from .outbox import Outbox, Write
@@ -60,13 +60,20 @@ READ_ONLY_METHODS = frozenset(
         "fs/readFile",
         "fs/readDirectory",
         "fs/watchMissing",
+        "daemon/settings",
     }
 )
 
 
+def _this_process() -> FrontRules:
+    return FrontRules("this exec server", Path.cwd().resolve())
+
+
 @dataclass
 class ServiceConfig:
-    default_lifetime: Lifetime = "connection"
+    #: The rules of a connection that brings none of its own (SPEC 3): an in-process
+    #: service's one front (serve.py, embedded.py) sets them here.
+    rules: FrontRules = field(default_factory=_this_process)
     session_resume_seconds: float = 30.0
     max_message_bytes: int = 16 << 20
     #: Responses (and watchers' events) waiting for one client beyond which the
@@ -103,13 +110,15 @@ class ExecService:
         self._tasks: set[asyncio.Task[Any]] = set()
         registry.add_listener(self.sessions.route)
 
-    @property
-    def root_dir(self) -> Path:
-        return self.registry.config.root_dir
-
-    def connect(self, write: Write, allowed_actions: frozenset[str] | None = None) -> Connection:
-        """A new client. `allowed_actions` None means everything is allowed."""
-        connection = Connection(self, write, allowed_actions)
+    def connect(
+        self,
+        write: Write,
+        allowed_actions: frozenset[str] | None = None,
+        rules: FrontRules | None = None,
+    ) -> Connection:
+        """A new client. `allowed_actions` None means everything is allowed; `rules`
+        are its front's (None: the service's own, `ServiceConfig.rules`)."""
+        connection = Connection(self, write, allowed_actions, rules or self.config.rules)
         self._connections.add(connection)
         return connection
 
@@ -138,10 +147,15 @@ class Connection:
     """One client: handshake state, concurrent requests, its outbox."""
 
     def __init__(
-        self, service: ExecService, write: Write, allowed_actions: frozenset[str] | None = None
+        self,
+        service: ExecService,
+        write: Write,
+        allowed_actions: frozenset[str] | None,
+        rules: FrontRules,
     ) -> None:
         self.service = service
         self.allowed_actions = allowed_actions
+        self.rules = rules
         self.session: Session | None = None
         self._initialized = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -239,8 +253,7 @@ class Connection:
             sessions=service.sessions,
             session=self.session,
             connection=self,
-            root_dir=service.root_dir,
-            default_lifetime=service.config.default_lifetime,
+            rules=self.rules,
         )
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:

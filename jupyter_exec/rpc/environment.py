@@ -13,6 +13,9 @@ advertised there (``fsWatchMissing``, ``environmentConfigRead``). So
 layers (``$CODEX_HOME/config.toml`` on a Codex executor). This server hosts
 no Codex configuration, so both stacks are empty and the client's own
 configuration applies unchanged.
+
+Both describe the requesting front (SPEC 3): its root is the `cwd`, its
+environment's `SHELL` and `CODEX_HOME` are used, not the daemon's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pwd
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +51,10 @@ def advertised_capabilities() -> dict[str, Any]:
     return {**FS_CAPABILITIES, **CAPABILITIES}
 
 
-def login_shell() -> dict[str, str]:
-    """The shell commands should run in: ``$SHELL``, the account's shell, bash, sh."""
-    candidates = [os.environ.get("SHELL", "")]
+def login_shell(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The shell commands should run in: ``$SHELL`` (of `env`, default ours), the
+    account's shell, bash, sh."""
+    candidates = [(os.environ if env is None else env).get("SHELL", "")]
     with contextlib.suppress(KeyError):
         candidates.append(pwd.getpwuid(os.getuid()).pw_shell)
     candidates += ["/bin/bash", "/usr/bin/bash", "/bin/sh"]
@@ -70,9 +74,9 @@ def platform_os() -> str:
 
 
 def environment_info(ctx: CallContext) -> dict[str, Any]:
-    """The ``environmentInfo`` object; ``cwd`` is the server's root directory."""
+    """The ``environmentInfo`` object; ``cwd`` is the front's root directory."""
     return {
-        "shell": login_shell(),
+        "shell": login_shell(ctx.rules.env),
         "executorVersion": __version__,
         "cwd": file_uri(ctx.root_dir),
         "userHomeDir": file_uri(Path.home()),
@@ -94,8 +98,8 @@ class EnvironmentConfigReadParams(Params):
     requirements_paths: list[list[str]] = []
 
 
-def _codex_home() -> Path:
-    configured = os.environ.get("CODEX_HOME")
+def _codex_home(env: Mapping[str, str] | None) -> Path:
+    configured = (os.environ if env is None else env).get("CODEX_HOME")
     return Path(configured) if configured else Path.home() / ".codex"
 
 
@@ -105,7 +109,7 @@ async def read_environment_config(ctx: CallContext, params: Any) -> dict[str, An
         parse_path(p.cwd, "cwd")
     return {
         "userHomeDir": file_uri(Path.home()),
-        "codexHomeDir": file_uri(_codex_home().absolute()),
+        "codexHomeDir": file_uri(_codex_home(ctx.rules.env).absolute()),
         "hostname": socket.gethostname(),
         "config": {"layers": [], "cloudInsertionIndex": 0},
         "requirements": {"layers": [], "cloudInsertionIndex": 0},

@@ -164,8 +164,8 @@ def confine(ctx: CallContext, path: Path, *, follow: bool = True, writing: bool 
         real = Path(os.path.realpath(path))
     else:
         real = Path(os.path.realpath(path.parent)) / path.name if path.name else path
-    confined = ctx.registry.config.confine_to_root
-    if confined and (refusal := outside_root(real, ctx.root_dir, f"path {path}")):
+    confined = ctx.rules.confine_to_root
+    if confined and (refusal := outside_root(real, ctx.rules, f"path {path}")):
         raise InvalidRequestError(refusal) if writing else FsError(refusal)
     return real
 
@@ -291,7 +291,7 @@ async def remove(ctx: CallContext, params: Any) -> dict[str, Any]:
     path = parse_path(p.path)
     real = confine(ctx, path, follow=False, writing=True)
     if real == ctx.root_dir:
-        raise InvalidRequestError(f"refusing to remove the server's root directory {real}")
+        raise InvalidRequestError(f"refusing to remove the root {real} of {ctx.rules.name}")
     recursive = p.recursive is not False
     force = p.force is not False
 

@@ -1,10 +1,20 @@
-"""The `process/*` methods (SPEC 4): params in, registry call, result out."""
+"""The `process/*` methods (SPEC 4): params in, registry call, result out.
+
+A confined front (`confine_to_root`) sees and touches only the processes that
+run inside its root (their cwd, symlinks resolved): `process/list` and its
+`watch` events leave the others out, and a call naming one by id is refused
+with -32600 naming the setting and the front (`_confined`). An unconfined
+front sees every process of the daemon, whichever front started it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..core.registry import ReadOutcome
+from ..core.confinement import SETTING, sees
+from ..core.registry import ReadOutcome, Registry
+from ..wire.errors import InvalidRequestError
+from ..wire.events import Event, StartedEvent
 from ..wire.protocol import (
     ListParams,
     ProcessParams,
@@ -17,13 +27,14 @@ from ..wire.protocol import (
     WriteParams,
     parse_params,
 )
+from ..wire.rules import FrontRules
 from ..wire.schema import ReadResult
 from .context import CallContext, Handler
 
 
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
-    ctx.registry.start(p, ctx.session_id, ctx.default_lifetime)
+    ctx.registry.start(p, ctx.session_id, ctx.rules)
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
     return {"processId": p.process_id, "sandboxType": "none"}
@@ -102,20 +113,69 @@ async def _remove(ctx: CallContext, params: Any) -> dict[str, Any]:
 
 async def _list(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(ListParams, params)
+    rules = ctx.rules
+    listed = [info for info in ctx.registry.list_processes() if sees(rules, info.cwd)]
     if p.watch:
         ctx.session.watching = True
-    return {"processes": [info.wire() for info in ctx.registry.list_processes()]}
+        if rules.confine_to_root:
+            ctx.session.sees = _WatchScope(rules, {info.process_id for info in listed})
+    return {"processes": [info.wire() for info in listed]}
+
+
+class _WatchScope:
+    """A confined watcher's events: only of processes inside its root.
+
+    Visibility is decided once per process, when it is listed or started (its
+    cwd never changes), so `removed` is told to those who were told `started`.
+    """
+
+    def __init__(self, rules: FrontRules, known: set[str]) -> None:
+        self.rules = rules
+        self.known = known
+
+    def __call__(self, event: Event) -> bool:
+        if isinstance(event, StartedEvent):
+            if not sees(self.rules, event.info.cwd):
+                return False
+            self.known.add(event.process_id)
+        return event.process_id in self.known
+
+
+def _confined(handler: Handler) -> Handler:
+    """`handler`, refused for a process outside a confined front's root (module docstring)."""
+
+    async def guarded(ctx: CallContext, params: Any) -> Any:
+        process_id = params.get("processId") if isinstance(params, dict) else None
+        if ctx.rules.confine_to_root and isinstance(process_id, str):
+            _check_sees(ctx.registry, ctx.rules, process_id)
+        return await handler(ctx, params)
+
+    return guarded
+
+
+def _check_sees(registry: Registry, rules: FrontRules, process_id: str) -> None:
+    proc = registry.find(process_id)
+    if proc is not None and not sees(rules, proc.setup.cwd):
+        raise InvalidRequestError(
+            f"process {process_id} runs outside the root {rules.root_dir} of "
+            f"{rules.name} ({SETTING} is on)"
+        )
 
 
 PROCESS_METHODS: dict[str, Handler] = {
     "process/start": _start,
-    "process/read": _read,
-    "process/write": _write,
-    "process/signal": _signal,
-    "process/terminate": _terminate,
-    "process/resize": _resize,
-    "process/subscribe": _subscribe,
-    "process/unsubscribe": _unsubscribe,
     "process/list": _list,
-    "process/remove": _remove,
+    **{
+        name: _confined(handler)
+        for name, handler in {
+            "process/read": _read,
+            "process/write": _write,
+            "process/signal": _signal,
+            "process/terminate": _terminate,
+            "process/resize": _resize,
+            "process/subscribe": _subscribe,
+            "process/unsubscribe": _unsubscribe,
+            "process/remove": _remove,
+        }.items()
+    },
 }

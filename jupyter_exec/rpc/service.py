@@ -9,33 +9,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ExecConfig
+from ..config import DaemonSettings
 from ..core.registry import Registry, RegistryConfig
+from ..wire.rules import FrontRules
 from .dispatch import ExecService, ServiceConfig
 
 
 def build_service(
-    config: ExecConfig | None = None, durable_log_dir: Path | None = None
+    settings: DaemonSettings | None = None,
+    rules: FrontRules | None = None,
+    durable_log_dir: Path | None = None,
 ) -> ExecService:
-    """A service over a fresh registry; `durable_log_dir` makes logs outlive a crash (daemon)."""
-    config = config or ExecConfig()
+    """A service over a fresh registry.
+
+    `settings` are the registry's own (an `ExecConfig` for an in-process
+    service); `rules` are those of connections that bring none (an in-process
+    service's one front; the daemon's fallback for a front that sent none).
+    `durable_log_dir` makes logs outlive a crash (the daemon).
+    """
+    settings = settings or DaemonSettings()
     registry = Registry(
         RegistryConfig(
-            root_dir=(config.root_dir or Path.cwd()).expanduser().resolve(),
-            retained_bytes_per_process=config.retained_bytes_per_process,
-            log_bytes_per_process=config.log_bytes_per_process,
-            log_dir=durable_log_dir or config.log_dir,
-            exited_retention_seconds=config.exited_retention_seconds,
-            max_processes=config.max_processes,
-            confine_to_root=config.confine_to_root,
+            retained_bytes_per_process=settings.retained_bytes_per_process,
+            log_bytes_per_process=settings.log_bytes_per_process,
+            log_dir=durable_log_dir or settings.log_dir,
+            exited_retention_seconds=settings.exited_retention_seconds,
             durable_logs=durable_log_dir is not None,
         )
     )
-    return ExecService(
-        registry,
-        ServiceConfig(
-            default_lifetime=config.default_lifetime,
-            session_resume_seconds=config.session_resume_seconds,
-            max_message_bytes=config.max_message_bytes,
-        ),
+    config = ServiceConfig(
+        session_resume_seconds=settings.session_resume_seconds,
+        max_message_bytes=settings.max_message_bytes,
     )
+    if rules is not None:
+        config.rules = rules
+    return ExecService(registry, config)

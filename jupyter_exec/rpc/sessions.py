@@ -29,6 +29,8 @@ class Session:
     #: process id -> last seq sent (the cursors, SPEC 5).
     cursors: dict[str, int] = field(default_factory=dict)
     watching: bool = False
+    #: Which lifecycle events a watcher is told (None: all; a confined front's scope).
+    sees: Callable[[Event], bool] | None = None
     expiry: asyncio.TimerHandle | None = None
 
 
@@ -100,6 +102,8 @@ class Sessions:
     def _tell_watchers(self, event: Event, skip: set[Session]) -> None:
         message: bytes | None = None
         for session in self.by_id.values():
-            if session.watching and session.outbox is not None and session not in skip:
+            if not session.watching or session.outbox is None or session in skip:
+                continue
+            if session.sees is None or session.sees(event):
                 message = message or encode_event(event)
                 session.outbox.send(message)

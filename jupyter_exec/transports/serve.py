@@ -89,7 +89,9 @@ def config_from_args(args: argparse.Namespace) -> ExecConfig:
 
 
 def make_service(args: argparse.Namespace) -> ExecService:
-    return build_service(config_from_args(args))
+    """The server's own service: it is its own daemon and its one front (SPEC 3)."""
+    config = config_from_args(args)
+    return build_service(config, config.front_rules("jupyter-exec serve"))
 
 
 class UsageError(Exception):

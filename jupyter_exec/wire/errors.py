@@ -94,8 +94,13 @@ class TooManyProcessesError(InvalidRequestError):
 
     kind = "tooManyProcesses"
 
-    def __init__(self, limit: int) -> None:
-        super().__init__("too many processes", {"kind": self.kind, "limit": limit})
+    def __init__(self, limit: int, front: str | None = None) -> None:
+        data: dict[str, Any] = {"kind": self.kind, "limit": limit}
+        message = "too many processes"
+        if front is not None:  # SPEC 3: the limit is that front's
+            data["front"] = front
+            message += f": {limit} already running through {front} (max_processes)"
+        super().__init__(message, data)
         self.limit = limit
 
 
@@ -128,7 +133,9 @@ _BY_CODE: dict[int, type[ExecError]] = {
 }
 _BY_KIND: dict[str, Callable[[Mapping[str, Any]], ExecError]] = {
     ProcessExistsError.kind: lambda data: ProcessExistsError(str(data.get("processId", ""))),
-    TooManyProcessesError.kind: lambda data: TooManyProcessesError(int(data.get("limit", 0))),
+    TooManyProcessesError.kind: lambda data: TooManyProcessesError(
+        int(data.get("limit", 0)), str(data["front"]) if "front" in data else None
+    ),
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -61,6 +62,14 @@ def confined_jupyter(
         area.root, runtime, token, "--ExecExtensionApp.confine_to_root=True"
     ) as server:
         yield server
+
+
+def front_of(server: RunningServer) -> str:
+    """How refusals name the server (SPEC 3: the rules are the front's)."""
+    url = urlsplit(server.url)
+    if url.path.endswith("api/exec/ws"):
+        return f"Jupyter server http://{url.netloc}/"
+    return "jupyter-exec serve"
 
 
 def b64(data: bytes) -> str:
@@ -131,6 +140,7 @@ def test_confine_to_root_refuses_processes_and_files_outside(
     confined: RunningServer, area: Area
 ) -> None:
     root, outside = area.root, area.outside
+    front = front_of(confined)
     with rpc(confined.url) as client:
         bystander = start(
             client, "bystander", "import sys; print('up'); print(sys.stdin.read())", pipeStdin=True
@@ -141,7 +151,7 @@ def test_confine_to_root_refuses_processes_and_files_outside(
         # a symlink inside the root that leads out, a file:// URI outside
         for cwd in (str(outside), "../outside", "sub/../../outside", "escape", outside.as_uri()):
             message = error_of(start(client, f"out-{cwd}", PWD, cwd=cwd), -32602)
-            assert message == f"cwd {cwd!r} is outside the root {root} {CONFINED}"
+            assert message == f"cwd {cwd!r} is outside the root {root} of {front} {CONFINED}"
         listed = client.call("process/list", {})["processes"]
         assert [p["processId"] for p in listed] == ["bystander"]
 
@@ -149,14 +159,14 @@ def test_confine_to_root_refuses_processes_and_files_outside(
         secret = outside / "secret.txt"
         for path in (str(secret), secret.as_uri(), f"{root}/../outside/secret.txt"):
             message = error_of(client.request("fs/readFile", {"path": path}), -32004)
-            assert message.endswith(f"is outside the root {root} {CONFINED}"), message
+            assert message.endswith(f"is outside the root {root} of {front} {CONFINED}"), message
         via_link = root / "escape" / "secret.txt"
         message = error_of(client.request("fs/getMetadata", {"path": str(via_link)}), -32004)
-        assert message == f"path {via_link} is outside the root {root} {CONFINED}"
+        assert message == f"path {via_link} is outside the root {root} of {front} {CONFINED}"
         for path in (outside / "planted.txt", root / "escape" / "planted.txt"):
             write = {"path": str(path), "dataBase64": b64(b"planted")}
             message = error_of(client.request("fs/writeFile", write), -32600)
-            assert message == f"path {path} is outside the root {root} {CONFINED}"
+            assert message == f"path {path} is outside the root {root} of {front} {CONFINED}"
         error_of(client.request("fs/remove", {"path": str(secret)}), -32600)
         copy = {"sourcePath": str(secret), "destinationPath": str(root / "stolen.txt")}
         error_of(client.request("fs/copy", copy), -32004)

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from jupyter_exec.core.registry import Registry, RegistryConfig
+from jupyter_exec.core.registry import Registry
 from jupyter_exec.rpc import fs_methods
 from jupyter_exec.wire.errors import ErrorCode, ExecError
+from jupyter_exec.wire.rules import FrontRules
 
 METHODS = fs_methods.FS_METHODS
 
@@ -40,17 +41,17 @@ class FakeConnection:
 
 @dataclass
 class FakeContext:
-    """A CallContext with a real registry (its config) and a fake connection."""
+    """A CallContext with a real registry, its front's rules and a fake connection."""
 
     root_dir: Path
     confine_to_root: bool = False
     connection: FakeConnection = field(default_factory=FakeConnection)
     session_id: str = "test-session"
-    registry: Registry = field(init=False)
+    registry: Registry = field(default_factory=Registry)
+    rules: FrontRules = field(init=False)
 
     def __post_init__(self) -> None:
-        config = RegistryConfig(root_dir=self.root_dir, confine_to_root=self.confine_to_root)
-        self.registry = Registry(config)
+        self.rules = FrontRules("the test front", self.root_dir, self.confine_to_root)
 
 
 @pytest.fixture
@@ -144,7 +145,9 @@ def test_paths_outside_root_are_refused_when_confined(confined: FakeContext, roo
     outside.write_text("secret")
     err = call_error(confined, "fs/readFile", {"path": uri(outside)})
     assert err.code == ErrorCode.FS_ERROR
-    assert err.message == f"path {outside} is outside the root {root} (confine_to_root is on)"
+    assert err.message == (
+        f"path {outside} is outside the root {root} of the test front (confine_to_root is on)"
+    )
     dotdot = f"{uri(root)}/../outside.txt"
     err = call_error(confined, "fs/getMetadata", {"path": dotdot})
     assert err.code == ErrorCode.FS_ERROR and "confine_to_root" in err.message

@@ -200,8 +200,8 @@ async def test_too_many_processes_is_a_clear_error_and_harms_nothing(tmp_path):
     full = await peer.call("process/start", {"processId": "c", "argv": ["true"]})
     assert full["error"] == {
         "code": -32600,
-        "message": "too many processes",
-        "data": {"kind": "tooManyProcesses", "limit": 2},
+        "message": "too many processes: 2 already running through the test front (max_processes)",
+        "data": {"kind": "tooManyProcesses", "limit": 2, "front": "the test front"},
     }
     listed = await peer.call("process/list", {})
     assert {p["state"] for p in listed["result"]["processes"]} == {"running"}

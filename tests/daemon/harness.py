@@ -44,15 +44,20 @@ class Server:
 
 
 def start_server(
-    tmp: Path, *extra: str, env: dict[str, str] | None = None, tls: bool = False
+    tmp: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    tls: bool = False,
+    root: Path | None = None,
 ) -> Server:
     """A `jupyter server` on `tmp/runtime` (shared by the servers of one test).
 
     `tls`: served over https with a certificate made for 127.0.0.1 here.
+    `root`: its root_dir (default `tmp/root`), which is also its cwd.
     """
     from tests.magics.jupyter_process import BIN, clean_env, free_port
 
-    runtime, root = tmp / "runtime", tmp / "root"
+    runtime, root = tmp / "runtime", root or tmp / "root"
     runtime.mkdir(exist_ok=True)
     root.mkdir(exist_ok=True)
     port, token = free_port(), secrets.token_hex(16)
@@ -95,6 +100,14 @@ def _certificate(tmp: Path) -> tuple[Path, Path]:
         check=True, capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+def daemon_settings(monkeypatch: Any, config_dir: Path, **settings: object) -> None:
+    """The user's daemon settings (`jupyter_exec_daemon.json`) for daemons started from
+    now on by this process (`JUPYTER_CONFIG_DIR`, which the daemon inherits)."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "jupyter_exec_daemon.json").write_text(json.dumps(settings))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(config_dir))
 
 
 def daemon_pid(runtime: Path, protocol: int | None = None) -> int | None:

@@ -17,12 +17,17 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.client.unix_transport import connect_daemon
-from jupyter_exec.config import ExecConfig
+from jupyter_exec.client.unix_transport import connect_daemon, daemon_front
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
 from jupyter_exec.wire.errors import InvalidRequestError
-from tests.daemon.harness import daemon_pid, daemons_stopped, holder_pid, wait_gone
+from tests.daemon.harness import (
+    daemon_pid,
+    daemon_settings,
+    daemons_stopped,
+    holder_pid,
+    wait_gone,
+)
 from tests.daemon.test_server_restart import COUNTER
 from tests.wire import tree_of
 
@@ -42,7 +47,8 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 
 async def client(runtime: Path, **kwargs: object) -> ExecClient:
-    return await connect_daemon(paths.socket_path(runtime), **kwargs)  # type: ignore[arg-type]
+    front = daemon_front("the daemon tests")
+    return await connect_daemon(paths.socket_path(runtime), front=front, **kwargs)  # type: ignore[arg-type]
 
 
 def numbered(data: bytes) -> list[int]:
@@ -58,7 +64,7 @@ async def read_all(c: ExecClient, process_id: str) -> bytes:
 
 
 def test_socket_is_0600_and_other_users_are_refused(runtime: Path) -> None:
-    sock = ensure_daemon(runtime, ExecConfig())
+    sock = ensure_daemon(runtime)
     assert sock.stat().st_mode & 0o777 == 0o600
     assert try_as_nobody(sock) == "EACCES"  # the file mode stops them
     os.chmod(sock, 0o666)
@@ -120,7 +126,7 @@ def test_a_killed_holder_and_daemon_leave_no_orphan_and_their_processes_are_list
     """With nothing left to keep their pipes (the holder died too), processes are lost;
     the next daemon lists them so and kills what still runs (test_holder.py: the
     holder alone keeps them)."""
-    ensure_daemon(runtime, ExecConfig(default_lifetime="detached"))
+    ensure_daemon(runtime)
     first, holder = daemon_pid(runtime), holder_pid(runtime)
     assert first is not None and holder is not None
 
@@ -143,7 +149,7 @@ def test_a_killed_holder_and_daemon_leave_no_orphan_and_their_processes_are_list
     assert wait_gone([first])
     assert any((paths.state_dir(runtime) / "procs").glob("*.json"))  # records kept
 
-    ensure_daemon(runtime, ExecConfig())
+    ensure_daemon(runtime)
     assert daemon_pid(runtime) not in (None, first)
     assert wait_gone(tree)  # the next daemon killed the orphans it could not adopt
 
@@ -177,8 +183,9 @@ def test_a_killed_holder_and_daemon_leave_no_orphan_and_their_processes_are_list
     assert len(list(paths.state_dir(runtime).rglob("*.log"))) <= 2
 
 
-def test_an_idle_daemon_exits_by_itself(runtime: Path) -> None:
-    ensure_daemon(runtime, ExecConfig(daemon_idle_seconds=0.5))
+def test_an_idle_daemon_exits_by_itself(runtime: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    daemon_settings(monkeypatch, runtime / "config", daemon_idle_seconds=0.5)
+    ensure_daemon(runtime)
     pid = daemon_pid(runtime)
     assert pid is not None
     assert wait_gone([pid])
@@ -189,8 +196,7 @@ def test_an_idle_daemon_exits_by_itself(runtime: Path) -> None:
 def test_racing_starters_get_one_daemon(runtime: Path) -> None:
     sockets: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: sockets.append(ensure_daemon(runtime, ExecConfig())))
-        for _ in range(4)
+        threading.Thread(target=lambda: sockets.append(ensure_daemon(runtime))) for _ in range(4)
     ]
     for t in threads:
         t.start()
@@ -212,7 +218,7 @@ def _is_daemon_of(pid: int, runtime: Path) -> bool:
 
 
 def test_shutdown_needs_execute_and_a_read_only_peer_changes_nothing(runtime: Path) -> None:
-    ensure_daemon(runtime, ExecConfig())
+    ensure_daemon(runtime)
 
     async def check() -> None:
         reader = await client(runtime, allowed_actions={"read"})
@@ -228,7 +234,7 @@ def test_shutdown_needs_execute_and_a_read_only_peer_changes_nothing(runtime: Pa
 
 
 def test_a_bad_hello_is_answered_and_closed(runtime: Path) -> None:
-    sock = ensure_daemon(runtime, ExecConfig())
+    sock = ensure_daemon(runtime)
 
     def hello(line: bytes) -> bytes:
         with socket.socket(socket.AF_UNIX) as s:

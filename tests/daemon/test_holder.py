@@ -17,17 +17,20 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.config import ExecConfig
 from jupyter_exec.daemon import paths, sockets
 from jupyter_exec.daemon.holder import receive, send
 from jupyter_exec.daemon.start import ensure_daemon, holder_request
-from tests.daemon.harness import daemon_pid, daemons_stopped, holder_pid, wait_gone
+from tests.daemon.harness import (
+    daemon_pid,
+    daemon_settings,
+    daemons_stopped,
+    holder_pid,
+    wait_gone,
+)
 from tests.daemon.test_daemon import client, numbered, read_all, try_as_nobody
 from tests.daemon.test_server_restart import COUNTER
 from tests.magics.jupyter_process import BIN, clean_env
 from tests.wire import pid_alive, tree_of
-
-DETACHED = ExecConfig(default_lifetime="detached")
 
 
 @pytest.fixture
@@ -69,7 +72,7 @@ def kill_daemon(runtime: Path) -> int:
 
 @pytest.mark.timeout(120)
 def test_a_killed_daemon_loses_no_process_and_no_byte(runtime: Path) -> None:
-    ensure_daemon(runtime, DETACHED)
+    ensure_daemon(runtime)
     holder = holder_pid(runtime)
 
     async def start() -> tuple[dict[str, int], list[int]]:
@@ -93,7 +96,7 @@ def test_a_killed_daemon_loses_no_process_and_no_byte(runtime: Path) -> None:
     assert all(pid_alive(p) for p in tree)
     assert holder_pid(runtime) == holder
 
-    ensure_daemon(runtime, DETACHED)
+    ensure_daemon(runtime)
 
     async def check() -> None:
         c = await client(runtime)
@@ -136,7 +139,7 @@ def _shutdown(runtime: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
-    ensure_daemon(runtime, DETACHED)
+    ensure_daemon(runtime)
 
     async def start() -> int:
         c = await client(runtime)
@@ -166,7 +169,7 @@ def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
     os.kill(first, signal.SIGTERM)
     assert wait_gone([first]) and pid_alive(pid)
     assert "daemon   none running" in cli("status")
-    ensure_daemon(runtime, DETACHED)
+    ensure_daemon(runtime)
     second = daemon_pid(runtime)
     assert cli("stop").startswith(f"stopped the exec daemon {second}")
     assert second is not None and wait_gone([second]) and pid_alive(pid)
@@ -191,10 +194,13 @@ def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_idle_exit_keeps_finished_processes_on_disk(runtime: Path) -> None:
+def test_idle_exit_keeps_finished_processes_on_disk(
+    runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Exited processes, kept for an hour, no longer keep the daemon up for that hour.
-    config = ExecConfig(daemon_idle_seconds=1, exited_retention_seconds=3600)
-    ensure_daemon(runtime, config)
+    settings = {"daemon_idle_seconds": 1, "exited_retention_seconds": 3600}
+    daemon_settings(monkeypatch, runtime / "config", **settings)
+    ensure_daemon(runtime)
     daemon, holder = daemon_pid(runtime), holder_pid(runtime)
 
     async def start() -> None:
@@ -207,7 +213,7 @@ def test_idle_exit_keeps_finished_processes_on_disk(runtime: Path) -> None:
     assert wait_gone([daemon or 0, holder or 0], 15)
     assert len(list((paths.state_dir(runtime) / "procs").glob("*.json"))) == 1
 
-    ensure_daemon(runtime, config)
+    ensure_daemon(runtime)
 
     async def check() -> None:
         c = await client(runtime)
@@ -224,7 +230,7 @@ def test_a_newer_daemon_adopts_an_older_ones_processes(
     runtime: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(paths.VERSION_ENV, "0.0.9")  # an "older" installed version
-    ensure_daemon(runtime, DETACHED)
+    ensure_daemon(runtime)
     old = daemon_pid(runtime)
     assert json.loads(paths.record_path(runtime).read_text())["version"] == "0.0.9"
 
@@ -238,7 +244,7 @@ def test_a_newer_daemon_adopts_an_older_ones_processes(
 
     pid = run(start())
     monkeypatch.delenv(paths.VERSION_ENV)
-    ensure_daemon(runtime, DETACHED)  # this package is newer: the old daemon hands over
+    ensure_daemon(runtime)  # this package is newer: the old daemon hands over
     new = daemon_pid(runtime)
     assert new not in (None, old) and old is not None and wait_gone([old])
     assert json.loads(paths.record_path(runtime).read_text())["version"] == "0.1.0"
@@ -265,7 +271,7 @@ def test_a_newer_daemon_adopts_an_older_ones_processes(
 
 @pytest.mark.timeout(60)
 def test_bad_holder_requests_are_answered_and_harm_nothing(runtime: Path) -> None:
-    ensure_daemon(runtime, DETACHED)
+    ensure_daemon(runtime)
     path = paths.holder_socket_path(runtime)
     assert path.stat().st_mode & 0o777 == 0o600
     assert try_as_nobody(path) == "EACCES"

@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client.unix_transport import DaemonHandshakeError, connect_daemon
-from jupyter_exec.config import ExecConfig
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
-from tests.daemon.harness import daemon_pid, daemons_stopped, start_server, wait_gone
+from tests.daemon.harness import (
+    daemon_pid,
+    daemon_settings,
+    daemons_stopped,
+    start_server,
+    wait_gone,
+)
 
 
 @pytest.mark.timeout(120)
@@ -22,12 +27,14 @@ def test_a_newer_front_leaves_an_older_daemon_to_finish(monkeypatch: pytest.Monk
     with daemons_stopped(runtime, 0, paths.DAEMON_PROTOCOL):
         # An "older" package: protocol 0, the same runtime dir.
         monkeypatch.setenv(paths.PROTOCOL_ENV, "0")
-        old_config = ExecConfig(daemon_idle_seconds=0.5, exited_retention_seconds=0.5)
-        old_socket = ensure_daemon(runtime, old_config)
+        settings = {"daemon_idle_seconds": 0.5, "exited_retention_seconds": 0.5}
+        daemon_settings(monkeypatch, tmp / "old-config", **settings)
+        old_socket = ensure_daemon(runtime)
         assert old_socket.name == "jupyter-exec-d0.sock"
         old = daemon_pid(runtime, 0)
         asyncio.run(_start_old_job(old_socket))
         monkeypatch.delenv(paths.PROTOCOL_ENV)
+        monkeypatch.delenv("JUPYTER_CONFIG_DIR")
 
         # The old daemon refuses the new protocol in its handshake...
         with pytest.raises(DaemonHandshakeError, match="speaks protocol 0, not 1"):

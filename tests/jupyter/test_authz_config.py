@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,9 @@ def jp_server_config(tmp_path):
             "authorizer_class": NoExecuteAuthorizer,
         },
         "ExecExtensionApp": {
-            "log_dir": str(tmp_path / "exec-logs"),
             "max_processes": 3,
             "default_lifetime": "connection",
-            "retained_bytes_per_process": 4096,
-            "log_bytes_per_process": 0,
-            "exited_retention_seconds": 1.5,
+            "confine_to_root": True,
             "root_dir": str(tmp_path),
         },
     }
@@ -67,11 +65,16 @@ async def test_read_is_allowed_but_execute_is_denied(jp_fetch, jp_ws_fetch, jp_s
     rpc.ws.close()
 
 
-async def test_traits_reach_the_daemon_config(jp_serverapp, tmp_path):
+async def test_traits_are_this_servers_rules(jp_serverapp, tmp_path):
+    """SPEC 3: the traits become the rules this server sends with its connections."""
     (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_exec"]
-    config = app.link.config
-    assert (config.max_processes, config.retained_bytes_per_process) == (3, 4096)
-    assert (config.log_bytes_per_process, config.exited_retention_seconds) == (0, 1.5)
-    assert config.root_dir == tmp_path.resolve() and config.log_dir == tmp_path / "exec-logs"
-    assert config.default_lifetime == "connection"
+    rules = app.link.rules
+    assert (rules.max_processes, rules.default_lifetime, rules.confine_to_root) == (
+        3,
+        "connection",
+        True,
+    )
+    assert rules.root_dir == tmp_path.resolve()
+    assert rules.name == f"Jupyter server {jp_serverapp.connection_url}"
+    assert rules.env == dict(os.environ)  # this server's environment, not the daemon's
     assert app.link.runtime_dir == Path(jp_serverapp.runtime_dir)

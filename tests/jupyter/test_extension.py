@@ -14,11 +14,8 @@ from tests.wire import py
 
 
 @pytest.fixture
-def jp_server_config(tmp_path):
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_exec": True}, "allow_root": True},
-        "ExecExtensionApp": {"log_dir": str(tmp_path / "exec-logs")},
-    }
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_exec": True}, "allow_root": True}}
 
 
 class Rpc:

@@ -32,6 +32,10 @@ class JupyterServer:
         self.token = "lifecycle-token"
         self.logs = tmp / "exec-logs"
         (tmp / "root").mkdir()
+        (tmp / "cfg").mkdir()  # the user's daemon settings: where its logs go
+        (tmp / "cfg" / "jupyter_exec_daemon.json").write_text(
+            json.dumps({"log_dir": str(self.logs)})
+        )
         env = {
             **os.environ,
             "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
@@ -49,7 +53,6 @@ class JupyterServer:
                 "--ServerApp.ip=127.0.0.1",
                 f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={tmp / 'root'}",
-                f"--ExecExtensionApp.log_dir={self.logs}",
                 "--ExecExtensionApp.stop_processes_on_shutdown=True",
             ],
             stdout=subprocess.DEVNULL,

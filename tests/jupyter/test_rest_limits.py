@@ -12,7 +12,7 @@ from tornado.httpclient import HTTPClientError
 def jp_server_config(tmp_path):
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_exec": True}, "allow_root": True},
-        "ExecExtensionApp": {"log_dir": str(tmp_path / "exec-logs"), "max_processes": 1},
+        "ExecExtensionApp": {"max_processes": 1},
     }
 
 
@@ -26,7 +26,9 @@ async def test_a_full_registry_answers_429_and_harms_nothing(jp_fetch):
         await start("second")
     assert err.value.code == 429
     assert err.value.response is not None
-    assert json.loads(err.value.response.body)["message"] == "too many processes"
+    message = json.loads(err.value.response.body)["message"]
+    assert message.startswith("too many processes: 1 already running through Jupyter server")
+    assert message.endswith("(max_processes)")
     listed = json.loads((await jp_fetch("api", "exec", "processes")).body)
     assert [(p["processId"], p["state"]) for p in listed] == [("first", "running")]
     await jp_fetch("api", "exec", "processes", "first", method="DELETE")

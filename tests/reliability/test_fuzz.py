@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from jupyter_exec import environment, fs_methods
+from jupyter_exec.rpc import environment, fs_methods
 from jupyter_exec.rpc.process_methods import PROCESS_METHODS
 from jupyter_exec.wire.errors import ErrorCode, ExecError, InvalidParamsError
 from jupyter_exec.wire.protocol import (

@@ -119,11 +119,8 @@ def test_no_listener_off_loopback_without_a_token():
 
 
 @pytest.fixture
-def jp_server_config(tmp_path):
-    return {
-        "ServerApp": {"jpserver_extensions": {"jupyter_exec": True}, "allow_root": True},
-        "ExecExtensionApp": {"log_dir": str(tmp_path / "exec-logs")},
-    }
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_exec": True}, "allow_root": True}}
 
 
 async def test_every_jupyter_route_and_verb_needs_authentication(
