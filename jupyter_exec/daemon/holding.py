@@ -230,8 +230,7 @@ def adopt(
             keeper=link, key=entry.key, staging=staging, adopted=True,
         )  # fmt: skip
         if entry.status is not None:  # exited: its pid may name another process already
-            child.ref = ProcessRef(entry.pid, -1)
-            child.reap()
+            child.ref = ProcessRef(entry.pid, -1)  # (its pidfd is readable: reaped at once)
         limits = meta.get("limits")
         setup = ProcessSetup(
             process_id=meta["processId"],

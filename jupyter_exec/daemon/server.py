@@ -114,6 +114,7 @@ class Daemon:
         held = await self._attach()
         recovered = self.persister.recover(self.logs_dir, {h.key for h in held})
         adopted = adopt(held, registry, self.link, self.persister.track) if self.link else 0
+        self._orphan_sessions()
         path = paths.socket_path(self.runtime_dir, self.protocol)
         path.unlink(missing_ok=True)  # we hold the life lock: a socket left here is stale
         server = await asyncio.start_unix_server(
@@ -151,6 +152,19 @@ class Daemon:
             # Last: a client waiting for our EOF (stop_daemon) knows everything is gone.
             for writer in list(self._streams):
                 writer.close()
+
+    def _orphan_sessions(self) -> None:
+        """Adopted `connection` processes lost their sessions with the previous daemon:
+        they end after `session_resume_seconds`, as after any connection drop (SPEC 3)."""
+        registry = self.service.registry
+        owners = {
+            p.setup.owner
+            for p in registry.running()
+            if p.setup.lifetime == "connection" and p.setup.owner is not None
+        }
+        loop = asyncio.get_running_loop()
+        for owner in owners:
+            loop.call_later(self.config.session_resume_seconds, registry.terminate_owned_by, owner)
 
     async def _attach(self) -> list[HeldProcess]:
         """Take over from the holder what a previous daemon left running."""

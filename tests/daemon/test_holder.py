@@ -312,3 +312,31 @@ def test_bad_holder_requests_are_answered_and_harm_nothing(runtime: Path) -> Non
     run(check())
     status = holder_request(runtime, {"op": "status"})
     assert status is not None and status["pid"] == holder_pid(runtime)
+
+
+@pytest.mark.timeout(60)
+def test_an_exit_the_killed_daemon_saw_but_did_not_record_is_kept(runtime: Path) -> None:
+    # Killed within the moment between reaping a child and writing its record: the
+    # holder still has it, and its true status.
+    ensure_daemon(runtime)
+
+    async def start() -> None:
+        c = await client(runtime)
+        await c.start("done", ["sh", "-c", "echo finished; exit 3"])
+        assert (await c.wait("done", timeout=30)).exit_code == 3
+        kill_daemon(runtime)
+        await c.close()
+
+    run(start())
+    status = holder_request(runtime, {"op": "status"})
+    assert status is not None and sum(status["held"].values()) == 1
+    ensure_daemon(runtime)
+
+    async def check() -> None:
+        c = await client(runtime)
+        (info,) = await c.list()
+        assert (info.state, info.exit_code, info.failure) == ("closed", 3, None)
+        assert await read_all(c, "done") == b"finished\n"
+        await c.close()
+
+    run(check())
