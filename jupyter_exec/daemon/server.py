@@ -145,7 +145,7 @@ class Daemon:
             handover.unlink(missing_ok=True)
             await self.handovers.aclose()
             record.unlink(missing_ok=True)
-            if self.stop_everything or self.link is None:
+            if self.stop_everything or self.link is None or self.link.lost:
                 await self._end_everything()
             else:
                 await self._let_go()
