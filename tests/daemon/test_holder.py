@@ -340,3 +340,30 @@ def test_an_exit_the_killed_daemon_saw_but_did_not_record_is_kept(runtime: Path)
         await c.close()
 
     run(check())
+
+
+@pytest.mark.timeout(60)
+def test_stdin_goes_on_and_its_eof_reaches_the_child_after_a_restart(runtime: Path) -> None:
+    # The holder's copy of the stdin pipe is closed with ours: cat sees end of file.
+    ensure_daemon(runtime)
+
+    async def start() -> None:
+        c = await client(runtime)
+        await c.start("cat", ["cat"], pipe_stdin=True)
+        assert await c.write("cat", b"before ") == "accepted"
+        await wait_for(c, "cat", b"before ")
+        await c.close()
+
+    run(start())
+    kill_daemon(runtime)
+    ensure_daemon(runtime)
+
+    async def check() -> None:
+        c = await client(runtime)
+        assert await c.write("cat", b"after", eof=True) == "accepted"
+        result = await c.wait("cat", timeout=30)
+        assert result.exit_code == 0
+        assert await read_all(c, "cat") == b"before after"
+        await c.close()
+
+    run(check())
