@@ -183,6 +183,8 @@ class Server:
 
 def our_server(command: str | None = None) -> Server:
     base = [*(shlex.split(command) if command else [str(OURS_BIN)]), "serve", "--root", str(REPO)]
+    if command is None:  # like Codex's own server without a `sandbox`: no agent_sandbox here
+        base += ["--agent-sandbox", "none"]
     return Server(
         "jupyter-exec", [*base, "--listen", "stdio"], [*base, "--listen", "ws://127.0.0.1:0"]
     )
@@ -218,6 +220,7 @@ def jupyter_argv(port: int, token: str) -> list[str]:
         "--ServerApp.jpserver_extensions={'jupyter_exec': True}",
         # The daemon (which serves the processes) stops with the server: nothing left.
         "--ExecExtensionApp.stop_processes_on_shutdown=True",
+        "--ExecExtensionApp.agent_sandbox=none",  # as Codex's server without a `sandbox`
     ]  # fmt: skip
 
 

@@ -63,6 +63,10 @@ class ExecConfig(DaemonSettings):
     #: SPEC 3: the standalone server and embedded registries default to
     #: "connection"; the Jupyter extension's trait overrides it with "detached".
     default_lifetime: Lifetime = "connection"
+    #: The sandbox of every process, and the one of processes agents start (MCP,
+    #: Codex clients): MODE or MODE:network-off (wire/sandbox.py `parse_setting`).
+    default_sandbox: str = "none"
+    agent_sandbox: str = "workspace-write"
 
     def front_rules(self, name: str) -> FrontRules:
         """The rules this service gives its own connections (its environment: this process's)."""
@@ -72,6 +76,8 @@ class ExecConfig(DaemonSettings):
             confine_to_root=self.confine_to_root,
             max_processes=self.max_processes,
             default_lifetime=self.default_lifetime,
+            default_sandbox=self.default_sandbox,
+            agent_sandbox=self.agent_sandbox,
         )
 
 

@@ -38,7 +38,10 @@ def unb64(text: str) -> bytes:
 
 
 #: `make_service` overrides that are the front's rules (SPEC 3), not the registry's.
-RULE_FIELDS = ("root_dir", "confine_to_root", "max_processes", "default_lifetime", "env")
+RULE_FIELDS = (
+    "root_dir", "confine_to_root", "max_processes", "default_lifetime", "env",
+    "default_sandbox", "agent_sandbox",
+)  # fmt: skip
 
 
 def make_service(tmp_path: Path | None = None, **overrides: Any) -> ExecService:

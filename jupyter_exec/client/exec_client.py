@@ -205,10 +205,11 @@ class ExecClient:
         label: str | None = None,
         timeout_ms: int | None = None,
         limits: dict[str, int] | None = None,
+        sandbox: str | dict[str, Any] | None = None,
     ) -> str:
         params: dict[str, Any] = {"processId": process_id, "argv": argv, "tty": tty}
         optional: dict[str, Any] = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
-        optional.update(timeoutMs=timeout_ms, limits=limits)
+        optional.update(timeoutMs=timeout_ms, limits=limits, sandbox=sandbox)
         params.update({k: v for k, v in optional.items() if v is not None})
         if inherit_env:
             params["inheritEnv"] = True

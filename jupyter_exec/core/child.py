@@ -45,8 +45,11 @@ class ChildSpec:
     pipe_stdin: bool
     rows: int = 24
     cols: int = 80
-    #: Run in the child before exec (resource limits, limits.py).
+    #: Run in the child before exec (resource limits, limits.py; the sandbox, sandbox.py).
     preexec: Callable[[], None] | None = None
+    #: Descriptors `preexec` needs (close-on-exec: the program never sees them; Popen
+    #: closes the others only after `preexec`, so nothing more is needed to keep them).
+    keep_fds: tuple[int, ...] = ()
 
 
 class Keeper(Protocol):

@@ -24,6 +24,7 @@ from . import limits as _limits
 from .child import Child
 from .output import OutputStore, pipe_bytes
 from .proctree import ProcessRef, descendant_processes, kill_verified, marked_processes
+from .sandbox import Confinement, likely_denied
 
 #: Largest `process/output` chunk. Measured with bench/run.py: 32 KiB chunks
 #: reach clients faster than 8-16 KiB (per-message cost) or 64-128 KiB (a
@@ -56,6 +57,11 @@ class ProcessSetup:
     marker: str
     timeout_ms: int | None = None
     limits: Limits | None = None
+    sandbox: Confinement | None = None
+
+
+#: How much of the end of a sandboxed process's output `sandboxDenied` looks at.
+DENIAL_TAIL_CHUNKS = 4
 
 
 class ManagedProcess:
@@ -139,6 +145,7 @@ class ManagedProcess:
             timed_out=self.timed_out,
             limits=_limits.wire(s.limits),
             limit_exceeded=self.limit_exceeded,
+            sandbox=s.sandbox.wire() if s.sandbox is not None else None,
         )
 
     def replay(self, after_seq: int) -> list[SeqEvent]:
@@ -274,6 +281,7 @@ class ManagedProcess:
             self.signal,
             timed_out=self.timed_out,
             limit_exceeded=self.limit_exceeded,
+            sandbox_denied=self._sandbox_denied(),
         )
         self._event_published(self.exited_event)
         self.exited.set()
@@ -392,6 +400,14 @@ class ManagedProcess:
             if not left and self.child.reaped:
                 return
             await asyncio.sleep(0.01)
+
+    def _sandbox_denied(self) -> bool:
+        """SPEC 5 `sandboxDenied`, as Codex's server decides it: from the end of the output."""
+        if self.setup.sandbox is None or self.exit_code is None:
+            return False
+        after = max(self.store.first_seq, self._last_seq - DENIAL_TAIL_CHUNKS + 1) - 1
+        tail = b"".join(c.data for c in self.store.read(after, DENIAL_TAIL_CHUNKS * CHUNK_BYTES))
+        return likely_denied(self.exit_code, tail)
 
     def discard(self) -> None:
         """Release the log (the registry removed this process)."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +31,9 @@ from ..wire.events import Event, RemovedEvent, StartedEvent
 from ..wire.models import ProcessInfo
 from ..wire.protocol import ReadParams, StartParams
 from ..wire.rules import FrontRules
+from ..wire.sandbox import SandboxPolicy
 from ..wire.schema import Chunk
-from . import limits
+from . import limits, sandbox
 from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
 from .confinement import resolve_cwd
 from .output import OutputStore
@@ -122,12 +125,20 @@ class Registry:
 
     # -- start ----------------------------------------------------------------
 
-    def start(self, params: StartParams, owner: str | None, rules: FrontRules) -> ProcessInfo:
+    def start(
+        self,
+        params: StartParams,
+        owner: str | None,
+        rules: FrontRules,
+        policies: Sequence[SandboxPolicy] = (),
+    ) -> ProcessInfo:
         """Spawn a child synchronously: no event of it can be published before this returns.
 
         `rules` are the requesting front's (SPEC 3): its root and confinement for
         the cwd, its environment as the base of the child's, its `max_processes`
-        counted over the processes started through it, its default lifetime.
+        counted over the processes started through it, its default lifetime. The
+        child runs under every one of `policies` (the front's sandbox policies that
+        apply) and the one it asks for itself (`params.sandbox`) at once (sandbox.py).
         """
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
@@ -153,12 +164,16 @@ class Registry:
         if params.arg0 is not None:
             argv[0] = params.arg0
         size = params.size
+        log_dir = self._ensure_log_dir()
+        box = self._sandbox([*policies, params.sandbox], cwd, env, rules, log_dir)
+        confine = box.preexec if box is not None else None
+        preexec = sandbox.preexec_chain(limits.preexec(params.limits), confine)
         spec = ChildSpec(
             executable, argv, cwd, env, params.tty, params.pipe_stdin,
             rows=size.rows if size else 24, cols=size.cols if size else 80,
-            preexec=limits.preexec(params.limits),
+            preexec=preexec, keep_fds=box.keep_fds if box else (),
         )  # fmt: skip
-        log_path = self._ensure_log_dir() / f"{uuid.uuid4().hex}.log"
+        log_path = log_dir / f"{uuid.uuid4().hex}.log"
         setup = ProcessSetup(
             process_id=params.process_id,
             argv=list(params.argv),
@@ -171,13 +186,18 @@ class Registry:
             marker=marker,
             timeout_ms=params.timeout_ms,
             limits=params.limits,
+            sandbox=box.conf if box else None,
         )
         started_at = int(time.time() * 1000)
         meta = None if self.keeper is None else held_meta(setup, log_path, started_at, rules.name)
         try:
             child = spawn(spec, self.keeper, log_path.stem, meta)
-        except OSError as exc:
-            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {exc.strerror}") from None
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = (box and box.failure()) or getattr(exc, "strerror", None) or str(exc)
+            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {why}") from None
+        finally:
+            if box is not None:
+                box.close()
         store = OutputStore(
             log_path,
             self.config.retained_bytes_per_process,
@@ -195,6 +215,27 @@ class Registry:
         # still before any output callback of the child.
         asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
         return info
+
+    def _sandbox(
+        self,
+        requested: Sequence[SandboxPolicy | None],
+        cwd: str,
+        env: dict[str, str],
+        rules: FrontRules,
+        log_dir: Path,
+    ) -> sandbox.Sandbox | None:
+        """The sandbox a start runs in (None: none); `env` loses what would lead back to us."""
+        policies = [p for p in requested if p is not None]
+        conf = sandbox.confine(policies, cwd, rules.root_dir, env)
+        if conf is None:
+            return None
+        sandbox.check_available()
+        conf = sandbox.prepare_protected(conf, None, rules.env)  # ours and the front's
+        box = sandbox.Sandbox(conf, sandbox.hidden_dirs([log_dir, self.config.log_dir]), cwd)
+        sandbox.scrub_env(env)
+        if box.tmp is not None:
+            env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
+        return box
 
     def _near_fd_limit(self) -> bool:
         """Whether counting descriptors is worth its cost (a /proc listing) on this start."""
@@ -382,6 +423,7 @@ def held_meta(
         "marker": setup.marker,
         "timeoutMs": setup.timeout_ms,
         "limits": limits.wire(setup.limits),
+        "sandbox": None if setup.sandbox is None else dataclasses.asdict(setup.sandbox),
         "log": str(log_path),
         "startedAt": started_at,
     }

@@ -30,6 +30,7 @@ from ..core.output import OutputStore
 from ..core.process import ManagedProcess, ProcessSetup
 from ..core.proctree import ProcessRef
 from ..core.registry import Registry
+from ..core.sandbox import Confinement
 from ..wire.protocol import Limits
 from . import holder, paths, sockets
 
@@ -231,7 +232,7 @@ def adopt(
         )  # fmt: skip
         if entry.status is not None:  # exited: its pid may name another process already
             child.ref = ProcessRef(entry.pid, -1)  # (its pidfd is readable: reaped at once)
-        limits = meta.get("limits")
+        limits, box = meta.get("limits"), meta.get("sandbox")
         setup = ProcessSetup(
             process_id=meta["processId"],
             argv=list(meta["argv"]),
@@ -244,6 +245,7 @@ def adopt(
             marker=meta["marker"],
             timeout_ms=meta.get("timeoutMs"),
             limits=Limits.model_validate(limits) if limits else None,
+            sandbox=_confinement(box) if box else None,
         )
         store = OutputStore.reopen(
             Path(meta["log"]), config.retained_bytes_per_process, config.log_bytes_per_process
@@ -253,3 +255,10 @@ def adopt(
         on_adopted(proc)
         count += 1
     return count
+
+
+def _confinement(data: dict[str, Any]) -> Confinement:
+    """A held process's sandbox, as `ProcessInfo.sandbox` lists it (registry.held_meta)."""
+    return Confinement(
+        data["mode"], bool(data["network"]), tuple(data["writable"]), tuple(data["read_only"])
+    )

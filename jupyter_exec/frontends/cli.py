@@ -39,7 +39,7 @@ from .frontend import (
     signal_name,
     start_process,
 )
-from .limit_options import start_limits
+from .limit_options import add_limit_options, start_limits
 
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
-    _limit_options(run)
+    add_limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
 
@@ -140,13 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
     sub.add_parser("daemon", help="show, stop or restart the exec daemon (see: daemon --help)")
     return parser
-
-
-def _limit_options(parser: argparse.ArgumentParser) -> None:
-    """``--time-limit``, ``--memory-limit``, ``--cpu-limit`` (limit_options.py)."""
-    parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
-    parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
-    parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
 
 
 def parse_detach_key(spec: str) -> bytes:
@@ -321,7 +314,7 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     rows, cols = _terminal_size()
     cwd = os.path.abspath(args.cwd or os.getcwd())  # noqa: ASYNC240 (no I/O: string work)
     try:
-        limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit)
+        limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit, args.sandbox)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     process_id = await start_process(

@@ -3,16 +3,20 @@
 ``--time-limit SECONDS`` becomes ``timeoutMs`` (terminated as by ``process/terminate``
 when it passes), ``--memory-limit SIZE`` (``512M``, ``2G``; bytes without a unit)
 ``limits.memoryBytes`` and ``--cpu-limit SECONDS`` ``limits.cpuSeconds``
-(docs/protocol.md, ``process/start``). Plain standard library, so the CLI
+(docs/protocol.md, ``process/start``). ``--sandbox MODE[:network-off]``
+becomes ``sandbox`` (docs/sandbox.md). Plain standard library, so the CLI
 stays quick to start.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 from typing import Any
 
-__all__ = ["parse_size", "start_limits"]
+from ..wire.sandbox import shorthand
+
+__all__ = ["add_limit_options", "parse_size", "start_limits"]
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -29,10 +33,15 @@ def parse_size(text: str) -> int:
 
 
 def start_limits(
-    time_limit: float | None, memory_limit: str | None, cpu_limit: int | None
+    time_limit: float | None,
+    memory_limit: str | None,
+    cpu_limit: int | None,
+    sandbox: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``ExecClient.start``: ``timeout_ms`` and ``limits``, when given."""
+    """Keyword arguments for ``ExecClient.start``: ``timeout_ms``, ``limits``, ``sandbox``."""
     options: dict[str, Any] = {}
+    if sandbox is not None:
+        options["sandbox"] = shorthand(sandbox)
     if time_limit is not None:
         if not time_limit > 0:
             raise ValueError(f"time limit {time_limit} must be more than 0 seconds")
@@ -47,3 +56,11 @@ def start_limits(
     if limits:
         options["limits"] = limits
     return options
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """``--time-limit``, ``--memory-limit``, ``--cpu-limit``, ``--sandbox`` on a CLI command."""
+    parser.add_argument("--time-limit", type=float, metavar="S", help="terminate after S seconds")
+    parser.add_argument("--memory-limit", metavar="SIZE", help="address space, e.g. 512M, 2G")
+    parser.add_argument("--cpu-limit", type=int, metavar="S", help="CPU seconds, then SIGXCPU")
+    parser.add_argument("--sandbox", metavar="MODE", help="read-only|workspace-write[:network-off]")

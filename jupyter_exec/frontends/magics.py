@@ -157,6 +157,7 @@ def _exec_arguments(func: _F) -> _F:
         argument("--time-limit", type=float, metavar="S", help="terminate the process after S"),
         argument("--memory-limit", metavar="SIZE", help="its address space, e.g. 512M, 2G"),
         argument("--cpu-limit", type=int, metavar="S", help="its CPU seconds, then SIGXCPU"),
+        argument("--sandbox", metavar="MODE", help="read-only or workspace-write[:network-off]"),
         argument("--quiet", "-q", action="store_true", help="no live output"),
         argument("--label", help="free text shown in lists (default: the command)"),
         argument(
@@ -214,7 +215,7 @@ class ExecMagics(Magics):
     def _start(self, args: Any, argv: list[str], label: str | None) -> ExecProcess:
         try:
             env = child_environment(parse_env(args.env))
-            limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit)
+            limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit, args.sandbox)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         cwd = os.path.abspath(os.path.expanduser(args.cwd)) if args.cwd else os.getcwd()

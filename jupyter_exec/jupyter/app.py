@@ -23,10 +23,12 @@ from typing import Any as AnyValue
 
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import PeriodicCallback
-from traitlets import Any, Bool, Enum, Int, TraitType, Unicode
+from traitlets import Any, Bool, Enum, Int, TraitError, TraitType, Unicode, validate
 
 from ..config import DEFAULTS, user_daemon_settings_path
+from ..wire.errors import ExecError
 from ..wire.rules import FrontRules
+from ..wire.sandbox import parse_setting
 from .relay import DaemonLink
 
 ACTIVITY_INTERVAL_MS = 30_000
@@ -81,6 +83,25 @@ class ExecExtensionApp(ExtensionApp):
         "show this server only the processes inside it. Off: fs/* may use any path a process "
         "could, since such a process could write it anyway.",
     ).tag(config=True)
+    default_sandbox = Unicode(
+        DEFAULTS.default_sandbox,
+        help="Sandbox of every process: none, read-only or workspace-write (writes in the "
+        "root and tmp), optionally :network-off (docs/sandbox.md). Requests may be stricter.",
+    ).tag(config=True)
+    agent_sandbox = Unicode(
+        DEFAULTS.agent_sandbox,
+        help="Sandbox of what agents start (the MCP face, Codex clients), on top of "
+        "default_sandbox; same values.",
+    ).tag(config=True)
+
+    @validate("default_sandbox", "agent_sandbox")
+    def _valid_sandbox(self, proposal: dict[str, AnyValue]) -> str:
+        try:
+            parse_setting(proposal["value"], proposal["trait"].name)
+        except ExecError as exc:
+            raise TraitError(exc.message) from None
+        return str(proposal["value"])
+
     busy_while_running = Bool(
         True,
         help="Count running processes as server activity, so idle culling "
@@ -118,6 +139,8 @@ class ExecExtensionApp(ExtensionApp):
             max_processes=self.max_processes,
             default_lifetime="connection" if self.default_lifetime == "connection" else "detached",
             env=dict(os.environ),
+            default_sandbox=self.default_sandbox,
+            agent_sandbox=self.agent_sandbox,
         )
 
     def _warn_daemon_settings(self) -> None:

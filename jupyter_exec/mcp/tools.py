@@ -19,7 +19,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -31,6 +31,7 @@ from ..client.exec_client import ConnectionLostError, ExecClient
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.models import ProcessInfo
+from ..wire.sandbox import shorthand
 from .bounded import DEFAULT_MAX_CHARS, Bounded, collect
 
 #: A cursor past any output: a read there waits only for the exit.
@@ -41,6 +42,12 @@ INPUT_IDLE_MS = 300
 TERMINATE_WAIT_SECONDS = 5.0
 
 Seconds = Annotated[float, Field(ge=0, le=3600)]
+#: docs/sandbox.md; the server's `agent_sandbox` applies anyway: this can only be stricter.
+Sandbox = Annotated[
+    Literal["read-only", "workspace-write", "workspace-write:network-off", "read-only:network-off"]
+    | None,
+    Field(description="a stricter sandbox than the server's agent_sandbox"),
+]
 MaxChars = Annotated[int, Field(ge=200, le=1_000_000)]
 Env = dict[str, str] | None
 #: Returns the actions the caller may take (`read`, `execute`), None for all.
@@ -141,10 +148,18 @@ class _Tools:
         return await self._source.get()
 
     async def _start(
-        self, client: ExecClient, command: str, cwd: str | None, env: Env, **extra: Any
+        self,
+        client: ExecClient,
+        command: str,
+        cwd: str | None,
+        env: Env,
+        sandbox: str | None,
+        **extra: Any,
     ) -> str:
         if not command.strip():
             raise ToolError("command is empty")
+        if sandbox is not None:
+            extra["sandbox"] = shorthand(sandbox)
         process_id = extra.pop("process_id", None) or _process_id(command)
         params: dict[str, Any] = {
             "processId": process_id,
@@ -167,6 +182,7 @@ class _Tools:
         cwd: str | None = None,
         env: Env = None,
         timeout_seconds: Seconds = 60,
+        sandbox: Sandbox = None,
     ) -> CallToolResult:
         """Run a bash script in the user's Jupyter server and wait until it exits or the
         timeout passes (default 60 s). Returns its output (stdout and stderr in order) and
@@ -174,7 +190,7 @@ class _Tools:
         killed, follow it with read_output."""
         async with _tool_errors():
             client = await self._client(ctx, "execute")
-            process_id = await self._start(client, command, cwd, env)
+            process_id = await self._start(client, command, cwd, env, sandbox)
             await _wait_exit(client, process_id, timeout_seconds)
             b = await collect(client, process_id, 0, None, DEFAULT_MAX_CHARS)
             return _result(
@@ -192,6 +208,7 @@ class _Tools:
         process_id: str | None = None,
         wait_for: str | None = None,
         wait_seconds: Seconds = 5,
+        sandbox: Sandbox = None,
     ) -> CallToolResult:
         """Start a long-running bash command (a server, a REPL, a watcher) that keeps
         running in the user's Jupyter server, with stdin open for send_input. Returns its
@@ -201,7 +218,7 @@ class _Tools:
             _check_pattern(wait_for, "wait_for")
             client = await self._client(ctx, "execute")
             pid = await self._start(
-                client, command, cwd, env, process_id=process_id, tty=tty, pipeStdin=True
+                client, command, cwd, env, sandbox, process_id=process_id, tty=tty, pipeStdin=True
             )
             if wait_for is None:
                 await _wait_exit(client, pid, wait_seconds)

@@ -39,6 +39,8 @@ class CallContext:
     #: The rules of the front this request came through (SPEC 3): every use of a
     #: root, confinement, limit or base environment reads them from here.
     rules: FrontRules
+    #: The client's `initialize` name (agents: `process_methods.AGENT_CLIENTS`).
+    client_name: str = "unknown"
     #: Callbacks run right after the response is queued (e.g. start's auto-subscribe).
     after_response: list[Callable[[], None]] = field(default_factory=list)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..core import limits
+from ..core import limits, sandbox
 from ..core.registry import Registry
 from ..wire.codec import encode
 from ..wire.errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
@@ -157,6 +157,7 @@ class Connection:
         self.allowed_actions = allowed_actions
         self.rules = rules
         self.session: Session | None = None
+        self.client_name = "unknown"
         self._initialized = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -254,6 +255,7 @@ class Connection:
             session=self.session,
             connection=self,
             rules=self.rules,
+            client_name=self.client_name,
         )
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
@@ -276,10 +278,12 @@ class Connection:
             raise InvalidRequestError("initialize may only be sent once per connection")
         p = parse_params(InitializeParams, params)
         self.session = self.service.sessions.open(p.resume_session_id, self.outbox)
+        self.client_name = p.client_name
         return {
             "sessionId": self.session.id,
             "serverInfo": {"name": "jupyter-exec", "version": __version__},
-            "capabilities": self.service.capabilities,
+            # The sandbox's are probed once, at the first handshake (core/sandbox.py).
+            "capabilities": {**self.service.capabilities, **sandbox.capabilities()},
             # Codex reads its capabilities from here, and skips `environment/info`.
             "environmentInfo": environment.environment_info(self._context()),
         }

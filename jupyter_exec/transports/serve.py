@@ -27,7 +27,9 @@ from urllib.parse import parse_qs, urlsplit
 from ..config import DEFAULTS, ExecConfig, jupyter_runtime_dir
 from ..rpc.dispatch import ExecService
 from ..rpc.service import build_service
+from ..wire.errors import ExecError
 from ..wire.lines import pump_lines
+from ..wire.sandbox import parse_setting
 from .ws_front import WRITE_LIMIT, serve_websocket
 
 log = logging.getLogger("jupyter_exec.transports.serve")
@@ -58,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse process cwds and fs/* paths outside --root (default: any path)",
     )
     d = DEFAULTS
+    for name, default in (("default", d.default_sandbox), ("agent", d.agent_sandbox)):
+        p.add_argument(
+            f"--{name}-sandbox",
+            default=default,
+            type=_sandbox_setting,
+            metavar="MODE",
+            help=f"sandbox of {'every process' if name == 'default' else 'agents (MCP, Codex)'}:"
+            f" none, read-only, workspace-write, :network-off to add (default {default})",
+        )
     p.add_argument("--lifetime", choices=["connection", "detached"], default=d.default_lifetime)
     p.add_argument("--log-dir", type=Path, help="where per-process output logs go")
     p.add_argument("--retained-bytes", type=int, default=d.retained_bytes_per_process)
@@ -73,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sandbox_setting(text: str) -> str:
+    try:
+        parse_setting(text, "sandbox")
+    except ExecError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
 def config_from_args(args: argparse.Namespace) -> ExecConfig:
     return ExecConfig(
         root_dir=args.root.resolve(),
@@ -85,6 +104,8 @@ def config_from_args(args: argparse.Namespace) -> ExecConfig:
         default_lifetime=args.lifetime,
         session_resume_seconds=args.session_resume,
         max_message_bytes=args.max_message_bytes,
+        default_sandbox=args.default_sandbox,
+        agent_sandbox=args.agent_sandbox,
     )
 
 

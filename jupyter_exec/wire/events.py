@@ -23,6 +23,8 @@ class ExitedEvent:
     signal: str | None
     timed_out: bool = False
     limit_exceeded: str | None = None
+    #: A sandboxed process failed with output that reads like a sandbox refusal.
+    sandbox_denied: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,8 @@ class ProcessInfo:
     limits: dict[str, int] | None = None
     #: `"cpu"` or `"memory"` when the exit is known to come from that limit.
     limit_exceeded: str | None = None
+    #: The sandbox it runs in: `{"mode", "network", "writableRoots"}`; None: unsandboxed.
+    sandbox: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.argv = list(self.argv)  # a copy: the process's own list stays its own

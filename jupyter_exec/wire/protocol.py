@@ -1,7 +1,7 @@
 """JSON-RPC envelope and method params (SPEC 1, 2, 4). Validation only, no I/O.
 
-Params models accept unknown fields (Codex clients send `metadata`, `sandbox`,
-...) and reject wrong types without coercion, so `"1"` is never a number and
+Params models accept unknown fields (Codex clients send `metadata`,
+`managedNetwork`, ...) and reject wrong types without coercion, so `"1"` is never a number and
 `1.5` never a seq.
 """
 
@@ -14,11 +14,19 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .errors import InvalidParamsError, InvalidRequestError, ParseError
 from .models import SIGNALS, Lifetime
+from .sandbox import SandboxPolicy, from_wire
 from .schema import RequestId as RequestId
 from .schema import error_response as error_response
 from .schema import notification as notification
@@ -81,6 +89,14 @@ class StartParams(Params):
     #: Wall-clock limit: terminated as by `process/terminate` when it passes.
     timeout_ms: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
     limits: Limits | None = None
+    #: A mode name, ``{"mode", "network"?, "writableRoots"?}`` or Codex's object
+    #: (wire/sandbox.py), parsed into a `SandboxPolicy`; None: the front's policy.
+    sandbox: Any = None
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _parse_sandbox(cls, value: Any) -> SandboxPolicy | None:
+        return from_wire(value)  # its InvalidParamsError names the member
 
 
 class ProcessParams(Params):

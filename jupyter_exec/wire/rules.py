@@ -9,8 +9,7 @@ them to every request of that connection (`rpc.context.CallContext.rules`).
 In-process services (the standalone server, embedded registries) give their
 connections the same object, so there is one code path.
 
-To add a rule (the sandbox policy, `default_sandbox` / `agent_sandbox`, goes
-here): a field below, its camelCase name in `to_wire`/`from_wire`, and its use
+To add a rule: a field below, its camelCase name in `to_wire`/`from_wire`, and its use
 where a request is served (`core.confinement` for paths and processes,
 `core.registry.Registry.start` for the child). Unknown wire fields are ignored,
 so an older daemon accepts a newer front's hello.
@@ -26,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ExecError
 from .models import Lifetime
+from .sandbox import SandboxPolicy, parse_setting
 
 #: `max_processes` when a front names none (SPEC 4).
 DEFAULT_MAX_PROCESSES = 256
@@ -48,6 +49,17 @@ class FrontRules:
     #: The base environment of children (SPEC 4 `env`, `inheritEnv`, `envPolicy`): the
     #: front's own. None: the environment of the process serving the request.
     env: Mapping[str, str] | None = field(default=None, repr=False)
+    #: The sandbox of every process, and of what agents start (MCP, Codex clients), as
+    #: `MODE[:network-off]` (wire/sandbox.py `parse_setting`; docs/sandbox.md).
+    default_sandbox: str = "none"
+    agent_sandbox: str = "workspace-write"
+
+    def sandbox_policies(self, agent: bool) -> dict[str, SandboxPolicy]:
+        """The policies a start through this front runs under, by setting name."""
+        policies = {"default_sandbox": parse_setting(self.default_sandbox, "default_sandbox")}
+        if agent:
+            policies["agent_sandbox"] = parse_setting(self.agent_sandbox, "agent_sandbox")
+        return policies
 
     def describe(self) -> str:
         """The front and its root, for messages: "Jupyter server http://... (root /r)"."""
@@ -66,6 +78,8 @@ class FrontRules:
             "confineToRoot": self.confine_to_root,
             "maxProcesses": self.max_processes,
             "defaultLifetime": self.default_lifetime,
+            "defaultSandbox": self.default_sandbox,
+            "agentSandbox": self.agent_sandbox,
         }
         if self.env is not None:
             wire["env"] = dict(self.env)
@@ -90,6 +104,13 @@ class FrontRules:
         lifetime = data.get("defaultLifetime", "connection")
         if lifetime not in ("connection", "detached"):
             raise ValueError('front.defaultLifetime must be "connection" or "detached"')
+        sandboxes = {}
+        for key, default in (("defaultSandbox", "none"), ("agentSandbox", "workspace-write")):
+            sandboxes[key] = value = data.get(key, default)
+            try:
+                parse_setting(value if isinstance(value, str) else "", f"front.{key}")
+            except ExecError as exc:
+                raise ValueError(exc.message) from None
         env = data.get("env")
         if env is not None and not (
             isinstance(env, dict)
@@ -103,4 +124,6 @@ class FrontRules:
             max_processes=limit,
             default_lifetime="detached" if lifetime == "detached" else "connection",
             env=env,
+            default_sandbox=sandboxes["defaultSandbox"],
+            agent_sandbox=sandboxes["agentSandbox"],
         )

@@ -150,7 +150,7 @@ def event_notification(event: Event) -> dict[str, Any]:
                 "seq": event.seq,
                 "exitCode": event.exit_code,
                 "signal": event.signal,
-                "sandboxDenied": False,
+                "sandboxDenied": event.sandbox_denied,
                 "timedOut": event.timed_out,
                 "limitExceeded": event.limit_exceeded,
             },
@@ -175,6 +175,7 @@ def event_from_notification(method: str, params: Mapping[str, Any]) -> Event | N
             params.get("signal"),
             bool(params.get("timedOut", False)),
             params.get("limitExceeded"),
+            bool(params.get("sandboxDenied", False)),
         )
     if method == "process/closed":
         return ClosedEvent(pid, params["seq"])

@@ -1,6 +1,7 @@
 /**
  * The "New process" dialog: command, working directory, tty toggle, name, and
- * optional limits (time, memory, CPU: `timeoutMs` and `limits`, startform.ts).
+ * optional limits (time, memory, CPU: `timeoutMs` and `limits`, startform.ts),
+ * and a sandbox (`sandbox`: read-only or workspace-write, the network on or off).
  *
  * The command runs through `/bin/sh -c`, so pipes, quotes and `$VARS` work as
  * they would in a terminal. The working directory is the file browser's,
@@ -10,7 +11,7 @@
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { FormError, NewProcessRequest, startParams } from './startform';
+import { FormError, IFormValues, NewProcessRequest, startParams } from './startform';
 
 type FormValue = NewProcessRequest | FormError | null;
 
@@ -65,13 +66,28 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
     const limits = document.createElement('fieldset');
     limits.className = 'jp-ExecDialog-limits';
     const legend = document.createElement('legend');
-    legend.textContent = 'Limits (optional)';
+    legend.textContent = 'Limits and sandbox (optional)';
     limits.append(
       legend,
       field('Time limit (seconds)', this._timeLimit, 'Then it is terminated, as by Terminate.'),
       field('Memory limit', this._memoryLimit, 'Address space per process: 512M, 2G...'),
       field('CPU limit (seconds)', this._cpuLimit, 'CPU time per process; then SIGXCPU.')
     );
+    this._sandbox = document.createElement('select');
+    this._sandbox.name = 'sandbox';
+    this._sandbox.className = 'jp-mod-styled';
+    for (const [value, text] of [
+      ['', "the server's policy"],
+      ['workspace-write', 'workspace-write: writes only in its directory and tmp'],
+      ['read-only', 'read-only: writes nowhere but a private tmp']
+    ]) {
+      this._sandbox.append(new Option(text, value));
+    }
+    this._noNetwork = input('noNetwork', 'false', 'checkbox');
+    const sandboxRow = field('Sandbox', this._sandbox as unknown as HTMLInputElement);
+    const networkRow = field('No network', this._noNetwork);
+    networkRow.classList.add('jp-ExecDialog-check');
+    limits.append(sandboxRow, networkRow);
     const sync = () => (stdinRow.hidden = this._tty.checked);
     this._tty.addEventListener('change', sync);
     sync();
@@ -111,7 +127,9 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
       name: this._name.value,
       timeLimit: this._timeLimit.value,
       memoryLimit: this._memoryLimit.value,
-      cpuLimit: this._cpuLimit.value
+      cpuLimit: this._cpuLimit.value,
+      sandbox: this._sandbox.value as IFormValues['sandbox'],
+      noNetwork: this._noNetwork.checked
     });
   }
 
@@ -123,6 +141,8 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
   private _timeLimit: HTMLInputElement;
   private _memoryLimit: HTMLInputElement;
   private _cpuLimit: HTMLInputElement;
+  private _sandbox: HTMLSelectElement;
+  private _noNetwork: HTMLInputElement;
 }
 
 /** Ask for a process to start; null when cancelled or left empty. */

@@ -13,6 +13,7 @@ import { Widget } from '@lumino/widgets';
 import { ExecConnection } from './connection';
 import { ProcessListModel } from './model';
 import { IProcessInfo } from './protocol';
+import { describeSandbox } from './startform';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
   <g class="jp-icon3" fill="#616161">
@@ -108,6 +109,7 @@ interface IRow {
   badge: HTMLElement;
   runtime: HTMLElement;
   pid: HTMLElement;
+  sandbox: HTMLElement;
 }
 
 export interface IProcessesPanelOptions {
@@ -222,12 +224,13 @@ export class ProcessesPanel extends Widget {
       command: span('jp-ExecPanel-command', 'code'),
       badge: span('jp-ExecBadge'),
       runtime: span('jp-ExecPanel-runtime'),
-      pid: span('jp-ExecPanel-pid')
+      pid: span('jp-ExecPanel-pid'),
+      sandbox: span('jp-ExecPanel-sandbox')
     };
     const top = span('jp-ExecPanel-line');
     top.append(row.name, row.badge);
     const bottom = span('jp-ExecPanel-line jp-ExecPanel-meta');
-    bottom.append(row.runtime, row.pid);
+    bottom.append(row.runtime, row.pid, row.sandbox);
     button.append(top, row.command, bottom);
     item.append(button);
     this._rows.set(processId, row);
@@ -245,8 +248,12 @@ export class ProcessesPanel extends Widget {
     row.badge.textContent = status;
     row.badge.dataset.state = running ? 'running' : info.exitCode === 0 ? 'ok' : info.signal ? 'signal' : 'failed';
     row.pid.textContent = info.pid !== null ? `pid ${info.pid}` : '';
+    const sandbox = describeSandbox(info);
+    row.sandbox.textContent = sandbox && `sandbox: ${sandbox}`;
+    row.item.dataset.sandbox = info.sandbox?.mode ?? 'none';
     row.item.querySelector('button')!.setAttribute('aria-label', `${name}: ${command}, ${status}`);
-    row.item.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}`;
+    const writes = info.sandbox ? `\nsandbox: ${sandbox}; writes: ${info.sandbox.writableRoots.join(', ') || 'none'}` : '';
+    row.item.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}${writes}`;
     this._fillRuntime(row, info);
   }
 

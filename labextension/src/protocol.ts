@@ -68,7 +68,21 @@ export interface IProcessInfo {
   limits?: ILimits | null;
   /** 'cpu' or 'memory' when the exit is known to come from that limit. */
   limitExceeded?: string | null;
+  /** The sandbox it runs in (docs/sandbox.md); null or absent: none. */
+  sandbox?: ISandbox | null;
 }
+
+export type SandboxMode = 'none' | 'workspace-write' | 'read-only';
+
+/** What a sandboxed process may do: `writableRoots` are the real paths it may write. */
+export interface ISandbox {
+  mode: SandboxMode;
+  network: boolean;
+  writableRoots: string[];
+}
+
+/** A `process/start` sandbox request: a mode, or a mode with the network on or off. */
+export type SandboxRequest = SandboxMode | { mode: SandboxMode; network?: boolean };
 
 /** Per-process resource limits (`process/start` `limits`, rlimits in the child). */
 export interface ILimits {
@@ -96,6 +110,7 @@ export interface IStartParams {
   /** Terminated as by `process/terminate` when this passes. */
   timeoutMs?: number;
   limits?: ILimits;
+  sandbox?: SandboxRequest;
 }
 
 export interface IChunk {

@@ -3,7 +3,7 @@
  * tests it in node). Limits are optional: empty means none; a bad value is an
  * error with one sentence naming the field, shown to the user.
  */
-import { IStartParams } from './protocol';
+import { IProcessInfo, IStartParams, SandboxMode } from './protocol';
 
 export type NewProcessRequest = Omit<IStartParams, 'processId'>;
 
@@ -20,6 +20,10 @@ export interface IFormValues {
   memoryLimit?: string;
   /** CPU limit in whole seconds (`limits.cpuSeconds`); '' for none. */
   cpuLimit?: string;
+  /** '' for the server's policy (`default_sandbox`), else a mode (`sandbox`). */
+  sandbox?: '' | SandboxMode;
+  /** With a sandbox: no network (`sandbox.network: false`). */
+  noNetwork?: boolean;
 }
 
 export class FormError extends Error {}
@@ -90,5 +94,19 @@ export function startParams(values: IFormValues): NewProcessRequest {
       params.limits.cpuSeconds = cpuSeconds;
     }
   }
+  if (values.sandbox) {
+    params.sandbox = values.noNetwork ? { mode: values.sandbox, network: false } : values.sandbox;
+  } else if (values.noNetwork) {
+    throw new FormError('No network needs a sandbox: choose read-only or workspace-write.');
+  }
   return params;
+}
+
+/** "read-only, no network" for a row; '' for an unsandboxed process. */
+export function describeSandbox(info: Pick<IProcessInfo, 'sandbox'>): string {
+  const sandbox = info.sandbox;
+  if (!sandbox || sandbox.mode === 'none') {
+    return '';
+  }
+  return sandbox.network ? sandbox.mode : `${sandbox.mode}, no network`;
 }

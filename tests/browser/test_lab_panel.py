@@ -364,6 +364,22 @@ def test_start_form_limits_reach_the_server(page: Any, lab: Lab) -> None:
     assert info["limits"] == {"memoryBytes": 2 << 30, "cpuSeconds": 60}
 
 
+def test_start_form_sandbox_reaches_the_server_and_the_row_shows_it(page: Any, lab: Lab) -> None:
+    open_panel(page).get_by_role("button", name="New process").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator('input[name="command"]').fill("touch in-the-sandbox; echo rc=$?")
+    dialog.locator('input[name="name"]').fill("boxed")
+    dialog.locator('input[name="tty"]').set_checked(False)
+    dialog.locator('select[name="sandbox"]').select_option("read-only")
+    dialog.locator('input[name="noNetwork"]').set_checked(True)
+    dialog.get_by_role("button", name="Start").click()
+    dialog.wait_for(state="detached")
+    row = open_panel(page).locator(".jp-ExecPanel-item", has_text="boxed")
+    row.locator(".jp-ExecPanel-sandbox", has_text="sandbox: read-only, no network").wait_for()
+    info = next(p for p in lab.api("api/exec/processes") if p["label"] == "boxed")
+    assert info["sandbox"] == {"mode": "read-only", "network": False, "writableRoots": []}
+
+
 def test_keyboard_only_start_and_dark_theme(page: Any, lab: Lab) -> None:
     # Keyboard only: focus "New process", Enter, type the command, Enter starts it.
     open_panel(page).get_by_role("button", name="New process").focus()

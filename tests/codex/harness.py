@@ -77,12 +77,14 @@ class Codex:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Appended to config.toml (e.g. `[mcp_servers.NAME]` tables).
     extra_config: str = ""
+    #: Codex's `sandbox_mode`: with one, it sends its `sandbox` object on each start.
+    sandbox_mode: str = "danger-full-access"
 
     def run(self, cwd: Path, exec_server_url: str | None, prompt: str = "go") -> CodexResult:
         """``codex exec --json`` in ``cwd``; with a URL, via ``CODEX_EXEC_SERVER_URL``."""
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "config.toml").write_text(
-            codex_config(self.model_base_url) + self.extra_config
+            codex_config(self.model_base_url, self.sandbox_mode) + self.extra_config
         )
         environments = self.home / "environments.toml"
         if self.environments_toml is not None:
@@ -115,13 +117,13 @@ class Codex:
         return CodexResult(proc.returncode, events, proc.stdout, proc.stderr)
 
 
-def codex_config(base_url: str) -> str:
+def codex_config(base_url: str, sandbox_mode: str = "danger-full-access") -> str:
     # `gpt-5.5` is a model Codex knows: with an unknown name it withholds apply_patch.
     return f"""\
 model = "gpt-5.5"
 model_provider = "scripted"
 approval_policy = "never"
-sandbox_mode = "danger-full-access"
+sandbox_mode = "{sandbox_mode}"
 
 [model_providers.scripted]
 name = "scripted model on loopback"

@@ -215,7 +215,9 @@ async def test_too_many_processes_is_a_clear_error_and_harms_nothing(tmp_path):
 
 async def test_unknown_fields_are_ignored_and_codex_fields_accepted(tmp_path, monkeypatch):
     monkeypatch.setenv("SECRET_TOKEN", "leak")
-    service = make_service(tmp_path)
+    # `envPolicy` marks an agent: without agent_sandbox none it would be sandboxed
+    # (tests/sandbox), which is not what this test is about.
+    service = make_service(tmp_path, agent_sandbox="none")
     peer = RawPeer(service)
     await peer.handshake()
     msg = await peer.call(

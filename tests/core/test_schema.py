@@ -49,7 +49,7 @@ def test_process_info_round_trips_in_camel_case_and_ignores_unknown_members() ->
     assert wire["processId"] == "train" and wire["pipeStdin"] is False
     assert wire["nextSeq"] == 3 and "next_seq" not in wire
     assert ProcessInfo.from_wire(json.loads(json.dumps(wire))) == info()
-    newer = {**wire, "sandbox": {"kind": "none"}}  # a newer server's extra member
+    newer = {**wire, "cgroup": {"kind": "none"}}  # a newer server's extra member
     assert ProcessInfo.from_wire(newer) == info()
     older = {k: v for k, v in wire.items() if k not in ("failure", "pipeStdin")}
     assert ProcessInfo.from_wire(older) == info()  # optional members default

@@ -1,4 +1,4 @@
-import { FormError, parseMemory, startParams } from '../startform';
+import { describeSandbox, FormError, parseMemory, startParams } from '../startform';
 
 const base = { command: 'python train.py', cwd: 'work', tty: false, pipeStdin: false, name: '' };
 
@@ -26,5 +26,29 @@ describe('startParams', () => {
     expect(() => startParams({ ...base, cpuLimit: '1.5' })).toThrow('whole number of seconds');
     expect(() => startParams({ ...base, memoryLimit: 'lots' })).toThrow(FormError);
     expect(() => parseMemory('100K')).toThrow('at least 1M');
+  });
+
+  it('asks for a sandbox, with or without network, or leaves it to the server', () => {
+    expect(startParams({ ...base, sandbox: '' }).sandbox).toBeUndefined();
+    expect(startParams({ ...base, sandbox: 'read-only' }).sandbox).toBe('read-only');
+    expect(startParams({ ...base, sandbox: 'workspace-write', noNetwork: true }).sandbox).toEqual({
+      mode: 'workspace-write',
+      network: false
+    });
+    expect(() => startParams({ ...base, noNetwork: true })).toThrow('No network needs a sandbox');
+  });
+});
+
+describe('describeSandbox', () => {
+  it('names the mode and a missing network; nothing for none', () => {
+    const roots = { writableRoots: ['/w'] };
+    expect(describeSandbox({ sandbox: { mode: 'read-only', network: false, ...roots } })).toBe(
+      'read-only, no network'
+    );
+    expect(describeSandbox({ sandbox: { mode: 'workspace-write', network: true, ...roots } })).toBe(
+      'workspace-write'
+    );
+    expect(describeSandbox({ sandbox: null })).toBe('');
+    expect(describeSandbox({})).toBe('');
   });
 });
