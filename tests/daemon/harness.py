@@ -146,6 +146,20 @@ def holder_pid(runtime: Path) -> int | None:
     return pid if ours else None
 
 
+def kill_daemon(runtime: Path) -> int:
+    """SIGKILL the daemon; returns once its socket refuses (its last thread has exited:
+    its main thread shows as a zombie a moment before the socket closes)."""
+    from jupyter_exec.daemon.start import listening
+
+    pid = daemon_pid(runtime)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not wait_gone([pid], 0.1) or listening(paths.socket_path(runtime)):
+        assert time.monotonic() < deadline, f"exec daemon {pid} survived SIGKILL"
+    return pid
+
+
 def stop_daemon(runtime: Path, protocol: int | None = None) -> None:
     """Stop everything of `runtime`, verified gone: SIGTERM to the holder (its daemons,
     then every process it holds), and to a daemon without one (it stops its processes)."""

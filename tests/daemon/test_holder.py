@@ -25,6 +25,7 @@ from tests.daemon.harness import (
     daemon_settings,
     daemons_stopped,
     holder_pid,
+    kill_daemon,
     wait_gone,
 )
 from tests.daemon.test_daemon import client, numbered, read_all, try_as_nobody
@@ -60,14 +61,6 @@ async def wait_for(c: ExecClient, process_id: str, needle: bytes) -> bytes:
             return data
         await asyncio.sleep(0.05)
     raise AssertionError(f"{needle!r} never came: {data!r}")
-
-
-def kill_daemon(runtime: Path) -> int:
-    pid = daemon_pid(runtime)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    assert wait_gone([pid])
-    return pid
 
 
 @pytest.mark.timeout(120)
