@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_exec._version import __version__
 from jupyter_exec.client import ExecClient
 from jupyter_exec.daemon import paths, sockets
 from jupyter_exec.daemon.holder import receive, send
@@ -154,7 +155,7 @@ def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
         return done.stdout
 
     status = cli("status")
-    assert f"daemon   pid {first}, version 0.1.0 (protocol 1)" in status
+    assert f"daemon   pid {first}, version {__version__} (protocol 1)" in status
     assert "1 processes (1 running)" in status and "holding 1 processes" in status
     assert f"started  daemon {first}: first use" in status
 
@@ -240,10 +241,10 @@ def test_a_newer_daemon_adopts_an_older_ones_processes(
     ensure_daemon(runtime)  # this package is newer: the old daemon hands over
     new = daemon_pid(runtime)
     assert new not in (None, old) and old is not None and wait_gone([old])
-    assert json.loads(paths.record_path(runtime).read_text())["version"] == "0.1.0"
+    assert json.loads(paths.record_path(runtime).read_text())["version"] == __version__
     status = holder_request(runtime, {"op": "status"})
     assert status is not None
-    reason = f"replaces daemon {old} (version 0.0.9): version 0.1.0 is installed"
+    reason = f"replaces daemon {old} (version 0.0.9): version {__version__} is installed"
     assert {"pid": new, "reason": reason} in [
         {"pid": d["pid"], "reason": d["reason"]} for d in status["daemons"]
     ]
