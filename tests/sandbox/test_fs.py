@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from jupyter_exec.wire.errors import SandboxDeniedError, error_from_wire
 from tests.wire import RawPeer, make_service
 
 from .harness import needs_sandbox, outside_tmp, run
@@ -161,6 +162,8 @@ async def test_writes_land_in_the_workspace_only(tmp_path: Path, layout: Layout,
             error = await fs.denied("fs/writeFile", path=uri(target / "x.txt"), dataBase64=DATA)
             assert error["data"]["path"] == str(target / "x.txt")
             assert "outside the sandbox's writable roots" in error["message"]
+            raised = error_from_wire(error)  # a Python client gets the same, typed
+            assert isinstance(raised, SandboxDeniedError) and raised.message == error["message"]
             await fs.denied("fs/writeFile", path=uri(target / "victim.txt"), dataBase64=DATA)
             await fs.denied("fs/createDirectory", path=uri(target / "d"), recursive=True)
             await fs.denied("fs/createDirectory", path=uri(target / "d"), recursive=False)
