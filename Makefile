@@ -56,8 +56,13 @@ chromium:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
 
+# Coverage data lives under /tmp, not in the checkout: children started in a sandbox
+# (agents get `workspace-write` by default) may write there, and are measured too.
+export COVERAGE_FILE ?= /tmp/jupyter-exec-coverage-$(shell id -u)$(subst /,-,$(CURDIR))/.coverage
+
 test-py: install chromium
-	rm -f .coverage .coverage.*
+	mkdir -p $(dir $(COVERAGE_FILE))
+	rm -f $(COVERAGE_FILE) $(COVERAGE_FILE).*
 	JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS=false $(BIN)/coverage run -m pytest tests
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --skip-covered --sort=cover | tail -n 25

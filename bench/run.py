@@ -237,7 +237,7 @@ class Running:
     client: Client
     #: A Jupyter server's runtime and config directory: it is stopped by SIGTERM.
     runtime: Path | None = None
-    #: What does the work besides `proc`: inside Jupyter, the exec daemon.
+    #: What does the work besides `proc`: inside Jupyter, the exec daemon and its holder.
     helpers: list[int] = field(default_factory=list)
 
     @property
@@ -333,13 +333,14 @@ async def launch_jupyter() -> Running:
     )
     try:
         client = await _jupyter_client(port, token)
-        daemon = daemon_pid(runtime)
+        daemon, holder = daemon_pid(runtime), holder_pid(runtime)
         await settled(proc.pid)
     except BaseException:
         await _kill(proc)  # stop_processes_on_shutdown: its daemon stops with it
         shutil.rmtree(runtime, ignore_errors=True)
         raise
-    return Running(proc, client, runtime, [daemon])
+    # The daemon's holder keeps every child's pipes: it counts too.
+    return Running(proc, client, runtime, [daemon, *([holder] if holder else [])])
 
 
 async def _jupyter_client(port: int, token: str) -> WsClient:
@@ -359,6 +360,14 @@ async def _jupyter_client(port: int, token: str) -> WsClient:
     client.start_reading()
     await asyncio.wait_for(client.handshake(), 30)
     return client
+
+
+def holder_pid(runtime: Path) -> int | None:
+    """The daemon's holder (it keeps every child's pipes), if it has one."""
+    from jupyter_exec.daemon.paths import record_path
+
+    holder: int | None = json.loads(record_path(runtime).read_text()).get("holder")
+    return holder
 
 
 def daemon_pid(runtime: Path) -> int:

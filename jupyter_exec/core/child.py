@@ -1,7 +1,10 @@
 """The OS side of one child: spawn (PTY or pipes), its fds, reaping, and tree kill.
 
-This is the one small interface the registry drives, so a later holder
-process could own children across a server restart. Everything here is
+This is the one small interface the registry drives. With a `Keeper` (the
+exec daemon's holder, daemon/holder.py) the child outlives the registry's
+process: the keeper gets a copy of our ends of its pipes or PTY before it is
+spawned and its pidfd right after, hears of its exit before we reap it, and
+reaps it for a registry that adopted it (`Child.adopted`). Everything here is
 synchronous and non-blocking; the registry wires the fds into its event loop.
 
 Every child's environment carries ``JUPYTER_EXEC_MARKER=<registry>/<process>``,
@@ -20,6 +23,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..wire.errors import InvalidParamsError
 from ..wire.protocol import EnvPolicy
@@ -43,8 +47,35 @@ class ChildSpec:
     cols: int = 80
     #: Run in the child before exec (resource limits, limits.py; the sandbox, sandbox.py).
     preexec: Callable[[], None] | None = None
-    #: Descriptors `preexec` needs (close-on-exec: the program never sees them).
+    #: Descriptors `preexec` needs (close-on-exec: the program never sees them; Popen
+    #: closes the others only after `preexec`, so nothing more is needed to keep them).
     keep_fds: tuple[int, ...] = ()
+
+
+class Keeper(Protocol):
+    """Keeps copies of a child's descriptors and its exit status across our death.
+
+    `key` names one child for the keeper (unique over time); `names` say which
+    descriptor is which ("stdout", "stderr", "stdin", "pty", "staging", "staging_w").
+    """
+
+    def hold(self, key: str, meta: dict[str, Any], fds: dict[str, int]) -> None: ...
+
+    def spawned(self, key: str, pid: int, pidfd: int) -> None: ...
+
+    def exited(self, key: str, status: int) -> None: ...
+
+    def close(self, key: str, names: list[str]) -> None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def reap(self, key: str) -> tuple[int | None, float, int | None] | None:
+        """None while it runs; else (raw status or None if unknown, cpu seconds, exitedAt ms)."""
+        ...
+
+
+#: The exit code of an adopted child whose status nobody could tell (see `Child.reap`).
+UNKNOWN_EXIT_STATUS = 255 << 8
 
 
 @dataclass
@@ -62,6 +93,17 @@ class Child:
     tty: bool
     #: CPU seconds (user + system) the kernel accounted to it, known once reaped.
     cpu_seconds: float = 0.0
+    keeper: Keeper | None = None
+    key: str = ""
+    #: A PTY's bytes pass through this pipe (read end, write end) on their way to the
+    #: log, so a byte taken from the PTY is held by the keeper until it is logged.
+    staging: tuple[int, int] | None = None
+    #: Not our child (a previous daemon's, now the keeper's): the keeper reaps it.
+    adopted: bool = False
+    #: When it exited (ms), if it was before we saw it (an adopted child).
+    exited_at: int | None = None
+    #: An adopted child whose exit status nobody kept (`UNKNOWN_EXIT_STATUS`).
+    exit_unknown: bool = False
     #: Its identity, read while it was certainly ours (before it could be reaped).
     ref: ProcessRef = field(init=False)
     reaped: bool = field(default=False, init=False)
@@ -70,7 +112,20 @@ class Child:
         self.ref = identify(self.pid) or ProcessRef(self.pid, -1)
 
     def reap(self) -> int | None:
-        """Raw wait status if the child has exited, else None."""
+        """Raw wait status if the child has exited, else None.
+
+        With a keeper, it hears the status before the zombie goes: a daemon
+        killed in between leaves either the zombie or the keeper's note.
+        """
+        if self.adopted and self.keeper is not None:
+            return self._reap_by_keeper(self.keeper)
+        if self.keeper is not None:
+            try:
+                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = None
+            if info is not None:
+                self.keeper.exited(self.key, _wait_status(info))
         try:
             pid, status, usage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
@@ -80,6 +135,15 @@ class Child:
             self.reaped = True
             self.cpu_seconds = usage.ru_utime + usage.ru_stime
         return status if pid else None
+
+    def _reap_by_keeper(self, keeper: Keeper) -> int | None:
+        got = keeper.reap(self.key)
+        if got is None:
+            return None
+        status, self.cpu_seconds, self.exited_at = got
+        self.reaped = True
+        self.exit_unknown = status is None
+        return UNKNOWN_EXIT_STATUS if status is None else status
 
     def signal_group(self, signum: int) -> None:
         """Signal the child's process group, and the child if it left that group.
@@ -116,61 +180,126 @@ class Child:
         fd, self.stdin_fd = self.stdin_fd, None
         if fd is not None and fd not in self.outputs:
             os.close(fd)
+            if self.keeper is not None:  # its copy too, or the child never sees EOF
+                self.keeper.close(self.key, ["stdin"])
 
     def close(self) -> None:
         """Release every descriptor (the child has been reaped)."""
         for fd in list(self.outputs):
             self.close_output(fd)
         self.close_stdin()
+        staging, self.staging = self.staging, None
+        for fd in staging or ():
+            os.close(fd)
         pidfd, self.pidfd = self.pidfd, -1  # its number may soon be another descriptor
         with contextlib.suppress(OSError):
             os.close(pidfd)
 
 
-def spawn(spec: ChildSpec) -> Child:
-    """Start a child in its own session and process group (SPEC 4 child setup)."""
-    if spec.tty:
-        return _spawn_pty(spec)
-    return _spawn_pipes(spec)
+def _wait_status(info: os.waitid_result) -> int:
+    """A `waitid` result as the raw status `wait4` gives (os.WIFSIGNALED etc.)."""
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    return info.si_status | (0x80 if info.si_code == os.CLD_DUMPED else 0)
 
 
-def _spawn_pipes(spec: ChildSpec) -> Child:
-    popen = subprocess.Popen(
-        spec.argv,
-        executable=spec.executable,
-        cwd=spec.cwd,
-        env=spec.env,
-        stdin=subprocess.PIPE if spec.pipe_stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-        preexec_fn=spec.preexec,
-    )
-    assert popen.stdout is not None and popen.stderr is not None
-    out_fd, err_fd = os.dup(popen.stdout.fileno()), os.dup(popen.stderr.fileno())
-    in_fd = os.dup(popen.stdin.fileno()) if popen.stdin is not None else None
-    for stream in (popen.stdout, popen.stderr, popen.stdin):
-        if stream is not None:
-            stream.close()
+def spawn(
+    spec: ChildSpec, keeper: Keeper | None = None, key: str = "", meta: dict[str, Any] | None = None
+) -> Child:
+    """Start a child in its own session and process group (SPEC 4 child setup).
+
+    With a keeper: our descriptors go to it before the fork (so no moment
+    exists where the child runs and only we hold its pipes), its pidfd after.
+    """
+    ours, theirs, names = _pty(spec, keeper) if spec.tty else _pipes(spec)
+    try:
+        if keeper is not None:
+            keeper.hold(key, meta or {}, dict(zip(names, ours, strict=True)))
+        try:
+            popen = subprocess.Popen(
+                spec.argv,
+                executable=spec.executable,
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=theirs[0],
+                stdout=theirs[1],
+                stderr=theirs[2],
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_take_tty(spec.preexec) if spec.tty else spec.preexec,
+            )
+        except BaseException:
+            if keeper is not None:
+                keeper.release(key)
+            raise
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in set(theirs):
+            if fd != subprocess.DEVNULL:
+                os.close(fd)
     popen.returncode = 0  # we reap it ourselves; keep Popen.__del__ quiet
-    for fd in (out_fd, err_fd, in_fd):
-        if fd is not None:
-            os.set_blocking(fd, False)
-    for fd in (out_fd, err_fd):
-        _enlarge_pipe(fd)
-    return Child(
-        pid=popen.pid,
-        pidfd=os.pidfd_open(popen.pid),
-        outputs={out_fd: "stdout", err_fd: "stderr"},
-        stdin_fd=in_fd,
-        tty=False,
-    )
+    pidfd = os.pidfd_open(popen.pid)
+    if keeper is not None:
+        keeper.spawned(key, popen.pid, pidfd)
+    by_name = dict(zip(names, ours, strict=True))
+    if spec.tty:
+        staging = (by_name["staging"], by_name["staging_w"]) if "staging" in by_name else None
+        master = by_name["pty"]
+        return Child(popen.pid, pidfd, {master: "pty"}, master, True, keeper=keeper, key=key,
+                     staging=staging)  # fmt: skip
+    outputs = {by_name["stdout"]: "stdout", by_name["stderr"]: "stderr"}
+    return Child(popen.pid, pidfd, outputs, by_name.get("stdin"), False, keeper=keeper, key=key)
 
 
 #: Output pipes hold this much (Linux default 64 KiB), so a fast writer is
 #: blocked less often while the server catches up.
 PIPE_SIZE = 256 * 1024
+
+
+def _pipes(spec: ChildSpec) -> tuple[list[int], list[int], list[str]]:
+    """Our ends, the child's stdin/stdout/stderr, and the names of ours."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    for fd in (out_w, err_w):  # the child's ends block, as a child expects
+        os.set_blocking(fd, True)
+    for fd in (out_r, err_r):
+        _enlarge_pipe(fd)
+    if not spec.pipe_stdin:
+        return [out_r, err_r], [subprocess.DEVNULL, out_w, err_w], ["stdout", "stderr"]
+    in_r, in_w = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(in_w, False)
+    return [out_r, err_r, in_w], [in_r, out_w, err_w], ["stdout", "stderr", "stdin"]
+
+
+def _pty(spec: ChildSpec, keeper: Keeper | None) -> tuple[list[int], list[int], list[str]]:
+    """A PTY of the requested size (and a staging pipe when a keeper holds it)."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", spec.rows, spec.cols, 0, 0))
+    os.set_blocking(master, False)
+    if keeper is None:
+        return [master], [slave, slave, slave], ["pty"]
+    staging_r, staging_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    return [master, staging_r, staging_w], [slave] * 3, ["pty", "staging", "staging_w"]
+
+
+def _take_tty(preexec: Callable[[], None] | None) -> Callable[[], None]:
+    """In the child, after setsid: make its stdin (the PTY slave) the controlling tty."""
+    import fcntl
+    import termios
+
+    def apply() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if preexec is not None:
+            preexec()
+
+    return apply
 
 
 def _enlarge_pipe(fd: int) -> None:
@@ -179,32 +308,6 @@ def _enlarge_pipe(fd: int) -> None:
     # Unprivileged users may be capped by /proc/sys/fs/pipe-max-size: keep the default.
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-
-
-def _spawn_pty(spec: ChildSpec) -> Child:
-    from ptyprocess import PtyProcess
-
-    proc = PtyProcess.spawn(
-        [spec.executable, *spec.argv[1:]],
-        cwd=spec.cwd,
-        env=spec.env,
-        dimensions=(spec.rows, spec.cols),
-        preexec_fn=spec.preexec,
-        pass_fds=spec.keep_fds,  # it closes the others before `preexec`
-    )
-    # Our own descriptor for the PTY master: ptyprocess's file objects would close
-    # theirs when collected, by then perhaps another file's number. Closed now instead.
-    fd = os.dup(proc.fd)
-    proc.fileobj.close()
-    proc.closed = True  # nothing left for its __del__ to close or kill
-    os.set_blocking(fd, False)
-    return Child(
-        pid=proc.pid,
-        pidfd=os.pidfd_open(proc.pid),
-        outputs={fd: "pty"},
-        stdin_fd=fd,
-        tty=True,
-    )
 
 
 def resolve_program(program: str, cwd: str, env: Mapping[str, str]) -> str:

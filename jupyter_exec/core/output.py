@@ -7,14 +7,23 @@ seq and offset of the first record of every `INDEX_SPACING` bytes of log, so
 then reads forward from there.
 A log that hits its cap or a full disk stops growing; from then on output
 lives only in memory and `failure`/`first_seq` tell the client what is gone.
+
+With `splice` (the exec daemon, whose children outlive it: daemon/holder.py)
+bytes go from the child's pipe into the log by `os.splice`, inside the
+kernel, and are read back for delivery: each byte is either still in the
+pipe (which the holder keeps open) or in the log, never only in our memory,
+so a SIGKILL loses none. The record header is written first; a successor
+(`reopen`) keeps a short last record's bytes and drops a header without any.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import struct
+import termios
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -40,8 +49,11 @@ _READ_WINDOW = 1 << 20
 class OutputStore:
     """Output of one process; synchronous, owned by the registry's event loop."""
 
-    def __init__(self, log_path: Path | None, retained_bytes: int, log_bytes: int) -> None:
+    def __init__(
+        self, log_path: Path | None, retained_bytes: int, log_bytes: int, splice: bool = False
+    ) -> None:
         self.retained_bytes = retained_bytes
+        self._splice = splice
         self._log_cap = log_bytes
         self._memory: deque[Chunk] = deque()
         self._memory_bytes = 0
@@ -67,25 +79,54 @@ class OutputStore:
         store = cls(None, retained_bytes, 0)
         store._log_path = log_path
         try:
-            fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(log_path, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
             return store  # no output was ever written
         store._read_fd = fd
+        store._scan(fd)
+        return store
+
+    @classmethod
+    def reopen(
+        cls, log_path: Path, retained_bytes: int, log_bytes: int, splice: bool = True
+    ) -> OutputStore:
+        """A store that goes on appending to a log a previous process wrote (a running
+        process adopted from the holder): seqs continue after the last record."""
+        store = cls(log_path, retained_bytes, log_bytes, splice)
+        try:
+            fd = os.open(log_path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return store  # no output yet: created at the first chunk, as usual
+        except OSError as exc:
+            store._log_pending = False
+            store.failure = f"cannot open output log: {exc.strerror}"
+            return store
+        store._log_pending = False
+        store._log_fd = fd
+        store._scan(fd)
+        return store
+
+    def _scan(self, fd: int) -> None:
+        """Index the records; a torn last one is cut to the bytes it has (see the module doc)."""
         size = os.fstat(fd).st_size
         offset = 0
         while offset + _HEADER.size <= size:
-            seq, _, length = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
-            if offset + _HEADER.size + length > size:
-                break  # a torn tail: the writer died inside this record
-            if not store._index_offsets or offset - store._index_offsets[-1] >= INDEX_SPACING:
-                store._index_seqs.append(seq)
-                store._index_offsets.append(offset)
-            store._last_logged_seq = seq
-            store.total_bytes += length
-            offset += _HEADER.size + length
-        store._log_size = offset
-        store._evicted_upto = store._last_logged_seq  # nothing in memory: all from the log
-        return store
+            seq, code, length = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
+            present = min(length, size - offset - _HEADER.size)
+            if present == 0 and length > 0:
+                break  # a header whose bytes never came: they are still in the pipe
+            if present < length:  # the writer died inside this record
+                os.pwrite(fd, _HEADER.pack(seq, code, present), offset)
+            if not self._index_offsets or offset - self._index_offsets[-1] >= INDEX_SPACING:
+                self._index_seqs.append(seq)
+                self._index_offsets.append(offset)
+            self._last_logged_seq = seq
+            self.total_bytes += present
+            offset += _HEADER.size + present
+        if offset < size:
+            os.ftruncate(fd, offset)
+        self._log_size = offset
+        self._evicted_upto = self._last_logged_seq  # nothing in memory: all from the log
 
     @property
     def log_path(self) -> Path | None:
@@ -99,10 +140,8 @@ class OutputStore:
     def _open_log(self) -> None:
         self._log_pending = False
         assert self._log_path is not None
-        try:
-            self._log_fd = os.open(
-                self._log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-            )
+        try:  # not O_APPEND: splice refuses such a file; we write at `_log_size`
+            self._log_fd = os.open(self._log_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             self.failure = f"cannot open output log: {exc.strerror}"
 
@@ -117,6 +156,58 @@ class OutputStore:
     def append_run(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
         """Chunks `first_seq`, `first_seq + 1`, ... of one stream, logged in one write."""
         self._log(first_seq, stream, pieces)
+        self._remember(first_seq, stream, pieces)
+
+    @property
+    def splices(self) -> bool:
+        """Whether output goes pipe -> log inside the kernel (`splice_run`)."""
+        return self._splice and (self._log_pending or self._log_fd is not None)
+
+    def splice_run(
+        self, first_seq: int, stream: str, pipe: int, size: int, chunk: int
+    ) -> list[bytes] | None:
+        """Move `size` bytes waiting in `pipe` into the log as records of at most `chunk`
+        bytes, then read them back: the chunks `first_seq`, ... (see the module doc).
+
+        None when the log cannot take them (its cap, a full disk): the caller
+        reads them instead, and they live in memory only, as without splice.
+        """
+        if self._log_pending:
+            self._open_log()
+        fd = self._log_fd
+        if fd is None or self._log_size + size + _HEADER.size * (-(-size // chunk)) > self._log_cap:
+            return None
+        code, start, offset = STREAM_CODES[stream], self._log_size, self._log_size
+        sizes: list[int] = []
+        failed: OSError | None = None
+        while sum(sizes) < size and failed is None:
+            length = min(chunk, size - sum(sizes))
+            moved, failed = _splice_record(fd, pipe, offset, first_seq + len(sizes), code, length)
+            if moved == 0:
+                break
+            sizes.append(moved)
+            offset += _HEADER.size + moved
+            if moved < length:
+                break  # the pipe held less than it said: the rest is the next run's
+        if failed is not None:
+            reason = "disk full" if failed.errno == errno.ENOSPC else failed.strerror
+            self._stop_log(f"output log write failed ({reason})")
+        if not sizes:
+            return None
+        blob = os.pread(fd, offset - start, start)
+        pieces, pos = [], 0
+        for seq, length in enumerate(sizes, first_seq):
+            if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
+                self._index_seqs.append(seq)
+                self._index_offsets.append(self._log_size)
+            pieces.append(blob[pos + _HEADER.size : pos + _HEADER.size + length])
+            pos += _HEADER.size + length
+            self._log_size += _HEADER.size + length
+            self._last_logged_seq = seq
+        self._remember(first_seq, stream, pieces)
+        return pieces
+
+    def _remember(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
         for seq, data in enumerate(pieces, first_seq):
             self.total_bytes += len(data)
             self._memory.append(Chunk(seq, stream, data))
@@ -155,7 +246,7 @@ class OutputStore:
             self._stop_log(f"output log {stop}")
             return
         try:
-            written = os.writev(self._log_fd, parts)
+            written = os.pwritev(self._log_fd, parts, self._log_size)
         except OSError as exc:
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
             self._stop_log(f"output log write failed ({reason})")
@@ -345,6 +436,39 @@ class LogRange:
                 break  # a torn tail: nothing more to read
             offset += pos
         return out, False
+
+
+def _splice_record(
+    fd: int, pipe: int, offset: int, seq: int, code: int, length: int
+) -> tuple[int, OSError | None]:
+    """One record at `offset`: its header, then up to `length` bytes spliced from `pipe`.
+
+    Returns how many bytes moved, and the error that stopped it, if any; a
+    record cut short gets a header that says so, one with no bytes is cut off.
+    """
+    moved, failed = 0, None
+    try:
+        os.pwrite(fd, _HEADER.pack(seq, code, length), offset)
+        while moved < length:
+            step = os.splice(pipe, fd, length - moved, offset_dst=offset + _HEADER.size + moved)
+            if step == 0:
+                break
+            moved += step
+    except OSError as exc:
+        failed = exc
+    if moved < length:
+        with contextlib.suppress(OSError):
+            if moved:
+                os.pwrite(fd, _HEADER.pack(seq, code, moved), offset)
+            else:
+                os.ftruncate(fd, offset)
+    return moved, failed
+
+
+def pipe_bytes(fd: int) -> int:
+    """How many bytes wait in a pipe or PTY (FIONREAD), without taking them."""
+    buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", buf)[0])
 
 
 def _whole_records(pieces: list[bytes], written: int) -> list[bytes]:

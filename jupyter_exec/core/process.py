@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -21,7 +22,7 @@ from ..wire.models import Lifetime, ProcessInfo, ProcessState, exit_status
 from ..wire.protocol import Limits
 from . import limits as _limits
 from .child import Child
-from .output import OutputStore
+from .output import OutputStore, pipe_bytes
 from .proctree import ProcessRef, descendant_processes, kill_verified, marked_processes
 from .sandbox import Confinement, likely_denied
 
@@ -71,7 +72,10 @@ class ManagedProcess:
         store: OutputStore,
         publish: Callable[[Event], None],
         on_closed: Callable[[ManagedProcess], None],
+        started_at: int | None = None,
     ) -> None:
+        """`started_at`: a process adopted from a previous daemon (its seqs go on
+        after its log's last record; its `timeoutMs` counts from then)."""
         self.setup = setup
         self.id = setup.process_id
         self.child = child
@@ -80,11 +84,11 @@ class ManagedProcess:
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
         self.state: ProcessState = "running"
-        self.started_at = _now_ms()
+        self.started_at = _now_ms() if started_at is None else started_at
         self.exited_at: int | None = None
         self.exit_code: int | None = None
         self.signal: str | None = None
-        self._last_seq = 0
+        self._last_seq = store.last_seq
         self._changed = asyncio.Event()
         self.exited = asyncio.Event()
         self.closed = asyncio.Event()
@@ -101,7 +105,8 @@ class ManagedProcess:
         self.limit_exceeded: str | None = None
         self._timeout: asyncio.TimerHandle | None = None
         if setup.timeout_ms is not None:
-            self._timeout = self._loop.call_later(setup.timeout_ms / 1000, self._on_timeout)
+            left = setup.timeout_ms - (_now_ms() - self.started_at)
+            self._timeout = self._loop.call_later(max(0, left) / 1000, self._on_timeout)
         for fd in child.outputs:
             self._loop.add_reader(fd, self._on_readable, fd)
         self._loop.add_reader(child.pidfd, self._on_pidfd)
@@ -155,6 +160,11 @@ class ManagedProcess:
         events.sort(key=lambda e: e.seq)
         return events
 
+    @property
+    def stdin_pending(self) -> bool:
+        """Bytes `process/write` accepted that the child's stdin has not taken yet."""
+        return bool(self._stdin_buffer)
+
     def changed(self) -> asyncio.Event:
         """An event set at the next seq-numbered event (for long-poll reads)."""
         return self._changed
@@ -174,24 +184,42 @@ class ManagedProcess:
         self._read_once(fd)
 
     def _read_once(self, fd: int) -> int:
-        """Read one chunk; returns its size, 0 at EOF, -1 when nothing is ready."""
-        try:
-            data = os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            return -1
-        except OSError:  # EIO: the PTY's last slave closed
-            data = b""
-        if not data:
-            self._stream_eof(fd)
-            return 0
+        """Take one run of output; returns its size, 0 at EOF, -1 when nothing is ready.
+
+        A store that splices takes the bytes pipe -> log in the kernel, a PTY's
+        through its staging pipe (output.py); otherwise, or when the log cannot
+        take them, they are read.
+        """
+        pipe = fd
+        if self.child.staging is not None:
+            pipe = self.child.staging[0]
+            if not pipe_bytes(pipe):
+                moved = _stage(fd, self.child.staging[1])
+                if moved <= 0:
+                    if moved == 0:
+                        self._stream_eof(fd)
+                    return moved
         stream = self.child.outputs[fd]
-        pieces = _split(data)
         first = self._last_seq + 1
+        pieces = None
+        if self.store.splices and (size := min(pipe_bytes(pipe), READ_SIZE)):
+            pieces = self.store.splice_run(first, stream, pipe, size, CHUNK_BYTES)
+        if pieces is None:
+            try:
+                data = os.read(pipe, READ_SIZE)
+            except BlockingIOError:
+                return -1
+            except OSError:  # EIO: the PTY's last slave closed
+                data = b""
+            if not data:
+                self._stream_eof(fd)
+                return 0
+            pieces = _split(data)
+            self.store.append_run(first, stream, pieces)
         self._last_seq += len(pieces)
-        self.store.append_run(first, stream, pieces)
         for seq, piece in enumerate(pieces, first):
             self._event_published(OutputEvent(self.id, seq, stream, piece))
-        return len(data)
+        return sum(map(len, pieces))
 
     def _drain(self) -> None:
         for fd in list(self.child.outputs):
@@ -238,7 +266,9 @@ class ManagedProcess:
         if self._timeout is not None:
             self._timeout.cancel()
         self.exit_code, self.signal = self._exit_status
-        self.exited_at = _now_ms()
+        self.exited_at = self.child.exited_at or _now_ms()
+        if self.child.exit_unknown:
+            self.store.failure = "exit status unknown: the exec daemon died as it reaped it"
         self.state = "exited"
         signum = self.exit_code - 128 if self.signal is not None else None
         self.limit_exceeded = _limits.exceeded(self.setup.limits, signum, self.child.cpu_seconds)
@@ -382,6 +412,29 @@ class ManagedProcess:
     def discard(self) -> None:
         """Release the log (the registry removed this process)."""
         self.store.close(remove=True)
+
+
+def _stage(pty: int, staging: int) -> int:
+    """Move what the PTY holds into its (empty) staging pipe: bytes moved, 0 at EOF, -1 none.
+
+    `splice` from a PTY master works on Linux 6.x; where it is refused, the
+    bytes are read and written on, and for that moment they are ours alone.
+    """
+    size = min(pipe_bytes(pty), 1 << 16)  # the staging pipe holds 64 KiB and is empty
+    try:
+        if size:
+            try:
+                return os.splice(pty, staging, size)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        # Splice refused, or bytes came after FIONREAD said none: read them on.
+        data = os.read(pty, size or 4096)
+        return os.write(staging, data) if data else 0
+    except BlockingIOError:
+        return -1
+    except OSError:  # EIO: the PTY's last slave closed
+        return 0
 
 
 def _split(data: bytes) -> list[bytes]:

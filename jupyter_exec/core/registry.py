@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy
 from ..wire.schema import Chunk
 from . import limits, sandbox
-from .child import ChildSpec, build_env, resolve_program, spawn
+from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
 from .confinement import resolve_cwd
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
@@ -87,6 +88,8 @@ class Registry:
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._log_dir: Path | None = None
         self._guardian: object | None = None
+        #: Keeps children alive across our death (the exec daemon's holder); no guardian then.
+        self.keeper: Keeper | None = None
         self._closing = False
         self._fd_limit = raise_fd_limit()
 
@@ -170,19 +173,7 @@ class Registry:
             rows=size.rows if size else 24, cols=size.cols if size else 80,
             preexec=preexec, keep_fds=box.keep_fds if box else (),
         )  # fmt: skip
-        try:
-            child = spawn(spec)
-        except (OSError, subprocess.SubprocessError) as exc:
-            why = (box and box.failure()) or getattr(exc, "strerror", None) or str(exc)
-            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {why}") from None
-        finally:
-            if box is not None:
-                box.close()
-        store = OutputStore(
-            log_dir / f"{uuid.uuid4().hex}.log",
-            self.config.retained_bytes_per_process,
-            self.config.log_bytes_per_process,
-        )
+        log_path = log_dir / f"{uuid.uuid4().hex}.log"
         setup = ProcessSetup(
             process_id=params.process_id,
             argv=list(params.argv),
@@ -197,7 +188,25 @@ class Registry:
             limits=params.limits,
             sandbox=box.conf if box else None,
         )
-        proc = ManagedProcess(setup, child, store, self._publish, self._schedule_removal)
+        started_at = int(time.time() * 1000)
+        meta = None if self.keeper is None else held_meta(setup, log_path, started_at, rules.name)
+        try:
+            child = spawn(spec, self.keeper, log_path.stem, meta)
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = (box and box.failure()) or getattr(exc, "strerror", None) or str(exc)
+            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {why}") from None
+        finally:
+            if box is not None:
+                box.close()
+        store = OutputStore(
+            log_path,
+            self.config.retained_bytes_per_process,
+            self.config.log_bytes_per_process,
+            splice=self.keeper is not None,
+        )
+        proc = ManagedProcess(
+            setup, child, store, self._publish, self._schedule_removal, started_at
+        )
         self._procs[proc.id] = proc
         self._fronts[proc.id] = rules.name
         info = proc.info()
@@ -262,16 +271,31 @@ class Registry:
                 self._log_dir = parent
             else:
                 self._log_dir = Path(tempfile.mkdtemp(prefix="jupyter-exec-", dir=parent))
-            from .guardian import start_guardian
+            if self.keeper is None:
+                from .guardian import start_guardian
 
-            self._guardian = start_guardian(self.id, self._log_dir, self.config.durable_logs)
+                self._guardian = start_guardian(self.id, self._log_dir, self.config.durable_logs)
         return self._log_dir
 
-    def adopt(self, proc: ManagedProcess) -> None:
-        """Take in a process a previous registry left (daemon/persist.py); it is kept
-        for `exited_retention_seconds` like any finished process."""
+    def adopt_child(
+        self, setup: ProcessSetup, child: Child, store: OutputStore, started_at: int, front: str
+    ) -> ManagedProcess:
+        """A running process a previous registry started through `front`, its child
+        now the keeper's."""
+        proc = ManagedProcess(
+            setup, child, store, self._publish, self._schedule_removal, started_at
+        )
         self._procs[proc.id] = proc
-        self._schedule_removal(proc)
+        self._fronts[proc.id] = front
+        return proc
+
+    def adopt(self, proc: ManagedProcess) -> None:
+        """Take in a process a previous registry left (the exec daemon's successor):
+        a running one as if we had started it, a finished one (daemon/persist.py)
+        kept for what remains of `exited_retention_seconds` since it exited."""
+        self._procs[proc.id] = proc
+        if proc.closed.is_set():
+            self._schedule_removal(proc)
 
     # -- read -----------------------------------------------------------------
 
@@ -357,6 +381,8 @@ class Registry:
     def _schedule_removal(self, proc: ManagedProcess) -> None:
         loop = asyncio.get_running_loop()
         delay = self.config.exited_retention_seconds
+        if proc.exited_at is not None:  # what is left of it (one adopted after a restart)
+            delay = max(0.0, delay - (time.time() * 1000 - proc.exited_at) / 1000)
         self._removals[proc.id] = loop.call_later(delay, self._remove, proc.id)
 
     def _remove(self, process_id: str) -> None:
@@ -384,6 +410,9 @@ class Registry:
         finally:
             with contextlib.suppress(OSError):  # out of descriptors: the guardian will
                 kill_verified(marked_processes(f"{self.id}/", prefix=True), signal.SIGKILL)
+                for proc in running:  # adopted ones carry an earlier registry's marker
+                    if not proc.setup.marker.startswith(f"{self.id}/"):
+                        kill_verified(marked_processes(proc.setup.marker), signal.SIGKILL)
             for handle in self._removals.values():
                 handle.cancel()
             self._removals.clear()
@@ -395,6 +424,29 @@ class Registry:
             from .guardian import stop_guardian
 
             stop_guardian(self._guardian)
+
+
+def held_meta(
+    setup: ProcessSetup, log_path: Path, started_at: int, front: str
+) -> dict[str, object]:
+    """What a keeper keeps of a process, for a successor to rebuild it (daemon/holding.py)."""
+    return {
+        "front": front,
+        "processId": setup.process_id,
+        "argv": setup.argv,
+        "cwd": setup.cwd,
+        "tty": setup.tty,
+        "pipeStdin": setup.pipe_stdin,
+        "label": setup.label,
+        "lifetime": setup.lifetime,
+        "owner": setup.owner,
+        "marker": setup.marker,
+        "timeoutMs": setup.timeout_ms,
+        "limits": limits.wire(setup.limits),
+        "sandbox": None if setup.sandbox is None else dataclasses.asdict(setup.sandbox),
+        "log": str(log_path),
+        "startedAt": started_at,
+    }
 
 
 def raise_fd_limit() -> int:

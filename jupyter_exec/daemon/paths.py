@@ -2,7 +2,8 @@
 
 A front speaking daemon protocol N uses only `jupyter-exec-dN.*`: a newer
 package meeting an older daemon starts its own beside it and leaves the old
-one to finish its processes (docs/daemon.md "Upgrades").
+one to finish its processes (docs/daemon.md "Upgrades"). The holder, which
+outlives daemons of every protocol, has its own `jupyter-exec-holderN.*`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from pathlib import Path
 DAEMON_PROTOCOL = 1
 #: Test-only override of `DAEMON_PROTOCOL` (the upgrade test starts an "older" daemon).
 PROTOCOL_ENV = "JUPYTER_EXEC_DAEMON_PROTOCOL"
+#: Test-only override of the version a daemon reports (the upgrade test starts an "older" one).
+VERSION_ENV = "JUPYTER_EXEC_DAEMON_VERSION"
+#: The holder's protocol (daemon/holder.py): its files are named by it.
+HOLDER_PROTOCOL = 1
 #: A unix socket path must fit in sun_path (108 bytes with its NUL).
 _SUN_PATH_MAX = 107
 
@@ -21,6 +26,13 @@ _SUN_PATH_MAX = 107
 def daemon_protocol() -> int:
     override = os.environ.get(PROTOCOL_ENV, "")
     return int(override) if override.isdigit() else DAEMON_PROTOCOL
+
+
+def daemon_version() -> str:
+    """The version a daemon of this package reports (upgrades compare it)."""
+    from .._version import __version__
+
+    return os.environ.get(VERSION_ENV) or __version__
 
 
 def _name(runtime_dir: Path, suffix: str, protocol: int | None) -> Path:
@@ -60,6 +72,26 @@ def log_path(runtime_dir: Path, protocol: int | None = None) -> Path:
 def state_dir(runtime_dir: Path, protocol: int | None = None) -> Path:
     """Output logs (`logs/`) and per-process records (`procs/`), kept across a crash."""
     return _name(runtime_dir, "", protocol)
+
+
+def holder_socket_path(runtime_dir: Path) -> Path:
+    """The holder's socket (SOCK_SEQPACKET, 0600): daemons and starters talk to it there."""
+    return runtime_dir / f"jupyter-exec-holder{HOLDER_PROTOCOL}.sock"
+
+
+def holder_lock_path(runtime_dir: Path) -> Path:
+    """Held by the holder for its whole life: one holder per runtime dir."""
+    return runtime_dir / f"jupyter-exec-holder{HOLDER_PROTOCOL}.lock"
+
+
+def holder_start_lock_path(runtime_dir: Path) -> Path:
+    """Held by a starter while it starts a holder or a daemon, and by a holder as it exits."""
+    return runtime_dir / f"jupyter-exec-holder{HOLDER_PROTOCOL}.start.lock"
+
+
+def holder_log_path(runtime_dir: Path) -> Path:
+    """The holder's own log: which daemons it started, and why."""
+    return runtime_dir / f"jupyter-exec-holder{HOLDER_PROTOCOL}.log"
 
 
 def sun_path(path: Path) -> tuple[str, int | None]:

@@ -10,27 +10,33 @@ spawn never waits for the disk; a record is deleted with its log when the
 process is removed. A process younger than `FLUSH_SECONDS` when its daemon
 is killed has no record yet: it is not listed, and its log is deleted.
 
-The next daemon on the same state dir adopts every record: one whose exit was
-recorded comes back `closed` with its real exit status; one still running
-when its daemon died is `lost` (its guardian killed it: a child cannot be
-handed to another parent). Both keep their output readable from the log and
-their seq numbering; they are removed after `exited_retention_seconds`.
+The holder (daemon/holder.py) keeps every running process across a daemon's
+death, and lets go of one only once its exit record is on disk (`on_released`
+is called after that write), so a process is always either held or recorded
+as exited. The next daemon adopts the held ones live (daemon/holding.py) and
+reads every other record back: one whose exit was recorded comes back
+`closed` with its real exit status; one still running is `lost` (only when
+the holder itself died: nothing kept its pipes). Both keep their output
+readable from the log and their seq numbering; they are removed when
+`exited_retention_seconds` have passed since they exited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..core.output import OutputStore
 from ..core.process import ManagedProcess, ProcessSetup
-from ..core.proctree import ProcessRef, identify, kill_verified
+from ..core.proctree import ProcessRef, kill_verified
 from ..core.registry import Registry
 from ..core.sandbox import Confinement
 from ..wire.events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
@@ -45,8 +51,17 @@ FLUSH_SECONDS = 0.05
 class Persister:
     """A registry listener that keeps one record per process in `procs_dir`."""
 
-    def __init__(self, registry: Registry, procs_dir: Path) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        procs_dir: Path,
+        on_released: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        """`on_released(keys)`: these closed processes' exits are on disk (keys: log stems)."""
         self.registry = registry
+        self.on_released = on_released
+        self._unreleased: set[str] = set()
+        self._releasing: list[str] = []
         self.procs_dir = procs_dir
         procs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._records: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -63,14 +78,30 @@ class Persister:
     def _write_dirty(self) -> None:
         self._flush = None
         batch, self._dirty = self._dirty, {}
-        self._writer.submit(_apply, batch)
+        releasing, self._releasing = self._releasing, []
+        future = self._writer.submit(_apply, batch)
+        if releasing:
+            loop = asyncio.get_running_loop()
+            future.add_done_callback(lambda _: self._written(loop, releasing))
+
+    def _written(self, loop: asyncio.AbstractEventLoop, keys: list[str]) -> None:
+        """In the writer thread: the batch holding these exits is on disk."""
+        with contextlib.suppress(RuntimeError):  # the loop is gone: `close` releases them
+            loop.call_soon_threadsafe(self._release, keys)
+
+    def _release(self, keys: list[str]) -> None:
+        keys = [k for k in keys if k in self._unreleased]
+        self._unreleased.difference_update(keys)
+        if keys and self.on_released is not None:
+            self.on_released(keys)
 
     def close(self) -> None:
-        """Write what is pending and stop the writer thread."""
+        """Write what is pending, stop the writer thread, release what it wrote."""
         if self._flush is not None:
             self._flush.cancel()
             self._write_dirty()
         self._writer.shutdown(wait=True)
+        self._release(list(self._unreleased))
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StartedEvent):
@@ -86,6 +117,11 @@ class Persister:
                 "limitExceeded": proc.limit_exceeded,
             }
             self._mark(path, record)
+        elif isinstance(event, ClosedEvent) and event.process_id in self._records:
+            path = self._records[event.process_id][0]
+            self._unreleased.add(path.stem)
+            self._releasing.append(path.stem)
+            self._mark(path, self._records[event.process_id][1])
         elif isinstance(event, RemovedEvent):
             entry = self._records.pop(event.process_id, None)
             if entry is not None:
@@ -93,9 +129,14 @@ class Persister:
 
     def _started(self, event: StartedEvent) -> None:
         proc = self.registry.find(event.process_id)
-        if proc is None or proc.store.log_path is None:
+        if proc is not None:
+            self.track(proc)
+
+    def track(self, proc: ManagedProcess) -> None:
+        """Keep a record of `proc` (started here, or adopted from the holder)."""
+        if proc.store.log_path is None:
             return
-        info = event.info
+        info = proc.info()
         record = {
             "processId": info.process_id,
             "argv": info.argv,
@@ -103,7 +144,7 @@ class Persister:
             "tty": info.tty,
             "pipeStdin": info.pipe_stdin,
             "pid": info.pid,
-            "pidStartTime": pid_start_time(proc.pid),
+            "pidStartTime": proc.child.ref.start if proc.child.ref.start >= 0 else None,
             "label": info.label,
             "lifetime": info.lifetime,
             "startedAt": info.started_at,
@@ -114,10 +155,13 @@ class Persister:
         self._records[info.process_id] = (path, record)
         self._mark(path, record)
 
-    def recover(self, logs_dir: Path) -> int:
-        """Adopt every record a previous daemon left; returns how many."""
+    def recover(self, logs_dir: Path, held: set[str]) -> int:
+        """Adopt every record a previous daemon left but the `held` ones (log stems,
+        adopted live); returns how many."""
         count = 0
         for path in sorted(self.procs_dir.glob("*.json")):
+            if path.stem in held:
+                continue
             try:
                 record = json.loads(path.read_text())
                 proc = RecoveredProcess(
@@ -133,6 +177,7 @@ class Persister:
             self.registry.adopt(proc)
             count += 1
         kept = {str(record["log"]) for _, record in self._records.values()}
+        kept |= {f"{key}.log" for key in held}
         for log_file in logs_dir.glob("*.log"):  # no record: nobody can list it
             if log_file.name not in kept:
                 log_file.unlink(missing_ok=True)
@@ -190,12 +235,6 @@ class RecoveredProcess(ManagedProcess):
     @property
     def pid(self) -> int:
         return self._pid
-
-
-def pid_start_time(pid: int) -> int | None:
-    """With the pid, it names one process even after pids wrap (proctree.ProcessRef)."""
-    ref = identify(pid)
-    return None if ref is None else ref.start
 
 
 def _kill_if_same(pid: int, start_time: int | None) -> None:

@@ -1,11 +1,12 @@
 """The exec daemon: the registry and its service behind a unix socket, per user.
 
-Started on demand by `daemon.start` (`python -m jupyter_exec.daemon
-RUNTIME_DIR`). It forks once and its parent reports readiness and exits, so
-the daemon is nobody's child: in its own session, it gets no signal aimed at a
-server's process group and leaves no zombie in the starter. Its own settings
-are the user's, read from `jupyter_exec_daemon.json` (config.py), whoever
-starts it; `daemon/settings` answers them and where each came from.
+Started on demand by `daemon.start`, through the holder (daemon/holder.py),
+whose child it is: `python -m jupyter_exec.daemon RUNTIME_DIR`, "ready" on
+stdout once it listens. In its own session, it gets no signal aimed at a
+server's process group. It attaches to the holder and adopts every process a
+previous daemon left there (daemon/holding.py). Its own settings are the
+user's, read from `jupyter_exec_daemon.json` (config.py), whoever starts it;
+`daemon/settings` answers them and where each came from.
 
 Each connection starts with one hello line each way (stable across versions):
 
@@ -22,9 +23,11 @@ already). `front` holds the rules of the front the connection serves
 (an older front) gets `fallback_rules` and a warning in the daemon's log.
 A `stopOnClose` connection carries no messages: when it closes the
 daemon stops everything (`stop_processes_on_shutdown`, even after a SIGKILL
-of the server holding it). `daemon/shutdown` (needs `execute`) and SIGTERM
-stop every process and the daemon; with no process and no client for
-`daemon_idle_seconds` it exits by itself.
+of the server holding it). `daemon/shutdown` (needs `execute`) stops every
+process and the daemon. `daemon/stop` (needs `execute`; `{"reason"}`) and
+SIGTERM stop the daemon only: its processes stay with the holder for the next
+daemon (SPEC 3). With no unfinished process and no client for
+`daemon_idle_seconds` it exits by itself; finished processes stay on disk.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from .._version import __version__
 from ..config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from ..rpc.context import CallContext
 from ..rpc.service import build_service
@@ -50,12 +53,15 @@ from ..wire.lines import as_line, pump_lines
 from ..wire.rules import FrontRules
 from . import paths, sockets
 from .handover import Handovers
+from .holding import HeldProcess, HolderLink, adopt, attach
 from .persist import Persister
 
 log = logging.getLogger("jupyter_exec.daemon")
 
 #: Slack over `max_message_bytes` for the line reader (SPEC 7 refusal happens there).
 _LINE_SLACK = 1 << 16
+#: How long a daemon that stops (not everything) waits for queued stdin to reach its processes.
+STDIN_FLUSH_SECONDS = 5.0
 
 
 def fallback_rules(pid: int) -> FrontRules:
@@ -89,9 +95,13 @@ class Daemon:
         logs_parent = config.log_dir if config.log_dir is not None else self.state_dir
         self.logs_dir = logs_parent / (self.state_dir.name + "-logs")
         self.service = build_service(config, durable_log_dir=self.logs_dir)
-        self.persister = Persister(self.service.registry, self.state_dir / "procs")
+        self.persister = Persister(self.service.registry, self.state_dir / "procs", self._released)
         self.service.methods["daemon/shutdown"] = self._shutdown_method
         self.service.methods["daemon/settings"] = self._settings_method
+        self.service.methods["daemon/stop"] = self._stop_method
+        self.link: HolderLink | None = None
+        #: `daemon/shutdown`: every process goes too; otherwise they stay with the holder.
+        self.stop_everything = False
         self.clients = 0
         self.handovers = Handovers(self.service, self.protocol, config.max_message_bytes, _fallback)
         self.stop = asyncio.Event()
@@ -99,7 +109,12 @@ class Daemon:
 
     async def run(self, ready: int) -> None:
         """Serve until stopped; `ready` (a pipe) gets one line once the socket listens."""
-        recovered = self.persister.recover(self.logs_dir)
+        registry = self.service.registry
+        registry.id = _registry_id(self.state_dir)  # adopted markers keep their prefix
+        held = await self._attach()
+        recovered = self.persister.recover(self.logs_dir, {h.key for h in held})
+        adopted = adopt(held, registry, self.link, self.persister.track) if self.link else 0
+        self._orphan_sessions()
         path = paths.socket_path(self.runtime_dir, self.protocol)
         path.unlink(missing_ok=True)  # we hold the life lock: a socket left here is stale
         server = await asyncio.start_unix_server(
@@ -110,11 +125,14 @@ class Daemon:
         handover = paths.handover_path(self.runtime_dir, self.protocol)
         self.handovers.listen(handover)
         record = paths.record_path(self.runtime_dir, self.protocol)
-        _write_record(record, path, self.protocol)
+        _write_record(record, path, self.protocol, self.link)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop.set)
-        log.info("listening on %s (recovered %d processes)", path, recovered)
+            loop.add_signal_handler(sig, self._stop, signal.Signals(sig).name)
+        log.info(
+            "version %s listening on %s (adopted %d running processes, recovered %d)",
+            paths.daemon_version(), path, adopted, recovered,
+        )  # fmt: skip
         os.write(ready, b"ready\n")
         os.close(ready)
         idle = asyncio.create_task(self._exit_when_idle())
@@ -127,27 +145,98 @@ class Daemon:
             handover.unlink(missing_ok=True)
             await self.handovers.aclose()
             record.unlink(missing_ok=True)
-            await self.service.aclose()
-            self.persister.close()
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            if self.stop_everything or self.link is None or self.link.lost:
+                await self._end_everything()
+            else:
+                await self._let_go()
             # Last: a client waiting for our EOF (stop_daemon) knows everything is gone.
             for writer in list(self._streams):
                 writer.close()
+
+    def _orphan_sessions(self) -> None:
+        """Adopted `connection` processes lost their sessions with the previous daemon:
+        they end after `session_resume_seconds`, as after any connection drop (SPEC 3)."""
+        registry = self.service.registry
+        owners = {
+            p.setup.owner
+            for p in registry.running()
+            if p.setup.lifetime == "connection" and p.setup.owner is not None
+        }
+        loop = asyncio.get_running_loop()
+        for owner in owners:
+            loop.call_later(self.config.session_resume_seconds, registry.terminate_owned_by, owner)
+
+    async def _attach(self) -> list[HeldProcess]:
+        """Take over from the holder what a previous daemon left running."""
+        self.link = await asyncio.to_thread(HolderLink.connect, self.runtime_dir)
+        if self.link is None:
+            log.warning("no holder: processes started here die with this daemon")
+            return []
+        held = await attach(self.link, self.state_dir.name, paths.daemon_version())
+        self.service.registry.keeper = self.link
+        self.link.watch(self._holder_lost)
+        return held
+
+    def _holder_lost(self) -> None:
+        """New processes die with us now (no guardian either: the next daemon finds
+        what is left, lists it lost and kills it)."""
+        self.service.registry.keeper = None
+
+    def _released(self, keys: list[str]) -> None:
+        if self.link is not None:
+            self.link.release_keys(keys)
+
+    def _stop(self, reason: str) -> None:
+        log.info("stopping (%s): processes stay with the holder", reason)
+        self.stop.set()
+
+    async def _end_everything(self) -> None:
+        """`daemon/shutdown`: every process ends, and every trace of them."""
+        await self.service.aclose()
+        self.persister.close()
+        if self.link is not None:
+            self.link.release_all()  # also any that would not close
+            self.link.disconnect()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    async def _let_go(self) -> None:
+        """Stop serving; every process stays with the holder for the next daemon."""
+        for writer in list(self._streams):
+            writer.close()
+        registry = self.service.registry
+        for _ in range(int(STDIN_FLUSH_SECONDS / 0.02)):  # what process/write accepted
+            if not any(p.stdin_pending for p in registry.running()):  # reaches the child
+                break
+            await asyncio.sleep(0.02)
+        self.persister.close()
+        assert self.link is not None
+        self.link.disconnect()
+        if not any(self.persister.procs_dir.iterdir()):
+            shutil.rmtree(self.state_dir, ignore_errors=True)  # nothing left to list
 
     async def _exit_when_idle(self) -> None:
         registry = self.service.registry
         idle_since = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.config.daemon_idle_seconds / 4))
-            if self.clients or self.handovers.count or registry.list_processes():
+            unfinished = any(p.state != "closed" for p in registry.list_processes())
+            if self.clients or self.handovers.count or unfinished:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.config.daemon_idle_seconds:
+                # Finished processes stay listed from their records, by the next daemon.
                 log.info("idle for %.0f s: exiting", self.config.daemon_idle_seconds)
                 self.stop.set()
                 return
 
     async def _shutdown_method(self, ctx: CallContext, params: Any) -> dict[str, Any]:
+        self.stop_everything = True
         ctx.after_response.append(self.stop.set)
+        return {"stopping": True, "pid": os.getpid()}
+
+    async def _stop_method(self, ctx: CallContext, params: Any) -> dict[str, Any]:
+        """`daemon/stop`: this daemon goes, its processes stay (a restart or an upgrade)."""
+        reason = params.get("reason") if isinstance(params, dict) else None
+        ctx.after_response.append(lambda: self._stop(str(reason or "daemon/stop")))
         return {"stopping": True, "pid": os.getpid()}
 
     async def _settings_method(self, ctx: CallContext, params: Any) -> dict[str, Any]:
@@ -156,7 +245,7 @@ class Daemon:
             "settings": self.config.to_wire(),
             "sources": self.sources,
             "pid": os.getpid(),
-            "version": __version__,
+            "version": paths.daemon_version(),
         }
 
     # -- one client -------------------------------------------------------------
@@ -173,6 +262,7 @@ class Daemon:
                 return
             if hello.get("stopOnClose"):
                 await reader.read()  # until the holder goes away, however it dies
+                self.stop_everything = True
                 self.stop.set()
                 return
             rules = hello.get("front") or _fallback(pid)
@@ -196,7 +286,7 @@ class Daemon:
             hello, theirs = {}, None
         answer: dict[str, Any] = {
             "jupyterExecDaemon": self.protocol,
-            "version": __version__,
+            "version": paths.daemon_version(),
             "pid": os.getpid(),
         }
         if theirs != self.protocol:
@@ -237,8 +327,16 @@ def _fallback(pid: int) -> FrontRules:
     return rules
 
 
-def _write_record(record: Path, sock: Path, protocol: int) -> None:
-    data = {"pid": os.getpid(), "version": __version__, "protocol": protocol, "socket": str(sock)}
+def _write_record(record: Path, sock: Path, protocol: int, link: HolderLink | None) -> None:
+    data = {
+        "pid": os.getpid(),
+        "version": paths.daemon_version(),
+        "protocol": protocol,
+        "socket": str(sock),
+        "startedAt": int(time.time() * 1000),
+        # A daemon with a holder hands its processes over on an upgrade (start.py).
+        "holder": None if link is None else link.pid,
+    }
     tmp = record.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -246,11 +344,24 @@ def _write_record(record: Path, sock: Path, protocol: int) -> None:
     os.replace(tmp, record)
 
 
+def _registry_id(state_dir: Path) -> str:
+    """The marker prefix of this state dir's processes, the same for every daemon on it."""
+    path = state_dir / "registry-id"
+    with contextlib.suppress(OSError):
+        return path.read_text()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ident = uuid.uuid4().hex[:12]
+    path.write_text(ident)
+    return ident
+
+
 # -- process set-up ---------------------------------------------------------------
 
 
 def main(argv: list[str]) -> int:
-    """`python -m jupyter_exec.daemon RUNTIME_DIR`; settings from `jupyter_exec_daemon.json`."""
+    """`python -m jupyter_exec.daemon RUNTIME_DIR` as the holder starts it, its settings
+    from `jupyter_exec_daemon.json`: "ready" (or "error: ...") goes to stdout, then the
+    log takes it."""
     runtime_dir = Path(argv[0]).resolve()
     try:
         config, sources = load_daemon_settings()
@@ -258,16 +369,7 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(f"error: {exc}\n")
         return 1
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    read_end, write_end = os.pipe()
-    if os.fork():
-        # The starter's child: wait for the daemon's word, pass it on, and leave.
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as f:
-            word = f.read()
-        sys.stdout.buffer.write(word)
-        return 0 if word.startswith(b"ready") else 1
-    os.close(read_end)
-    os.setsid()
+    ready = os.dup(1)
     _detach_stdio(paths.log_path(runtime_dir))
     with open(paths.lock_path(runtime_dir), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a daemon still stopping finishes first
@@ -275,11 +377,11 @@ def main(argv: list[str]) -> int:
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         try:
-            asyncio.run(_run(runtime_dir, config, sources, write_end))
+            asyncio.run(_run(runtime_dir, config, sources, ready))
         except Exception as exc:
             log.exception("the exec daemon failed")
             with contextlib.suppress(OSError):
-                os.write(write_end, f"error: {exc}\n".encode())
+                os.write(ready, f"error: {exc}\n".encode())
             return 1
     return 0
 

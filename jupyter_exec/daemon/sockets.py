@@ -15,10 +15,10 @@ from pathlib import Path
 from . import paths
 
 
-def bind_private(path: Path) -> socket.socket:
+def bind_private(path: Path, kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A non-blocking unix listener at `path`, 0600 from the start (umask before bind)."""
     address, dir_fd = paths.sun_path(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = socket.socket(socket.AF_UNIX, kind)
     old_umask = os.umask(0o177)  # no window where others may connect
     try:
         listener.bind(address)
@@ -34,10 +34,12 @@ def bind_private(path: Path) -> socket.socket:
     return listener
 
 
-def connect(path: Path, timeout: float | None = None) -> socket.socket | None:
+def connect(
+    path: Path, timeout: float | None = None, kind: int = socket.SOCK_STREAM
+) -> socket.socket | None:
     """A blocking connection to `path`, or None when nobody listens there."""
     address, dir_fd = paths.sun_path(path) if path.parent.exists() else (str(path), None)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, kind)
     sock.settimeout(timeout)
     try:
         sock.connect(address)

@@ -1,24 +1,43 @@
-"""Start the exec daemon on demand: the first front to need it starts it, once.
+"""Start the exec daemon on demand, through the holder; replace an older one.
 
 `ensure_daemon` is synchronous (the CLI and the magics call it directly; the
 Jupyter extension in a thread). Starters race safely: each checks the socket,
-then takes `jupyter-exec-dN.start.lock` (fcntl.flock) and checks again before
-starting one, so two starters get one daemon. The starter passes nothing on:
-the daemon reads the user's settings itself (config.load_daemon_settings), and
-each front sends its own rules with its connections (SPEC 3).
+then takes `jupyter-exec-holderN.start.lock` (fcntl.flock) and checks again
+before starting one, so two starters get one daemon. The daemon is started
+by the holder (daemon/holder.py), started first if none runs, so that the
+daemon's children are re-parented to the holder if it dies.
+
+Upgrades: a daemon whose recorded version is older than this package's, and
+which has a holder, is asked to stop (`daemon/stop` with the reason); a new
+one of this version takes its processes over from the holder. A daemon from
+before the holder cannot hand its processes over: it serves as it is while
+any of them runs, and is replaced once none does (docs/daemon.md "Upgrades").
+The starter passes nothing on: the daemon reads the user's settings itself
+(config.load_daemon_settings), and each front sends its own rules with its
+connections (SPEC 3).
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import os
+import re
+import select
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from . import paths, sockets
+from . import holder, paths, sockets
 
 #: How long a starting daemon may take to listen (imports on a slow machine).
 START_TIMEOUT = 60.0
+#: How long a daemon asked to stop may take to let go.
+STOP_TIMEOUT = 60.0
 
 
 class DaemonStartError(RuntimeError):
@@ -28,13 +47,38 @@ class DaemonStartError(RuntimeError):
 def ensure_daemon(runtime_dir: Path) -> Path:
     """The socket of a running daemon for this runtime dir, started if there is none."""
     path = paths.socket_path(runtime_dir)
-    if listening(path):
+    if listening(path) and outdated(runtime_dir) is None:
         return path
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(paths.start_lock_path(runtime_dir), "a") as lock:
+    with open(paths.holder_start_lock_path(runtime_dir), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not listening(path):
-            _start(runtime_dir)
+        reason = "first use"
+        if listening(path):
+            old = outdated(runtime_dir)
+            if old is None:
+                return path
+            reason = (
+                f"replaces daemon {old['pid']} (version {old['version']}): "
+                f"version {paths.daemon_version()} is installed"
+            )
+            if old.get("holder"):
+                stop_daemon(path, reason)
+            else:
+                reason += "; it was from before the holder and ran nothing any more"
+                _end_preholder(int(old["pid"]), runtime_dir)
+        _start(runtime_dir, reason)
+    return path
+
+
+def restart_daemon(runtime_dir: Path, reason: str) -> Path:
+    """Stop the daemon (its processes stay with the holder) and start one of this version."""
+    path = paths.socket_path(runtime_dir)
+    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(paths.holder_start_lock_path(runtime_dir), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if listening(path):
+            stop_daemon(path, reason)
+        _start(runtime_dir, reason)
     return path
 
 
@@ -47,24 +91,174 @@ def listening(path: Path) -> bool:
     return True
 
 
-def _start(runtime_dir: Path) -> None:
+def outdated(runtime_dir: Path) -> dict[str, Any] | None:
+    """The running daemon's record if it is older than this package and can hand over."""
+    try:
+        record = json.loads(paths.record_path(runtime_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or "pid" not in record:
+        return None
+    if "holder" not in record:  # from before the holder: replaced once it runs nothing
+        return None if _runs_anything(paths.socket_path(runtime_dir)) else record
+    theirs = version_key(str(record.get("version", "")))
+    return record if record["holder"] and theirs < version_key(paths.daemon_version()) else None
+
+
+def _runs_anything(path: Path) -> bool:
+    """Whether the daemon at `path` lists a running process (True if it cannot tell)."""
+    sock = sockets.connect(path, 10)
+    if sock is None:
+        return True
+    messages: list[dict[str, Any]] = [
+        {"jupyterExecDaemon": paths.daemon_protocol(), "allowedActions": ["read"]},
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientName": "starter"}},
+        {"jsonrpc": "2.0", "method": "initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "process/list", "params": {}},
+    ]
+    try:
+        with sock, sock.makefile("rb") as lines:
+            sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+            for line in lines:
+                answer = json.loads(line)
+                if isinstance(answer, dict) and answer.get("id") == 2:
+                    listed = answer["result"]["processes"]
+                    return any(p.get("state") == "running" for p in listed)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return True
+
+
+def _end_preholder(pid: int, runtime_dir: Path) -> None:
+    """SIGKILL a daemon from before the holder that runs nothing: its guardian keeps its
+    logs and records (SIGTERM would delete them), so the next daemon lists them."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return
+    if b"jupyter_exec.daemon" not in cmdline or os.fsencode(runtime_dir) not in cmdline:
+        return  # not that daemon any more
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while listening(paths.socket_path(runtime_dir)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """ "0.2.1" -> (0, 2, 1): the release numbers, enough to order our own versions."""
+    release = re.match(r"[\d.]*", version)
+    return tuple(int(n) for n in (release.group() if release else "").split(".") if n)
+
+
+def stop_daemon(path: Path, reason: str, timeout: float = STOP_TIMEOUT) -> bool:
+    """`daemon/stop`: the daemon goes, its processes stay; True once it closed on us."""
+    sock = sockets.connect(path, timeout)
+    if sock is None:
+        return False
+    messages: list[dict[str, Any]] = [
+        {"jupyterExecDaemon": paths.daemon_protocol(), "allowedActions": None},
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientName": "starter"}},
+        {"jsonrpc": "2.0", "method": "initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "daemon/stop", "params": {"reason": reason}},
+    ]
+    try:
+        with sock:
+            sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+            while sock.recv(1 << 16):  # until it closes every connection, ours last
+                pass
+    except OSError:
+        return False
+    deadline = time.monotonic() + timeout
+    while listening(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return True
+
+
+def holder_request(runtime_dir: Path, message: dict[str, Any]) -> dict[str, Any] | None:
+    """One request to the holder, None if none runs (`daemon status`)."""
+    sock = sockets.connect(paths.holder_socket_path(runtime_dir), 10, socket.SOCK_SEQPACKET)
+    if sock is None:
+        return None
+    with sock:
+        holder.send(sock, {**message, "id": 1})
+        answer, fds = holder.receive(sock)
+    for fd in fds:
+        os.close(fd)
+    return answer
+
+
+def _start(runtime_dir: Path, reason: str) -> None:
+    """Ask the holder (started if needed) to start a daemon; wait for its "ready"."""
+    sock = _holder(runtime_dir)
+    stdin_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe()
+    try:
+        request = {
+            "op": "start",
+            "id": 1,
+            "argv": [sys.executable, "-m", "jupyter_exec.daemon", str(runtime_dir)],
+            "env": dict(os.environ),
+            "cwd": os.getcwd(),
+            "reason": reason,
+        }
+        with sock:
+            holder.send(sock, request, [stdin_r, ready_w])
+            os.close(stdin_r)
+            os.close(ready_w)
+            answer, fds = holder.receive(sock)
+        for fd in fds:
+            os.close(fd)
+        if answer is None or "error" in answer:
+            raise DaemonStartError(f"the holder could not start a daemon: {answer}")
+        word = _read_word(ready_r, runtime_dir)
+    finally:
+        os.close(ready_r)
+    if not word.startswith(b"ready"):
+        why = word.decode(errors="replace").strip() or "no message"
+        raise DaemonStartError(
+            f"the exec daemon failed to start ({why}); see {paths.log_path(runtime_dir)}"
+        )
+
+
+def _read_word(fd: int, runtime_dir: Path) -> bytes:
+    """The daemon's first line (or all it wrote before closing), within START_TIMEOUT."""
+    deadline = time.monotonic() + START_TIMEOUT
+    word = b""
+    while b"\n" not in word:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise DaemonStartError(
+                f"the exec daemon did not start within {START_TIMEOUT:.0f} s; "
+                f"see {paths.log_path(runtime_dir)}"
+            )
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        word += chunk
+    return word
+
+
+def _holder(runtime_dir: Path) -> socket.socket:
+    """A connection to the holder of this runtime dir, started first if none runs."""
+    path = paths.holder_socket_path(runtime_dir)
+    sock = sockets.connect(path, START_TIMEOUT, socket.SOCK_SEQPACKET)
+    if sock is not None:
+        return sock
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "jupyter_exec.daemon", str(runtime_dir)],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "jupyter_exec.daemon.holder", str(runtime_dir)],
             capture_output=True,
             timeout=START_TIMEOUT,
             start_new_session=True,
             close_fds=True,
         )
     except subprocess.TimeoutExpired:
-        raise DaemonStartError(
-            f"the exec daemon did not start within {START_TIMEOUT:.0f} s; "
-            f"see {paths.log_path(runtime_dir)}"
-        ) from None
-    if done.returncode != 0 or not done.stdout.startswith(b"ready"):
+        raise DaemonStartError(f"the holder did not start within {START_TIMEOUT:.0f} s") from None
+    sock = sockets.connect(path, START_TIMEOUT, socket.SOCK_SEQPACKET)
+    if done.returncode != 0 or sock is None:
         why = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
         raise DaemonStartError(
-            f"the exec daemon failed to start ({why[-1] if why else 'no message'}); "
-            f"see {paths.log_path(runtime_dir)}"
+            f"the holder failed to start ({why[-1] if why else 'no message'}); "
+            f"see {paths.holder_log_path(runtime_dir)}"
         )
+    return sock

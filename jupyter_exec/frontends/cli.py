@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bridge", help="relay stdio JSON-RPC to a server's websocket (see: bridge --help)"
     )
     sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
-    sub.add_parser("daemon", help="the exec daemon's settings (see: daemon config --help)")
+    sub.add_parser("daemon", help="show, stop or restart the exec daemon (see: daemon --help)")
     return parser
 
 
@@ -239,7 +239,7 @@ async def _connect(args: argparse.Namespace) -> Any:
             async with embedded:
                 yield embedded
             return
-        daemon = find_daemon() or (_start_daemon() if args.command == "run" else None)
+        daemon = _start_daemon() if args.command == "run" else find_daemon()
         if daemon is not None:  # no server up, but the processes outlive servers
             from .cli_daemon import connect_here
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.core.proctree import ProcessRef
-from jupyter_exec.daemon import paths
+from jupyter_exec.daemon import paths, sockets
 from tests.wire import pid_alive, stop_process
 
 
@@ -129,23 +131,57 @@ def wait_gone(pids: Iterable[int | ProcessRef], seconds: float = 20) -> bool:
     return False
 
 
+def holder_pid(runtime: Path) -> int | None:
+    """The pid of the holder listening in `runtime`, if that pid is a holder of it."""
+    sock = sockets.connect(paths.holder_socket_path(runtime), 10, socket.SOCK_SEQPACKET)
+    if sock is None:
+        return None
+    with sock:
+        pid = sockets.peer(sock)[1]
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ours = b"jupyter_exec.daemon.holder" in cmdline and os.fsencode(runtime) in cmdline
+    return pid if ours else None
+
+
+def kill_daemon(runtime: Path) -> int:
+    """SIGKILL the daemon; returns once its socket refuses (its last thread has exited:
+    its main thread shows as a zombie a moment before the socket closes)."""
+    from jupyter_exec.daemon.start import listening
+
+    pid = daemon_pid(runtime)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not wait_gone([pid], 0.1) or listening(paths.socket_path(runtime)):
+        assert time.monotonic() < deadline, f"exec daemon {pid} survived SIGKILL"
+    return pid
+
+
 def stop_daemon(runtime: Path, protocol: int | None = None) -> None:
-    """SIGTERM (the daemon stops its processes), then SIGKILL; verified gone."""
-    pid = daemon_pid(runtime, protocol)
-    if pid is None:
-        return
-    os.kill(pid, signal.SIGTERM)
-    if not wait_gone([pid]):
-        os.kill(pid, signal.SIGKILL)
-        assert wait_gone([pid]), f"exec daemon {pid} survived SIGKILL"
+    """Stop everything of `runtime`, verified gone: SIGTERM to the holder (its daemons,
+    then every process it holds), and to a daemon without one (it stops its processes)."""
+    for find in (holder_pid, lambda runtime: daemon_pid(runtime, protocol)):
+        pid = find(runtime)
+        if pid is None:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not wait_gone([pid]):
+            os.kill(pid, signal.SIGKILL)
+            assert wait_gone([pid]), f"{pid} survived SIGKILL"
 
 
 def stop_daemons_under(root: Path) -> None:
-    """Stop every exec daemon whose record lies under `root` (test teardown)."""
+    """Stop every exec daemon and holder under `root` (test teardown)."""
     for record in root.rglob("jupyter-exec-d*.json"):
         protocol = record.stem.removeprefix("jupyter-exec-d")
         if protocol.isdigit():
             stop_daemon(record.parent, int(protocol))
+    for holder in root.rglob("jupyter-exec-holder*.sock"):
+        stop_daemon(holder.parent)
 
 
 @contextmanager

@@ -21,7 +21,14 @@ from jupyter_exec.client.unix_transport import connect_daemon, daemon_front
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
 from jupyter_exec.wire.errors import InvalidRequestError
-from tests.daemon.harness import daemon_pid, daemon_settings, daemons_stopped, wait_gone
+from tests.daemon.harness import (
+    daemon_pid,
+    daemon_settings,
+    daemons_stopped,
+    holder_pid,
+    kill_daemon,
+    wait_gone,
+)
 from tests.daemon.test_server_restart import COUNTER
 from tests.wire import tree_of
 
@@ -114,12 +121,15 @@ def try_as_nobody(path: Path) -> str:
     return word
 
 
-def test_a_killed_daemon_leaves_no_orphan_and_its_processes_are_listed_lost(
+def test_a_killed_holder_and_daemon_leave_no_orphan_and_their_processes_are_listed_lost(
     runtime: Path,
 ) -> None:
+    """With nothing left to keep their pipes (the holder died too), processes are lost;
+    the next daemon lists them so and kills what still runs (test_holder.py: the
+    holder alone keeps them)."""
     ensure_daemon(runtime)
-    first = daemon_pid(runtime)
-    assert first is not None
+    first, holder = daemon_pid(runtime), holder_pid(runtime)
+    assert first is not None and holder is not None
 
     async def start() -> set[int]:
         c = await client(runtime)
@@ -134,12 +144,14 @@ def test_a_killed_daemon_leaves_no_orphan_and_its_processes_are_listed_lost(
 
     tree = run(start())
     assert len(tree) >= 2
-    os.kill(first, signal.SIGKILL)
-    assert wait_gone(tree) and wait_gone([first])  # the guardian killed the children
+    os.kill(holder, signal.SIGKILL)
+    assert wait_gone([holder])
+    kill_daemon(runtime)
     assert any((paths.state_dir(runtime) / "procs").glob("*.json"))  # records kept
 
     ensure_daemon(runtime)
     assert daemon_pid(runtime) not in (None, first)
+    assert wait_gone(tree)  # the next daemon killed the orphans it could not adopt
 
     async def check() -> None:
         c = await client(runtime)

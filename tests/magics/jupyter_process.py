@@ -171,6 +171,9 @@ class Kernel:
             time.sleep(0.1)
         client = BlockingKernelClient(connection_file=str(path))
         client.load_connection_file()
+        # The heartbeat counts a kernel dead after 1 s without an answer; a kernel
+        # starting under coverage on two busy cores can take longer than that.
+        client.hb_channel.time_to_dead = 10.0
         client.start_channels()
         client.wait_for_ready(timeout=60)
         return client
