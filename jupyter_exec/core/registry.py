@@ -443,7 +443,7 @@ def held_meta(
         "marker": setup.marker,
         "timeoutMs": setup.timeout_ms,
         "limits": limits.wire(setup.limits),
-        "sandbox": None if setup.sandbox is None else dataclasses.asdict(setup.sandbox),
+        "sandbox": None if setup.sandbox is None else setup.sandbox.record(),
         "log": str(log_path),
         "startedAt": started_at,
     }
