@@ -22,6 +22,9 @@ and every descendant inherits it:
    ``/proc/PID/environ`` of the server cannot be read. Landlock also forbids
    mount and umount from then on, so the mounts above cannot be undone.
 
+The daemon's ``fs/*`` methods ask the same `Confinement` about each path
+(`Confinement.write_refusal`, `hides`), so a patch and a command agree.
+
 Credentials for reaching this server (``JUPYTER_TOKEN``, ...) are removed from
 a sandboxed child's environment (`scrub_env`). Where Landlock or user
 namespaces are missing, a requested sandbox is an error that says which
@@ -104,6 +107,7 @@ class Confinement:
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> Confinement:
+        """What `record` wrote, also by a daemon before `hidden` was recorded."""
         paths = (tuple(data.get(key, ())) for key in ("writable", "read_only", "hidden"))
         return cls(data["mode"], bool(data["network"]), *paths)
 
