@@ -11,7 +11,7 @@ PYTHONS ?= 3.10 3.13
 # version: Python 3.10 gets websockets 16), and the sandbox (its syscalls go through ctypes).
 PYTHONS_TESTS ?= tests/core tests/cli tests/daemon/test_handover.py tests/daemon/test_resume.py \
   tests/sandbox/test_enforcement.py tests/sandbox/test_policy.py tests/sandbox/test_non_root.py \
-  tests/sandbox/test_escape.py
+  tests/sandbox/test_escape.py tests/sandbox/test_fs.py
 PYENV_ROOT ?= $(HOME)/.pyenv
 
 .PHONY: install run serve test test-py test-ts test-pythons chromium lint typecheck bench clean

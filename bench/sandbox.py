@@ -75,10 +75,10 @@ def mechanism_alone(n: int) -> dict[str, float]:
     from jupyter_exec.core.sandbox import Confinement, Sandbox, hidden_dirs
 
     work = tempfile.mkdtemp(prefix="bench-sandbox-")
-    conf = Confinement("workspace-write", False, (work,))
+    conf = Confinement("workspace-write", False, (work,), hidden=tuple(hidden_dirs([])))
 
     def ours() -> None:
-        box = Sandbox(conf, hidden_dirs([]), work)
+        box = Sandbox(conf, work)
         try:
             subprocess.run(["/bin/true"], cwd=work, preexec_fn=box.preexec, check=True)
         finally:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,15 +130,15 @@ class Registry:
         params: StartParams,
         owner: str | None,
         rules: FrontRules,
-        policies: Sequence[SandboxPolicy] = (),
+        policies: Sequence[SandboxPolicy | None] = (),
     ) -> ProcessInfo:
         """Spawn a child synchronously: no event of it can be published before this returns.
 
         `rules` are the requesting front's (SPEC 3): its root and confinement for
         the cwd, its environment as the base of the child's, its `max_processes`
         counted over the processes started through it, its default lifetime. The
-        child runs under every one of `policies` (the front's sandbox policies that
-        apply) and the one it asks for itself (`params.sandbox`) at once (sandbox.py).
+        child runs under every one of `policies` at once (the front's sandbox policies
+        that apply and its own, `rpc.context.CallContext.sandbox_policies`; sandbox.py).
         """
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
@@ -165,7 +165,7 @@ class Registry:
             argv[0] = params.arg0
         size = params.size
         log_dir = self._ensure_log_dir()
-        box = self._sandbox([*policies, params.sandbox], cwd, env, rules, log_dir)
+        box = self._sandbox(policies, cwd, env, rules, log_dir)
         confine = box.preexec if box is not None else None
         preexec = sandbox.preexec_chain(limits.preexec(params.limits), confine)
         spec = ChildSpec(
@@ -225,17 +225,37 @@ class Registry:
         log_dir: Path,
     ) -> sandbox.Sandbox | None:
         """The sandbox a start runs in (None: none); `env` loses what would lead back to us."""
-        policies = [p for p in requested if p is not None]
-        conf = sandbox.confine(policies, cwd, rules.root_dir, env)
+        conf = self.confinement(requested, cwd, rules, env, log_dir)
         if conf is None:
             return None
         sandbox.check_available()
-        conf = sandbox.prepare_protected(conf, None, rules.env)  # ours and the front's
-        box = sandbox.Sandbox(conf, sandbox.hidden_dirs([log_dir, self.config.log_dir]), cwd)
+        box = sandbox.Sandbox(conf, cwd)
         sandbox.scrub_env(env)
         if box.tmp is not None:
             env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
         return box
+
+    def confinement(
+        self,
+        requested: Sequence[SandboxPolicy | None],
+        cwd: str,
+        rules: FrontRules,
+        env: Mapping[str, str],
+        log_dir: Path | None = None,
+    ) -> sandbox.Confinement | None:
+        """What `requested` policies allow, all at once, for a process in `cwd` or an
+        ``fs/*`` call (None: no sandbox): the one place both take it from, so they agree.
+
+        Jupyter's and IPython's dirs (ours and the front's) are protected; the runtime
+        dir and the output logs are hidden.
+        """
+        policies = [p for p in requested if p is not None]
+        conf = sandbox.confine(policies, cwd, rules.root_dir, env)
+        if conf is None:
+            return None
+        conf = sandbox.prepare_protected(conf, None, rules.env)  # ours and the front's
+        hidden = sandbox.hidden_dirs([log_dir or self._log_dir, self.config.log_dir])
+        return dataclasses.replace(conf, hidden=tuple(hidden))
 
     def _near_fd_limit(self) -> bool:
         """Whether counting descriptors is worth its cost (a /proc listing) on this start."""
@@ -423,7 +443,7 @@ def held_meta(
         "marker": setup.marker,
         "timeoutMs": setup.timeout_ms,
         "limits": limits.wire(setup.limits),
-        "sandbox": None if setup.sandbox is None else dataclasses.asdict(setup.sandbox),
+        "sandbox": None if setup.sandbox is None else setup.sandbox.record(),
         "log": str(log_path),
         "startedAt": started_at,
     }

@@ -22,6 +22,9 @@ and every descendant inherits it:
    ``/proc/PID/environ`` of the server cannot be read. Landlock also forbids
    mount and umount from then on, so the mounts above cannot be undone.
 
+The daemon's ``fs/*`` methods ask the same `Confinement` about each path
+(`Confinement.write_refusal`, `hides`), so a patch and a command agree.
+
 Credentials for reaching this server (``JUPYTER_TOKEN``, ...) are removed from
 a sandboxed child's environment (`scrub_env`). Where Landlock or user
 namespaces are missing, a requested sandbox is an error that says which
@@ -30,8 +33,10 @@ namespaces are missing, a requested sandbox is an error that says which
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,22 +72,68 @@ DENIAL_WORDS = ("operation not permitted", "permission denied", "read-only file 
                 "seccomp", "sandbox", "landlock", "failed to write file")  # fmt: skip
 #: Exit codes that mean the shell's own trouble (misuse, not executable, not found).
 _NOT_DENIALS = (2, 126, 127)
+#: What the sandbox's ptrace rule keeps from it (and so ``fs/*`` under a sandbox):
+#: other processes' ``/proc/PID`` entries (environ, mem, fd, ...); the daemon's own too.
+_PROC_ENTRY = re.compile(r"/proc/(\d+|self|thread-self)(/|$)")
 #: `mount(2)`'s arguments: source, target, filesystem type, flags, data.
 Mount = tuple[bytes | None, bytes, bytes | None, int, bytes | None]
 
 
 @dataclass(frozen=True)
 class Confinement:
-    """A policy resolved for one start: what the child may write, whether it has the network."""
+    """A policy resolved for one start or one ``fs/*`` call: what it may write and see.
+
+    The process sandbox enforces it in the child (`Sandbox`); the daemon's
+    ``fs/*`` methods, which run unsandboxed, ask `write_refusal` and `hides` with
+    symlinks resolved. Both read the same fields, so they agree. All paths are
+    real (symlinks resolved).
+    """
 
     mode: SandboxMode
     network: bool
     writable: tuple[str, ...]
+    #: Read-only even inside a writable root (Jupyter's config, Codex's `.git`, ...).
     read_only: tuple[str, ...] = ()
+    #: Seen as empty read-only directories (the runtime dir, the output logs).
+    hidden: tuple[str, ...] = ()
 
     def wire(self) -> dict[str, Any]:
         """As `ProcessInfo.sandbox` lists it."""
         return {"mode": self.mode, "network": self.network, "writableRoots": list(self.writable)}
+
+    def record(self) -> dict[str, Any]:
+        """Everything, for a process record on disk (`from_record` reads it back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> Confinement:
+        """What `record` wrote, also by a daemon before `hidden` was recorded."""
+        paths = (tuple(data.get(key, ())) for key in ("writable", "read_only", "hidden"))
+        return cls(data["mode"], bool(data["network"]), *paths)
+
+    def hides(self, real: str) -> bool:
+        """Whether `real` cannot be seen: inside a hidden directory (which itself shows,
+        empty), or another process's ``/proc`` entry (ptrace-guarded in the sandbox)."""
+        return _PROC_ENTRY.match(real) is not None or any(
+            real != path and _inside(real, path) for path in self.hidden
+        )
+
+    def write_refusal(self, real: str, *, tree: bool = False) -> str | None:
+        """Why `real` may not be created, written or removed (None: it may); with `tree`,
+        everything below it too (removing a directory removes what a cover protects)."""
+        if real in DEVICES or _inside(real, "/dev/pts"):
+            return None
+        if self.hides(real):
+            return "is hidden from sandboxed processes"
+        if not _inside_any(real, self.writable):
+            roots = ", ".join(self.writable) or "none"
+            return f"is outside the sandbox's writable roots ({self.mode}: {roots})"
+        for path in (*self.read_only, *self.hidden):
+            if _inside(real, path):
+                return f"is in {path}, read-only in every sandbox"
+            if tree and _inside(path, real):
+                return f"holds {path}, read-only in every sandbox"
+        return None
 
 
 def confine(
@@ -192,7 +243,7 @@ def unavailable() -> str | None:
     probe_dir = tempfile.mkdtemp(prefix="jupyter-exec-probe-")
     try:
         conf = Confinement("workspace-write", False, (probe_dir,))
-        sandbox = Sandbox(conf, hidden=[], cwd=probe_dir)
+        sandbox = Sandbox(conf, cwd=probe_dir)
         try:
             subprocess.run(["/bin/sh", "-c", "true"], cwd=probe_dir, preexec_fn=sandbox.preexec,
                            check=True, timeout=30, capture_output=True)  # fmt: skip
@@ -250,8 +301,8 @@ class Sandbox:
     parent's copy of the ruleset once the child has started.
     """
 
-    def __init__(self, conf: Confinement, hidden: list[str], cwd: str) -> None:
-        for path in hidden:
+    def __init__(self, conf: Confinement, cwd: str) -> None:
+        for path in conf.hidden:
             if _inside(os.path.realpath(cwd), path):
                 raise InvalidParamsError(
                     f"cwd {cwd!r} is inside {path}, which sandboxed processes cannot see"
@@ -261,7 +312,7 @@ class Sandbox:
         self._cwd = cwd.encode()
         self._maps = (f"{os.getuid()} {os.getuid()} 1".encode(),
                       f"{os.getgid()} {os.getgid()} 1".encode())  # fmt: skip
-        self._mounts = self._plan(hidden)
+        self._mounts = self._plan()
         self._flags = CLONE_NEWUSER | CLONE_NEWNS | (0 if conf.network else CLONE_NEWNET)
         ruleset = landlock.Ruleset(conf.network)
         try:
@@ -287,12 +338,12 @@ class Sandbox:
         except BlockingIOError:
             return None
 
-    def _plan(self, hidden: list[str]) -> list[Mount]:
+    def _plan(self) -> list[Mount]:
         # A mount point cannot be renamed: pinning every directory between a writable
         # root and a covered path keeps the sandbox from moving the cover away.
         pins = dict.fromkeys(
             pin
-            for path in (*self.conf.read_only, *hidden)
+            for path in (*self.conf.read_only, *self.conf.hidden)
             for pin in _between(path, self.conf.writable)
         )
         mounts: list[Mount] = [(p.encode(), p.encode(), None, MS_BIND | MS_REC, None) for p in pins]
@@ -303,7 +354,7 @@ class Sandbox:
         if self.tmp is not None:
             flags = MS_NOSUID | MS_NODEV
             mounts.append((b"tmpfs", self.tmp.encode(), b"tmpfs", flags, b"mode=0700"))
-        for path in hidden:
+        for path in self.conf.hidden:
             flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
             mounts.append((b"tmpfs", path.encode(), b"tmpfs", flags, b"mode=0,size=4k"))
         return mounts
@@ -369,8 +420,7 @@ def prepare_protected(conf: Confinement, *environs: Mapping[str, str] | None) ->
             extra.append(real)
     if not extra:
         return conf
-    read_only = tuple(dict.fromkeys(conf.read_only + tuple(extra)))
-    return Confinement(conf.mode, conf.network, conf.writable, read_only)
+    return dataclasses.replace(conf, read_only=tuple(dict.fromkeys(conf.read_only + tuple(extra))))
 
 
 def preexec_chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:

@@ -245,7 +245,7 @@ def adopt(
             marker=meta["marker"],
             timeout_ms=meta.get("timeoutMs"),
             limits=Limits.model_validate(limits) if limits else None,
-            sandbox=_confinement(box) if box else None,
+            sandbox=Confinement.from_record(box) if box else None,
         )
         store = OutputStore.reopen(
             Path(meta["log"]), config.retained_bytes_per_process, config.log_bytes_per_process
@@ -255,10 +255,3 @@ def adopt(
         on_adopted(proc)
         count += 1
     return count
-
-
-def _confinement(data: dict[str, Any]) -> Confinement:
-    """A held process's sandbox, as `ProcessInfo.sandbox` lists it (registry.held_meta)."""
-    return Confinement(
-        data["mode"], bool(data["network"]), tuple(data["writable"]), tuple(data["read_only"])
-    )

@@ -3,7 +3,7 @@
 The daemon's registry writes its logs into its logs directory (kept by the
 guardian when the daemon dies). Beside them, `state_dir/procs/<log>.json`
 holds what `process/list` shows (processId, argv, cwd, tty, pid and its start
-time, label, lifetime, startedAt) and, once known, the exit record. Records
+time, label, lifetime, startedAt, sandbox) and, once known, the exit record. Records
 are written off the event loop (one writer thread, in order) and coalesced
 over `FLUSH_SECONDS`, so a short command costs one write, not two, and a
 spawn never waits for the disk; a record is deleted with its log when the
@@ -38,6 +38,7 @@ from ..core.output import OutputStore
 from ..core.process import ManagedProcess, ProcessSetup
 from ..core.proctree import ProcessRef, kill_verified
 from ..core.registry import Registry
+from ..core.sandbox import Confinement
 from ..wire.events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class Persister:
             "label": info.label,
             "lifetime": info.lifetime,
             "startedAt": info.started_at,
+            "sandbox": None if proc.setup.sandbox is None else proc.setup.sandbox.record(),
             "log": proc.store.log_path.name,
         }
         path = self.procs_dir / (proc.store.log_path.stem + ".json")
@@ -199,6 +201,7 @@ class RecoveredProcess(ManagedProcess):
             lifetime=record["lifetime"],
             owner=None,
             marker="",
+            sandbox=Confinement.from_record(record["sandbox"]) if record.get("sandbox") else None,
         )
         self.id = self.setup.process_id
         self._pid = int(record["pid"])

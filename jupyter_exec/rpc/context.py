@@ -4,6 +4,16 @@ Method families (`process_methods`, `fs_methods`, `environment`) take a
 `CallContext` and return a result or raise an `ExecError`; `dispatch` builds
 the context and owns the table. Nothing here imports `dispatch`, so a family
 plugs in without importing it back.
+
+`sandbox_policies` is where `process/start` and ``fs/*`` learn which sandbox
+policies a request runs under (docs/sandbox.md): the front's
+`default_sandbox`, its `agent_sandbox` when the caller is an agent, and the
+request's own, which may be stricter than the front's, never looser. An agent
+is a client whose `initialize` clientName starts with one of `AGENT_CLIENTS`
+(Codex sends ``codex-environment``; our MCP faces ``jupyter-exec-mcp...``), or
+a request carrying a Codex-only field (`envPolicy`). The name is the client's
+word: the policy guards against what an agent's commands and patches do, not
+against a client that lies.
 """
 
 from __future__ import annotations
@@ -14,8 +24,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.registry import Registry
+from ..wire.errors import InvalidParamsError
 from ..wire.rules import FrontRules
+from ..wire.sandbox import SandboxPolicy, looser_than
 from .sessions import Session, Sessions
+
+AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 
 class Outlet(Protocol):
@@ -39,7 +53,7 @@ class CallContext:
     #: The rules of the front this request came through (SPEC 3): every use of a
     #: root, confinement, limit or base environment reads them from here.
     rules: FrontRules
-    #: The client's `initialize` name (agents: `process_methods.AGENT_CLIENTS`).
+    #: The client's `initialize` name (agents: `AGENT_CLIENTS`).
     client_name: str = "unknown"
     #: Callbacks run right after the response is queued (e.g. start's auto-subscribe).
     after_response: list[Callable[[], None]] = field(default_factory=list)
@@ -51,6 +65,21 @@ class CallContext:
     @property
     def root_dir(self) -> Path:
         return self.rules.root_dir
+
+    def sandbox_policies(
+        self, requested: SandboxPolicy | None, codex_fields: bool = False
+    ) -> list[SandboxPolicy]:
+        """Every policy this request runs under (module docstring); -32602 if it asks
+        for a looser one than its front's."""
+        agent = codex_fields or self.client_name.startswith(AGENT_CLIENTS)
+        policies = self.rules.sandbox_policies(agent)
+        if requested is None:
+            return list(policies.values())
+        for setting, policy in policies.items():
+            refusal = looser_than(requested, policy, setting)
+            if refusal is not None:
+                raise InvalidParamsError(refusal)
+        return [*policies.values(), requested]
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]

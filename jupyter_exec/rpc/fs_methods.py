@@ -24,7 +24,6 @@ fs/watchMissing    watchId, missing: [path], present: path|null   watching
 ================== ============================================== ======================
 
 Paths are ``file://`` URIs or absolute paths; results use ``file://`` URIs.
-Every ``sandbox`` field is ignored: this server does not sandbox.
 
 Access (SPEC 4): by default any path the server's user can reach, as for the
 ``cwd`` of ``process/start``: an agent that runs commands in a directory can
@@ -33,6 +32,19 @@ on (confinement.py), a path is served only if it lies inside the root after
 symlinks are resolved, so neither ``..`` nor a symlink leads out. The link
 itself may point outside (``fs/getMetadata`` reports it; ``fs/remove`` removes
 the link), but nothing is read or written through it.
+
+Sandbox (docs/sandbox.md): a call runs under the same policies as a process
+started on its connection would (the front's ``default_sandbox``, its
+``agent_sandbox`` for agents, and the call's own ``sandbox`` param, which
+Codex sends on its writes), resolved by the registry into the `Confinement`
+the process sandbox enforces, with the front's root as the workspace. The
+daemon itself is not sandboxed, so it asks that object, with symlinks
+resolved: a write it refuses is `SandboxDeniedError`, and what a sandboxed
+process cannot see (the runtime dir's tokens and sockets, the output logs,
+``/proc/PID``) is absent (-32004); a hidden directory lists empty. Only
+writes that would change something are refused, as in a sandbox: an
+existing directory may be "created" again, a missing path "removed" with
+``force``, and a missing parent is -32004 first.
 
 Errors, chosen for how Codex's client reads them (it maps -32004 to
 ``NotFound`` and -32600 to ``InvalidInput``):
@@ -43,8 +55,11 @@ Errors, chosen for how Codex's client reads them (it maps -32004 to
 - -32600 ``InvalidRequestError``: any other OS failure (permission denied, not
   a file, directory not empty, ...) with the OS message and the path; and,
   confined, a write outside the root (the message names ``confine_to_root``).
+- -32603 ``SandboxDeniedError``: a write the sandbox refuses, with the
+  code and words of Codex's own server (``Read-only file system (os error
+  30)``), then the path and why.
 - -32602 ``InvalidParamsError``: malformed params (relative path, bad URI,
-  bad base64).
+  bad base64, bad ``sandbox``), or a ``sandbox`` looser than the front's.
 """
 
 from __future__ import annotations
@@ -67,8 +82,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field
 
 from ..core.confinement import outside_root
-from ..wire.errors import FsError, InvalidParamsError, InvalidRequestError
-from ..wire.protocol import Params, notification, parse_params
+from ..core.sandbox import Confinement
+from ..wire.errors import FsError, InvalidParamsError, InvalidRequestError, SandboxDeniedError
+from ..wire.protocol import Params, Sandbox, notification, parse_params
 
 if TYPE_CHECKING:
     from .context import CallContext
@@ -93,7 +109,12 @@ CAPABILITIES: dict[str, Any] = {"fsWatchMissing": True}
 # -- params -----------------------------------------------------------------
 
 
-class PathParams(Params):
+class FsParams(Params):
+    #: Codex sends its own object on writes and null on reads; ours as on process/start.
+    sandbox: Sandbox = None
+
+
+class PathParams(FsParams):
     path: str
 
 
@@ -116,13 +137,13 @@ class RemoveParams(PathParams):
     force: bool | None = None
 
 
-class CopyParams(Params):
+class CopyParams(FsParams):
     source_path: str
     destination_path: str
     recursive: bool = False
 
 
-class WatchMissingParams(Params):
+class WatchMissingParams(FsParams):
     watch_id: Annotated[int, Field(strict=True, ge=0)]
     missing: Annotated[list[str], Field(max_length=MAX_WATCHED_PATHS)] = []
     present: str | None = None
@@ -152,22 +173,52 @@ def file_uri(path: Path | str) -> str:
     return Path(path).as_uri()
 
 
-def confine(ctx: CallContext, path: Path, *, follow: bool = True, writing: bool = False) -> Path:
-    """The real path to operate on; with ``confine_to_root`` on, an error if outside the root.
+@dataclass(frozen=True)
+class Access:
+    """Where one call may read and write: its front's root confinement and its sandbox."""
 
-    With ``follow=False`` the last component is kept as is (the link itself,
-    for ``lstat`` and ``remove``); only its parent is resolved. Reading outside
-    is -32004 (absent, to a client of a confined server); writing is -32600, so
-    that Codex reports the message instead of trying to create parent directories.
-    """
-    if follow:
-        real = Path(os.path.realpath(path))
-    else:
-        real = Path(os.path.realpath(path.parent)) / path.name if path.name else path
-    confined = ctx.rules.confine_to_root
-    if confined and (refusal := outside_root(real, ctx.rules, f"path {path}")):
-        raise InvalidRequestError(refusal) if writing else FsError(refusal)
-    return real
+    ctx: CallContext
+    sandbox: Confinement | None
+
+    @classmethod
+    def of(cls, ctx: CallContext, p: FsParams) -> Access:
+        policies = ctx.sandbox_policies(p.sandbox)
+        env = os.environ if ctx.rules.env is None else ctx.rules.env
+        return cls(ctx, ctx.registry.confinement(policies, str(ctx.root_dir), ctx.rules, env))
+
+    def real(self, path: Path, *, follow: bool = True, writing: bool = False) -> Path:
+        """The real path to operate on, or an error if this call may not reach it.
+
+        With ``follow=False`` the last component is kept as is (the link itself,
+        for ``lstat`` and ``remove``); only its parent is resolved. Confined,
+        reading outside the root is -32004 (absent, to a client of a confined
+        server); writing is -32600, so that Codex reports the message instead of
+        trying to create parent directories. Hidden from the sandbox: -32004.
+        """
+        if follow:
+            real = Path(os.path.realpath(path))
+        else:
+            real = Path(os.path.realpath(path.parent)) / path.name if path.name else path
+        rules = self.ctx.rules
+        if rules.confine_to_root and (refusal := outside_root(real, rules, f"path {path}")):
+            raise InvalidRequestError(refusal) if writing else FsError(refusal)
+        if self.sandbox is not None and self.sandbox.hides(str(real)):
+            raise _os_error(FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)), path)
+        return real
+
+    def check_write(self, real: Path, shown: Path | str, *, tree: bool = False) -> None:
+        """Refuse a write (with `tree`, a removal or replacement of all below) at `real`."""
+        rules = self.ctx.rules
+        if rules.confine_to_root and (refusal := outside_root(real, rules, f"path {shown}")):
+            raise InvalidRequestError(refusal)
+        if self.sandbox is not None:
+            reason = self.sandbox.write_refusal(str(real), tree=tree)
+            if reason is not None:
+                raise SandboxDeniedError(str(shown), reason)
+
+    def shows_empty(self, real: Path) -> bool:
+        """Whether a directory is hidden from the sandbox: it lists empty, copies empty."""
+        return self.sandbox is not None and str(real) in self.sandbox.hidden
 
 
 def _os_error(exc: OSError, path: Path) -> FsError | InvalidRequestError:
@@ -191,8 +242,9 @@ async def _run(func: Callable[[], T], path: Path) -> T:
 async def get_metadata(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    link = confine(ctx, path, follow=False)
-    target = confine(ctx, path)
+    access = Access.of(ctx, p)
+    link = access.real(path, follow=False)
+    target = access.real(path)
 
     def metadata() -> dict[str, Any]:
         link_st = os.lstat(link)
@@ -218,7 +270,7 @@ def _birth_ms(st: os.stat_result) -> int:
 async def read_file(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    real = confine(ctx, path)
+    real = Access.of(ctx, p).real(path)
 
     def read() -> bytes:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on files).
@@ -244,18 +296,28 @@ async def write_file(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(WriteFileParams, params)
     path = parse_path(p.path)
     data = p.data()
-    real = confine(ctx, path, writing=True)
-    await _run(lambda: real.write_bytes(data), path)
+    access = Access.of(ctx, p)
+    real = access.real(path, writing=True)
+
+    def write() -> None:
+        if real.parent.is_dir():  # else the OS's ENOENT comes first, as in a sandbox
+            access.check_write(real, path)
+        real.write_bytes(data)
+
+    await _run(write, path)
     return {}
 
 
 async def create_directory(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(CreateDirectoryParams, params)
     path = parse_path(p.path)
-    real = confine(ctx, path, writing=True)
+    access = Access.of(ctx, p)
+    real = access.real(path, writing=True)
     recursive = p.recursive is not False
 
     def mkdir() -> None:
+        if not real.is_dir() and (recursive or real.parent.is_dir()):
+            access.check_write(real, path)
         if recursive:
             os.makedirs(real, exist_ok=True)
         else:
@@ -268,10 +330,13 @@ async def create_directory(ctx: CallContext, params: Any) -> dict[str, Any]:
 async def read_directory(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    real = confine(ctx, path)
+    access = Access.of(ctx, p)
+    real = access.real(path)
 
     def entries() -> list[dict[str, Any]]:
         with os.scandir(real) as it:
+            if access.shows_empty(real):
+                return []
             return [
                 {
                     "fileName": entry.name,
@@ -289,7 +354,8 @@ async def remove(ctx: CallContext, params: Any) -> dict[str, Any]:
     path a success; ``recursive`` (default true) allows non-empty directories."""
     p = parse_params(RemoveParams, params)
     path = parse_path(p.path)
-    real = confine(ctx, path, follow=False, writing=True)
+    access = Access.of(ctx, p)
+    real = access.real(path, follow=False, writing=True)
     if real == ctx.root_dir:
         raise InvalidRequestError(f"refusing to remove the root {real} of {ctx.rules.name}")
     recursive = p.recursive is not False
@@ -302,6 +368,7 @@ async def remove(ctx: CallContext, params: Any) -> dict[str, Any]:
             if force:
                 return
             raise
+        access.check_write(real, path, tree=True)
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(real)
         elif recursive:
@@ -315,14 +382,30 @@ async def remove(ctx: CallContext, params: Any) -> dict[str, Any]:
 
 async def copy(ctx: CallContext, params: Any) -> dict[str, Any]:
     """Copy a file, or a directory tree with ``recursive: true``. Symlinks inside
-    a copied tree are copied as links, never followed."""
+    a copied tree are copied as links, never followed. Each file and directory
+    is checked where it lands (symlinks resolved), so a link already in the
+    destination leads nowhere the call may not write."""
     p = parse_params(CopyParams, params)
     source = parse_path(p.source_path, "sourcePath")
     destination = parse_path(p.destination_path, "destinationPath")
-    real_source = confine(ctx, source)
-    real_destination = confine(ctx, destination, writing=True)
+    access = Access.of(ctx, p)
+    real_source = access.real(source)
+    real_destination = access.real(destination, writing=True)
+
+    def landing(target: str) -> None:
+        access.check_write(Path(os.path.realpath(target)), target)
+
+    def copy_file(src: str, dst: str) -> None:
+        landing(dst)
+        shutil.copy2(src, dst)
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        landing(os.path.join(real_destination, os.path.relpath(directory, real_source)))
+        return names if access.shows_empty(Path(os.path.realpath(directory))) else []
 
     def cp() -> None:
+        if real_destination.parent.is_dir() or real_source.is_dir():
+            access.check_write(real_destination, destination)
         if os.path.isdir(real_source):
             if not p.recursive:
                 raise InvalidRequestError(
@@ -330,7 +413,8 @@ async def copy(ctx: CallContext, params: Any) -> dict[str, Any]:
                 )
             if real_destination.is_relative_to(real_source):
                 raise InvalidRequestError(f"cannot copy {source} into itself ({destination})")
-            shutil.copytree(real_source, real_destination, symlinks=True, dirs_exist_ok=True)
+            shutil.copytree(real_source, real_destination, symlinks=True, ignore=ignore,
+                            copy_function=copy_file, dirs_exist_ok=True)  # fmt: skip
         else:
             shutil.copyfile(real_source, real_destination)
 
@@ -341,7 +425,7 @@ async def copy(ctx: CallContext, params: Any) -> dict[str, Any]:
 async def canonicalize(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(PathParams, params)
     path = parse_path(p.path)
-    real = confine(ctx, path)
+    real = Access.of(ctx, p).real(path)
     await _run(lambda: os.stat(real), path)
     return {"path": file_uri(real)}
 
@@ -430,10 +514,11 @@ _WATCHES: weakref.WeakKeyDictionary[Connection, MissingWatch] = weakref.WeakKeyD
 
 async def watch_missing(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(WatchMissingParams, params)
-    missing = _servable(ctx, [parse_path(raw, "missing") for raw in p.missing])
+    access = Access.of(ctx, p)
+    missing = _servable(access, [parse_path(raw, "missing") for raw in p.missing])
     present = None
     if p.present is not None:
-        found = _servable(ctx, [parse_path(p.present, "present")])
+        found = _servable(access, [parse_path(p.present, "present")])
         present = found[0] if found else None
     return {"watching": await _watch_of(ctx.connection).replace(p.watch_id, missing, present)}
 
@@ -452,12 +537,12 @@ def _watch_of(connection: Connection) -> MissingWatch:
     return watch
 
 
-def _servable(ctx: CallContext, paths: list[Path]) -> list[Path]:
-    """The paths this server may serve: all of them, unless confined to the root."""
+def _servable(access: Access, paths: list[Path]) -> list[Path]:
+    """The paths this call may see: all of them, unless confined to the root or hidden."""
     inside = []
     for path in paths:
         with contextlib.suppress(FsError):
-            inside.append(confine(ctx, path, follow=False))
+            inside.append(access.real(path, follow=False))
     return inside
 
 

@@ -6,14 +6,9 @@ run inside its root (their cwd, symlinks resolved): `process/list` and its
 with -32600 naming the setting and the front (`_confined`). An unconfined
 front sees every process of the daemon, whichever front started it.
 
-`process/start` also applies the front's sandbox policies (docs/sandbox.md):
-`default_sandbox` to every process, `agent_sandbox` besides to what an agent
-starts. A request may ask for a stricter sandbox than either, never a looser
-one. An agent is a client whose `initialize` clientName starts with one of
-`AGENT_CLIENTS` (Codex sends ``codex-environment``; our MCP faces
-``jupyter-exec-mcp...``), or a start carrying Codex's own `envPolicy`. The
-name is the client's word: the policy guards against what an agent's
-commands do, which run inside the sandbox, not against a client that lies.
+`process/start` also applies the front's sandbox policies and the request's
+own (`CallContext.sandbox_policies`, docs/sandbox.md); a start carrying Codex's
+own `envPolicy` comes from an agent.
 """
 
 from __future__ import annotations
@@ -22,7 +17,7 @@ from typing import Any
 
 from ..core.confinement import SETTING, sees
 from ..core.registry import ReadOutcome, Registry
-from ..wire.errors import InvalidParamsError, InvalidRequestError
+from ..wire.errors import InvalidRequestError
 from ..wire.events import Event, StartedEvent
 from ..wire.protocol import (
     ListParams,
@@ -37,31 +32,19 @@ from ..wire.protocol import (
     parse_params,
 )
 from ..wire.rules import FrontRules
-from ..wire.sandbox import looser_than
 from ..wire.schema import ReadResult
 from .context import CallContext, Handler
-
-AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
-    policies = ctx.rules.sandbox_policies(agent=is_agent(ctx.client_name, p))
-    if p.sandbox is not None:
-        for setting, policy in policies.items():
-            refusal = looser_than(p.sandbox, policy, setting)
-            if refusal is not None:
-                raise InvalidParamsError(refusal)
-    info = ctx.registry.start(p, ctx.session_id, ctx.rules, list(policies.values()))
+    policies = ctx.sandbox_policies(p.sandbox, codex_fields=p.env_policy is not None)
+    info = ctx.registry.start(p, ctx.session_id, ctx.rules, policies)
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
     # Codex's names: `linuxSeccomp` is its Linux sandbox, whatever enforces it.
     sandbox_type = "none" if info.sandbox is None else "linuxSeccomp"
     return {"processId": p.process_id, "sandboxType": sandbox_type}
-
-
-def is_agent(client_name: str, p: StartParams) -> bool:
-    return client_name.startswith(AGENT_CLIENTS) or p.env_policy is not None
 
 
 def _follow(ctx: CallContext, process_id: str, after_seq: int) -> None:

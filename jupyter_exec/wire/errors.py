@@ -13,6 +13,9 @@ Hierarchy::
     ├── MethodNotFoundError         -32601
     ├── InvalidParamsError          -32602 bad types, cwd, program, pattern, base64
     ├── FsError                     -32004 file-system method failed (OS message)
+    ├── SandboxDeniedError          -32603 an ``fs/*`` write its sandbox refuses, as
+    │                                      Codex's server says it (EROFS), data kind
+    │                                      ``sandboxDenied``
     └── InternalError               -32603 a bug; the message hides internals
 
 Every layer raises these; only ``dispatch`` turns them into wire errors, and
@@ -116,6 +119,25 @@ class FsError(ExecError):
     code = ErrorCode.FS_ERROR
 
 
+class SandboxDeniedError(ExecError):
+    """An ``fs/*`` write outside what its sandbox allows (docs/sandbox.md).
+
+    Codex's own exec-server runs such a write in its sandbox, where it fails
+    with EROFS and answers -32603 ``Read-only file system (os error 30)``; this
+    gives the same code and opening words (Codex shows "Failed to write
+    file"), then the path and why.
+    """
+
+    code = ErrorCode.INTERNAL_ERROR
+    kind = "sandboxDenied"
+
+    def __init__(self, path: str, reason: str) -> None:
+        message = f"Read-only file system (os error 30): {path} {reason}"
+        super().__init__(message, {"kind": self.kind, "path": path, "reason": reason})
+        self.path = path
+        self.reason = reason
+
+
 class InternalError(ExecError):
     code = ErrorCode.INTERNAL_ERROR
 
@@ -135,6 +157,9 @@ _BY_KIND: dict[str, Callable[[Mapping[str, Any]], ExecError]] = {
     ProcessExistsError.kind: lambda data: ProcessExistsError(str(data.get("processId", ""))),
     TooManyProcessesError.kind: lambda data: TooManyProcessesError(
         int(data.get("limit", 0)), str(data["front"]) if "front" in data else None
+    ),
+    SandboxDeniedError.kind: lambda data: SandboxDeniedError(
+        str(data.get("path", "")), str(data.get("reason", ""))
     ),
 }
 

@@ -16,17 +16,17 @@ from typing import Annotated, Any, Literal, TypeVar
 import orjson
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from .errors import InvalidParamsError, InvalidRequestError, ParseError
 from .models import SIGNALS, Lifetime
-from .sandbox import SandboxPolicy, from_wire
+from .sandbox import from_wire
 from .schema import RequestId as RequestId
 from .schema import error_response as error_response
 from .schema import notification as notification
@@ -35,6 +35,9 @@ from .schema import response as response
 NonNegative = Annotated[int, Field(strict=True, ge=0, le=2**53)]
 Positive = Annotated[int, Field(strict=True, ge=1, le=10_000)]
 ProcessId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+#: A mode name, ``{"mode", "network"?, "writableRoots"?}`` or Codex's object (wire/sandbox.py),
+#: parsed into a `SandboxPolicy` (its InvalidParamsError names the member); None: the front's.
+Sandbox = Annotated[Any, BeforeValidator(from_wire)]
 
 
 class Params(BaseModel):
@@ -89,14 +92,7 @@ class StartParams(Params):
     #: Wall-clock limit: terminated as by `process/terminate` when it passes.
     timeout_ms: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
     limits: Limits | None = None
-    #: A mode name, ``{"mode", "network"?, "writableRoots"?}`` or Codex's object
-    #: (wire/sandbox.py), parsed into a `SandboxPolicy`; None: the front's policy.
-    sandbox: Any = None
-
-    @field_validator("sandbox", mode="before")
-    @classmethod
-    def _parse_sandbox(cls, value: Any) -> SandboxPolicy | None:
-        return from_wire(value)  # its InvalidParamsError names the member
+    sandbox: Sandbox = None
 
 
 class ProcessParams(Params):

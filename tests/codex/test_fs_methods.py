@@ -13,6 +13,8 @@ import pytest
 
 from jupyter_exec.core.registry import Registry
 from jupyter_exec.rpc import fs_methods
+from jupyter_exec.rpc.context import CallContext
+from jupyter_exec.rpc.sessions import Session, Sessions
 from jupyter_exec.wire.errors import ErrorCode, ExecError
 from jupyter_exec.wire.rules import FrontRules
 
@@ -39,19 +41,19 @@ class FakeConnection:
     __hash__ = object.__hash__
 
 
-@dataclass
-class FakeContext:
-    """A CallContext with a real registry, its front's rules and a fake connection."""
+class FakeContext(CallContext):
+    """A real CallContext (a real registry, its front's rules) with a fake connection."""
 
-    root_dir: Path
-    confine_to_root: bool = False
-    connection: FakeConnection = field(default_factory=FakeConnection)
-    session_id: str = "test-session"
-    registry: Registry = field(default_factory=Registry)
-    rules: FrontRules = field(init=False)
+    connection: FakeConnection
 
-    def __post_init__(self) -> None:
-        self.rules = FrontRules("the test front", self.root_dir, self.confine_to_root)
+    def __init__(self, root_dir: Path, confine_to_root: bool = False, **rules: Any) -> None:
+        super().__init__(
+            registry=Registry(),
+            sessions=Sessions(60, lambda session: None),
+            session=Session("test-session"),
+            connection=FakeConnection(),
+            rules=FrontRules("the test front", root_dir, confine_to_root, **rules),
+        )
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ id -u
 """
 
 
-def as_nobody(conf: Confinement | None, argv: list[str], hidden: list[str], cwd: str) -> str:
+def as_nobody(conf: Confinement | None, argv: list[str], cwd: str) -> str:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -44,7 +44,7 @@ def as_nobody(conf: Confinement | None, argv: list[str], hidden: list[str], cwd:
             # its /proc/self files are root's: no uid_map could be written).
             ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
             box = None
-            box = Sandbox(conf, hidden, cwd) if conf is not None else None
+            box = Sandbox(conf, cwd) if conf is not None else None
             done = subprocess.run(argv, cwd=cwd, capture_output=True, timeout=30,
                                   preexec_fn=box.preexec if box else None)  # fmt: skip
             os.write(write_end, done.stdout + done.stderr)
@@ -80,12 +80,12 @@ def check_as_nobody(top: Path) -> None:
     try:
         argv = ["/bin/sh", "-c", SCRIPT, "sh", str(inside), str(outside), str(hidden),
                 str(victim.pid)]  # fmt: skip
-        free = as_nobody(None, argv, [], str(inside))
+        free = as_nobody(None, argv, str(inside))
         assert free.split() == ["wrote-inside", "1", str(NOBODY)], free
         (inside / "inside.txt").unlink()
         (outside / "outside.txt").unlink()
-        conf = Confinement("workspace-write", False, (str(inside),))
-        boxed = as_nobody(conf, argv, [str(hidden)], str(inside))
+        conf = Confinement("workspace-write", False, (str(inside),), hidden=(str(hidden),))
+        boxed = as_nobody(conf, argv, str(inside))
         assert (inside / "inside.txt").exists() and not (outside / "outside.txt").exists(), boxed
         lines = [line for line in boxed.splitlines() if "Permission denied" not in line]
         assert lines == ["wrote-inside", "outside-refused", "0", "environ-refused",
