@@ -8,28 +8,7 @@ the exec daemon's socket, `discovery` finds where a user's processes live,
 lazily). Nothing here imports tornado, IPython or pydantic.
 """
 
-from .exec_client import (
-    Chunk,
-    ClosedEvent,
-    ConnectionLostError,
-    ExecClient,
-    ExitedEvent,
-    OutputEvent,
-    ProcessEvent,
-    ReadResult,
-    SyncExecClient,
-    websocket_url,
-)
+from . import exec_client
+from .exec_client import *  # noqa: F403  (the client's public names, listed once there)
 
-__all__ = [
-    "Chunk",
-    "ClosedEvent",
-    "ConnectionLostError",
-    "ExecClient",
-    "ExitedEvent",
-    "OutputEvent",
-    "ProcessEvent",
-    "ReadResult",
-    "SyncExecClient",
-    "websocket_url",
-]
+__all__ = exec_client.__all__

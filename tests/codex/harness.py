@@ -146,6 +146,15 @@ args = ["serve", "--listen", "stdio", "--root", {json.dumps(str(root))}]
 """
 
 
+def point_at(codex: Codex, transport: str, root: Path, server: RunningServer | None) -> str | None:
+    """The exec-server URL Codex gets for `transport`; for stdio it starts its own server."""
+    if transport == "stdio":
+        codex.environments_toml = stdio_environments_toml(root)
+        return None
+    assert server is not None
+    return server.url
+
+
 # -- a small JSON-RPC client, to look at our registry from outside --------------------
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Codex, RunningServer, standalone_server, stdio_environments_toml
+from .harness import Codex, point_at, standalone_server
 from .model_server import ScriptedModel, apply_patch, exec_command, tool_outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -52,12 +52,8 @@ def test_apply_patch_outside_the_root(
             [exec_command("cat notes/added.txt; pwd")],
         ]
     )
-    url = None
-    if transport == "stdio":
-        codex.environments_toml = stdio_environments_toml(server_root)
-    else:
-        server: RunningServer = request.getfixturevalue(transport)
-        url = server.url
+    server = None if transport == "stdio" else request.getfixturevalue(transport)
+    url = point_at(codex, transport, server_root, server)
 
     result = codex.run(elsewhere, url)
 

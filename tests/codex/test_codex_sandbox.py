@@ -24,7 +24,7 @@ import pytest
 
 from tests.sandbox.harness import needs_sandbox, outside_tmp
 
-from .harness import Codex, RunningServer, processes, stdio_environments_toml
+from .harness import Codex, RunningServer, point_at, processes
 from .model_server import ScriptedModel, apply_patch, exec_command, tool_outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -59,12 +59,8 @@ def test_codex_workspace_write_without_network(
             )]]
         )  # fmt: skip
         codex.sandbox_mode = "workspace-write"  # network_access is off by default
-        url = None
-        if transport == "stdio":
-            codex.environments_toml = stdio_environments_toml(server_root)
-        else:
-            server: RunningServer = request.getfixturevalue(transport)
-            url = server.url
+        server = None if transport == "stdio" else request.getfixturevalue(transport)
+        url = point_at(codex, transport, server_root, server)
         result = codex.run(workdir, url)
 
         commands = result.items("command_execution")

@@ -8,10 +8,8 @@ import re
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,6 @@ from jupyter_exec.wire.errors import InvalidRequestError
 from tests.daemon.harness import (
     daemon_pid,
     daemon_settings,
-    daemons_stopped,
     holder_pid,
     kill_daemon,
     wait_gone,
@@ -33,18 +30,6 @@ from tests.daemon.test_server_restart import COUNTER
 from tests.wire import tree_of
 
 NOBODY = 65534
-
-
-@pytest.fixture
-def runtime() -> Iterator[Path]:
-    """A short runtime dir in /tmp (0700), its daemon stopped at the end."""
-    path = Path(tempfile.mkdtemp(prefix="jx-daemon-"))
-    with daemons_stopped(path):
-        yield path
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
 
 
 async def client(runtime: Path, **kwargs: object) -> ExecClient:
@@ -79,7 +64,7 @@ def test_socket_is_0600_and_other_users_are_refused(runtime: Path) -> None:
     os.chmod(sock, 0o600)
     os.chmod(runtime, 0o700)
     # Ours still get in, and nothing else was harmed.
-    assert run(_list(runtime)) == []
+    assert asyncio.run(_list(runtime)) == []
 
 
 async def _list(runtime: Path) -> list[str]:
@@ -142,7 +127,7 @@ def test_a_killed_holder_and_daemon_leave_no_orphan_and_their_processes_are_list
         await c.close()
         return set().union(*(tree_of(p) for p in pids))
 
-    tree = run(start())
+    tree = asyncio.run(start())
     assert len(tree) >= 2
     os.kill(holder, signal.SIGKILL)
     assert wait_gone([holder])
@@ -174,7 +159,7 @@ def test_a_killed_holder_and_daemon_leave_no_orphan_and_their_processes_are_list
         assert "count" not in {p.process_id for p in await c.list()}
         await c.close()
 
-    run(check())
+    asyncio.run(check())
     procs = paths.state_dir(runtime) / "procs"
     deadline = time.monotonic() + 10  # records are written (and deleted) a moment later
     while len(list(procs.glob("*.json"))) != 2 and time.monotonic() < deadline:
@@ -229,7 +214,7 @@ def test_shutdown_needs_execute_and_a_read_only_peer_changes_nothing(runtime: Pa
         assert await reader.list() == []
         await reader.close()
 
-    run(check())
+    asyncio.run(check())
     assert daemon_pid(runtime) is not None
 
 
@@ -248,4 +233,4 @@ def test_a_bad_hello_is_answered_and_closed(runtime: Path) -> None:
 
     assert b'"error": "this exec daemon speaks protocol 1, not None"' in hello(b"not json\n")
     assert b"not 7" in hello(b'{"jupyterExecDaemon": 7}\n')
-    assert run(_list(runtime)) == []  # it goes on serving
+    assert asyncio.run(_list(runtime)) == []  # it goes on serving

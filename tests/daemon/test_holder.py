@@ -9,9 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,6 @@ from jupyter_exec.daemon.start import ensure_daemon, holder_request
 from tests.daemon.harness import (
     daemon_pid,
     daemon_settings,
-    daemons_stopped,
     holder_pid,
     kill_daemon,
     wait_gone,
@@ -33,18 +30,6 @@ from tests.daemon.test_daemon import client, numbered, read_all, try_as_nobody
 from tests.daemon.test_server_restart import COUNTER
 from tests.magics.jupyter_process import BIN, clean_env
 from tests.wire import pid_alive, tree_of
-
-
-@pytest.fixture
-def runtime() -> Iterator[Path]:
-    """A short runtime dir in /tmp (0700); its holder, daemon and processes stopped."""
-    path = Path(tempfile.mkdtemp(prefix="jx-holder-"))
-    with daemons_stopped(path):
-        yield path
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
 
 
 async def seqs(c: ExecClient, process_id: str) -> list[int]:
@@ -83,7 +68,7 @@ def test_a_killed_daemon_loses_no_process_and_no_byte(runtime: Path) -> None:
         await c.close()
         return pids, printed
 
-    pids, printed = run(start())
+    pids, printed = asyncio.run(start())
     tree = tree_of(pids["pipe"]) | tree_of(pids["tty"])
     kill_daemon(runtime)
     time.sleep(1.5)  # the counter goes on printing, "late" exits: no daemon is up
@@ -117,7 +102,7 @@ def test_a_killed_daemon_loses_no_process_and_no_byte(runtime: Path) -> None:
             assert (await c.wait(name, timeout=30)).exit_code == 143
         await c.close()
 
-    run(check())
+    asyncio.run(check())
     assert wait_gone(tree)
     _shutdown(runtime)
     assert holder is not None and wait_gone([holder])  # nothing held, no daemon: it exits
@@ -142,7 +127,7 @@ def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
         await c.close()
         return info.pid
 
-    pid = run(start())
+    pid = asyncio.run(start())
     first = daemon_pid(runtime)
     assert first is not None
 
@@ -180,7 +165,7 @@ def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
         assert got == list(range(len(got)))
         await c.close()
 
-    run(check())
+    asyncio.run(check())
     holder = holder_pid(runtime)
     _shutdown(runtime)
     assert third is not None and holder is not None and wait_gone([pid, third, holder])
@@ -203,7 +188,7 @@ def test_idle_exit_keeps_finished_processes_on_disk(
         await c.wait("done", timeout=30)
         await c.close()
 
-    run(start())
+    asyncio.run(start())
     assert wait_gone([daemon or 0, holder or 0], 15)
     assert len(list((paths.state_dir(runtime) / "procs").glob("*.json"))) == 1
 
@@ -216,7 +201,7 @@ def test_idle_exit_keeps_finished_processes_on_disk(
         assert await read_all(c, "done") == b"kept\n"
         await c.close()
 
-    run(check())
+    asyncio.run(check())
 
 
 @pytest.mark.timeout(120)
@@ -236,7 +221,7 @@ def test_a_newer_daemon_adopts_an_older_ones_processes(
         await c.close()
         return info.pid
 
-    pid = run(start())
+    pid = asyncio.run(start())
     monkeypatch.delenv(paths.VERSION_ENV)
     ensure_daemon(runtime)  # this package is newer: the old daemon hands over
     new = daemon_pid(runtime)
@@ -260,7 +245,7 @@ def test_a_newer_daemon_adopts_an_older_ones_processes(
         assert got == list(range(len(got))) and len(got) > 10
         await c.close()
 
-    run(check())
+    asyncio.run(check())
 
 
 @pytest.mark.timeout(60)
@@ -303,7 +288,7 @@ def test_bad_holder_requests_are_answered_and_harm_nothing(runtime: Path) -> Non
         assert await read_all(c, "echo") == b"fine\n"
         await c.close()
 
-    run(check())
+    asyncio.run(check())
     status = holder_request(runtime, {"op": "status"})
     assert status is not None and status["pid"] == holder_pid(runtime)
 
@@ -321,7 +306,7 @@ def test_an_exit_the_killed_daemon_saw_but_did_not_record_is_kept(runtime: Path)
         kill_daemon(runtime)
         await c.close()
 
-    run(start())
+    asyncio.run(start())
     status = holder_request(runtime, {"op": "status"})
     assert status is not None and sum(status["held"].values()) == 1
     ensure_daemon(runtime)
@@ -333,7 +318,7 @@ def test_an_exit_the_killed_daemon_saw_but_did_not_record_is_kept(runtime: Path)
         assert await read_all(c, "done") == b"finished\n"
         await c.close()
 
-    run(check())
+    asyncio.run(check())
 
 
 @pytest.mark.timeout(60)
@@ -348,7 +333,7 @@ def test_stdin_goes_on_and_its_eof_reaches_the_child_after_a_restart(runtime: Pa
         await wait_for(c, "cat", b"before ")
         await c.close()
 
-    run(start())
+    asyncio.run(start())
     kill_daemon(runtime)
     ensure_daemon(runtime)
 
@@ -360,4 +345,4 @@ def test_stdin_goes_on_and_its_eof_reaches_the_child_after_a_restart(runtime: Pa
         assert await read_all(c, "cat") == b"before after"
         await c.close()
 
-    run(check())
+    asyncio.run(check())
