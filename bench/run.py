@@ -596,7 +596,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--children", type=int, help="idle children for the RSS figure")
     p.add_argument("--ours", help="command that runs our CLI (default: .venv/bin/jupyter-exec)")
     p.add_argument("--only", help="comma-separated figures (spawn,throughput,echo,rss)")
-    p.add_argument("--codex", help="path of the codex binary (default: install 0.169.0)")
+    p.add_argument(
+        "--codex",
+        help="path of the codex binary (default: install the version the tests use, tests/codex/harness.py)",
+    )
     args = p.parse_args(argv)
     return asyncio.run(main_async(args))
 
