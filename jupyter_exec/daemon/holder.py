@@ -532,6 +532,16 @@ def _become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
+def detach_stdio(log_file: Path) -> None:
+    """stdin from /dev/null, stdout and stderr to `log_file` (appended): holder and daemon."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    for target, source in ((0, null), (1, out), (2, out)):
+        os.dup2(source, target)
+    os.close(null)
+    os.close(out)
+
+
 def main(argv: list[str]) -> int:
     """`python -m jupyter_exec.daemon.holder RUNTIME_DIR`: fork away, then serve.
 
@@ -549,12 +559,7 @@ def main(argv: list[str]) -> int:
         return 0 if word.startswith(b"ready") else 1
     os.close(read_end)
     os.setsid()
-    null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(paths.holder_log_path(runtime_dir), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    for target, source in ((0, null), (1, out), (2, out)):
-        os.dup2(source, target)
-    os.close(null)
-    os.close(out)
+    detach_stdio(paths.holder_log_path(runtime_dir))
     with open(paths.holder_lock_path(runtime_dir), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a holder still exiting finishes first

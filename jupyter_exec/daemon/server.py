@@ -54,6 +54,7 @@ from ..wire.lines import as_line, pump_lines
 from ..wire.rules import FrontRules
 from . import paths, sockets
 from .handover import Handovers
+from .holder import detach_stdio
 from .holding import HeldProcess, HolderLink, adopt, attach
 from .persist import Persister
 
@@ -372,7 +373,7 @@ def main(argv: list[str]) -> int:
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ready = os.dup(1)
     keep_freed_heap()
-    _detach_stdio(paths.log_path(runtime_dir))
+    detach_stdio(paths.log_path(runtime_dir))
     with open(paths.lock_path(runtime_dir), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a daemon still stopping finishes first
         logging.basicConfig(
@@ -392,14 +393,3 @@ async def _run(
     runtime_dir: Path, config: DaemonSettings, sources: dict[str, str], ready: int
 ) -> None:
     await Daemon(runtime_dir, config, sources).run(ready)
-
-
-def _detach_stdio(log_file: Path) -> None:
-    """stdin from /dev/null, stdout and stderr to the daemon's log (appended)."""
-    null = os.open(os.devnull, os.O_RDONLY)
-    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(null, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(null)
-    os.close(out)
