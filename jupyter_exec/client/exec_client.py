@@ -5,6 +5,12 @@ One connection, concurrent requests matched by id, notifications fanned out to
 `process/subscribe` and fills any seq gap (a slow consumer, a reconnect) with
 `process/read`, so a consumer sees every byte exactly once, in order.
 
+`pages()` is the one way to read output by cursor (SPEC 4 `process/read`):
+every page after a seq, up to now or (``follow``) until the process is
+closed. Every face that copies output (the handle, `%read`, the CLI, the
+live view, the MCP tools, `events()` itself) reads through it, and
+`SyncExecClient.pages` wraps it rather than loop again.
+
 Messages are read and built with :mod:`jupyter_exec.wire.schema` and errors come
 back typed (:func:`jupyter_exec.wire.errors.error_from_wire`). No server module and
 no pydantic is imported here, so a client (and ``jupyter exec ps``) starts
@@ -20,6 +26,7 @@ import itertools
 import json
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,12 +36,15 @@ from ..wire.models import ProcessInfo
 from ..wire.schema import Chunk, ReadResult, event_from_notification, request
 
 __all__ = [
+    "END_CURSOR",
+    "PAGE_BYTES",
     "Chunk",
     "ClosedEvent",
     "ConnectionLostError",
     "ExecClient",
     "ExitedEvent",
     "OutputEvent",
+    "Page",
     "ProcessEvent",
     "ReadResult",
     "SyncExecClient",
@@ -47,7 +57,13 @@ IDLE_CHECK_SECONDS = 2.0
 #: Output an `events()` consumer may have waiting before more is left to `process/read`.
 INBOX_BYTES = 16 << 20
 
-_END_CURSOR = 2**53
+#: A cursor past any output: a read there returns no chunk, only the state now
+#: (`nextSeq`, exit), and a long-poll there returns only at the exit.
+END_CURSOR = 2**53
+#: One `process/read` page when a reader copies a whole output.
+PAGE_BYTES = 1 << 20
+#: `pages(follow=True)`: the pause between reads while an exited process is not yet closed.
+CLOSING_POLL_SECONDS = 0.05
 #: What `events()` yields: a process's seq-numbered events (schema: SPEC 5).
 ProcessEvent = SeqEvent
 
@@ -64,6 +80,31 @@ def websocket_url(url: str) -> str:
     if parts.scheme in ("http", "https") and not path.endswith("/ws"):
         path = path.rstrip("/") + "/api/exec/ws"
     return urlunsplit((scheme, parts.netloc, path or "/", parts.query, ""))
+
+
+@dataclass(slots=True)
+class Page(ReadResult):
+    """One page of `ExecClient.pages`: a `ReadResult` and the cursor it was read after."""
+
+    after_seq: int = 0
+
+    @property
+    def dropped(self) -> range:
+        """The seqs after `after_seq` that a retention limit dropped before this page
+        (SPEC 4 `firstSeq`; empty when nothing was). Reported once, on the page after
+        which the reader had not seen them."""
+        return range(self.after_seq + 1, max(self.after_seq + 1, self.first_seq))
+
+    @classmethod
+    def after(cls, after_seq: int, result: ReadResult) -> Page:
+        """`result`, read after `after_seq`, as a page."""
+        fields = {name: getattr(result, name) for name in ReadResult.__dataclass_fields__}
+        return cls(**fields, after_seq=after_seq)
+
+    @property
+    def cursor(self) -> int:
+        """Where the next read continues: `nextSeq - 1` (SPEC 4), never back."""
+        return max(self.after_seq, self.next_seq - 1)
 
 
 class _Inbox:
@@ -228,13 +269,55 @@ class ExecClient:
         max_bytes: int | None = None,
         wait_ms: int = 0,
         until_pattern: str | None = None,
+        until_idle_ms: int | None = None,
     ) -> ReadResult:
+        """One `process/read` (SPEC 4); `until_idle_ms` is this server's `untilIdleMs`."""
         params: dict[str, Any] = {"processId": process_id, "afterSeq": after_seq, "waitMs": wait_ms}
         if max_bytes is not None:
             params["maxBytes"] = max_bytes
         if until_pattern is not None:
             params["untilPattern"] = until_pattern
+        if until_idle_ms is not None:
+            params["untilIdleMs"] = until_idle_ms
         return ReadResult.from_wire(await self.request("process/read", params))
+
+    async def pages(
+        self,
+        process_id: str,
+        after_seq: int = 0,
+        *,
+        max_bytes: int | None = PAGE_BYTES,
+        wait_ms: int = 0,
+        follow: bool = False,
+    ) -> AsyncGenerator[Page, None]:
+        """Every page of output after `after_seq`, in seq order: each chunk once.
+
+        Each read continues from the last one's `nextSeq - 1` (`Page.cursor`).
+        Without `follow` the pages end with the first one that holds no chunk:
+        nothing more now (that page still gives the state after the output),
+        and `wait_ms` is how long the first read waits for output to come.
+        With `follow` every read waits up to `wait_ms`, and empty pages are
+        yielded too (a consumer checks its clock or a stop flag between them);
+        the pages end when the process is closed and nothing is left to read.
+
+        Output a retention limit dropped is not skipped silently: the first
+        page after the cursor that misses it says which seqs (`Page.dropped`).
+        """
+        cursor, wait = after_seq, wait_ms
+        while True:
+            result = await self.read(process_id, cursor, max_bytes=max_bytes, wait_ms=wait)
+            page = Page.after(cursor, result)
+            yield page
+            cursor = page.cursor
+            if not follow:
+                if not page.chunks:
+                    return
+                wait = 0
+            elif not page.chunks:
+                if page.closed:
+                    return
+                if page.exited:  # not closed yet: its last output is still being drained
+                    await asyncio.sleep(CLOSING_POLL_SECONDS)
 
     async def write(self, process_id: str, data: bytes, *, eof: bool = False) -> str:
         params = {"processId": process_id, "chunk": base64.b64encode(data).decode(), "eof": eof}
@@ -263,7 +346,7 @@ class ExecClient:
         while True:
             left = 30.0 if deadline is None else max(0.0, deadline - loop.time())
             # A cursor past any output: the long-poll returns only at exit (or timeout).
-            r = await self.read(process_id, _END_CURSOR, wait_ms=int(min(left, 30.0) * 1000))
+            r = await self.read(process_id, END_CURSOR, wait_ms=int(min(left, 30.0) * 1000))
             if r.exited:
                 return r
             if deadline is not None and loop.time() >= deadline:
@@ -316,19 +399,17 @@ class ExecClient:
 
     async def _recover(self, process_id: str, cursor: int) -> AsyncIterator[ProcessEvent]:
         """Fill a gap from the authority (`process/read`), up to what is known now."""
-        while True:
-            r = await self.read(process_id, cursor)
-            for c in r.chunks:
+        async for page in self.pages(process_id, cursor, max_bytes=None):
+            for c in page.chunks:
                 cursor = c.seq
                 yield OutputEvent(process_id, c.seq, c.stream, c.data)
-            if r.chunks:
-                continue
-            if r.closed and cursor < r.next_seq - 1:
+            if not page.chunks and page.closed and cursor < page.next_seq - 1:
                 # No chunk is left: the last two seqs are exited and closed.
-                if cursor < r.next_seq - 2:
-                    yield ExitedEvent(process_id, r.next_seq - 2, r.exit_code or 0, r.signal)
-                yield ClosedEvent(process_id, r.next_seq - 1)
-            return
+                if cursor < page.next_seq - 2:
+                    yield ExitedEvent(
+                        process_id, page.next_seq - 2, page.exit_code or 0, page.signal
+                    )
+                yield ClosedEvent(process_id, page.next_seq - 1)
 
     async def close(self) -> None:
         if not self.closed:
@@ -403,15 +484,35 @@ class SyncExecClient:
         return call
 
     def events(self, process_id: str, after_seq: int = 0) -> Iterator[ProcessEvent]:
-        agen = self.client.events(process_id, after_seq)
+        """`ExecClient.events`, blocking."""
+        return self._iterate(self.client.events(process_id, after_seq))
 
-        async def next_event() -> ProcessEvent:
+    def pages(
+        self,
+        process_id: str,
+        after_seq: int = 0,
+        *,
+        max_bytes: int | None = PAGE_BYTES,
+        wait_ms: int = 0,
+        follow: bool = False,
+    ) -> Iterator[Page]:
+        """`ExecClient.pages`, blocking. A KeyboardInterrupt while a read waits ends
+        the pages; continue with ``pages(process_id, last_page.cursor, ...)``."""
+        agen = self.client.pages(
+            process_id, after_seq, max_bytes=max_bytes, wait_ms=wait_ms, follow=follow
+        )
+        return self._iterate(agen)
+
+    def _iterate(self, agen: AsyncGenerator[T, None]) -> Iterator[T]:
+        """The items of an async generator of the client, each awaited on its loop."""
+
+        async def next_item() -> T:
             return await agen.__anext__()
 
         try:
             while True:
                 try:
-                    yield self.run(next_event())
+                    yield self.run(next_item())
                 except StopAsyncIteration:
                     return
         finally:

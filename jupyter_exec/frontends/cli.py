@@ -32,7 +32,6 @@ from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
 from .frontend import (
-    PAGE_BYTES,
     Escalation,
     child_environment,
     parse_env,
@@ -43,7 +42,6 @@ from .limit_options import add_limit_options, start_limits
 
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
-    from ..wire.schema import ReadResult
 
 __all__ = ["main", "parse_detach_key"]
 
@@ -455,13 +453,9 @@ async def _logs(client: ExecClient, args: argparse.Namespace) -> int:
         with _leave_on_interrupt():
             await _follow(client, args, after)
         return 0
-    while True:
-        result: ReadResult = await client.read(args.id, after, max_bytes=PAGE_BYTES)
-        for chunk in result.chunks:
+    async for page in client.pages(args.id, after):
+        for chunk in page.chunks:
             _write_out(chunk.data)
-        if not result.chunks:
-            break
-        after = result.next_seq - 1
     return 0
 
 
@@ -497,13 +491,8 @@ async def _follow(client: ExecClient, args: argparse.Namespace, after: int) -> N
 async def _tail_start(client: ExecClient, process_id: str, after: int, lines: int) -> int:
     """The seq after which the last ``lines`` lines begin (chunk granularity)."""
     newlines: list[tuple[int, int]] = []  # (seq, newlines in chunk), newest last
-    cursor = after
-    while True:
-        result: ReadResult = await client.read(process_id, cursor, max_bytes=PAGE_BYTES)
-        if not result.chunks:
-            break
-        newlines.extend((c.seq, c.data.count(b"\n")) for c in result.chunks)
-        cursor = result.next_seq - 1
+    async for page in client.pages(process_id, after):
+        newlines.extend((c.seq, c.data.count(b"\n")) for c in page.chunks)
     seen = 0
     for seq, count in reversed(newlines):
         seen += count

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
 
 __all__ = [
-    "PAGE_BYTES",
     "Escalation",
     "child_environment",
     "parse_env",
@@ -27,8 +26,6 @@ __all__ = [
     "start_process",
 ]
 
-#: One `process/read` page when a front copies a whole output.
-PAGE_BYTES = 1 << 20
 #: Variables that describe a Jupyter kernel, not the program being started.
 KERNEL_ONLY_ENV = (
     "JPY_PARENT_PID",

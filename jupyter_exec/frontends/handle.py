@@ -17,13 +17,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from ..client.exec_client import SyncExecClient
+from ..client.exec_client import Page, SyncExecClient
 from ..render.html_render import view_html
 from ..render.presentation import ending, format_status, process_runtime, returncode
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.models import ProcessInfo
 from ..wire.schema import ReadResult
-from .frontend import PAGE_BYTES, Escalation, signal_name
+from .frontend import Escalation, signal_name
 
 __all__ = ["ExecProcess", "ExecProcessError", "ProcessExitedError"]
 
@@ -109,20 +109,18 @@ class ExecProcess:
         )
         return result
 
-    def iter_chunks(self, after: int = 0) -> Iterator[ReadResult]:
-        """Every readable page after ``after``, up to now (no waiting)."""
-        while True:
-            result = self.read(after, max_bytes=PAGE_BYTES)
-            yield result
-            if not result.chunks or result.next_seq <= after:
-                return
-            after = result.next_seq
+    def pages(self, after: int = 0, *, wait: float = 0.0, follow: bool = False) -> Iterator[Page]:
+        """Every page of output after seq ``after``: :meth:`SyncExecClient.pages`."""
+        pages: Iterator[Page] = self.client.pages(
+            self.id, after, wait_ms=int(wait * 1000), follow=follow
+        )
+        return pages
 
     @property
     def output(self) -> str:
         """All output so far, decoded as UTF-8, escape sequences and ``\\r`` kept."""
         decoder = StreamDecoder()
-        return "".join(decoder.decode_chunks(page.chunks) for page in self.iter_chunks())
+        return "".join(decoder.decode_chunks(page.chunks) for page in self.pages())
 
     @property
     def text(self) -> str:
@@ -273,6 +271,6 @@ class ExecProcess:
             return f"<code>{html.escape(self.id)}</code>: {html.escape(str(exc))}"
         log = TerminalLog(max_lines=20)
         decoder = StreamDecoder()
-        for page in self.iter_chunks():
+        for page in self.pages():
             log.feed(decoder.decode_chunks(page.chunks))
         return view_html(info, log, process_runtime(info))

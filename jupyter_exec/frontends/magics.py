@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import dataclasses
 import os
 import re
 import shlex
@@ -48,7 +47,7 @@ from ..render.presentation import ending, format_status, one_line, ps_text
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.errors import ExecError
 from .connection import Connection
-from .frontend import PAGE_BYTES, child_environment, parse_env, signal_name, start_process
+from .frontend import child_environment, parse_env, signal_name, start_process
 from .handle import ExecProcess
 from .limit_options import start_limits
 from .terminal_stream import stream_to_terminal
@@ -331,34 +330,14 @@ class ExecMagics(Magics):
         """
         args = parse_argstring(self.read_magic, line)
         handle = self._handle(args.id)
+        after, wait = args.after, args.wait / 1000
+        if args.until:  # one read: its chunks end with the one that completed the match
+            pages = [self._call(lambda: handle.read(after, wait=wait, until=args.until))]
+        else:
+            pages = self._call(lambda: list(handle.pages(after, wait=wait)))
+        result = pages[-1]
         decoder = StreamDecoder()
-        parts: list[str] = []
-        after = args.after
-        result = self._call(
-            lambda: handle.read(
-                after,
-                wait=args.wait / 1000,
-                until=args.until,
-                max_bytes=None if args.until else PAGE_BYTES,
-            )
-        )
-        parts.append(decoder.decode_chunks(result.chunks))
-        if result.chunks and not args.until:
-            start = result.next_seq - 1
-            for page in self._call(lambda: list(handle.iter_chunks(start))):
-                parts.append(decoder.decode_chunks(page.chunks))
-                result = (
-                    page
-                    if page.chunks
-                    else dataclasses.replace(
-                        result,
-                        exited=page.exited,
-                        exit_code=page.exit_code,
-                        signal=page.signal,
-                        closed=page.closed,
-                    )
-                )
-        text = "".join(parts)
+        text = "".join(decoder.decode_chunks(page.chunks) for page in pages)
         if not args.raw:
             log = TerminalLog(max_lines=args.tail + 1 if args.tail else 1_000_000)
             log.feed(text)

@@ -11,7 +11,7 @@ import time
 
 from ..render.terminal import StreamDecoder
 from ..wire.schema import ReadResult
-from .frontend import PAGE_BYTES, Escalation
+from .frontend import Escalation
 from .handle import ExecProcess
 
 __all__ = ["stream_to_terminal"]
@@ -30,21 +30,18 @@ def stream_to_terminal(
     escalation = Escalation(handle.id)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"process {handle.id} still running after {timeout}s")
         try:
-            result = handle.read(after, wait=1.0, max_bytes=PAGE_BYTES)
+            for page in handle.pages(after, wait=1.0, follow=True):
+                text = decoder.decode_chunks(page.chunks)
+                if text:
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+                after = page.cursor
+                if page.closed and not page.chunks:
+                    return page
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"process {handle.id} still running after {timeout}s")
         except KeyboardInterrupt:
             if not forward:
                 raise
-            handle.escalate(escalation)
-            continue
-        text = decoder.decode_chunks(result.chunks)
-        if text:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        after = max(after, result.next_seq - 1)
-        if result.closed:
-            return result
-        if result.exited and not result.chunks:
-            time.sleep(0.1)
+            handle.escalate(escalation)  # then follow on from `after`

@@ -28,7 +28,6 @@ from ..render.presentation import process_runtime, view_text
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.models import ProcessInfo
 from ..wire.schema import ReadResult
-from .frontend import PAGE_BYTES
 
 __all__ = ["LiveView", "Publish", "live_views", "stop_all_views"]
 
@@ -118,21 +117,20 @@ class LiveView:
     def _follow_until_closed(self) -> None:
         last_render = time.monotonic()
         dirty = False
-        while not self._stop.is_set():
-            result = self.client.read(
-                self.process_id, self._seq, max_bytes=PAGE_BYTES, wait_ms=1000
-            )
-            if result.first_seq > self._seq + 1 and not self._note:
-                self._note = f" · output before seq {result.first_seq} was dropped"
-            if result.chunks:
-                self.log.feed(self._decoder.decode_chunks(result.chunks))
+        for page in self.client.pages(self.process_id, self._seq, wait_ms=1000, follow=True):
+            if self._stop.is_set():
+                return
+            if page.dropped and not self._note:
+                self._note = f" · output before seq {page.first_seq} was dropped"
+            if page.chunks:
+                self.log.feed(self._decoder.decode_chunks(page.chunks))
                 dirty = True
-            self._seq = max(self._seq, result.next_seq - 1)
-            if result.exited and self.info.state == "running":
-                self.info = self._fresh_info(result)
+            self._seq = page.cursor
+            if page.exited and self.info.state == "running":
+                self.info = self._fresh_info(page)
                 dirty = True
-            if result.closed:
-                self.info = self._fresh_info(result)
+            if page.closed and not page.chunks:  # the last page
+                self.info = self._fresh_info(page)
                 self._render()
                 return
             now = time.monotonic()
@@ -143,8 +141,7 @@ class LiveView:
             elif not dirty and now - last_render >= (1.0 if self.info.state == "running" else 5):
                 self._render()  # runtime tick
                 last_render = now
-            if dirty or (result.exited and not result.chunks):
-                # Let output accumulate (or wait for "closed" after "exited").
+            if dirty:  # let output accumulate
                 self._stop.wait(max(interval - (time.monotonic() - last_render), 0.05))
 
     def _interval(self) -> float:

@@ -1,25 +1,25 @@
 """Output bounded for a model's context (SPEC 10): head and tail kept, the middle named.
 
-Reads every chunk after a cursor through the client, keeping the first and
-the last `max_chars / 2` bytes; what lies between is replaced by one line that
-says how many bytes were left out and which `read_output(after_seq=...)`
-returns them. tty output is rendered as a terminal shows it (`\\r` redraws
+Reads every page after a cursor (`ExecClient.pages`), keeping the first
+whole chunks within `max_chars / 2` bytes and the last `max_chars / 2` bytes;
+what lies between is replaced by one line that says how many bytes were left
+out and which `read_output(after_seq=...)` returns them, starting exactly
+where the head ends: an agent pages through any output without a gap or a
+repeat by keeping the heads. tty output is rendered as a terminal shows it (`\\r` redraws
 collapsed, ANSI stripped, render.py); pipe output is decoded as UTF-8.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..client.exec_client import ExecClient
+from ..client.exec_client import END_CURSOR, ExecClient
 from ..render.terminal import collapse_progress
 
 DEFAULT_MAX_CHARS = 20_000
-#: One read's budget while scanning (the server caps a read at 4 MiB anyway).
-PAGE_BYTES = 1 << 20
 
 
 @dataclass
@@ -55,6 +55,7 @@ class _Window:
         self.whole: list[bytes] | None = []
         self.head = bytearray()
         self.head_seq = after_seq  # the last chunk entirely in the head
+        self.head_full = False  # a chunk did not fit: nothing more goes in
         self.tail: deque[bytes] = deque()
         self.tail_bytes = 0
         self.total = 0
@@ -67,11 +68,17 @@ class _Window:
             self.whole.append(data)
             if self.total > self.max_chars:
                 self.whole = None
-        if len(self.head) < self.half:
-            taken = data[: self.half - len(self.head)]
-            self.head += taken
-            if len(taken) == len(data):
+        if not self.head_full:
+            if len(self.head) + len(data) <= self.half:
+                self.head += data
                 self.head_seq = seq
+            else:
+                # The head ends where a chunk ends, so that `read_output(after_seq=
+                # head_seq)` continues it exactly; unless not one whole chunk fits:
+                # then it shows that chunk's start, which such a read repeats.
+                if not self.head:
+                    self.head += data[: self.half]
+                self.head_full = True
         self.tail.append(data)
         self.tail_bytes += len(data)
         while self.tail and self.tail_bytes - len(self.tail[0]) >= self.half:
@@ -102,28 +109,26 @@ async def collect(
 ) -> Bounded:
     """The output with `after_seq < seq <= upto` (None: all there is now), bounded."""
     if upto is None:  # now: a process that keeps printing does not keep this scan going
-        now = await client.request("process/read", {"processId": process_id, "afterSeq": 2**53})
-        upto = now["nextSeq"] - 1
+        upto = (await client.read(process_id, END_CURSOR)).next_seq - 1
     window = _Window(max_chars, after_seq)
     cursor = after_seq
-    while True:
-        params = {"processId": process_id, "afterSeq": cursor, "maxBytes": PAGE_BYTES}
-        r = await client.request("process/read", params)
-        chunks = [c for c in r["chunks"] if upto is None or c["seq"] <= upto]
-        for c in chunks:
-            window.add(c["seq"], c["stream"], base64.b64decode(c["chunk"]))
-        if chunks:
-            cursor = chunks[-1]["seq"]
-        if len(chunks) < len(r["chunks"]) or not r["chunks"]:
-            break
+    async with contextlib.aclosing(client.pages(process_id, after_seq)) as pages:
+        async for page in pages:
+            last = page
+            chunks = [c for c in page.chunks if c.seq <= upto]
+            for c in chunks:
+                window.add(c.seq, c.stream, c.data)
+                cursor = c.seq
+            if len(chunks) < len(page.chunks):  # past `upto`: the rest is for the next call
+                break
     text, omitted = window.text(process_id)
     return Bounded(
         text=text,
         truncated=omitted > 0,
         omitted_bytes=omitted,
-        next_seq=cursor + 1 if cursor > after_seq else r["nextSeq"],
-        exited=r["exited"],
-        exit_code=r["exitCode"],
-        signal=r["signal"],
-        timed_out=bool(r.get("timedOut")),
+        next_seq=cursor + 1 if cursor > after_seq or last.chunks else last.next_seq,
+        exited=last.exited,
+        exit_code=last.exit_code,
+        signal=last.signal,
+        timed_out=last.timed_out,
     )

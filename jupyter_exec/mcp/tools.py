@@ -27,15 +27,13 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from .._version import __version__
-from ..client.exec_client import ConnectionLostError, ExecClient
+from ..client.exec_client import END_CURSOR, ConnectionLostError, ExecClient
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.models import ProcessInfo
 from ..wire.sandbox import shorthand
 from .bounded import DEFAULT_MAX_CHARS, Bounded, collect
 
-#: A cursor past any output: a read there waits only for the exit.
-END_CURSOR = 2**53
 #: `send_input` returns once the process said nothing for this long.
 INPUT_IDLE_MS = 300
 #: How long `terminate_process` waits to report the exit (after SIGTERM's grace).
@@ -252,19 +250,17 @@ class _Tools:
         async with _tool_errors():
             _check_pattern(until_pattern, "until_pattern")
             client = await self._client(ctx, "read")
-            params: dict[str, Any] = {
-                "processId": process_id,
-                "afterSeq": after_seq,
-                "waitMs": int(wait_seconds * 1000),
-            }
-            if until_pattern is not None:
-                params["untilPattern"] = until_pattern
-            if until_idle_seconds is not None:
-                params["untilIdleMs"] = int(until_idle_seconds * 1000)
-            r = await client.request("process/read", params)
-            upto = r["chunks"][-1]["seq"] if r.get("matched") and r["chunks"] else None
+            idle_ms = None if until_idle_seconds is None else int(until_idle_seconds * 1000)
+            r = await client.read(
+                process_id,
+                after_seq,
+                wait_ms=int(wait_seconds * 1000),
+                until_pattern=until_pattern,
+                until_idle_ms=idle_ms,
+            )
+            upto = r.chunks[-1].seq if r.matched and r.chunks else None
             b = await collect(client, process_id, after_seq, upto, max_chars)
-            extra = {} if until_pattern is None else {"matched": bool(r.get("matched"))}
+            extra = {} if until_pattern is None else {"matched": bool(r.matched)}
             return _result(
                 _lines(b.text, _exit_line(b, process_id)),
                 {"process_id": process_id, **b.structured(), **extra},
@@ -290,13 +286,9 @@ class _Tools:
             if status != "accepted":
                 why = {"stdinClosed": "its stdin is closed or it has exited"}.get(status, status)
                 raise ToolError(f"process {process_id} does not take input: {why}")
-            params = {
-                "processId": process_id,
-                "afterSeq": cursor,
-                "waitMs": int(wait_seconds * 1000),
-                "untilIdleMs": INPUT_IDLE_MS,
-            }
-            await client.request("process/read", params)
+            await client.read(
+                process_id, cursor, wait_ms=int(wait_seconds * 1000), until_idle_ms=INPUT_IDLE_MS
+            )
             b = await collect(client, process_id, cursor, None, DEFAULT_MAX_CHARS)
             return _result(
                 _lines(b.text, _exit_line(b, process_id)),
