@@ -181,3 +181,22 @@ def tree_of(pid: int) -> set[ProcessRef]:
     """`pid` and its descendants, each with its start time so a reused pid is not mistaken."""
     root = identify(pid)
     return set() if root is None else {root, *descendant_processes(root)}
+
+
+#: More than 2 MiB of numbered lines: a reader crosses several 1-MiB pages (SPEC 4).
+NUMBERED_LINES = 400_000
+NUMBERED = py(f"for i in range({NUMBERED_LINES}): print(i)")
+
+
+def assert_numbered(text: str, first: int = 0) -> None:
+    """`text` is `NUMBERED`'s lines from `first` on, each once, in order."""
+    if text == "".join(f"{i}\n" for i in range(first, NUMBERED_LINES)):
+        return
+    lines = text.splitlines()
+    seen = set(lines)
+    missing = [i for i in range(first, NUMBERED_LINES) if str(i) not in seen]
+    repeated = len(lines) - len(seen)
+    raise AssertionError(
+        f"{len(lines)} lines for {NUMBERED_LINES - first}: {len(missing)} missing "
+        f"(first {missing[:5]}), {repeated} repeated, or out of order"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from jupyter_exec.frontends.handle import ExecProcess, ProcessExitedError
 from jupyter_exec.frontends.magics import ExecMagics
 from jupyter_exec.frontends.view import live_views, stop_all_views
 from jupyter_exec.wire.errors import ExecError
+from tests.wire import NUMBERED, NUMBERED_LINES, assert_numbered
 
 PY = sys.executable
 
@@ -450,3 +452,59 @@ def test_exec_time_and_resource_limits(ip: InteractiveShell, magics: ExecMagics)
     assert small.exit_code == 1 and "MemoryError" in small.output
     with pytest.raises(UsageError, match=r"time limit -1\.0 must be more than 0 seconds"):
         line(ip, "exec", "-q --time-limit -1 -- true")
+
+
+# -- more than 2 MiB: every reader crosses 1-MiB pages (ExecClient.pages) ---------------------
+
+
+@pytest.fixture(scope="module")
+def numbered(ip: InteractiveShell) -> ExecProcess:
+    """One closed process of `NUMBERED`'s lines, read below through each face."""
+    p = line(ip, "exec", f"-q --name numbered -- {shlex.join(NUMBERED)}")
+    assert p.wait(60) == 0
+    return p  # type: ignore[no-any-return]
+
+
+def test_handle_output_has_every_line_once(numbered: ExecProcess) -> None:
+    assert_numbered(numbered.output)
+
+
+def test_read_magic_has_every_line_once(
+    ip: InteractiveShell,
+    magics: ExecMagics,
+    numbered: ExecProcess,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    line(ip, "read", "numbered --raw")
+    assert_numbered(capsys.readouterr().out)
+    after = numbered.read(0, max_bytes=1).chunks[0].seq  # from a cursor: only what follows
+    first = numbered.read(0, max_bytes=1).data.decode()
+    line(ip, "read", f"numbered --raw --after {after}")
+    assert_numbered(first + capsys.readouterr().out)
+
+
+def test_wait_in_a_terminal_streams_every_line_once(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`%exec --wait` outside a kernel copies the output as it comes (terminal_stream)."""
+    capsys.readouterr()
+    p = line(ip, "exec", f"--wait --name streamed -- {shlex.join(NUMBERED)}")
+    assert p.exit_code == 0
+    assert_numbered(capsys.readouterr().out)
+
+
+def test_attach_view_shows_the_end_of_a_long_output(
+    ip: InteractiveShell, recorder: RecordingPublisher, numbered: ExecProcess
+) -> None:
+    """The live view reads on past 'closed' until nothing is left (more than one page)."""
+    recorder.messages.clear()
+    line(ip, "attach", "numbered")
+    display_id = recorder.messages[0]["display_id"]
+    deadline = time.monotonic() + 60
+    while live_views():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    final = recorder.for_id(display_id)[-1]["data"]["text/plain"]
+    assert f"{NUMBERED_LINES - 2}\n{NUMBERED_LINES - 1}\n" in final, final[-300:]
+    assert "numbered: exited 0" in final
