@@ -448,7 +448,9 @@ async def _ps(client: ExecClient, args: argparse.Namespace) -> int:
 async def _logs(client: ExecClient, args: argparse.Namespace) -> int:
     after = args.after
     if args.tail is not None:
-        after = await _tail_start(client, args.id, after, args.tail)
+        if args.tail < 0:
+            raise CliError(f"--tail {args.tail}: the number of lines must be 0 or more")
+        after = await _write_tail(client, args.id, after, args.tail)
     if args.follow:
         with _leave_on_interrupt():
             await _follow(client, args, after)
@@ -488,17 +490,29 @@ async def _follow(client: ExecClient, args: argparse.Namespace, after: int) -> N
             await own.close()
 
 
-async def _tail_start(client: ExecClient, process_id: str, after: int, lines: int) -> int:
-    """The seq after which the last ``lines`` lines begin (chunk granularity)."""
-    newlines: list[tuple[int, int]] = []  # (seq, newlines in chunk), newest last
+async def _write_tail(client: ExecClient, process_id: str, after: int, lines: int) -> int:
+    """Write the last ``lines`` lines there are now, as ``tail -n`` does; the seq to go
+    on after. One pass counts newlines page by page; the chunk where the lines begin
+    is read again to write it from there."""
+    counts: list[tuple[int, int]] = []  # (seq, newlines in chunk), oldest first
+    open_line = 0  # 1 when the output ends in a line without its newline yet
     async for page in client.pages(process_id, after):
-        newlines.extend((c.seq, c.data.count(b"\n")) for c in page.chunks)
-    seen = 0
-    for seq, count in reversed(newlines):
+        counts.extend((c.seq, c.data.count(b"\n")) for c in page.chunks)
+        if page.chunks:
+            open_line = 0 if page.chunks[-1].data.endswith(b"\n") else 1
+    if lines == 0:
+        return counts[-1][0] if counts else after
+    seen = open_line
+    for seq, count in reversed(counts):
         seen += count
-        if seen > lines:
-            return seq  # start after the chunk holding the (lines+1)-th newline from the end
-    return after
+        if seen > lines:  # this chunk holds the newline just before the last `lines` lines
+            chunk = (await client.read(process_id, seq - 1, max_bytes=1)).chunks[0]
+            cut = -1
+            for _ in range(seen - lines):
+                cut = chunk.data.index(b"\n", cut + 1)
+            _write_out(chunk.data[cut + 1 :])
+            return seq
+    return after  # fewer lines than that: all of them
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ import pytest
 from ptyprocess import PtyProcess
 
 from jupyter_exec.frontends.cli import parse_detach_key
-from tests.wire import stop_process
+from tests.wire import NUMBERED, NUMBERED_LINES, assert_numbered, stop_process
 
 from ..magics.jupyter_process import BIN, JupyterServer, clean_env, jupyter_server
 
@@ -295,3 +295,21 @@ def test_run_with_time_memory_and_cpu_limits(standalone: Standalone) -> None:
     bad = standalone.run("run", "--memory-limit", "lots", "--", "true")
     assert bad.returncode == 2 and "memory limit 'lots' is not a size like 512M or 2G" in bad.stderr
     assert "true" not in {p["argv"][0] for p in json.loads(standalone.run("ps", "--json").stdout)}
+
+
+def test_more_than_2_mib_through_run_logs_and_attach(standalone: Standalone) -> None:
+    """Every line once, in order, whichever command reads it (1-MiB pages, SPEC 4)."""
+    done = standalone.run("run", "--name", "numbered", "--", *NUMBERED)
+    assert done.returncode == 0, done.stderr
+    assert_numbered(done.stdout)
+    assert_numbered(standalone.run("logs", "numbered").stdout)
+    last = f"{NUMBERED_LINES - 2}\n{NUMBERED_LINES - 1}\n"
+    assert standalone.run("logs", "--tail", "2", "numbered").stdout == last  # as `tail -n 2`
+    assert standalone.run("logs", "--tail", "0", "numbered").stdout == ""
+    assert standalone.run("run", "--name", "open", "--", "printf", "a\nb\nc").stdout == "a\nb\nc"
+    assert standalone.run("logs", "--tail", "2", "open").stdout == "b\nc"  # c: a line, unended
+    bad = standalone.run("logs", "--tail", "-1", "numbered")
+    assert bad.returncode == 2 and "--tail -1: the number of lines must be 0 or more" in bad.stderr
+    attached = standalone.run("attach", "numbered", input="")  # not a terminal: replay and follow
+    assert attached.returncode == 0, attached.stderr
+    assert_numbered(attached.stdout)
