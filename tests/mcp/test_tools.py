@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import shlex
 import urllib.error
 import urllib.request
 
@@ -11,6 +13,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.magics.jupyter_process import clean_env, free_port
+from tests.wire import NUMBERED, assert_numbered
 
 from .conftest import BIN, mcp_session, text_of
 
@@ -247,3 +250,25 @@ async def test_read_output_until_pattern_and_until_idle(server, transport):
         assert quiet.structured_content["output"] == "one\ntwo\nthree\n"
         assert quiet.structured_content["running"] is True and cursor >= 1
         await s.call_tool("terminate_process", {"process_id": pid})
+
+
+async def test_read_output_pages_through_more_than_2_mib(server):
+    """An agent keeps each head and reads on from the cursor its note names: every line once."""
+    async with mcp_session(server, "http") as s:
+        done = (
+            await s.call_tool("run_command", {"command": shlex.join(NUMBERED)})
+        ).structured_content
+        assert done["exit_code"] == 0 and done["truncated"] is True
+        text, cursor, calls = "", 0, 0
+        while True:
+            args = {"process_id": done["process_id"], "after_seq": cursor, "max_chars": 1_000_000}
+            page = (await s.call_tool("read_output", args)).structured_content
+            calls += 1
+            if not page["truncated"]:
+                text += page["output"]
+                break
+            head, note = page["output"].split("\n[... ", 1)
+            text += head
+            cursor = int(re.search(r"after_seq=(\d+)\) \.\.\.\]", note).group(1))
+        assert_numbered(text)
+        assert calls >= 3 and page["next_seq"] > cursor + 1
