@@ -266,9 +266,11 @@ def test_signal_and_ps(
     assert len(rows) == 1 and "echo a⏎echo b" in rows[0]  # one row, newline shown
 
 
+@pytest.mark.parametrize("quiet", ["-q", ""])
 def test_interrupt_during_wait_goes_to_the_process(
-    ip: InteractiveShell, magics: ExecMagics
+    ip: InteractiveShell, magics: ExecMagics, quiet: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Quiet, `p.wait` is interrupted; else the terminal stream, which then reads on."""
     script = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: (print('got SIGINT', flush=True), sys.exit(5))); print('ready', flush=True); time.sleep(30)"
     client = magics.client  # the magics' own connection, before the cell blocks on it
     stop = threading.Event()
@@ -278,7 +280,7 @@ def test_interrupt_during_wait_goes_to_the_process(
         delay raced a slow start: the interrupt then hit the start, not the wait)."""
         while not stop.is_set():
             try:
-                if b"ready" in client.read("intr", 0).data:
+                if b"ready" in client.read(f"intr{quiet}", 0).data:
                     break
             except ExecError:  # not started yet
                 pass
@@ -293,13 +295,16 @@ def test_interrupt_during_wait_goes_to_the_process(
     presser = threading.Thread(target=ctrl_c_once_ready)
     presser.start()
     try:
-        p = line(ip, "exec", f'-q --wait --name intr {PY} -c "{script}"')
+        p = line(ip, "exec", f'{quiet} --wait --name intr{quiet} {PY} -c "{script}"')
     finally:
         stop.set()
         presser.join()
         signal.signal(signal.SIGINT, saved)
     assert p.exit_code == 5
-    assert "got SIGINT" in p.output
+    assert p.output == "ready\ngot SIGINT\n"
+    if not quiet:  # streamed, every line once
+        notice = "[sent SIGINT to intr; interrupt again to terminate it]\n"
+        assert capsys.readouterr().out == "ready\n" + notice + "got SIGINT\n"
 
 
 def test_live_view_updates_one_display_in_place(
