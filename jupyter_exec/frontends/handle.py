@@ -111,10 +111,7 @@ class ExecProcess:
 
     def pages(self, after: int = 0, *, wait: float = 0.0, follow: bool = False) -> Iterator[Page]:
         """Every page of output after seq ``after``: :meth:`SyncExecClient.pages`."""
-        pages: Iterator[Page] = self.client.pages(
-            self.id, after, wait_ms=int(wait * 1000), follow=follow
-        )
-        return pages
+        return self.client.pages(self.id, after, wait_ms=int(wait * 1000), follow=follow)
 
     @property
     def output(self) -> str:

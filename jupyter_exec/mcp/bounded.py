@@ -5,8 +5,9 @@ whole chunks within `max_chars / 2` bytes and the last `max_chars / 2` bytes;
 what lies between is replaced by one line that says how many bytes were left
 out and which `read_output(after_seq=...)` returns them, starting exactly
 where the head ends: an agent pages through any output without a gap or a
-repeat by keeping the heads. tty output is rendered as a terminal shows it (`\\r` redraws
-collapsed, ANSI stripped, render.py); pipe output is decoded as UTF-8.
+repeat by keeping the heads. tty output is rendered as a terminal shows it
+(`\\r` redraws collapsed, ANSI stripped, render.py); pipe output is decoded
+as UTF-8.
 """
 
 from __future__ import annotations
