@@ -45,12 +45,22 @@ class DaemonStartError(RuntimeError):
 
 
 def ensure_daemon(runtime_dir: Path) -> Path:
-    """The socket of a running daemon for this runtime dir, started if there is none."""
+    """The socket of a running daemon for this runtime dir, started if there is none.
+
+    Raises DaemonStartError saying why none can run, an unusable runtime dir
+    included (the fronts then fall back to an in-process registry and say so).
+    """
     path = paths.socket_path(runtime_dir)
     if listening(path) and outdated(runtime_dir) is None:
         return path
-    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(paths.holder_start_lock_path(runtime_dir), "a") as lock:
+    try:
+        runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = open(paths.holder_start_lock_path(runtime_dir), "a")  # noqa: SIM115
+    except OSError as exc:
+        raise DaemonStartError(
+            f"cannot use the runtime dir {runtime_dir}: {exc.strerror or exc}"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         reason = "first use"
         if listening(path):
