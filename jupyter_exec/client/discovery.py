@@ -62,6 +62,13 @@ class ServerTarget:
     source: str
     pid: int | None = None
 
+    @property
+    def explicit(self) -> bool:
+        """Named by the user (``--url``, ``$JUPYTER_EXEC_URL``): failing to reach it is an
+        error. A found one that does not answer our API (a Jupyter server without this
+        extension, a stale record) leaves a front to the user's exec daemon instead."""
+        return self.source in ("explicit", "environment")
+
     def describe(self) -> str:
         how = {
             "explicit": "given explicitly",

@@ -239,25 +239,29 @@ async def _connect(args: argparse.Namespace) -> Any:
     if embedded and args.url:
         raise CliError("--embedded and --url exclude each other")
     target = None if embedded else find_server(args.url, args.token, any_server=True)
-    if target is None:
-        daemon = "asked for with --embedded" if embedded else await _daemon()
-        if isinstance(daemon, Path):
-            from .cli_daemon import connect_here
-
-            client = await connect_here(daemon)
+    if target is not None:
+        try:
+            client = await ExecClient.connect(
+                target.url, target.token, client_name="jupyter-exec-cli"
+            )
+        except Exception as exc:
+            if target.explicit:
+                raise CliError(f"cannot reach {target.describe()}: {exc}") from None
+            print(f"jupyter exec: cannot use {target.describe()} ({exc}); "
+                  "using this user's exec daemon", file=sys.stderr)  # fmt: skip
         else:
-            client = await _embedded(args, daemon, say=not embedded)
-        async with client:
-            yield client
-        return
-    try:
-        client = await ExecClient.connect(target.url, target.token, client_name="jupyter-exec-cli")
-    except (OSError, ExecError, Exception) as exc:
-        raise CliError(f"cannot reach {target.describe()}: {exc}") from None
-    try:
+            async with client:
+                yield client
+            return
+    daemon = "asked for with --embedded" if embedded else await _daemon()
+    if isinstance(daemon, Path):
+        from .cli_daemon import connect_here
+
+        client = await connect_here(daemon)
+    else:
+        client = await _embedded(args, daemon, say=not embedded)
+    async with client:
         yield client
-    finally:
-        await client.close()
 
 
 async def _daemon() -> Path | str:

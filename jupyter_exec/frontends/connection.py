@@ -67,7 +67,7 @@ class Connection:
             try:
                 client = SyncExecClient.connect(target.url, target.token)
             except Exception as exc:
-                if target.source in ("explicit", "environment"):
+                if target.explicit:
                     raise ConnectionError(f"cannot reach {target.describe()}: {exc}") from exc
                 print(
                     f"jupyter-exec: cannot use {target.describe()} ({exc}); "

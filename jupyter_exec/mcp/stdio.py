@@ -68,19 +68,17 @@ async def _serve(url: str | None, token: str | None, embedded: bool = False) -> 
     if target is not None:
         _say(f"processes run in {target.describe()}")
 
-        def connect() -> Awaitable[ExecClient]:
-            return ExecClient.connect(target.url, target.token, client_name=CLIENT_NAME)
+        async def connect() -> ExecClient:
+            try:
+                return await ExecClient.connect(target.url, target.token, client_name=CLIENT_NAME)
+            except Exception as exc:
+                if target.explicit:
+                    raise
+                _say(f"cannot use {target.describe()} ({exc}); using this user's exec daemon")
+                return await _connect_daemon()
     elif isinstance(daemon, Path):
         _say(f"processes run in this user's exec daemon ({daemon}); they outlive this session")
-
-        async def connect() -> ExecClient:
-            from ..client.unix_transport import connect_daemon, daemon_front
-
-            # Found again at each connect: a daemon replaced meanwhile is started anew.
-            path = await asyncio.to_thread(user_daemon)
-            # Its own rules (SPEC 3): this process's cwd and environment, as an agent
-            # host started it, never those of the server that started the daemon.
-            return await connect_daemon(path, front=daemon_front(FRONT), client_name=CLIENT_NAME)
+        connect = _connect_daemon
     else:
         from ..client.embedded import EMBEDDED, connect_service
         from ..config import ExecConfig
@@ -101,6 +99,17 @@ async def _serve(url: str | None, token: str | None, embedded: bool = False) -> 
         await source.aclose()
         if service is not None:
             await service.aclose()
+
+
+async def _connect_daemon() -> ExecClient:
+    """A client of this user's exec daemon, found (or started) again at each connect: a
+    daemon replaced meanwhile is started anew."""
+    from ..client.unix_transport import connect_daemon, daemon_front
+
+    path = await asyncio.to_thread(user_daemon)
+    # Its own rules (SPEC 3): this process's cwd and environment, as an agent host
+    # started it, never those of the server that started the daemon.
+    return await connect_daemon(path, front=daemon_front(FRONT), client_name=CLIENT_NAME)
 
 
 async def _daemon() -> Path | str:

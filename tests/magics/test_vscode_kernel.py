@@ -9,9 +9,13 @@ afterwards all see it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +107,52 @@ def test_a_job_outlives_a_restart_of_a_kernel_no_server_launched(tmp_path: Path)
             kernel.execute("%terminate job --grace 100")
         finally:
             kernel.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_a_kernel_whose_server_lacks_the_extension_uses_the_daemon(tmp_path: Path) -> None:
+    """The kernel's parent server (JPY_PARENT_PID, its record) answers, but not our API."""
+    runtime, root = tmp_path / "runtime", tmp_path / "root"
+    runtime.mkdir()
+    root.mkdir()
+    other = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)  # 501 to all
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    record = {"pid": os.getpid(), "port": other.server_address[1], "hostname": "127.0.0.1",
+              "base_url": "/", "token": "t", "root_dir": str(root)}  # fmt: skip
+    # jupyter_client gives the kernel JPY_PARENT_PID = this pid, as a server would.
+    (runtime / f"jpserver-{os.getpid()}.json").write_text(json.dumps(record))
+    with daemons_stopped(runtime):
+        kernel = LocalKernel(clean_env(runtime), root)
+        try:
+            _, out = kernel.execute(
+                "%load_ext jupyter_exec\np = %exec --quiet --name job sleep 300\n%exec_connect"
+            )
+            text = outputs_text(out)
+            assert "cannot use http://127.0.0.1:" in text, text
+            assert "processes run in this user's exec daemon" in text
+            assert "processes outlive this front" in text and "inside this kernel" not in text
+            # The CLI and the MCP face find that server too, and also go to the daemon.
+            ps = cli(runtime, "ps")
+            assert re.search(r"^job\s+running", ps.stdout, re.M), ps
+            assert "cannot use http://127.0.0.1:" in ps.stderr
+            listed = asyncio.run(mcp_list(runtime, tmp_path / "mcp.err"))
+            said = (tmp_path / "mcp.err").read_text()
+            assert "job" in listed and "using this user's exec daemon" in said, said
+        finally:
+            kernel.shutdown()
+            other.shutdown()
+
+
+async def mcp_list(runtime: Path, errors: Path) -> str:
+    """`list_processes` through `jupyter-exec mcp` (the SDK's stdio client), stderr to `errors`."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    params = StdioServerParameters(
+        command=str(BIN / "jupyter-exec"), args=["mcp"], env=clean_env(runtime)
+    )
+    with errors.open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
+            await s.initialize()
+            result = await s.call_tool("list_processes", {})
+    return "".join(getattr(block, "text", "") for block in result.content)
