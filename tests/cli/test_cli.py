@@ -181,6 +181,11 @@ def test_without_any_server(tmp_path: Path) -> None:
             capture_output=True, text=True, env=env, timeout=30,
         )  # fmt: skip
         assert nowhere.returncode == 2 and "--detach needs the exec daemon" in nowhere.stderr
+        both = subprocess.run(
+            [CLI, "run", "--embedded", "--url", "ws://127.0.0.1:9/", "--", "true"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        assert both.returncode == 2 and "--embedded and --url exclude each other" in both.stderr
     module = subprocess.run(
         [PY, "-m", "jupyter_exec", "serve", "--help"], capture_output=True, text=True, timeout=30
     )

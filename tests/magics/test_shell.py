@@ -404,6 +404,19 @@ def test_exec_connect_shows_and_switches(
     assert "embedded registry" in capsys.readouterr().out
 
 
+def test_a_handle_by_id_alone_uses_the_magics_connection(
+    ip: InteractiveShell, magics: ExecMagics
+) -> None:
+    line(ip, "exec", "-q --name by-id sleep 30")
+    handle = ExecProcess("by-id")  # what a new kernel writes after a restart
+    assert handle.client is magics.client and handle.running
+    handle.terminate(grace=100)
+    with pytest.raises(LookupError, match="unknown process id nothing-here"):
+        _ = ExecProcess("nothing-here").info
+    with pytest.raises(TypeError, match=r"ExecProcess\(process_id\)"):
+        ExecProcess(magics.client)
+
+
 def test_usage_errors(ip: InteractiveShell, magics: ExecMagics) -> None:
     with pytest.raises(UsageError, match="needs a command"):
         line(ip, "exec", "--quiet")

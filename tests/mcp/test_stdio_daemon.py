@@ -70,3 +70,12 @@ async def test_with_no_usable_runtime_dir_it_runs_them_itself_and_says_why(
     said = notices.read_text()
     assert said.count("no exec daemon can run here (cannot use the runtime dir") == 1, said
     assert "processes run in this process and end with it" in said
+
+
+def test_embedded_and_a_url_exclude_each_other(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(BIN / "jupyter-exec"), "mcp", "--embedded", "--url", "http://127.0.0.1:9/"],
+        capture_output=True, text=True, env=clean_env(tmp_path), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "--embedded and --url exclude each other" in done.stderr
+    assert not list(tmp_path.glob("jupyter-exec-*"))  # nothing was started
