@@ -1,9 +1,12 @@
 """Start the exec daemon on demand, through the holder; replace an older one.
 
-`ensure_daemon` is synchronous (the CLI and the magics call it directly; the
-Jupyter extension in a thread). Starters race safely: each checks the socket,
-then takes `jupyter-exec-holderN.start.lock` (fcntl.flock) and checks again
-before starting one, so two starters get one daemon. The daemon is started
+`ensure_daemon` is synchronous (the magics call it directly, through
+`client.discovery.user_daemon`; the CLI, `jupyter-exec mcp` and the Jupyter
+extension in a thread). Every front calls it when it finds no server (SPEC 3
+"Every front"), so it also says, as a DaemonStartError, why no daemon can
+run. Starters race safely: each checks the socket, then takes
+`jupyter-exec-holderN.start.lock` (fcntl.flock) and checks again before
+starting one, so two starters get one daemon. The daemon is started
 by the holder (daemon/holder.py), started first if none runs, so that the
 daemon's children are re-parented to the holder if it dies.
 

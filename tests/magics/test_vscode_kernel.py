@@ -141,6 +141,7 @@ def test_a_kernel_whose_server_lacks_the_extension_uses_the_daemon(tmp_path: Pat
         finally:
             kernel.shutdown()
             other.shutdown()
+            other.server_close()
 
 
 async def mcp_list(runtime: Path, errors: Path) -> str:
