@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..client.discovery import find_server, user_daemon
+from ..client.discovery import find_server
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["main", "parse_detach_key"]
 
 DEFAULT_DETACH_KEY = "ctrl-]"
+CLIENT_NAME = "jupyter-exec-cli"
 
 
 class CliError(Exception):
@@ -92,9 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
-    run.add_argument(
-        "--embedded", action="store_true", help="run it inside this command, not the exec daemon"
-    )
+    run.add_argument("--embedded", action="store_true", help="run it inside this command")
     add_limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
@@ -241,9 +240,7 @@ async def _connect(args: argparse.Namespace) -> Any:
     target = None if embedded else find_server(args.url, args.token, any_server=True)
     if target is not None:
         try:
-            client = await ExecClient.connect(
-                target.url, target.token, client_name="jupyter-exec-cli"
-            )
+            client = await ExecClient.connect(target.url, target.token, client_name=CLIENT_NAME)
         except Exception as exc:
             if target.explicit:
                 raise CliError(f"cannot reach {target.describe()}: {exc}") from None
@@ -253,25 +250,15 @@ async def _connect(args: argparse.Namespace) -> Any:
             async with client:
                 yield client
             return
-    daemon = "asked for with --embedded" if embedded else await _daemon()
-    if isinstance(daemon, Path):
-        from .cli_daemon import connect_here
+    from .cli_daemon import connect_here, daemon_or_why
 
+    daemon = "asked for with --embedded" if embedded else await daemon_or_why()
+    if isinstance(daemon, Path):
         client = await connect_here(daemon)
     else:
         client = await _embedded(args, daemon, say=not embedded)
     async with client:
         yield client
-
-
-async def _daemon() -> Path | str:
-    """The socket of this user's exec daemon (started if none runs), or why none can."""
-    from ..daemon.start import DaemonStartError
-
-    try:
-        return await asyncio.to_thread(user_daemon)
-    except (DaemonStartError, OSError) as exc:
-        return f"no exec daemon can run here ({exc})"
 
 
 async def _embedded(args: argparse.Namespace, why: str, *, say: bool) -> ExecClient:
@@ -283,7 +270,7 @@ async def _embedded(args: argparse.Namespace, why: str, *, say: bool) -> ExecCli
               file=sys.stderr)  # fmt: skip
     from ..client.embedded import start_embedded
 
-    return await start_embedded(default_lifetime="connection", client_name="jupyter-exec-cli")
+    return await start_embedded(default_lifetime="connection", client_name=CLIENT_NAME)
 
 
 async def _shutdown(args: argparse.Namespace) -> int:
