@@ -12,13 +12,18 @@ Order (the magics and the CLI agree on it):
 3. for the CLI only (``any_server=True``): a standalone ``jupyter-exec serve``
    that left a ``jpexec-PID.json`` record, else the running Jupyter server whose
    root directory contains the current directory, else the newest one;
-4. nothing (``None``). Then the processes may still be in the user's exec
-   daemon (``find_daemon``: its socket in the runtime directory), which
-   outlives the Jupyter server that started it: the CLI's ``ps``/``logs`` and
-   the magics use it directly; else the magics start an embedded registry.
+4. nothing (``None``). Then the processes live in the user's exec daemon
+   (SPEC 3 "Every front"), which outlives whatever started it:
+   ``user_daemon`` joins the running one (``find_daemon``: its socket in the
+   runtime directory) or starts one. Its fronts (the magics of a kernel that
+   no Jupyter server launched, the CLI, ``jupyter-exec mcp``) talk to it
+   under the rules of a shell: their cwd, their environment. Only when it
+   cannot run (an unusable runtime directory...) does a front embed a
+   registry, and say why.
 
 Only files are read here (no jupyter_server import, no network), so discovery
-is cheap and testable with a temporary runtime directory.
+is cheap and testable with a temporary runtime directory; ``user_daemon``
+alone may start processes (the holder and the daemon).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = [
     "jupyter_runtime_dir",
     "running_servers",
     "server_url",
+    "user_daemon",
 ]
 
 URL_ENV = "JUPYTER_EXEC_URL"
@@ -56,6 +62,13 @@ class ServerTarget:
     source: str
     pid: int | None = None
 
+    @property
+    def explicit(self) -> bool:
+        """Named by the user (``--url``, ``$JUPYTER_EXEC_URL``): failing to reach it is an
+        error. A found one that does not answer our API (a Jupyter server without this
+        extension, a stale record) leaves a front to the user's exec daemon instead."""
+        return self.source in ("explicit", "environment")
+
     def describe(self) -> str:
         how = {
             "explicit": "given explicitly",
@@ -64,7 +77,7 @@ class ServerTarget:
             "terminal": "the Jupyter server running this terminal",
             "standalone": "a running jupyter-exec server",
             "running": "a running Jupyter server",
-            "daemon": "this user's exec daemon (no Jupyter server up)",
+            "daemon": "this user's exec daemon: processes outlive this front",
         }.get(self.source, self.source)
         return f"{self.url} ({how})"
 
@@ -84,6 +97,17 @@ def find_daemon(
     pid = record.get("pid") if isinstance(record, dict) else None
     sock = paths.socket_path(directory)
     return sock if isinstance(pid, int) and _pid_alive(pid) and sock.exists() else None
+
+
+def user_daemon(runtime_dir: Path | None = None) -> Path:
+    """The socket of this user's exec daemon: the running one, else one started now.
+
+    Raises ``DaemonStartError`` (jupyter_exec.daemon.start) saying why none can
+    run: an unusable runtime directory, a daemon that failed to start.
+    """
+    from ..daemon.start import ensure_daemon
+
+    return ensure_daemon(jupyter_runtime_dir() if runtime_dir is None else runtime_dir)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,9 +1,12 @@
 """Start the exec daemon on demand, through the holder; replace an older one.
 
-`ensure_daemon` is synchronous (the CLI and the magics call it directly; the
-Jupyter extension in a thread). Starters race safely: each checks the socket,
-then takes `jupyter-exec-holderN.start.lock` (fcntl.flock) and checks again
-before starting one, so two starters get one daemon. The daemon is started
+`ensure_daemon` is synchronous (the magics call it directly, through
+`client.discovery.user_daemon`; the CLI, `jupyter-exec mcp` and the Jupyter
+extension in a thread). Every front calls it when it finds no server (SPEC 3
+"Every front"), so it also says, as a DaemonStartError, why no daemon can
+run. Starters race safely: each checks the socket, then takes
+`jupyter-exec-holderN.start.lock` (fcntl.flock) and checks again before
+starting one, so two starters get one daemon. The daemon is started
 by the holder (daemon/holder.py), started first if none runs, so that the
 daemon's children are re-parented to the holder if it dies.
 
@@ -45,12 +48,22 @@ class DaemonStartError(RuntimeError):
 
 
 def ensure_daemon(runtime_dir: Path) -> Path:
-    """The socket of a running daemon for this runtime dir, started if there is none."""
+    """The socket of a running daemon for this runtime dir, started if there is none.
+
+    Raises DaemonStartError saying why none can run, an unusable runtime dir
+    included (the fronts then fall back to an in-process registry and say so).
+    """
     path = paths.socket_path(runtime_dir)
     if listening(path) and outdated(runtime_dir) is None:
         return path
-    runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(paths.holder_start_lock_path(runtime_dir), "a") as lock:
+    try:
+        runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = open(paths.holder_start_lock_path(runtime_dir), "a")  # noqa: SIM115
+    except OSError as exc:
+        raise DaemonStartError(
+            f"cannot use the runtime dir {runtime_dir}: {exc.strerror or exc}"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         reason = "first use"
         if listening(path):

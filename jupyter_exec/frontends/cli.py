@@ -3,8 +3,10 @@
 Subcommands: ``run``, ``ps``, ``logs``, ``attach``, ``write``, ``kill`` talk to
 a server found as :mod:`jupyter_exec.client.discovery` describes (``--url``/``--token``
 first, then ``$JUPYTER_EXEC_URL``, the Jupyter server of this kernel or
-terminal, a running ``jupyter-exec serve`` or Jupyter server); ``serve`` runs
-the standalone server (:func:`jupyter_exec.transports.serve.main`).
+terminal, a running ``jupyter-exec serve`` or Jupyter server), else this
+user's exec daemon, started if none runs (SPEC 3 "Every front": processes
+outlive the command, the CLI's cwd and environment are their root and base);
+``serve`` runs the standalone server (:func:`jupyter_exec.transports.serve.main`).
 
 Exit status: ``run`` and a followed ``attach`` exit with the process's status
 (128+N when killed by signal N, as shells report it); other commands 0 on
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..client.discovery import find_daemon, find_server
+from ..client.discovery import find_server
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["main", "parse_detach_key"]
 
 DEFAULT_DETACH_KEY = "ctrl-]"
+CLIENT_NAME = "jupyter-exec-cli"
 
 
 class CliError(Exception):
@@ -88,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
+    run.add_argument("--embedded", action="store_true", help="run it inside this command")
     add_limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
@@ -223,53 +227,48 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def _connect(args: argparse.Namespace) -> Any:
-    """A client of the server discovery finds; for ``run`` with none, an embedded registry."""
+    """A client of the server discovery finds; with none, of this user's exec daemon,
+    started if needed (SPEC 3 "Every front"); embedded only for ``run --embedded`` or
+    when no daemon can run (then said on stderr, with the reason)."""
     from ..client.exec_client import ExecClient  # here: --help costs no websockets
 
-    target = find_server(args.url, args.token, any_server=True)
-    if target is None:
-        if args.command == "run" and not args.detach:
-            from ..client.embedded import start_embedded
-
-            embedded = await start_embedded(
-                default_lifetime="connection", client_name="jupyter-exec-cli"
-            )
-            async with embedded:
-                yield embedded
-            return
-        daemon = _start_daemon() if args.command == "run" else find_daemon()
-        if daemon is not None:  # no server up, but the processes outlive servers
-            from .cli_daemon import connect_here
-
-            client = await connect_here(daemon)
-            try:
+    embedded = getattr(args, "embedded", False)
+    if embedded and args.url:
+        raise CliError("--embedded and --url exclude each other")
+    target = None if embedded else find_server(args.url, args.token, any_server=True)
+    if target is not None:
+        try:
+            client = await ExecClient.connect(target.url, target.token, client_name=CLIENT_NAME)
+        except Exception as exc:
+            if target.explicit:
+                raise CliError(f"cannot reach {target.describe()}: {exc}") from None
+            print(f"jupyter exec: cannot use {target.describe()} ({exc}); "
+                  "using this user's exec daemon", file=sys.stderr)  # fmt: skip
+        else:
+            async with client:
                 yield client
-            finally:
-                await client.close()
             return
-        raise CliError(
-            "no jupyter-exec server found: start JupyterLab / `jupyter server` (with the "
-            "jupyter_exec extension) or `jupyter exec serve`, or pass --url/--token"
-        )
-    try:
-        client = await ExecClient.connect(target.url, target.token, client_name="jupyter-exec-cli")
-    except (OSError, ExecError, Exception) as exc:
-        raise CliError(f"cannot reach {target.describe()}: {exc}") from None
-    try:
+    from .cli_daemon import connect_here, daemon_or_why
+
+    daemon = "asked for with --embedded" if embedded else await daemon_or_why()
+    if isinstance(daemon, Path):
+        client = await connect_here(daemon)
+    else:
+        client = await _embedded(args, daemon, say=not embedded)
+    async with client:
         yield client
-    finally:
-        await client.close()
 
 
-def _start_daemon() -> Path:
-    """`run --detach` with no server: the process goes to an exec daemon started now."""
-    from ..daemon.start import DaemonStartError
-    from .cli_daemon import start_daemon_here
+async def _embedded(args: argparse.Namespace, why: str, *, say: bool) -> ExecClient:
+    """A registry inside this command: its processes end with it (so no ``--detach``)."""
+    if args.command == "run" and args.detach:
+        raise CliError(f"--detach needs the exec daemon: {why}")
+    if say:
+        print(f"jupyter exec: {why}; processes run inside this command and end with it",
+              file=sys.stderr)  # fmt: skip
+    from ..client.embedded import start_embedded
 
-    try:
-        return start_daemon_here()
-    except DaemonStartError as exc:
-        raise CliError(str(exc)) from None
+    return await start_embedded(default_lifetime="connection", client_name=CLIENT_NAME)
 
 
 async def _shutdown(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..client.discovery import find_daemon, find_server, jupyter_runtime_dir
+from ..client.discovery import find_daemon, find_server, jupyter_runtime_dir, user_daemon
 
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
@@ -34,9 +34,18 @@ CLI_FRONT = "the jupyter exec CLI"
 
 def start_daemon_here() -> Path:
     """The daemon of this runtime dir, started if needed (raises DaemonStartError)."""
-    from ..daemon.start import ensure_daemon
+    return user_daemon()
 
-    return ensure_daemon(jupyter_runtime_dir())
+
+async def daemon_or_why() -> Path | str:
+    """The socket of this user's exec daemon (started if none runs), or why none can run:
+    every command goes there when it finds no server (SPEC 3 "Every front")."""
+    from ..daemon.start import DaemonStartError
+
+    try:
+        return await asyncio.to_thread(user_daemon)
+    except (DaemonStartError, OSError) as exc:
+        return f"no exec daemon can run here ({exc})"
 
 
 async def shutdown(url: str | None, token: str | None) -> bool:

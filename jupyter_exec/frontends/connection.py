@@ -2,10 +2,18 @@
 
 Discovery (:mod:`jupyter_exec.client.discovery`) picks an explicit or
 ``$JUPYTER_EXEC_URL`` server, else the Jupyter server that launched this
-kernel; with none up, this user's exec daemon if one runs (the processes a
-server started outlive it); with neither, an embedded registry runs in this process
-(processes then end with the kernel, and a one-line notice says so). A server
-that goes away (a restart) is looked for again at the next use. No IPython.
+kernel. With none (VS Code, plain IPython and ``jupyter console`` start
+kernels themselves; a server without our extension answers nothing), the
+processes go to this user's exec daemon, joined or started now (SPEC 3 "Every
+front"), under the rules of a shell: the kernel's cwd as root, its
+environment as base. They outlive the kernel, and every front of the user
+sees them. Only ``%exec_connect --embedded``, or a daemon that cannot run,
+puts them in a registry inside this kernel (they then end with it; the
+reason is said once). A server or daemon that goes away (a restart) is
+looked for again at the next use. No IPython.
+
+`shared` is the connection of this process: the magics' and that of
+``ExecProcess("id")``, so a handle made by id reaches what ``%exec`` started.
 """
 
 from __future__ import annotations
@@ -14,10 +22,16 @@ import contextlib
 import os
 import threading
 
-from ..client.discovery import ServerTarget, find_daemon, find_server
+from ..client.discovery import ServerTarget, find_server, user_daemon
 from ..client.exec_client import SyncExecClient
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "shared"]
+
+#: What a kernel says when its processes cannot outlive it.
+EMBEDDED_NOTICE = (
+    "jupyter-exec: {why}; processes run inside this kernel and end with it "
+    "(%exec_connect URL to use a server)."
+)
 
 
 class Connection:
@@ -28,6 +42,8 @@ class Connection:
         self.target: ServerTarget | None = None
         self._lock = threading.Lock()
         self._embedded: SyncExecClient | None = None
+        #: Why the processes run in this kernel, once said (None: they do not, or asked to).
+        self.embedded_reason: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -51,28 +67,33 @@ class Connection:
             try:
                 client = SyncExecClient.connect(target.url, target.token)
             except Exception as exc:
-                if target.source in ("explicit", "environment"):
+                if target.explicit:
                     raise ConnectionError(f"cannot reach {target.describe()}: {exc}") from exc
                 print(
                     f"jupyter-exec: cannot use {target.describe()} ({exc}); "
-                    "processes run inside this kernel and end with it."
+                    "processes run in this user's exec daemon."
                 )
             else:
                 self.target = target
                 return client
-        elif (daemon := find_daemon()) is not None:
-            # No server (it stopped or crashed), but its processes live on in the daemon.
-            from ..client.unix_transport import connect_daemon, daemon_front
-
-            self.target = ServerTarget(f"unix:{daemon}", None, "daemon")
-            front = daemon_front(f"the magics of kernel {os.getpid()}")
-            return SyncExecClient.from_async(lambda: connect_daemon(daemon, front=front))
-        else:
-            print(
-                "jupyter-exec: no exec server found; processes run inside this kernel "
-                "and end with it (%exec_connect URL to use a server)."
-            )
+        try:
+            return self._daemon_client()
+        except Exception as exc:  # DaemonStartError, OSError, a refused hello: say which
+            why = f"no exec daemon can run here ({exc})"
+            if self.embedded_reason is None:
+                print(EMBEDDED_NOTICE.format(why=why))
+            self.embedded_reason = why
         return self._embedded_client()
+
+    def _daemon_client(self) -> SyncExecClient:
+        """A client of this user's exec daemon (started if none runs), as a shell's front."""
+        from ..client.unix_transport import connect_daemon, daemon_front
+
+        daemon = user_daemon()
+        front = daemon_front(f"the magics of kernel {os.getpid()}")
+        client = SyncExecClient.from_async(lambda: connect_daemon(daemon, front=front))
+        self.target = ServerTarget(f"unix:{daemon}", None, "daemon")
+        return client
 
     def _embedded_client(self) -> SyncExecClient:
         if self._embedded is None:
@@ -92,6 +113,7 @@ class Connection:
         return client
 
     def use_embedded(self) -> SyncExecClient:
+        """``%exec_connect --embedded``: asked for, so nothing more is said."""
         with self._lock:
             old = self._client
             self._client = self._embedded_client()
@@ -102,6 +124,7 @@ class Connection:
         """Forget the current choice; the next use runs discovery again."""
         with self._lock:
             old, self._client, self.target = self._client, None, None
+            self.embedded_reason = None
         self._close_unless_embedded(old)
 
     def _close_unless_embedded(self, client: SyncExecClient | None) -> None:
@@ -112,7 +135,8 @@ class Connection:
         if self._client is None:
             return "not connected yet (connects on first use)"
         if self.embedded or self.target is None:
-            return "embedded registry in this kernel (processes end with it)"
+            why = f": {self.embedded_reason}" if self.embedded_reason else ""
+            return f"embedded registry in this kernel (processes end with it){why}"
         return self.target.describe()
 
     def close(self) -> None:
@@ -122,3 +146,16 @@ class Connection:
         for client in clients.values():
             with contextlib.suppress(Exception):
                 client.close()
+
+
+_shared: Connection | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Connection:
+    """This process's connection (module docstring), made on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Connection()
+        return _shared

@@ -23,6 +23,7 @@ from ..render.presentation import ending, format_status, process_runtime, return
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.models import ProcessInfo
 from ..wire.schema import ReadResult
+from .connection import shared
 from .frontend import Escalation, signal_name
 
 __all__ = ["ExecProcess", "ExecProcessError", "ProcessExitedError"]
@@ -50,10 +51,19 @@ class ExecProcess:
     """A process on the exec server (module docstring)."""
 
     def __init__(
-        self, client: SyncExecClient, process_id: str, argv: list[str] | None = None
+        self,
+        client: SyncExecClient | str,
+        process_id: str | None = None,
+        argv: list[str] | None = None,
     ) -> None:
-        self.client = client
-        self.id = process_id
+        # ExecProcess("train"): through the magics' connection (connection.shared), which
+        # finds the process after a kernel restart too, whatever front runs the kernel.
+        if isinstance(client, str):
+            process_id, client = client, shared().get()
+        if process_id is None:
+            raise TypeError("ExecProcess(client, process_id) or ExecProcess(process_id)")
+        self.client: SyncExecClient = client
+        self.id: str = process_id
         self._argv = argv
         #: Seq of the chunk that completed the last ``wait_for`` match.
         self.last_match_seq = 0

@@ -46,7 +46,7 @@ from ..render.html_render import ps_html
 from ..render.presentation import ending, format_status, one_line, ps_text
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.errors import ExecError
-from .connection import Connection
+from .connection import shared
 from .frontend import child_environment, parse_env, signal_name, start_process
 from .handle import ExecProcess
 from .limit_options import start_limits
@@ -182,7 +182,7 @@ class ExecMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.connection = Connection()
+        self.connection = shared()
         self._counter = 0
 
     # -- helpers ------------------------------------------------------------------

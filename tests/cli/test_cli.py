@@ -18,6 +18,7 @@ import pytest
 from ptyprocess import PtyProcess
 
 from jupyter_exec.frontends.cli import parse_detach_key
+from tests.daemon.harness import daemon_pid, daemons_stopped
 from tests.wire import NUMBERED, NUMBERED_LINES, assert_numbered, stop_process
 
 from ..magics.jupyter_process import BIN, JupyterServer, clean_env, jupyter_server
@@ -154,17 +155,59 @@ def test_ctrl_c_interrupts_the_process_not_the_cli(standalone: Standalone) -> No
 
 
 def test_without_any_server(tmp_path: Path) -> None:
-    env = clean_env(tmp_path)
-    ps = subprocess.run([CLI, "ps"], capture_output=True, text=True, env=env, timeout=30)
-    assert ps.returncode == 2 and "no jupyter-exec server found" in ps.stderr
-    local = subprocess.run(
-        [CLI, "run", "--", "echo", "embedded"], capture_output=True, text=True, env=env, timeout=30
-    )
-    assert (local.returncode, local.stdout) == (0, "embedded\n")
+    """No server: the user's exec daemon is started (SPEC 3 "Every front"); ``ps`` with
+    nothing in it prints the bare table and succeeds."""
+    runtime = tmp_path / "runtime"
+    env = clean_env(runtime)
+    with daemons_stopped(runtime):
+        ps = subprocess.run([CLI, "ps"], capture_output=True, text=True, env=env, timeout=30)
+        assert (ps.returncode, ps.stderr) == (0, "")
+        assert ps.stdout.split() == ["ID", "STATE", "EXIT", "RUNTIME", "COMMAND"]
+        assert daemon_pid(runtime) is not None
+        local = subprocess.run(
+            [CLI, "run", "--name", "here", "--", "echo", "in the daemon"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        assert (local.returncode, local.stdout, local.stderr) == (0, "in the daemon\n", "")
+        listed = subprocess.run([CLI, "ps"], capture_output=True, text=True, env=env, timeout=30)
+        assert re.search(r"^here\s+(exited|closed)\s+0", listed.stdout, re.M), listed.stdout
+        asked = subprocess.run(
+            [CLI, "run", "--embedded", "--name", "here", "--", "echo", "embedded"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        assert (asked.returncode, asked.stdout, asked.stderr) == (0, "embedded\n", "")
+        nowhere = subprocess.run(
+            [CLI, "run", "--embedded", "-d", "--", "true"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        assert nowhere.returncode == 2 and "--detach needs the exec daemon" in nowhere.stderr
+        both = subprocess.run(
+            [CLI, "run", "--embedded", "--url", "ws://127.0.0.1:9/", "--", "true"],
+            capture_output=True, text=True, env=env, timeout=30,
+        )  # fmt: skip
+        assert both.returncode == 2 and "--embedded and --url exclude each other" in both.stderr
     module = subprocess.run(
         [PY, "-m", "jupyter_exec", "serve", "--help"], capture_output=True, text=True, timeout=30
     )
     assert module.returncode == 0 and "--listen" in module.stdout
+
+
+def test_without_a_usable_runtime_dir_it_runs_inside_and_says_why(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a runtime dir cannot be under a file, even for root")
+    env = clean_env(tmp_path / "file" / "runtime")
+    why = "no exec daemon can run here (cannot use the runtime dir"
+    ps = subprocess.run([CLI, "ps"], capture_output=True, text=True, env=env, timeout=30)
+    assert ps.returncode == 0 and ps.stdout.split()[0] == "ID"
+    assert ps.stderr.count(why) == 1 and "Not a directory" in ps.stderr
+    local = subprocess.run(
+        [CLI, "run", "--", "echo", "inside"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert (local.returncode, local.stdout) == (0, "inside\n")
+    assert "processes run inside this command and end with it" in local.stderr
+    detached = subprocess.run(
+        [CLI, "run", "-d", "--", "true"], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert detached.returncode == 2 and f"--detach needs the exec daemon: {why}" in detached.stderr
 
 
 def test_finds_a_running_jupyter_server_from_a_shell(tmp_path: Path) -> None:

@@ -242,6 +242,39 @@ class Kernel:
         self.server.request("DELETE", f"api/kernels/{self.id}")
 
 
+class LocalKernel(Kernel):
+    """A kernel started by jupyter_client alone, as VS Code starts one: no Jupyter
+    server, and no server record names it (ENVIRONMENT.md)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        from jupyter_client.manager import KernelManager
+
+        self.manager = KernelManager(kernel_name="python3")  # argv[0] "python": this one
+        self.manager.start_kernel(env=env, cwd=str(cwd))
+        self.messages = []
+        self.client = self._connect()
+
+    def _connect(self) -> BlockingKernelClient:
+        client = self.manager.blocking_client()
+        client.hb_channel.time_to_dead = 10.0  # as Kernel._connect: a busy machine
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        return client
+
+    def restart(self) -> None:
+        self.client.stop_channels()
+        self.manager.restart_kernel(now=True)
+        self.messages.clear()
+        self.client = self._connect()
+
+    def interrupt(self) -> None:
+        self.manager.interrupt_kernel()
+
+    def shutdown(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=True)
+
+
 def outputs_text(messages: list[dict[str, Any]]) -> str:
     parts = []
     for msg in messages:

@@ -1,7 +1,7 @@
 """The magics in a real IPython InteractiveShell with the embedded registry.
 
-No server: discovery finds none (the environment is scrubbed), so processes
-live in this test process. Live views are forced on and their display messages
+No server, and ``%exec_connect --embedded``: processes live in this test
+process (terminal IPython with the user's exec daemon is tested at the end). Live views are forced on and their display messages
 recorded through a DisplayPublisher, the same path ipykernel's publisher takes.
 """
 
@@ -29,6 +29,7 @@ from jupyter_exec.frontends.handle import ExecProcess, ProcessExitedError
 from jupyter_exec.frontends.magics import ExecMagics
 from jupyter_exec.frontends.view import live_views, stop_all_views
 from jupyter_exec.wire.errors import ExecError
+from tests.daemon.harness import daemons_stopped
 from tests.wire import NUMBERED, NUMBERED_LINES, assert_numbered
 
 PY = sys.executable
@@ -62,6 +63,7 @@ def ip() -> Iterator[InteractiveShell]:
     }
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "jupyter_exec")
+    shell.run_line_magic("exec_connect", "--embedded")
     try:
         yield shell
     finally:
@@ -409,6 +411,19 @@ def test_exec_connect_shows_and_switches(
     assert "embedded registry" in capsys.readouterr().out
 
 
+def test_a_handle_by_id_alone_uses_the_magics_connection(
+    ip: InteractiveShell, magics: ExecMagics
+) -> None:
+    line(ip, "exec", "-q --name by-id sleep 30")
+    handle = ExecProcess("by-id")  # what a new kernel writes after a restart
+    assert handle.client is magics.client and handle.running
+    handle.terminate(grace=100)
+    with pytest.raises(LookupError, match="unknown process id nothing-here"):
+        _ = ExecProcess("nothing-here").info
+    with pytest.raises(TypeError, match=r"ExecProcess\(process_id\)"):
+        ExecProcess(magics.client)
+
+
 def test_usage_errors(ip: InteractiveShell, magics: ExecMagics) -> None:
     with pytest.raises(UsageError, match="needs a command"):
         line(ip, "exec", "--quiet")
@@ -421,8 +436,44 @@ def test_usage_errors(ip: InteractiveShell, magics: ExecMagics) -> None:
     assert "--wait-for REGEX" in ip.find_line_magic("exec").__doc__
 
 
-def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) -> None:
-    """A real terminal IPython: no server, a notice, processes end with it."""
+def terminal_ipython(runtime: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """A real terminal IPython, no server around, runtime dir ``runtime``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JPY_PARENT_PID", "JUPYTER_EXEC_URL")}
+    env["JUPYTER_RUNTIME_DIR"] = str(runtime)
+    return subprocess.run(
+        [PY, "-m", "IPython", "--simple-prompt", "--no-banner", "--colors=NoColor"],
+        input=code, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+
+
+def test_terminal_ipython_puts_its_processes_in_the_exec_daemon(tmp_path: Path) -> None:
+    """Plain IPython, no server: the job outlives IPython, and the CLI lists it."""
+    runtime = tmp_path / "runtime"
+    with daemons_stopped(runtime):
+        code = (
+            "%load_ext jupyter_exec\n"
+            "p = %exec -q --name stays sleep 60\n"
+            "print('pid', p.info.pid)\n"
+            "%exec_connect\n"
+            "exit\n"
+        )
+        out = terminal_ipython(runtime, code)
+        assert "exec daemon: processes outlive this front" in out.stdout, out
+        assert "inside this kernel" not in out.stdout and "Traceback" not in out.stderr
+        pid = int(out.stdout.split("pid ")[1].split()[0])
+        os.kill(pid, 0)  # still running, IPython gone
+        ps = subprocess.run(
+            [str(Path(PY).parent / "jupyter-exec"), "ps"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)},
+        )  # fmt: skip
+        assert re.search(r"^stays\s+running", ps.stdout, re.M), ps
+
+
+def test_terminal_ipython_falls_back_in_process_and_says_why_once(tmp_path: Path) -> None:
+    """A runtime dir that cannot exist (under a regular file, which stops root too):
+    no daemon can run, so the processes run in IPython and end with it; said once."""
+    (tmp_path / "file").write_text("not a directory")
     pidfile = tmp_path / "pid"
     code = (
         "%load_ext jupyter_exec\n"
@@ -432,13 +483,11 @@ def test_terminal_ipython_exits_cleanly_and_stops_its_processes(tmp_path: Path) 
         "%exec -q true\n"
         "exit\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("JPY_PARENT_PID", "JUPYTER_EXEC_URL")}
-    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path)
-    out = subprocess.run(
-        [PY, "-m", "IPython", "--simple-prompt", "--no-banner", "--colors=NoColor"],
-        input=code, capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
-    assert "no exec server found" in out.stdout, out
+    out = terminal_ipython(tmp_path / "file" / "runtime", code)
+    notices = re.findall(r"jupyter-exec: .*", out.stdout)
+    assert len(notices) == 1, out.stdout
+    assert "cannot use the runtime dir" in notices[0] and "Not a directory" in notices[0]
+    assert "processes run inside this kernel and end with it" in notices[0]
     assert "sleep 60" in out.stdout
     assert re.search(r"Out\[\d+\]: <exec p2: (running|exited 0)", out.stdout), out.stdout
     assert "Traceback" not in out.stdout + out.stderr

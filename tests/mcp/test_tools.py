@@ -206,16 +206,20 @@ def test_http_endpoint_refuses_without_a_token(server):
         assert info.value.code in (401, 403)
 
 
-async def test_stdio_without_a_server_runs_processes_itself(tmp_path):
+async def test_stdio_embedded_when_asked_runs_processes_itself(tmp_path):
     env = clean_env(tmp_path)  # an empty runtime dir: no server to find
     notices = tmp_path / "stderr.txt"
-    params = StdioServerParameters(command=str(BIN / "jupyter-exec"), args=["mcp"], env=env)
+    params = StdioServerParameters(
+        command=str(BIN / "jupyter-exec"), args=["mcp", "--embedded"], env=env
+    )
     with notices.open("w") as errlog:
         async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
             await s.initialize()
             r = await s.call_tool("run_command", {"command": "echo embedded"})
             assert r.structured_content["output"] == "embedded\n"
-    assert "no jupyter-exec server found; processes run in this process" in notices.read_text()
+    said = notices.read_text()
+    assert "asked for with --embedded; processes run in this process and end with it" in said
+    assert not list(tmp_path.glob("jupyter-exec-*"))  # no daemon was started
 
 
 async def test_stdio_with_an_unreachable_server_answers_tool_errors(tmp_path):
