@@ -74,7 +74,7 @@ SCAN = WalkOptions(
 )
 
 #: Merged into the advertised capabilities (environment/info).
-CAPABILITIES: dict[str, Any] = {"capabilityDiscoverySandbox": True}
+CAPABILITIES: dict[str, Any] = {"capabilityDiscoverySandbox": True, "capabilityDiscoveryV2": True}
 
 
 class Root(Params):
@@ -266,7 +266,11 @@ async def discover_v1(ctx: CallContext, params: Any) -> dict[str, Any]:
     if len(p.roots) > MAX_ROOTS:
         raise InvalidRequestError(f"capability root discovery accepts at most {MAX_ROOTS} roots")
     jobs = [
-        (root.id, parse_path(root.path), Access.of(ctx, FsParams(sandbox=root.sandbox)))
+        (
+            root.id,
+            parse_path(root.path),
+            Access.of(ctx, FsParams.model_construct(sandbox=root.sandbox)),
+        )
         for root in p.roots
     ]
 
@@ -312,7 +316,7 @@ def _scalar(value: str) -> Any:
     return value
 
 
-def _skill(path: Path, text: str, root_id: str, root: Path) -> dict[str, Any] | None:
+def _skill(path: Path, text: str) -> dict[str, Any] | None:
     fields = _front_matter(text)
     if fields is None:
         return None
@@ -326,50 +330,104 @@ def _skill(path: Path, text: str, root_id: str, root: Path) -> dict[str, Any] | 
         "description": description,
         "shortDescription": short if isinstance(short, str) else None,
         "path": file_uri(path),
-        "discoveryRoot": {"id": root_id, "path": file_uri(root)},
+        "discoveryRoot": None,
         "dependencies": None,
         "policy": None,
     }
 
 
+def _codex_home(env: Mapping[str, str]) -> Path:
+    configured = env.get("CODEX_HOME")
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    return Path(os.path.abspath(configured)) if configured else home / ".codex"
+
+
 def skill_roots(env: Mapping[str, str]) -> list[tuple[str, Path]]:
     """Where the user's skills are installed, as Codex's server looks for them."""
-    configured = env.get("CODEX_HOME")
-    codex_home = Path(configured) if configured else Path(env.get("HOME", "~")) / ".codex"
     home = Path(env.get("HOME") or os.path.expanduser("~"))
     return [
-        ("codex-home-skills", codex_home / "skills"),
-        ("user-agent-skills", home / ".agents" / "skills"),
+        ("codex-home-skills", _codex_home(env) / "skills"),
+        ("user-agent-skills", Path(os.path.abspath(home / ".agents" / "skills"))),
     ]
 
 
-def discover_skills(access: Access, env: Mapping[str, str]) -> dict[str, Any]:
-    skills: list[dict[str, Any]] = []
-    unreadable = False
-    for root_id, root in skill_roots(env):
-        root = Path(os.path.abspath(root))
+@dataclass
+class Inventory:
+    """What ``capabilities/discoverV2`` found; `incomplete` when a skill could not be read."""
+
+    access: Access
+    incomplete: bool = False
+
+    def skills(self, root: Path, label: Any) -> list[dict[str, Any]]:
+        """The skills below `root`; each named by `label(front matter name)`."""
         try:
-            if not os.path.isdir(access.real(root)):
-                continue
-            walked = walk_tree(access, root, SCAN)
+            if not os.path.isdir(self.access.real(root)):
+                return []
+            walked = walk_tree(self.access, root, SCAN)
         except ExecError:
-            continue
-        reader = Reader(access)
+            return []
+        reader = Reader(self.access)
         files = [parse_path(e["path"]) for e in walked.entries if e["kind"] == "file"]
+        found = []
         for path in sorted((p for p in files if p.name == "SKILL.md"), key=file_uri):
             text = reader.text(path)
-            skill = None if text is None else _skill(path, text["contents"], root_id, root)
+            skill = None if text is None else _skill(path, text["contents"])
             if skill is None:
-                unreadable = True
+                self.incomplete = True
             else:
-                skills.append(skill)
-        unreadable = unreadable or bool(reader.warnings)
+                skill["name"] = label(skill["name"])
+                found.append(skill)
+        self.incomplete = self.incomplete or bool(reader.warnings)
+        return found
+
+    def plugins(self, cache: Path) -> list[dict[str, Any]]:
+        """Installed plugins: ``CACHE/MARKETPLACE/NAME/VERSION/`` with a manifest."""
+        found = []
+        for version_dir in sorted(cache.glob("*/*/*"), key=str):
+            marketplace, name, version = version_dir.parts[-3:]
+            reader = Reader(self.access)
+            manifest = reader.first_manifest(version_dir)
+            if manifest is None:
+                continue
+            try:
+                declared = json.loads(manifest["contents"])
+            except ValueError:
+                declared = {}
+            plugin_name = declared.get("name") if isinstance(declared, dict) else None
+            plugin_name = plugin_name if isinstance(plugin_name, str) else name
+            skills = self.skills(version_dir, lambda skill, n=plugin_name: f"{n}:{skill}")
+            for skill in skills:
+                del skill["discoveryRoot"]
+            found.append(
+                {
+                    "id": f"{name}@{marketplace}",
+                    "displayName": plugin_name,
+                    "remotePluginId": None,
+                    "version": version,
+                    "root": file_uri(version_dir),
+                    "files": _plugin(version_dir, manifest, reader),
+                    "skills": skills,
+                }
+            )
+        return found
+
+
+def discover_installed(access: Access, env: Mapping[str, str]) -> dict[str, Any]:
+    """``capabilities/discoverV2``'s answer (blocking)."""
+    inventory = Inventory(access)
+    plugins = inventory.plugins(_codex_home(env) / "plugins" / "cache")
+    skills = []
+    for root_id, root in skill_roots(env):
+        for skill in inventory.skills(root, lambda skill: skill):
+            skill["discoveryRoot"] = {"id": root_id, "path": file_uri(root)}
+            skill["dependencies"], skill["policy"] = skill.pop("dependencies"), skill.pop("policy")
+            skills.append(skill)
     warnings = (
         ["some capability metadata could not be loaded; discovery may be incomplete"]
-        if unreadable
+        if inventory.incomplete
         else []
     )
-    return {"plugins": [], "skills": skills, "warnings": warnings}
+    return {"plugins": plugins, "skills": skills, "warnings": warnings}
 
 
 async def discover_v2(ctx: CallContext, params: Any) -> dict[str, Any]:
@@ -377,7 +435,7 @@ async def discover_v2(ctx: CallContext, params: Any) -> dict[str, Any]:
     parse_path(p.cwd, "cwd")
     access = Access.of(ctx, p)
     env = os.environ if ctx.rules.env is None else ctx.rules.env
-    return await asyncio.to_thread(discover_skills, access, env)
+    return await asyncio.to_thread(discover_installed, access, env)
 
 
 DISCOVERY_METHODS: dict[str, Handler] = {

@@ -313,11 +313,15 @@ TRANSPORTS = ("stdio", "standalone", "jupyter")
 
 
 @contextlib.contextmanager
-def codex_side(launcher: Path, base: Path) -> Iterator[Side]:
-    """Codex's own ``codex exec-server --listen stdio``, with its own ``CODEX_HOME``."""
+def codex_side(
+    launcher: Path, base: Path, setup_home: Callable[[Path], None] = lambda home: None
+) -> Iterator[Side]:
+    """Codex's own ``codex exec-server --listen stdio``, with its own ``CODEX_HOME``,
+    filled by `setup_home` before it starts (Codex reads installed plugins at start)."""
     workspaces, home = base / "codex-ws", base / "codex-home"
     workspaces.mkdir(parents=True)
     home.mkdir()
+    setup_home(home)
     argv = [str(launcher), "exec-server", "--listen", "stdio"]
 
     def connect(handshake: bool) -> contextlib.AbstractContextManager[Client]:
@@ -328,12 +332,15 @@ def codex_side(launcher: Path, base: Path) -> Iterator[Side]:
 
 
 @contextlib.contextmanager
-def our_side(transport: str, base: Path) -> Iterator[Side]:
+def our_side(
+    transport: str, base: Path, setup_home: Callable[[Path], None] = lambda home: None
+) -> Iterator[Side]:
     """Our server over `transport` (one of `TRANSPORTS`); workspaces go in its root."""
     root = (base / f"ours-{transport}").resolve()
     home = base / "our-codex-home"
     root.mkdir(parents=True)
     home.mkdir()
+    setup_home(home)
     env = server_env(home)
     with contextlib.ExitStack() as stack:
         if transport == "stdio":
