@@ -489,4 +489,7 @@ def test_discover_v2(pair: Pair) -> None:
         "capabilities/discoverV2", {"cwd": pair.ours.workspaces.as_uri()}
     )
     assert [p["id"] for p in found["result"]["plugins"]] == ["myplug@mkt", "other@mkt2"]
-    assert [s["name"] for s in found["result"]["skills"]] == ["sys", "alpha"]
+    home_skills = [
+        s for s in found["result"]["skills"] if s["discoveryRoot"]["id"] == "codex-home-skills"
+    ]
+    assert [s["name"] for s in home_skills] == ["sys", "alpha"]
