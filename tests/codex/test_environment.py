@@ -41,14 +41,17 @@ def test_environment_info_shape(tmp_path: Path) -> None:
     assert info["shell"]["name"] in ("bash", "zsh", "sh")
     assert os.access(info["shell"]["path"], os.X_OK)
     # Codex gates methods on exactly these names (docs/codex.md)
-    assert info["capabilities"].items() >= {
-        "fsWatchMissing": True,
-        "environmentConfigRead": True,
-        "sandboxedFileStreaming": True,
-        "fileWriteStreaming": True,
-        "capabilityDiscoverySandbox": True,
-        "capabilityDiscoveryV2": True,
-    }.items()
+    assert (
+        info["capabilities"].items()
+        >= {
+            "fsWatchMissing": True,
+            "environmentConfigRead": True,
+            "sandboxedFileStreaming": True,
+            "fileWriteStreaming": True,
+            "capabilityDiscoverySandbox": True,
+            "capabilityDiscoveryV2": True,
+        }.items()
+    )
 
 
 def test_provider_id_names_the_front(tmp_path: Path) -> None:
