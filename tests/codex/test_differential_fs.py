@@ -493,3 +493,75 @@ def test_discover_v2(pair: Pair) -> None:
         s for s in found["result"]["skills"] if s["discoveryRoot"]["id"] == "codex-home-skills"
     ]
     assert [s["name"] for s in home_skills] == ["sys", "alpha"]
+
+
+# -- sandboxDenied in process/read --------------------------------------------------------
+
+
+def codex_sandbox(ws: Path) -> dict[str, Any]:
+    """Codex's ``workspace-write`` sandbox object (ENVIRONMENT.md records its shape)."""
+
+    def special(kind: str, access: str) -> dict[str, Any]:
+        return {"path": {"type": "special", "value": {"kind": kind}}, "access": access}
+
+    entries = [special("root", "read"), special("project_roots", "write")]
+    entries += [special("slash_tmp", "write"), special("tmpdir", "write")]
+    return {
+        "permissions": {
+            "type": "managed",
+            "file_system": {"type": "restricted", "entries": entries},
+            "network": "restricted",
+        },
+        "cwd": ws.as_uri(),
+        "workspaceRoots": [ws.as_uri()],
+        "windowsSandboxLevel": "disabled",
+        "windowsSandboxProxySettingsMode": "reconcile",
+        "useLegacyLandlock": False,
+    }
+
+
+def finish(side: Side, ws: Path, process_id: str, script: str) -> dict[str, Any]:
+    """Start `script` in Codex's sandbox, read until it has exited: the last read's result."""
+    start = {
+        "processId": process_id,
+        "argv": ["/bin/sh", "-c", script],
+        "cwd": ws.as_uri(),
+        "env": {"PATH": "/usr/bin:/bin"},
+        "tty": False,
+        "arg0": None,
+        "sandbox": codex_sandbox(ws),
+    }
+    assert "result" in side.client.request("process/start", start)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        read = {"processId": process_id, "afterSeq": 0, "maxBytes": 65536, "waitMs": 500}
+        result: dict[str, Any] = side.client.request("process/read", read)["result"]
+        if result["exited"]:
+            return result
+    raise AssertionError(f"{process_id} did not exit")
+
+
+def test_sandbox_denied_in_process_read(pair: Pair) -> None:
+    """Sandboxed, non-zero exit and denial words in the output: true; any one missing: false."""
+    target = Path("/usr/local") / f"jupyter-exec-denied-{os.getpid()}"
+    scripts = {
+        "denied": f"echo x > {target}; exit 1",
+        "denied-but-succeeded": f"echo x > {target}; exit 0",
+        "failed-without-denial": "exit 3",
+        "allowed": "echo x > inside.txt && cat inside.txt",
+    }
+    answers: dict[str, list[tuple[Any, Any]]] = {}
+    try:
+        for name, side in (("codex", pair.codex), ("ours", pair.ours)):
+            ws = side.workspaces / f"sandbox-denied-{next(_RUNS)}"
+            ws.mkdir()
+            answers[name] = []
+            for process_id, script in scripts.items():
+                result = finish(side, ws, f"{process_id}-{ws.name}", script)
+                answers[name].append((result["exitCode"], result["sandboxDenied"]))
+    finally:
+        target.unlink(missing_ok=True)
+    assert answers["ours"] == answers["codex"] == [(1, True), (0, False), (3, False), (0, False)]
+
+
+_RUNS = iter(range(1_000_000))
