@@ -498,7 +498,7 @@ def test_discover_v2(pair: Pair) -> None:
 # -- sandboxDenied in process/read --------------------------------------------------------
 
 
-def codex_sandbox(ws: Path) -> dict[str, Any]:
+def codex_sandbox(ws_uri: str) -> dict[str, Any]:
     """Codex's ``workspace-write`` sandbox object (ENVIRONMENT.md records its shape)."""
 
     def special(kind: str, access: str) -> dict[str, Any]:
@@ -512,8 +512,8 @@ def codex_sandbox(ws: Path) -> dict[str, Any]:
             "file_system": {"type": "restricted", "entries": entries},
             "network": "restricted",
         },
-        "cwd": ws.as_uri(),
-        "workspaceRoots": [ws.as_uri()],
+        "cwd": ws_uri,
+        "workspaceRoots": [ws_uri],
         "windowsSandboxLevel": "disabled",
         "windowsSandboxProxySettingsMode": "reconcile",
         "useLegacyLandlock": False,
@@ -529,7 +529,7 @@ def finish(side: Side, ws: Path, process_id: str, script: str) -> dict[str, Any]
         "env": {"PATH": "/usr/bin:/bin"},
         "tty": False,
         "arg0": None,
-        "sandbox": codex_sandbox(ws),
+        "sandbox": codex_sandbox(ws.as_uri()),
     }
     assert "result" in side.client.request("process/start", start)
     deadline = time.monotonic() + 20
@@ -565,3 +565,42 @@ def test_sandbox_denied_in_process_read(pair: Pair) -> None:
 
 
 _RUNS = iter(range(1_000_000))
+
+
+def tree_and_plugins(ws: Path) -> None:
+    tree(ws)
+    plugins(ws)
+
+
+def test_fs_calls_under_codex_sandbox(pair: Pair) -> None:
+    """Walks, streams and discovery with Codex's ``workspace-write`` object: a replace
+    outside the workspace is refused alike (-32603), the rest is served alike."""
+    box = codex_sandbox("file://{ws}")
+    denied = Path(f"/usr/local/jupyter-exec-denied-{os.getpid()}")
+
+    def boxed(step: Step, **params: Any) -> Step:
+        return Step(step.method, {**step.params, **params, "sandbox": box})
+
+    try:
+        pair.assert_same(
+            Case(
+                "sandboxed",
+                [
+                    boxed(walk()),
+                    boxed(open_("out", "", "replace"), path=denied.as_uri()),
+                    boxed(open_("in", "/new", "replace")),
+                    write("in", 0, b"inside"),
+                    close("in"),
+                    Step("fs/readFile", {"path": "file://{ws}/new"}),
+                    boxed(open_("r", ""), path="file:///etc/hostname"),
+                    close("r"),
+                    Step(
+                        "capabilityRoots/discoverV1",
+                        {"roots": [{**root("plugin", "/plug"), "sandbox": box}]},
+                    ),
+                ],
+                tree_and_plugins,
+            )
+        )
+    finally:
+        assert not denied.exists()
