@@ -4,12 +4,17 @@ tests/codex/test_differential_fs.py's."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jupyter_exec.rpc import fs_walk
+from jupyter_exec.rpc.fs_methods import Access, FsParams
 from jupyter_exec.wire.errors import ErrorCode, ExecError
 from tests.codex.test_fs_methods import FakeContext
 
@@ -83,3 +88,49 @@ def test_limits_are_checked_before_anything_is_read(root: Path) -> None:
         with pytest.raises(ExecError) as info:
             walk(ctx, root / "missing", **options)
         assert info.value.code == code, options
+
+
+def test_unreadable_directory_is_an_error_and_the_walk_goes_on() -> None:
+    """As Codex's server answers (recorded as uid nobody): the directory is listed, its
+    failure is in ``errors`` with the OS's words, and its siblings are still walked."""
+    with tempfile.TemporaryDirectory() as top:
+        root = Path(top).resolve() / "t"
+        (root / "locked").mkdir(parents=True)
+        (root / "open" / "inner").mkdir(parents=True)
+        os.chmod(top, 0o755)
+        os.chmod(root / "locked", 0)
+        access = Access.of(FakeContext(root), FsParams())
+        options = fs_walk.WalkOptions(
+            max_depth=5, max_entries=100, max_directories=100, follow_directory_symlinks=False
+        )
+        result = _as_unprivileged(lambda: fs_walk.walk_tree(access, root, options).result())
+    assert [e["path"].rsplit("/", 2)[-2:] for e in result["entries"]] == [
+        ["t", "locked"],
+        ["t", "open"],
+        ["open", "inner"],
+    ]
+    assert result["errors"] == [
+        {"path": (root / "locked").as_uri(), "message": "Permission denied (os error 13)"}
+    ]
+    assert result["truncated"] is False
+
+
+def _as_unprivileged(func: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`func()` here, or, as root (which reads any directory), in a child that is nobody."""
+    if os.geteuid() != 0:
+        return func()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover -- the child reports through the pipe
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, json.dumps(func()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    result: dict[str, Any] = json.loads(data)
+    return result
