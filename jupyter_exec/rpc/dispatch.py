@@ -36,7 +36,7 @@ from ..wire.protocol import (
     response,
 )
 from ..wire.rules import FrontRules
-from . import environment, fs_methods
+from . import discovery, environment, fs_methods, fs_stream, fs_walk
 from .context import CallContext, Handler
 from .outbox import Outbox, Write
 from .process_methods import PROCESS_METHODS
@@ -55,7 +55,11 @@ READ_ONLY_METHODS = frozenset(
         "process/subscribe",
         "process/unsubscribe",
         "environment/info",
+        "environment/status",
         "environmentConfig/read",
+        "fs/walk",
+        "capabilityRoots/discoverV1",
+        "capabilities/discoverV2",
         "fs/getMetadata",
         "fs/readFile",
         "fs/readDirectory",
@@ -95,6 +99,9 @@ class ExecService:
             **PROCESS_METHODS,
             **fs_methods.FS_METHODS,
             **environment.ENVIRONMENT_METHODS,
+            **fs_walk.WALK_METHODS,
+            **fs_stream.STREAM_METHODS,
+            **discovery.DISCOVERY_METHODS,
         }
         self.capabilities: dict[str, Any] = {
             "processes": True,

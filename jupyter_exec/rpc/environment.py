@@ -21,6 +21,7 @@ environment's `SHELL` and `CODEX_HOME` are used, not the daemon's.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import socket
@@ -32,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..wire.protocol import Params, parse_params
+from .discovery import CAPABILITIES as DISCOVERY_CAPABILITIES
 from .fs_methods import CAPABILITIES as FS_CAPABILITIES
 from .fs_methods import file_uri, parse_path
+from .fs_stream import CAPABILITIES as STREAM_CAPABILITIES
 
 if TYPE_CHECKING:
     from .context import CallContext
@@ -48,7 +51,12 @@ _SHELL_NAMES = ("bash", "zsh", "sh")
 
 def advertised_capabilities() -> dict[str, Any]:
     """Everything this server implements beyond ``process/*``, as Codex names it."""
-    return {**FS_CAPABILITIES, **CAPABILITIES}
+    return {
+        **FS_CAPABILITIES,
+        **CAPABILITIES,
+        **STREAM_CAPABILITIES,
+        **DISCOVERY_CAPABILITIES,
+    }
 
 
 def login_shell(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -78,6 +86,7 @@ def environment_info(ctx: CallContext) -> dict[str, Any]:
     return {
         "shell": login_shell(ctx.rules.env),
         "executorVersion": __version__,
+        "providerId": provider_id(ctx.root_dir),
         "cwd": file_uri(ctx.root_dir),
         "userHomeDir": file_uri(Path.home()),
         "platformOs": platform_os(),
@@ -90,6 +99,24 @@ def environment_info(ctx: CallContext) -> dict[str, Any]:
 
 async def get_environment_info(ctx: CallContext, params: Any) -> dict[str, Any]:
     return environment_info(ctx)
+
+
+def provider_id(root: Path) -> str:
+    """Which executor this is, as ``sha256:HEX``: the same for every connection to a front.
+
+    Codex's own server answers one fixed value whatever its home, user, host
+    name, machine id or binary path (docs/codex.md): it names the kind of
+    executor, not the machine. Ours names jupyter-exec and the front's root,
+    so fronts with different roots are never taken for one another.
+    """
+    digest = hashlib.sha256(b"jupyter-exec\0" + os.fsencode(root)).hexdigest()
+    return f"sha256:{digest}"
+
+
+async def get_environment_status(ctx: CallContext, params: Any) -> dict[str, Any]:
+    """``environment/status``: ``ready`` whenever a handshaken client asks (dispatch
+    refuses it before ``initialize`` with -32600, as Codex's server does)."""
+    return {"status": "ready"}
 
 
 class EnvironmentConfigReadParams(Params):
@@ -118,5 +145,6 @@ async def read_environment_config(ctx: CallContext, params: Any) -> dict[str, An
 
 ENVIRONMENT_METHODS: dict[str, Handler] = {
     "environment/info": get_environment_info,
+    "environment/status": get_environment_status,
     "environmentConfig/read": read_environment_config,
 }

@@ -203,7 +203,7 @@ class Access:
         if rules.confine_to_root and (refusal := outside_root(real, rules, f"path {path}")):
             raise InvalidRequestError(refusal) if writing else FsError(refusal)
         if self.sandbox is not None and self.sandbox.hides(str(real)):
-            raise _os_error(FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)), path)
+            raise os_error(FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT)), path)
         return real
 
     def check_write(self, real: Path, shown: Path | str, *, tree: bool = False) -> None:
@@ -221,7 +221,7 @@ class Access:
         return self.sandbox is not None and str(real) in self.sandbox.hidden
 
 
-def _os_error(exc: OSError, path: Path) -> FsError | InvalidRequestError:
+def os_error(exc: OSError, path: Path) -> FsError | InvalidRequestError:
     message = f"{exc.strerror or exc}: {path}"
     if exc.errno in _NOT_FOUND:
         return FsError(message)
@@ -233,7 +233,7 @@ async def _run(func: Callable[[], T], path: Path) -> T:
     try:
         return await asyncio.to_thread(func)
     except OSError as exc:
-        raise _os_error(exc, path) from None
+        raise os_error(exc, path) from None
 
 
 # -- methods ----------------------------------------------------------------

@@ -53,11 +53,15 @@ def _follow(ctx: CallContext, process_id: str, after_seq: int) -> None:
 
 
 async def _read(ctx: CallContext, params: Any) -> dict[str, Any]:
-    outcome = await ctx.registry.read(parse_params(ReadParams, params))
-    return read_result(outcome)
+    p = parse_params(ReadParams, params)
+    outcome = await ctx.registry.read(p)
+    process = ctx.registry.find(p.process_id)
+    exited = None if process is None else process.exited_event
+    return read_result(outcome, exited is not None and exited.sandbox_denied)
 
 
-def read_result(outcome: ReadOutcome) -> dict[str, Any]:
+def read_result(outcome: ReadOutcome, sandbox_denied: bool = False) -> dict[str, Any]:
+    """`sandbox_denied`: what `process/exited` said (Codex's server repeats it in reads)."""
     info = outcome.info
     return ReadResult(
         chunks=outcome.chunks,
@@ -71,6 +75,7 @@ def read_result(outcome: ReadOutcome) -> dict[str, Any]:
         matched=outcome.matched,
         timed_out=info.timed_out,
         limit_exceeded=info.limit_exceeded,
+        sandbox_denied=sandbox_denied,
     ).wire()
 
 

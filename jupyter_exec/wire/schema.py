@@ -66,6 +66,8 @@ class ReadResult:
     #: The process was ended by its ``timeoutMs`` / exceeded one of its ``limits``.
     timed_out: bool = False
     limit_exceeded: str | None = None
+    #: As in ``process/exited`` (SPEC 5): sandboxed, failed, and its output reads as a denial.
+    sandbox_denied: bool = False
 
     @property
     def data(self) -> bytes:
@@ -83,6 +85,7 @@ class ReadResult:
             "firstSeq": self.first_seq,
             "timedOut": self.timed_out,
             "limitExceeded": self.limit_exceeded,
+            "sandboxDenied": self.sandbox_denied,
         }
         if self.matched is not None:
             result["matched"] = self.matched
@@ -102,6 +105,7 @@ class ReadResult:
             matched=r.get("matched"),
             timed_out=bool(r.get("timedOut", False)),
             limit_exceeded=r.get("limitExceeded"),
+            sandbox_denied=bool(r.get("sandboxDenied", False)),
         )
 
 

@@ -25,6 +25,7 @@ def test_environment_info_shape(tmp_path: Path) -> None:
     assert set(info) == {
         "shell",
         "executorVersion",
+        "providerId",
         "cwd",
         "userHomeDir",
         "platformOs",
@@ -39,8 +40,34 @@ def test_environment_info_shape(tmp_path: Path) -> None:
     assert info["platformOs"] == "linux"
     assert info["shell"]["name"] in ("bash", "zsh", "sh")
     assert os.access(info["shell"]["path"], os.X_OK)
-    # Codex gates these two methods on exactly these names (docs/codex.md)
-    assert info["capabilities"] == {"fsWatchMissing": True, "environmentConfigRead": True}
+    # Codex gates methods on exactly these names (docs/codex.md)
+    assert (
+        info["capabilities"].items()
+        >= {
+            "fsWatchMissing": True,
+            "environmentConfigRead": True,
+            "sandboxedFileStreaming": True,
+            "fileWriteStreaming": True,
+            "capabilityDiscoverySandbox": True,
+            "capabilityDiscoveryV2": True,
+        }.items()
+    )
+
+
+def test_provider_id_names_the_front(tmp_path: Path) -> None:
+    """``sha256:`` and 64 hex digits, the same for every call on a front, another for
+    another root (Codex's is the same whatever its home: docs/codex.md)."""
+    first = call(FakeContext(tmp_path), "environment/info", None)["providerId"]
+    assert first == call(FakeContext(tmp_path), "environment/info", None)["providerId"]
+    assert first.startswith("sha256:") and len(first) == 71
+    int(first[7:], 16)
+    other = tmp_path / "other"
+    other.mkdir()
+    assert call(FakeContext(other), "environment/info", None)["providerId"] != first
+
+
+def test_environment_status(tmp_path: Path) -> None:
+    assert call(FakeContext(tmp_path), "environment/status", None) == {"status": "ready"}
 
 
 def test_shell_falls_back_when_shell_is_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
