@@ -40,7 +40,10 @@ def test_environment_info_shape(tmp_path: Path) -> None:
     assert info["shell"]["name"] in ("bash", "zsh", "sh")
     assert os.access(info["shell"]["path"], os.X_OK)
     # Codex gates these two methods on exactly these names (docs/codex.md)
-    assert info["capabilities"] == {"fsWatchMissing": True, "environmentConfigRead": True}
+    assert info["capabilities"]["fsWatchMissing"] is True
+    assert info["capabilities"]["environmentConfigRead"] is True
+    assert info["capabilities"]["linuxRootWritePreservesDevices"] is True
+    assert info["capabilities"]["linuxApprovedRootWritePreservesRestrictions"] is True
 
 
 def test_shell_falls_back_when_shell_is_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
