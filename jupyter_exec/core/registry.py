@@ -235,6 +235,17 @@ class Registry:
             env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
         return box
 
+    def sandbox_for(
+        self,
+        requested: Sequence[SandboxPolicy | None],
+        cwd: str,
+        env: dict[str, str],
+        rules: FrontRules,
+    ) -> sandbox.Sandbox | None:
+        """The sandbox a start in `cwd` would run in, for a helper child run before it
+        (a shell snapshot's capture, core/shell_snapshot.py); the caller closes it."""
+        return self._sandbox(requested, cwd, env, rules, self._ensure_log_dir())
+
     def confinement(
         self,
         requested: Sequence[SandboxPolicy | None],

@@ -45,6 +45,8 @@ CAPABILITIES: dict[str, Any] = {"environmentConfigRead": True}
 #: (wire/sandbox.py `from_codex`, docs/sandbox.md).
 CAPABILITIES.update(linuxRootWritePreservesDevices=True,
                     linuxApprovedRootWritePreservesRestrictions=True)  # fmt: skip
+#: `process/start` `shellSnapshot`: the profile sourced once per scope (core/shell_snapshot.py).
+CAPABILITIES.update(shellSnapshotV2=True)
 
 #: Shells Codex knows how to drive (it runs ``SHELL -lc CMD``).
 _SHELL_NAMES = ("bash", "zsh", "sh")

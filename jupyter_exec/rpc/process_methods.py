@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core import shell_snapshot
 from ..core.confinement import SETTING, sees
 from ..core.registry import ReadOutcome, Registry
 from ..wire.errors import InvalidRequestError
@@ -39,6 +40,8 @@ from .context import CallContext, Handler
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
     policies = ctx.sandbox_policies(p.sandbox, codex_fields=p.env_policy is not None)
+    # Codex's `shellSnapshot`: the scope's profile state replayed (core/shell_snapshot.py).
+    p = await shell_snapshot.prepare(ctx.session, ctx.registry, p, params, ctx.rules, policies)
     info = ctx.registry.start(p, ctx.session_id, ctx.rules, policies)
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
