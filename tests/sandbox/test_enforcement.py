@@ -192,9 +192,9 @@ async def test_a_write_grant_on_root_keeps_devices_carve_outs_and_hidden_dirs(
         runtime = os.environ["JUPYTER_RUNTIME_DIR"]
         with outside_tmp() as outside:
             script = (
-                f'echo o > "{outside}/o.txt"; echo g > .git/x; echo n > /dev/null && echo null-ok;'
+                f'exec 2>&1; echo o > "{outside}/o.txt"; echo n > /dev/null && echo null-ok;'
                 " head -c 3 /dev/urandom | wc -c; head -c 2 /dev/zero | wc -c;"
-                f' ls -A "{runtime}" | wc -l; echo r > "{runtime}/planted";'
+                f' ls -A "{runtime}" | wc -l; echo g > .git/x; echo r > "{runtime}/planted";'
                 f" {sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', 9))\""
             )
             boxed = await run(peer, ["bash", "-c", script], cwd=str(work), sandbox=codex_like)
