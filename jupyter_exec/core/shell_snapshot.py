@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..wire.errors import InvalidParamsError
+from ..wire.errors import ExecError, InvalidParamsError
 from ..wire.protocol import Params, StartParams, parse_params
 from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy
@@ -110,12 +110,6 @@ class Snapshots:
 
     entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
 
-    def close(self) -> None:
-        for entry in self.entries.values():
-            if entry.task is not None:
-                entry.task.cancel()
-        self.entries.clear()
-
 
 _BY_OWNER: weakref.WeakKeyDictionary[object, Snapshots] = weakref.WeakKeyDictionary()
 
@@ -158,12 +152,10 @@ async def prepare(
         entry = _Entry()
     elif _failed(entry) and entry.attempts < MAX_ATTEMPTS and time.monotonic() >= entry.retry_at:
         entry.attempts += 1
-        entry.task = None
+        entry.task, entry.retry_at = None, 0.0
     cache.entries[key] = entry
-    while len(cache.entries) > MAX_SNAPSHOTS:
-        _, evicted = cache.entries.popitem(last=False)
-        if evicted.task is not None and not evicted.task.done():
-            evicted.task.cancel()
+    while len(cache.entries) > MAX_SNAPSHOTS:  # a capture under way still ends (its timeout)
+        cache.entries.popitem(last=False)
     if entry.task is None:
         capture = _capture(registry, params, kind, cwd, dict(env), rules, policies)
         entry.task = asyncio.ensure_future(capture)
@@ -175,7 +167,7 @@ async def prepare(
         update={
             "argv": [argv[0], _FLAGS[kind], _replay_script(kind, snapshot.state, argv[2]),
                      *argv[3:]],
-            "env": _replay_env(env, snapshot, params.env or {}),
+            "env": _replay_env(env, snapshot, params.env or {}, params.tty),
             "inherit_env": False,
             "env_policy": None,
         }
@@ -187,11 +179,13 @@ def _failed(entry: _Entry) -> bool:
 
 
 def _replay_env(
-    env: Mapping[str, str], snapshot: Snapshot, asked: Mapping[str, str]
+    env: Mapping[str, str], snapshot: Snapshot, asked: Mapping[str, str], tty: bool
 ) -> dict[str, str]:
     """The command's environment, the snapshot's over it, what the request named over that,
     and the state in chunks (the replaying shell unsets them before the command runs)."""
     result = {**env, **snapshot.env, **{name: env[name] for name in asked if name in env}}
+    if tty and "TERM" not in asked:
+        result.pop("TERM", None)  # SPEC 4: a tty child's own TERM, as without a snapshot
     state = snapshot.state.encode()
     for index, start in enumerate(range(0, len(state), CHUNK_BYTES)):
         result[f"{STATE_VAR}{index}"] = state[start : start + CHUNK_BYTES].decode(errors="replace")
@@ -221,11 +215,15 @@ async def _capture(
     rules: FrontRules,
     policies: Sequence[SandboxPolicy | None],
 ) -> Snapshot | None:
-    """Run the profile once in the command's shell, cwd, environment and sandbox."""
+    """Run the profile once in the command's shell, cwd, environment and sandbox; None when
+    that fails (then the start itself runs as asked, and says what is wrong with it)."""
     marker = f"JUPYTER_EXEC_SNAPSHOT_{uuid.uuid4().hex}"
-    executable = resolve_program(params.argv[0], cwd, env)
     script = f"{_STARTUP[kind]}\nprintf '\\0%s\\0' {marker}\n{_SCRIPTS[kind]}"
-    box = registry.sandbox_for(policies, cwd, env, rules)
+    try:
+        executable = resolve_program(params.argv[0], cwd, env)
+        box = registry.sandbox_for(policies, cwd, env, rules)
+    except ExecError:
+        return None
     try:
         proc = await asyncio.create_subprocess_exec(
             params.arg0 or params.argv[0], "-lc", script, executable=executable, cwd=cwd,

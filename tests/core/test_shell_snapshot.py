@@ -8,6 +8,7 @@ tests/codex/test_differential_shell.py compares side by side.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
@@ -131,6 +132,8 @@ async def test_what_the_request_names_wins_over_the_snapshot(
         assert sourced(home) == ["profile", "bashrc", "bashrc"]  # not captured again
         tty = await bash(peer, home, work, snapshot(), tty=True)  # a tty command replays it too
         assert tty.startswith("FP=profile-value") and sourced(home) == []
+        term = await bash(peer, home, work, snapshot(), tty=True, command='echo "$TERM"')
+        assert term == "xterm-256color\n"  # SPEC 4's TERM for a tty, not the snapshot's
 
 
 async def test_a_scope_includes_the_cwd_and_the_env_policy(
@@ -162,14 +165,26 @@ async def test_a_failed_capture_runs_the_command_as_asked_and_is_retried_a_few_t
 ) -> None:
     async with connected(tmp_path) as peer:
         monkeypatch.setattr(shell_snapshot, "MAX_CAPTURE_BYTES", 64)  # every capture is too big
-        monkeypatch.setattr(shell_snapshot, "RETRY_SECONDS", 0.0)
-        outputs = [
-            await bash(peer, home, work, snapshot(), command="echo $FROM_PROFILE") for _ in "12345"
-        ]
+        monkeypatch.setattr(shell_snapshot, "RETRY_SECONDS", 1.0)
+        capture, command = ["profile", "bashrc", "bashrc"], ["profile", "bashrc"]
+        outputs = []
+        for pause in (0, 0, 1.1, 1.1, 1.1):  # the second start comes within the backoff
+            await asyncio.sleep(pause)
+            outputs.append(await bash(peer, home, work, snapshot(), command="echo $FROM_PROFILE"))
         assert outputs == ["profile-noise\nprofile-value\n"] * 5  # each ran as a login shell
-        # 3 captures (profile, .bashrc, .bashrc each), then only the commands' own sourcing
-        assert sourced(home) == ["profile", "bashrc", "bashrc", "profile", "bashrc"] * 3 + [
-            "profile", "bashrc"] * 2  # fmt: skip
+        # attempts 1 (first start), 2 and 3 (after the backoff), then none: 3 at most
+        assert sourced(home) == [*capture, *command, *command, *capture, *command, *capture,
+                                 *command, *command]  # fmt: skip
+
+
+async def test_a_missing_shell_is_the_start_own_error(tmp_path: Path, work: Path) -> None:
+    async with connected(tmp_path) as peer:
+        missing = str(tmp_path / "no-such-bash")
+        bad = await run(peer, [missing, "-lc", "true"], cwd=str(work),
+                        shellSnapshot=snapshot(path=missing))  # fmt: skip
+        assert bad.started["error"]["code"] == -32602 and "no-such-bash" in str(bad.started)
+        fine = await run(peer, ["echo", "fine"], cwd=str(work))
+        assert fine.output == "fine\n"
 
 
 async def test_a_capture_over_time_is_stopped_and_the_command_runs(
