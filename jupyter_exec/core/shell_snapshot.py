@@ -59,6 +59,8 @@ MAX_ATTEMPTS = 3
 #: The state travels to the replaying shell in environment variables of this size.
 CHUNK_BYTES = 60 * 1024
 STATE_VAR = "__CODEX_SHELL_SNAPSHOT_STATE_"
+#: Set by a managed network proxy; a snapshot taken under one drops that proxy's variables.
+PROXY_ACTIVE = "CODEX_NETWORK_PROXY_ACTIVE"
 #: Never replayed: the shell's own bookkeeping, which the replaying shell sets itself.
 _NOT_REPLAYED = ("PWD", "OLDPWD", "_")
 
@@ -278,9 +280,17 @@ def _parse(output: bytes, marker: bytes, params: StartParams) -> Snapshot | None
         name, sep, value = record.decode(errors="replace").partition("=")
         if sep and name and name not in _NOT_REPLAYED and not name.startswith(STATE_VAR):
             env[name] = value
+    if PROXY_ACTIVE in env:  # the capture's own managed proxy: each command gets its own
+        env = {k: v for k, v in env.items() if not _proxy_variable(k)}
     if params.env_policy is not None:  # the policy's excludes hold for what the profile set
         env = build_env(None, False, params.env_policy.model_copy(update={"inherit": "all"}), env)
     return Snapshot(state, env)
+
+
+def _proxy_variable(name: str) -> bool:
+    """A variable a managed network proxy sets (Codex's `networkProxy`: `HTTP_PROXY`,
+    `npm_config_proxy`, `NODE_USE_ENV_PROXY`, `CODEX_NETWORK_*`, ...)."""
+    return "PROXY" in name.upper() or name.startswith("CODEX_NETWORK_")
 
 
 #: The interactive startup file each shell's capture sources after the login profile.

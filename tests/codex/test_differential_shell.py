@@ -150,6 +150,19 @@ def test_shell_snapshots_agree(pair: Pair) -> None:
     )
 
 
+def test_a_managed_proxy_is_not_replayed_alike(pair: Pair) -> None:
+    """A snapshot taken under a managed network proxy drops that proxy's variables."""
+
+    def build(ws: Path) -> None:
+        home_with_profile(ws)
+        with (ws / "home" / ".bashrc").open("a") as rc:
+            rc.write("export http_proxy=http://from-profile NO_PROXY=x\n")
+
+    show = 'echo "$HTTP_PROXY|$http_proxy|$NO_PROXY|$CODEX_NETWORK_PROXY_ACTIVE|$FROM_RC"'
+    proxied = {"CODEX_NETWORK_PROXY_ACTIVE": "1", "HTTP_PROXY": "http://asked"}
+    compare(pair, "proxy", build, [bash(show, scope("p"), **proxied), bash(show, scope("p"))])
+
+
 def test_a_write_grant_on_root_agrees(pair: Pair) -> None:
     outside = Path(tempfile.mkdtemp(prefix="jupyter-exec-diff-", dir="/var/tmp"))
     try:

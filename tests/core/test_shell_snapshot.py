@@ -136,6 +136,21 @@ async def test_what_the_request_names_wins_over_the_snapshot(
         assert term == "xterm-256color\n"  # SPEC 4's TERM for a tty, not the snapshot's
 
 
+async def test_a_managed_proxy_variables_are_not_replayed(
+    tmp_path: Path, home: Path, work: Path
+) -> None:
+    """As Codex's server: a snapshot taken under a managed network proxy forgets that
+    proxy's variables, so a later command of the scope gets only its own."""
+    with (home / ".bashrc").open("a") as rc:
+        rc.write("export http_proxy=http://from-profile NO_PROXY=x\n")
+    async with connected(tmp_path) as peer:
+        show = 'echo "$HTTP_PROXY|$http_proxy|$NO_PROXY|$CODEX_NETWORK_PROXY_ACTIVE|$FROM_RC"'
+        env = {"CODEX_NETWORK_PROXY_ACTIVE": "1", "HTTP_PROXY": "http://asked"}
+        first = await bash(peer, home, work, snapshot(), command=show, env=env)
+        assert first == "http://asked|||1|rc-value\n"  # what the request names stays
+        assert await bash(peer, home, work, snapshot(), command=show) == "||||rc-value\n"
+
+
 async def test_a_scope_includes_the_cwd_and_the_env_policy(
     home: Path, work: Path, tmp_path: Path
 ) -> None:
