@@ -188,14 +188,25 @@ def _replay_env(
     result = {**env, **snapshot.env, **{name: env[name] for name in asked if name in env}}
     if tty and "TERM" not in asked:
         result.pop("TERM", None)  # SPEC 4: a tty child's own TERM, as without a snapshot
-    state = snapshot.state.encode()
-    for index, start in enumerate(range(0, len(state), CHUNK_BYTES)):
-        result[f"{STATE_VAR}{index}"] = state[start : start + CHUNK_BYTES].decode(errors="replace")
+    for index, chunk in enumerate(_chunks(snapshot.state)):
+        result[f"{STATE_VAR}{index}"] = chunk
     return result
 
 
+def _chunks(state: str) -> list[str]:
+    """`state` in pieces of at most `CHUNK_BYTES` of UTF-8, never splitting a character."""
+    data, pieces, start = state.encode(), [], 0
+    while start < len(data):
+        end = min(len(data), start + CHUNK_BYTES)
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte
+            end -= 1
+        pieces.append(data[start:end].decode())
+        start = end
+    return pieces
+
+
 def _replay_script(kind: str, state: str, command: str) -> str:
-    chunks = range((len(state.encode()) + CHUNK_BYTES - 1) // CHUNK_BYTES)
+    chunks = range(len(_chunks(state)))
     names = " ".join(f"{STATE_VAR}{i}" for i in chunks)
     values = "".join(f"${{{STATE_VAR}{i}}}" for i in chunks)
     restore = f'eval "unset {names}\n{values}"'

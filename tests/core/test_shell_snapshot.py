@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -149,6 +150,29 @@ async def test_a_managed_proxy_variables_are_not_replayed(
         first = await bash(peer, home, work, snapshot(), command=show, env=env)
         assert first == "http://asked|||1|rc-value\n"  # what the request names stays
         assert await bash(peer, home, work, snapshot(), command=show) == "||||rc-value\n"
+
+
+async def test_a_large_state_travels_whole(tmp_path: Path, home: Path, work: Path) -> None:
+    """Over `CHUNK_BYTES` of multi-byte text: several chunks, no character split."""
+    wide = "é" * (shell_snapshot.CHUNK_BYTES * 3 // 4)  # 2 bytes each: 1.5 chunks
+    with (home / ".bashrc").open("a") as rc:
+        rc.write(f"wide() {{ echo {wide}; }}\n")
+    async with connected(tmp_path) as peer:
+        for _ in range(2):
+            out = await bash(peer, home, work, snapshot(), command="wide | sha256sum")
+            assert out.split()[0] == hashlib.sha256(f"{wide}\n".encode()).hexdigest()
+        assert sourced(home) == ["profile", "bashrc", "bashrc"]
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab"])
+def test_the_state_is_cut_between_characters(prefix: str) -> None:
+    state = prefix + "€" * shell_snapshot.CHUNK_BYTES  # 3 bytes each: a cut could fall inside
+    chunks = shell_snapshot._chunks(state)
+    sizes = [len(chunk.encode()) for chunk in chunks]
+    assert "".join(chunks) == state and len(chunks) == 3 + (prefix != "")
+    assert all(
+        shell_snapshot.CHUNK_BYTES - 3 < size <= shell_snapshot.CHUNK_BYTES for size in sizes[:-1]
+    )
 
 
 async def test_a_scope_includes_the_cwd_and_the_env_policy(
