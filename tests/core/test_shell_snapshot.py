@@ -175,6 +175,22 @@ def test_the_state_is_cut_between_characters(prefix: str) -> None:
     )
 
 
+async def test_starts_at_once_share_one_capture(tmp_path: Path, home: Path, work: Path) -> None:
+    async with connected(tmp_path) as peer:
+        env = {"HOME": str(home), "PATH": os.environ["PATH"]}
+        ids = [
+            peer.send("process/start", {"processId": f"p{n}", "argv": ["/bin/bash", "-lc", SHOW],
+                                        "cwd": str(work), "env": env, "shellSnapshot": snapshot()})
+            for n in range(3)
+        ]  # fmt: skip
+        for request_id in ids:
+            assert "result" in await peer.response(request_id, timeout=30)
+        for n in range(3):
+            read = {"processId": f"p{n}", "waitMs": 10000, "untilPattern": "\n0\n"}
+            assert (await peer.call("process/read", read))["result"]["matched"]
+        assert sourced(home) == ["profile", "bashrc", "bashrc"]
+
+
 async def test_a_scope_includes_the_cwd_and_the_env_policy(
     home: Path, work: Path, tmp_path: Path
 ) -> None:
