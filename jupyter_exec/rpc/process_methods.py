@@ -41,8 +41,8 @@ async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
     policies = ctx.sandbox_policies(p.sandbox, codex_fields=p.env_policy is not None)
     # Codex's `shellSnapshot`: the scope's profile state replayed (core/shell_snapshot.py).
-    p = await shell_snapshot.prepare(ctx.session, ctx.registry, p, params, ctx.rules, policies)
-    info = ctx.registry.start(p, ctx.session_id, ctx.rules, policies)
+    run = await shell_snapshot.prepare(ctx.session, ctx.registry, p, params, ctx.rules, policies)
+    info = ctx.registry.start(run, ctx.session_id, ctx.rules, policies, shown_argv=p.argv)
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
     # Codex's names: `linuxSeccomp` is its Linux sandbox, whatever enforces it.

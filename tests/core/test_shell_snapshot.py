@@ -111,6 +111,8 @@ async def test_the_profile_runs_once_per_scope_and_its_state_is_replayed(
         assert "profile-noise" not in first
         assert await bash(peer, home, work, snapshot()) == first
         assert sourced(home) == []
+        listed = (await peer.call("process/list", {}))["result"]["processes"]
+        assert [p["argv"] for p in listed] == [["/bin/bash", "-lc", SHOW]] * 2  # as asked
         assert await bash(peer, home, work, snapshot("scope-2")) == first  # another scope
         assert sourced(home) == ["profile", "bashrc", "bashrc"]
         plain = await bash(peer, home, work, None)  # no snapshot: a login shell, as asked
