@@ -131,6 +131,7 @@ class Registry:
         owner: str | None,
         rules: FrontRules,
         policies: Sequence[SandboxPolicy | None] = (),
+        shown_argv: Sequence[str] | None = None,
     ) -> ProcessInfo:
         """Spawn a child synchronously: no event of it can be published before this returns.
 
@@ -139,6 +140,7 @@ class Registry:
         counted over the processes started through it, its default lifetime. The
         child runs under every one of `policies` at once (the front's sandbox policies
         that apply and its own, `rpc.context.CallContext.sandbox_policies`; sandbox.py).
+        `shown_argv` is what lists show when it is not what runs (a shell snapshot's replay).
         """
         if self._closing:
             raise InvalidRequestError("the server is shutting down")
@@ -176,7 +178,7 @@ class Registry:
         log_path = log_dir / f"{uuid.uuid4().hex}.log"
         setup = ProcessSetup(
             process_id=params.process_id,
-            argv=list(params.argv),
+            argv=list(shown_argv or params.argv),
             cwd=cwd,
             tty=params.tty,
             pipe_stdin=params.pipe_stdin,
@@ -234,6 +236,17 @@ class Registry:
         if box.tmp is not None:
             env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
         return box
+
+    def sandbox_for(
+        self,
+        requested: Sequence[SandboxPolicy | None],
+        cwd: str,
+        env: dict[str, str],
+        rules: FrontRules,
+    ) -> sandbox.Sandbox | None:
+        """The sandbox a start in `cwd` would run in, for a helper child run before it
+        (a shell snapshot's capture, core/shell_snapshot.py); the caller closes it."""
+        return self._sandbox(requested, cwd, env, rules, self._ensure_log_dir())
 
     def confinement(
         self,

@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 
 CAPABILITIES: dict[str, Any] = {"environmentConfigRead": True}
+#: A write grant on `/` runs, with devices usable and the read-only carve-outs kept
+#: (wire/sandbox.py `from_codex`, docs/sandbox.md).
+CAPABILITIES.update(linuxRootWritePreservesDevices=True,
+                    linuxApprovedRootWritePreservesRestrictions=True)  # fmt: skip
+#: `process/start` `shellSnapshot`: the profile sourced once per scope (core/shell_snapshot.py).
+CAPABILITIES.update(shellSnapshotV2=True)
 
 #: Shells Codex knows how to drive (it runs ``SHELL -lc CMD``).
 _SHELL_NAMES = ("bash", "zsh", "sh")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core import shell_snapshot
 from ..core.confinement import SETTING, sees
 from ..core.registry import ReadOutcome, Registry
 from ..wire.errors import InvalidRequestError
@@ -39,7 +40,9 @@ from .context import CallContext, Handler
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
     policies = ctx.sandbox_policies(p.sandbox, codex_fields=p.env_policy is not None)
-    info = ctx.registry.start(p, ctx.session_id, ctx.rules, policies)
+    # Codex's `shellSnapshot`: the scope's profile state replayed (core/shell_snapshot.py).
+    run = await shell_snapshot.prepare(ctx.session, ctx.registry, p, params, ctx.rules, policies)
+    info = ctx.registry.start(run, ctx.session_id, ctx.rules, policies, shown_argv=p.argv)
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
     # Codex's names: `linuxSeccomp` is its Linux sandbox, whatever enforces it.

@@ -154,14 +154,14 @@ def from_codex(value: Mapping[str, Any]) -> SandboxPolicy:
     for entry in _member(file_system, "entries", list, "sandbox.permissions.file_system"):
         paths, is_tmpdir, is_root = _codex_paths(entry, projects)
         access = entry.get("access")
+        if access not in ("read", "write"):
+            raise InvalidParamsError(f"sandbox entry access {access!r} is not supported")
+        reads_root |= is_root  # a write grant on `root` reads it too
         if access == "read":
-            reads_root |= is_root
             read_only += paths
-        elif access == "write":
+        else:
             tmpdir |= is_tmpdir
             writable += ["/"] if is_root else paths
-        else:
-            raise InvalidParamsError(f"sandbox entry access {access!r} is not supported")
     if not reads_root:
         raise InvalidParamsError(
             "sandbox: reading only some paths is not supported (root must be readable)"

@@ -50,6 +50,8 @@ def test_environment_info_shape(tmp_path: Path) -> None:
             "fileWriteStreaming": True,
             "capabilityDiscoverySandbox": True,
             "capabilityDiscoveryV2": True,
+            "linuxRootWritePreservesDevices": True,
+            "linuxApprovedRootWritePreservesRestrictions": True,
         }.items()
     )
 

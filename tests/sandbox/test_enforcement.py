@@ -172,3 +172,35 @@ async def test_protected_paths_stay_read_only_and_in_place(
         assert boxed.output.count("Read-only file system") == 2, boxed.output
         assert boxed.output.count("Device or resource busy") == 2, boxed.output  # pinned
         assert (work / ".git").is_dir() and (work / "home").is_dir()
+
+
+async def test_a_write_grant_on_root_keeps_devices_carve_outs_and_hidden_dirs(
+    tmp_path: Path, work: Path
+) -> None:
+    """Codex's `linuxRootWritePreservesDevices` and `linuxApprovedRootWritePreservesRestrictions`:
+    what its own server did with this object (recorded in docs/sandbox.md), checked here."""
+    async with session(tmp_path) as peer:
+        (work / ".git").mkdir()
+        entry = {"path": {"type": "special", "value": {"kind": "root"}}, "access": "write"}
+        git = {"path": {"type": "special", "value": {"kind": "project_roots", "subpath": ".git"}},
+               "access": "read", "missing_path_behavior": "skip"}  # fmt: skip
+        codex_like = {
+            "permissions": {"type": "managed", "network": "restricted",
+                            "file_system": {"type": "restricted", "entries": [entry, git]}},
+            "workspaceRoots": [work.as_uri()],
+        }  # fmt: skip
+        runtime = os.environ["JUPYTER_RUNTIME_DIR"]
+        with outside_tmp() as outside:
+            script = (
+                f'exec 2>&1; echo o > "{outside}/o.txt"; echo n > /dev/null && echo null-ok;'
+                " head -c 3 /dev/urandom | wc -c; head -c 2 /dev/zero | wc -c;"
+                f' ls -A "{runtime}" | wc -l; echo g > .git/x; echo r > "{runtime}/planted";'
+                f" {sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', 9))\""
+            )
+            boxed = await run(peer, ["bash", "-c", script], cwd=str(work), sandbox=codex_like)
+            assert boxed.sandbox_type == "linuxSeccomp", boxed
+            assert (outside / "o.txt").read_text() == "o\n"  # the grant holds outside the workspace
+        assert "null-ok\n3\n2\n0\n" in boxed.output, boxed.output  # devices work; runtime empty
+        assert not (work / ".git" / "x").exists() and "Read-only file system" in boxed.output
+        assert not (Path(runtime) / "planted").exists()
+        assert "PermissionError" in boxed.output  # the network stays off

@@ -75,6 +75,15 @@ def test_codex_writable_roots_and_network_access() -> None:
     assert "/opt/.git" in policy.read_only
 
 
+def test_codex_write_grant_on_root_reads_and_writes_everywhere_keeping_carve_outs() -> None:
+    """`linuxRootWritePreservesDevices`: Codex 0.171's own server runs this (docs/sandbox.md)."""
+    entries = [special("root", "write"), *WORKSPACE_WRITE[1:]]
+    policy = from_wire(codex(entries, "restricted", ["file:///w"]))
+    assert policy is not None and policy.mode == "workspace-write" and policy.network is False
+    assert policy.writable_roots == ("/", "/w", "/tmp")
+    assert policy.read_only == ("/w/.git", "/w/.agents", "/w/.codex", "/w/.aws")
+
+
 def test_danger_full_access_sends_null_and_leaves_the_front_policy() -> None:
     assert from_wire(None) is None
 
