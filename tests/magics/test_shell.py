@@ -244,8 +244,12 @@ def test_write_eof_and_tty(ip: InteractiveShell, magics: ExecMagics) -> None:
 
 
 def test_signal_and_ps(
-    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+    ip: InteractiveShell,
+    magics: ExecMagics,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for the whole command
     script = "import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: (print('usr1', flush=True), sys.exit(9))); print('ready', flush=True); time.sleep(30)"
     p = line(ip, "exec", f'-q --name sig {PY} -c "{script}"')
     p.wait_for("ready", timeout=10)
