@@ -336,3 +336,9 @@ def test_run_wait_for_port_and_ps_show_the_port(standalone: Standalone) -> None:
         standalone.run("kill", "web")
     never = standalone.run("run", "--wait-for-port", "--", PY, "-c", "pass")
     assert never.returncode == 1 and "before it listened on a port" in never.stderr
+    quiet = standalone.run(
+        "run", "--wait-for-port", "--port-timeout", "0.5", "--name", "mute", "--", "sleep", "30"
+    )
+    assert quiet.returncode == 1 and "listens on no port after 0.5 s" in quiet.stderr
+    assert "it keeps running" in quiet.stderr
+    assert standalone.run("kill", "mute").returncode == 0
