@@ -1,17 +1,16 @@
 """``jupyter exec`` (the ``jupyter-exec`` entry point): processes from a shell.
 
-Subcommands: ``run``, ``ps``, ``logs``, ``attach``, ``write``, ``kill`` talk to
-a server found as :mod:`jupyter_exec.client.discovery` describes (``--url``/``--token``
-first, then ``$JUPYTER_EXEC_URL``, the Jupyter server of this kernel or
-terminal, a running ``jupyter-exec serve`` or Jupyter server), else this
-user's exec daemon, started if none runs (SPEC 3 "Every front": processes
-outlive the command, the CLI's cwd and environment are their root and base);
-``serve`` runs the standalone server (:func:`jupyter_exec.transports.serve.main`).
+Subcommands: ``run``, ``ps``, ``logs``, ``attach``, ``write``, ``kill``, ``wait`` talk to
+a server found as :mod:`jupyter_exec.client.discovery` describes (``--url``/``--token``,
+``$JUPYTER_EXEC_URL``, the Jupyter server of this kernel or terminal, a running server),
+else this user's exec daemon, started if none runs (SPEC 3 "Every front": processes
+outlive the command; the CLI's cwd and environment are their root and base). ``serve``
+runs the standalone server (:func:`jupyter_exec.transports.serve.main`).
 
 Exit status: ``run`` and a followed ``attach`` exit with the process's status
-(128+N when killed by signal N, as shells report it); other commands 0 on
-success, 1 when the server refused (unknown id...), 2 for a bad command line
-or no reachable server.
+(128+N when killed by signal N, as shells report it), ``wait`` with the worst
+of theirs (cli_wait.py); other commands 0 on success, 1 when the server refused
+(unknown id...), 2 for a bad command line or no reachable server.
 """
 
 from __future__ import annotations
@@ -33,13 +32,8 @@ from ..client.discovery import find_server
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
-from .frontend import (
-    Escalation,
-    child_environment,
-    parse_env,
-    signal_name,
-    start_process,
-)
+from .cli_wait import add_port_options, add_wait_parser, port_of, wait_command
+from .frontend import Escalation, child_environment, parse_env, signal_name, start_process
 from .limit_options import add_limit_options, start_limits
 
 if TYPE_CHECKING:
@@ -92,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--label", help="free text shown by ps")
     run.add_argument("--embedded", action="store_true", help="run it inside this command")
+    add_port_options(run)
     add_limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
@@ -129,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument("--signal", "-s", metavar="NAME", help="send NAME instead of terminating")
     kill.add_argument("--grace", type=int, metavar="MS", help="SIGKILL after MS (default 3000)")
     _connection_options(kill, top=False)
+
+    _connection_options(add_wait_parser(sub), top=False)
 
     shutdown = sub.add_parser(
         "shutdown", help="stop every process and the exec daemon (processes outlive servers)"
@@ -210,6 +207,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "attach": _attach,
         "write": _write,
         "kill": _kill,
+        "wait": wait_command,
     }
     if args.command == "run":
         if args.argv[:1] == ["--"]:
@@ -264,8 +262,8 @@ async def _embedded(args: argparse.Namespace, why: str, *, say: bool) -> ExecCli
     if args.command == "run" and args.detach:
         raise CliError(f"--detach needs the exec daemon: {why}")
     if say:
-        print(f"jupyter exec: {why}; processes run inside this command and end with it",
-              file=sys.stderr)  # fmt: skip
+        why += "; processes run inside this command and end with it"
+        print(f"jupyter exec: {why}", file=sys.stderr)
     from ..client.embedded import start_embedded
 
     return await start_embedded(default_lifetime="connection", client_name=CLIENT_NAME)
@@ -326,10 +324,12 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
         pipe_stdin=args.interactive,
         rows=rows,
         cols=cols,
-        lifetime="detached" if args.detach else "connection",
+        lifetime="detached" if args.detach or args.wait_for_port else "connection",
         label=args.label,
         **limits,
     )
+    if args.wait_for_port:
+        return await port_of(client, process_id, args.port_timeout)
     if args.detach:
         print(process_id)
         return 0

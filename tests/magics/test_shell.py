@@ -248,8 +248,12 @@ def test_write_eof_and_tty(ip: InteractiveShell, magics: ExecMagics) -> None:
 
 
 def test_signal_and_ps(
-    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+    ip: InteractiveShell,
+    magics: ExecMagics,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for the whole command
     script = "import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: (print('usr1', flush=True), sys.exit(9))); print('ready', flush=True); time.sleep(30)"
     p = line(ip, "exec", f'-q --name sig {PY} -c "{script}"')
     p.wait_for("ready", timeout=10)
@@ -562,3 +566,64 @@ def test_attach_view_shows_the_end_of_a_long_output(
     final = recorder.for_id(display_id)[-1]["data"]["text/plain"]
     assert f"{NUMBERED_LINES - 2}\n{NUMBERED_LINES - 1}\n" in final, final[-300:]
     assert "numbered: exited 0" in final
+
+
+def test_wait_magic_waits_for_all_and_raises_on_a_failure(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line(ip, "exec", f'-q --name w-ok {PY} -c "import time; time.sleep(1)"')
+    line(ip, "exec", f'-q --name w-bad {PY} -c "import sys; sys.exit(2)"')
+    line(ip, "exec", "-q --name w-long sleep 60")
+    capsys.readouterr()
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="w-bad exited 2"):
+        line(ip, "wait", "w-ok w-bad")
+    assert time.monotonic() - started > 0.8
+    assert capsys.readouterr().out == "w-ok: exited 0\nw-bad: exited 2\n"
+    line(ip, "wait", "w-ok w-long --timeout 0.2")
+    assert capsys.readouterr().out == "w-ok: exited 0\nw-long: still running\n"
+    with pytest.raises(UsageError, match="unknown process id nosuch"):
+        line(ip, "wait", "w-ok nosuch")
+    with pytest.raises(UsageError, match="must not be negative"):
+        line(ip, "wait", "w-ok --timeout -1")
+    line(ip, "terminate", "w-long")
+
+
+def test_exec_wait_for_port_and_the_kernels_origin(
+    ip: InteractiveShell,
+    magics: ExecMagics,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", "work/analysis.ipynb")
+    served = f"-q --name web --wait-for-port {PY} -m http.server 0 --bind 127.0.0.1"
+    line(ip, "exec", served)
+    said = capsys.readouterr().out
+    assert re.fullmatch(r"web listens on 127\.0\.0\.1:\d+\n", said), said
+    info = magics.client.wait_for_port("web", 1)
+    assert info.origin == {"kind": "notebook", "name": "work/analysis.ipynb"}
+    line(ip, "ps", "")
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("web "))
+    assert str(info.ports[0]["port"]) in row
+    line(ip, "terminate", "web")
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    with pytest.raises(UsageError, match="exited 0 before it listened on a port"):
+        line(ip, "exec", "-q --name quiet --wait-for-port true")
+    assert magics.client.wait_for_port("quiet", 1).origin == {"kind": "console", "name": "IPython"}
+
+
+def test_live_view_header_shows_the_port_and_usage_while_it_runs(
+    ip: InteractiveShell, recorder: RecordingPublisher
+) -> None:
+    served = f"--name lv-web --wait-for-port {PY} -m http.server 0 --bind 127.0.0.1"
+    result = ip.run_cell(f"p = %exec {served}")
+    assert result.success, result.error_in_exec
+    display_id = recorder.messages[0]["display_id"]
+    port = ip.user_ns["p"].info.ports[0]["port"]
+    deadline = time.monotonic() + 10
+    while f" · :{port}" not in recorder.for_id(display_id)[-1]["data"]["text/html"]:
+        assert time.monotonic() < deadline, recorder.for_id(display_id)[-1]
+        time.sleep(0.1)
+    header = recorder.for_id(display_id)[-1]["data"]["text/html"]
+    assert re.search(r" · cpu \d+% · \d+(\.\d)?M", header), header
+    line(ip, "terminate", "lv-web")
