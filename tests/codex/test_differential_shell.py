@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .differential import TRANSPORTS, Client, Pair, codex_side, fill, normalize, our_side
+from .differential import TRANSPORTS, Client, Pair, Side, codex_side, fill, normalize, our_side
 
 pytestmark = pytest.mark.timeout(300)
 _IDS = itertools.count(1)
@@ -44,9 +44,7 @@ SHOW = (
 
 
 @pytest.fixture(scope="module")
-def codex_server(
-    codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Client, Path]]:
+def codex_server(codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Side]:
     with codex_side(codex_launcher, tmp_path_factory.mktemp("codex")) as side:
         yield side
 
@@ -54,17 +52,17 @@ def codex_server(
 @pytest.fixture(scope="module", params=TRANSPORTS)
 def pair(
     request: pytest.FixtureRequest,
-    codex_server: tuple[Client, Path],
+    codex_server: Side,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pair]:
-    with our_side(request.param, tmp_path_factory.mktemp(request.param)) as (ours, root):
-        yield Pair(*codex_server, ours, root)
+    with our_side(request.param, tmp_path_factory.mktemp(request.param)) as ours:
+        yield Pair(codex_server, ours)
 
 
 def execute(client: Client, ws: Path, process_id: str, params: dict[str, Any]) -> dict[str, Any]:
     """Start a process and read it to the end: what must agree about it, `<ws>` for paths."""
     started = client.request("process/start", {"processId": process_id, **fill(params, ws)})
-    outcome: dict[str, Any] = {"start": normalize(started, ws, None)}
+    outcome: dict[str, Any] = {"start": normalize(started, {"<ws>": ws}, None)}
     if "error" in started:
         return outcome
     chunks: dict[int, bytes] = {}
@@ -91,11 +89,11 @@ def compare(pair: Pair, name: str, build: Any, commands: list[dict[str, Any]]) -
     """Each command on both sides, in fresh workspaces; every disagreement listed."""
     tag = f"{name}-{next(_IDS)}"  # Codex's side serves every transport: never repeat an id
     sides = []
-    for client, base in ((pair.codex, pair.codex_dir), (pair.ours, pair.our_dir)):
-        ws = base / tag
+    for side in (pair.codex, pair.ours):
+        ws = side.workspaces / tag
         ws.mkdir()
         build(ws)
-        sides.append([execute(client, ws, f"{tag}-{i}", c) for i, c in enumerate(commands)])
+        sides.append([execute(side.client, ws, f"{tag}-{i}", c) for i, c in enumerate(commands)])
     problems = [
         f"{command}\n  codex: {want}\n  ours:  {got}"
         for command, want, got in zip(commands, *sides, strict=True)
