@@ -137,7 +137,10 @@ class Retention:
             for store in running:
                 store.release_memory(level)
         while self.memory_used > target and self._finished_unlogged:
-            self._finished_unlogged.popitem(last=False)[0].release_memory(0, lossy=True)
+            store = next(iter(self._finished_unlogged))  # the oldest chunks of all go
+            store.release_memory(store.memory_bytes - (self.memory_used - target), lossy=True)
+            if not store.memory_bytes:
+                del self._finished_unlogged[store]
 
     # -- disk ------------------------------------------------------------------------
 
