@@ -1,16 +1,20 @@
 """What retained output costs the exec daemon: memory for finished processes, disk for logs.
 
-    python bench/retention.py [--memory 250,500,1000,2000] [--disk-seconds 12] [--budget MiB]
+    python bench/retention.py [--before CHECKOUT] [--memory 250,500,1000,2000]
+                              [--disk-seconds 12] [--log-budget MiB]
 
 Memory: processes that each print `--output` bytes (200 KB) and exit, started
 32 at a time; the daemon's RSS once 250, 500, 1000 and 2000 of them have
-finished, with the default budget (`retained_bytes_total`, 64 MiB) and with
-the budget off (as before it existed: up to 1 MiB per process). Disk: three
-`yes` for `--disk-seconds`, the log directory's size each second, with no log
-budget (as before) and with `logs_max_use` of `--log-budget` MiB.
+finished, with the default budget (`retained_bytes_total`, 64 MiB). Every
+process's byte count and `firstSeq` are checked after, and one is read whole.
+Disk: three `yes` for `--disk-seconds`, what their logs take on disk each
+second, with `logs_max_use` of `--log-budget` MiB.
 
-Each run has its own daemon on a temporary runtime dir, stopped at the end
-(`daemon/shutdown`: its processes and logs go with it).
+`--before` runs both again with the daemon of another checkout (one without
+the budgets: its code is put first on the daemon's PYTHONPATH and given no
+budget setting), for the "before" rows. Each run has its own daemon on a
+temporary runtime dir, stopped at the end (`daemon/shutdown`: its processes
+and logs go with it).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +34,23 @@ from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import ensure_daemon
 
 MiB = 1 << 20
-#: Off: larger than anything a run retains.
-UNLIMITED = 1 << 50
 
 
 class Daemon:
     """An exec daemon of its own runtime dir, with the given daemon settings."""
 
-    def __init__(self, **settings: object) -> None:
+    def __init__(self, code: str | None, **settings: object) -> None:
+        """`code`: a checkout whose daemon runs instead of ours (then without `settings`)."""
         self.tmp = Path(tempfile.mkdtemp(prefix="jx-retention-"))
         config = self.tmp / "config"
         config.mkdir()
-        (config / "jupyter_exec_daemon.json").write_text(json.dumps(settings))
+        (config / "jupyter_exec_daemon.json").write_text(json.dumps({} if code else settings))
         self.runtime = self.tmp / "runtime"
-        self._env = os.environ.get("JUPYTER_CONFIG_DIR")
-        os.environ["JUPYTER_CONFIG_DIR"] = str(config)  # the daemon inherits it
+        self._env = {k: os.environ.get(k) for k in ("JUPYTER_CONFIG_DIR", "PYTHONPATH")}
+        os.environ["JUPYTER_CONFIG_DIR"] = str(config)  # the daemon inherits them
+        if code is not None:
+            os.environ["PYTHONPATH"] = code
+        os.chdir(self.tmp)  # `python -m` puts the cwd first: not a checkout's
 
     async def __aenter__(self) -> Daemon:
         ensure_daemon(self.runtime)
@@ -59,10 +64,11 @@ class Daemon:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.request("daemon/shutdown", {})
         await self.client.close()
-        if self._env is None:
-            os.environ.pop("JUPYTER_CONFIG_DIR", None)
-        else:
-            os.environ["JUPYTER_CONFIG_DIR"] = self._env
+        for key, value in self._env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -86,6 +92,7 @@ async def finish(client: ExecClient, ids: list[str], output: int, parallel: int)
     async def one(process_id: str) -> None:
         async with gate:
             await client.start(process_id, ["head", "-c", str(output), "/dev/zero"])
+            await client.request("process/unsubscribe", {"processId": process_id})
             await client.wait(process_id)
 
     await asyncio.gather(*(one(i) for i in ids))
@@ -93,10 +100,8 @@ async def finish(client: ExecClient, ids: list[str], output: int, parallel: int)
         await asyncio.sleep(0.05)
 
 
-async def memory_run(marks: list[int], output: int, budget: int) -> dict[str, Any]:
-    settings: dict[str, object] = {"exited_retention_seconds": 3600}
-    settings["retained_bytes_total"] = budget
-    async with Daemon(**settings) as d:
+async def memory_run(code: str | None, marks: list[int], output: int) -> dict[str, Any]:
+    async with Daemon(code) as d:
         await asyncio.sleep(0.5)
         row: dict[str, Any] = {"baseline": d.rss_mib()}
         done = 0
@@ -113,13 +118,11 @@ async def memory_run(marks: list[int], output: int, budget: int) -> dict[str, An
         return row
 
 
-async def disk_run(seconds: float, budget_mib: int | None) -> list[int]:
-    settings: dict[str, object] = {}
-    if budget_mib is not None:
-        settings["logs_max_use"] = budget_mib * MiB
-    async with Daemon(**settings) as d:
+async def disk_run(code: str | None, seconds: float, budget_mib: int) -> list[int]:
+    async with Daemon(code, logs_max_use=budget_mib * MiB) as d:
         for i in range(3):
             await d.client.start(f"yes{i}", ["yes"])
+            await d.client.request("process/unsubscribe", {"processId": f"yes{i}"})
         sizes = []
         for _ in range(int(seconds)):
             await asyncio.sleep(1)
@@ -131,35 +134,30 @@ async def disk_run(seconds: float, budget_mib: int | None) -> list[int]:
 
 async def main_async(args: argparse.Namespace) -> None:
     marks = [int(m) for m in args.memory.split(",")] if args.memory else []
+    runs = [("before", args.before)] if args.before else []
+    runs.append(("budgets", None))
     if marks:
-        rows = {}
-        for name, budget in (("budget off (before)", UNLIMITED), ("budget", args.budget * MiB)):
-            if name == "budget off (before)" and args.skip_off:
-                continue
-            rows[name] = await memory_run(marks, args.output, budget)
+        rows = {name: await memory_run(code, marks, args.output) for name, code in runs}
         print(f"\nDaemon RSS (MiB) with N finished processes of {args.output} bytes each:")
-        print(f"| {'':22} | baseline | " + " | ".join(f"{m:>6}" for m in marks) + " |")
-        print(f"|{'-' * 24}|----------|" + "|".join("-" * 8 for _ in marks) + "|")
+        print("|         | baseline | " + " | ".join(f"{m:>5}" for m in marks) + " |")
+        print("|---------|----------|" + "|".join("-" * 7 for _ in marks) + "|")
         for name, row in rows.items():
-            label = f"{name} ({args.budget} MiB)" if name == "budget" else name
-            cells = " | ".join(f"{row[str(m)]:6.0f}" for m in marks)
-            print(f"| {label:22} | {row['baseline']:8.0f} | {cells} |")
+            cells = " | ".join(f"{row[str(m)]:5.0f}" for m in marks)
+            print(f"| {name:7} | {row['baseline']:8.0f} | {cells} |")
     if args.disk_seconds:
         print(f"\nLogs on disk (MB) of three `yes`, each second of {args.disk_seconds:.0f}:")
-        for name, budget in (("no budget (before)", UNLIMITED >> 20), ("budget", args.log_budget)):
-            t0 = time.monotonic()
-            sizes = await disk_run(args.disk_seconds, budget)
-            label = f"{name} ({args.log_budget} MiB)" if name == "budget" else name
-            print(f"{label:24} " + " ".join(f"{s / 1e6:6.0f}" for s in sizes), end="")
-            print(f"   (max {max(sizes) / 1e6:.0f} MB, {time.monotonic() - t0:.0f} s)")
+        for name, code in runs:
+            sizes = await disk_run(code, args.disk_seconds, args.log_budget)
+            label = f"budget {args.log_budget} MiB" if code is None else name
+            print(f"{label:15} " + " ".join(f"{s / 1e6:5.0f}" for s in sizes), end="")
+            print(f"   (max {max(sizes) / 1e6:.0f} MB)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--memory", default="250,500,1000,2000", help="finished counts ('' skips)")
     p.add_argument("--output", type=int, default=200_000, help="bytes each process prints")
-    p.add_argument("--budget", type=int, default=64, help="retained_bytes_total in MiB")
-    p.add_argument("--skip-off", action="store_true", help="only the run with the budget")
+    p.add_argument("--before", metavar="CHECKOUT", help="also run the daemon of this checkout")
     p.add_argument("--disk-seconds", type=float, default=12, help="0 skips the disk run")
     p.add_argument("--log-budget", type=int, default=200, help="logs_max_use in MiB")
     args = p.parse_args(argv)

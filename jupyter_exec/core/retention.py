@@ -25,6 +25,7 @@ stays; `firstSeq` says exactly what went.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections import OrderedDict
@@ -191,7 +192,8 @@ class Retention:
             store.cut_head(level)
 
     def _can_punch(self, where: Path) -> bool:
-        """Whether this filesystem gives back a hole's blocks (not all can)."""
+        """Whether this filesystem makes holes (most do: ext4, xfs, btrfs, tmpfs). The
+        probe is a sparse file, so a full disk answers too; only "not supported" counts."""
         known = self._punch.get(where)
         if known is None:
             from .output import punch_hole
@@ -200,15 +202,16 @@ class Retention:
             try:
                 fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
                 try:
-                    os.pwrite(fd, bytes(8192), 0)
+                    os.ftruncate(fd, 8192)
                     punch_hole(fd, 0, 4096)
-                    known = True
                 finally:
                     os.close(fd)
                     probe.unlink(missing_ok=True)
-            except OSError:
-                known = False
-            self._punch[where] = known
+            except OSError as exc:
+                if exc.errno == errno.EOPNOTSUPP:
+                    self._punch[where] = False
+                return exc.errno != errno.EOPNOTSUPP  # else: try, and ask again next time
+            known = self._punch[where] = True
         return known
 
 
