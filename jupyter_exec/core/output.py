@@ -27,7 +27,6 @@ made, and `LogRange` looks at it after each read.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..wire.schema import Chunk
-from .retention import UNLIMITED, Retention
+from .retention import UNLIMITED, Retention, punch_hole
 
 _HEADER = struct.Struct("<QBI")
 STREAM_CODES = {"stdout": 0, "stderr": 1, "pty": 2}
@@ -623,23 +622,6 @@ def _splice_record(
             else:
                 os.ftruncate(fd, offset)
     return moved, failed
-
-
-_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
-_libc: ctypes.CDLL | None = None
-
-
-def punch_hole(fd: int, offset: int, length: int) -> None:
-    """Give the blocks of `length` bytes at `offset` back to the filesystem; they read
-    as zeros, the file keeps its size (fallocate(2) FALLOC_FL_PUNCH_HOLE)."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-    if _libc.fallocate(fd, mode, offset, length) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def pipe_bytes(fd: int) -> int:

@@ -25,15 +25,13 @@ stays; `firstSeq` says exactly what went.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .output import OutputStore
+from typing import Protocol
 
 #: What a retained process costs the daemon besides its output (its records,
 #: events, descriptors and log index), charged against the memory budget. Measured
@@ -45,6 +43,21 @@ CHECK_SHARE = 32
 MIN_STEP, MAX_STEP = 64 << 10, 16 << 20
 UNLIMITED = 1 << 62
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
+
+
+class OutputStore(Protocol):
+    """What the budgets ask of a store (core/output.py's)."""
+
+    @property
+    def memory_bytes(self) -> int: ...
+    @property
+    def log_bytes(self) -> int: ...
+    @property
+    def log_dir(self) -> Path | None: ...
+    def release_memory(self, keep: int, lossy: bool = False) -> None: ...
+    def cut_head(self, keep: int) -> None: ...
+    def drop_log(self) -> None: ...
+    def stop_log(self, why: str) -> None: ...
 
 
 def size_setting(value: int | str, whole: int) -> int:
@@ -196,8 +209,6 @@ class Retention:
         probe is a sparse file, so a full disk answers too; only "not supported" counts."""
         known = self._punch.get(where)
         if known is None:
-            from .output import punch_hole
-
             probe = where / ".punch-probe"
             try:
                 fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -226,3 +237,20 @@ def water_level(sizes: list[int], excess: int) -> int:
             return size - -(-(excess - freed) // count)
         freed += step
     return 0
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+_libc: ctypes.CDLL | None = None
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Give the blocks of `length` bytes at `offset` back to the filesystem; they read
+    as zeros, the file keeps its size (fallocate(2) FALLOC_FL_PUNCH_HOLE)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
