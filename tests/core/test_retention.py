@@ -10,11 +10,10 @@ reading while the head moved never returns a byte of the hole.
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from jupyter_exec.core import output
 from jupyter_exec.core.output import OutputStore
@@ -190,18 +189,17 @@ def test_keep_free_cuts_what_the_filesystem_lacks(tmp_path: Path) -> None:
         s.close(remove=True)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.sampled_from([1, 100, 5000, 40_000]), min_size=1, max_size=80),
-    st.lists(st.integers(0, 1 << 20), max_size=4),
-    st.sampled_from([0, 4 * KiB, 1 << 20]),
-)
+@pytest.mark.parametrize("seed", range(40))
 def test_paging_after_cuts_returns_exactly_what_is_after_first_seq(
-    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], keeps: list[int], retained: int
+    tmp_path: Path, seed: int
 ) -> None:
+    """Random chunk sizes, cuts while appending and after, and memory budgets."""
+    rng = random.Random(seed)
+    sizes = [rng.choice([1, 100, 5000, 40_000]) for _ in range(rng.randint(1, 80))]
+    keeps = [rng.randint(0, 1 << 20) for _ in range(rng.randint(0, 4))]
     output.INDEX_SPACING = 8 * KiB  # many places to cut at
-    path = tmp_path_factory.mktemp("store") / "x.log"
-    store = OutputStore(path, retained, 1 << 30)
+    path = tmp_path / "x.log"
+    store = OutputStore(path, rng.choice([0, 4 * KiB, 1 << 20]), 1 << 30)
     try:
         for seq, size in enumerate(sizes, 1):
             store.append(seq, "stdout", payload(seq, max(8, size)))
