@@ -26,7 +26,7 @@ from jupyter_exec.client.unix_transport import connect_daemon, daemon_front
 from jupyter_exec.config import DaemonSettingsError, load_daemon_settings
 from jupyter_exec.daemon import paths
 from jupyter_exec.daemon.start import DaemonStartError, ensure_daemon
-from tests.daemon.harness import daemon_pid, daemon_settings
+from tests.daemon.harness import daemon_pid, daemon_settings, kill_daemon
 from tests.reliability.test_faults import tiny_tmpfs
 
 MiB = 1 << 20
@@ -78,6 +78,18 @@ async def test_logs_stay_within_their_budget_and_leave_room(
         finally:
             await follower.close()
             await c.close()
+        # The next daemon finds where each cut log starts (the record at offset 0).
+        kill_daemon(runtime)
+        c = await connect(runtime)
+        try:
+            for info in await c.list():
+                assert info.state == "running" and info.first_seq > 1, info
+                first = await c.read(info.process_id, 0, max_bytes=1)
+                assert first.chunks[0].seq == first.first_seq
+                assert set(first.chunks[0].data.split(b"\n")[:-1]) == {b"y"}
+                await c.terminate(info.process_id, 0)
+        finally:
+            await c.close()
 
 
 async def _fill_and_check(c: ExecClient, follower: ExecClient, disk: Path, budget: int) -> None:
@@ -125,8 +137,6 @@ async def _fill_and_check(c: ExecClient, follower: ExecClient, disk: Path, budge
     await asyncio.sleep(2)
     st = os.statvfs(disk)
     assert st.f_bavail * st.f_frsize >= keep_free - 4 * MiB
-    for process_id in ids:
-        await c.terminate(process_id, 0)
     # The lagging subscriber got chunks in seq order, each real output, never a hole.
     assert seen and all(a[0] < b[0] for a, b in itertools.pairwise(seen))
     assert all(set(data.split(b"\n")[:-1]) == {b"y"} for _, data in seen)
