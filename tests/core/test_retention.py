@@ -212,3 +212,23 @@ def test_paging_after_cuts_returns_exactly_what_is_after_first_seq(
     finally:
         output.INDEX_SPACING = 64 * KiB
         store.close(remove=True)
+
+
+def test_the_standalone_server_takes_the_budgets_as_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from jupyter_exec.rpc.service import build_service
+    from jupyter_exec.transports.serve import build_parser, config_from_args
+
+    options = ["--logs-max-use", "5%", "--logs-keep-free", "1000", "--retained-bytes-total", "7"]
+    config = config_from_args(build_parser().parse_args(options))
+    retention = build_service(config).registry.retention
+    assert (retention.logs_max_use, retention.logs_keep_free) == ("5%", 1000)
+    assert retention.memory_limit == 7
+    defaults = build_service(config_from_args(build_parser().parse_args([]))).registry.retention
+    assert (defaults.logs_max_use, defaults.logs_keep_free) == ("10%", "15%")
+    assert defaults.memory_limit == 64 * MiB
+    for bad in ("lots", "120%", "-5"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--logs-max-use", bad])
+        assert "neither a number of bytes nor a percentage" in capsys.readouterr().err
