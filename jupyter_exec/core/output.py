@@ -344,9 +344,9 @@ class OutputStore:
         self._head.offset = UNLIMITED
         fd = self._reader_fd()
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
+            with contextlib.suppress(OSError):  # a successor finds the whole log or the record
                 os.pwrite(fd, _HEADER.pack(last, GONE, 0), 0)
+                os.ftruncate(fd, _HEADER.size)
             os.close(fd)
         self._log_fd = self._read_fd = None
         self._log_pending = False
