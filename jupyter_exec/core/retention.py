@@ -17,7 +17,7 @@ SystemKeepFree=: bytes, or a percentage of the filesystem the logs are on):
 the logs of all processes together stay within `logs_max_use` and leave
 `logs_keep_free` of their filesystem free. Checked (one statvfs) every
 `1/32` of the budget the logs grow; past it, whole logs of finished
-processes go first, the longest finished first, then the oldest part of the
+processes go first, those finished longest ago first, then the oldest part of the
 largest running ones (output.py `cut_head`: the rest stays where it is, the
 head becomes a hole). The newest part of a running process's log always
 stays; `firstSeq` says exactly what went.
@@ -95,7 +95,7 @@ class Retention:
         self._step = MIN_STEP
         self._stores: set[OutputStore] = set()
         self._running: dict[OutputStore, None] = {}
-        #: Finished stores that still hold something, the longest finished first:
+        #: Finished stores that still hold something, those finished longest ago first:
         #: a log, or chunks no log holds.
         self._finished_logs: OrderedDict[OutputStore, None] = OrderedDict()
         self._finished_unlogged: OrderedDict[OutputStore, None] = OrderedDict()
