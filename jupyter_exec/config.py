@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,13 @@ class DaemonSettings:
 
     retained_bytes_per_process: int = 1 << 20
     log_bytes_per_process: int = 1 << 30
+    #: Memory for the recent output of all processes together (core/retention.py):
+    #: past it, finished processes' output is read back from their logs.
+    retained_bytes_total: int = 64 << 20
+    #: All logs together, as journald's SystemMaxUse= and SystemKeepFree=: bytes,
+    #: or a percentage of the filesystem the logs are on.
+    logs_max_use: int | str = "10%"
+    logs_keep_free: int | str = "15%"
     #: Where output logs go (None: a temporary directory, or the daemon's state dir).
     log_dir: Path | None = None
     exited_retention_seconds: float = 3600.0
@@ -144,12 +152,22 @@ def _setting(path: Path, key: str, value: object) -> Any:
         if value is None or (isinstance(value, str) and value):
             return None if value is None else Path(value).expanduser()
         raise DaemonSettingsError(f"{path}: {key} must be a directory path or null")
+    if key in ("logs_max_use", "logs_keep_free"):
+        if isinstance(value, str) and _PERCENT.match(value) and float(value[:-1]) <= 100:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        why = 'must be a number of bytes or a percentage ("10%")'
+        raise DaemonSettingsError(f"{path}: {key} {why}")
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if kinds[key] == "int" and not (isinstance(value, int) and number):
         raise DaemonSettingsError(f"{path}: {key} must be an integer")
     if not number or value < 0:  # type: ignore[operator]
         raise DaemonSettingsError(f"{path}: {key} must be a number >= 0")
     return value
+
+
+_PERCENT = re.compile(r"^\d+(\.\d+)?%$")
 
 
 def jupyter_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:

@@ -14,6 +14,14 @@ kernel, and are read back for delivery: each byte is either still in the
 pipe (which the holder keeps open) or in the log, never only in our memory,
 so a SIGKILL loses none. The record header is written first; a successor
 (`reopen`) keeps a short last record's bytes and drops a header without any.
+
+Budgets (retention.py) cut logs: `cut_head` turns the oldest part of a log
+into a hole (the rest keeps its offsets, so the index, readers and splice go
+on) and writes a cut record at offset 0 that points at the first record
+kept; `drop_log` leaves of a finished process's log only a record of its last
+seq. Either way `firstSeq` says what went, also to a successor (`_scan`).
+Readers in threads never see a cut's hole: the head moves before the hole is
+made, and `LogRange` looks at it after each read.
 """
 
 from __future__ import annotations
@@ -25,17 +33,24 @@ import os
 import struct
 import termios
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..wire.schema import Chunk
+from .retention import UNLIMITED, Retention, punch_hole
 
 _HEADER = struct.Struct("<QBI")
 STREAM_CODES = {"stdout": 0, "stderr": 1, "pty": 2}
 STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
+#: Record kinds that carry no output. CUT (at offset 0 only): its seq field is
+#: the offset of the first record kept. GONE (a log's only record): its seq is
+#: the last seq of the output, all of which went.
+CUT, GONE = 254, 255
+#: A cut leaves the first block (the cut record's) and punches whole blocks after it.
+_BLOCK = 4096
 #: What one retained chunk costs in memory beyond its payload (the Chunk, its
 #: bytes and int objects, the deque slot). Charged against `retained_bytes`, so
 #: a process writing one byte at a time cannot make 1 MiB cost 80 MiB.
@@ -46,12 +61,27 @@ INDEX_SPACING = 64 * 1024
 _READ_WINDOW = 1 << 20
 
 
+class Head:
+    """Where a log's first kept record is: shared with the `LogRange`s read in threads."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+
 class OutputStore:
     """Output of one process; synchronous, owned by the registry's event loop."""
 
     def __init__(
-        self, log_path: Path | None, retained_bytes: int, log_bytes: int, splice: bool = False
+        self,
+        log_path: Path | None,
+        retained_bytes: int,
+        log_bytes: int,
+        splice: bool = False,
+        budget: Retention | None = None,
     ) -> None:
+        """`budget`: the registry's, shared by all its stores (None: one of its own)."""
         self.retained_bytes = retained_bytes
         self._splice = splice
         self._log_cap = log_bytes
@@ -71,6 +101,31 @@ class OutputStore:
         #: The log file is created at the first chunk: a process without output
         #: (most short commands) never pays for creating a file.
         self._log_pending = log_path is not None and log_bytes > 0
+        self._head = Head()
+        self._budget = budget or Retention()
+        self._budget.add(self)
+
+    def join(self, budget: Retention) -> None:
+        """Count in `budget` from now on (a store adopted by a registry)."""
+        self._budget.forget(self)
+        self._budget = budget
+        budget.add(self)
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the retained chunks cost (their bytes and `CHUNK_OVERHEAD` each)."""
+        return self._memory_bytes
+
+    @property
+    def log_bytes(self) -> int:
+        """What the log takes on disk, but for a cut's hole (a dropped log: one block)."""
+        if self._head.offset == UNLIMITED:
+            return _BLOCK
+        return self._log_size - self._head.offset
+
+    @property
+    def log_dir(self) -> Path | None:
+        return None if self._log_path is None else self._log_path.parent
 
     @classmethod
     def recover(cls, log_path: Path, retained_bytes: int) -> OutputStore:
@@ -84,6 +139,7 @@ class OutputStore:
             return store  # no output was ever written
         store._read_fd = fd
         store._scan(fd)
+        store._budget.logged(store, store.log_bytes)
         return store
 
     @classmethod
@@ -104,6 +160,7 @@ class OutputStore:
         store._log_pending = False
         store._log_fd = fd
         store._scan(fd)
+        store._budget.logged(store, store.log_bytes)
         return store
 
     def _scan(self, fd: int) -> None:
@@ -112,6 +169,16 @@ class OutputStore:
         offset = 0
         while offset + _HEADER.size <= size:
             seq, code, length = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
+            if code == CUT and offset == 0:
+                offset = self._head.offset = seq
+                continue
+            if code == GONE and offset == 0:
+                self._head.offset = UNLIMITED
+                self._last_logged_seq = self._dropped_upto = seq
+                offset = _HEADER.size
+                break
+            if not self._index_offsets and offset > 0:  # the first record after a cut
+                self._dropped_upto = seq - 1
             present = min(length, size - offset - _HEADER.size)
             if present == 0 and length > 0:
                 break  # a header whose bytes never came: they are still in the pipe
@@ -155,8 +222,11 @@ class OutputStore:
 
     def append_run(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
         """Chunks `first_seq`, `first_seq + 1`, ... of one stream, logged in one write."""
+        grown = self._log_size
         self._log(first_seq, stream, pieces)
         self._remember(first_seq, stream, pieces)
+        if self._log_size > grown:
+            self._budget.logged(self, self._log_size - grown)
 
     @property
     def splices(self) -> bool:
@@ -205,9 +275,11 @@ class OutputStore:
             self._log_size += _HEADER.size + length
             self._last_logged_seq = seq
         self._remember(first_seq, stream, pieces)
+        self._budget.logged(self, offset - start)
         return pieces
 
     def _remember(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
+        held = self._memory_bytes
         for seq, data in enumerate(pieces, first_seq):
             self.total_bytes += len(data)
             self._memory.append(Chunk(seq, stream, data))
@@ -219,6 +291,78 @@ class OutputStore:
             self._evicted_upto = old.seq
             if not self._is_logged(old.seq):
                 self._dropped_upto = max(self._dropped_upto, old.seq)
+        self._budget.memory(self._memory_bytes - held)
+
+    def release_memory(self, keep: int, lossy: bool = False) -> None:
+        """Let go of the oldest chunks until at most `keep` bytes are held (the budget's
+        call): those the log holds; with `lossy`, also those it does not."""
+        held, memory = self._memory_bytes, self._memory
+        while memory and self._memory_bytes > keep:
+            old = memory[0]
+            if not self._is_logged(old.seq):
+                if not lossy:
+                    break  # the log holds a prefix: no later chunk is in it either
+                self._dropped_upto = max(self._dropped_upto, old.seq)
+            memory.popleft()
+            self._memory_bytes -= len(old.data) + CHUNK_OVERHEAD
+            self._evicted_upto = old.seq
+        self._budget.memory(self._memory_bytes - held)
+
+    def cut_head(self, keep: int) -> None:
+        """Make the oldest part of the log a hole, keeping about `keep` bytes (the disk
+        budget's call); the part from the last index entry on always stays."""
+        fd = self._reader_fd()
+        if fd is None or not self._index_offsets:
+            return
+        last = len(self._index_offsets) - 1
+        k = min(bisect_left(self._index_offsets, self._log_size - keep), last)
+        head, first = self._index_offsets[k], self._index_seqs[k]
+        if head <= self._head.offset:
+            return
+        before = self.log_bytes
+        self._head.offset = head  # first: a reader in a thread now skips what goes
+        with contextlib.suppress(OSError):  # then the bytes would stay: nothing is lost
+            os.pwrite(fd, _HEADER.pack(head, CUT, 0), 0)
+            if head // _BLOCK > 1:
+                punch_hole(fd, _BLOCK, (head // _BLOCK - 1) * _BLOCK)
+        del self._index_seqs[:k], self._index_offsets[:k]
+        self._dropped_upto = max(self._dropped_upto, first - 1)
+        held = self._memory_bytes
+        while self._memory and self._memory[0].seq < first:
+            old = self._memory.popleft()
+            self._memory_bytes -= len(old.data) + CHUNK_OVERHEAD
+            self._evicted_upto = old.seq
+        self._budget.memory(self._memory_bytes - held)
+        self._budget.logged(self, self.log_bytes - before)
+
+    def drop_log(self) -> None:
+        """Let go of all the output of a finished process (the disk budget's call): the
+        log keeps one record of its last seq, for `firstSeq` and a successor."""
+        if self._log_path is None or self._head.offset == UNLIMITED:
+            return
+        before, last = self.log_bytes, self.last_seq
+        self._head.offset = UNLIMITED
+        fd = self._reader_fd()
+        if fd is not None:
+            with contextlib.suppress(OSError):  # a successor finds the whole log or the record
+                os.pwrite(fd, _HEADER.pack(last, GONE, 0), 0)
+                os.ftruncate(fd, _HEADER.size)
+            os.close(fd)
+        self._log_fd = self._read_fd = None
+        self._log_pending = False
+        self._log_size = _HEADER.size
+        del self._index_seqs[:], self._index_offsets[:]
+        held = self._memory_bytes
+        self._memory.clear()
+        self._memory_bytes = 0
+        self._last_logged_seq = self._dropped_upto = self._evicted_upto = last
+        self._budget.memory(-held)
+        self._budget.logged(self, self.log_bytes - before)
+
+    def stop_log(self, why: str) -> None:
+        """Log no more (the disk budget's call where holes cannot be made)."""
+        if self._log_fd is not None:
+            self._stop_log(f"output log {why}")
 
     def _is_logged(self, seq: int) -> bool:
         # The log holds a prefix of the chunks: it only ever stops, never skips.
@@ -304,10 +448,11 @@ class OutputStore:
         """Whether the next chunk after `after_seq` is no longer in memory, only in the log.
 
         Memory let go of every chunk up to `_evicted_upto`; the log holds every
-        chunk up to `_last_logged_seq`. (Seqs have holes: exited/closed take
-        some, so `after_seq + 1 < first in memory` alone does not say.)
+        chunk up to `_last_logged_seq` (from its head on). (Seqs have holes:
+        exited/closed take some, so `after_seq + 1 < first in memory` alone does not say.)
         """
-        return min(self._evicted_upto, self._last_logged_seq) > after_seq
+        logged = self._head.offset != UNLIMITED
+        return logged and min(self._evicted_upto, self._last_logged_seq) > after_seq
 
     def take_memory(
         self, after_seq: int, stop_seq: int | None, budget: int
@@ -353,13 +498,15 @@ class OutputStore:
         k = max(0, bisect_right(self._index_seqs, after_seq) - 1)
         start = self._index_offsets[k] if self._index_offsets else 0
         assert self._log_path is not None
-        return LogRange(self._log_path, start, self._log_size, after_seq, stop_seq, budget)
+        path, head = self._log_path, self._head
+        return LogRange(path, start, self._log_size, after_seq, stop_seq, budget, head)
 
     def close(self, remove: bool) -> None:
         for fd in (self._log_fd, self._read_fd):
             if fd is not None:
                 os.close(fd)
         self._log_fd = self._read_fd = None
+        self._budget.forget(self)
         if remove and self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
 
@@ -374,6 +521,8 @@ class LogRange:
     after_seq: int
     stop_seq: int | None
     budget: int
+    #: The log's head, which a cut moves on: nothing before it is read.
+    head: Head
 
     def read(self) -> tuple[list[Chunk], bool]:
         """Chunks (after_seq, stop_seq) within budget; True if cut short. [] if the log is gone."""
@@ -413,6 +562,9 @@ class LogRange:
         offset = self.start
         while offset < self.end:
             blob = pread(fd, min(_READ_WINDOW, self.end - offset), offset)
+            if self.head.offset > offset:  # a cut came: what was read may be a hole
+                offset = self.head.offset
+                continue
             view = memoryview(blob)  # a chunk is one copy of its record, whatever `blob` is
             pos = 0
             while pos + _HEADER.size <= len(blob):
@@ -423,9 +575,11 @@ class LogRange:
                         break  # the next window starts with this record
                     blob = pread(fd, end, offset)  # one record larger than the window
                     view = memoryview(blob)
-                    if end > len(blob):
-                        break  # the file is shorter than its index says
+                    if end > len(blob) or self.head.offset > offset:
+                        break  # the file is shorter than its index says, or was cut
                     continue
+                if code >= CUT:  # the index points past these: a range of a store that
+                    return out, False  # went (a successor's scan reads them, not this)
                 if self.stop_seq is not None and seq >= self.stop_seq:
                     return out, False
                 if seq > self.after_seq:
@@ -436,6 +590,8 @@ class LogRange:
                     size += length
                 pos = end
             if pos == 0:
+                if self.head.offset > offset:
+                    continue  # cut under us: on from the new head
                 break  # a torn tail: nothing more to read
             offset += pos
         return out, False

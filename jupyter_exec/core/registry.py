@@ -39,6 +39,7 @@ from .confinement import resolve_cwd
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_verified, marked_processes
+from .retention import Retention
 from .usage import Sampler
 
 #: A long-poll never waits longer than this, whatever `waitMs` asks.
@@ -68,6 +69,11 @@ class RegistryConfig:
     #: guardian kills the children but keeps the logs), for the next registry
     #: to list (the exec daemon, daemon/persist.py).
     durable_logs: bool = False
+    #: The budgets of all processes together (retention.py; None: none). The
+    #: defaults are the daemon settings' (config.py).
+    retained_bytes_total: int | None = None
+    logs_max_use: int | str | None = None
+    logs_keep_free: int | str = 0
 
 
 @dataclass
@@ -95,6 +101,8 @@ class Registry:
         self._fd_limit = raise_fd_limit()
         #: SPEC 11 ports and usage of every running tree (core/usage.py).
         self.sampler = Sampler(lambda: [p.tree for p in self.running() if p.tree is not None])
+        c = self.config
+        self.retention = Retention(c.retained_bytes_total, c.logs_max_use, c.logs_keep_free)
 
     # -- listeners ------------------------------------------------------------
 
@@ -209,6 +217,7 @@ class Registry:
             self.config.retained_bytes_per_process,
             self.config.log_bytes_per_process,
             splice=self.keeper is not None,
+            budget=self.retention,
         )
         proc = ManagedProcess(
             setup, child, store, self._publish, self._schedule_removal, started_at
@@ -300,6 +309,7 @@ class Registry:
     ) -> ManagedProcess:
         """A running process a previous registry started through `front`, its child
         now the keeper's."""
+        store.join(self.retention)
         proc = ManagedProcess(
             setup, child, store, self._publish, self._schedule_removal, started_at
         )
@@ -313,6 +323,7 @@ class Registry:
         a running one as if we had started it, a finished one (daemon/persist.py)
         kept for what remains of `exited_retention_seconds` since it exited."""
         self._procs[proc.id] = proc
+        proc.store.join(self.retention)
         if proc.closed.is_set():
             self._schedule_removal(proc)
 
@@ -398,6 +409,7 @@ class Registry:
         self._remove(process_id)
 
     def _schedule_removal(self, proc: ManagedProcess) -> None:
+        self.retention.finish(proc.store)  # its output goes first when room is needed
         loop = asyncio.get_running_loop()
         delay = self.config.exited_retention_seconds
         if proc.exited_at is not None:  # what is left of it (one adopted after a restart)

@@ -32,6 +32,9 @@ def build_service(
         RegistryConfig(
             retained_bytes_per_process=settings.retained_bytes_per_process,
             log_bytes_per_process=settings.log_bytes_per_process,
+            retained_bytes_total=settings.retained_bytes_total,
+            logs_max_use=settings.logs_max_use,
+            logs_keep_free=settings.logs_keep_free,
             log_dir=durable_log_dir or settings.log_dir,
             exited_retention_seconds=settings.exited_retention_seconds,
             durable_logs=durable_log_dir is not None,

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", type=Path, help="where per-process output logs go")
     p.add_argument("--retained-bytes", type=int, default=d.retained_bytes_per_process)
     p.add_argument("--log-bytes", type=int, default=d.log_bytes_per_process)
+    p.add_argument("--retained-bytes-total", type=int, default=d.retained_bytes_total)
+    p.add_argument("--logs-max-use", type=_size, default=d.logs_max_use, metavar="BYTES|N%")
+    p.add_argument("--logs-keep-free", type=_size, default=d.logs_keep_free, metavar="BYTES|N%")
     p.add_argument("--max-processes", type=int, default=d.max_processes)
     p.add_argument(
         "--exited-retention", type=float, default=d.exited_retention_seconds, metavar="SECONDS"
@@ -95,11 +98,23 @@ def _sandbox_setting(text: str) -> str:
     return text
 
 
+def _size(text: str) -> int | str:
+    """Bytes, or a percentage of the logs' filesystem (README "Configuration")."""
+    if text.isdigit():
+        return int(text)
+    if text.endswith("%") and text[:-1].replace(".", "", 1).isdigit() and float(text[:-1]) <= 100:
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a number of bytes nor a percentage")
+
+
 def config_from_args(args: argparse.Namespace) -> ExecConfig:
     return ExecConfig(
         root_dir=args.root.resolve(),
         retained_bytes_per_process=args.retained_bytes,
         log_bytes_per_process=args.log_bytes,
+        retained_bytes_total=args.retained_bytes_total,
+        logs_max_use=args.logs_max_use,
+        logs_keep_free=args.logs_keep_free,
         log_dir=args.log_dir,
         exited_retention_seconds=args.exited_retention,
         max_processes=args.max_processes,
