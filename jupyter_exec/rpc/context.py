@@ -41,6 +41,10 @@ class Outlet(Protocol):
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Await `callback` when the connection closes (stop background work)."""
 
+    async def drained(self) -> None:
+        """Wait while the client has more unsent messages than its limit (backpressure
+        for a method that streams notifications)."""
+
 
 @dataclass
 class CallContext:

@@ -36,7 +36,7 @@ from ..wire.protocol import (
     response,
 )
 from ..wire.rules import FrontRules
-from . import environment, fs_methods
+from . import environment, fs_methods, http_methods
 from .context import CallContext, Handler
 from .outbox import Outbox, Write
 from .process_methods import PROCESS_METHODS
@@ -95,6 +95,7 @@ class ExecService:
             **PROCESS_METHODS,
             **fs_methods.FS_METHODS,
             **environment.ENVIRONMENT_METHODS,
+            **http_methods.HTTP_METHODS,
         }
         self.capabilities: dict[str, Any] = {
             "processes": True,
@@ -104,6 +105,7 @@ class ExecService:
             "watch": True,
             **fs_methods.CAPABILITIES,
             **environment.CAPABILITIES,
+            **http_methods.CAPABILITIES,
             **limits.CAPABILITIES,
         }
         self._connections: set[Connection] = set()
@@ -180,6 +182,11 @@ class Connection:
     def notify(self, message: dict[str, Any]) -> None:
         """A notification of a method family (e.g. `fs/missingChanged`), never dropped."""
         self._send(message)
+
+    async def drained(self) -> None:
+        """Outlet: wait while this client's queued messages exceed `control_queue_bytes`."""
+        if not self._closed and not self.outbox.failed:
+            await self.outbox.room.wait()
 
     def _check_slots(self, *_: object) -> None:
         if len(self._tasks) >= self.service.config.max_requests_in_flight and not self._closed:
