@@ -10,10 +10,27 @@ pick the part of a result that must agree (``environment/info`` names its own
 version and paths). `diff` lists every disagreement, so a failing test shows
 all of them at once.
 
-Our server is reached over stdio (`our_stdio`), the standalone websocket
-server and the Jupyter extension (harness.standalone_server /
-harness.jupyter_server, then `ws_peer`). Every peer has done the handshake
-(``initialize`` + ``initialized``) before a case runs.
+Codex's side (`codex_side`) runs ``codex exec-server --listen stdio``; ours
+(`our_side`) runs over stdio, the standalone websocket server or the
+Jupyter extension (harness.standalone_server / harness.jupyter_server). Each
+`Side` has done the handshake (``initialize`` + ``initialized``) before a
+case runs, and can open more connections (`Side.connect`). Both sides get
+their own ``CODEX_HOME`` (named ``<codex-home>`` in answers).
+
+A test module keeps one Codex server and one of ours per transport::
+
+    @pytest.fixture(scope="module")
+    def codex_server(codex_launcher, tmp_path_factory):
+        with codex_side(codex_launcher, tmp_path_factory.mktemp("codex")) as side:
+            yield side
+
+    @pytest.fixture(scope="module", params=TRANSPORTS)
+    def pair(request, codex_server, tmp_path_factory):
+        with our_side(request.param, tmp_path_factory.mktemp(request.param)) as ours:
+            yield Pair(codex_server, ours)
+
+    def test_something(pair):
+        pair.assert_same(Case("name", [Step("fs/readFile", {"path": "file://{ws}/f"})], build))
 
 Params are templates: any string containing ``{ws}`` gets the side's
 workspace path, so ``"file://{ws}/a"`` is a URI inside it.
@@ -107,14 +124,17 @@ class StdioPeer:
 
 
 @contextlib.contextmanager
-def stdio_client(argv: list[str], cwd: Path, env: dict[str, str]) -> Iterator[Client]:
+def stdio_client(
+    argv: list[str], cwd: Path, env: dict[str, str], handshake: bool = True
+) -> Iterator[Client]:
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         client = Client(StdioPeer(process))
-        client.handshake()
+        if handshake:
+            client.handshake()
         yield client
     finally:
         assert process.stdin is not None
@@ -123,28 +143,11 @@ def stdio_client(argv: list[str], cwd: Path, env: dict[str, str]) -> Iterator[Cl
         stop_process(process)
 
 
-def _clean_env(home: Path) -> dict[str, str]:
+def server_env(codex_home: Path) -> dict[str, str]:
+    """The environment both sides' servers run in: ours, with its own ``CODEX_HOME``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
-    env["CODEX_HOME"] = str(home)
+    env["CODEX_HOME"] = str(codex_home)
     return env
-
-
-@contextlib.contextmanager
-def codex_stdio(launcher: Path, cwd: Path, codex_home: Path) -> Iterator[Client]:
-    """Codex's own ``codex exec-server --listen stdio``, with its own ``CODEX_HOME``."""
-    codex_home.mkdir(parents=True, exist_ok=True)
-    argv = [str(launcher), "exec-server", "--listen", "stdio"]
-    with stdio_client(argv, cwd, _clean_env(codex_home)) as client:
-        yield client
-
-
-@contextlib.contextmanager
-def our_stdio(root: Path, codex_home: Path, *extra_args: str) -> Iterator[Client]:
-    """``jupyter-exec serve --listen stdio --root ROOT``."""
-    codex_home.mkdir(parents=True, exist_ok=True)
-    argv = [JUPYTER_EXEC, "serve", "--listen", "stdio", "--root", str(root), *extra_args]
-    with stdio_client(argv, root, _clean_env(codex_home)) as client:
-        yield client
 
 
 @dataclass
@@ -160,11 +163,12 @@ class WsPeer:
 
 
 @contextlib.contextmanager
-def ws_client(url: str) -> Iterator[Client]:
-    """A connection to our websocket server (standalone or in Jupyter), handshake done."""
+def ws_client(url: str, handshake: bool = True) -> Iterator[Client]:
+    """A connection to our websocket server (standalone or in Jupyter)."""
     with connect(url, open_timeout=10, max_size=None) as ws:
         client = Client(WsPeer(ws))
-        client.handshake()
+        if handshake:
+            client.handshake()
         yield client
 
 
@@ -203,38 +207,44 @@ def fill(template: Any, ws: Path) -> Any:
     return template
 
 
-def normalize(answer: dict[str, Any], ws: Path, pick: Callable[[Any], Any] | None) -> Any:
-    """What must agree: ``{"error": code}`` or ``{"result": picked result}``, ``<ws>`` for paths."""
+def normalize(
+    answer: dict[str, Any], places: dict[str, Path], pick: Callable[[Any], Any] | None
+) -> Any:
+    """What must agree: ``{"error": code}`` or ``{"result": picked result}``, with each of
+    `places` (``{"<ws>": workspace, "<codex-home>": ...}``) named instead of its path."""
     if "error" in answer:
         return {"error": answer["error"].get("code")}
     result = answer.get("result")
     if pick is not None:
         result = pick(result)
-    return {"result": _unpath(result, ws)}
+    return {"result": _unpath(result, places)}
 
 
-def _unpath(value: Any, ws: Path) -> Any:
+def _unpath(value: Any, places: dict[str, Path]) -> Any:
     if isinstance(value, str):
-        return value.replace(ws.as_uri(), "<ws>").replace(str(ws), "<ws>")
+        for name, path in places.items():
+            value = value.replace(path.as_uri(), name).replace(str(path), name)
+        return value
     if isinstance(value, list):
-        return [_unpath(item, ws) for item in value]
+        return [_unpath(item, places) for item in value]
     if isinstance(value, dict):
-        return {key: _unpath(item, ws) for key, item in value.items()}
+        return {key: _unpath(item, places) for key, item in value.items()}
     return value
 
 
-def run(client: Client, case: Case, ws: Path) -> list[tuple[Any, dict[str, Any]]]:
+def run(side: Side, case: Case, ws: Path) -> list[tuple[Any, dict[str, Any]]]:
     """Build the workspace, send every step; per step its normalized and its raw answer."""
     ws.mkdir(parents=True)
     case.build(ws)
+    places = {"<ws>": ws, "<codex-home>": side.codex_home}
     answers = []
     for step in case.steps:
         params = fill(step.params, ws)
         if step.notification:
-            client.notify(step.method, params)
+            side.client.notify(step.method, params)
             continue
-        raw = client.request(step.method, params)
-        answers.append((normalize(raw, ws, step.pick), raw))
+        raw = side.client.request(step.method, params)
+        answers.append((normalize(raw, places, step.pick), raw))
     return answers
 
 
@@ -261,13 +271,24 @@ _CASE_NUMBERS = itertools.count(1)
 
 
 @dataclass
-class Pair:
-    """Codex's server and one of ours, each with a directory for the cases' workspaces."""
+class Side:
+    """One server under comparison, connected and handshaken."""
 
-    codex: Client
-    codex_dir: Path
-    ours: Client
-    our_dir: Path
+    client: Client
+    #: Where the cases' workspaces go (inside our server's root).
+    workspaces: Path
+    #: Its ``CODEX_HOME`` (named ``<codex-home>`` in answers).
+    codex_home: Path
+    #: Opens another connection to the same server (`handshake` False: none done).
+    connect: Callable[[bool], contextlib.AbstractContextManager[Client]]
+
+
+@dataclass
+class Pair:
+    """Codex's server and one of ours."""
+
+    codex: Side
+    ours: Side
 
     def compare(self, case: Case) -> list[str]:
         """Run `case` on both sides in fresh workspaces; the differences (empty: none)."""
@@ -276,8 +297,8 @@ class Pair:
         name = f"{n:03d}-{slug}"
         return diff(
             case,
-            run(self.codex, case, self.codex_dir / name),
-            run(self.ours, case, self.our_dir / name),
+            run(self.codex, case, self.codex.workspaces / name),
+            run(self.ours, case, self.ours.workspaces / name),
         )
 
     def assert_same(self, *cases: Case) -> None:
@@ -292,30 +313,61 @@ TRANSPORTS = ("stdio", "standalone", "jupyter")
 
 
 @contextlib.contextmanager
-def codex_side(launcher: Path, base: Path) -> Iterator[tuple[Client, Path]]:
-    """Codex's server and the directory its cases' workspaces go in (also its cwd)."""
-    workspaces = base / "codex-ws"
+def codex_side(launcher: Path, base: Path) -> Iterator[Side]:
+    """Codex's own ``codex exec-server --listen stdio``, with its own ``CODEX_HOME``."""
+    workspaces, home = base / "codex-ws", base / "codex-home"
     workspaces.mkdir(parents=True)
-    with codex_stdio(launcher, workspaces, base / "codex-home") as client:
-        yield client, workspaces
+    home.mkdir()
+    argv = [str(launcher), "exec-server", "--listen", "stdio"]
+
+    def connect(handshake: bool) -> contextlib.AbstractContextManager[Client]:
+        return stdio_client(argv, workspaces, server_env(home), handshake)
+
+    with connect(True) as client:
+        yield Side(client, workspaces, home, connect)
 
 
 @contextlib.contextmanager
-def our_side(transport: str, base: Path) -> Iterator[tuple[Client, Path]]:
-    """Our server over `transport` (one of `TRANSPORTS`) and its root, where workspaces go."""
+def our_side(transport: str, base: Path) -> Iterator[Side]:
+    """Our server over `transport` (one of `TRANSPORTS`); workspaces go in its root."""
     root = (base / f"ours-{transport}").resolve()
+    home = base / "our-codex-home"
     root.mkdir(parents=True)
-    if transport == "stdio":
-        with our_stdio(root, base / "our-codex-home") as client:
-            yield client, root
-        return
+    home.mkdir()
+    env = server_env(home)
     with contextlib.ExitStack() as stack:
-        if transport == "standalone":
-            server = stack.enter_context(standalone_server(root))
-        elif transport == "jupyter":
-            runtime = base / "jupyter-runtime"
-            runtime.mkdir()
-            server = stack.enter_context(jupyter_server(root, runtime, secrets.token_hex(16)))
+        if transport == "stdio":
+            argv = [JUPYTER_EXEC, "serve", "--listen", "stdio", "--root", str(root)]
+
+            def connect(handshake: bool) -> contextlib.AbstractContextManager[Client]:
+                return stdio_client(argv, root, env, handshake)
+
         else:
-            raise ValueError(f"unknown transport {transport!r}")
-        yield stack.enter_context(ws_client(server.url)), root
+            with _environ(env):  # the server (and Jupyter's daemon) inherit it
+                if transport == "standalone":
+                    server = stack.enter_context(standalone_server(root))
+                elif transport == "jupyter":
+                    runtime = base / "jupyter-runtime"
+                    runtime.mkdir()
+                    token = secrets.token_hex(16)
+                    server = stack.enter_context(jupyter_server(root, runtime, token))
+                else:
+                    raise ValueError(f"unknown transport {transport!r}")
+
+            def connect(handshake: bool) -> contextlib.AbstractContextManager[Client]:
+                return ws_client(server.url, handshake)
+
+        client = stack.enter_context(connect(True))
+        yield Side(client, root, home, connect)
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

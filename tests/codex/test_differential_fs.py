@@ -11,25 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from .differential import TRANSPORTS, Case, Client, Pair, Step, codex_side, our_side
+from .differential import TRANSPORTS, Case, Pair, Side, Step, codex_side, our_side
 
 
 @pytest.fixture(scope="module")
-def codex_server(
-    codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Client, Path]]:
+def codex_server(codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Side]:
     with codex_side(codex_launcher, tmp_path_factory.mktemp("codex")) as side:
         yield side
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
 def pair(
-    request: pytest.FixtureRequest,
-    codex_server: tuple[Client, Path],
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, codex_server: Side, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pair]:
-    with our_side(request.param, tmp_path_factory.mktemp(request.param)) as (ours, root):
-        yield Pair(*codex_server, ours, root)
+    with our_side(request.param, tmp_path_factory.mktemp(request.param)) as ours:
+        yield Pair(codex_server, ours)
 
 
 def tree(ws: Path) -> None:
