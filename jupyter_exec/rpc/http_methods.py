@@ -46,13 +46,13 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
-
 from ..wire.errors import InternalError, InvalidParamsError, InvalidRequestError
 from ..wire.protocol import Params, notification, parse_params
 from .context import AGENT_CLIENTS
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # httpx is imported on the first request: daemons start without it
+    import httpx
+
     from .context import CallContext, Handler, Outlet
 
 CAPABILITIES: dict[str, Any] = {"httpHeaderEnvVars": True}
@@ -119,6 +119,8 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _url(raw: str) -> httpx.URL:
+    import httpx
+
     try:
         url = httpx.URL(raw)
     except httpx.InvalidURL as exc:
@@ -206,6 +208,8 @@ def _response_headers(response: httpx.Response) -> list[dict[str, str]]:
 
 
 def _failed(exc: BaseException, url: httpx.URL) -> InternalError:
+    import httpx
+
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return InternalError("http/request failed: request timed out")
     if isinstance(exc, httpx.TooManyRedirects):
@@ -231,6 +235,8 @@ def _network_refusal(ctx: CallContext) -> str | None:
 
 def _client(url: httpx.URL, follow: bool, hops: list[httpx.URL]) -> httpx.AsyncClient:
     """A client for one request; loopback bypasses proxies and stays on its origin."""
+    import httpx
+
     loopback = _is_loopback(url)
 
     async def on_request(request: httpx.Request) -> None:
@@ -302,6 +308,8 @@ def _remaining(deadline: float | None, loop: asyncio.AbstractEventLoop) -> float
 
 
 def _reason(exc: BaseException) -> str:
+    import httpx
+
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return "request timed out"
     return str(exc) or type(exc).__name__
