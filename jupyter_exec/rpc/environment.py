@@ -35,6 +35,7 @@ from ..wire.protocol import Params, parse_params
 from .fs_methods import CAPABILITIES as FS_CAPABILITIES
 from .fs_methods import file_uri, parse_path
 from .http_methods import CAPABILITIES as HTTP_CAPABILITIES
+from .network_proxy import CAPABILITIES as NETWORK_CAPABILITIES
 
 if TYPE_CHECKING:
     from .context import CallContext
@@ -49,7 +50,7 @@ _SHELL_NAMES = ("bash", "zsh", "sh")
 
 def advertised_capabilities() -> dict[str, Any]:
     """Everything this server implements beyond ``process/*``, as Codex names it."""
-    return {**FS_CAPABILITIES, **CAPABILITIES, **HTTP_CAPABILITIES}
+    return {**FS_CAPABILITIES, **CAPABILITIES, **HTTP_CAPABILITIES, **NETWORK_CAPABILITIES}
 
 
 def login_shell(env: Mapping[str, str] | None = None) -> dict[str, str]:
