@@ -154,9 +154,9 @@ class NetworkProxy:
             env[name] = env[name.lower()] = url
         for tool in ("BUNDLE", "DOCKER", "YARN"):
             env[f"{tool}_HTTP_PROXY"] = env[f"{tool}_HTTPS_PROXY"] = url
-        for npm in ("NPM_CONFIG", "npm_config"):
-            env[f"{npm}_PROXY"] = env[f"{npm}_HTTP_PROXY"] = env[f"{npm}_HTTPS_PROXY"] = url
-            env[f"{npm}_NOPROXY"] = no_proxy
+        for name in ("npm_config_proxy", "npm_config_http_proxy", "npm_config_https_proxy"):
+            env[name] = env[name.upper()] = url
+        env["npm_config_noproxy"] = env["NPM_CONFIG_NOPROXY"] = no_proxy
         env["NO_PROXY"] = env["no_proxy"] = env["BUNDLE_NO_PROXY"] = no_proxy
         return env
 
@@ -252,6 +252,7 @@ class NetworkProxy:
         else:
             protocol = "http"
             host, port, path = _split_absolute(target)
+        host = host.lower().rstrip(".")
         decision = await self.decide(protocol, host, port, method)
         self._reported(decision, protocol, host, port, method, client)
         guard = self._guard(protocol, method) if decision.allowed else None
