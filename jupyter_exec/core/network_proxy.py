@@ -60,7 +60,7 @@ _MESSAGES = {
         "blocked-by-allowlist",
         "Sandbox policy blocks local/private network addresses.",
     ),
-    "not_allowed": ("blocked-by-allowlist", "Domain not in the allowlist."),
+    "not_allowed": ("blocked-by-allowlist", "Domain not in allowlist."),
     "method_not_allowed": ("blocked-by-method-policy", "Method not allowed in limited mode."),
     "mitm_required": ("blocked-by-mitm-required", "Limited mode requires HTTPS MITM"),
 }
@@ -316,8 +316,6 @@ def _forwarded_head(method: str, path: str, version: str, header_lines: list[str
 
 def _blocked(decision: Decision, protocol: str, host: str, port: int) -> bytes:
     error, message = _MESSAGES.get(decision.reason, _POLICY)
-    if decision.source == "decider":
-        error, message = _POLICY
     if protocol == "https_connect":
         content_type, body = "text/plain", message.encode()
     else:

@@ -133,8 +133,9 @@ async def test_no_usable_answer_is_a_deny(tmp_path: Path, answer: Any) -> None:
         output, asked, decided = await run(peer, ["http://ask.test/"], network_proxy, answer)
         # the connection is still fine
         assert "result" in await peer.call("process/list", {})
-    assert "http://ask.test/ 403 blocked-by-policy" in output
-    assert len(asked) == 1 and decided[0]["decision"] == "deny"
+    assert "http://ask.test/ 403 blocked-by-allowlist" in output
+    assert len(asked) == 1
+    assert (decided[0]["decision"], decided[0]["reason"]) == ("deny", "not_allowed")
 
 
 async def test_a_disabled_proxy_changes_nothing(tmp_path: Path) -> None:
