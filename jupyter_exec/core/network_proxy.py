@@ -20,8 +20,9 @@ blocked plain-HTTP request gets a 403 with a JSON body, a blocked CONNECT a
 403 with a text body, with Codex's ``x-proxy-error`` header. Domains are
 shell-style globs, case-insensitive (``*.example.com``).
 
-The proxy speaks HTTP/1.1 forwarding (one request per client connection,
-``Connection: close`` upstream) and CONNECT tunnels; it listens on 127.0.0.1
+The proxy speaks HTTP/1.1 forwarding (the request goes on in origin form without
+its ``Proxy-*`` headers; one upstream connection per client connection,
+piped until either side ends) and CONNECT tunnels; it listens on 127.0.0.1
 only. SOCKS5 is not offered: ``ALL_PROXY`` points at the HTTP proxy, as
 Codex's does when ``enableSocks5`` is false.
 """
@@ -300,17 +301,18 @@ def _split_absolute(target: str) -> tuple[str, int, str]:
     return host, port, slash + path or "/"
 
 
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te",
-               "trailer", "upgrade"}  # fmt: skip
+#: Headers meant for the proxy itself; the rest (``Connection`` too: the client and
+#: the server share one connection through it) goes on unchanged.
+_FOR_THE_PROXY = {"proxy-connection", "proxy-authorization"}
 
 
 def _forwarded_head(method: str, path: str, version: str, header_lines: list[str]) -> bytes:
     kept = [
         line
         for line in header_lines
-        if line and line.split(":", 1)[0].strip().lower() not in _HOP_BY_HOP
+        if line and line.split(":", 1)[0].strip().lower() not in _FOR_THE_PROXY
     ]
-    lines = [f"{method} {path} {version}", *kept, "Connection: close", "", ""]
+    lines = [f"{method} {path} {version}", *kept, "", ""]
     return "\r\n".join(lines).encode("latin-1")
 
 

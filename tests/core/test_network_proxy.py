@@ -86,7 +86,10 @@ def _headers(raw: bytes) -> dict[str, str]:
 
 def get(url: str, method: str = "GET") -> str:
     host = url.split("/")[2]
-    return f"{method} {url} HTTP/1.1\r\nHost: {host}\r\nProxy-Connection: keep-alive\r\n\r\n"
+    return (
+        f"{method} {url} HTTP/1.1\r\nHost: {host}\r\nProxy-Connection: keep-alive\r\n"
+        "Connection: close\r\nContent-Length: 0\r\n\r\n"
+    )
 
 
 async def test_an_allowed_request_goes_through(web: EchoServer) -> None:
