@@ -39,8 +39,14 @@ def test_environment_info_shape(tmp_path: Path) -> None:
     assert info["platformOs"] == "linux"
     assert info["shell"]["name"] in ("bash", "zsh", "sh")
     assert os.access(info["shell"]["path"], os.X_OK)
-    # Codex gates these two methods on exactly these names (docs/codex.md)
-    assert info["capabilities"] == {"fsWatchMissing": True, "environmentConfigRead": True}
+    # Codex gates these methods and fields on exactly these names (docs/codex.md)
+    assert info["capabilities"] == {
+        "fsWatchMissing": True,
+        "environmentConfigRead": True,
+        "httpHeaderEnvVars": True,
+        "networkProxyLaunch": True,
+        "networkProxyReviewDomains": True,
+    }
 
 
 def test_shell_falls_back_when_shell_is_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
