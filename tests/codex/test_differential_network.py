@@ -116,4 +116,3 @@ def test_a_command_behind_the_proxy(pair: Pair, web: EchoServer, mode: str) -> N
     codex = behind_proxy(pair.codex, process_id, proxy, fetches)
     ours = behind_proxy(pair.ours, process_id, proxy, fetches)
     assert ours == codex
-
