@@ -210,7 +210,7 @@ def _response_headers(response: httpx.Response) -> list[dict[str, str]]:
 def _failed(exc: BaseException, url: httpx.URL) -> InternalError:
     import httpx
 
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError)):
         return InternalError("http/request failed: request timed out")
     if isinstance(exc, httpx.TooManyRedirects):
         return InternalError(f"http/request failed: too many redirects ({url})")
@@ -310,7 +310,7 @@ def _remaining(deadline: float | None, loop: asyncio.AbstractEventLoop) -> float
 def _reason(exc: BaseException) -> str:
     import httpx
 
-    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+    if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)):
         return "request timed out"
     return str(exc) or type(exc).__name__
 

@@ -68,9 +68,14 @@ def pair(
 
 
 def behind_proxy(
-    side: Side, process_id: str, proxy: dict[str, Any], fetches: list[str]
+    side: Side,
+    process_id: str,
+    proxy: dict[str, Any],
+    fetches: list[str],
+    decision: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run FETCH behind `proxy` on `side`: its output and the proxy's messages, normalized."""
+    """Run FETCH behind `proxy` on `side`: its output and the proxy's messages, normalized.
+    Each ``network/policyRequest`` gets `decision` as the answer (None: none, it times out)."""
     side.client.notifications.clear()
     params = {
         "processId": process_id, "argv": [sys.executable, "-c", FETCH, *fetches],
@@ -93,6 +98,9 @@ def behind_proxy(
             output += base64.b64decode(params["chunk"])
         elif method == "network/policyRequest":
             requests.append(params)
+            if decision is not None:
+                answer = {"jsonrpc": "2.0", "id": message["id"], "result": {"decision": decision}}
+                side.client.peer.send(answer)
         elif method == "network/policyDecision":
             decisions.append({k: v for k, v in params.items() if k not in ("timestamp", "client")})
         elif method == "process/closed":
@@ -116,3 +124,15 @@ def test_a_command_behind_the_proxy(pair: Pair, web: EchoServer, mode: str) -> N
     codex = behind_proxy(pair.codex, process_id, proxy, fetches)
     ours = behind_proxy(pair.ours, process_id, proxy, fetches)
     assert ours == codex
+
+
+def test_the_clients_decision_applies(pair: Pair, web: EchoServer) -> None:
+    """Answered ``network/policyRequest``: its reason reaches the decision and the 403."""
+    proxy = settings("full", {})
+    fetches = ["GET http://open.test/", "GET http://other.test/"]
+    decision = {"type": "deny", "reason": "reviewed by the test"}
+    process_id = f"net-{next(STARTS)}"
+    codex = behind_proxy(pair.codex, process_id, proxy, fetches, decision)
+    ours = behind_proxy(pair.ours, process_id, proxy, fetches, decision)
+    assert ours == codex
+    assert [d["reason"] for d in ours["decisions"]] == ["reviewed by the test"] * 2
