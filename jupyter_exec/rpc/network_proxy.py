@@ -24,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.network_proxy import NetworkProxy, ProxyPolicy
-from ..wire.protocol import Params, notification, parse_params
+from ..wire.protocol import Params, StartParams, notification, parse_params
 
 if TYPE_CHECKING:
     from .context import CallContext
@@ -99,6 +100,24 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
     proxy = NetworkProxy(policy, decide, report)
     await proxy.start()
     return proxy
+
+
+@contextlib.asynccontextmanager
+async def behind_proxy(
+    ctx: CallContext, params: Any, start: StartParams
+) -> AsyncIterator[StartParams]:
+    """`start` as it should run: with the proxy's environment if `params` ask for one.
+    The proxy stops with the process, or at once if the start fails."""
+    proxy = await launch(ctx, params, start.process_id)
+    if proxy is None:
+        yield start
+        return
+    try:
+        yield parse_params(StartParams, with_proxy_env(params, proxy.env()))
+    except BaseException:
+        await proxy.aclose()
+        raise
+    close_with(ctx, start.process_id, proxy)
 
 
 def with_proxy_env(params: Any, env: dict[str, str]) -> Any:

@@ -40,17 +40,8 @@ from .context import CallContext, Handler
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
     policies = ctx.sandbox_policies(p.sandbox, codex_fields=p.env_policy is not None)
-    proxy = await network_proxy.launch(ctx, params, p.process_id)  # Codex's `networkProxy`
-    if proxy is not None:
-        p = parse_params(StartParams, network_proxy.with_proxy_env(params, proxy.env()))
-    try:
+    async with network_proxy.behind_proxy(ctx, params, p) as p:  # Codex's `networkProxy`
         info = ctx.registry.start(p, ctx.session_id, ctx.rules, policies)
-    except BaseException:
-        if proxy is not None:
-            await proxy.aclose()
-        raise
-    if proxy is not None:
-        network_proxy.close_with(ctx, p.process_id, proxy)
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))
     # Codex's names: `linuxSeccomp` is its Linux sandbox, whatever enforces it.

@@ -8,9 +8,11 @@ names that never resolve.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -174,3 +176,30 @@ async def test_advertised(tmp_path: Path) -> None:
         caps = (await peer.call("environment/info"))["result"]["capabilities"]
     assert caps["networkProxyLaunch"] is True and caps["networkProxyReviewDomains"] is True
     assert "networkProxyTransparentTcp" not in caps
+
+
+def our_listeners() -> set[str]:
+    """Inodes of the TCP sockets this test process listens on (its proxies among them)."""
+    ours = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}  # fmt: skip
+    with open("/proc/self/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return {row[9] for row in rows if row[3] == "0A" and f"socket:[{row[9]}]" in ours}
+
+
+async def test_the_proxy_stops_with_its_process_or_its_failed_start(tmp_path: Path) -> None:
+    before = our_listeners()
+    start = {"processId": "p", "argv": py("pass"), "networkProxy": {"proxy": proxy_settings()}}
+    async with connected(tmp_path) as peer:
+        assert "result" in await peer.call("process/start", start)
+        started = our_listeners() - before
+        assert len(started) == 1  # the proxy
+        again = await peer.call("process/start", start)  # the id is taken: nothing starts
+        assert again["error"]["code"] == -32600, again
+        assert our_listeners() - before <= started  # the second proxy is gone already
+        await peer.call("process/read", {"processId": "p", "waitMs": 10000})
+        for _ in range(100):  # closed after the process closes
+            if not our_listeners() - before:
+                break
+            await asyncio.sleep(0.05)
+        assert not our_listeners() - before
