@@ -11,7 +11,8 @@ against ``codex exec-server``; docs/codex.md "Managed network"):
    literal (unless allowed by its exact name), or an allowed host that does
    not resolve to public addresses: blocked, ``not_allowed_local``;
 3. an ``allow`` domain: allowed; any other host: the `Decider` is asked
-   (Codex's server asks its client, ``network/policyRequest``);
+   (Codex's server asks its client, ``network/policyRequest``), or without
+   one blocked, ``not_allowed``;
 4. ``limited`` mode: only GET, HEAD and OPTIONS (else ``method_not_allowed``),
    and no CONNECT (``mitm_required``), as Codex without its MITM.
 
@@ -127,7 +128,7 @@ async def _resolves_to_non_public(host: str, port: int) -> bool:
 class NetworkProxy:
     """One command's proxy: `start`, hand `env()` to the command, `aclose` after it."""
 
-    def __init__(self, policy: ProxyPolicy, decider: Decider, reporter: Reporter) -> None:
+    def __init__(self, policy: ProxyPolicy, decider: Decider | None, reporter: Reporter) -> None:
         self.policy = policy
         self._decider = decider
         self._report = reporter
@@ -186,6 +187,8 @@ class NetworkProxy:
                 return Decision(False, "not_allowed_local", "baseline_policy")
         if allowlisted:
             decision = Decision(True, "allow", "baseline_policy")
+        elif self._decider is None:
+            decision = Decision(False, "not_allowed", "baseline_policy")
         else:
             request = {"protocol": protocol, "host": host, "port": port}
             verdict, reason = await self._decider(request)

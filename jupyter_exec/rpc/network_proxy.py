@@ -11,7 +11,10 @@ or not listed) is put to the client as the server-to-client request
 answer ``{decision: {type: "allow" | "deny", reason}}`` decides
 (``networkProxyReviewDomains``); no answer within
 ``policyDecisionTimeoutMs``, an error, or a closed connection is a deny with
-reason ``not_allowed``, as from Codex's server.
+reason ``not_allowed``, as from Codex's server. Without
+``policyDecisionTimeoutMs`` (the real Codex sends none unless a reviewer
+decides its network approvals) the client is not asked: such a host is
+blocked as ``not_allowed``, as Codex's server does.
 Every decision goes to the client as ``network/policyDecision {processId,
 ...}``. The proxy stops when the process is closed.
 
@@ -36,9 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CAPABILITIES: dict[str, Any] = {"networkProxyLaunch": True, "networkProxyReviewDomains": True}
-#: How long the client may take to decide a domain when the request names no limit.
-DEFAULT_DECISION_SECONDS = 60.0
-
 _RUNNING: set[asyncio.Task[None]] = set()
 
 
@@ -49,8 +49,9 @@ class ProxySettings(Params):
     allow_upstream_proxy: bool
     dangerously_allow_all_unix_sockets: bool
     mode: Literal["limited", "full"]
-    domains: dict[str, Literal["allow", "deny", "none"]]
-    unix_sockets: dict[str, Any]
+    #: null from the real Codex when its profile lists none.
+    domains: dict[str, Literal["allow", "deny", "none"]] | None = None
+    unix_sockets: dict[str, Any] | None = None
     allow_local_binding: bool
 
 
@@ -73,12 +74,8 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
     assert p is not None
     if not p.proxy.enabled:
         return None
-    timeout = (
-        DEFAULT_DECISION_SECONDS
-        if p.policy_decision_timeout_ms is None
-        else p.policy_decision_timeout_ms / 1000
-    )
     connection = ctx.connection
+    timeout = (p.policy_decision_timeout_ms or 0) / 1000
 
     async def decide(request: dict[str, Any]) -> tuple[str, str]:
         asked = {"processId": process_id, "request": request}
@@ -96,8 +93,11 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
         )
 
     settings = p.proxy
-    policy = ProxyPolicy.from_domains(settings.mode, settings.domains, settings.allow_local_binding)
-    proxy = NetworkProxy(policy, decide, report)
+    policy = ProxyPolicy.from_domains(
+        settings.mode, settings.domains or {}, settings.allow_local_binding
+    )
+    asking = p.policy_decision_timeout_ms is not None
+    proxy = NetworkProxy(policy, decide if asking else None, report)
     await proxy.start()
     return proxy
 

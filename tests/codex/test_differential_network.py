@@ -73,14 +73,16 @@ def behind_proxy(
     proxy: dict[str, Any],
     fetches: list[str],
     decision: dict[str, str] | None = None,
+    ask: bool = True,
 ) -> dict[str, Any]:
     """Run FETCH behind `proxy` on `side`: its output and the proxy's messages, normalized.
-    Each ``network/policyRequest`` gets `decision` as the answer (None: none, it times out)."""
+    Each ``network/policyRequest`` gets `decision` as the answer (None: none, it times out);
+    `ask` False sends no ``policyDecisionTimeoutMs`` (as the real Codex without a reviewer)."""
     side.client.notifications.clear()
     params = {
         "processId": process_id, "argv": [sys.executable, "-c", FETCH, *fetches],
         "cwd": side.workspaces.as_uri(), "env": {}, "tty": False, "arg0": None,
-        "networkProxy": {"proxy": proxy, "policyDecisionTimeoutMs": 300},
+        "networkProxy": {"proxy": proxy, **({"policyDecisionTimeoutMs": 300} if ask else {})},
     }  # fmt: skip
     answer = side.client.request("process/start", params)
     assert "result" in answer, answer
@@ -136,3 +138,14 @@ def test_the_clients_decision_applies(pair: Pair, web: EchoServer) -> None:
     ours = behind_proxy(pair.ours, process_id, proxy, fetches, decision)
     assert ours == codex
     assert [d["reason"] for d in ours["decisions"]] == ["reviewed by the test"] * 2
+
+
+def test_without_a_decision_timeout_nobody_is_asked(pair: Pair, web: EchoServer) -> None:
+    """The real Codex sends no ``policyDecisionTimeoutMs`` unless a reviewer decides."""
+    proxy = settings("full", {"open.test": "none"})
+    fetches = ["GET http://open.test/", "GET http://other.test/"]
+    process_id = f"net-{next(STARTS)}"
+    codex = behind_proxy(pair.codex, process_id, proxy, fetches, ask=False)
+    ours = behind_proxy(pair.ours, process_id, proxy, fetches, ask=False)
+    assert ours == codex
+    assert ours["requests"] == []

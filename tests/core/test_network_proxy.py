@@ -205,3 +205,16 @@ async def test_the_environment_codex_gives_a_command() -> None:
     assert env["CODEX_NETWORK_ALLOW_LOCAL_BINDING"] == "0"
     async with running({}, local=True) as (proxy, _):
         assert proxy.env()["no_proxy"] == LOCAL_NO_PROXY
+
+
+async def test_without_a_decider_open_hosts_are_not_allowed() -> None:
+    reports: list[dict[str, Any]] = []
+    proxy = NetworkProxy(ProxyPolicy.from_domains("full", {}, False), None, reports.append)
+    await proxy.start()
+    try:
+        status, headers, body = await exchange(proxy, get("http://open.test/"))
+    finally:
+        await proxy.aclose()
+    assert status == 403 and headers["x-proxy-error"] == "blocked-by-allowlist"
+    assert json.loads(body)["message"] == "Domain not in allowlist."
+    assert (reports[0]["source"], reports[0]["reason"]) == ("baseline_policy", "not_allowed")

@@ -62,6 +62,7 @@ async def connected(tmp_path: Path) -> AsyncIterator[RawPeer]:
 async def run(
     peer: RawPeer, urls: list[str], network_proxy: dict[str, Any], answer: Any
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    # `answer` None: the test fails if the server asks at all
     """Start the fetching child; answer each policy request with `answer(params)` (None:
     stay silent). Its output, the policy requests and the decisions reported."""
     start = {"processId": "fetch", "argv": py(FETCH) + urls, "networkProxy": network_proxy}
@@ -76,6 +77,7 @@ async def run(
             output += base64.b64decode(params["chunk"])
         elif method == "network/policyRequest":
             asked.append(params)
+            assert answer is not None, f"the server asked: {params}"
             result = answer(params)
             if result is not None:
                 peer.send_raw(json.dumps({"jsonrpc": "2.0", "id": message["id"], **result}))
@@ -98,7 +100,8 @@ async def test_allowed_denied_and_asked(tmp_path: Path, web: EchoServer) -> None
         return decision(kind, "reviewed")(params)
 
     async with connected(tmp_path) as peer:
-        output, asked, decided = await run(peer, urls, {"proxy": settings}, answer)
+        network_proxy = {"proxy": settings, "policyDecisionTimeoutMs": 20000}
+        output, asked, decided = await run(peer, urls, network_proxy, answer)
     lines = output.splitlines()
     assert lines[0] == "active 1 path True"  # the proxy's variables on top of the usual env
     assert lines[1:] == [
@@ -138,6 +141,16 @@ async def test_no_usable_answer_is_a_deny(tmp_path: Path, answer: Any) -> None:
     assert "http://ask.test/ 403 blocked-by-allowlist" in output
     assert len(asked) == 1
     assert (decided[0]["decision"], decided[0]["reason"]) == ("deny", "not_allowed")
+
+
+async def test_without_a_decision_timeout_the_client_is_not_asked(tmp_path: Path) -> None:
+    """As the real Codex sends it unless a reviewer decides: open hosts are not allowed."""
+    network_proxy = {"proxy": proxy_settings(domains={"ask.test": "none"})}
+    async with connected(tmp_path) as peer:
+        output, asked, decided = await run(peer, ["http://ask.test/"], network_proxy, None)
+    assert "http://ask.test/ 403 blocked-by-allowlist" in output
+    assert asked == []
+    assert [(d["source"], d["reason"]) for d in decided] == [("baseline_policy", "not_allowed")]
 
 
 async def test_a_disabled_proxy_changes_nothing(tmp_path: Path) -> None:
