@@ -243,7 +243,7 @@ def _client(url: httpx.URL, follow: bool, hops: list[httpx.URL]) -> httpx.AsyncC
         if hops:  # a redirect: Codex's client names where it came from
             if loopback and _origin(request.url) != _origin(hops[0]):
                 raise _CrossOrigin
-            request.headers["referer"] = str(hops[-1].copy_with(fragment=None))
+            request.headers["referer"] = str(hops[-1].copy_with(fragment=None, userinfo=b""))
         hops.append(request.url)
 
     client = httpx.AsyncClient(

@@ -131,6 +131,9 @@ async def test_redirects_followed_with_a_referer_or_stopped(
         followed = await ok(peer, get(start))
         assert followed["status"] == 200
         assert body_of(followed)["headers"]["referer"] == start
+        with_credentials = start.replace("http://", "http://user:secret@")
+        referer = body_of(await ok(peer, get(with_credentials)))["headers"]["referer"]
+        assert referer == start  # the credentials are not passed on
         stopped = await ok(peer, get(start, redirectPolicy="stop"))
         assert stopped["status"] == 302
         assert {"name": "location", "value": "/echo"} in stopped["headers"]
