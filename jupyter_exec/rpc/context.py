@@ -32,6 +32,14 @@ from .sessions import Session, Sessions
 AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 
+class ClientError(Exception):
+    """The client answered a request of ours (`Outlet.ask`) with an error."""
+
+    def __init__(self, code: Any, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
 class Outlet(Protocol):
     """What a method may do with its caller's connection."""
 
@@ -40,6 +48,15 @@ class Outlet(Protocol):
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Await `callback` when the connection closes (stop background work)."""
+
+    async def ask(self, method: str, params: Any, timeout: float | None) -> Any:
+        """A request to the client (server-to-client JSON-RPC, e.g. Codex's
+        `network/policyRequest`): its result; `ClientError` if it answered with an
+        error, TimeoutError after `timeout` s, ConnectionError if it is gone."""
+
+    async def drained(self) -> None:
+        """Wait while the client has more unsent messages than its limit (backpressure
+        for a method that streams notifications)."""
 
 
 @dataclass

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from .._version import __version__
 from ..core import limits, sandbox
 from ..core.registry import Registry
@@ -36,8 +38,8 @@ from ..wire.protocol import (
     response,
 )
 from ..wire.rules import FrontRules
-from . import discovery, environment, fs_methods, fs_stream, fs_walk
-from .context import CallContext, Handler
+from . import discovery, environment, fs_methods, fs_stream, fs_walk, http_methods, network_proxy
+from .context import CallContext, ClientError, Handler
 from .outbox import Outbox, Write
 from .process_methods import PROCESS_METHODS
 from .sessions import Session, Sessions
@@ -103,6 +105,7 @@ class ExecService:
             **fs_walk.WALK_METHODS,
             **fs_stream.STREAM_METHODS,
             **discovery.DISCOVERY_METHODS,
+            **http_methods.HTTP_METHODS,
         }
         self.capabilities: dict[str, Any] = {
             "processes": True,
@@ -112,6 +115,8 @@ class ExecService:
             "watch": True,
             **fs_methods.CAPABILITIES,
             **environment.CAPABILITIES,
+            **http_methods.CAPABILITIES,
+            **network_proxy.CAPABILITIES,
             **limits.CAPABILITIES,
         }
         self._connections: set[Connection] = set()
@@ -173,6 +178,9 @@ class Connection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
+        #: Our requests to the client awaiting its answer, by id (`ask`).
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._asked = 0
         self._slots = asyncio.Event()  # set while fewer than max_requests_in_flight run
         self._slots.set()
         self.outbox = Outbox(
@@ -188,6 +196,11 @@ class Connection:
     def notify(self, message: dict[str, Any]) -> None:
         """A notification of a method family (e.g. `fs/missingChanged`), never dropped."""
         self._send(message)
+
+    async def drained(self) -> None:
+        """Outlet: wait while this client's queued messages exceed `control_queue_bytes`."""
+        if not self._closed and not self.outbox.failed:
+            await self.outbox.room.wait()
 
     def _check_slots(self, *_: object) -> None:
         if len(self._tasks) >= self.service.config.max_requests_in_flight and not self._closed:
@@ -221,7 +234,8 @@ class Connection:
         try:
             request = parse_message(frame)
         except ExecError as exc:
-            self._error(request_id_of(frame), exc)
+            if not self._answered(frame):
+                self._error(request_id_of(frame), exc)
             return
         method, params, req_id = request.method, request.params, request.id
         if method == "initialized":
@@ -270,6 +284,44 @@ class Connection:
             rules=self.rules,
             client_name=self.client_name,
         )
+
+    # -- requests to the client (e.g. `network/policyRequest`) ------------------------
+
+    async def ask(self, method: str, params: Any, timeout: float | None) -> Any:
+        """Send a request to the client and await its result (Outlet; docstring there)."""
+        if self._closed:
+            raise ConnectionError("the client is gone")
+        self._asked += 1
+        request_id = self._asked
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self._send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _answered(self, frame: str | bytes) -> bool:
+        """If `frame` answers one of our `ask`s, hand it over; else False."""
+        if not self._pending:
+            return False
+        try:
+            message = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(message, dict) or "method" in message:
+            return False
+        future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+        if future is None or future.done():
+            return False
+        error = message.get("error")
+        if "result" in message:
+            future.set_result(message["result"])
+        elif isinstance(error, dict):
+            future.set_exception(ClientError(error.get("code"), str(error.get("message"))))
+        else:
+            return False
+        return True
 
     def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Awaited when this connection closes (method modules stop their background work)."""
@@ -326,6 +378,9 @@ class Connection:
             return
         self._closed = True
         self._slots.set()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the client is gone"))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

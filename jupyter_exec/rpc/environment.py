@@ -37,19 +37,23 @@ from .discovery import CAPABILITIES as DISCOVERY_CAPABILITIES
 from .fs_methods import CAPABILITIES as FS_CAPABILITIES
 from .fs_methods import file_uri, parse_path
 from .fs_stream import CAPABILITIES as STREAM_CAPABILITIES
+from .http_methods import CAPABILITIES as HTTP_CAPABILITIES
+from .network_proxy import CAPABILITIES as NETWORK_CAPABILITIES
 
 if TYPE_CHECKING:
     from .context import CallContext
 
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 
-CAPABILITIES: dict[str, Any] = {"environmentConfigRead": True}
-#: A write grant on `/` runs, with devices usable and the read-only carve-outs kept
-#: (wire/sandbox.py `from_codex`, docs/sandbox.md).
-CAPABILITIES.update(linuxRootWritePreservesDevices=True,
-                    linuxApprovedRootWritePreservesRestrictions=True)  # fmt: skip
-#: `process/start` `shellSnapshot`: the profile sourced once per scope (core/shell_snapshot.py).
-CAPABILITIES.update(shellSnapshotV2=True)
+CAPABILITIES: dict[str, Any] = {
+    "environmentConfigRead": True,
+    # A write grant on `/` runs, with devices usable and the read-only carve-outs kept
+    # (wire/sandbox.py `from_codex`, docs/sandbox.md).
+    "linuxRootWritePreservesDevices": True,
+    "linuxApprovedRootWritePreservesRestrictions": True,
+    # `process/start` `shellSnapshot`: the profile sourced once per scope (core/shell_snapshot.py).
+    "shellSnapshotV2": True,
+}
 
 #: Shells Codex knows how to drive (it runs ``SHELL -lc CMD``).
 _SHELL_NAMES = ("bash", "zsh", "sh")
@@ -62,6 +66,8 @@ def advertised_capabilities() -> dict[str, Any]:
         **CAPABILITIES,
         **STREAM_CAPABILITIES,
         **DISCOVERY_CAPABILITIES,
+        **HTTP_CAPABILITIES,
+        **NETWORK_CAPABILITIES,
     }
 
 

@@ -40,20 +40,22 @@ def test_environment_info_shape(tmp_path: Path) -> None:
     assert info["platformOs"] == "linux"
     assert info["shell"]["name"] in ("bash", "zsh", "sh")
     assert os.access(info["shell"]["path"], os.X_OK)
-    # Codex gates methods on exactly these names (docs/codex.md)
-    assert (
-        info["capabilities"].items()
-        >= {
-            "fsWatchMissing": True,
-            "environmentConfigRead": True,
-            "sandboxedFileStreaming": True,
-            "fileWriteStreaming": True,
-            "capabilityDiscoverySandbox": True,
-            "capabilityDiscoveryV2": True,
-            "linuxRootWritePreservesDevices": True,
-            "linuxApprovedRootWritePreservesRestrictions": True,
-        }.items()
-    )
+    # Codex gates methods on exactly these names, and each is offered only once it holds
+    # (docs/codex.md; SPEC 12).
+    assert info["capabilities"] == {
+        "fsWatchMissing": True,
+        "environmentConfigRead": True,
+        "sandboxedFileStreaming": True,
+        "fileWriteStreaming": True,
+        "capabilityDiscoverySandbox": True,
+        "capabilityDiscoveryV2": True,
+        "linuxRootWritePreservesDevices": True,
+        "linuxApprovedRootWritePreservesRestrictions": True,
+        "shellSnapshotV2": True,
+        "httpHeaderEnvVars": True,
+        "networkProxyLaunch": True,
+        "networkProxyReviewDomains": True,
+    }
 
 
 def test_provider_id_names_the_front(tmp_path: Path) -> None:
