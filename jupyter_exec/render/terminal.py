@@ -22,8 +22,9 @@ from __future__ import annotations
 import codecs
 import html
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from itertools import groupby
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,16 @@ class Style:
     #: The SGR parameters of the colours (``31``, ``38;5;208``), for re-emitting ANSI.
     fg_code: str | None = None
     bg_code: str | None = None
+
+    @cached_property
+    def ansi(self) -> str:
+        """:meth:`sgr`, computed once per style (rendering asks for it on every run)."""
+        return self.sgr()
+
+    @cached_property
+    def inline_css(self) -> str:
+        """:meth:`css`, computed once per style."""
+        return self.css()
 
     def sgr(self) -> str:
         """This style as one SGR sequence (after a reset), for terminals."""
@@ -190,20 +201,20 @@ def _simple_sgr(style: Style, code: int) -> Style:
 
 #: Controls other than ``\n``: a chunk of text without them is whole lines of characters.
 _CONTROL_NOT_LF = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
-#: Style after an SGR sequence, by (style, params): logs repeat a handful of them.
-_SGR_CACHE: dict[tuple[Style, str], Style] = {}
+#: The style after an SGR sequence, by (id of the style before, params): logs repeat
+#: a handful. Each entry holds the style before, so its id is not reused meanwhile.
+_SGR_CACHE: dict[tuple[int, str], tuple[Style, Style]] = {}
 
 
 def _sgr_cached(style: Style, params: str) -> Style:
-    key = (style, params)
-    found = _SGR_CACHE.get(key)
+    found = _SGR_CACHE.get((id(style), params))
     if found is None:
         if len(_SGR_CACHE) >= 4096:  # 24-bit colours could grow it without end
             _SGR_CACHE.clear()
-        found = _apply_sgr(style, params)
+        after = _apply_sgr(style, params)
         # One PLAIN object, so `is PLAIN` finds every unstyled write.
-        found = _SGR_CACHE[key] = PLAIN if found == PLAIN else found
-    return found
+        found = _SGR_CACHE[id(style), params] = (style, PLAIN if after == PLAIN else after)
+    return found[1]
 
 
 class TerminalLog:
@@ -240,13 +251,13 @@ class TerminalLog:
             text = text[:last_escape]
         # "\r\n" is "\n" (a line feed starts at column 0), and a pty sends it for every line.
         text = text.replace("\r\n", "\n")
-        pos = 0
-        for match in _ESCAPE.finditer(text):
-            self._put_text(text[pos : match.start()])
-            if match.group("final"):
-                self._csi(match.group("params"), match.group("inter"), match.group("final"))
-            pos = match.end()
-        self._put_text(text[pos:])
+        # [text, params, inter, final, text, ...]; final is None for escapes other than CSI.
+        parts = _ESCAPE.split(text)
+        self._put_text(parts[0])
+        for i in range(1, len(parts), 4):
+            if parts[i + 2]:
+                self._csi(parts[i], parts[i + 1], parts[i + 2])
+            self._put_text(parts[i + 3])
         self._trim()
 
     # -- rendering -------------------------------------------------------------
@@ -276,11 +287,11 @@ class TerminalLog:
                 continue
             current = PLAIN
             for style, start, end in _runs(styles):
-                if style != current:
-                    out.append("\x1b[0m" + style.sgr())
+                if style is not current:  # runs differ, and only PLAIN equals PLAIN
+                    out.append("\x1b[0m" + style.ansi)
                     current = style
                 out.append(line[start:end])
-            if current != PLAIN:
+            if current is not PLAIN:
                 out.append("\x1b[0m")
         if self._ends_with_newline():
             out.append("\n")
@@ -297,7 +308,7 @@ class TerminalLog:
                 continue
             for style, start, end in _runs(styles):
                 chunk = html.escape(line[start:end], quote=False)
-                css = style.css()
+                css = style.inline_css
                 out.append(f'<span style="{css}">{chunk}</span>' if css else chunk)
         return "".join(out)
 
@@ -340,6 +351,7 @@ class TerminalLog:
 
     def _write(self, text: str) -> None:
         line, styles = self.lines[self.row], self._styles[self.row]
+        # Every style equal to PLAIN is PLAIN (see _sgr_cached), so `is` is enough.
         if styles is None and self.style is not PLAIN:
             styles = self._styles[self.row] = [PLAIN] * len(line)
         col, end = self.col, self.col + len(text)
@@ -420,13 +432,19 @@ class TerminalLog:
             self.dropped_lines += excess
 
 
-def _runs(styles: list[Style]) -> Iterator[tuple[Style, int, int]]:
-    """(style, start, end) of each run of equal styles in a line."""
+def _runs(styles: list[Style]) -> list[tuple[Style, int, int]]:
+    """(style, start, end) of each run of equal styles in a line, neighbours unequal."""
+    runs: list[tuple[Style, int, int]] = []
     start = 0
-    for style, group in groupby(styles):
-        end = start + len(list(group))
-        yield style, start, end
+    for _, group in groupby(styles, key=id):  # one Style.__eq__ per change, not per cell
+        same = list(group)
+        end = start + len(same)
+        if runs and runs[-1][0] == same[0]:  # equal styles from different sequences
+            runs[-1] = (runs[-1][0], runs[-1][1], end)
+        else:
+            runs.append((same[0], start, end))
         start = end
+    return runs
 
 
 class StreamDecoder:
