@@ -46,8 +46,11 @@ KINDS: dict[str, Callable[[int], str]] = {
 def sized(make: Callable[[int], str], megabytes: float) -> str:
     """`make(n)` with n scaled until it is about `megabytes` of UTF-8."""
     n, text = 1000, make(1000)
-    while len(text.encode()) < 0.98 * megabytes * 1e6:
-        n = max(n + 100, int(n * megabytes * 1e6 / len(text.encode())))
+    for _ in range(8):  # lines get longer as n grows: a few steps from either side
+        size = len(text.encode())
+        if abs(size - megabytes * 1e6) < 0.02 * megabytes * 1e6:
+            break
+        n = max(100, int(n * megabytes * 1e6 / size))
         text = make(n)
     return text
 
