@@ -278,39 +278,18 @@ class TerminalLog:
 
     def ansi(self) -> str:
         """Like :meth:`text` but colours re-emitted as SGR sequences (for terminals)."""
-        out: list[str] = []
-        for n, (line, styles) in enumerate(zip(*self._visible(), strict=True)):
-            if n:
-                out.append("\n")
-            if styles is None:
-                out.append(line)
-                continue
-            current = PLAIN
-            for style, start, end in _runs(styles):
-                if style is not current:  # runs differ, and only PLAIN equals PLAIN
-                    out.append("\x1b[0m" + style.ansi)
-                    current = style
-                out.append(line[start:end])
-            if current is not PLAIN:
-                out.append("\x1b[0m")
-        if self._ends_with_newline():
-            out.append("\n")
-        return "".join(out)
+        lines, styles = self._visible()
+        if styles.count(None) == len(styles):  # no colour anywhere (most output)
+            return self.text()
+        body = "\n".join([_ansi_line(*pair) for pair in zip(lines, styles, strict=True)])
+        return body + ("\n" if self._ends_with_newline() else "")
 
     def html(self) -> str:
         """The lines as HTML (no ``<pre>`` wrapper): escaped, colours as inline CSS."""
-        out: list[str] = []
-        for n, (line, styles) in enumerate(zip(*self._visible(), strict=True)):
-            if n:
-                out.append("\n")
-            if styles is None:
-                out.append(html.escape(line, quote=False))
-                continue
-            for style, start, end in _runs(styles):
-                chunk = html.escape(line[start:end], quote=False)
-                css = style.inline_css
-                out.append(f'<span style="{css}">{chunk}</span>' if css else chunk)
-        return "".join(out)
+        lines, styles = self._visible()
+        if styles.count(None) == len(styles):
+            return html.escape("\n".join(lines), quote=False)
+        return "\n".join([_html_line(*pair) for pair in zip(lines, styles, strict=True)])
 
     # -- the state machine -----------------------------------------------------
 
@@ -430,6 +409,32 @@ class TerminalLog:
             del self._styles[:excess]
             self.row = max(0, self.row - excess)
             self.dropped_lines += excess
+
+
+def _ansi_line(line: str, styles: list[Style] | None) -> str:
+    if styles is None:
+        return line
+    out: list[str] = []
+    current = PLAIN
+    for style, start, end in _runs(styles):
+        if style is not current:  # runs differ, and only PLAIN equals PLAIN
+            out.append("\x1b[0m" + style.ansi)
+            current = style
+        out.append(line[start:end])
+    if current is not PLAIN:
+        out.append("\x1b[0m")
+    return "".join(out)
+
+
+def _html_line(line: str, styles: list[Style] | None) -> str:
+    if styles is None:
+        return html.escape(line, quote=False)
+    out: list[str] = []
+    for style, start, end in _runs(styles):
+        chunk = html.escape(line[start:end], quote=False)
+        css = style.inline_css
+        out.append(f'<span style="{css}">{chunk}</span>' if css else chunk)
+    return "".join(out)
 
 
 def _runs(styles: list[Style]) -> list[tuple[Style, int, int]]:
