@@ -312,7 +312,8 @@ class TerminalLog:
             self._write(parts[0])
         rest = parts[1:]
         while rest and self.row < len(self.lines) - 1:  # the cursor was moved up: overwrite
-            self._line_feed()
+            self.row += 1
+            self.col = 0  # a pipe's "\n" and a pty's "\r\n" both start at column 0
             if rest[0]:
                 self._write(rest[0])
             rest = rest[1:]
@@ -351,14 +352,6 @@ class TerminalLog:
         elif ch == "\t":
             self._write(" " * (8 - self.col % 8))
         # BEL and other C0 controls draw nothing.
-
-    def _line_feed(self) -> None:
-        # Pipes send bare "\n"; a pty sends "\r\n". Both start the next line at column 0.
-        self.row += 1
-        self.col = 0
-        if self.row == len(self.lines):
-            self.lines.append("")
-            self._styles.append(None)
 
     def _csi(self, params: str, inter: str, final: str) -> None:
         if inter or params.startswith("?"):

@@ -112,3 +112,42 @@ def test_any_chunking_gives_the_same_text_ansi_and_html(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=3)))
     parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
     assert renderings(fed(parts, max_lines=4)) == renderings(fed([text], max_lines=4))
+
+
+@pytest.mark.parametrize(
+    ("feed", "text", "html"),
+    [
+        (  # a colour across new lines colours each of them, not the empty one
+            "\x1b[31ma\nb\n\nc\x1b[0m\n",
+            "a\nb\n\nc\n",
+            '<span style="color:#cd0000">a</span>\n<span style="color:#cd0000">b</span>\n\n'
+            '<span style="color:#cd0000">c</span>',
+        ),
+        ("one\ntwo\nthree\x1b[2A\x1b[Ex\x1b[Bz\x1b[5Gq\x1b[2Dr", "one\nxwo\ntzrrq", None),
+        ("keep\n\x1b[2Jnew", "new", None),
+        (
+            "\x1b[44mabcdef\x1b[0m\x1b[3D\x1b[K!",
+            "abc!",
+            '<span style="background-color:#0000ee">abc</span>!',
+        ),
+    ],
+)
+def test_cursor_moves_and_erases_as_a_terminal_draws_them(
+    feed: str, text: str, html: str | None
+) -> None:
+    log = fed([feed])
+    assert log.text() == text
+    assert log.html() == (html or text)
+    assert renderings(fed(list(feed))) == renderings(log)
+
+
+def test_more_colours_than_the_style_cache_holds_each_stay_right() -> None:
+    lines = [f"\x1b[38;2;{i % 256};{i // 256};7m{i}\x1b[0m\n" for i in range(6000)]
+    html = fed(chunks("".join(lines), 1000)).html().split("\n")
+    for i in (0, 4095, 4096, 5999):
+        assert html[i] == f'<span style="color:#{i % 256:02x}{i // 256:02x}07">{i}</span>'
+
+
+def test_a_log_keeps_at_least_one_line() -> None:
+    with pytest.raises(ValueError, match="max_lines must be at least 1"):
+        TerminalLog(max_lines=0)
