@@ -207,19 +207,15 @@ def _count(stats: Stats) -> None:
     stats.notifications += 1
 
 
-async def read_all(client: ExecClient, pid: str) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """Every byte of a closed process from seq 0, per stream, and the final read result."""
+async def read_all(client: ExecClient, pid: str) -> dict[str, bytes]:
+    """Every byte of a closed process from seq 0, per stream (`ExecClient.pages`)."""
     streams: dict[str, list[bytes]] = {}
-    cursor = 0
-    while True:
-        r = await client.request("process/read", {"processId": pid, "afterSeq": cursor})
-        if cursor == 0 and r["firstSeq"] != 1:
-            raise AssertionError(f"{pid}: output dropped, firstSeq={r['firstSeq']}")
-        for c in r["chunks"]:
-            streams.setdefault(c["stream"], []).append(base64.b64decode(c["chunk"]))
-            cursor = c["seq"]
-        if not r["chunks"]:
-            return {k: b"".join(v) for k, v in streams.items()}, r
+    async for page in client.pages(pid):
+        if page.dropped:
+            raise AssertionError(f"{pid}: output dropped, seqs {page.dropped}")
+        for c in page.chunks:
+            streams.setdefault(c.stream, []).append(c.data)
+    return {k: b"".join(v) for k, v in streams.items()}
 
 
 async def wait_closed(client: ExecClient, pid: str, timeout: float) -> dict[str, Any]:
@@ -324,7 +320,7 @@ async def run_load(
         peak = proc_status(server.pid)["VmHWM"]
         verified, mismatches, total_bytes, stall = 0, [], 0, 0.0
         for pid in producers:
-            streams, _ = await read_all(owner, pid)
+            streams = await read_all(owner, pid)
             witness = json.loads((reports / f"{pid}.json").read_text())
             stall = max(stall, witness["maxWriteStall"])
             for name in ("stdout", "stderr"):
@@ -334,7 +330,7 @@ async def run_load(
                     mismatches.append(f"{pid}/{name}")
             verified += 1
         for e in echoes:
-            streams, _ = await read_all(owner, e.process_id)
+            streams = await read_all(owner, e.process_id)
             data = streams.get("stdout", b"")
             total_bytes += len(data)
             if (hashlib.sha256(data).hexdigest(), len(data)) != (e.sent.hexdigest(), e.size):

@@ -11,7 +11,6 @@ also need `execute`, which the daemon enforces from the relay's hello.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Awaitable
 from typing import Any
@@ -264,7 +263,8 @@ class ProcessHandler(ExecAPIHandler):
 
 
 class OutputHandler(ExecAPIHandler):
-    """The raw bytes of a process's output, streamed from the daemon in reads."""
+    """The raw bytes of a process's output, streamed from the daemon page by page
+    (`ExecClient.pages` on the REST connection, as every other reader pages)."""
 
     @web.authenticated
     @authorized(action="read")
@@ -277,18 +277,19 @@ class OutputHandler(ExecAPIHandler):
         if after < 0 or stream not in (None, "stdout", "stderr", "pty"):
             raise web.HTTPError(400, "afterSeq must be >= 0 and stream one of stdout, stderr, pty")
         await self.find(process_id)
-        self.set_header("Content-Type", "application/octet-stream")
+        content_type = "application/octet-stream"
+        self.set_header("Content-Type", content_type)
         self.set_header("Content-Disposition", f'attachment; filename="{process_id}.log"')
-        while True:
-            params = {"processId": process_id, "afterSeq": after, "maxBytes": 1 << 20}
-            chunks = (await self.call("process/read", params))["chunks"]
-            if not chunks:
-                break
-            after = chunks[-1]["seq"]
-            wanted = (c for c in chunks if stream is None or c["stream"] == stream)
-            self.write(b"".join(base64.b64decode(c["chunk"]) for c in wanted))
-            await self.flush()
-        self.finish()
+        client = await self.link.shared_client()
+        try:
+            async for page in client.pages(process_id, after):
+                wanted = [c.data for c in page.chunks if stream is None or c.stream == stream]
+                if wanted:
+                    self.write(b"".join(wanted))
+                    await self.flush()
+        except ExecError as exc:
+            raise _http_error(exc) from None
+        self.finish(set_content_type=content_type)  # APIHandler says JSON if nothing was sent
 
 
 class ShutdownHandler(ExecAPIHandler):

@@ -105,16 +105,19 @@ class DaemonLink:
         """A connection of its own (the MCP endpoint), the daemon started if needed."""
         return await connect_daemon(await self._ensure(), front=self.rules, client_name=client_name)
 
-    async def request(self, method: str, params: Any = None) -> Any:
-        """One call on the shared connection (REST mirror), reconnecting if it was lost."""
+    async def shared_client(self) -> ExecClient:
+        """The REST mirror's connection, made again if it was lost."""
         async with self._lock:
             if self._client is None or self._client.closed:
                 path = await self._ensure()
                 self._client = await connect_daemon(
                     path, front=self.rules, client_name="jupyter-exec-rest"
                 )
-            client = self._client
-        return await client.request(method, params)
+            return self._client
+
+    async def request(self, method: str, params: Any = None) -> Any:
+        """One call on the shared connection (REST mirror), reconnecting if it was lost."""
+        return await (await self.shared_client()).request(method, params)
 
     async def any_running(self) -> bool:
         """For activity reporting: never starts a daemon just to ask."""

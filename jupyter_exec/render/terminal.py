@@ -24,6 +24,8 @@ import html
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import cached_property
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,7 +49,6 @@ _ESCAPE = re.compile(
 )
 #: A possibly unfinished escape sequence at the end of a chunk: wait for more.
 _PARTIAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|[PX^_][^\x1b]*|[ -/]*)?\Z")
-_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 
 #: xterm's default 16 colours (normal then bright).
 _PALETTE_16 = (
@@ -83,6 +84,16 @@ class Style:
     #: The SGR parameters of the colours (``31``, ``38;5;208``), for re-emitting ANSI.
     fg_code: str | None = None
     bg_code: str | None = None
+
+    @cached_property
+    def ansi(self) -> str:
+        """:meth:`sgr`, computed once per style (rendering asks for it on every run)."""
+        return self.sgr()
+
+    @cached_property
+    def inline_css(self) -> str:
+        """:meth:`css`, computed once per style."""
+        return self.css()
 
     def sgr(self) -> str:
         """This style as one SGR sequence (after a reset), for terminals."""
@@ -188,7 +199,22 @@ def _simple_sgr(style: Style, code: int) -> Style:
     return style
 
 
-Cell = tuple[str, Style]
+#: Controls other than ``\n``: a chunk of text without them is whole lines of characters.
+_CONTROL_NOT_LF = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+#: The style after an SGR sequence, by (id of the style before, params): logs repeat
+#: a handful. Each entry holds the style before, so its id is not reused meanwhile.
+_SGR_CACHE: dict[tuple[int, str], tuple[Style, Style]] = {}
+
+
+def _sgr_cached(style: Style, params: str) -> Style:
+    found = _SGR_CACHE.get((id(style), params))
+    if found is None:
+        if len(_SGR_CACHE) >= 4096:  # 24-bit colours could grow it without end
+            _SGR_CACHE.clear()
+        after = _apply_sgr(style, params)
+        # One PLAIN object, so `is PLAIN` finds every unstyled write.
+        found = _SGR_CACHE[id(style), params] = (style, PLAIN if after == PLAIN else after)
+    return found[1]
 
 
 class TerminalLog:
@@ -196,13 +222,19 @@ class TerminalLog:
 
     ``feed()`` accepts decoded text in any chunking; ``text()``, ``ansi()`` and
     ``html()`` render the current state.
+
+    ``lines`` holds each line's characters as one string, and a parallel list the
+    style of each character, or None for a line with no style at all (most output):
+    a chunk of plain lines is stored by ``str.split`` and ``list.extend``, without
+    a Python step per character, so megabytes of output render in well under a second.
     """
 
     def __init__(self, max_lines: int = 1000) -> None:
         if max_lines < 1:
             raise ValueError("max_lines must be at least 1")
         self.max_lines = max_lines
-        self.lines: list[list[Cell]] = [[]]
+        self.lines: list[str] = [""]
+        self._styles: list[list[Style] | None] = [None]
         self.row = 0
         self.col = 0
         self.style = PLAIN
@@ -212,92 +244,108 @@ class TerminalLog:
     def feed(self, text: str) -> None:
         text = self._pending + text
         self._pending = ""
-        partial = _PARTIAL_ESCAPE.search(text)
-        if partial:
-            self._pending = text[partial.start() :]
-            text = text[: partial.start()]
-        pos = 0
-        for match in _ESCAPE.finditer(text):
-            self._put_text(text[pos : match.start()])
-            if match.group("final"):
-                self._csi(match.group("params"), match.group("inter"), match.group("final"))
-            pos = match.end()
-        self._put_text(text[pos:])
+        # An unfinished sequence holds exactly one ESC, its first character: the last one.
+        last_escape = text.rfind("\x1b")
+        if last_escape >= 0 and _PARTIAL_ESCAPE.match(text, last_escape):
+            self._pending = text[last_escape:]
+            text = text[:last_escape]
+        # "\r\n" is "\n" (a line feed starts at column 0), and a pty sends it for every line.
+        text = text.replace("\r\n", "\n")
+        # [text, params, inter, final, text, ...]; final is None for escapes other than CSI.
+        parts = _ESCAPE.split(text)
+        self._put_text(parts[0])
+        for i in range(1, len(parts), 4):
+            if parts[i + 2]:
+                self._csi(parts[i], parts[i + 1], parts[i + 2])
+            self._put_text(parts[i + 3])
         self._trim()
 
     # -- rendering -------------------------------------------------------------
 
-    def _visible_lines(self) -> list[list[Cell]]:
-        lines = self.lines
+    def _visible(self) -> tuple[list[str], list[list[Style] | None]]:
+        lines, styles = self.lines, self._styles
         # A final empty line is just "the cursor is at the start of a new line".
         if len(lines) > 1 and not lines[-1]:
-            lines = lines[:-1]
-        return lines
+            lines, styles = lines[:-1], styles[:-1]
+        return lines, styles
+
+    def _ends_with_newline(self) -> bool:
+        return len(self.lines) > 1 and not self.lines[-1]
 
     def text(self) -> str:
         """Plain text: colours dropped, progress collapsed, trailing newline kept."""
-        body = "\n".join("".join(ch for ch, _ in line) for line in self._visible_lines())
-        return body + ("\n" if len(self.lines) > 1 and not self.lines[-1] else "")
+        return "\n".join(self._visible()[0]) + ("\n" if self._ends_with_newline() else "")
 
     def ansi(self) -> str:
         """Like :meth:`text` but colours re-emitted as SGR sequences (for terminals)."""
-        out: list[str] = []
-        for n, line in enumerate(self._visible_lines()):
-            if n:
-                out.append("\n")
-            current = PLAIN
-            for ch, style in line:
-                if style != current:
-                    out.append("\x1b[0m" + style.sgr())
-                    current = style
-                out.append(ch)
-            if current != PLAIN:
-                out.append("\x1b[0m")
-        if len(self.lines) > 1 and not self.lines[-1]:
-            out.append("\n")
-        return "".join(out)
+        lines, styles = self._visible()
+        if styles.count(None) == len(styles):  # no colour anywhere (most output)
+            return self.text()
+        body = "\n".join([_ansi_line(*pair) for pair in zip(lines, styles, strict=True)])
+        return body + ("\n" if self._ends_with_newline() else "")
 
     def html(self) -> str:
         """The lines as HTML (no ``<pre>`` wrapper): escaped, colours as inline CSS."""
-        out: list[str] = []
-        for n, line in enumerate(self._visible_lines()):
-            if n:
-                out.append("\n")
-            start = 0
-            while start < len(line):
-                style = line[start][1]
-                end = start
-                while end < len(line) and line[end][1] == style:
-                    end += 1
-                chunk = html.escape("".join(ch for ch, _ in line[start:end]), quote=False)
-                css = style.css()
-                out.append(f'<span style="{css}">{chunk}</span>' if css else chunk)
-                start = end
-        return "".join(out)
+        lines, styles = self._visible()
+        if styles.count(None) == len(styles):
+            return html.escape("\n".join(lines), quote=False)
+        return "\n".join([_html_line(*pair) for pair in zip(lines, styles, strict=True)])
 
     # -- the state machine -----------------------------------------------------
 
     def _put_text(self, text: str) -> None:
-        for piece in re.split(r"([\x00-\x1f\x7f])", text):
-            if not piece:
-                continue
-            if len(piece) == 1 and _CONTROL_CHAR.match(piece):
-                self._control(piece)
-            else:
-                self._write(piece)
+        pos = 0
+        for match in _CONTROL_NOT_LF.finditer(text):
+            self._put_lines(text[pos : match.start()])
+            self._control(match.group())
+            pos = match.end()
+        self._put_lines(text[pos:])
+
+    def _put_lines(self, text: str) -> None:
+        """Characters and line feeds (no other control): whole new lines in bulk."""
+        if "\n" not in text:
+            if text:
+                self._write(text)
+            return
+        parts = text.split("\n")
+        if parts[0]:
+            self._write(parts[0])
+        rest = parts[1:]
+        while rest and self.row < len(self.lines) - 1:  # the cursor was moved up: overwrite
+            self.row += 1
+            self.col = 0  # a pipe's "\n" and a pty's "\r\n" both start at column 0
+            if rest[0]:
+                self._write(rest[0])
+            rest = rest[1:]
+        if not rest:
+            return
+        # From the last line on, each part is a new line of its own.
+        self.lines.extend(rest)
+        if self.style is PLAIN:
+            self._styles.extend([None] * len(rest))
+        else:
+            style = self.style
+            self._styles.extend([style] * len(part) if part else None for part in rest)
+        self.row = len(self.lines) - 1
+        self.col = len(rest[-1])
 
     def _write(self, text: str) -> None:
-        line = self.lines[self.row]
-        if self.col > len(line):
-            line.extend((" ", PLAIN) for _ in range(self.col - len(line)))
-        cells = [(ch, self.style) for ch in text]
-        line[self.col : self.col + len(cells)] = cells
-        self.col += len(cells)
+        line, styles = self.lines[self.row], self._styles[self.row]
+        # Every style equal to PLAIN is PLAIN (see _sgr_cached), so `is` is enough.
+        if styles is None and self.style is not PLAIN:
+            styles = self._styles[self.row] = [PLAIN] * len(line)
+        col, end = self.col, self.col + len(text)
+        if col > len(line):
+            if styles is not None:
+                styles.extend([PLAIN] * (col - len(line)))
+            line += " " * (col - len(line))
+        self.lines[self.row] = line[:col] + text + line[end:]
+        if styles is not None:
+            styles[col:end] = [self.style] * len(text)
+        self.col = end
 
     def _control(self, ch: str) -> None:
-        if ch == "\n":
-            self._line_feed()
-        elif ch == "\r":
+        if ch == "\r":
             self.col = 0
         elif ch == "\b":
             self.col = max(0, self.col - 1)
@@ -305,28 +353,15 @@ class TerminalLog:
             self._write(" " * (8 - self.col % 8))
         # BEL and other C0 controls draw nothing.
 
-    def _line_feed(self) -> None:
-        # Pipes send bare "\n"; a pty sends "\r\n". Both start the next line at column 0.
-        self.row += 1
-        self.col = 0
-        if self.row == len(self.lines):
-            self.lines.append([])
-
     def _csi(self, params: str, inter: str, final: str) -> None:
         if inter or params.startswith("?"):
             return  # private modes (cursor visibility, bracketed paste...)
         if final == "m":
-            self.style = _apply_sgr(self.style, params)
+            self.style = _sgr_cached(self.style, params)
             return
         n = int(params) if params.isdigit() else 0
-        line = self.lines[self.row]
         if final == "K":
-            if n == 0:
-                del line[self.col :]
-            elif n == 1:
-                line[: self.col] = [(" ", PLAIN)] * min(self.col, len(line))
-            else:
-                line.clear()
+            self._erase_in_line(n)
         elif final == "A":
             self.row = max(0, self.row - max(n, 1))
         elif final in "BE":
@@ -341,15 +376,73 @@ class TerminalLog:
             self.col = max(n, 1) - 1
         elif final == "J" and n in (2, 3):
             self.dropped_lines += len(self.lines) - 1
-            self.lines = [[]]
+            self.lines, self._styles = [""], [None]
             self.row = self.col = 0
+
+    def _erase_in_line(self, n: int) -> None:
+        """``ESC [ n K``: to the end of the line (0), from its start (1), all of it (2)."""
+        line, styles, col = self.lines[self.row], self._styles[self.row], self.col
+        if n == 0:
+            self.lines[self.row] = line[:col]
+            if styles is not None:
+                del styles[col:]
+        elif n == 1:
+            blank = min(col, len(line))
+            self.lines[self.row] = " " * blank + line[col:]
+            if styles is not None:
+                styles[:col] = [PLAIN] * blank
+        else:
+            self.lines[self.row] = ""
+            self._styles[self.row] = None
 
     def _trim(self) -> None:
         excess = len(self.lines) - self.max_lines
         if excess > 0:
             del self.lines[:excess]
+            del self._styles[:excess]
             self.row = max(0, self.row - excess)
             self.dropped_lines += excess
+
+
+def _ansi_line(line: str, styles: list[Style] | None) -> str:
+    if styles is None:
+        return line
+    out: list[str] = []
+    current = PLAIN
+    for style, start, end in _runs(styles):
+        if style is not current:  # runs differ, and only PLAIN equals PLAIN
+            out.append("\x1b[0m" + style.ansi)
+            current = style
+        out.append(line[start:end])
+    if current is not PLAIN:
+        out.append("\x1b[0m")
+    return "".join(out)
+
+
+def _html_line(line: str, styles: list[Style] | None) -> str:
+    if styles is None:
+        return html.escape(line, quote=False)
+    out: list[str] = []
+    for style, start, end in _runs(styles):
+        chunk = html.escape(line[start:end], quote=False)
+        css = style.inline_css
+        out.append(f'<span style="{css}">{chunk}</span>' if css else chunk)
+    return "".join(out)
+
+
+def _runs(styles: list[Style]) -> list[tuple[Style, int, int]]:
+    """(style, start, end) of each run of equal styles in a line, neighbours unequal."""
+    runs: list[tuple[Style, int, int]] = []
+    start = 0
+    for _, group in groupby(styles, key=id):  # one Style.__eq__ per change, not per cell
+        same = list(group)
+        end = start + len(same)
+        if runs and runs[-1][0] == same[0]:  # equal styles from different sequences
+            runs[-1] = (runs[-1][0], runs[-1][1], end)
+        else:
+            runs.append((same[0], start, end))
+        start = end
+    return runs
 
 
 class StreamDecoder:

@@ -527,6 +527,22 @@ def test_handle_output_has_every_line_once(numbered: ExecProcess) -> None:
     assert_numbered(numbered.output)
 
 
+def test_handle_text_and_read_as_a_terminal_have_every_line_once(
+    ip: InteractiveShell,
+    magics: ExecMagics,
+    numbered: ExecProcess,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Through the terminal emulator (TerminalLog), as `.text` and `%read` show it."""
+    assert_numbered(numbered.text)
+    assert numbered.tail(2) == f"{NUMBERED_LINES - 2}\n{NUMBERED_LINES - 1}"
+    capsys.readouterr()
+    line(ip, "read", "numbered")
+    shown, status = capsys.readouterr().out.rsplit("\n[numbered: ", 1)
+    assert_numbered(shown + "\n")
+    assert status.startswith("exited 0;"), status
+
+
 def test_read_magic_has_every_line_once(
     ip: InteractiveShell,
     magics: ExecMagics,

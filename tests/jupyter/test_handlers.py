@@ -1,0 +1,72 @@
+"""handlers.py's output download (REST mirror, SPEC 8) across several 1-MiB pages."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from tests.jupyter.test_extension import open_rpc
+from tests.wire import NUMBERED, assert_numbered
+
+
+@pytest.fixture
+def jp_server_config():
+    return {"ServerApp": {"jpserver_extensions": {"jupyter_exec": True}, "allow_root": True}}
+
+
+async def output(jp_fetch, process_id: str, **params: str) -> bytes:
+    got = await jp_fetch("api", "exec", "processes", process_id, "output", params=params)
+    assert got.headers["Content-Type"] == "application/octet-stream"
+    return bytes(got.body)
+
+
+async def test_download_of_more_than_2_mib_has_every_line_once(jp_fetch, jp_ws_fetch):
+    body = json.dumps({"processId": "numbered", "argv": NUMBERED})
+    assert (await jp_fetch("api", "exec", "processes", method="POST", body=body)).code == 201
+    deadline = asyncio.get_running_loop().time() + 120  # a busy machine is slow
+    while True:
+        info = json.loads((await jp_fetch("api", "exec", "processes", "numbered")).body)
+        if info["state"] == "closed" or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert info["state"] == "closed" and info["exitCode"] == 0, info
+
+    whole = await output(jp_fetch, "numbered")
+    assert len(whole) > 2 << 20
+    assert_numbered(whole.decode())
+    assert await output(jp_fetch, "numbered", stream="stdout") == whole
+    assert await output(jp_fetch, "numbered", stream="stderr") == b""
+
+    # From a cursor: only what follows it (the first chunk, then the download).
+    rpc = await open_rpc(jp_ws_fetch)
+    first = (await rpc.call("process/read", {"processId": "numbered", "maxBytes": 1}))["result"]
+    chunk = first["chunks"][0]
+    rest = await output(jp_fetch, "numbered", afterSeq=str(chunk["seq"]))
+    assert_numbered((base64.b64decode(chunk["chunk"]) + rest).decode())
+    assert await output(jp_fetch, "numbered", afterSeq=str(info["nextSeq"])) == b""
+    rpc.ws.close()
+
+
+async def test_download_errors_are_clear_and_harm_nothing(jp_fetch):
+    body = json.dumps({"processId": "kept", "argv": ["sleep", "30"]})
+    await jp_fetch("api", "exec", "processes", method="POST", body=body)
+    for params, code, message in (
+        ({"afterSeq": "x"}, 400, "afterSeq must be a non-negative integer"),
+        ({"afterSeq": "-1"}, 400, "afterSeq must be >= 0 and stream one of stdout, stderr, pty"),
+        ({"stream": "both"}, 400, "afterSeq must be >= 0 and stream one of stdout, stderr, pty"),
+    ):
+        with pytest.raises(HTTPClientError) as err:
+            await output(jp_fetch, "kept", **params)
+        assert err.value.code == code
+        assert err.value.response is not None
+        assert json.loads(err.value.response.body)["message"] == message
+    with pytest.raises(HTTPClientError) as err:
+        await output(jp_fetch, "nobody")
+    assert err.value.code == 404
+    info = json.loads((await jp_fetch("api", "exec", "processes", "kept")).body)
+    assert info["state"] == "running"
+    await jp_fetch("api", "exec", "processes", "kept", method="DELETE")
