@@ -171,6 +171,8 @@ async def test_a_disabled_proxy_changes_nothing(tmp_path: Path) -> None:
         ({"proxy": proxy_settings(mode="open")}, "mode"),
         ({"proxy": proxy_settings(domains={"x": "maybe"})}, "domains"),
         ("on", "networkProxy"),
+        ({"proxy": proxy_settings(transparentTcp=True)}, "transparentTcp is not supported"),
+        ({"proxy": proxy_settings(transparentTcp="yes")}, "transparentTcp"),
     ],
 )
 async def test_bad_network_proxy_starts_nothing(
