@@ -106,7 +106,7 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
         settings.mode, settings.domains or {}, settings.allow_local_binding
     )
     asking = p.policy_decision_timeout_ms is not None
-    proxy = NetworkProxy(policy, decide if asking else None, report)
+    proxy = NetworkProxy(policy, decide if asking else None, report, socks5=settings.enable_socks5)
     await proxy.start()
     return proxy
 
