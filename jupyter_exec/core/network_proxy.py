@@ -330,9 +330,10 @@ class NetworkProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """RFC 1928 CONNECT without authentication; the decision as Codex's SOCKS5 makes it
-        (recorded): a host put to the decider and denied there stays the decider's deny;
-        otherwise limited mode refuses (``method_not_allowed``); a host the decider allowed
-        must still resolve to public addresses. One decision reported per request."""
+        (recorded): in limited mode a port other than 443 is refused
+        (``method_not_allowed``) before anything else, and 443, once allowed, is refused
+        as a tunnel (``mitm_required``), as CONNECT is; a host the decider allowed must
+        still resolve to public addresses."""
         version, count = await reader.readexactly(2)
         methods = await reader.readexactly(count)
         if version != 5:
@@ -360,6 +361,9 @@ class NetworkProxy:
         host = host.lower().rstrip(".")
         decision = await self._socks5_decision(host, port)
         self._reported(decision, "socks5_tcp", host, port, None, client)
+        if decision.allowed and self.policy.mode == "limited":  # 443: a tunnel, not readable
+            decision = Decision(False, "mitm_required", "mode_guard", "non_domain")
+            self._reported(decision, "socks5_tcp", host, port, None, client)
         if not decision.allowed:
             writer.write(_socks_reply(2))  # connection not allowed by ruleset
             return
@@ -379,16 +383,19 @@ class NetworkProxy:
 
     async def _socks5_decision(self, host: str, port: int) -> Decision:
         policy = self.policy
+        if policy.mode == "limited" and port != 443:
+            return Decision(False, "method_not_allowed", "mode_guard", "non_domain")
         listed = _matches(policy.denied, host) or _matches(policy.allowed, host)
         asked = self._decider is not None and not listed
         if asked and not policy.allow_local_binding and _local_literal(host):
             asked = False  # a local literal is refused before anyone is asked
         decision = await self.decide("socks5_tcp", host, port, "")
-        if asked and not decision.allowed:
-            return decision
-        if policy.mode == "limited":
-            return Decision(False, "method_not_allowed", "mode_guard", "non_domain")
-        if asked and not policy.allow_local_binding and await _resolves_to_non_public(host, port):
+        if (
+            asked
+            and decision.allowed
+            and not policy.allow_local_binding
+            and await _resolves_to_non_public(host, port)
+        ):
             return Decision(False, "not_allowed_local", "baseline_policy")
         return decision
 

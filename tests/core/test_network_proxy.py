@@ -273,32 +273,37 @@ async def test_socks5_carries_an_allowed_connection(web: EchoServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "verdict", "host", "reason", "source"),
+    ("mode", "verdict", "target", "reasons", "source"),
     [
-        ("full", "deny", "denied.test", "denied", "baseline_policy"),
-        ("full", "deny", "localhost", "not_allowed_local", "baseline_policy"),
-        ("full", "deny", "10.1.2.3", "not_allowed_local", "baseline_policy"),
-        ("full", "deny", "allowed.test", "not_allowed_local", "baseline_policy"),  # no address
-        ("full", "deny", "open.test", "the test says", "decider"),
+        ("full", "deny", "denied.test:80", ["denied"], "baseline_policy"),
+        ("full", "deny", "localhost:80", ["not_allowed_local"], "baseline_policy"),
+        ("full", "deny", "10.1.2.3:80", ["not_allowed_local"], "baseline_policy"),
+        ("full", "deny", "allowed.test:80", ["not_allowed_local"], "baseline_policy"),  # no address
+        ("full", "deny", "open.test:80", ["the test says"], "decider"),
         # allowed by the decider, but the name has no public address (Codex's order)
-        ("full", "allow", "open.test", "not_allowed_local", "baseline_policy"),
-        ("limited", "deny", "open.test", "the test says", "decider"),
-        ("limited", "allow", "open.test", "method_not_allowed", "mode_guard"),
-        ("limited", "deny", "denied.test", "method_not_allowed", "mode_guard"),
-        ("limited", "deny", "127.0.0.1", "method_not_allowed", "mode_guard"),
+        ("full", "allow", "open.test:80", ["not_allowed_local"], "baseline_policy"),
+        # limited: only 443 is decided, then refused as a tunnel
+        ("limited", "deny", "open.test:80", ["method_not_allowed"], "mode_guard"),
+        ("limited", "deny", "denied.test:80", ["method_not_allowed"], "mode_guard"),
+        ("limited", "deny", "open.test:443", ["the test says"], "decider"),
+        ("limited", "allow", "open.test:443", ["not_allowed_local"], "baseline_policy"),
+        ("limited", "deny", "denied.test:443", ["denied"], "baseline_policy"),
+        ("limited", "deny", "127.0.0.1:443", ["allow", "mitm_required"], "mode_guard"),
     ],
 )
 async def test_socks5_refusals_as_codexs(
-    mode: str, verdict: str, host: str, reason: str, source: str
+    mode: str, verdict: str, target: str, reasons: list[str], source: str
 ) -> None:
     domains = {"127.0.0.1": "allow", "allowed.test": "allow", "denied.test": "deny"}
+    host, port = target.split(":")
     async with running(domains, mode, verdict=verdict, socks5=True) as (proxy, recorder):
-        reply, _, writer = await socks5(proxy, host, 80)
+        reply, _, writer = await socks5(proxy, host, int(port))
         writer.close()
     assert reply == b"\x05\x00\x05\x02\x00\x01" + bytes(6)  # not allowed by ruleset
-    (report,) = recorder.reports  # one decision per request
-    assert (report["decision"], report["reason"], report["source"]) == ("deny", reason, source)
-    assert report["scope"] == ("non_domain" if source == "mode_guard" else "domain")
+    assert [r["reason"] for r in recorder.reports] == reasons
+    last = recorder.reports[-1]
+    assert (last["decision"], last["source"]) == ("deny", source)
+    assert last["scope"] == ("non_domain" if source == "mode_guard" else "domain")
 
 
 async def test_socks5_bad_requests_and_a_refused_connection() -> None:
