@@ -21,7 +21,8 @@ Every decision goes to the client as ``network/policyDecision {processId,
 The proxy runs where the daemon runs; a command sandboxed without the network
 has its own network namespace and cannot reach it. ``transparentTcp: true``
 (Codex's route for all of a sandboxed command's TCP through its SOCKS5
-listener) is refused with -32602: we offer neither (docs/codex.md).
+listener) is refused with -32602: we do not offer it (docs/codex.md).
+``enableSocks5`` adds a SOCKS5 listener with the same policy.
 """
 
 from __future__ import annotations
