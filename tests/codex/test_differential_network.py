@@ -7,7 +7,8 @@ domain, ``localhost`` (a local address), a domain left open (put to the
 client, which stays silent: denied when ``policyDecisionTimeoutMs`` passes)
 and, in limited mode, a POST. Compared: the output, and the
 ``network/policyRequest`` and ``network/policyDecision`` messages (time and
-client port aside).
+client port aside). With ``enableSocks5``, raw SOCKS5 requests go through
+both servers' SOCKS5 listeners and their replies are compared the same way.
 """
 
 from __future__ import annotations
