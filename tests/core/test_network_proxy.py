@@ -330,3 +330,16 @@ async def test_without_enable_socks5_there_is_no_listener() -> None:
     async with running({}) as (proxy, _):
         assert proxy.socks_port == 0
         assert proxy.env()["ALL_PROXY"] == f"http://127.0.0.1:{proxy.port}"
+
+
+async def test_socks5_ipv6_and_unknown_address_types() -> None:
+    async with running({}, socks5=True) as (proxy, recorder):
+        replies = []
+        for address in (b"\x04" + socket.inet_pton(socket.AF_INET6, "::1"), b"\x07"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.socks_port)
+            writer.write(b"\x05\x01\x00" + b"\x05\x01\x00" + address + struct.pack(">H", 80))
+            replies.append(await asyncio.wait_for(reader.read(), 10))
+            writer.close()
+    assert replies[0] == b"\x05\x00\x05\x02\x00\x01" + bytes(6)  # ::1 is local: blocked
+    assert replies[1] == b"\x05\x00\x05\x08\x00\x01" + bytes(6)  # address type not supported
+    assert [(r["host"], r["reason"]) for r in recorder.reports] == [("::1", "not_allowed_local")]
