@@ -24,8 +24,9 @@ shell-style globs, case-insensitive (``*.example.com``).
 The proxy speaks HTTP/1.1 forwarding (the request goes on in origin form without
 its ``Proxy-*`` headers; one upstream connection per client connection,
 piped until either side ends) and CONNECT tunnels; it listens on 127.0.0.1
-only. SOCKS5 is not offered: ``ALL_PROXY`` points at the HTTP proxy, as
-Codex's does when ``enableSocks5`` is false.
+only. With ``enableSocks5`` a SOCKS5 listener (CONNECT, no authentication)
+applies the same policy to raw TCP, as Codex's does (`_Socks5`); ``ALL_PROXY``
+and ``FTP_PROXY`` then name it (``socks5h://``), else the HTTP proxy.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import ipaddress
 import json
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,17 +130,32 @@ async def _resolves_to_non_public(host: str, port: int) -> bool:
 class NetworkProxy:
     """One command's proxy: `start`, hand `env()` to the command, `aclose` after it."""
 
-    def __init__(self, policy: ProxyPolicy, decider: Decider | None, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        policy: ProxyPolicy,
+        decider: Decider | None,
+        reporter: Reporter,
+        *,
+        socks5: bool = False,
+    ) -> None:
         self.policy = policy
         self._decider = decider
         self._report = reporter
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
+        self._socks5 = socks5
         self.port = 0
+        #: The SOCKS5 listener's port (0: none).
+        self.socks_port = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        server = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
+        self._servers.append(server)
+        self.port = server.sockets[0].getsockname()[1]
+        if self._socks5:
+            server = await asyncio.start_server(self._serve_socks5, "127.0.0.1", 0)
+            self._servers.append(server)
+            self.socks_port = server.sockets[0].getsockname()[1]
 
     def env(self) -> dict[str, str]:
         """The variables Codex's server gives a command behind its proxy (all 34)."""
@@ -154,6 +171,10 @@ class NetworkProxy:
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "WS_PROXY", "WSS_PROXY", "ALL_PROXY",
                      "FTP_PROXY"):  # fmt: skip
             env[name] = env[name.lower()] = url
+        if self.socks_port:
+            socks = f"socks5h://127.0.0.1:{self.socks_port}"
+            for name in ("ALL_PROXY", "FTP_PROXY"):
+                env[name] = env[name.lower()] = socks
         for tool in ("BUNDLE", "DOCKER", "YARN"):
             env[f"{tool}_HTTP_PROXY"] = env[f"{tool}_HTTPS_PROXY"] = url
         for name in ("npm_config_proxy", "npm_config_http_proxy", "npm_config_https_proxy"):
@@ -163,9 +184,9 @@ class NetworkProxy:
         return env
 
     async def aclose(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
@@ -206,33 +227,54 @@ class NetworkProxy:
         return None
 
     def _reported(
-        self, decision: Decision, protocol: str, host: str, port: int, method: str, client: str
+        self,
+        decision: Decision,
+        protocol: str,
+        host: str,
+        port: int,
+        method: str | None,
+        client: str,
     ) -> None:
+        """Report `decision`; `method` None (SOCKS5) leaves the member out, as Codex's."""
         now = datetime.datetime.now(datetime.timezone.utc)
-        self._report(
-            {
-                "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
-                "scope": decision.scope,
-                "decision": "allow" if decision.allowed else "deny",
-                "source": decision.source,
-                "reason": decision.reason,
-                "protocol": protocol,
-                "host": host,
-                "port": port,
-                "method": method,
-                "client": client,
-                "policyOverride": False,
-            }
-        )
+        report = {
+            "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+            "scope": decision.scope,
+            "decision": "allow" if decision.allowed else "deny",
+            "source": decision.source,
+            "reason": decision.reason,
+            "protocol": protocol,
+            "host": host,
+            "port": port,
+            "method": method,
+            "client": client,
+            "policyOverride": False,
+        }
+        if method is None:
+            del report["method"]
+        self._report(report)
 
     # -- serving ------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._serve(self._handle, reader, writer)
+
+    async def _serve_socks5(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._serve(self._handle_socks5, reader, writer)
+
+    async def _serve(
+        self,
+        handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
         try:
-            await self._handle(reader, writer)
+            await handle(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             log.debug("proxy connection failed", exc_info=True)
         finally:
@@ -283,6 +325,88 @@ class NetworkProxy:
             up_writer.close()
             with contextlib.suppress(OSError):
                 await up_writer.wait_closed()
+
+    async def _handle_socks5(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """RFC 1928 CONNECT without authentication; the decision as Codex's SOCKS5 makes it
+        (recorded): in limited mode a port other than 443 is refused
+        (``method_not_allowed``) before anything else, and 443, once allowed, is refused
+        as a tunnel (``mitm_required``), as CONNECT is; a host the decider allowed must
+        still resolve to public addresses."""
+        version, count = await reader.readexactly(2)
+        methods = await reader.readexactly(count)
+        if version != 5:
+            return  # SOCKS4 and others: closed without a reply
+        if 0 not in methods:
+            writer.write(b"\x05\xff")
+            return
+        writer.write(b"\x05\x00")
+        _, command, _, kind = await reader.readexactly(4)
+        if kind == 1:
+            host = socket.inet_ntoa(await reader.readexactly(4))
+        elif kind == 4:
+            host = socket.inet_ntop(socket.AF_INET6, await reader.readexactly(16))
+        elif kind == 3:
+            host = (await reader.readexactly((await reader.readexactly(1))[0])).decode("idna")
+        else:
+            writer.write(_socks_reply(8))  # address type not supported
+            return
+        (port,) = struct.unpack(">H", await reader.readexactly(2))
+        if command != 1:
+            writer.write(_socks_reply(7))  # command not supported (BIND, UDP ASSOCIATE)
+            return
+        peer = writer.get_extra_info("peername")
+        client = f"{peer[0]}:{peer[1]}" if peer else ""
+        host = host.lower().rstrip(".")
+        decision = await self._socks5_decision(host, port)
+        self._reported(decision, "socks5_tcp", host, port, None, client)
+        if decision.allowed and self.policy.mode == "limited":  # 443: a tunnel, not readable
+            decision = Decision(False, "mitm_required", "mode_guard", "non_domain")
+            self._reported(decision, "socks5_tcp", host, port, None, client)
+        if not decision.allowed:
+            writer.write(_socks_reply(2))  # connection not allowed by ruleset
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
+        except OSError:
+            writer.write(_socks_reply(5))  # connection refused
+            return
+        try:
+            bound = up_writer.get_extra_info("sockname")
+            writer.write(_socks_reply(0, bound[0], bound[1]))
+            await _pipe_both(reader, writer, up_reader, up_writer)
+        finally:
+            up_writer.close()
+            with contextlib.suppress(OSError):
+                await up_writer.wait_closed()
+
+    async def _socks5_decision(self, host: str, port: int) -> Decision:
+        policy = self.policy
+        if policy.mode == "limited" and port != 443:
+            return Decision(False, "method_not_allowed", "mode_guard", "non_domain")
+        listed = _matches(policy.denied, host) or _matches(policy.allowed, host)
+        asked = self._decider is not None and not listed
+        if asked and not policy.allow_local_binding and _local_literal(host):
+            asked = False  # a local literal is refused before anyone is asked
+        decision = await self.decide("socks5_tcp", host, port, "")
+        if (
+            asked
+            and decision.allowed
+            and not policy.allow_local_binding
+            and await _resolves_to_non_public(host, port)
+        ):
+            return Decision(False, "not_allowed_local", "baseline_policy")
+        return decision
+
+
+def _socks_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
+    """A SOCKS5 reply; the bound address as IPv4 or IPv6."""
+    try:
+        packed, kind = socket.inet_aton(host), 1
+    except OSError:
+        packed, kind = socket.inet_pton(socket.AF_INET6, host), 4
+    return bytes([5, code, 0, kind]) + packed + struct.pack(">H", port)
 
 
 def _split_host_port(authority: str, default_port: int) -> tuple[str, int]:

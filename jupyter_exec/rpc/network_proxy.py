@@ -19,7 +19,10 @@ Every decision goes to the client as ``network/policyDecision {processId,
 ...}``. The proxy stops when the process is closed.
 
 The proxy runs where the daemon runs; a command sandboxed without the network
-has its own network namespace and cannot reach it (docs/codex.md).
+has its own network namespace and cannot reach it. ``transparentTcp: true``
+(Codex's route for all of a sandboxed command's TCP through its SOCKS5
+listener) is refused with -32602: we do not offer it (docs/codex.md).
+``enableSocks5`` adds a SOCKS5 listener with the same policy.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.network_proxy import NetworkProxy, ProxyPolicy
+from ..wire.errors import InvalidParamsError
 from ..wire.protocol import Params, StartParams, notification, parse_params
 
 if TYPE_CHECKING:
@@ -53,6 +57,8 @@ class ProxySettings(Params):
     domains: dict[str, Literal["allow", "deny", "none"]] | None = None
     unix_sockets: dict[str, Any] | None = None
     allow_local_binding: bool
+    #: Codex's wire has it (``[features.network_proxy] transparent_tcp``); we cannot do it.
+    transparent_tcp: bool = False
 
 
 class NetworkProxyParams(Params):
@@ -74,6 +80,10 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
     assert p is not None
     if not p.proxy.enabled:
         return None
+    if p.proxy.transparent_tcp:
+        # Not offered (networkProxyTransparentTcp, docs/codex.md): refused rather than
+        # run with only the proxy variables, which a command may ignore.
+        raise InvalidParamsError("networkProxy.proxy.transparentTcp is not supported")
     connection = ctx.connection
     timeout = (p.policy_decision_timeout_ms or 0) / 1000
 
@@ -97,7 +107,7 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
         settings.mode, settings.domains or {}, settings.allow_local_binding
     )
     asking = p.policy_decision_timeout_ms is not None
-    proxy = NetworkProxy(policy, decide if asking else None, report)
+    proxy = NetworkProxy(policy, decide if asking else None, report, socks5=settings.enable_socks5)
     await proxy.start()
     return proxy
 

@@ -7,7 +7,8 @@ domain, ``localhost`` (a local address), a domain left open (put to the
 client, which stays silent: denied when ``policyDecisionTimeoutMs`` passes)
 and, in limited mode, a POST. Compared: the output, and the
 ``network/policyRequest`` and ``network/policyDecision`` messages (time and
-client port aside).
+client port aside). With ``enableSocks5``, raw SOCKS5 requests go through
+both servers' SOCKS5 listeners and their replies are compared the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +45,25 @@ for method, url in (a.split(" ", 1) for a in sys.argv[1:]):
         body = len(body)
     print(method, url, answer.status, answer.getheader("x-proxy-error"), body, flush=True)
 """
+SOCKS5 = r"""
+import os, socket, struct, sys
+url = os.environ["ALL_PROXY"]
+print("ALL_PROXY", url.rsplit(":", 1)[0], os.environ["ftp_proxy"] == url)
+for target in sys.argv[1:]:
+    host, port, command = target.split(" ")
+    client = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30)
+    client.sendall(b"\x05\x01\x00" if host != "no-method" else b"\x05\x01\x02")
+    answer = client.recv(2)
+    if answer == b"\x05\x00":
+        address = bytes([len(host)]) + host.encode()
+        client.sendall(bytes([5, int(command), 0, 3]) + address + struct.pack(">H", int(port)))
+        reply = client.recv(10)
+        answer += reply[:4]  # the bound address differs from run to run
+        if reply[1] == 0:
+            client.sendall(b"GET /echo HTTP/1.0\r\n\r\n")
+            answer += client.recv(12)
+    print(target, answer.hex(), flush=True)
+"""
 STARTS = itertools.count(1)
 
 
@@ -74,13 +94,14 @@ def behind_proxy(
     fetches: list[str],
     decision: dict[str, str] | None = None,
     ask: bool = True,
+    script: str = FETCH,
 ) -> dict[str, Any]:
     """Run FETCH behind `proxy` on `side`: its output and the proxy's messages, normalized.
     Each ``network/policyRequest`` gets `decision` as the answer (None: none, it times out);
     `ask` False sends no ``policyDecisionTimeoutMs`` (as the real Codex without a reviewer)."""
     side.client.notifications.clear()
     params = {
-        "processId": process_id, "argv": [sys.executable, "-c", FETCH, *fetches],
+        "processId": process_id, "argv": [sys.executable, "-c", script, *fetches],
         "cwd": side.workspaces.as_uri(), "env": {}, "tty": False, "arg0": None,
         "networkProxy": {"proxy": proxy, **({"policyDecisionTimeoutMs": 300} if ask else {})},
     }  # fmt: skip
@@ -149,3 +170,21 @@ def test_without_a_decision_timeout_nobody_is_asked(pair: Pair, web: EchoServer)
     ours = behind_proxy(pair.ours, process_id, proxy, fetches, ask=False)
     assert ours == codex
     assert ours["requests"] == []
+
+
+@pytest.mark.parametrize("mode", ["full", "limited"])
+def test_socks5(pair: Pair, web: EchoServer, mode: str) -> None:
+    """``enableSocks5``: raw TCP through the SOCKS5 listener, decided as by Codex's."""
+    proxy = {**settings(mode, {"localhost": "allow", "denied.test": "deny", "open.test": "none",
+                               "allowed.test": "allow"}), "enableSocks5": True}  # fmt: skip
+    port = web.url.rsplit(":", 1)[1]
+    targets = [f"localhost {port} 1", "denied.test 80 1", "allowed.test 80 1", "open.test 443 1",
+               "127.0.0.1 80 1", "localhost 1 1", "open.test 80 2", "no-method 1 1",
+               "denied.test 443 1", "allowed.test 443 1", "localhost 443 1"]  # fmt: skip
+    process_id = f"net-{next(STARTS)}"
+    for decision in ({"type": "deny", "reason": "reviewed"}, {"type": "allow", "reason": "ok"}):
+        codex = behind_proxy(pair.codex, process_id, proxy, targets, decision, script=SOCKS5)
+        ours = behind_proxy(pair.ours, process_id, proxy, targets, decision, script=SOCKS5)
+        assert ours == codex
+        process_id = f"net-{next(STARTS)}"
+    assert any(d["protocol"] == "socks5_tcp" for d in ours["decisions"])

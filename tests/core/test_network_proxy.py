@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
+import struct
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -42,12 +44,15 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def running(
-    domains: dict[str, str], mode: str = "full", local: bool = False, verdict: str = "deny"
+    domains: dict[str, str],
+    mode: str = "full",
+    local: bool = False,
+    verdict: str = "deny",
+    socks5: bool = False,
 ) -> AsyncIterator[tuple[NetworkProxy, Recorder]]:
     recorder = Recorder(verdict)
-    proxy = NetworkProxy(
-        ProxyPolicy.from_domains(mode, domains, local), recorder.decide, recorder.reports.append
-    )
+    policy = ProxyPolicy.from_domains(mode, domains, local)
+    proxy = NetworkProxy(policy, recorder.decide, recorder.reports.append, socks5=socks5)
     await proxy.start()
     try:
         yield proxy, recorder
@@ -218,3 +223,123 @@ async def test_without_a_decider_open_hosts_are_not_allowed() -> None:
     assert status == 403 and headers["x-proxy-error"] == "blocked-by-allowlist"
     assert json.loads(body)["message"] == "Domain not in allowlist."
     assert (reports[0]["source"], reports[0]["reason"]) == ("baseline_policy", "not_allowed")
+
+
+# -- SOCKS5 (enableSocks5) ---------------------------------------------------------
+
+
+async def socks5(
+    proxy: NetworkProxy,
+    host: str,
+    port: int,
+    *,
+    greeting: bytes = b"\x05\x01\x00",
+    command: int = 1,
+) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+    """A SOCKS5 CONNECT through `proxy`: (greeting reply + request reply, the stream)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.socks_port)
+    writer.write(greeting)
+    answer = await asyncio.wait_for(reader.read(2), 10)
+    if answer != b"\x05\x00":
+        return answer, reader, writer
+    try:
+        address = b"\x01" + socket.inet_aton(host)
+    except OSError:
+        address = b"\x03" + bytes([len(host)]) + host.encode()
+    writer.write(bytes([5, command, 0]) + address + struct.pack(">H", port))
+    return answer + await asyncio.wait_for(reader.readexactly(10), 10), reader, writer
+
+
+async def test_socks5_carries_an_allowed_connection(web: EchoServer) -> None:
+    async with running({"127.0.0.1": "allow"}, socks5=True) as (proxy, recorder):
+        env = proxy.env()
+        reply, reader, writer = await socks5(proxy, "127.0.0.1", int(web.url.rsplit(":", 1)[1]))
+        writer.write(b"GET /echo HTTP/1.0\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    socks = f"socks5h://127.0.0.1:{proxy.socks_port}"
+    assert env["ALL_PROXY"] == env["all_proxy"] == env["FTP_PROXY"] == env["ftp_proxy"] == socks
+    assert env["HTTP_PROXY"] == f"http://127.0.0.1:{proxy.port}" and len(env) == 34
+    assert reply[:6] == b"\x05\x00\x05\x00\x00\x01" and answer.split(b"\r\n", 1)[0].endswith(
+        b" 200 OK"
+    )
+    (report,) = recorder.reports
+    assert report["protocol"] == "socks5_tcp" and "method" not in report
+    assert (report["decision"], report["reason"], report["port"]) == (
+        "allow",
+        "allow",
+        int(web.url.rsplit(":", 1)[1]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "verdict", "target", "reasons", "source"),
+    [
+        ("full", "deny", "denied.test:80", ["denied"], "baseline_policy"),
+        ("full", "deny", "localhost:80", ["not_allowed_local"], "baseline_policy"),
+        ("full", "deny", "10.1.2.3:80", ["not_allowed_local"], "baseline_policy"),
+        ("full", "deny", "allowed.test:80", ["not_allowed_local"], "baseline_policy"),  # no address
+        ("full", "deny", "open.test:80", ["the test says"], "decider"),
+        # allowed by the decider, but the name has no public address (Codex's order)
+        ("full", "allow", "open.test:80", ["not_allowed_local"], "baseline_policy"),
+        # limited: only 443 is decided, then refused as a tunnel
+        ("limited", "deny", "open.test:80", ["method_not_allowed"], "mode_guard"),
+        ("limited", "deny", "denied.test:80", ["method_not_allowed"], "mode_guard"),
+        ("limited", "deny", "open.test:443", ["the test says"], "decider"),
+        ("limited", "allow", "open.test:443", ["not_allowed_local"], "baseline_policy"),
+        ("limited", "deny", "denied.test:443", ["denied"], "baseline_policy"),
+        ("limited", "deny", "127.0.0.1:443", ["allow", "mitm_required"], "mode_guard"),
+    ],
+)
+async def test_socks5_refusals_as_codexs(
+    mode: str, verdict: str, target: str, reasons: list[str], source: str
+) -> None:
+    domains = {"127.0.0.1": "allow", "allowed.test": "allow", "denied.test": "deny"}
+    host, port = target.split(":")
+    async with running(domains, mode, verdict=verdict, socks5=True) as (proxy, recorder):
+        reply, _, writer = await socks5(proxy, host, int(port))
+        writer.close()
+    assert reply == b"\x05\x00\x05\x02\x00\x01" + bytes(6)  # not allowed by ruleset
+    assert [r["reason"] for r in recorder.reports] == reasons
+    last = recorder.reports[-1]
+    assert (last["decision"], last["source"]) == ("deny", source)
+    assert last["scope"] == ("non_domain" if source == "mode_guard" else "domain")
+
+
+async def test_socks5_bad_requests_and_a_refused_connection() -> None:
+    async with running({"127.0.0.1": "allow"}, socks5=True) as (proxy, recorder):
+        refused, _, writer = await socks5(proxy, "127.0.0.1", 1)
+        writer.close()
+        no_method, reader, writer = await socks5(proxy, "x", 1, greeting=b"\x05\x01\x02")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        socks4, _, writer = await socks5(proxy, "x", 1, greeting=b"\x04\x01\x00\x50")
+        writer.close()
+        bind, _, writer = await socks5(proxy, "127.0.0.1", 80, command=2)
+        writer.close()
+        still, _, writer = await socks5(proxy, "denied.test", 80)
+        writer.close()
+    assert refused[2:4] == b"\x05\x05"  # connection refused
+    assert no_method == b"\x05\xff" and socks4 == b""
+    assert bind[2:4] == b"\x05\x07"  # command not supported, nothing decided
+    assert still[2:4] == b"\x05\x02"  # the listener goes on
+    assert [r["port"] for r in recorder.reports] == [1, 80]
+
+
+async def test_without_enable_socks5_there_is_no_listener() -> None:
+    async with running({}) as (proxy, _):
+        assert proxy.socks_port == 0
+        assert proxy.env()["ALL_PROXY"] == f"http://127.0.0.1:{proxy.port}"
+
+
+async def test_socks5_ipv6_and_unknown_address_types() -> None:
+    async with running({}, socks5=True) as (proxy, recorder):
+        replies = []
+        for address in (b"\x04" + socket.inet_pton(socket.AF_INET6, "::1"), b"\x07"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.socks_port)
+            writer.write(b"\x05\x01\x00" + b"\x05\x01\x00" + address + struct.pack(">H", 80))
+            replies.append(await asyncio.wait_for(reader.read(), 10))
+            writer.close()
+    assert replies[0] == b"\x05\x00\x05\x02\x00\x01" + bytes(6)  # ::1 is local: blocked
+    assert replies[1] == b"\x05\x00\x05\x08\x00\x01" + bytes(6)  # address type not supported
+    assert [(r["host"], r["reason"]) for r in recorder.reports] == [("::1", "not_allowed_local")]

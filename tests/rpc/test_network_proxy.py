@@ -163,6 +163,24 @@ async def test_a_disabled_proxy_changes_nothing(tmp_path: Path) -> None:
     assert b"".join(base64.b64decode(c["chunk"]) for c in chunks).strip() == b"False"
 
 
+async def test_enable_socks5_names_the_socks5_listener(tmp_path: Path) -> None:
+    script = "import os; print(os.environ['ALL_PROXY'], os.environ['HTTP_PROXY'], flush=True)"
+    start = {"processId": "p", "argv": py(script),
+             "networkProxy": {"proxy": proxy_settings(enableSocks5=True)}}  # fmt: skip
+    output = b""
+    async with connected(tmp_path) as peer:
+        assert "result" in await peer.call("process/start", start)
+        pending = list(peer.seen)
+        while (message := pending.pop(0) if pending else await peer.recv(30)).get(
+            "method"
+        ) != "process/closed":
+            if message.get("method") == "process/output":
+                output += base64.b64decode(message["params"]["chunk"])
+    socks, http = output.decode().split()
+    assert socks.startswith("socks5h://127.0.0.1:") and http.startswith("http://127.0.0.1:")
+    assert socks.rsplit(":", 1)[1] != http.rsplit(":", 1)[1]
+
+
 @pytest.mark.parametrize(
     ("network_proxy", "words"),
     [
@@ -171,6 +189,8 @@ async def test_a_disabled_proxy_changes_nothing(tmp_path: Path) -> None:
         ({"proxy": proxy_settings(mode="open")}, "mode"),
         ({"proxy": proxy_settings(domains={"x": "maybe"})}, "domains"),
         ("on", "networkProxy"),
+        ({"proxy": proxy_settings(transparentTcp=True)}, "transparentTcp is not supported"),
+        ({"proxy": proxy_settings(transparentTcp="yes")}, "transparentTcp"),
     ],
 )
 async def test_bad_network_proxy_starts_nothing(
@@ -202,7 +222,9 @@ def our_listeners() -> set[str]:
 
 async def test_the_proxy_stops_with_its_process_or_its_failed_start(tmp_path: Path) -> None:
     before = our_listeners()
-    start = {"processId": "p", "argv": py("pass"), "networkProxy": {"proxy": proxy_settings()}}
+    # alive long enough that its proxy is seen listening, on a loaded machine too
+    start = {"processId": "p", "argv": py("import time; time.sleep(1)"),
+             "networkProxy": {"proxy": proxy_settings()}}  # fmt: skip
     async with connected(tmp_path) as peer:
         assert "result" in await peer.call("process/start", start)
         started = our_listeners() - before
