@@ -351,3 +351,77 @@ describe('module boundaries', () => {
     }
   });
 });
+
+describe('ProcessListModel for the panel (SPEC 11)', () => {
+  it('polls the list while someone shows usage, and stops when the last one goes', async () => {
+    const { server, connection } = setup();
+    const proc = server.addProcess('busy');
+    const model = new ProcessListModel(connection);
+    const first = model.poll(30);
+    const second = model.poll(30);
+    await flush();
+    const usage = { cpuPercent: 99, cpuSeconds: 3, rssBytes: 2e8, peakRssBytes: 2e8, processes: 4 };
+    proc.info.usage = usage;
+    proc.info.ports = [{ port: 8000, address: '127.0.0.1', pid: 100, url: '/proxy/8000/' }];
+    await new Promise(resolve => setTimeout(resolve, 80));
+    await flush();
+    expect(model.get('busy')).toMatchObject({ usage, ports: proc.info.ports });
+    first.dispose();
+    first.dispose(); // twice is once
+    const polled = server.calls('process/list').length;
+    await new Promise(resolve => setTimeout(resolve, 80));
+    expect(server.calls('process/list').length).toBeGreaterThan(polled); // the second holder still polls
+    second.dispose();
+    await flush();
+    const stopped = server.calls('process/list').length;
+    await new Promise(resolve => setTimeout(resolve, 80));
+    expect(server.calls('process/list').length).toBe(stopped);
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('counts active processes and removes finished ones, reporting the ids it could not', async () => {
+    const { server, connection } = setup();
+    for (const id of ['a', 'b', 'c', 'd']) {
+      server.addProcess(id);
+    }
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    server.exit('b', 0);
+    server.exit('c', 1);
+    await flush();
+    expect(model.activeCount).toBe(2);
+    const failed = await model.remove(['b', 'c', 'no-such'], 2);
+    await flush();
+    expect(failed).toEqual(['no-such']);
+    expect(model.processes.map(p => p.processId).sort()).toEqual(['a', 'd']);
+    expect(server.calls('process/remove').map(p => p.processId).sort()).toEqual(['b', 'c', 'no-such']);
+    expect(model.activeCount).toBe(2);
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('keeps a restarted process running with its new pid, never moving a closed one back', async () => {
+    const { server, connection } = setup();
+    server.addProcess('svc');
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    const session = [...server.sessions.values()][0] as any;
+    const send = (params: object) =>
+      session.socket.deliver({ jsonrpc: '2.0', method: 'process/restarted', params: { processId: 'svc', ...params } });
+    send({ seq: 3, restarts: 1, pid: 222, exitCode: 1, signal: null });
+    await flush();
+    expect(model.get('svc')).toMatchObject({ state: 'running', pid: 222, restarts: 1 });
+    server.exit('svc', 0);
+    await flush();
+    send({ seq: 9, restarts: 2, pid: 333, exitCode: 1, signal: null });
+    await flush();
+    expect(model.get('svc')).toMatchObject({ state: 'closed', exitCode: 0 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+});
