@@ -175,7 +175,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     }
     if (launcher) {
-      launcher.add({ command: CommandIDs.create, category: 'Other', rank: 10 });
+      launcher.add({ command: CommandIDs.create, args: { isLauncher: true }, category: 'Other', rank: 10 });
     }
     if (statusBar) {
       statusBar.registerStatusItem('jupyter-exec:running', {

@@ -106,6 +106,12 @@ export class ProcessView extends Widget {
     }
   }
 
+  /** Closing the tab ends the view (a plain Widget would only detach and stay tracked). */
+  protected onCloseRequest(msg: Message): void {
+    super.onCloseRequest(msg);
+    this.dispose();
+  }
+
   protected onResize(msg: Widget.ResizeMessage): void {
     super.onResize(msg);
     this._fit();
