@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
 import itertools
 import json
@@ -23,7 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..wire.errors import error_from_wire
+from ..wire.errors import UnknownProcessError, error_from_wire
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, SeqEvent
 from ..wire.models import ProcessInfo
 from ..wire.schema import Chunk, ReadResult, event_from_notification, request
@@ -206,10 +207,11 @@ class ExecClient:
         timeout_ms: int | None = None,
         limits: dict[str, int] | None = None,
         sandbox: str | dict[str, Any] | None = None,
+        origin: dict[str, str] | None = None,
     ) -> str:
         params: dict[str, Any] = {"processId": process_id, "argv": argv, "tty": tty}
         optional: dict[str, Any] = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
-        optional.update(timeoutMs=timeout_ms, limits=limits, sandbox=sandbox)
+        optional.update(timeoutMs=timeout_ms, limits=limits, sandbox=sandbox, origin=origin)
         params.update({k: v for k, v in optional.items() if v is not None})
         if inherit_env:
             params["inheritEnv"] = True
@@ -268,6 +270,32 @@ class ExecClient:
                 return r
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"process {process_id} still running after {timeout} s")
+
+    async def wait_all(
+        self, process_ids: builtins.list[str], timeout: float | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """SPEC 11 `process/wait`: once every one has exited, or at `timeout` (seconds;
+        None: the server's longest wait): `[{"processId", "exited", "exitCode", "signal"}]`."""
+        params: dict[str, Any] = {"processIds": process_ids}
+        if timeout is not None:
+            params["timeoutMs"] = max(0, round(timeout * 1000))
+        result = await self.request("process/wait", params)
+        return list(result["processes"])
+
+    async def wait_for_port(self, process_id: str, timeout: float) -> ProcessInfo:
+        """Its `ProcessInfo` once its tree listens on a TCP port (SPEC 11 `ports`, current
+        within about a second), or once it exited; TimeoutError after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = [i for i in await self.list() if i.process_id == process_id]
+            if not found:
+                raise UnknownProcessError(process_id)
+            if found[0].ports or found[0].state != "running":
+                return found[0]
+            if loop.time() >= deadline:
+                raise TimeoutError(f"process {process_id} listens on no port after {timeout} s")
+            await asyncio.sleep(min(0.25, max(0.0, deadline - loop.time())))
 
     # -- events ---------------------------------------------------------------
 

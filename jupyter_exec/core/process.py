@@ -25,6 +25,7 @@ from .child import Child
 from .output import OutputStore, pipe_bytes
 from .proctree import ProcessRef, descendant_processes, kill_verified, marked_processes
 from .sandbox import Confinement, likely_denied
+from .usage import TreeUsage
 
 #: Largest `process/output` chunk. Measured with bench/run.py: 32 KiB chunks
 #: reach clients faster than 8-16 KiB (per-message cost) or 64-128 KiB (a
@@ -58,6 +59,8 @@ class ProcessSetup:
     timeout_ms: int | None = None
     limits: Limits | None = None
     sandbox: Confinement | None = None
+    #: SPEC 11 `origin`: `{"kind", "name"}`.
+    origin: dict[str, str] | None = None
 
 
 #: How much of the end of a sandboxed process's output `sandboxDenied` looks at.
@@ -65,6 +68,10 @@ DENIAL_TAIL_CHUNKS = 4
 
 
 class ManagedProcess:
+    #: Its tree's ports and usage, kept by the registry's sampler (core/usage.py);
+    #: None for a process recovered from a record, which has no tree any more.
+    tree: TreeUsage | None = None
+
     def __init__(
         self,
         setup: ProcessSetup,
@@ -104,6 +111,7 @@ class ManagedProcess:
         self.timed_out = False
         self.limit_exceeded: str | None = None
         self._timeout: asyncio.TimerHandle | None = None
+        self.tree = TreeUsage(child.ref)
         if setup.timeout_ms is not None:
             left = setup.timeout_ms - (_now_ms() - self.started_at)
             self._timeout = self._loop.call_later(max(0, left) / 1000, self._on_timeout)
@@ -146,6 +154,9 @@ class ManagedProcess:
             limits=_limits.wire(s.limits),
             limit_exceeded=self.limit_exceeded,
             sandbox=s.sandbox.wire() if s.sandbox is not None else None,
+            ports=list(self.tree.ports) if self.tree is not None else [],
+            usage=self.tree.usage() if self.tree is not None else None,
+            origin=s.origin,
         )
 
     def replay(self, after_seq: int) -> list[SeqEvent]:
@@ -270,6 +281,8 @@ class ManagedProcess:
         if self.child.exit_unknown:
             self.store.failure = "exit status unknown: the exec daemon died as it reaped it"
         self.state = "exited"
+        if self.tree is not None:
+            self.tree.finish(self.child.cpu_seconds)
         signum = self.exit_code - 128 if self.signal is not None else None
         self.limit_exceeded = _limits.exceeded(self.setup.limits, signum, self.child.cpu_seconds)
         self._stdin_buffer.clear()

@@ -39,6 +39,7 @@ from .confinement import resolve_cwd
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_verified, marked_processes
+from .usage import Sampler
 
 #: A long-poll never waits longer than this, whatever `waitMs` asks.
 MAX_WAIT_SECONDS = 3600.0
@@ -92,6 +93,8 @@ class Registry:
         self.keeper: Keeper | None = None
         self._closing = False
         self._fd_limit = raise_fd_limit()
+        #: SPEC 11 ports and usage of every running tree (core/usage.py).
+        self.sampler = Sampler(lambda: [p.tree for p in self.running() if p.tree is not None])
 
     # -- listeners ------------------------------------------------------------
 
@@ -187,6 +190,7 @@ class Registry:
             timeout_ms=params.timeout_ms,
             limits=params.limits,
             sandbox=box.conf if box else None,
+            origin=params.origin.model_dump() if params.origin is not None else None,
         )
         started_at = int(time.time() * 1000)
         meta = None if self.keeper is None else held_meta(setup, log_path, started_at, rules.name)
@@ -209,6 +213,7 @@ class Registry:
         )
         self._procs[proc.id] = proc
         self._fronts[proc.id] = rules.name
+        self.sampler.wake()
         info = proc.info()
         # SPEC 1: the start response goes out before any notification of the process.
         # The response is queued in this same loop step; this runs in the next one,
@@ -287,6 +292,7 @@ class Registry:
         )
         self._procs[proc.id] = proc
         self._fronts[proc.id] = front
+        self.sampler.wake()
         return proc
 
     def adopt(self, proc: ManagedProcess) -> None:
@@ -398,6 +404,7 @@ class Registry:
     async def aclose(self, grace_seconds: float = 2.0) -> None:
         """Terminate and await every process, kill any stray descendant, delete logs."""
         self._closing = True
+        await self.sampler.aclose()
         running = self.running()
         for proc in running:
             proc.terminate(grace_seconds)
@@ -444,6 +451,7 @@ def held_meta(
         "timeoutMs": setup.timeout_ms,
         "limits": limits.wire(setup.limits),
         "sandbox": None if setup.sandbox is None else setup.sandbox.record(),
+        "origin": setup.origin,
         "log": str(log_path),
         "startedAt": started_at,
     }

@@ -246,6 +246,7 @@ def adopt(
             timeout_ms=meta.get("timeoutMs"),
             limits=Limits.model_validate(limits) if limits else None,
             sandbox=Confinement.from_record(box) if box else None,
+            origin=meta.get("origin"),
         )
         store = OutputStore.reopen(
             Path(meta["log"]), config.retained_bytes_per_process, config.log_bytes_per_process

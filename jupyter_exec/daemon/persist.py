@@ -149,6 +149,7 @@ class Persister:
             "lifetime": info.lifetime,
             "startedAt": info.started_at,
             "sandbox": None if proc.setup.sandbox is None else proc.setup.sandbox.record(),
+            "origin": proc.setup.origin,
             "log": proc.store.log_path.name,
         }
         path = self.procs_dir / (proc.store.log_path.stem + ".json")
@@ -202,6 +203,7 @@ class RecoveredProcess(ManagedProcess):
             owner=None,
             marker="",
             sandbox=Confinement.from_record(record["sandbox"]) if record.get("sandbox") else None,
+            origin=record.get("origin"),
         )
         self.id = self.setup.process_id
         self._pid = int(record["pid"])

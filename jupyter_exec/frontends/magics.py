@@ -1,5 +1,5 @@
 """IPython magics: ``%exec``, ``%%exec``, ``%read``, ``%write``, ``%signal``,
-``%terminate``, ``%ps``, ``%attach``, ``%exec_connect`` (``%load_ext jupyter_exec``).
+``%terminate``, ``%ps``, ``%wait``, ``%attach``, ``%exec_connect`` (``%load_ext jupyter_exec``).
 
 The only module that imports IPython, and only glue: parsing magic lines,
 turning errors into ``UsageError``, publishing displays. The parts live in
@@ -153,7 +153,10 @@ def _exec_arguments(func: _F) -> _F:
             "--check", action="store_true", help="with --wait: raise if the exit status is not 0"
         ),
         argument("--wait-for", metavar="REGEX", help="block until the output matches REGEX"),
-        argument("--timeout", type=float, metavar="S", help="limit for --wait / --wait-for"),
+        argument(
+            "--wait-for-port", action="store_true", help="block until it listens on a TCP port"
+        ),
+        argument("--timeout", type=float, metavar="S", help="limit for --wait / --wait-for(-port)"),
         argument("--time-limit", type=float, metavar="S", help="terminate the process after S"),
         argument("--memory-limit", metavar="SIZE", help="its address space, e.g. 512M, 2G"),
         argument("--cpu-limit", type=int, metavar="S", help="its CPU seconds, then SIGXCPU"),
@@ -236,6 +239,7 @@ class ExecMagics(Magics):
             cols=120,
             lifetime="detached",
             label=label,
+            origin=_origin(self.shell),
             **limits,
         )
         process_id = self._call(lambda: client.run(starting))
@@ -271,6 +275,8 @@ class ExecMagics(Magics):
             )
         if args.wait_for:
             handle.wait_for(args.wait_for, args.timeout)
+        if args.wait_for_port:
+            self._wait_for_port(handle.id, 60.0 if args.timeout is None else args.timeout)
         if args.wait:
             if view is None and not args.quiet:
                 stream_to_terminal(handle, timeout=args.timeout)
@@ -280,6 +286,19 @@ class ExecMagics(Magics):
             if view is not None:
                 view.join(timeout=5)
         return handle
+
+    def _wait_for_port(self, process_id: str, timeout: float) -> None:
+        """``--wait-for-port``: until its tree listens (SPEC 11 ports); says where."""
+        try:
+            info = self._call(lambda: self.client.wait_for_port(process_id, timeout))
+        except TimeoutError as exc:
+            raise UsageError(f"{exc}; it keeps running") from None
+        if not info.ports:
+            status = format_status(info.state, info.exit_code, info.signal, None)
+            raise UsageError(f"{process_id} {status} before it listened on a port")
+        for port in info.ports:
+            link = f"  {port['url']}" if port.get("url") else ""
+            print(f"{process_id} listens on {port['address']}:{port['port']}{link}")
 
     # -- %exec / %%exec --------------------------------------------------------------
 
@@ -447,6 +466,31 @@ class ExecMagics(Magics):
         width = None if self._live() else shutil.get_terminal_size().columns
         display({"text/plain": ps_text(infos, width), "text/html": ps_html(infos)})
 
+    @magic_arguments("wait")
+    @argument("ids", nargs="+", metavar="ID", help="process ids")
+    @argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    @line_magic("wait")
+    def wait_magic(self, line: str) -> None:
+        """Block until the processes exit (or --timeout passes); print how each ended.
+
+        Raises if one of them failed (exit status not 0), as ``%exec --check`` does.
+        """
+        args = parse_argstring(self.wait_magic, line)
+        if args.timeout is not None and args.timeout < 0:
+            raise UsageError(f"--timeout {args.timeout} must not be negative")
+        ended = self._call(lambda: self.client.wait_all(args.ids, args.timeout))
+        failed = []
+        for one in ended:
+            if one["exited"]:
+                status = format_status("exited", one["exitCode"], one["signal"], None)
+                if one["exitCode"] != 0:
+                    failed.append(f"{one['processId']} {status}")
+            else:
+                status = "still running"
+            print(f"{one['processId']}: {status}")
+        if failed:
+            raise UsageError("; ".join(failed))
+
     @magic_arguments("attach")
     @argument("id", help="process id")
     @line_magic("attach")
@@ -508,10 +552,22 @@ class ExecMagics(Magics):
             stop_all_views(cell_id, timeout=0)  # this cell runs again: its old views are gone
 
 
+def _origin(shell: Any) -> dict[str, str]:
+    """SPEC 11 `origin` of what this kernel starts: the notebook (or console) the Jupyter
+    server named in ``JPY_SESSION_NAME``, else a console of IPython."""
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session:
+        return {"kind": "notebook" if session.endswith(".ipynb") else "console", "name": session}
+    kernel = getattr(shell, "kernel", None) is not None
+    return {"kind": "console", "name": "kernel" if kernel else "IPython"}
+
+
 # -- extension entry points ------------------------------------------------------------
 
 _loaded: dict[int, ExecMagics] = {}
-_MAGIC_NAMES = ("exec", "read", "write", "signal", "terminate", "ps", "attach", "exec_connect")
+_MAGIC_NAMES = (
+    "exec", "read", "write", "signal", "terminate", "ps", "wait", "attach", "exec_connect"
+)  # fmt: skip
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -171,9 +171,24 @@ class LiveView:
             "text/html": view_html(self.info, self.log, runtime, self._note),
         }
 
+    #: How often a running view asks for its process's ports and usage (SPEC 11).
+    info_interval = 2.0
+    _info_at = 0.0
+
+    def _refresh_info(self) -> None:
+        """Keep the header's ports and usage current while the process runs."""
+        now = time.monotonic()
+        if self.info.state != "running" or now - self._info_at < self.info_interval:
+            return
+        self._info_at = now
+        for info in self.client.list():
+            if info.process_id == self.process_id and info.state == "running":
+                self.info = info
+
     def _render(self) -> None:
         if self._stop.is_set():
             return
+        self._refresh_info()
         self._publish(self._bundle(), self.display_id, True)
         self.updates += 1
 

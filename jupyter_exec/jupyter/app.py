@@ -141,7 +141,16 @@ class ExecExtensionApp(ExtensionApp):
             env=dict(os.environ),
             default_sandbox=self.default_sandbox,
             agent_sandbox=self.agent_sandbox,
+            proxy_base_url=self._proxy_base_url(),
         )
+
+    def _proxy_base_url(self) -> str | None:
+        """SPEC 11: `{base_url}proxy/` when jupyter-server-proxy serves this server
+        (enabled beside us by jupyter-config/), so listed ports carry their links."""
+        server = self.serverapp
+        assert server is not None
+        enabled = server.jpserver_extensions.get("jupyter_server_proxy", False)
+        return f"{server.base_url}proxy/" if enabled else None
 
     def _warn_daemon_settings(self) -> None:
         for name in DAEMON_SETTINGS:

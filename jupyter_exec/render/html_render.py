@@ -11,10 +11,10 @@ import html
 import shlex
 
 from ..wire.models import ProcessInfo
-from .presentation import PS_HEADER, format_status, ps_rows
+from .presentation import PS_HEADER, format_bytes, format_status, ps_columns, ps_rows
 from .terminal import TerminalLog
 
-__all__ = ["ps_html", "view_html"]
+__all__ = ["port_links", "ps_html", "view_html"]
 
 _STATUS_COLOURS = {"running": "#1a73e8", "ok": "#188038", "failed": "#d93025"}
 
@@ -33,7 +33,7 @@ def view_html(info: ProcessInfo, log: TerminalLog, runtime: float, note: str = "
         f'opacity:0.85;margin-bottom:2px">'
         f"<b>{html.escape(info.process_id)}</b> · <code>{html.escape(shlex.join(info.argv))}</code>"
         f' · <span style="color:{colour};font-weight:bold">{html.escape(status)}</span>'
-        f"{html.escape(dropped)}{html.escape(note)}</div>"
+        f"{_usage_html(info)}{port_links(info)}{html.escape(dropped)}{html.escape(note)}</div>"
     )
     if not body:
         return f'<div class="jupyter-exec-view">{header}</div>'
@@ -45,18 +45,57 @@ def view_html(info: ProcessInfo, log: TerminalLog, runtime: float, note: str = "
     )
 
 
+def _usage_html(info: ProcessInfo) -> str:
+    """`` · cpu 45% · 215M · 3 processes`` while it runs; CPU time and peak after."""
+    usage = info.usage
+    if not usage:
+        return ""
+    if info.state == "running":
+        count = usage.get("processes", 0)
+        procs = f" · {count} processes" if count > 1 else ""
+        text = (
+            f" · cpu {usage.get('cpuPercent', 0):.0f}% · {format_bytes(usage.get('rssBytes', 0))}"
+            f"{procs}"
+        )
+    else:
+        text = (
+            f" · cpu {usage.get('cpuSeconds', 0):.1f}s"
+            f" · peak {format_bytes(usage.get('peakRssBytes', 0))}"
+        )
+    return html.escape(text)
+
+
+def port_links(info: ProcessInfo) -> str:
+    """SPEC 11 ports: `` · :8000`` each, a link through jupyter-server-proxy where the
+    server gave its URL (inside Jupyter), plain text elsewhere."""
+    seen: dict[int, str | None] = {}
+    for port in info.ports:
+        number = int(port["port"])
+        seen[number] = seen.get(number) or port.get("url")
+    parts = []
+    for number, url in sorted(seen.items()):
+        if url:
+            parts.append(
+                f'<a href="{html.escape(url, quote=True)}" target="_blank" '
+                f'rel="noopener" title="open port {number} through Jupyter">:{number}</a>'
+            )
+        else:
+            parts.append(f":{number}")
+    return "".join(f" · {part}" for part in parts)
+
+
 def ps_html(infos: list[ProcessInfo]) -> str:
     if not infos:
         return "<i>no processes</i>"
-    head = "".join(f"<th style='text-align:left'>{h.lower()}</th>" for h in PS_HEADER)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td style='text-align:left'>{'<code>' if i == 4 else ''}{html.escape(cell)}"
-            f"{'</code>' if i == 4 else ''}</td>"
-            for i, cell in enumerate(row)
-        )
-        + "</tr>"
-        for row in ps_rows(infos)
-    )
+    full = ps_rows(infos)
+    shown = ps_columns(full)
+    head = "".join(f"<th style='text-align:left'>{PS_HEADER[i].lower()}</th>" for i in shown)
+    ports_at, command_at = PS_HEADER.index("PORTS"), len(PS_HEADER) - 1
+    rows = []
+    for info, row in zip(infos, full, strict=True):
+        cells = [html.escape(cell) for cell in row]
+        cells[ports_at] = port_links(info).replace(" · ", " ").strip()
+        cells[command_at] = f"<code>{cells[command_at]}</code>"
+        rows.append("<tr>" + "".join(f"<td style='text-align:left'>{cells[i]}</td>" for i in shown))
+    body = "</tr>".join(rows) + "</tr>"
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -22,17 +22,23 @@ if TYPE_CHECKING:
 __all__ = [
     "PS_HEADER",
     "ending",
+    "format_bytes",
     "format_duration",
+    "format_ports",
     "format_status",
+    "format_usage",
     "one_line",
     "process_runtime",
+    "ps_columns",
     "ps_rows",
     "ps_text",
     "returncode",
     "view_text",
 ]
 
-PS_HEADER = ("ID", "STATE", "EXIT", "RUNTIME", "COMMAND")
+PS_HEADER = ("ID", "STATE", "EXIT", "RUNTIME", "CPU", "MEM", "PROCS", "PORTS", "COMMAND")
+#: A row of the ``ps`` table, one cell per `PS_HEADER` column.
+PsRow = tuple[str, str, str, str, str, str, str, str, str]
 #: The narrowest COMMAND column a width limit leaves (the table may then wrap).
 MIN_COMMAND_WIDTH = 20
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -54,6 +60,36 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours:02d}h"
+
+
+def format_bytes(size: int) -> str:
+    """``512B``, ``48K``, ``215M``, ``1.2G``: a byte count in four characters or so."""
+    value = float(size)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)}B"
+    return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+
+
+def format_usage(info: ProcessInfo) -> tuple[str, str, str]:
+    """SPEC 11 `usage` as (CPU, MEM, PROCS) cells: ``45% 12s``, ``215M``, ``3`` while it
+    runs; the CPU time and ``peak 215M`` once it ended; empty cells before a sample."""
+    usage = info.usage
+    if not usage:
+        return "", "", ""
+    cpu_time = format_duration(usage.get("cpuSeconds", 0.0))
+    if info.state == "running":
+        cpu = f"{usage.get('cpuPercent', 0.0):.0f}% {cpu_time}"
+        return cpu, format_bytes(usage.get("rssBytes", 0)), str(usage.get("processes", ""))
+    return cpu_time, f"peak {format_bytes(usage.get('peakRssBytes', 0))}", ""
+
+
+def format_ports(info: ProcessInfo) -> str:
+    """SPEC 11 `ports` as ``8000,8888``: each port once, whichever address."""
+    return ",".join(str(p) for p in sorted({int(p["port"]) for p in info.ports}))
 
 
 def format_status(
@@ -110,30 +146,43 @@ def one_line(text: str, width: int | None = None) -> str:
     return text
 
 
-def ps_rows(infos: list[ProcessInfo]) -> list[tuple[str, str, str, str, str]]:
-    """One row per process, every cell on one line (:func:`one_line`)."""
-    rows: list[tuple[str, str, str, str, str]] = []
+def ps_rows(infos: list[ProcessInfo]) -> list[PsRow]:
+    """One row per process, every cell on one line (:func:`one_line`). A log whose
+    start a retention limit cut (``firstSeq`` > 1) says so in its state."""
+    rows: list[PsRow] = []
     for info in infos:
         exit_text = "" if info.exit_code is None else str(info.exit_code)
         if info.signal:
             exit_text = f"{exit_text} ({info.signal})"
         command = info.label or shlex.join(info.argv)
+        state = f"{info.state}, log cut" if info.first_seq > 1 else info.state
         rows.append(
-            (one_line(info.process_id), info.state, exit_text,
-             format_duration(process_runtime(info)), one_line(command))
+            (one_line(info.process_id), state, exit_text,
+             format_duration(process_runtime(info)), *format_usage(info),
+             format_ports(info), one_line(command))
         )  # fmt: skip
     return rows
 
 
+def ps_columns(rows: list[PsRow]) -> list[int]:
+    """The columns of `PS_HEADER` worth showing: CPU, MEM, PROCS and PORTS only when a
+    row has a value there (an older server sends no usage; few processes listen)."""
+    optional = {PS_HEADER.index(name) for name in ("CPU", "MEM", "PROCS", "PORTS")}
+    return [i for i in range(len(PS_HEADER)) if i not in optional or any(row[i] for row in rows)]
+
+
 def ps_text(infos: list[ProcessInfo], width: int | None = None) -> str:
     """The ``ps`` table; with ``width`` (a terminal's columns) long commands are cut to fit."""
-    rows = [PS_HEADER, *ps_rows(infos)]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    room = None if width is None else max(width - sum(widths) - 8, MIN_COMMAND_WIDTH)
+    full = ps_rows(infos)
+    shown = ps_columns(full)
+    rows = [[row[i] for i in shown] for row in [PS_HEADER, *full]]
+    last = len(shown) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(last)]
+    room = None if width is None else max(width - sum(widths) - 2 * last, MIN_COMMAND_WIDTH)
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True))
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:last], widths, strict=True))
         + "  "
-        + one_line(row[4], room)
+        + one_line(row[last], room)
         for row in rows
     )
 

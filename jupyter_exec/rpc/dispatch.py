@@ -52,6 +52,7 @@ READ_ONLY_METHODS = frozenset(
     {
         "process/read",
         "process/list",
+        "process/wait",
         "process/subscribe",
         "process/unsubscribe",
         "environment/info",

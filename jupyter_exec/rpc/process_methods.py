@@ -13,14 +13,18 @@ own `envPolicy` comes from an agent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from ..core.confinement import SETTING, sees
-from ..core.registry import ReadOutcome, Registry
+from ..core.registry import MAX_WAIT_SECONDS, ReadOutcome, Registry
 from ..wire.errors import InvalidRequestError
 from ..wire.events import Event, StartedEvent
+from ..wire.models import ProcessInfo
 from ..wire.protocol import (
     ListParams,
+    Origin,
     ProcessParams,
     ReadParams,
     ResizeParams,
@@ -28,6 +32,7 @@ from ..wire.protocol import (
     StartParams,
     SubscribeParams,
     TerminateParams,
+    WaitParams,
     WriteParams,
     parse_params,
 )
@@ -38,6 +43,8 @@ from .context import CallContext, Handler
 
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)
+    if p.origin is None:
+        p.origin = default_origin(ctx.client_name)
     policies = ctx.sandbox_policies(p.sandbox, codex_fields=p.env_policy is not None)
     info = ctx.registry.start(p, ctx.session_id, ctx.rules, policies)
     # SPEC 1: the start response first, then the starting connection follows.
@@ -45,6 +52,18 @@ async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     # Codex's names: `linuxSeccomp` is its Linux sandbox, whatever enforces it.
     sandbox_type = "none" if info.sandbox is None else "linuxSeccomp"
     return {"processId": p.process_id, "sandboxType": sandbox_type}
+
+
+def default_origin(client_name: str) -> Origin:
+    """SPEC 11 `origin` of a start that names none: from the connection's clientName
+    (docs/protocol.md). Our fronts send their own (a notebook's path, the MCP client)."""
+    if client_name.startswith(("codex", "jupyter-exec-mcp")):
+        return Origin(kind="agent", name=client_name)
+    if client_name == "jupyter-exec-cli":
+        return Origin(kind="cli", name="jupyter exec")
+    if client_name == "jupyterlab":
+        return Origin(kind="panel", name="JupyterLab")
+    return Origin(kind="client", name=client_name)
 
 
 def _follow(ctx: CallContext, process_id: str, after_seq: int) -> None:
@@ -126,7 +145,46 @@ async def _list(ctx: CallContext, params: Any) -> dict[str, Any]:
         ctx.session.watching = True
         if rules.confine_to_root:
             ctx.session.sees = _WatchScope(rules, {info.process_id for info in listed})
-    return {"processes": [info.wire() for info in listed]}
+    return {"processes": [with_urls(info.wire(), rules) for info in listed]}
+
+
+def with_urls(info: dict[str, Any], rules: FrontRules) -> dict[str, Any]:
+    """SPEC 11: inside Jupyter Server each port gets the jupyter-server-proxy URL
+    that reaches it, `{base_url}proxy/PORT/` (the front's `proxy_base_url`)."""
+    base = rules.proxy_base_url
+    if base is not None and info.get("ports"):
+        info["ports"] = [{**port, "url": f"{base}{port['port']}/"} for port in info["ports"]]
+    return info
+
+
+#: SPEC 11 `process/wait`: states in which a process has exited for good.
+_ENDED = ("exited", "closed", "lost")
+
+
+async def _wait(ctx: CallContext, params: Any) -> dict[str, Any]:
+    """SPEC 11: answer once every named process has exited, or at `timeoutMs`."""
+    p = parse_params(WaitParams, params)
+    procs = [ctx.registry.get(process_id) for process_id in p.process_ids]  # unknown: -32600
+    if ctx.rules.confine_to_root:
+        for process_id in p.process_ids:
+            _check_sees(ctx.registry, ctx.rules, process_id)
+    timeout = MAX_WAIT_SECONDS if p.timeout_ms is None else p.timeout_ms / 1000
+    waits = [proc.exited.wait() for proc in procs if proc.state not in _ENDED]
+    if waits:
+        # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), min(timeout, MAX_WAIT_SECONDS))
+    return {"processes": [_ending(proc.info()) for proc in procs]}
+
+
+def _ending(info: ProcessInfo) -> dict[str, Any]:
+    exited = info.state in _ENDED
+    return {
+        "processId": info.process_id,
+        "exited": exited,
+        "exitCode": info.exit_code if exited else None,
+        "signal": info.signal if exited else None,
+    }
 
 
 class _WatchScope:
@@ -172,6 +230,7 @@ def _check_sees(registry: Registry, rules: FrontRules, process_id: str) -> None:
 PROCESS_METHODS: dict[str, Handler] = {
     "process/start": _start,
     "process/list": _list,
+    "process/wait": _wait,
     **{
         name: _confined(handler)
         for name, handler in {

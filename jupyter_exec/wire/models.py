@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal as _signal
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 #: "lost": its exec daemon died while it ran (docs/protocol.md); output stays readable.
@@ -67,6 +67,14 @@ class ProcessInfo:
     limit_exceeded: str | None = None
     #: The sandbox it runs in: `{"mode", "network", "writableRoots"}`; None: unsandboxed.
     sandbox: dict[str, Any] | None = None
+    #: SPEC 11: the TCP ports its tree listens on, `[{"port", "address", "pid"}]`, and
+    #: inside Jupyter Server each one's `"url"` through jupyter-server-proxy.
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    #: SPEC 11: what its tree costs, `{"cpuPercent", "cpuSeconds", "rssBytes",
+    #: "peakRssBytes", "processes"}` (core/usage.py); None until first sampled.
+    usage: dict[str, Any] | None = None
+    #: SPEC 11: where it was started from, `{"kind", "name"}` (docs/protocol.md).
+    origin: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.argv = list(self.argv)  # a copy: the process's own list stays its own

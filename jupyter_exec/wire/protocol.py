@@ -75,6 +75,17 @@ class Limits(Params):
     cpu_seconds: Annotated[int, Field(strict=True, ge=1, le=2**31)] | None = None
 
 
+#: SPEC 11 `origin.kind`: where a process was started from.
+OriginKind = Literal["notebook", "console", "agent", "cli", "panel", "client"]
+
+
+class Origin(Params):
+    """SPEC 11 `origin`: sent by our fronts at `process/start`; else from the clientName."""
+
+    kind: OriginKind
+    name: Annotated[str, StringConstraints(strict=True, max_length=1024)] = ""
+
+
 class StartParams(Params):
     process_id: ProcessId
     argv: Annotated[list[str], Field(min_length=1)]
@@ -93,6 +104,7 @@ class StartParams(Params):
     timeout_ms: Annotated[int, Field(strict=True, ge=1, le=2**53)] | None = None
     limits: Limits | None = None
     sandbox: Sandbox = None
+    origin: Origin | None = None
 
 
 class ProcessParams(Params):
@@ -155,6 +167,14 @@ class ResizeParams(ProcessParams):
 
 class SubscribeParams(ProcessParams):
     after_seq: NonNegative = 0
+
+
+class WaitParams(Params):
+    """SPEC 11 `process/wait`: until every one has exited, or `timeoutMs` passed."""
+
+    process_ids: Annotated[list[ProcessId], Field(min_length=1, max_length=10_000)]
+    #: None: as long as a long-poll may wait (registry.MAX_WAIT_SECONDS).
+    timeout_ms: NonNegative | None = None
 
 
 class ListParams(Params):

@@ -53,6 +53,9 @@ class FrontRules:
     #: `MODE[:network-off]` (wire/sandbox.py `parse_setting`; docs/sandbox.md).
     default_sandbox: str = "none"
     agent_sandbox: str = "workspace-write"
+    #: SPEC 11: `{base_url}proxy/` of a Jupyter server with jupyter-server-proxy, so
+    #: that listed ports carry the URL reaching them through it. None: no URLs.
+    proxy_base_url: str | None = None
 
     def sandbox_policies(self, agent: bool) -> dict[str, SandboxPolicy]:
         """The policies a start through this front runs under, by setting name."""
@@ -83,6 +86,8 @@ class FrontRules:
         }
         if self.env is not None:
             wire["env"] = dict(self.env)
+        if self.proxy_base_url is not None:
+            wire["proxyBaseUrl"] = self.proxy_base_url
         return wire
 
     @classmethod
@@ -117,6 +122,9 @@ class FrontRules:
             and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
         ):
             raise ValueError("front.env must be an object of strings")
+        proxy = data.get("proxyBaseUrl")
+        if proxy is not None and not isinstance(proxy, str):
+            raise ValueError("front.proxyBaseUrl must be a string")
         return cls(
             name=name,
             root_dir=Path(os.path.normpath(root)),
@@ -126,4 +134,5 @@ class FrontRules:
             env=env,
             default_sandbox=sandboxes["defaultSandbox"],
             agent_sandbox=sandboxes["agentSandbox"],
+            proxy_base_url=proxy,
         )

@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupyter_exec.render.html_render import ps_html
-from jupyter_exec.render.presentation import format_duration, format_status, one_line, ps_text
+from jupyter_exec.render.html_render import ps_html, view_html
+from jupyter_exec.render.presentation import (
+    format_bytes,
+    format_duration,
+    format_status,
+    one_line,
+    ps_text,
+)
 from jupyter_exec.render.terminal import (
     StreamDecoder,
     TerminalLog,
@@ -149,3 +155,57 @@ def test_one_line_cuts_with_an_ellipsis() -> None:
     assert one_line("abc", 3) == "abc"
     assert one_line("abcd", 3) == "ab…"
     assert one_line("a\tb\x7f") == "a\\x09b\\x7f"
+
+
+def _served(**changes: object) -> ProcessInfo:
+    """A running server with SPEC 11 usage and ports (two addresses of one port)."""
+    info = ProcessInfo(
+        process_id="web", argv=["python", "-m", "http.server"], cwd="/", tty=False, pid=7,
+        label=None, lifetime="detached", state="running", started_at=0, exited_at=None,
+        exit_code=None, signal=None, next_seq=5, first_seq=1, output_bytes=10,
+        ports=[
+            {"port": 8000, "address": "0.0.0.0", "pid": 8, "url": "/base/proxy/8000/"},
+            {"port": 8000, "address": "::", "pid": 8, "url": "/base/proxy/8000/"},
+        ],
+        usage={"cpuPercent": 45.2, "cpuSeconds": 12.3, "rssBytes": 215 << 20,
+               "peakRssBytes": 300 << 20, "processes": 3},
+    )  # fmt: skip
+    return ProcessInfo(**{**info.__dict__, **changes})
+
+
+def test_ps_shows_usage_ports_and_a_cut_log() -> None:
+    running, ended = (
+        _served(),
+        _served(
+            process_id="old", state="closed", exited_at=5_000, exit_code=0, ports=[], first_seq=9
+        ),
+    )
+    header, first, second = ps_text([running, ended]).splitlines()
+    assert header.split() == [
+        "ID", "STATE", "EXIT", "RUNTIME", "CPU", "MEM", "PROCS", "PORTS", "COMMAND"
+    ]  # fmt: skip
+    assert "45% 12s" in first and "215M" in first and "  3  " in first and "8000" in first
+    assert "closed, log cut" in second and "12s" in second and "peak 300M" in second
+    table = ps_html([running, ended])
+    assert '<a href="/base/proxy/8000/" target="_blank"' in table and table.count(":8000<") == 1
+    assert "peak 300M" in table
+
+
+def test_view_header_links_each_port_once_and_says_what_it_costs() -> None:
+    log = TerminalLog()
+    header = view_html(_served(), log, 3.0)
+    assert header.count('href="/base/proxy/8000/"') == 1
+    assert "cpu 45% · 215M · 3 processes" in header
+    plain = view_html(_served(ports=[{"port": 9000, "address": "::1", "pid": 8}]), log, 3.0)
+    assert " · :9000" in plain and "href" not in plain  # no Jupyter: no link
+    ended = view_html(_served(state="exited", exit_code=0, exited_at=3000, ports=[]), log, 3.0)
+    assert "cpu 12.3s · peak 300M" in ended
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0B"), (512, "512B"), (48 << 10, "48K"), (5 << 19, "2.5M"), (215 << 20, "215M"),
+     (int(1.25 * (1 << 30)), "1.2G")],
+)  # fmt: skip
+def test_format_bytes(size: int, text: str) -> None:
+    assert format_bytes(size) == text

@@ -1,0 +1,165 @@
+"""SPEC 11 `ports`, `usage`, `origin` and `process/wait`, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from jupyter_exec.core.usage import listening_sockets, socket_inodes
+from jupyter_exec.wire.errors import InvalidParamsError, InvalidRequestError
+from tests.wire import RawPeer, embedded, py
+
+#: Serves its directory on a free port of 127.0.0.1, from a grandchild (bash -> python).
+SERVER = ["bash", "-c", "python3 -m http.server 0 --bind 127.0.0.1 >/dev/null 2>&1 & wait"]
+#: Touches 200 MB, says so, holds it for a while.
+MEMORY = py(
+    "import sys, time\n"
+    "b = bytearray(200 << 20)\n"
+    "b[::4096] = b'x' * (len(b) // 4096)\n"
+    "print('touched', flush=True); time.sleep(2.5)\n"
+)
+BUSY = py("import time\nt = time.time()\nwhile time.time() - t < 2.5: pass\n")
+
+
+async def info_of(client, process_id):
+    return next(i for i in await client.list() if i.process_id == process_id)
+
+
+async def until(check, timeout: float = 5.0):
+    """`check()`'s first truthy answer, polling; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = await check()
+        if answer or time.monotonic() > deadline:
+            assert answer, f"not within {timeout} s"
+            return answer
+        await asyncio.sleep(0.1)
+
+
+async def test_a_grandchilds_port_shows_within_2s_and_goes_with_it(tmp_path):
+    (tmp_path / "hello.txt").write_text("hi")
+    async with embedded(tmp_path) as (_, c):
+        await c.start("srv", SERVER)
+        started = time.monotonic()
+        info = await c.wait_for_port("srv", 10)
+        assert time.monotonic() - started < 2.5  # the first sample after the listen
+        [port] = info.ports
+        assert port["address"] == "127.0.0.1" and port["pid"] != info.pid  # the grandchild
+        assert "url" not in port  # no Jupyter front, no proxy URL
+        url = f"http://127.0.0.1:{port['port']}/"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url).read())
+        assert b"hello.txt" in body
+        assert info.usage is not None and info.usage["processes"] == 2
+        await c.terminate("srv")
+        await c.wait("srv", 10)
+        assert (await info_of(c, "srv")).ports == []
+
+
+async def test_ports_of_other_processes_are_not_claimed(tmp_path):
+    """A socket listening outside every tree is nobody's; ours still show."""
+    with socket.socket() as outsider:
+        outsider.bind(("127.0.0.1", 0))
+        outsider.listen()
+        assert outsider.getsockname()[1] in {p for _, p in listening_sockets().values()}
+        async with embedded(tmp_path) as (_, c):
+            await c.start("idle", ["sleep", "30"])
+            await c.start("srv", SERVER)
+            await c.wait_for_port("srv", 10)
+            assert (await info_of(c, "idle")).ports == []
+            listed = {p["port"] for i in await c.list() for p in i.ports}
+            assert outsider.getsockname()[1] not in listed
+
+
+async def test_memory_and_cpu_show_and_stay_after_the_exit(tmp_path):
+    async with embedded(tmp_path) as (_, c):
+        await c.start("mem", MEMORY)
+        await c.start("busy", BUSY)
+        await c.read("mem", 0, wait_ms=10_000, until_pattern="touched")
+
+        async def sampled():
+            mem, busy = await info_of(c, "mem"), await info_of(c, "busy")
+            big = mem.usage and mem.usage["rssBytes"] >= 150 << 20
+            hot = busy.usage and busy.usage["cpuPercent"] > 30
+            return (mem, busy) if big and hot else None
+
+        mem, busy = await until(sampled, 3)
+        assert mem.usage["peakRssBytes"] >= mem.usage["rssBytes"]
+        await c.wait_all(["mem", "busy"], 20)
+        mem_after, busy_after = await info_of(c, "mem"), await info_of(c, "busy")
+        assert mem_after.usage["peakRssBytes"] >= 150 << 20
+        assert mem_after.usage["rssBytes"] == 0 and mem_after.usage["processes"] == 0
+        assert busy_after.usage["cpuSeconds"] >= max(1.0, busy.usage["cpuSeconds"])
+        assert busy_after.usage["cpuPercent"] == 0
+
+
+async def test_wait_answers_when_all_have_exited_or_at_the_timeout(tmp_path):
+    async with embedded(tmp_path) as (_, c):
+        await c.start("quick", py("import sys; sys.exit(3)"))
+        await c.start("slow", py("import time; time.sleep(1.5)"))
+        await c.start("forever", ["sleep", "60"])
+        started = time.monotonic()
+        both = await c.wait_all(["quick", "slow"], 20)
+        assert 1.0 < time.monotonic() - started < 10
+        assert both == [
+            {"processId": "quick", "exited": True, "exitCode": 3, "signal": None},
+            {"processId": "slow", "exited": True, "exitCode": 0, "signal": None},
+        ]
+        started = time.monotonic()
+        timed_out = await c.wait_all(["quick", "forever"], 0.3)
+        assert 0.25 < time.monotonic() - started < 5
+        assert timed_out[1] == {
+            "processId": "forever", "exited": False, "exitCode": None, "signal": None
+        }  # fmt: skip
+        await c.terminate("forever", 0)
+        [killed] = await c.wait_all(["forever"], 20)
+        assert killed["exited"] and killed["signal"] == "SIGTERM" and killed["exitCode"] == 143
+
+
+async def test_wait_refuses_bad_input_and_harms_nothing(tmp_path):
+    async with embedded(tmp_path) as (service, c):
+        await c.start("live", ["sleep", "30"])
+        with pytest.raises(InvalidRequestError, match="unknown process id ghost"):
+            await c.wait_all(["live", "ghost"], 1)
+        peer = RawPeer(service)
+        await peer.handshake()
+        for params, needle in (
+            ({"processIds": ["live"], "timeoutMs": -1}, "timeoutMs"),
+            ({"processIds": [], "timeoutMs": 10}, "processIds"),
+            ({"processIds": "live"}, "processIds"),
+            ({"processIds": [""]}, "processIds"),
+            ({"timeoutMs": 10}, "processIds"),
+            ({"processIds": ["live"], "timeoutMs": 1.5}, "timeoutMs"),
+        ):
+            error = (await peer.call("process/wait", params))["error"]
+            assert error["code"] == InvalidParamsError.code and needle in error["message"], params
+        await peer.close()
+        assert (await info_of(c, "live")).state == "running"
+
+
+async def test_origin_is_sent_or_taken_from_the_client_name(tmp_path):
+    async with embedded(tmp_path) as (service, c):
+        await c.start("mine", ["true"], origin={"kind": "notebook", "name": "work/a.ipynb"})
+        await c.start("plain", ["true"])
+        assert (await info_of(c, "mine")).origin == {"kind": "notebook", "name": "work/a.ipynb"}
+        assert (await info_of(c, "plain")).origin == {"kind": "client", "name": "jupyter-exec"}
+        peer = RawPeer(service)
+        await peer.call("initialize", {"clientName": "codex-environment"})
+        peer.send("initialized", notify=True)
+        await peer.call("process/start", {"processId": "agent", "argv": ["true"]})
+        bad = await peer.call(
+            "process/start", {"processId": "x", "argv": ["true"], "origin": {"kind": "robot"}}
+        )
+        assert (
+            bad["error"]["code"] == InvalidParamsError.code and "origin" in bad["error"]["message"]
+        )
+        await peer.close()
+        assert (await info_of(c, "agent")).origin == {"kind": "agent", "name": "codex-environment"}
+        assert "x" not in {i.process_id for i in await c.list()}
+
+
+def test_socket_inodes_of_a_gone_process_are_none():
+    assert socket_inodes(2**22 + 1) == frozenset()  # above any pid_max
