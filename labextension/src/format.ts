@@ -39,6 +39,8 @@ export function exitBadge(info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signa
       return { text: 'restarting', state: 'running' };
     case 'queued':
       return { text: 'queued', state: 'queued' };
+    case 'lost':
+      return { text: 'lost', state: 'failed' };
     default:
       return {
         text: describeExit(info.exitCode, info.signal),

@@ -35,7 +35,14 @@ import {
 } from './protocol';
 
 /** A process never moves back down this order (a restart goes running -> restarting -> running). */
-const STATE_ORDER: Record<ProcessState, number> = { queued: 0, running: 1, restarting: 1, exited: 2, closed: 3 };
+const STATE_ORDER: Record<ProcessState, number> = {
+  queued: 0,
+  running: 1,
+  restarting: 1,
+  exited: 2,
+  closed: 3,
+  lost: 3
+};
 
 /** How often `poll()` refreshes the list: usage and ports are kept within 2 s (SPEC 11). */
 export const POLL_MS = 2000;

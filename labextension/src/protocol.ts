@@ -28,8 +28,11 @@ export const ErrorCode = {
   InternalError: -32603
 } as const;
 
-/** `queued` and `restarting` come from SPEC 11 (queues, restart policies). */
-export type ProcessState = 'queued' | 'running' | 'restarting' | 'exited' | 'closed';
+/**
+ * `queued` and `restarting` come from SPEC 11 (queues, restart policies);
+ * `lost`: its exec daemon died while it ran, its output stays readable.
+ */
+export type ProcessState = 'queued' | 'running' | 'restarting' | 'exited' | 'closed' | 'lost';
 export type Stream = 'stdout' | 'stderr' | 'pty';
 export type Lifetime = 'connection' | 'detached';
 export type SignalName =

@@ -167,14 +167,13 @@ def test_the_port_link_opens_the_served_page_and_usage_shows(page: Any, lab: Lab
         assert link.inner_text() == f":{port}"
         assert link.get_attribute("target") == "_blank"
         usage = row(page, "busy").locator(".jp-ExecPanel-usage")
-        wait_until(
-            lambda: (
-                re.match(r"(\d+) %", usage.inner_text())
-                and int(usage.inner_text().split()[0]) >= 30
-            ),
-            "the busy loop's CPU % in its row",
-        )
-        assert re.fullmatch(r"\d+ % · \d+(\.\d)? MB", usage.inner_text()), usage.inner_text()
+
+        def busy_percent() -> float:
+            match = re.match(r"([\d.]+) % · \d+(\.\d)? MB$", usage.inner_text())
+            return float(match.group(1)) if match else -1
+
+        # A busy loop shows a live CPU figure (its size depends on how busy the machine is).
+        wait_until(lambda: busy_percent() > 1, "the busy loop's CPU % in its row")
         shot(page, "port-and-usage")
         with page.context.expect_page() as opened:
             link.click()
@@ -196,8 +195,11 @@ def test_the_port_link_opens_the_served_page_and_usage_shows(page: Any, lab: Lab
 #: Numbered lines of 64 bytes, more than 2 MiB in all: more than the server holds in
 #: memory, so the view's replay comes from the log and from notifications both.
 LINES = 36_000
+#: The output view of process "big", found through the app (`expose_app_in_browser`).
+VIEW_JS = "Array.from(window.jupyterapp.shell.widgets('main')).find(w => w.id === 'jupyter-exec-view-big')"
 
 
+@pytest.mark.timeout(300)  # seconds on a quiet machine; minutes when chromium gets little CPU
 def test_the_view_replays_more_than_2_mib_without_losing_or_repeating_a_line(
     page: Any, lab: Lab
 ) -> None:
@@ -213,20 +215,31 @@ def test_the_view_replays_more_than_2_mib_without_losing_or_repeating_a_line(
     try:
         open_panel(page)
         row(page, "big").locator("button.jp-ExecPanel-row").click()
-        wait_for_text(page, r"\[process exited 0\]", timeout=60)
+        # Wait in the page, on the terminal's buffer: polling the DOM would slow xterm down.
+        page.wait_for_function(
+            f"""() => {{
+              const view = {VIEW_JS};
+              const buffer = view && view._terminal && view._terminal.buffer.active;
+              if (!buffer) return false;
+              for (let y = buffer.length - 1; y >= Math.max(0, buffer.length - 8); y--) {{
+                if (buffer.getLine(y).translateToString(true).includes('[process exited 0]')) return true;
+              }}
+              return false;
+            }}""",
+            polling=500,
+            timeout=240_000,
+        )
         # What the view's terminal received, line by line (xterm keeps 100,000 lines).
         numbers = page.evaluate(
-            """() => {
-              const views = Array.from(window.jupyterapp.shell.widgets('main'));
-              const view = views.find(w => w.id === 'jupyter-exec-view-big');
-              const buffer = view._terminal.buffer.active;
+            f"""() => {{
+              const buffer = {VIEW_JS}._terminal.buffer.active;
               const out = [];
-              for (let y = 0; y < buffer.length; y++) {
-                const m = /^(\\d{8}) x{55}$/.exec(buffer.getLine(y).translateToString(true));
+              for (let y = 0; y < buffer.length; y++) {{
+                const m = /^(\\d{{8}}) x{{55}}$/.exec(buffer.getLine(y).translateToString(true));
                 if (m) out.push(Number(m[1]));
-              }
+              }}
               return out;
-            }"""
+            }}"""
         )
         assert len(numbers) == LINES, (len(numbers), numbers[:3], numbers[-3:])
         assert numbers == list(range(LINES))

@@ -59,6 +59,7 @@ describe('exit badges', () => {
       text: 'killed by SIGTERM (143)',
       state: 'signal'
     });
+    expect(exitBadge(info('a', { state: 'lost' }))).toEqual({ text: 'lost', state: 'failed' });
     expect(describeExit(null, null)).toBe('exited');
   });
 
