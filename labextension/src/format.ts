@@ -104,7 +104,9 @@ export function usageSummary(info: Pick<IProcessInfo, 'state' | 'usage'>): strin
     const procs = usage.processes === 1 ? '' : ` · ${usage.processes} procs`;
     return `${formatPercent(usage.cpuPercent)} · ${formatBytes(usage.rssBytes)}${procs}`;
   }
-  return `${formatCpuSeconds(usage.cpuSeconds)} CPU · peak ${formatBytes(usage.peakRssBytes)}`;
+  // A process too short for one sample has no peak: no "peak 0 B".
+  const peak = usage.peakRssBytes > 0 ? ` · peak ${formatBytes(usage.peakRssBytes)}` : '';
+  return `${formatCpuSeconds(usage.cpuSeconds)} CPU${peak}`;
 }
 
 /** The view's longer usage line, every figure with its name. */
@@ -116,7 +118,7 @@ export function usageDetails(info: Pick<IProcessInfo, 'state' | 'usage'>): strin
   const peak = `peak RSS ${formatBytes(usage.peakRssBytes)}`;
   const cpuTime = `CPU time ${formatCpuSeconds(usage.cpuSeconds)}`;
   if (!isActive(info)) {
-    return `${cpuTime} · ${peak}`;
+    return usage.peakRssBytes > 0 ? `${cpuTime} · ${peak}` : cpuTime;
   }
   const procs = `${usage.processes} process${usage.processes === 1 ? '' : 'es'}`;
   return `CPU ${formatPercent(usage.cpuPercent)} · ${cpuTime} · RSS ${formatBytes(usage.rssBytes)} (${peak}) · ${procs}`;

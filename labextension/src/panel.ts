@@ -258,7 +258,7 @@ export class ProcessesPanel extends Widget {
     this._filterText.placeholder = 'Filter: name, command, notebook, :port';
     this._filterText.setAttribute('aria-label', 'Filter processes');
     this._filterText.addEventListener('input', () => this._render());
-    this._filterState.className = 'jp-mod-styled jp-ExecPanel-state';
+    this._filterState.className = 'jp-ExecPanel-state';
     this._filterState.setAttribute('aria-label', 'Show processes');
     for (const [value, text] of STATE_FILTERS) {
       this._filterState.append(new Option(text, value));
@@ -377,9 +377,10 @@ export class ProcessesPanel extends Widget {
     const collapsed = this._collapsed.has(group.key);
     node.section.dataset.kind = group.origin?.kind ?? 'other';
     setText(node.label, group.label);
-    setText(node.count, `${group.active ? `${group.active} running · ` : ''}${group.processes.length}`);
+    const shown = group.processes.length;
+    setText(node.count, group.active ? `${group.active}/${shown} running` : String(shown));
     node.toggle.setAttribute('aria-expanded', String(!collapsed));
-    node.toggle.title = `${group.label}: ${group.processes.length} shown, ${group.active} running (click to ${collapsed ? 'expand' : 'collapse'})`;
+    node.toggle.title = `${group.label}: ${shown} shown, ${group.active} running (click to ${collapsed ? 'expand' : 'collapse'})`;
     node.list.hidden = collapsed;
     if (collapsed) {
       node.list.replaceChildren();

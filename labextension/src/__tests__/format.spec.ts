@@ -98,6 +98,9 @@ describe('usage', () => {
     const done = info('a', { state: 'closed', exitCode: 0, usage: { ...usage, cpuPercent: 0, rssBytes: 0 } });
     expect(usageSummary(done)).toBe('4.3 s CPU · peak 412 MB');
     expect(usageDetails(done)).toBe('CPU time 4.3 s · peak RSS 412 MB');
+    const brief = { ...done, usage: { ...done.usage!, cpuSeconds: 0.1, peakRssBytes: 0 } };
+    expect(usageSummary(brief)).toBe('0.1 s CPU');
+    expect(usageDetails(brief)).toBe('CPU time 0.1 s');
   });
 
   it('says nothing when the server measured nothing (older servers, queued processes)', () => {
