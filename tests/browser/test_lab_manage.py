@@ -5,6 +5,7 @@ Real `jupyter lab` (the session's, conftest.py), real chromium, real processes.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,8 @@ import pytest
 from tests.browser.lab import (
     PANEL,
     Lab,
+    http,
+    open_lab,
     open_panel,
     row,
     shot,
@@ -144,6 +147,32 @@ def test_a_panel_process_ending_is_announced_and_its_button_opens_the_output(
     toast.get_by_role("button", name="Open output").click()
     wait_for_text(page, r"finished-here")
     assert view(page).get_attribute("id") == f"jupyter-exec-view-{info['processId']}"
+
+    # No browser open: two processes of another client end. With the settings
+    # "every process, only failures", the next open announces the failure, once.
+    page.goto("about:blank")
+    for name, code in (("away-ok", 0), ("away-fails", 3)):
+        lab.start({"processId": name, "argv": ["sh", "-c", f"exit {code}"], "label": name})
+    wait_until(
+        lambda: all(
+            p["state"] != "running" for p in lab.processes() if p["label"].startswith("away")
+        ),
+        "the two to end",
+    )
+    settings = f"{lab.url}lab/api/settings/jupyter-exec:plugin"
+    raw = json.dumps({"notifications": "all", "onlyFailures": True})
+    assert http(settings, lab.token, "PUT", {"raw": raw})[0] == 204
+    try:
+        open_lab(page, lab)
+        page.locator(".Toastify__toast", has_text='"away-fails" exited 3').wait_for()
+        assert page.locator(".Toastify__toast", has_text="away-ok").count() == 0
+        open_lab(page, lab)  # and not again
+        open_panel(page)
+        row(page, "away-fails").wait_for()
+        page.wait_for_timeout(1000)
+        assert page.locator(".Toastify__toast", has_text="away-fails").count() == 0
+    finally:
+        assert http(settings, lab.token, "PUT", {"raw": "{}"})[0] == 204
 
 
 def test_the_port_link_opens_the_served_page_and_usage_shows(page: Any, lab: Lab) -> None:
