@@ -110,13 +110,30 @@ def test_two_hundred_processes_grouped_filtered_and_cleared(page: Any, lab: Lab)
         assert {p["processId"] for p in lab.processes()} == running
         assert clear.is_disabled()
         page.locator(f"{PANEL} .jp-ExecPanel-status", has_text="20 running, 20 in all").wait_for()
-        # The status bar counts them, and opens the panel.
+        shot(page, "many-cleared")
+        # The status bar counts them, and opens the panel once it is hidden.
         status_item = page.locator("#jupyter-exec-status")
         assert status_item.inner_text().strip() == "20 running"
-        shot(page, "many-cleared")
+        page.locator(f'.jp-SideBar [data-id="{PANEL[1:]}"]').click()
+        page.locator(PANEL).wait_for(state="hidden")
+        status_item.click()
+        page.locator(PANEL).wait_for(state="visible")
     finally:
         lab.remove_all()
     status_item.filter(has_text="0 running").wait_for()
+
+    # The Launcher's "Process" tile and the palette's commands.
+    page.evaluate("() => window.jupyterapp.commands.execute('launcher:create')")
+    tile = page.locator('.jp-LauncherCard:visible[title^="Start a process"]')
+    assert tile.locator(".jp-LauncherCard-label").inner_text() == "Process"
+    tile.click()
+    page.locator(".jp-Dialog", has_text="New process").wait_for()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("processes")
+    labels = page.locator(".lm-CommandPalette-itemLabel").all_inner_texts()
+    for label in ("Show Processes Panel", "Filter Processes…", "Clear Finished Processes"):
+        assert label in labels, labels
 
 
 def test_a_panel_process_ending_is_announced_and_its_button_opens_the_output(
