@@ -1,4 +1,4 @@
-"""The seven MCP tools of SPEC 10, on the official `mcp` SDK, over an `ExecClient`.
+"""The eight MCP tools of SPEC 10, on the official `mcp` SDK, over an `ExecClient`.
 
 Both MCP endpoints (stdio: mcp_stdio.py; streamable HTTP inside Jupyter:
 mcp_http.py) build their server here. The tools speak the same JSON-RPC as
@@ -14,6 +14,7 @@ an error the server answers, a bad regex, an unknown id become a tool error
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import re
@@ -29,6 +30,7 @@ from pydantic import Field
 from .._version import __version__
 from ..client.exec_client import ConnectionLostError, ExecClient
 from ..render.presentation import ps_text
+from ..render.terminal import collapse_progress
 from ..wire.errors import ExecError
 from ..wire.models import ProcessInfo
 from ..wire.sandbox import shorthand
@@ -40,6 +42,9 @@ END_CURSOR = 2**53
 INPUT_IDLE_MS = 300
 #: How long `terminate_process` waits to report the exit (after SIGTERM's grace).
 TERMINATE_WAIT_SECONDS = 5.0
+#: `wait_process`: the end of each one's output it returns, from its last chunks.
+TAIL_CHARS = 2000
+TAIL_CHUNKS = 16
 
 Seconds = Annotated[float, Field(ge=0, le=3600)]
 #: docs/sandbox.md; the server's `agent_sandbox` applies anyway: this can only be stricter.
@@ -96,6 +101,7 @@ def build_server(source: ClientSource, actions: Actions | None = None) -> MCPSer
         tools.signal_process,
         tools.terminate_process,
         tools.list_processes,
+        tools.wait_process,
     ):
         server.tool(description=" ".join((fn.__doc__ or "").split()))(fn)
     return server
@@ -150,6 +156,7 @@ class _Tools:
     async def _start(
         self,
         client: ExecClient,
+        ctx: Context,
         command: str,
         cwd: str | None,
         env: Env,
@@ -166,6 +173,7 @@ class _Tools:
             "argv": ["bash", "-c", command],
             "lifetime": "detached",
             "label": "mcp: " + command[:80],
+            "origin": {"kind": "agent", "name": _agent_name(ctx)},
             **extra,
         }
         if cwd is not None:
@@ -190,7 +198,7 @@ class _Tools:
         killed, follow it with read_output."""
         async with _tool_errors():
             client = await self._client(ctx, "execute")
-            process_id = await self._start(client, command, cwd, env, sandbox)
+            process_id = await self._start(client, ctx, command, cwd, env, sandbox)
             await _wait_exit(client, process_id, timeout_seconds)
             b = await collect(client, process_id, 0, None, DEFAULT_MAX_CHARS)
             return _result(
@@ -209,17 +217,23 @@ class _Tools:
         wait_for: str | None = None,
         wait_seconds: Seconds = 5,
         sandbox: Sandbox = None,
+        wait_for_port: bool = False,
     ) -> CallToolResult:
         """Start a long-running bash command (a server, a REPL, a watcher) that keeps
         running in the user's Jupyter server, with stdin open for send_input. Returns its
         process_id and its output up to the first match of the regex wait_for (e.g.
-        "Listening on"), or wait_seconds (default 5), or its exit, whichever comes first."""
+        "Listening on"), or wait_seconds (default 5), or its exit, whichever comes first.
+        wait_for_port=true returns once it listens on a TCP port instead (raise
+        wait_seconds for a slow server), with the ports and their links."""
         async with _tool_errors():
             _check_pattern(wait_for, "wait_for")
             client = await self._client(ctx, "execute")
             pid = await self._start(
-                client, command, cwd, env, sandbox, process_id=process_id, tty=tty, pipeStdin=True
-            )
+                client, ctx, command, cwd, env, sandbox,
+                process_id=process_id, tty=tty, pipeStdin=True,
+            )  # fmt: skip
+            if wait_for_port:
+                return await _port_result(client, pid, wait_seconds)
             if wait_for is None:
                 await _wait_exit(client, pid, wait_seconds)
                 upto = None
@@ -340,12 +354,85 @@ class _Tools:
 
     async def list_processes(self, ctx: Context) -> CallToolResult:
         """The processes in the user's Jupyter server (agents', notebooks', the user's):
-        id, state, exit code, command."""
+        id, state, exit code, CPU and memory of its process tree, the TCP ports it
+        listens on (with links), where it came from, command."""
         async with _tool_errors():
             client = await self._client(ctx, "read")
             infos = await client.list()
             text = ps_text(infos) if infos else "no processes"
             return _result(text, {"processes": [_listed(i) for i in infos]})
+
+    async def wait_process(
+        self,
+        process_ids: Annotated[list[str], Field(min_length=1, max_length=1000)],
+        ctx: Context,
+        timeout_seconds: Seconds = 300,
+    ) -> CallToolResult:
+        """Wait until every named process has exited, or timeout_seconds (default 300)
+        pass, in one call instead of polling read_output. Returns each one's exit code
+        (null while still running) and the end of its output."""
+        async with _tool_errors():
+            client = await self._client(ctx, "read")
+            ended = await client.wait_all(process_ids, timeout_seconds)
+            facts, lines = [], []
+            for one in ended:
+                pid, code = one["processId"], one["exitCode"]
+                tail = await _tail(client, pid)
+                facts.append(
+                    {"process_id": pid, "running": not one["exited"], "exit_code": code,
+                     "signal": one["signal"], "output_tail": tail}
+                )  # fmt: skip
+                status = "still running" if not one["exited"] else f"exit code: {code}"
+                if one["signal"]:
+                    status += f" ({one['signal']})"
+                lines.append(_lines(f"== {pid}: {status}", tail))
+            return _result("\n".join(lines), {"processes": facts})
+
+
+def _agent_name(ctx: Context) -> str:
+    """SPEC 11 origin: the MCP client's own name (its `initialize` clientInfo)."""
+    with contextlib.suppress(AttributeError, LookupError, ValueError):
+        params = ctx.session.client_params
+        if params is not None and params.client_info.name:
+            return f"{params.client_info.name} (MCP)"
+    return "MCP client"
+
+
+async def _port_result(client: ExecClient, process_id: str, seconds: float) -> CallToolResult:
+    """`start_process(wait_for_port=True)`: its ports once it listens, or why not."""
+    try:
+        info = await client.wait_for_port(process_id, seconds)
+    except TimeoutError:
+        info = next(i for i in await client.list() if i.process_id == process_id)
+    b = await collect(client, process_id, 0, None, DEFAULT_MAX_CHARS)
+    ports = [_port(p) for p in info.ports]
+    if ports:
+        where = ", ".join(p.get("url") or f"{p['address']}:{p['port']}" for p in ports)
+        head = f"started {process_id}, listening on {where}"
+    else:
+        head = f"started {process_id}; it listens on no TCP port yet"
+    return _result(
+        _lines(head, b.text, _exit_line(b, process_id)),
+        {"process_id": process_id, **b.structured(), "ports": ports},
+    )
+
+
+def _port(port: dict[str, Any]) -> dict[str, Any]:
+    return {"port": port["port"], "address": port["address"], "pid": port["pid"],
+            "url": port.get("url")}  # fmt: skip
+
+
+async def _tail(client: ExecClient, process_id: str) -> str:
+    """The end of its output (`TAIL_CHARS`), read from its last chunks only."""
+    end = await client.request("process/read", {"processId": process_id, "afterSeq": END_CURSOR})
+    after = max(0, end["nextSeq"] - 1 - TAIL_CHUNKS)
+    params = {"processId": process_id, "afterSeq": after, "maxBytes": 1 << 20}
+    r = await client.request("process/read", params)
+    data = b"".join(base64.b64decode(c["chunk"]) for c in r["chunks"])
+    text = data.decode("utf-8", errors="replace")
+    if any(c["stream"] == "pty" for c in r["chunks"]):
+        text = "\n".join(line.rstrip() for line in collapse_progress(text).split("\n"))
+    return text[-TAIL_CHARS:]
 
 
 def _listed(info: ProcessInfo) -> dict[str, Any]:
@@ -360,6 +447,20 @@ def _listed(info: ProcessInfo) -> dict[str, Any]:
         "pid": info.pid,
         "next_seq": info.next_seq,
         "output_bytes": info.output_bytes,
+        "ports": [_port(p) for p in info.ports],
+        "usage": None if info.usage is None else _usage(info.usage),
+        "origin": info.origin,
+    }
+
+
+def _usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """SPEC 11 usage in the tools' snake_case."""
+    return {
+        "cpu_percent": usage.get("cpuPercent"),
+        "cpu_seconds": usage.get("cpuSeconds"),
+        "rss_bytes": usage.get("rssBytes"),
+        "peak_rss_bytes": usage.get("peakRssBytes"),
+        "processes": usage.get("processes"),
     }
 
 

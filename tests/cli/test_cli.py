@@ -295,3 +295,44 @@ def test_run_with_time_memory_and_cpu_limits(standalone: Standalone) -> None:
     bad = standalone.run("run", "--memory-limit", "lots", "--", "true")
     assert bad.returncode == 2 and "memory limit 'lots' is not a size like 512M or 2G" in bad.stderr
     assert "true" not in {p["argv"][0] for p in json.loads(standalone.run("ps", "--json").stdout)}
+
+
+def test_wait_exits_with_the_worst_status(standalone: Standalone) -> None:
+    standalone.run("run", "-d", "--name", "ok", "--", PY, "-c", "import time; time.sleep(1)")
+    standalone.run("run", "-d", "--name", "bad", "--", PY, "-c", "import sys; sys.exit(5)")
+    standalone.run("run", "-d", "--name", "long", "--", "sleep", "60")
+    started = time.monotonic()
+    both = standalone.run("wait", "ok", "bad")
+    assert time.monotonic() - started > 0.8  # not before "ok" ended
+    assert both.returncode == 5, both
+    assert both.stdout == "ok: exited 0\nbad: exited 5\n"
+    timed_out = standalone.run("wait", "ok", "long", "--timeout", "0.3")
+    assert timed_out.returncode == 124 and "long: still running" in timed_out.stdout
+    unknown = standalone.run("wait", "ok", "nosuch")
+    assert unknown.returncode == 1 and "unknown process id nosuch" in unknown.stderr
+    negative = standalone.run("wait", "ok", "--timeout", "-1")
+    assert negative.returncode == 2 and "must not be negative" in negative.stderr
+    assert standalone.run("kill", "long").returncode == 0
+
+
+def test_run_wait_for_port_and_ps_show_the_port(standalone: Standalone) -> None:
+    served = standalone.run(
+        "run", "--wait-for-port", "--name", "web", "--",
+        PY, "-m", "http.server", "0", "--bind", "127.0.0.1",
+    )  # fmt: skip
+    try:
+        assert served.returncode == 0, served.stderr
+        name, listening = served.stdout.splitlines()
+        port = int(re.fullmatch(r"listening on 127\.0\.0\.1:(\d+) \(pid \d+\)", listening)[1])
+        assert name == "web"
+        row = next(r for r in standalone.run("ps").stdout.splitlines() if r.startswith("web "))
+        assert re.search(rf"\s{port}\s", row) and "%" in row, row
+        [info] = [
+            i for i in json.loads(standalone.run("ps", "--json").stdout) if i["processId"] == "web"
+        ]
+        assert info["ports"][0]["port"] == port and info["usage"]["processes"] == 1
+        assert info["origin"] == {"kind": "cli", "name": "jupyter exec"}
+    finally:
+        standalone.run("kill", "web")
+    never = standalone.run("run", "--wait-for-port", "--", PY, "-c", "pass")
+    assert never.returncode == 1 and "before it listened on a port" in never.stderr

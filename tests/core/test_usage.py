@@ -20,24 +20,17 @@ MEMORY = py(
     "import sys, time\n"
     "b = bytearray(200 << 20)\n"
     "b[::4096] = b'x' * (len(b) // 4096)\n"
-    "print('touched', flush=True); time.sleep(2.5)\n"
+    "print('touched', flush=True); time.sleep(4)\n"
 )
-BUSY = py("import time\nt = time.time()\nwhile time.time() - t < 2.5: pass\n")
+#: Spins for 4 s, then says which share of a core it got.
+BUSY = py(
+    "import time\nt = time.time()\nwhile time.time() - t < 4: pass\n"
+    "print(f'share={time.process_time() / (time.time() - t):.3f}')\n"
+)
 
 
 async def info_of(client, process_id):
     return next(i for i in await client.list() if i.process_id == process_id)
-
-
-async def until(check, timeout: float = 5.0):
-    """`check()`'s first truthy answer, polling; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = await check()
-        if answer or time.monotonic() > deadline:
-            assert answer, f"not within {timeout} s"
-            return answer
-        await asyncio.sleep(0.1)
 
 
 async def test_a_grandchilds_port_shows_within_2s_and_goes_with_it(tmp_path):
@@ -79,20 +72,21 @@ async def test_memory_and_cpu_show_and_stay_after_the_exit(tmp_path):
         await c.start("mem", MEMORY)
         await c.start("busy", BUSY)
         await c.read("mem", 0, wait_ms=10_000, until_pattern="touched")
-
-        async def sampled():
+        rss, busiest = 0, 0.0
+        while (await info_of(c, "busy")).state == "running":
             mem, busy = await info_of(c, "mem"), await info_of(c, "busy")
-            big = mem.usage and mem.usage["rssBytes"] >= 150 << 20
-            hot = busy.usage and busy.usage["cpuPercent"] > 30
-            return (mem, busy) if big and hot else None
-
-        mem, busy = await until(sampled, 3)
-        assert mem.usage["peakRssBytes"] >= mem.usage["rssBytes"]
+            rss = max(rss, mem.usage["rssBytes"] if mem.usage else 0)
+            busiest = max(busiest, busy.usage["cpuPercent"] if busy.usage else 0)
+            await asyncio.sleep(0.2)
+        assert rss >= 150 << 20
+        # Over 30 % of a core, unless this machine gave it less (then most of that).
+        share = float((await c.read("busy", 0)).data.decode().split("share=")[1])
+        assert busiest > min(30.0, 60 * share), (busiest, share)
         await c.wait_all(["mem", "busy"], 20)
         mem_after, busy_after = await info_of(c, "mem"), await info_of(c, "busy")
-        assert mem_after.usage["peakRssBytes"] >= 150 << 20
+        assert mem_after.usage["peakRssBytes"] >= rss
         assert mem_after.usage["rssBytes"] == 0 and mem_after.usage["processes"] == 0
-        assert busy_after.usage["cpuSeconds"] >= max(1.0, busy.usage["cpuSeconds"])
+        assert busy_after.usage["cpuSeconds"] >= 4 * share * 0.9
         assert busy_after.usage["cpuPercent"] == 0
 
 
@@ -147,6 +141,7 @@ async def test_origin_is_sent_or_taken_from_the_client_name(tmp_path):
         assert (await info_of(c, "mine")).origin == {"kind": "notebook", "name": "work/a.ipynb"}
         assert (await info_of(c, "plain")).origin == {"kind": "client", "name": "jupyter-exec"}
         peer = RawPeer(service)
+        peer.seen = []
         await peer.call("initialize", {"clientName": "codex-environment"})
         peer.send("initialized", notify=True)
         await peer.call("process/start", {"processId": "agent", "argv": ["true"]})
@@ -163,3 +158,35 @@ async def test_origin_is_sent_or_taken_from_the_client_name(tmp_path):
 
 def test_socket_inodes_of_a_gone_process_are_none():
     assert socket_inodes(2**22 + 1) == frozenset()  # above any pid_max
+
+
+def test_front_rules_carry_the_proxy_base_url_both_ways():
+    from jupyter_exec.wire.rules import FrontRules
+
+    rules = FrontRules.here("a front", proxy_base_url="/base/proxy/")
+    assert FrontRules.from_wire(rules.to_wire()).proxy_base_url == "/base/proxy/"
+    assert "proxyBaseUrl" not in FrontRules.here("another").to_wire()
+
+
+async def test_without_sock_diag_psutil_finds_the_ports(tmp_path, monkeypatch):
+    """Where netlink's sock_diag is refused (some sandboxes), ports still show."""
+    from jupyter_exec.core import usage
+
+    def refused() -> dict[int, tuple[str, int]]:
+        raise PermissionError("sock_diag refused")
+
+    monkeypatch.setattr(usage, "listening_sockets", refused)
+    async with embedded(tmp_path) as (_, c):
+        await c.start("srv", SERVER)
+        [port] = (await c.wait_for_port("srv", 10)).ports
+        assert port["address"] == "127.0.0.1" and port["port"] > 0
+
+
+def test_the_interval_stays_within_2s_unless_a_pass_costs_over_1_percent():
+    from jupyter_exec.core.usage import next_interval
+
+    assert next_interval(0.001) == 1.0
+    assert next_interval(0.006) == 1.5
+    assert next_interval(0.015) == 2.0
+    assert next_interval(0.05) == 5.0
+    assert next_interval(1.0) == 10.0

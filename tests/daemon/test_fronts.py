@@ -263,6 +263,7 @@ def test_bad_rules_are_refused_by_name_and_a_front_without_rules_gets_safe_ones(
             ({**good, "confineToRoot": "yes"}, "front.confineToRoot must be true or false"),
             ({**good, "defaultLifetime": "forever"}, "front.defaultLifetime must be"),
             ({**good, "env": {"A": 1}}, "front.env must be an object of strings"),
+            ({**good, "proxyBaseUrl": 5}, "front.proxyBaseUrl must be a string"),
         ]:
             answer = json.loads(hello(sock, front))
             assert answer["error"].startswith(f"bad hello: {field}"), answer

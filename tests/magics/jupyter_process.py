@@ -113,7 +113,7 @@ def _started_server(
         str(BIN / "jupyter-server"), "--allow-root", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
-        '--ServerApp.jpserver_extensions={"jupyter_exec": True}',
+        '--ServerApp.jpserver_extensions={"jupyter_exec": True, "jupyter_server_proxy": True}',
     ]  # fmt: skip
     log_path = tmp / f"server{suffix}.log"
     log = open(log_path, "wb")  # noqa: SIM115

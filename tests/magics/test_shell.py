@@ -450,3 +450,47 @@ def test_exec_time_and_resource_limits(ip: InteractiveShell, magics: ExecMagics)
     assert small.exit_code == 1 and "MemoryError" in small.output
     with pytest.raises(UsageError, match=r"time limit -1\.0 must be more than 0 seconds"):
         line(ip, "exec", "-q --time-limit -1 -- true")
+
+
+def test_wait_magic_waits_for_all_and_raises_on_a_failure(
+    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line(ip, "exec", f'-q --name w-ok {PY} -c "import time; time.sleep(1)"')
+    line(ip, "exec", f'-q --name w-bad {PY} -c "import sys; sys.exit(2)"')
+    line(ip, "exec", "-q --name w-long sleep 60")
+    capsys.readouterr()
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="w-bad exited 2"):
+        line(ip, "wait", "w-ok w-bad")
+    assert time.monotonic() - started > 0.8
+    assert capsys.readouterr().out == "w-ok: exited 0\nw-bad: exited 2\n"
+    line(ip, "wait", "w-ok w-long --timeout 0.2")
+    assert capsys.readouterr().out == "w-ok: exited 0\nw-long: still running\n"
+    with pytest.raises(UsageError, match="unknown process id nosuch"):
+        line(ip, "wait", "w-ok nosuch")
+    with pytest.raises(UsageError, match="must not be negative"):
+        line(ip, "wait", "w-ok --timeout -1")
+    line(ip, "terminate", "w-long")
+
+
+def test_exec_wait_for_port_and_the_kernels_origin(
+    ip: InteractiveShell,
+    magics: ExecMagics,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", "work/analysis.ipynb")
+    served = f"-q --name web --wait-for-port {PY} -m http.server 0 --bind 127.0.0.1"
+    line(ip, "exec", served)
+    said = capsys.readouterr().out
+    assert re.fullmatch(r"web listens on 127\.0\.0\.1:\d+\n", said), said
+    info = magics.client.wait_for_port("web", 1)
+    assert info.origin == {"kind": "notebook", "name": "work/analysis.ipynb"}
+    line(ip, "ps", "")
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("web "))
+    assert str(info.ports[0]["port"]) in row
+    line(ip, "terminate", "web")
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    with pytest.raises(UsageError, match="exited 0 before it listened on a port"):
+        line(ip, "exec", "-q --name quiet --wait-for-port true")
+    assert magics.client.wait_for_port("quiet", 1).origin == {"kind": "console", "name": "IPython"}

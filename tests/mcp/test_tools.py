@@ -24,6 +24,7 @@ TOOLS = {
     "signal_process",
     "terminate_process",
     "list_processes",
+    "wait_process",
 }
 
 
@@ -172,6 +173,9 @@ async def test_bad_arguments_are_tool_errors_and_the_session_lives_on(server, tr
             ("run_command", {"command": "true", "timeout_seconds": -1}, "timeout_seconds"),
             ("run_command", {}, "command"),
             ("run_command", {"command": "   "}, "command is empty"),
+            ("wait_process", {"process_ids": ["no-such-process"]}, "unknown process id"),
+            ("wait_process", {"process_ids": []}, "process_ids"),
+            ("wait_process", {"process_ids": ["x"], "timeout_seconds": -1}, "timeout_seconds"),
         ]
         for tool, args, expected in cases:
             r = await s.call_tool(tool, args)
@@ -246,4 +250,55 @@ async def test_read_output_until_pattern_and_until_idle(server, transport):
         )
         assert quiet.structured_content["output"] == "one\ntwo\nthree\n"
         assert quiet.structured_content["running"] is True and cursor >= 1
+        await s.call_tool("terminate_process", {"process_id": pid})
+
+
+async def test_wait_process_answers_after_the_exit_not_before(server):
+    async with mcp_session(server, "stdio") as s:
+        slow = await s.call_tool(
+            "start_process", {"command": "sleep 1.5; echo done; exit 4", "wait_seconds": 0}
+        )
+        quick = await s.call_tool("run_command", {"command": "echo quick"})
+        ids = [slow.structured_content["process_id"], quick.structured_content["process_id"]]
+        early = await s.call_tool("wait_process", {"process_ids": ids, "timeout_seconds": 0.2})
+        assert not early.is_error
+        first, second = early.structured_content["processes"]
+        assert first["running"] is True and first["exit_code"] is None
+        assert second == {"process_id": ids[1], "running": False, "exit_code": 0,
+                          "signal": None, "output_tail": "quick\n"}  # fmt: skip
+        started = asyncio.get_running_loop().time()
+        r = await s.call_tool("wait_process", {"process_ids": ids, "timeout_seconds": 30})
+        assert asyncio.get_running_loop().time() - started > 0.5  # it waited for the exit
+        first = r.structured_content["processes"][0]
+        assert first["exit_code"] == 4 and first["output_tail"] == "done\n"
+        assert f"== {ids[0]}: exit code: 4" in text_of(r)
+        listed = await s.call_tool("list_processes", {})
+        row = next(p for p in listed.structured_content["processes"] if p["process_id"] == ids[0])
+        assert row["origin"] == {"kind": "agent", "name": "mcp (MCP)"}  # the SDK client's name
+
+
+async def test_start_process_waits_for_its_port_and_list_processes_tells_the_cost(server):
+    (server.root_dir / "mcp-served.txt").write_text("hi")
+    async with mcp_session(server, "http") as s:
+        r = await s.call_tool(
+            "start_process",
+            {"command": "exec python3 -m http.server 0 --bind 127.0.0.1", "wait_for_port": True,
+             "wait_seconds": 30},
+        )  # fmt: skip
+        assert not r.is_error, text_of(r)
+        [port] = r.structured_content["ports"]
+        assert port["url"] == f"/proxy/{port['port']}/" and port["url"] in text_of(r)
+        link = urllib.request.Request(
+            server.url + port["url"].lstrip("/"),
+            headers={"Authorization": f"token {server.token}"},
+        )
+        page = await asyncio.to_thread(lambda: urllib.request.urlopen(link, timeout=30).read())
+        assert b"mcp-served.txt" in page
+        pid = r.structured_content["process_id"]
+        listed = await s.call_tool("list_processes", {})
+        row = next(p for p in listed.structured_content["processes"] if p["process_id"] == pid)
+        assert row["ports"] == [port] and row["usage"]["processes"] == 1
+        assert row["usage"]["rss_bytes"] > 1 << 20
+        # Streamable HTTP here is stateless: no clientInfo is kept to name the agent by.
+        assert row["origin"] == {"kind": "agent", "name": "MCP client"}
         await s.call_tool("terminate_process", {"process_id": pid})
