@@ -331,6 +331,16 @@ export class ProcessStream implements IDisposable {
     return this._closed;
   }
 
+  /**
+   * True once every output of a closed process has been applied, in seq
+   * order: only then may a view write "[process exited]" after it. `exited`
+   * and `closed` come earlier (a read says the process has ended while its
+   * replay is still on the way).
+   */
+  get atEnd(): boolean {
+    return this._atEnd;
+  }
+
   get exitCode(): number | null {
     return this._exitCode;
   }
@@ -485,7 +495,8 @@ export class ProcessStream implements IDisposable {
       // Subscribed, and the read met the notification stream (or brought
       // nothing it had not already delivered): we are at the live edge.
       const live = this._subscribedSession === this.connection.sessionId;
-      if (result.chunks.length === 0 || (live && (this._bridged || fresh === 0))) {
+      // A closed process's output is finite: read on to an empty read, which says the end is reached.
+      if (result.chunks.length === 0 || (live && (this._bridged || fresh === 0) && !result.closed)) {
         return;
       }
     }
@@ -508,6 +519,7 @@ export class ProcessStream implements IDisposable {
     if (result.chunks.length === 0) {
       // Nothing after the cursor but exited/closed markers: skip over them.
       this._cursor = Math.max(this._cursor, result.nextSeq - 1);
+      this._atEnd ||= result.closed;
     }
     this._drain();
     if (result.exited && !this._exited) {
@@ -542,6 +554,7 @@ export class ProcessStream implements IDisposable {
     if (n.method === 'process/output') {
       this._emitChunk(n.params.seq, n.params.stream, n.params.chunk);
     } else if ('seq' in n.params) {
+      this._atEnd ||= n.method === 'process/closed';
       this._cursor = n.params.seq;
     }
   }
@@ -614,6 +627,7 @@ export class ProcessStream implements IDisposable {
   private _subscribedSession: string | null = null;
   private _exited = false;
   private _closed = false;
+  private _atEnd = false;
   private _exitCode: number | null = null;
   private _signal: string | null = null;
   private _error: string | null = null;

@@ -386,7 +386,7 @@ export class ProcessView extends Widget {
     } else if (!this._status.classList.contains('jp-mod-error')) {
       this._status.textContent = '';
     }
-    if (stream?.exited && stream.caughtUp && !this._exitShown) {
+    if (stream?.atEnd && !this._exitShown) {
       this._exitShown = true;
       this._write(DIM(`[process ${describeExit(stream.exitCode, stream.signal)}]`));
     }

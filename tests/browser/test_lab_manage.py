@@ -261,33 +261,45 @@ def test_the_view_replays_more_than_2_mib_without_losing_or_repeating_a_line(
     try:
         open_panel(page)
         row(page, "big").locator("button.jp-ExecPanel-row").click()
-        # Wait in the page, on the terminal's buffer: polling the DOM would slow xterm down.
-        page.wait_for_function(
-            f"""() => {{
-              const view = {VIEW_JS};
-              const buffer = view && view._terminal && view._terminal.buffer.active;
-              if (!buffer) return false;
-              for (let y = buffer.length - 1; y >= Math.max(0, buffer.length - 8); y--) {{
-                if (buffer.getLine(y).translateToString(true).includes('[process exited 0]')) return true;
-              }}
-              return false;
-            }}""",
-            polling=500,
-            timeout=240_000,
-        )
+        # Wait in the page until the view has said the end; polling the DOM would slow xterm.
+        try:
+            page.wait_for_function(
+                f"() => {{ const v = {VIEW_JS}; return !!(v && v._exitShown); }}",
+                polling=500,
+                timeout=240_000,
+            )
+        except Exception as error:
+            state = page.evaluate(
+                f"""() => {{
+                  const s = {VIEW_JS}._stream;
+                  return s && {{cursor: s._cursor, caughtUp: s._caughtUp, syncing: s._syncing,
+                    again: s._again, pending: [...s._pending.keys()].slice(0, 10),
+                    exited: s._exited, closed: s._closed, atEnd: s._atEnd, error: s._error,
+                    subscribed: s._subscribedSession, session: s.connection.sessionId,
+                    status: s.connection.status}};
+                }}"""
+            )
+            raise AssertionError(f"the view did not finish its replay: {state}") from error
         # What the view's terminal received, line by line (xterm keeps 100,000 lines).
-        numbers = page.evaluate(
-            f"""() => {{
-              const buffer = {VIEW_JS}._terminal.buffer.active;
-              const out = [];
+        numbers, markers, last = page.evaluate(
+            f"""async () => {{
+              const terminal = {VIEW_JS}._terminal;
+              await new Promise(resolve => terminal.write('', resolve));  // all written is parsed
+              const buffer = terminal.buffer.active;
+              const numbers = [], markers = [];
+              let last = -1;
               for (let y = 0; y < buffer.length; y++) {{
-                const m = /^(\\d{{8}}) x{{55}}$/.exec(buffer.getLine(y).translateToString(true));
-                if (m) out.push(Number(m[1]));
+                const text = buffer.getLine(y).translateToString(true);
+                const m = /^(\\d{{8}}) x{{55}}$/.exec(text);
+                if (m) {{ numbers.push(Number(m[1])); last = y; }}
+                if (text.includes('[process exited 0]')) markers.push(y);
               }}
-              return out;
+              return [numbers, markers, last];
             }}"""
         )
         assert len(numbers) == LINES, (len(numbers), numbers[:3], numbers[-3:])
         assert numbers == list(range(LINES))
+        # The end is said once, after the last line (not amid a replay that is still coming).
+        assert len(markers) == 1 and markers[0] > last, (markers, last)
     finally:
         lab.remove("big")

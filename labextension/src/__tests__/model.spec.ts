@@ -272,6 +272,57 @@ describe('ProcessStream', () => {
   });
 });
 
+describe('ProcessStream at the end of an ended process', () => {
+  it('is at its end only after the last output, when the replay races the reads', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    for (let i = 1; i <= 30; i++) {
+      server.emit('p', `line ${i}\n`);
+    }
+    server.exit('p', 0);
+    const handle = server.handle.bind(server);
+    server.handle = (socket, message) => {
+      if (message.method === 'process/read') {
+        setTimeout(() => handle(socket, message), 5); // reads slower than the replay
+        return;
+      }
+      if (message.method !== 'process/subscribe') {
+        handle(socket, message);
+        return;
+      }
+      // As the real server: the response first, then the whole output from afterSeq as
+      // notifications, slower than the reads here, so that reads and replay overlap.
+      socket.deliver({ jsonrpc: '2.0', id: message.id, result: { nextSeq: 33 } });
+      server.processes.get('p')!.events.forEach((e, i) => {
+        const params =
+          e.kind === 'output'
+            ? { processId: 'p', seq: e.seq, stream: e.stream, chunk: e.chunk }
+            : { processId: 'p', seq: e.seq, exitCode: 0, signal: null };
+        setTimeout(() => socket.deliver({ jsonrpc: '2.0', method: `process/${e.kind}`, params }), 3 * i);
+      });
+    };
+    const stream = new ProcessStream(connection, 'p', { maxBytes: 20 });
+    const out = record(stream);
+    let linesAtEnd: number | null = null;
+    let exitedBeforeTheEnd = false;
+    stream.changed.connect(() => {
+      if (stream.atEnd && linesAtEnd === null) {
+        linesAtEnd = out.seqs.length;
+      }
+      exitedBeforeTheEnd ||= stream.exited && stream.caughtUp && out.seqs.length < 30;
+    });
+    await flush(200);
+    await new Promise(resolve => setTimeout(resolve, 100));
+    expect(out.text).toBe(lines(1, 30));
+    expect(linesAtEnd).toBe(30);
+    // Nor does it say "caught up" with an exit before the last line (reads stopping at
+    // stale chunks did: a view then wrote "[process exited]" amid the replay).
+    expect(exitedBeforeTheEnd).toBe(false);
+    stream.dispose();
+    connection.dispose();
+  });
+});
+
 describe('ProcessListModel', () => {
   it('lists, then follows started / exited / closed / removed', async () => {
     const { server, connection } = setup();
