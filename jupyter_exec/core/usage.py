@@ -100,12 +100,16 @@ class TreeUsage:
     processes: int = 0
     ports: list[dict[str, Any]] = field(default_factory=list)
     running: bool = True
+    #: Whether a sample or the exit gave figures yet (before: `usage()` is None).
+    sampled: bool = False
     _members: dict[int, _Member] = field(default_factory=dict)
     _gone_cpu: float = 0.0
     _last: tuple[float, float] | None = None
 
-    def usage(self) -> dict[str, Any]:
-        """SPEC 11 `usage`."""
+    def usage(self) -> dict[str, Any] | None:
+        """SPEC 11 `usage`; None until the first sample."""
+        if not self.sampled:
+            return None
         return {
             "cpuPercent": round(self.cpu_percent, 1),
             "cpuSeconds": round(self.cpu_seconds, 2),
@@ -121,6 +125,7 @@ class TreeUsage:
         if self._last is not None and figures.at > self._last[0]:
             self.cpu_percent = max(0.0, (cpu - self._last[1]) / (figures.at - self._last[0]) * 100)
         self._last = (figures.at, cpu)
+        self.sampled = True
         self.cpu_seconds = cpu
         self.rss = figures.rss
         self.peak_rss = max(self.peak_rss, figures.rss)
@@ -130,6 +135,7 @@ class TreeUsage:
     def finish(self, cpu_seconds: float) -> None:
         """The root exited: keep the final CPU seconds (its rusage if larger) and peak."""
         self.running = False
+        self.sampled = True
         self.cpu_seconds = max(self.cpu_seconds, cpu_seconds)
         self.cpu_percent = 0.0
         self.rss = 0

@@ -7,9 +7,8 @@ terminal, a running ``jupyter-exec serve`` or Jupyter server); ``serve`` runs
 the standalone server (:func:`jupyter_exec.transports.serve.main`).
 
 Exit status: ``run`` and a followed ``attach`` exit with the process's status
-(128+N when killed by signal N, as shells report it); ``wait`` with the worst
-of its processes' statuses (the highest; 124, as timeout(1), for one still
-running at ``--timeout``); other commands 0 on success, 1 when the server
+(128+N when killed by signal N, as shells report it), ``wait`` with the worst
+of theirs (cli_wait.py); other commands 0 on success, 1 when the server
 refused (unknown id...), 2 for a bad command line or no reachable server.
 """
 
@@ -29,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..client.discovery import find_daemon, find_server
-from ..render.presentation import format_status, ps_text
+from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
+from .cli_wait import add_port_options, add_wait_parser, port_of, wait_command
 from .frontend import (
     PAGE_BYTES,
     Escalation,
@@ -91,14 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the server's environment instead of this shell's",
     )
     run.add_argument("--label", help="free text shown by ps")
-    run.add_argument(
-        "--wait-for-port",
-        action="store_true",
-        help="detach once it listens on a TCP port, and print the port (and its link)",
-    )
-    run.add_argument(
-        "--port-timeout", type=float, default=60.0, metavar="S", help="for --wait-for-port"
-    )
+    add_port_options(run)
     add_limit_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
@@ -137,12 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument("--grace", type=int, metavar="MS", help="SIGKILL after MS (default 3000)")
     _connection_options(kill, top=False)
 
-    wait = sub.add_parser(
-        "wait", help="wait until processes exit; exit with the worst status (124: still running)"
-    )
-    wait.add_argument("ids", nargs="+", metavar="ID")
-    wait.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
-    _connection_options(wait, top=False)
+    _connection_options(add_wait_parser(sub), top=False)
 
     shutdown = sub.add_parser(
         "shutdown", help="stop every process and the exec daemon (processes outlive servers)"
@@ -224,7 +212,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "attach": _attach,
         "write": _write,
         "kill": _kill,
-        "wait": _wait,
+        "wait": wait_command,
     }
     if args.command == "run":
         if args.argv[:1] == ["--"]:
@@ -351,7 +339,7 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
         **limits,
     )
     if args.wait_for_port:
-        return await _port_of(client, process_id, args.port_timeout)
+        return await port_of(client, process_id, args.port_timeout)
     if args.detach:
         print(process_id)
         return 0
@@ -451,39 +439,6 @@ async def _stream(client: ExecClient, process_id: str, after: int, *, split_stre
 def _terminal_size() -> tuple[int, int]:
     size = shutil.get_terminal_size((80, 24))
     return max(1, min(size.lines, 10_000)), max(1, min(size.columns, 10_000))
-
-
-async def _port_of(client: ExecClient, process_id: str, timeout: float) -> int:
-    """``run --wait-for-port``: its id and ports once it listens (SPEC 11); it keeps running."""
-    print(process_id)
-    try:
-        info = await client.wait_for_port(process_id, timeout)
-    except TimeoutError as exc:
-        raise CliError(f"{exc}; it keeps running", 1) from None
-    if not info.ports:
-        status = format_status(info.state, info.exit_code, info.signal, None)
-        raise CliError(f"{process_id} {status} before it listened on a port", 1)
-    for port in info.ports:
-        link = f"  {port['url']}" if port.get("url") else ""
-        print(f"listening on {port['address']}:{port['port']} (pid {port['pid']}){link}")
-    return 0
-
-
-async def _wait(client: ExecClient, args: argparse.Namespace) -> int:
-    """SPEC 11 `process/wait`: one line per process, the worst status (module docstring)."""
-    if args.timeout is not None and args.timeout < 0:
-        raise CliError(f"--timeout {args.timeout} must not be negative")
-    worst = 0
-    for ended in await client.wait_all(args.ids, args.timeout):
-        if not ended["exited"]:
-            print(f"{ended['processId']}: still running")
-            worst = max(worst, 124)
-            continue
-        code = ended["exitCode"]
-        state = format_status("exited", code, ended["signal"], None)
-        print(f"{ended['processId']}: {state}")
-        worst = max(worst, 1 if code is None else code)
-    return worst
 
 
 # -- ps, logs, write, kill -------------------------------------------------------------

@@ -84,7 +84,8 @@ def format_usage(info: ProcessInfo) -> tuple[str, str, str]:
     if info.state == "running":
         cpu = f"{usage.get('cpuPercent', 0.0):.0f}% {cpu_time}"
         return cpu, format_bytes(usage.get("rssBytes", 0)), str(usage.get("processes", ""))
-    return cpu_time, f"peak {format_bytes(usage.get('peakRssBytes', 0))}", ""
+    peak = usage.get("peakRssBytes", 0)  # 0: it ended before a sample saw it
+    return cpu_time, f"peak {format_bytes(peak)}" if peak else "", ""
 
 
 def format_ports(info: ProcessInfo) -> str:

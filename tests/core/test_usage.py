@@ -190,3 +190,15 @@ def test_the_interval_stays_within_2s_unless_a_pass_costs_over_1_percent():
     assert next_interval(0.015) == 2.0
     assert next_interval(0.05) == 5.0
     assert next_interval(1.0) == 10.0
+
+
+def test_usage_is_null_until_a_sample_or_the_exit_gives_figures():
+    from jupyter_exec.core.proctree import ProcessRef
+    from jupyter_exec.core.usage import TreeUsage
+
+    tree = TreeUsage(ProcessRef(1, 0))
+    assert tree.usage() is None
+    tree.finish(1.234)
+    assert tree.usage() == {
+        "cpuPercent": 0.0, "cpuSeconds": 1.23, "rssBytes": 0, "peakRssBytes": 0, "processes": 0
+    }  # fmt: skip

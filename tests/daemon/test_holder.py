@@ -122,7 +122,8 @@ def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
 
     async def start() -> int:
         c = await client(runtime)
-        await c.start("pipe", [sys.executable, "-c", COUNTER])
+        origin = {"kind": "notebook", "name": "work/a.ipynb"}
+        await c.start("pipe", [sys.executable, "-c", COUNTER], origin=origin)
         (info,) = await c.list()
         await c.close()
         return info.pid
@@ -161,6 +162,7 @@ def test_stop_and_restart_leave_processes_running(runtime: Path) -> None:
         c = await client(runtime)
         (info,) = await c.list()
         assert (info.pid, info.state) == (pid, "running")
+        assert info.origin == {"kind": "notebook", "name": "work/a.ipynb"}  # kept by the holder
         got = numbered(await read_all(c, "pipe"))
         assert got == list(range(len(got)))
         await c.close()
@@ -184,7 +186,9 @@ def test_idle_exit_keeps_finished_processes_on_disk(
 
     async def start() -> None:
         c = await client(runtime)
-        await c.start("done", ["sh", "-c", "echo kept; exit 4"])
+        await c.start(
+            "done", ["sh", "-c", "echo kept; exit 4"], origin={"kind": "cli", "name": "x"}
+        )
         await c.wait("done", timeout=30)
         await c.close()
 
@@ -198,6 +202,7 @@ def test_idle_exit_keeps_finished_processes_on_disk(
         c = await client(runtime)
         (info,) = await c.list()
         assert (info.process_id, info.state, info.exit_code) == ("done", "closed", 4)
+        assert info.origin == {"kind": "cli", "name": "x"}  # kept in its record
         assert await read_all(c, "done") == b"kept\n"
         await c.close()
 

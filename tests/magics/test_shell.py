@@ -244,8 +244,12 @@ def test_write_eof_and_tty(ip: InteractiveShell, magics: ExecMagics) -> None:
 
 
 def test_signal_and_ps(
-    ip: InteractiveShell, magics: ExecMagics, capsys: pytest.CaptureFixture[str]
+    ip: InteractiveShell,
+    magics: ExecMagics,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for the whole command
     script = "import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *a: (print('usr1', flush=True), sys.exit(9))); print('ready', flush=True); time.sleep(30)"
     p = line(ip, "exec", f'-q --name sig {PY} -c "{script}"')
     p.wait_for("ready", timeout=10)
@@ -494,3 +498,20 @@ def test_exec_wait_for_port_and_the_kernels_origin(
     with pytest.raises(UsageError, match="exited 0 before it listened on a port"):
         line(ip, "exec", "-q --name quiet --wait-for-port true")
     assert magics.client.wait_for_port("quiet", 1).origin == {"kind": "console", "name": "IPython"}
+
+
+def test_live_view_header_shows_the_port_and_usage_while_it_runs(
+    ip: InteractiveShell, recorder: RecordingPublisher
+) -> None:
+    served = f"--name lv-web --wait-for-port {PY} -m http.server 0 --bind 127.0.0.1"
+    result = ip.run_cell(f"p = %exec {served}")
+    assert result.success, result.error_in_exec
+    display_id = recorder.messages[0]["display_id"]
+    port = ip.user_ns["p"].info.ports[0]["port"]
+    deadline = time.monotonic() + 10
+    while f" · :{port}" not in recorder.for_id(display_id)[-1]["data"]["text/html"]:
+        assert time.monotonic() < deadline, recorder.for_id(display_id)[-1]
+        time.sleep(0.1)
+    header = recorder.for_id(display_id)[-1]["data"]["text/html"]
+    assert re.search(r" · cpu \d+% · \d+(\.\d)?M", header), header
+    line(ip, "terminate", "lv-web")
