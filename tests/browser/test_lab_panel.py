@@ -91,9 +91,10 @@ def test_tty_process_start_type_terminate_reload(page: Any, lab: Lab) -> None:
     page.locator("#jupyterlab-splash").wait_for(state="detached")
     row = open_panel(page).locator(".jp-ExecPanel-item", has_text="echoer")
     row.locator(".jp-ExecBadge", has_text="SIGTERM").wait_for()
-    if not view(page).count():
-        row.locator("button").focus()  # keyboard: Enter on the focused row opens it
-        page.keyboard.press("Enter")
+    # Keyboard: Enter on the focused row opens its view, or brings the restored one to
+    # the front (the session's Lab may restore other tests' views too).
+    row.locator("button").focus()
+    page.keyboard.press("Enter")
     after = wait_for_text(page, r"killed by SIGTERM")
     assert after.count("READY") == 1 and after.count("got:ping-42") == 1
     assert [ln.rstrip() for ln in after.splitlines() if ln.strip()] == [
