@@ -19,6 +19,7 @@ import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ConnectionLostError, ExecConnection, IConnectedArgs, RpcError } from './connection';
+import { isActive } from './format';
 import {
   decodeChunk,
   encodeText,
@@ -33,7 +34,18 @@ import {
   Stream
 } from './protocol';
 
-const STATE_ORDER: Record<ProcessState, number> = { running: 0, exited: 1, closed: 2 };
+/** A process never moves back down this order (a restart goes running -> restarting -> running). */
+const STATE_ORDER: Record<ProcessState, number> = {
+  queued: 0,
+  running: 1,
+  restarting: 1,
+  exited: 2,
+  closed: 3,
+  lost: 3
+};
+
+/** How often `poll()` refreshes the list: usage and ports are kept within 2 s (SPEC 11). */
+export const POLL_MS = 2000;
 
 /** The live list of every process of the server, from `process/list {watch: true}`. */
 export class ProcessListModel implements IDisposable {
@@ -79,6 +91,72 @@ export class ProcessListModel implements IDisposable {
     return handle;
   }
 
+  /** How many processes run (queued and restarting ones count: they are not done). */
+  get activeCount(): number {
+    let n = 0;
+    for (const info of this._byId.values()) {
+      n += isActive(info) ? 1 : 0;
+    }
+    return n;
+  }
+
+  /**
+   * Also refresh the whole list every `intervalMs` until the handle is
+   * disposed: usage and ports change without a notification (SPEC 11 keeps
+   * them current in `process/list`). Shared by every holder (panel, views).
+   */
+  poll(intervalMs = POLL_MS): IDisposable {
+    const watch = this.watch();
+    let released = false;
+    this._pollers++;
+    this._pollTimer ??= setInterval(() => {
+      if (this.connection.status === 'connected' && !this._listing) {
+        void this._refresh();
+      }
+    }, intervalMs);
+    return {
+      get isDisposed() {
+        return released;
+      },
+      dispose: () => {
+        if (released) {
+          return;
+        }
+        released = true;
+        watch.dispose();
+        if (--this._pollers === 0 && this._pollTimer) {
+          clearInterval(this._pollTimer);
+          this._pollTimer = null;
+        }
+      }
+    };
+  }
+
+  /**
+   * Forget processes and delete their logs (`process/remove`, as the REST
+   * DELETE does), a few at a time. Resolves with the ids that could not be
+   * removed; removed ones leave the list through `process/removed`.
+   */
+  async remove(processIds: string[], parallel = 8): Promise<string[]> {
+    const queue = [...processIds];
+    const failed: string[] = [];
+    const worker = async () => {
+      let id: string | undefined;
+      while ((id = queue.shift()) !== undefined) {
+        try {
+          await this.connection.request('process/remove', { processId: id });
+          if (this._byId.delete(id)) {
+            this._changed.emit();
+          }
+        } catch {
+          failed.push(id);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(parallel, queue.length) }, worker));
+    return failed;
+  }
+
   /** Start a process; the list learns of it from `process/started`. */
   async start(params: Omit<IStartParams, 'processId'> & { processId?: string }): Promise<string> {
     const processId = params.processId ?? newProcessId();
@@ -93,6 +171,7 @@ export class ProcessListModel implements IDisposable {
   dispose(): void {
     if (!this._disposed) {
       this._disposed = true;
+      this._pollTimer && clearInterval(this._pollTimer);
       Signal.clearData(this);
     }
   }
@@ -151,6 +230,12 @@ export class ProcessListModel implements IDisposable {
         });
       case 'process/closed':
         return this._update(n.params.processId, { state: 'closed' });
+      case 'process/restarted':
+        return this._update(n.params.processId, {
+          state: 'running',
+          pid: n.params.pid,
+          restarts: n.params.restarts
+        });
       case 'process/removed':
         return this._byId.delete(n.params.processId);
       default:
@@ -178,6 +263,8 @@ export class ProcessListModel implements IDisposable {
   }
 
   private _byId = new Map<string, IProcessInfo>();
+  private _pollers = 0;
+  private _pollTimer: ReturnType<typeof setInterval> | null = null;
   private _buffered: Notification[] | null = null;
   private _listing = false;
   private _loaded = false;
@@ -242,6 +329,16 @@ export class ProcessStream implements IDisposable {
 
   get closed(): boolean {
     return this._closed;
+  }
+
+  /**
+   * True once every output of a closed process has been applied, in seq
+   * order: only then may a view write "[process exited]" after it. `exited`
+   * and `closed` come earlier (a read says the process has ended while its
+   * replay is still on the way).
+   */
+  get atEnd(): boolean {
+    return this._atEnd;
   }
 
   get exitCode(): number | null {
@@ -320,7 +417,7 @@ export class ProcessStream implements IDisposable {
       this._setExit(n.params.exitCode, n.params.signal);
     } else if (n.method === 'process/closed') {
       this._closed = this._exited = true;
-    } else if (n.method !== 'process/output') {
+    } else if (n.method !== 'process/output' && n.method !== 'process/restarted') {
       return;
     }
     const seq = n.params.seq;
@@ -398,7 +495,8 @@ export class ProcessStream implements IDisposable {
       // Subscribed, and the read met the notification stream (or brought
       // nothing it had not already delivered): we are at the live edge.
       const live = this._subscribedSession === this.connection.sessionId;
-      if (result.chunks.length === 0 || (live && (this._bridged || fresh === 0))) {
+      // A closed process's output is finite: read on to an empty read, which says the end is reached.
+      if (result.chunks.length === 0 || (live && (this._bridged || fresh === 0) && !result.closed)) {
         return;
       }
     }
@@ -421,6 +519,7 @@ export class ProcessStream implements IDisposable {
     if (result.chunks.length === 0) {
       // Nothing after the cursor but exited/closed markers: skip over them.
       this._cursor = Math.max(this._cursor, result.nextSeq - 1);
+      this._atEnd ||= result.closed;
     }
     this._drain();
     if (result.exited && !this._exited) {
@@ -455,6 +554,7 @@ export class ProcessStream implements IDisposable {
     if (n.method === 'process/output') {
       this._emitChunk(n.params.seq, n.params.stream, n.params.chunk);
     } else if ('seq' in n.params) {
+      this._atEnd ||= n.method === 'process/closed';
       this._cursor = n.params.seq;
     }
   }
@@ -527,6 +627,7 @@ export class ProcessStream implements IDisposable {
   private _subscribedSession: string | null = null;
   private _exited = false;
   private _closed = false;
+  private _atEnd = false;
   private _exitCode: number | null = null;
   private _signal: string | null = null;
   private _error: string | null = null;

@@ -1,9 +1,12 @@
 /**
- * The left-sidebar "Processes" panel: every process of this server, live.
+ * The left-sidebar "Processes" panel: every process of this server, live,
+ * grouped by origin (notebook, agent, command line, panel), with a text and
+ * state filter and "Clear finished", so hundreds of processes stay usable.
  *
- * The list is watched only while the panel is visible (a collapsed sidebar
- * holds no socket, no timer). Rows are updated in place, never rebuilt, so
- * keyboard focus survives the once-a-second runtime refresh.
+ * Usage and ports are polled only while the panel is visible (a collapsed
+ * sidebar holds no timer). Rows are updated in place, never rebuilt, so
+ * keyboard focus survives the once-a-second runtime refresh; renders are
+ * batched to one per animation frame, whatever the burst of notifications.
  */
 import { LabIcon } from '@jupyterlab/ui-components';
 import { IDisposable } from '@lumino/disposable';
@@ -11,6 +14,19 @@ import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { ExecConnection } from './connection';
+import {
+  displayCommand,
+  displayName,
+  exitBadge,
+  formatDuration,
+  isActive,
+  logCut,
+  portLinks,
+  runtimeMs,
+  usageDetails,
+  usageSummary
+} from './format';
+import { finishedIds, groupProcesses, IGroup, IListFilter, StateFilter } from './listing';
 import { ProcessListModel } from './model';
 import { IProcessInfo } from './protocol';
 import { describeSandbox } from './startform';
@@ -24,34 +40,6 @@ const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"
 </svg>`;
 
 export const processesIcon = new LabIcon({ name: 'jupyter-exec:processes', svgstr: ICON_SVG });
-
-/** The name shown for a process: its label, else its id. */
-export function displayName(info: IProcessInfo | undefined): string {
-  return info ? info.label || info.processId : '';
-}
-
-/** `sh -c CMD` (how the dialog starts things) is shown as CMD. */
-export function displayCommand(argv: string[]): string {
-  if (argv.length === 3 && /(^|\/)(ba|da|z)?sh$/.test(argv[0]) && argv[1] === '-c') {
-    return argv[2];
-  }
-  return argv.map(a => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
-}
-
-export function describeExit(exitCode: number | null, signal: string | null): string {
-  if (signal) {
-    return `killed by ${signal}${exitCode !== null ? ` (${exitCode})` : ''}`;
-  }
-  return exitCode === null ? 'exited' : `exited ${exitCode}`;
-}
-
-export function formatDuration(ms: number): string {
-  const s = Math.max(0, Math.floor(ms / 1000));
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const pad = (n: number) => String(n).padStart(2, '0');
-  return h ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
-}
 
 /** "Disconnected, reconnecting in N s [Reconnect now]", shown only while it is true. */
 export class ConnectionBanner implements IDisposable {
@@ -102,14 +90,60 @@ export class ConnectionBanner implements IDisposable {
   private _disposed = false;
 }
 
+
+/** Links to the ports a process listens on, opening through Jupyter in a new tab. */
+export function fillPorts(node: HTMLElement, info: IProcessInfo): void {
+  const links = portLinks(info);
+  const signature = links.map(l => `${l.port}=${l.url}`).join(' ');
+  if (node.dataset.ports === signature) {
+    return;
+  }
+  node.dataset.ports = signature;
+  node.replaceChildren(
+    ...links.map(l => {
+      const el = document.createElement(l.url ? 'a' : 'span');
+      el.className = 'jp-ExecPort';
+      el.textContent = `:${l.port}`;
+      el.title = l.title;
+      el.dataset.port = String(l.port);
+      if (el instanceof HTMLAnchorElement && l.url) {
+        el.href = l.url;
+        el.target = '_blank';
+        el.rel = 'noopener noreferrer';
+      }
+      return el;
+    })
+  );
+  node.hidden = links.length === 0;
+}
+
+/** Set text only when it changed (no layout work for the 199 rows that did not). */
+function setText(node: HTMLElement, text: string): void {
+  if (node.textContent !== text) {
+    node.textContent = text;
+  }
+}
+
 interface IRow {
   item: HTMLLIElement;
+  button: HTMLButtonElement;
   name: HTMLElement;
   command: HTMLElement;
   badge: HTMLElement;
   runtime: HTMLElement;
+  usage: HTMLElement;
+  cut: HTMLElement;
   pid: HTMLElement;
   sandbox: HTMLElement;
+  ports: HTMLElement;
+}
+
+interface IGroupNode {
+  section: HTMLElement;
+  toggle: HTMLButtonElement;
+  label: HTMLElement;
+  count: HTMLElement;
+  list: HTMLUListElement;
 }
 
 export interface IProcessesPanelOptions {
@@ -119,6 +153,13 @@ export interface IProcessesPanelOptions {
   /** Show the "New process" dialog. */
   create: () => void;
 }
+
+const STATE_FILTERS: [StateFilter, string][] = [
+  ['all', 'All'],
+  ['running', 'Running'],
+  ['finished', 'Finished'],
+  ['failed', 'Failed']
+];
 
 export class ProcessesPanel extends Widget {
   constructor(options: IProcessesPanelOptions) {
@@ -143,12 +184,43 @@ export class ProcessesPanel extends Widget {
     header.append(title, create);
 
     this._banner = new ConnectionBanner(this._model.connection);
-    this._list.className = 'jp-ExecPanel-list';
-    this._list.setAttribute('aria-label', 'Processes of this server');
+    this._groups.className = 'jp-ExecPanel-groups';
+    this._groups.setAttribute('aria-label', 'Processes of this server');
     this._empty.className = 'jp-ExecPanel-empty';
-    this.node.append(header, this._banner.node, this._empty, this._list);
-    this._model.changed.connect(this._render, this);
+    this._status.className = 'jp-ExecPanel-status';
+    this._status.setAttribute('role', 'status');
+    this.node.append(header, this._tools(), this._banner.node, this._status, this._empty, this._groups);
+    this._model.changed.connect(this._scheduleRender, this);
     this._render();
+  }
+
+  /** The filter in effect (the text box and the state menu). */
+  get filter(): IListFilter {
+    return { text: this._filterText.value, state: this._filterState.value as StateFilter };
+  }
+
+  set filter(filter: IListFilter) {
+    this._filterText.value = filter.text;
+    this._filterState.value = filter.state;
+    this._render();
+  }
+
+  /** Remove the finished processes the filter shows. */
+  async clearFinished(): Promise<void> {
+    const ids = finishedIds(this._model.processes, this.filter);
+    if (!ids.length) {
+      return;
+    }
+    this._clear.disabled = true;
+    const failed = await this._model.remove(ids);
+    this._error = failed.length ? `Could not remove ${failed.length} of ${ids.length}: ${failed.slice(0, 3).join(', ')}` : '';
+    this._render();
+  }
+
+  /** Put the cursor in the filter box. */
+  focusFilter(): void {
+    this._filterText.focus();
+    this._filterText.select();
   }
 
   dispose(): void {
@@ -156,14 +228,15 @@ export class ProcessesPanel extends Widget {
       return;
     }
     this._stopWatching();
+    this._frame !== null && cancelAnimationFrame(this._frame);
     this._banner.dispose();
-    this._model.changed.disconnect(this._render, this);
+    this._model.changed.disconnect(this._scheduleRender, this);
     super.dispose();
   }
 
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
-    this._watch ??= this._model.watch();
+    this._poll ??= this._model.poll();
     this._tick ??= setInterval(() => this._updateRuntimes(), 1000);
     this._render();
   }
@@ -174,35 +247,144 @@ export class ProcessesPanel extends Widget {
   }
 
   protected onActivateRequest(msg: Message): void {
-    (this._list.querySelector('button') ?? this.node.querySelector('button'))?.focus();
+    (this._groups.querySelector('.jp-ExecPanel-row') as HTMLElement | null)?.focus() ?? this._filterText.focus();
+  }
+
+  private _tools(): HTMLElement {
+    const tools = document.createElement('div');
+    tools.className = 'jp-ExecPanel-tools';
+    this._filterText.type = 'search';
+    this._filterText.className = 'jp-mod-styled jp-ExecPanel-filter';
+    this._filterText.placeholder = 'Filter: name, command, notebook, :port';
+    this._filterText.setAttribute('aria-label', 'Filter processes');
+    this._filterText.addEventListener('input', () => this._render());
+    this._filterState.className = 'jp-ExecPanel-state';
+    this._filterState.setAttribute('aria-label', 'Show processes');
+    for (const [value, text] of STATE_FILTERS) {
+      this._filterState.append(new Option(text, value));
+    }
+    this._filterState.addEventListener('change', () => this._render());
+    this._clear.type = 'button';
+    this._clear.className = 'jp-ExecButton jp-ExecPanel-clear';
+    this._clear.title = 'Remove the finished processes shown here, with their logs';
+    this._clear.addEventListener('click', () => void this.clearFinished());
+    tools.append(this._filterText, this._filterState, this._clear);
+    return tools;
   }
 
   private _stopWatching(): void {
-    this._watch?.dispose();
-    this._watch = null;
+    this._poll?.dispose();
+    this._poll = null;
     this._tick && clearInterval(this._tick);
     this._tick = null;
   }
 
+  private _scheduleRender(): void {
+    if (this._frame === null) {
+      this._frame = requestAnimationFrame(() => {
+        this._frame = null;
+        this._render();
+      });
+    }
+  }
+
   private _render(): void {
     const processes = this._model.processes;
-    const seen = new Set<string>();
-    processes.forEach((info, index) => {
-      seen.add(info.processId);
-      const row = this._rows.get(info.processId) ?? this._createRow(info.processId);
-      this._fill(row, info);
-      if (this._list.children[index] !== row.item) {
-        this._list.insertBefore(row.item, this._list.children[index] ?? null);
+    const filter = this.filter;
+    const groups = groupProcesses(processes, filter);
+    const seenGroups = new Set<string>();
+    const seenRows = new Set<string>();
+    let shown = 0;
+    groups.forEach((group, index) => {
+      seenGroups.add(group.key);
+      const node = this._groupNodes.get(group.key) ?? this._createGroup(group.key);
+      this._fillGroup(node, group);
+      if (this._groups.children[index] !== node.section) {
+        this._groups.insertBefore(node.section, this._groups.children[index] ?? null);
       }
+      shown += group.processes.length;
+      if (this._collapsed.has(group.key)) {
+        return;
+      }
+      group.processes.forEach((info, i) => {
+        seenRows.add(info.processId);
+        const row = this._rows.get(info.processId) ?? this._createRow(info.processId);
+        this._fill(row, info);
+        if (node.list.children[i] !== row.item) {
+          node.list.insertBefore(row.item, node.list.children[i] ?? null);
+        }
+      });
     });
+    for (const [key, node] of this._groupNodes) {
+      if (!seenGroups.has(key)) {
+        node.section.remove();
+        this._groupNodes.delete(key);
+      }
+    }
     for (const [id, row] of this._rows) {
-      if (!seen.has(id)) {
+      if (!seenRows.has(id)) {
         row.item.remove();
         this._rows.delete(id);
       }
     }
-    this._empty.textContent = !this._model.loaded ? 'Loading…' : processes.length ? '' : 'No processes yet.';
-    this._empty.hidden = this._model.loaded && processes.length > 0;
+    const active = processes.filter(isActive).length;
+    const finished = finishedIds(processes, filter).length;
+    this._clear.textContent = finished ? `Clear finished (${finished})` : 'Clear finished';
+    this._clear.disabled = finished === 0;
+    const filtered = filter.text.trim() !== '' || filter.state !== 'all';
+    const counts = `${active} running, ${processes.length} in all`;
+    setText(this._status, this._error || (filtered ? `Showing ${shown} of ${processes.length} (${counts})` : counts));
+    this._status.classList.toggle('jp-mod-error', !!this._error);
+    this._status.hidden = !this._model.loaded || !processes.length;
+    const empty = !this._model.loaded
+      ? 'Loading…'
+      : !processes.length
+        ? 'No processes yet.'
+        : !shown
+          ? 'No process matches the filter.'
+          : '';
+    setText(this._empty, empty);
+    this._empty.hidden = !empty;
+  }
+
+  private _createGroup(key: string): IGroupNode {
+    const section = document.createElement('section');
+    section.className = 'jp-ExecPanel-group';
+    section.dataset.origin = key;
+    const toggle = document.createElement('button');
+    toggle.type = 'button';
+    toggle.className = 'jp-ExecPanel-groupHeader';
+    const label = document.createElement('span');
+    label.className = 'jp-ExecPanel-groupLabel';
+    const count = document.createElement('span');
+    count.className = 'jp-ExecPanel-groupCount';
+    toggle.append(label, count);
+    const list = document.createElement('ul');
+    list.className = 'jp-ExecPanel-list';
+    toggle.addEventListener('click', () => {
+      if (!this._collapsed.delete(key)) {
+        this._collapsed.add(key);
+      }
+      this._render();
+    });
+    section.append(toggle, list);
+    const node = { section, toggle, label, count, list };
+    this._groupNodes.set(key, node);
+    return node;
+  }
+
+  private _fillGroup(node: IGroupNode, group: IGroup): void {
+    const collapsed = this._collapsed.has(group.key);
+    node.section.dataset.kind = group.origin?.kind ?? 'other';
+    setText(node.label, group.label);
+    const shown = group.processes.length;
+    setText(node.count, group.active ? `${group.active}/${shown} running` : String(shown));
+    node.toggle.setAttribute('aria-expanded', String(!collapsed));
+    node.toggle.title = `${group.label}: ${shown} shown, ${group.active} running (click to ${collapsed ? 'expand' : 'collapse'})`;
+    node.list.hidden = collapsed;
+    if (collapsed) {
+      node.list.replaceChildren();
+    }
   }
 
   private _createRow(processId: string): IRow {
@@ -220,52 +402,64 @@ export class ProcessesPanel extends Widget {
     };
     const row: IRow = {
       item,
+      button,
       name: span('jp-ExecPanel-name'),
       command: span('jp-ExecPanel-command', 'code'),
       badge: span('jp-ExecBadge'),
       runtime: span('jp-ExecPanel-runtime'),
+      usage: span('jp-ExecPanel-usage'),
+      cut: span('jp-ExecPanel-cut'),
       pid: span('jp-ExecPanel-pid'),
-      sandbox: span('jp-ExecPanel-sandbox')
+      sandbox: span('jp-ExecPanel-sandbox'),
+      ports: span('jp-ExecPanel-ports', 'div')
     };
+    row.cut.textContent = 'log cut';
+    row.cut.title = "The start of the output was dropped (the server's log budget)";
     const top = span('jp-ExecPanel-line');
     top.append(row.name, row.badge);
     const bottom = span('jp-ExecPanel-line jp-ExecPanel-meta');
-    bottom.append(row.runtime, row.pid, row.sandbox);
+    bottom.append(row.runtime, row.usage, row.cut, row.pid, row.sandbox);
     button.append(top, row.command, bottom);
-    item.append(button);
+    // Links cannot live inside a button: the ports line sits under it.
+    item.append(button, row.ports);
     this._rows.set(processId, row);
     return row;
   }
 
   private _fill(row: IRow, info: IProcessInfo): void {
-    const running = info.state === 'running';
     const name = displayName(info);
     const command = displayCommand(info.argv);
-    const status = running ? 'running' : describeExit(info.exitCode, info.signal);
+    const badge = exitBadge(info);
     row.item.dataset.state = info.state;
-    row.name.textContent = name;
-    row.command.textContent = command;
-    row.badge.textContent = status;
-    row.badge.dataset.state = running ? 'running' : info.exitCode === 0 ? 'ok' : info.signal ? 'signal' : 'failed';
-    row.pid.textContent = info.pid !== null ? `pid ${info.pid}` : '';
+    setText(row.name, name);
+    setText(row.command, command);
+    setText(row.badge, badge.text);
+    row.badge.dataset.state = badge.state;
+    setText(row.pid, info.pid !== null ? `pid ${info.pid}` : '');
+    setText(row.usage, usageSummary(info));
+    row.usage.title = usageDetails(info);
+    row.cut.hidden = !logCut(info);
     const sandbox = describeSandbox(info);
-    row.sandbox.textContent = sandbox && `sandbox: ${sandbox}`;
+    setText(row.sandbox, sandbox && `sandbox: ${sandbox}`);
     row.item.dataset.sandbox = info.sandbox?.mode ?? 'none';
-    row.item.querySelector('button')!.setAttribute('aria-label', `${name}: ${command}, ${status}`);
+    fillPorts(row.ports, info);
+    const label = `${name}: ${command}, ${badge.text}`;
+    if (row.button.getAttribute('aria-label') !== label) {
+      row.button.setAttribute('aria-label', label);
+    }
     const writes = info.sandbox ? `\nsandbox: ${sandbox}; writes: ${info.sandbox.writableRoots.join(', ') || 'none'}` : '';
-    row.item.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}${writes}`;
+    row.button.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}${writes}`;
     this._fillRuntime(row, info);
   }
 
   private _fillRuntime(row: IRow, info: IProcessInfo): void {
-    const end = info.exitedAt ?? (info.state === 'running' ? this._model.serverNow() : info.startedAt);
-    row.runtime.textContent = formatDuration(end - info.startedAt);
+    setText(row.runtime, formatDuration(runtimeMs(info, this._model.serverNow())));
   }
 
   private _updateRuntimes(): void {
     for (const [id, row] of this._rows) {
       const info = this._model.get(id);
-      if (info?.state === 'running') {
+      if (info && isActive(info)) {
         this._fillRuntime(row, info);
       }
     }
@@ -274,9 +468,17 @@ export class ProcessesPanel extends Widget {
   private _model: ProcessListModel;
   private _open: (processId: string) => void;
   private _banner: ConnectionBanner;
-  private _list = document.createElement('ul');
+  private _groups = document.createElement('div');
   private _empty = document.createElement('p');
+  private _status = document.createElement('div');
+  private _filterText = document.createElement('input');
+  private _filterState = document.createElement('select');
+  private _clear = document.createElement('button');
+  private _error = '';
   private _rows = new Map<string, IRow>();
-  private _watch: IDisposable | null = null;
+  private _groupNodes = new Map<string, IGroupNode>();
+  private _collapsed = new Set<string>();
+  private _poll: IDisposable | null = null;
   private _tick: ReturnType<typeof setInterval> | null = null;
+  private _frame: number | null = null;
 }

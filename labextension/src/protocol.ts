@@ -28,7 +28,11 @@ export const ErrorCode = {
   InternalError: -32603
 } as const;
 
-export type ProcessState = 'running' | 'exited' | 'closed';
+/**
+ * `queued` and `restarting` come from SPEC 11 (queues, restart policies);
+ * `lost`: its exec daemon died while it ran, its output stays readable.
+ */
+export type ProcessState = 'queued' | 'running' | 'restarting' | 'exited' | 'closed' | 'lost';
 export type Stream = 'stdout' | 'stderr' | 'pty';
 export type Lifetime = 'connection' | 'detached';
 export type SignalName =
@@ -70,6 +74,38 @@ export interface IProcessInfo {
   limitExceeded?: string | null;
   /** The sandbox it runs in (docs/sandbox.md); null or absent: none. */
   sandbox?: ISandbox | null;
+  /** TCP ports the process tree listens on (SPEC 11); absent from older servers. */
+  ports?: IPort[];
+  /** CPU and memory of the whole tree (SPEC 11); final figures after the exit. */
+  usage?: IUsage | null;
+  /** Where it was started from (SPEC 11). */
+  origin?: IOrigin | null;
+  /** Restart policy bookkeeping (SPEC 11). */
+  restarts?: number;
+}
+
+/** A listening TCP socket of the tree; `url` reaches it through Jupyter (jupyter-server-proxy). */
+export interface IPort {
+  port: number;
+  address: string;
+  pid: number;
+  url?: string;
+}
+
+export interface IUsage {
+  cpuPercent: number;
+  cpuSeconds: number;
+  rssBytes: number;
+  peakRssBytes: number;
+  processes: number;
+}
+
+export type OriginKind = 'notebook' | 'console' | 'agent' | 'cli' | 'panel' | 'client';
+
+/** `{kind: "notebook", name: "analysis.ipynb"}`, `{kind: "agent", name: "codex"}`... */
+export interface IOrigin {
+  kind: OriginKind | string;
+  name: string;
 }
 
 export type SandboxMode = 'none' | 'workspace-write' | 'read-only';
@@ -111,6 +147,8 @@ export interface IStartParams {
   timeoutMs?: number;
   limits?: ILimits;
   sandbox?: SandboxRequest;
+  /** Where it comes from (SPEC 11); servers that do not know it ignore it (SPEC 4). */
+  origin?: IOrigin;
 }
 
 export interface IChunk {
@@ -166,6 +204,8 @@ export interface IMethods {
   };
   'process/unsubscribe': { params: { processId: string }; result: object };
   'process/list': { params: { watch?: boolean }; result: { processes: IProcessInfo[] } };
+  /** Terminate if running, then forget it and delete its log (the REST DELETE's method). */
+  'process/remove': { params: { processId: string }; result: object };
 }
 
 export type Method = keyof IMethods;
@@ -182,7 +222,11 @@ export type Notification =
     }
   | { method: 'process/closed'; params: { processId: string; seq: number } }
   | { method: 'process/started'; params: { process: IProcessInfo } }
-  | { method: 'process/removed'; params: { processId: string } };
+  | { method: 'process/removed'; params: { processId: string } }
+  | {
+      method: 'process/restarted';
+      params: { processId: string; seq: number; restarts: number; pid: number | null; exitCode: number | null; signal: string | null };
+    };
 
 /** Decode a base64 chunk to bytes (`atob` exists in browsers and node >= 16). */
 export function decodeChunk(chunk: string): Uint8Array {

@@ -16,7 +16,8 @@ import type { FitAddon } from '@xterm/addon-fit';
 import { ExecConnection } from './connection';
 import { OutputEvent, ProcessListModel, ProcessStream } from './model';
 import { IProcessInfo, PROCESSES_PATH, SignalName } from './protocol';
-import { ConnectionBanner, describeExit, displayCommand, displayName, processesIcon } from './panel';
+import { describeExit, displayCommand, displayName, exitBadge, logCut, originLabel, usageDetails } from './format';
+import { ConnectionBanner, fillPorts, processesIcon } from './panel';
 
 const STDERR_ON = '\x1b[91m';
 const COLOR_OFF = '\x1b[39m';
@@ -59,12 +60,19 @@ export class ProcessView extends Widget {
     this.title.label = options.processId;
 
     this._banner = new ConnectionBanner(this._connection);
-    this.node.append(this._toolbar(), this._banner.node, this._status, this._term, this._input);
+    this._details.className = 'jp-ExecView-details';
+    this._usage.className = 'jp-ExecView-usage';
+    this._ports.className = 'jp-ExecView-ports';
+    this._cut.className = 'jp-ExecView-cut';
+    this._origin.className = 'jp-ExecView-origin';
+    this._details.append(this._origin, this._usage, this._ports, this._cut);
+    this.node.append(this._toolbar(), this._details, this._banner.node, this._status, this._term, this._input);
     this._status.className = 'jp-ExecView-status';
     this._status.setAttribute('role', 'status');
     this._term.className = 'jp-ExecView-terminal';
     this._buildInput();
-    this._listWatch = this._list.watch();
+    // Polled, not just watched: the details line shows live usage and ports.
+    this._listWatch = this._list.poll();
     this._list.changed.connect(this._update, this);
     this._update();
   }
@@ -96,6 +104,12 @@ export class ProcessView extends Widget {
       this._starting = true;
       void this._startTerminal();
     }
+  }
+
+  /** Closing the tab ends the view (a plain Widget would only detach and stay tracked). */
+  protected onCloseRequest(msg: Message): void {
+    super.onCloseRequest(msg);
+    this.dispose();
   }
 
   protected onResize(msg: Widget.ResizeMessage): void {
@@ -355,9 +369,11 @@ export class ProcessView extends Widget {
     const exitCode = stream?.exited ? stream.exitCode : (info?.exitCode ?? null);
     const signal = stream?.exited ? stream.signal : (info?.signal ?? null);
     const state = running ? 'running' : 'exited';
-    this._badge.textContent = running ? 'running' : describeExit(exitCode, signal);
-    this._badge.dataset.state = running ? 'running' : exitCode === 0 ? 'ok' : signal ? 'signal' : 'failed';
+    const badge = exitBadge({ state: running ? (info?.state ?? 'running') : 'exited', exitCode, signal });
+    this._badge.textContent = badge.text;
+    this._badge.dataset.state = badge.state;
     this.node.dataset.state = state;
+    this._fillDetails(info);
     const b = this._buttons;
     b.interrupt.disabled = b.terminate.disabled = b.kill.disabled = !running;
     b.remove.disabled = running || !info;
@@ -370,10 +386,23 @@ export class ProcessView extends Widget {
     } else if (!this._status.classList.contains('jp-mod-error')) {
       this._status.textContent = '';
     }
-    if (stream?.exited && stream.caughtUp && !this._exitShown) {
+    if (stream?.atEnd && !this._exitShown) {
       this._exitShown = true;
       this._write(DIM(`[process ${describeExit(stream.exitCode, stream.signal)}]`));
     }
+  }
+
+  /** Origin, usage, port links and "log cut": everything the list knows beyond the toolbar. */
+  private _fillDetails(info: IProcessInfo | undefined): void {
+    this._origin.textContent = info?.origin ? `from ${originLabel(info.origin)}` : '';
+    this._usage.textContent = info ? usageDetails(info) : '';
+    if (info) {
+      fillPorts(this._ports, info);
+    }
+    const cut = !!info && logCut(info);
+    this._cut.hidden = !cut;
+    this._cut.textContent = cut ? `log cut: output before seq ${info!.firstSeq} was dropped` : '';
+    this._details.hidden = !(this._origin.textContent || this._usage.textContent || cut || info?.ports?.length);
   }
 
   private _updateFollow(): void {
@@ -399,6 +428,11 @@ export class ProcessView extends Widget {
   private _held: (string | Uint8Array)[] = [];
   private _heldBytes = 0;
   private _exitShown = false;
+  private _details = document.createElement('div');
+  private _origin = document.createElement('span');
+  private _usage = document.createElement('span');
+  private _ports = document.createElement('span');
+  private _cut = document.createElement('span');
   private _badge = document.createElement('span');
   private _command = document.createElement('code');
   private _status = document.createElement('div');

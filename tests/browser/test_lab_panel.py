@@ -1,209 +1,31 @@
 """The JupyterLab panel, end to end: a real `jupyter lab`, Debian's chromium, no mocks.
 
-One `jupyter lab` serves the whole module (bound to 127.0.0.1, token auth,
-its own config/data/runtime dirs so the user's settings and workspaces stay
-out); Playwright drives /usr/bin/chromium headless. Screenshots land in
-`test-artifacts/` for a human to look at.
-
-Without chromium or the `playwright` package these tests skip locally and
-FAIL under CI=true, so a CI machine that lost its browser cannot go green.
+The session's one `jupyter lab` and chromium come from conftest.py; the page
+helpers from lab.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.wire import stop_process
+from tests.browser.lab import (
+    ARTIFACTS,
+    PANEL,
+    Lab,
+    open_panel,
+    shot,
+    show_sidebar,
+    terminal_text,
+    view,
+    wait_for_text,
+)
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = os.environ.get("JUPYTER_EXEC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-PANEL = "#jupyter-exec-processes"
-
-
-def _missing_requirements() -> list[str]:
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the `playwright` Python package (pip install -e '.[test]')")
-    if not os.access(CHROMIUM, os.X_OK):
-        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
-    return missing
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _require_browser() -> None:
-    missing = _missing_requirements()
-    if missing:
-        message = "browser tests need " + " and ".join(missing)
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, token: str) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-class Lab:
-    def __init__(self, url: str, token: str, root: Path, proc: subprocess.Popen[bytes]) -> None:
-        self.url, self.token, self.root, self.proc = url, token, root, proc
-
-    def api(self, path: str) -> Any:
-        status, body = _get(self.url + path, self.token)
-        assert status == 200, (path, status, body[:500])
-        return json.loads(body)
-
-
-def launch_lab(base: Path, port: int, token: str) -> tuple[Lab, Any]:
-    """A `jupyter lab` on `base` (config, data, runtime, root); (lab, its log file)."""
-    root = base / "root"
-    (root / "sub").mkdir(parents=True, exist_ok=True)
-    # No "get notified about news?" toast over the screenshots.
-    settings = base / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True, exist_ok=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    env = dict(
-        os.environ,
-        JUPYTER_CONFIG_DIR=str(base / "config"),
-        JUPYTER_DATA_DIR=str(base / "data"),
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS="false",
-    )
-    log = (base / "lab.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "jupyterlab",
-            "--allow-root",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            "--ServerApp.open_browser=False",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited: {(base / 'lab.log').read_text()[-3000:]}")
-        try:
-            if _get(url + "api/status", token)[0] == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop_process(proc, 20)
-            pytest.fail(f"jupyter lab did not start: {(base / 'lab.log').read_text()[-3000:]}")
-        time.sleep(0.2)
-    status, body = _get(url + "api/exec/processes", token)
-    assert status == 200, f"jupyter_exec server extension not serving: {status} {body[:300]!r}"
-    return Lab(url, token, root, proc), log
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    base = tmp_path_factory.mktemp("lab")
-    running, log = launch_lab(base, _free_port(), secrets.token_hex(16))
-    try:
-        yield running
-    finally:
-        # Stop by PID: SIGTERM lets the server (and jupyter_exec) shut down cleanly.
-        stop_process(running.proc, 20)
-        log.close()
-        (ARTIFACTS / "lab.log").parent.mkdir(exist_ok=True)
-        (ARTIFACTS / "lab.log").write_bytes((base / "lab.log").read_bytes())
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield instance
-        instance.close()
-
-
-@pytest.fixture
-def page(browser: Any, lab: Lab, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A fresh page on JupyterLab, with console errors collected for the report."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    page = context.new_page()
-    page.set_default_timeout(20000)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{lab.url}lab?token={lab.token}")
-    page.locator(".jp-LabShell").wait_for()
-    page.locator("#jupyterlab-splash").wait_for(state="detached")
-    yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-end.png"))
-    context.close()
-    assert not [e for e in errors if "jupyter-exec" in e or "Exec" in e], errors
-
-
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-
-
-def show_sidebar(page: Any, widget_id: str) -> Any:
-    """Show a left-sidebar widget. Its tab toggles, and the layout restorer may be
-    opening the same widget at that moment, so look again after each click."""
-    widget = page.locator(f"#{widget_id}")
-    for _ in range(3):
-        if widget.is_visible():
-            return widget
-        page.locator(f'.jp-SideBar [data-id="{widget_id}"]').click()
-        with contextlib.suppress(Exception):
-            widget.wait_for(state="visible", timeout=3000)
-    widget.wait_for(state="visible")
-    return widget
-
-
-def open_panel(page: Any) -> Any:
-    return show_sidebar(page, PANEL[1:])
 
 
 def start_from_dialog(
@@ -226,26 +48,6 @@ def start_from_dialog(
     shot(page, f"dialog-{name}")
     dialog.get_by_role("button", name="Start").click()
     dialog.wait_for(state="detached")
-
-
-def view(page: Any) -> Any:
-    """The active process view in the main area."""
-    return page.locator(".jp-ExecView:visible")
-
-
-def terminal_text(page: Any) -> str:
-    return str(view(page).locator(".xterm-rows").inner_text())
-
-
-def wait_for_text(page: Any, pattern: str, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        text = terminal_text(page)
-        if re.search(pattern, text):
-            return text
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{pattern!r} not in terminal:\n{text}")
-        time.sleep(0.1)
 
 
 def test_tty_process_start_type_terminate_reload(page: Any, lab: Lab) -> None:
@@ -289,9 +91,10 @@ def test_tty_process_start_type_terminate_reload(page: Any, lab: Lab) -> None:
     page.locator("#jupyterlab-splash").wait_for(state="detached")
     row = open_panel(page).locator(".jp-ExecPanel-item", has_text="echoer")
     row.locator(".jp-ExecBadge", has_text="SIGTERM").wait_for()
-    if not view(page).count():
-        row.locator("button").focus()  # keyboard: Enter on the focused row opens it
-        page.keyboard.press("Enter")
+    # Keyboard: Enter on the focused row opens its view, or brings the restored one to
+    # the front (the session's Lab may restore other tests' views too).
+    row.locator("button").focus()
+    page.keyboard.press("Enter")
     after = wait_for_text(page, r"killed by SIGTERM")
     assert after.count("READY") == 1 and after.count("got:ping-42") == 1
     assert [ln.rstrip() for ln in after.splitlines() if ln.strip()] == [
@@ -421,18 +224,6 @@ def test_keyboard_only_start_and_dark_theme(page: Any, lab: Lab) -> None:
     assert brightness(dark[1]) < brightness(light[1])
 
 
-def _post_process(lab: Lab, params: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        lab.url + "api/exec/processes",
-        data=json.dumps(params).encode(),
-        method="POST",
-        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        assert response.status == 201
-        return dict(json.loads(response.read()))
-
-
 def test_network_blip_banner_then_resume_without_loss(page: Any, lab: Lab) -> None:
     """Cut the panel's websocket mid-output: banner, reconnect, every line exactly once.
 
@@ -458,7 +249,7 @@ def test_network_blip_banner_then_resume_without_loss(page: Any, lab: Lab) -> No
     page.locator("#jupyterlab-splash").wait_for(state="detached")
     n = 30
     script = f"for i in $(seq 1 {n}); do echo line-$i; sleep 0.1; done"
-    info = _post_process(lab, {"processId": "blip", "argv": ["sh", "-c", script], "label": "blip"})
+    info = lab.start({"processId": "blip", "argv": ["sh", "-c", script], "label": "blip"})
     open_panel(page).locator('.jp-ExecPanel-item[data-process-id="blip"] button').click()
     wait_for_text(page, r"line-5\b")
 

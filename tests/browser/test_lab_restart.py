@@ -11,17 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_lab_panel import (  # noqa: F401  (fixtures used by name)
-    _free_port,
-    _post_process,
-    _require_browser,
-    browser,
-    launch_lab,
-    open_panel,
-    shot,
-    view,
-    wait_for_text,
-)
+from tests.browser.lab import free_port, launch_lab, open_panel, shot, view, wait_for_text
 from tests.daemon.harness import daemons_stopped
 from tests.wire import stop_process
 
@@ -31,8 +21,8 @@ LINES = 90
 
 
 @pytest.mark.timeout(180)
-def test_the_panel_continues_through_a_server_restart(browser: Any, tmp_path: Path) -> None:  # noqa: F811
-    port, token = _free_port(), secrets.token_hex(16)
+def test_the_panel_continues_through_a_server_restart(browser: Any, tmp_path: Path) -> None:
+    port, token = free_port(), secrets.token_hex(16)
     with daemons_stopped(tmp_path / "runtime"):
         lab, log = launch_lab(tmp_path, port, token)
         # Tall enough that the terminal shows every line without scrolling.
@@ -43,7 +33,7 @@ def test_the_panel_continues_through_a_server_restart(browser: Any, tmp_path: Pa
             page.goto(f"{lab.url}lab?token={token}")
             page.locator("#jupyterlab-splash").wait_for(state="detached")
             script = f"for i in $(seq 1 {LINES}); do echo n-$i; sleep 0.1; done"
-            _post_process(lab, {"processId": "count", "argv": ["sh", "-c", script]})
+            lab.start({"processId": "count", "argv": ["sh", "-c", script]})
             open_panel(page).locator('.jp-ExecPanel-item[data-process-id="count"] button').click()
             wait_for_text(page, r"n-5\b")
             lab.proc.send_signal(signal.SIGKILL)

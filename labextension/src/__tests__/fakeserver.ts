@@ -307,6 +307,10 @@ export class FakeServer {
         }
         reply({ nextSeq: proc.nextSeq });
         return;
+      case 'process/remove':
+        this.remove(p.processId);
+        reply({});
+        return;
       case 'process/unsubscribe':
         session.subscriptions.delete(p.processId);
         reply({});

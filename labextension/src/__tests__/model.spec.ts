@@ -272,6 +272,57 @@ describe('ProcessStream', () => {
   });
 });
 
+describe('ProcessStream at the end of an ended process', () => {
+  it('is at its end only after the last output, when the replay races the reads', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p');
+    for (let i = 1; i <= 30; i++) {
+      server.emit('p', `line ${i}\n`);
+    }
+    server.exit('p', 0);
+    const handle = server.handle.bind(server);
+    server.handle = (socket, message) => {
+      if (message.method === 'process/read') {
+        setTimeout(() => handle(socket, message), 5); // reads slower than the replay
+        return;
+      }
+      if (message.method !== 'process/subscribe') {
+        handle(socket, message);
+        return;
+      }
+      // As the real server: the response first, then the whole output from afterSeq as
+      // notifications, slower than the reads here, so that reads and replay overlap.
+      socket.deliver({ jsonrpc: '2.0', id: message.id, result: { nextSeq: 33 } });
+      server.processes.get('p')!.events.forEach((e, i) => {
+        const params =
+          e.kind === 'output'
+            ? { processId: 'p', seq: e.seq, stream: e.stream, chunk: e.chunk }
+            : { processId: 'p', seq: e.seq, exitCode: 0, signal: null };
+        setTimeout(() => socket.deliver({ jsonrpc: '2.0', method: `process/${e.kind}`, params }), 3 * i);
+      });
+    };
+    const stream = new ProcessStream(connection, 'p', { maxBytes: 20 });
+    const out = record(stream);
+    let linesAtEnd: number | null = null;
+    let exitedBeforeTheEnd = false;
+    stream.changed.connect(() => {
+      if (stream.atEnd && linesAtEnd === null) {
+        linesAtEnd = out.seqs.length;
+      }
+      exitedBeforeTheEnd ||= stream.exited && stream.caughtUp && out.seqs.length < 30;
+    });
+    await flush(200);
+    await new Promise(resolve => setTimeout(resolve, 100));
+    expect(out.text).toBe(lines(1, 30));
+    expect(linesAtEnd).toBe(30);
+    // Nor does it say "caught up" with an exit before the last line (reads stopping at
+    // stale chunks did: a view then wrote "[process exited]" amid the replay).
+    expect(exitedBeforeTheEnd).toBe(false);
+    stream.dispose();
+    connection.dispose();
+  });
+});
+
 describe('ProcessListModel', () => {
   it('lists, then follows started / exited / closed / removed', async () => {
     const { server, connection } = setup();
@@ -349,5 +400,79 @@ describe('module boundaries', () => {
       }
       expect(source).not.toMatch(/\b(document|window)\./);
     }
+  });
+});
+
+describe('ProcessListModel for the panel (SPEC 11)', () => {
+  it('polls the list while someone shows usage, and stops when the last one goes', async () => {
+    const { server, connection } = setup();
+    const proc = server.addProcess('busy');
+    const model = new ProcessListModel(connection);
+    const first = model.poll(30);
+    const second = model.poll(30);
+    await flush();
+    const usage = { cpuPercent: 99, cpuSeconds: 3, rssBytes: 2e8, peakRssBytes: 2e8, processes: 4 };
+    proc.info.usage = usage;
+    proc.info.ports = [{ port: 8000, address: '127.0.0.1', pid: 100, url: '/proxy/8000/' }];
+    await new Promise(resolve => setTimeout(resolve, 80));
+    await flush();
+    expect(model.get('busy')).toMatchObject({ usage, ports: proc.info.ports });
+    first.dispose();
+    first.dispose(); // twice is once
+    const polled = server.calls('process/list').length;
+    await new Promise(resolve => setTimeout(resolve, 80));
+    expect(server.calls('process/list').length).toBeGreaterThan(polled); // the second holder still polls
+    second.dispose();
+    await flush();
+    const stopped = server.calls('process/list').length;
+    await new Promise(resolve => setTimeout(resolve, 80));
+    expect(server.calls('process/list').length).toBe(stopped);
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('counts active processes and removes finished ones, reporting the ids it could not', async () => {
+    const { server, connection } = setup();
+    for (const id of ['a', 'b', 'c', 'd']) {
+      server.addProcess(id);
+    }
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    server.exit('b', 0);
+    server.exit('c', 1);
+    await flush();
+    expect(model.activeCount).toBe(2);
+    const failed = await model.remove(['b', 'c', 'no-such'], 2);
+    await flush();
+    expect(failed).toEqual(['no-such']);
+    expect(model.processes.map(p => p.processId).sort()).toEqual(['a', 'd']);
+    expect(server.calls('process/remove').map(p => p.processId).sort()).toEqual(['b', 'c', 'no-such']);
+    expect(model.activeCount).toBe(2);
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('keeps a restarted process running with its new pid, never moving a closed one back', async () => {
+    const { server, connection } = setup();
+    server.addProcess('svc');
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    const session = [...server.sessions.values()][0] as any;
+    const send = (params: object) =>
+      session.socket.deliver({ jsonrpc: '2.0', method: 'process/restarted', params: { processId: 'svc', ...params } });
+    send({ seq: 3, restarts: 1, pid: 222, exitCode: 1, signal: null });
+    await flush();
+    expect(model.get('svc')).toMatchObject({ state: 'running', pid: 222, restarts: 1 });
+    server.exit('svc', 0);
+    await flush();
+    send({ seq: 9, restarts: 2, pid: 333, exitCode: 1, signal: null });
+    await flush();
+    expect(model.get('svc')).toMatchObject({ state: 'closed', exitCode: 0 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
   });
 });

@@ -1,0 +1,170 @@
+import {
+  compareOrigins,
+  describeExit,
+  displayCommand,
+  exitBadge,
+  exitMessage,
+  formatBytes,
+  formatCpuSeconds,
+  formatDuration,
+  formatPercent,
+  isFailure,
+  logCut,
+  originLabel,
+  portLinks,
+  runtimeMs,
+  usageDetails,
+  usageSummary
+} from '../format';
+import { AGENT, CLI, info, NOTEBOOK, T0 } from './fixtures';
+
+const usage = { cpuPercent: 12.34, cpuSeconds: 4.25, rssBytes: 340e6, peakRssBytes: 412e6, processes: 3 };
+
+describe('durations, sizes and percentages', () => {
+  it('formats durations as m:ss and h:mm:ss', () => {
+    expect(formatDuration(0)).toBe('0:00');
+    expect(formatDuration(83_999)).toBe('1:23');
+    expect(formatDuration(3_723_000)).toBe('1:02:03');
+    expect(formatDuration(-5)).toBe('0:00');
+  });
+
+  it('formats byte sizes in decimal units with at most one decimal', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(999)).toBe('999 B');
+    expect(formatBytes(1500)).toBe('1.5 KB');
+    expect(formatBytes(340e6)).toBe('340 MB');
+    expect(formatBytes(14.2e9)).toBe('14 GB');
+    expect(formatBytes(1.25e9)).toBe('1.3 GB');
+    expect(formatBytes(999_999)).toBe('1.0 MB');
+  });
+
+  it('formats CPU percent and CPU seconds', () => {
+    expect(formatPercent(0)).toBe('0.0 %');
+    expect(formatPercent(7.45)).toBe('7.5 %');
+    expect(formatPercent(230.4)).toBe('230 %');
+    expect(formatCpuSeconds(0.42)).toBe('0.4 s');
+    expect(formatCpuSeconds(12.3)).toBe('12 s');
+    expect(formatCpuSeconds(205)).toBe('3:25');
+  });
+});
+
+describe('exit badges', () => {
+  it('says running, queued, or how it ended, with the colour of each', () => {
+    expect(exitBadge(info('a'))).toEqual({ text: 'running', state: 'running' });
+    expect(exitBadge(info('a', { state: 'restarting' }))).toEqual({ text: 'restarting', state: 'running' });
+    expect(exitBadge(info('a', { state: 'queued', pid: null }))).toEqual({ text: 'queued', state: 'queued' });
+    expect(exitBadge(info('a', { state: 'closed', exitCode: 0 }))).toEqual({ text: 'exited 0', state: 'ok' });
+    expect(exitBadge(info('a', { state: 'exited', exitCode: 2 }))).toEqual({ text: 'exited 2', state: 'failed' });
+    expect(exitBadge(info('a', { state: 'closed', exitCode: 143, signal: 'SIGTERM' }))).toEqual({
+      text: 'killed by SIGTERM (143)',
+      state: 'signal'
+    });
+    expect(exitBadge(info('a', { state: 'lost' }))).toEqual({ text: 'lost', state: 'failed' });
+    expect(describeExit(null, null)).toBe('exited');
+  });
+
+  it('counts a process that never started (a failed dependency) as a failure', () => {
+    expect(isFailure(info('a', { state: 'closed', exitCode: null, pid: null }))).toBe(true);
+    expect(isFailure(info('a', { state: 'closed', exitCode: 0 }))).toBe(false);
+    expect(isFailure(info('a'))).toBe(false);
+  });
+
+  it('puts name, exit and runtime into a notification sentence', () => {
+    const done = info('a', { label: 'train', state: 'closed', exitCode: 0, exitedAt: T0 + 83_000 });
+    expect(exitMessage(done)).toBe('"train" exited 0 after 1:23');
+    const killed = { ...done, label: null, exitCode: 137, signal: 'SIGKILL' };
+    expect(exitMessage(killed)).toBe('"a" killed by SIGKILL (137) after 1:23');
+    const never = info('b', { state: 'closed', exitCode: null, exitedAt: null, label: 'x'.repeat(80) });
+    expect(exitMessage(never)).toBe(`"${'x'.repeat(57)}..." ended`);
+  });
+
+  it('measures the runtime to now while it runs, to the exit after', () => {
+    expect(runtimeMs(info('a'), T0 + 5000)).toBe(5000);
+    expect(runtimeMs(info('a', { state: 'closed', exitedAt: T0 + 2000 }), T0 + 9000)).toBe(2000);
+    expect(runtimeMs(info('a', { state: 'closed', exitedAt: null }), T0 + 9000)).toBe(0);
+  });
+});
+
+describe('usage', () => {
+  it('is live CPU, RSS and process count while running', () => {
+    expect(usageSummary(info('a', { usage }))).toBe('12 % · 340 MB · 3 procs');
+    expect(usageSummary(info('a', { usage: { ...usage, processes: 1 } }))).toBe('12 % · 340 MB');
+    expect(usageDetails(info('a', { usage }))).toBe(
+      'CPU 12 % · CPU time 4.3 s · RSS 340 MB (peak RSS 412 MB) · 3 processes'
+    );
+  });
+
+  it('keeps the final CPU seconds and peak RSS after the exit', () => {
+    const done = info('a', { state: 'closed', exitCode: 0, usage: { ...usage, cpuPercent: 0, rssBytes: 0 } });
+    expect(usageSummary(done)).toBe('4.3 s CPU · peak 412 MB');
+    expect(usageDetails(done)).toBe('CPU time 4.3 s · peak RSS 412 MB');
+    const brief = { ...done, usage: { ...done.usage!, cpuSeconds: 0.1, peakRssBytes: 0 } };
+    expect(usageSummary(brief)).toBe('0.1 s CPU');
+    expect(usageDetails(brief)).toBe('CPU time 0.1 s');
+  });
+
+  it('says nothing when the server measured nothing (older servers, queued processes)', () => {
+    expect(usageSummary(info('a', { usage: undefined }))).toBe('');
+    expect(usageSummary(info('a', { usage: null }))).toBe('');
+    expect(usageSummary(info('a', { state: 'queued', usage }))).toBe('');
+    expect(usageDetails(info('a', { usage: null }))).toBe('');
+  });
+
+  it('says when the log was cut', () => {
+    expect(logCut(info('a', { firstSeq: 1 }))).toBe(false);
+    expect(logCut(info('a', { firstSeq: 5000 }))).toBe(true);
+  });
+});
+
+describe('ports', () => {
+  it('gives one link per port, lowest first, with the proxy URL', () => {
+    const links = portLinks(
+      info('a', {
+        ports: [
+          { port: 8888, address: '0.0.0.0', pid: 7, url: '/user/x/proxy/8888/' },
+          { port: 8000, address: '127.0.0.1', pid: 7, url: '/proxy/8000/' },
+          { port: 8000, address: '::1', pid: 8, url: '/proxy/8000/' }
+        ]
+      })
+    );
+    expect(links.map(l => [l.port, l.url])).toEqual([
+      [8000, '/proxy/8000/'],
+      [8888, '/user/x/proxy/8888/']
+    ]);
+    expect(links[0].title).toBe('Open port 8000 through Jupyter: 127.0.0.1:8000 (pid 7), ::1:8000 (pid 8)');
+  });
+
+  it('shows a port without a URL as plain text (a server without the proxy)', () => {
+    const [link] = portLinks(info('a', { ports: [{ port: 5000, address: '127.0.0.1', pid: 3 }] }));
+    expect(link).toEqual({ port: 5000, url: null, title: 'Listening: 127.0.0.1:5000 (pid 3)' });
+    expect(portLinks(info('a', { ports: undefined }))).toEqual([]);
+  });
+});
+
+describe('origins', () => {
+  it('names origins for group headers', () => {
+    expect(originLabel(NOTEBOOK)).toBe('Notebook · analysis.ipynb');
+    expect(originLabel(AGENT)).toBe('Agent · codex');
+    expect(originLabel(CLI)).toBe('Command line');
+    expect(originLabel({ kind: 'robot', name: 'r2' })).toBe('robot · r2');
+    expect(originLabel(null)).toBe('Other');
+  });
+
+  it('orders notebooks first, unknown kinds, then no origin last', () => {
+    const origins = [null, CLI, { kind: 'robot', name: 'r' }, AGENT, { kind: 'notebook', name: 'b.ipynb' }, NOTEBOOK];
+    const sorted = [...origins].sort(compareOrigins).map(o => originLabel(o));
+    expect(sorted).toEqual([
+      'Notebook · analysis.ipynb',
+      'Notebook · b.ipynb',
+      'Agent · codex',
+      'Command line',
+      'robot · r',
+      'Other'
+    ]);
+  });
+
+  it('shows sh -c scripts as the script and quotes other argv', () => {
+    expect(displayCommand(['/bin/sh', '-c', 'echo hi | wc'])).toBe('echo hi | wc');
+    expect(displayCommand(['python', '-c', 'print(1)'])).toBe("python -c 'print(1)'");
+  });
+});
