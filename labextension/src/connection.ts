@@ -12,7 +12,7 @@
  * the server restores its subscriptions; `connected` then tells the models to
  * catch up from their last seq.
  */
-import { IDisposable } from '@lumino/disposable';
+import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { IMethods, Method, Notification } from './protocol';
@@ -114,26 +114,16 @@ export class ExecConnection implements IDisposable {
 
   /** Keep the connection open until the returned handle is disposed. */
   acquire(): IDisposable {
-    let released = false;
     this._users++;
     this._clearIdleTimer();
     if (this._status === 'idle') {
       this._open();
     }
-    return {
-      get isDisposed() {
-        return released;
-      },
-      dispose: () => {
-        if (released) {
-          return;
-        }
-        released = true;
-        if (--this._users === 0) {
-          this._scheduleIdleClose();
-        }
+    return new DisposableDelegate(() => {
+      if (--this._users === 0) {
+        this._scheduleIdleClose();
       }
-    };
+    });
   }
 
   /** Skip the backoff wait (the banner's "Reconnect now"). */

@@ -15,7 +15,7 @@
  * edge one round trip at a time. Output is never shown twice and never
  * skipped, across reconnects, resumes and slow-consumer drops alike.
  */
-import { IDisposable } from '@lumino/disposable';
+import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ConnectionLostError, ExecConnection, IConnectedArgs, RpcError } from './connection';
@@ -107,29 +107,19 @@ export class ProcessListModel implements IDisposable {
    */
   poll(intervalMs = POLL_MS): IDisposable {
     const watch = this.watch();
-    let released = false;
     this._pollers++;
     this._pollTimer ??= setInterval(() => {
       if (this.connection.status === 'connected' && !this._listing) {
         void this._refresh();
       }
     }, intervalMs);
-    return {
-      get isDisposed() {
-        return released;
-      },
-      dispose: () => {
-        if (released) {
-          return;
-        }
-        released = true;
-        watch.dispose();
-        if (--this._pollers === 0 && this._pollTimer) {
-          clearInterval(this._pollTimer);
-          this._pollTimer = null;
-        }
+    return new DisposableDelegate(() => {
+      watch.dispose();
+      if (--this._pollers === 0 && this._pollTimer) {
+        clearInterval(this._pollTimer);
+        this._pollTimer = null;
       }
-    };
+    });
   }
 
   /**
