@@ -18,26 +18,11 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.core import shell_snapshot
+from tests.core.shell_profile import BASHRC, PROFILE, SHOW
 from tests.sandbox.harness import needs_sandbox, outside_tmp, run
 from tests.wire import RawPeer, make_service
 
 pytestmark = pytest.mark.timeout(120)
-
-PROFILE = """echo profile >> "$HOME/sourced.log"
-export FROM_PROFILE=profile-value
-alias hi='echo alias-hi'
-greet() { echo "greet $1"; }
-set -o noglob
-umask 027
-cd /
-echo profile-noise
-[ -f "$HOME/.bashrc" ] && . "$HOME/.bashrc"
-"""
-BASHRC = 'echo bashrc >> "$HOME/sourced.log"\nexport FROM_RC=rc-value\n'
-SHOW = (
-    'echo "FP=$FROM_PROFILE FR=$FROM_RC CALLER=$CALLER pwd=$(pwd) umask=$(umask) opts=$-";'
-    " greet x; alias; echo *; env | grep -c SNAPSHOT_STATE"
-)
 
 
 @pytest.fixture
