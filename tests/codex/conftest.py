@@ -1,13 +1,15 @@
-"""Fixtures for the Codex end-to-end tests: Codex itself, a scripted model, our servers."""
+"""Fixtures for the Codex end-to-end tests: Codex itself, a scripted model, our servers,
+and the differential tests' pair of servers (differential.py)."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from .differential import TRANSPORTS, Pair, Side, codex_side, our_side
 from .harness import Codex, RunningServer, install_codex, jupyter_server, standalone_server
 from .model_server import ScriptedModel
 
@@ -60,3 +62,42 @@ def workdir(server: RunningServer, request: pytest.FixtureRequest) -> Path:
     path = server.root / name
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="module")
+def setup_home() -> Callable[[Path], None]:
+    """Fills both differential sides' ``CODEX_HOME`` before their servers start
+    (a module overrides it, as test_differential_fs.py installs skills and plugins)."""
+    return lambda home: None
+
+
+@pytest.fixture(scope="module")
+def server_environment() -> None:
+    """Set up before both differential sides' servers start; a module overrides it
+    (test_differential_http.py sets a variable the servers must inherit)."""
+
+
+@pytest.fixture(scope="module")
+def codex_server(
+    codex_launcher: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    setup_home: Callable[[Path], None],
+    server_environment: None,
+) -> Iterator[Side]:
+    """Codex's own exec-server, one per differential test module."""
+    with codex_side(codex_launcher, tmp_path_factory.mktemp("codex"), setup_home) as side:
+        yield side
+
+
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def pair(
+    request: pytest.FixtureRequest,
+    codex_server: Side,
+    tmp_path_factory: pytest.TempPathFactory,
+    setup_home: Callable[[Path], None],
+    server_environment: None,
+) -> Iterator[Pair]:
+    """Codex's server and ours over each transport, for a whole differential module."""
+    base = tmp_path_factory.mktemp(request.param)
+    with our_side(request.param, base, setup_home) as ours:
+        yield Pair(codex_server, ours)

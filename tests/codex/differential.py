@@ -17,17 +17,9 @@ Jupyter extension (harness.standalone_server / harness.jupyter_server). Each
 case runs, and can open more connections (`Side.connect`). Both sides get
 their own ``CODEX_HOME`` (named ``<codex-home>`` in answers).
 
-A test module keeps one Codex server and one of ours per transport::
-
-    @pytest.fixture(scope="module")
-    def codex_server(codex_launcher, tmp_path_factory):
-        with codex_side(codex_launcher, tmp_path_factory.mktemp("codex")) as side:
-            yield side
-
-    @pytest.fixture(scope="module", params=TRANSPORTS)
-    def pair(request, codex_server, tmp_path_factory):
-        with our_side(request.param, tmp_path_factory.mktemp(request.param)) as ours:
-            yield Pair(codex_server, ours)
+A test module keeps one Codex server and one of ours per transport: the
+module-scoped ``codex_server`` and ``pair`` fixtures (conftest.py; a module
+overrides ``setup_home`` or ``server_environment`` to prepare both alike)::
 
     def test_something(pair):
         pair.assert_same(Case("name", [Step("fs/readFile", {"path": "file://{ws}/f"})], build))

@@ -11,27 +11,19 @@ import base64
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .differential import TRANSPORTS, Case, Pair, Side, Step, codex_side, our_side
+from .differential import Case, Pair, Side, Step
 
 
 @pytest.fixture(scope="module")
-def codex_server(codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Side]:
-    with codex_side(codex_launcher, tmp_path_factory.mktemp("codex"), install) as side:
-        yield side
-
-
-@pytest.fixture(scope="module", params=TRANSPORTS)
-def pair(
-    request: pytest.FixtureRequest, codex_server: Side, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Pair]:
-    with our_side(request.param, tmp_path_factory.mktemp(request.param), install) as ours:
-        yield Pair(codex_server, ours)
+def setup_home() -> Callable[[Path], None]:
+    """Both sides' ``CODEX_HOME`` get the same skills and plugins."""
+    return install
 
 
 def install(codex_home: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ..rpc.echo_server import EchoServer, echo_server
-from .differential import TRANSPORTS, Case, Pair, Side, Step, codex_side, our_side, run
+from .differential import Case, Pair, Side, Step, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -47,25 +47,6 @@ def server_environment() -> Iterator[None]:
         yield
     finally:
         del os.environ[TOKEN_VAR]
-
-
-@pytest.fixture(scope="module")
-def codex_server(
-    codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory, server_environment: None
-) -> Iterator[Side]:
-    with codex_side(codex_launcher, tmp_path_factory.mktemp("codex")) as side:
-        yield side
-
-
-@pytest.fixture(scope="module", params=TRANSPORTS)
-def pair(
-    request: pytest.FixtureRequest,
-    codex_server: Side,
-    tmp_path_factory: pytest.TempPathFactory,
-    server_environment: None,
-) -> Iterator[Pair]:
-    with our_side(request.param, tmp_path_factory.mktemp(request.param)) as ours:
-        yield Pair(codex_server, ours)
 
 
 def response(result: dict[str, Any]) -> dict[str, Any]:

@@ -18,13 +18,12 @@ import itertools
 import re
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..rpc.echo_server import EchoServer, echo_server
-from .differential import TRANSPORTS, Pair, Side, codex_side, our_side
+from .differential import Pair, Side
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -71,20 +70,6 @@ STARTS = itertools.count(1)
 def web() -> Iterator[EchoServer]:
     with echo_server() as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def codex_server(codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Side]:
-    with codex_side(codex_launcher, tmp_path_factory.mktemp("codex")) as side:
-        yield side
-
-
-@pytest.fixture(scope="module", params=TRANSPORTS)
-def pair(
-    request: pytest.FixtureRequest, codex_server: Side, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Pair]:
-    with our_side(request.param, tmp_path_factory.mktemp(request.param)) as ours:
-        yield Pair(codex_server, ours)
 
 
 def behind_proxy(

@@ -15,48 +15,16 @@ import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .differential import TRANSPORTS, Client, Pair, Side, codex_side, fill, normalize, our_side
+from ..core.shell_profile import BASHRC, PROFILE, SHOW
+from .differential import Client, Pair, fill, normalize
 
 pytestmark = pytest.mark.timeout(300)
 _IDS = itertools.count(1)
-
-PROFILE = """echo profile >> "$HOME/sourced.log"
-export FROM_PROFILE=profile-value
-alias hi='echo alias-hi'
-greet() { echo "greet $1"; }
-set -o noglob
-umask 027
-cd /
-echo profile-noise
-[ -f "$HOME/.bashrc" ] && . "$HOME/.bashrc"
-"""
-BASHRC = 'echo bashrc >> "$HOME/sourced.log"\nexport FROM_RC=rc-value\n'
-SHOW = (
-    'echo "FP=$FROM_PROFILE FR=$FROM_RC CALLER=$CALLER pwd=$(pwd) umask=$(umask) opts=$-";'
-    " greet x; alias; echo *; env | grep -c SNAPSHOT_STATE"
-)
-
-
-@pytest.fixture(scope="module")
-def codex_server(codex_launcher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Side]:
-    with codex_side(codex_launcher, tmp_path_factory.mktemp("codex")) as side:
-        yield side
-
-
-@pytest.fixture(scope="module", params=TRANSPORTS)
-def pair(
-    request: pytest.FixtureRequest,
-    codex_server: Side,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Pair]:
-    with our_side(request.param, tmp_path_factory.mktemp(request.param)) as ours:
-        yield Pair(codex_server, ours)
 
 
 def execute(client: Client, ws: Path, process_id: str, params: dict[str, Any]) -> dict[str, Any]:
