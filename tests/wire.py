@@ -71,6 +71,19 @@ async def embedded(
         await service.aclose()
 
 
+@contextlib.asynccontextmanager
+async def connected(tmp_path: Path | None = None, **overrides: Any) -> AsyncIterator[RawPeer]:
+    """A fresh service (`make_service`) and a raw peer that has done the handshake."""
+    service = make_service(tmp_path, **overrides)
+    peer = RawPeer(service)
+    await peer.handshake()
+    try:
+        yield peer
+    finally:
+        await peer.close()
+        await service.aclose()
+
+
 class RawPeer:
     """A JSON-RPC peer over an in-process connection, to see exact wire messages."""
 

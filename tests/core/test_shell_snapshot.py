@@ -9,10 +9,8 @@ tests/codex/test_differential_shell.py compares side by side.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from jupyter_exec.core import shell_snapshot
 from tests.core.shell_profile import BASHRC, PROFILE, SHOW
 from tests.sandbox.harness import needs_sandbox, outside_tmp, run
-from tests.wire import RawPeer, make_service
+from tests.wire import RawPeer, connected
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,19 +38,6 @@ def work(tmp_path: Path) -> Path:
     path.mkdir()
     (path / "a-file").write_text("")
     return path
-
-
-@contextlib.asynccontextmanager
-async def connected(tmp_path: Path) -> AsyncIterator[RawPeer]:
-    """An embedded service and a peer that did the handshake (no sandbox needed)."""
-    service = make_service(tmp_path)
-    raw = RawPeer(service)
-    await raw.handshake()
-    try:
-        yield raw
-    finally:
-        await raw.close()
-        await service.aclose()
 
 
 def snapshot(

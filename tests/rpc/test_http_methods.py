@@ -11,7 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ import pytest
 
 from jupyter_exec.rpc.http_methods import MAX_DELTA_BYTES
 
-from ..wire import RawPeer, make_service
+from .. import wire
+from ..wire import RawPeer
 from .echo_server import GZIP_TEXT, EchoServer, echo_server, pattern
 
 ENV = {"PATH": "/usr/bin:/bin", "API_TOKEN": "sekret", "EMPTY": ""}
@@ -31,17 +32,9 @@ def web() -> Iterator[EchoServer]:
         yield server
 
 
-@contextlib.asynccontextmanager
-async def connected(tmp_path: Path, **rules: Any) -> AsyncIterator[RawPeer]:
+def connected(tmp_path: Path, **rules: Any) -> contextlib.AbstractAsyncContextManager[RawPeer]:
     """A handshaken connection to a fresh service whose front's environment is `ENV`."""
-    service = make_service(tmp_path, env=ENV, **rules)
-    peer = RawPeer(service)
-    await peer.handshake()
-    try:
-        yield peer
-    finally:
-        await peer.close()
-        await service.aclose()
+    return wire.connected(tmp_path, env=ENV, **rules)
 
 
 def get(url: str, **params: Any) -> dict[str, Any]:

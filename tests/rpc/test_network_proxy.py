@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..wire import RawPeer, make_service, py
+from ..wire import RawPeer, connected, py
 from .echo_server import EchoServer, echo_server
 
 FETCH = """
@@ -45,18 +44,6 @@ def proxy_settings(**overrides: Any) -> dict[str, Any]:
 def web() -> Iterator[EchoServer]:
     with echo_server() as server:
         yield server
-
-
-@contextlib.asynccontextmanager
-async def connected(tmp_path: Path) -> AsyncIterator[RawPeer]:
-    service = make_service(tmp_path)
-    peer = RawPeer(service)
-    await peer.handshake()
-    try:
-        yield peer
-    finally:
-        await peer.close()
-        await service.aclose()
 
 
 async def run(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from jupyter_exec.core import sandbox
-from tests.wire import RawPeer, make_service
+from tests.wire import RawPeer, connected
 
 
 @dataclass
@@ -74,11 +74,5 @@ def outside_tmp() -> Iterator[Path]:
 async def session(tmp_path: Path, **config: Any) -> AsyncIterator[RawPeer]:
     """An embedded service and a raw peer that has done the handshake (SPEC 2)."""
     needs_sandbox()
-    service = make_service(tmp_path, **config)
-    peer = RawPeer(service)
-    await peer.handshake()
-    try:
+    async with connected(tmp_path, **config) as peer:
         yield peer
-    finally:
-        await peer.close()
-        await service.aclose()
