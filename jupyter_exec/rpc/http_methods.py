@@ -43,7 +43,7 @@ import os
 import re
 import ssl
 import weakref
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..wire.errors import InternalError, InvalidParamsError, InvalidRequestError
@@ -290,7 +290,9 @@ async def http_request(ctx: CallContext, params: Any) -> dict[str, Any]:
     result = {"status": response.status_code, "headers": _response_headers(response)}
     if p.stream_response:
         ctx.after_response.append(
-            lambda: _start_stream(ctx.connection, p.request_id, client, response, deadline)
+            lambda: _start_stream(
+                ctx.connection, _stream(ctx.connection, p.request_id, client, response, deadline)
+            )
         )
         return {**result, "bodyBase64": ""}
     try:
@@ -319,13 +321,8 @@ def _reason(exc: BaseException) -> str:
 _STREAMS: weakref.WeakKeyDictionary[Any, set[asyncio.Task[None]]] = weakref.WeakKeyDictionary()
 
 
-def _start_stream(
-    connection: Outlet,
-    request_id: str,
-    client: httpx.AsyncClient,
-    response: httpx.Response,
-    deadline: float | None,
-) -> None:
+def _start_stream(connection: Outlet, body: Coroutine[Any, Any, None]) -> None:
+    """Run `body` (a `_stream`) as a task the connection's close cancels."""
     tasks = _STREAMS.get(connection)
     if tasks is None:
         tasks = _STREAMS[connection] = set()
@@ -337,7 +334,7 @@ def _start_stream(
             await asyncio.gather(*running, return_exceptions=True)
 
         connection.on_close(stop)
-    task = asyncio.ensure_future(_stream(connection, request_id, client, response, deadline))
+    task = asyncio.ensure_future(body)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
 
