@@ -54,5 +54,22 @@ async def mcp_session(server: JupyterServer, transport: str) -> AsyncIterator[Cl
         yield session
 
 
+@contextlib.asynccontextmanager
+async def stdio_session(
+    args: list[str], env: dict[str, str], errlog: Path, cwd: Path | None = None
+) -> AsyncIterator[ClientSession]:
+    """`jupyter-exec <args>` as an MCP stdio server (its stderr goes to `errlog`), initialized."""
+    params = StdioServerParameters(
+        command=str(BIN / "jupyter-exec"),
+        args=args,
+        env=env,
+        cwd=None if cwd is None else str(cwd),
+    )
+    with errlog.open("w") as log:
+        async with stdio_client(params, errlog=log) as streams, ClientSession(*streams) as s:
+            await s.initialize()
+            yield s
+
+
 def text_of(result: Any) -> str:
     return "".join(getattr(block, "text", "") for block in result.content)

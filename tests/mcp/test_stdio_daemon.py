@@ -10,13 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.daemon.harness import daemons_stopped
 from tests.magics.jupyter_process import clean_env
 
-from .conftest import BIN, text_of
+from .conftest import BIN, stdio_session, text_of
 
 pytestmark = pytest.mark.slow
 
@@ -26,21 +24,16 @@ async def test_an_agents_process_outlives_its_session(tmp_path: Path) -> None:
     work.mkdir()
     env = clean_env(runtime)
     notices = tmp_path / "stderr.txt"
-    params = StdioServerParameters(
-        command=str(BIN / "jupyter-exec"), args=["mcp"], env=env, cwd=str(work)
-    )
     with daemons_stopped(runtime):
-        with notices.open("w") as errlog:
-            async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
-                await s.initialize()
-                r = await s.call_tool(
-                    "start_process",
-                    {"command": "pwd; echo ready; sleep 300", "process_id": "agent-job",
-                     "wait_for": "ready"},
-                )  # fmt: skip
-                assert not r.is_error, text_of(r)
-                # No cwd given: the root is the agent host's cwd, as for a shell.
-                assert r.structured_content["output"] == f"{work}\nready\n"
+        async with stdio_session(["mcp"], env, notices, cwd=work) as s:
+            r = await s.call_tool(
+                "start_process",
+                {"command": "pwd; echo ready; sleep 300", "process_id": "agent-job",
+                 "wait_for": "ready"},
+            )  # fmt: skip
+            assert not r.is_error, text_of(r)
+            # No cwd given: the root is the agent host's cwd, as for a shell.
+            assert r.structured_content["output"] == f"{work}\nready\n"
         assert "processes run in this user's exec daemon" in notices.read_text()
         # The session and its `jupyter-exec mcp` are gone; the process is not.
         ps = await asyncio.to_thread(
@@ -59,14 +52,9 @@ async def test_with_no_usable_runtime_dir_it_runs_them_itself_and_says_why(
 ) -> None:
     (tmp_path / "file").write_text("a runtime dir cannot be under a file, even for root")
     notices = tmp_path / "stderr.txt"
-    params = StdioServerParameters(
-        command=str(BIN / "jupyter-exec"), args=["mcp"], env=clean_env(tmp_path / "file" / "rt")
-    )
-    with notices.open("w") as errlog:
-        async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
-            await s.initialize()
-            r = await s.call_tool("run_command", {"command": "echo inside"})
-            assert r.structured_content["output"] == "inside\n"
+    async with stdio_session(["mcp"], clean_env(tmp_path / "file" / "rt"), notices) as s:
+        r = await s.call_tool("run_command", {"command": "echo inside"})
+        assert r.structured_content["output"] == "inside\n"
     said = notices.read_text()
     assert said.count("no exec daemon can run here (cannot use the runtime dir") == 1, said
     assert "processes run in this process and end with it" in said

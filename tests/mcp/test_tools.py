@@ -9,13 +9,11 @@ import urllib.error
 import urllib.request
 
 import pytest
-from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.magics.jupyter_process import clean_env, free_port
 from tests.wire import NUMBERED, assert_numbered
 
-from .conftest import BIN, mcp_session, text_of
+from .conftest import mcp_session, stdio_session, text_of
 
 both = pytest.mark.parametrize("transport", ["stdio", "http"])
 
@@ -213,14 +211,9 @@ def test_http_endpoint_refuses_without_a_token(server):
 async def test_stdio_embedded_when_asked_runs_processes_itself(tmp_path):
     env = clean_env(tmp_path)  # an empty runtime dir: no server to find
     notices = tmp_path / "stderr.txt"
-    params = StdioServerParameters(
-        command=str(BIN / "jupyter-exec"), args=["mcp", "--embedded"], env=env
-    )
-    with notices.open("w") as errlog:
-        async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
-            await s.initialize()
-            r = await s.call_tool("run_command", {"command": "echo embedded"})
-            assert r.structured_content["output"] == "embedded\n"
+    async with stdio_session(["mcp", "--embedded"], env, notices) as s:
+        r = await s.call_tool("run_command", {"command": "echo embedded"})
+        assert r.structured_content["output"] == "embedded\n"
     said = notices.read_text()
     assert "asked for with --embedded; processes run in this process and end with it" in said
     assert not list(tmp_path.glob("jupyter-exec-*"))  # no daemon was started
@@ -228,15 +221,10 @@ async def test_stdio_embedded_when_asked_runs_processes_itself(tmp_path):
 
 async def test_stdio_with_an_unreachable_server_answers_tool_errors(tmp_path):
     args = ["mcp", "--url", f"http://127.0.0.1:{free_port()}/", "--token", "x"]
-    params = StdioServerParameters(
-        command=str(BIN / "jupyter-exec"), args=args, env=clean_env(tmp_path)
-    )
-    with (tmp_path / "stderr.txt").open("w") as errlog:
-        async with stdio_client(params, errlog=errlog) as streams, ClientSession(*streams) as s:
-            await s.initialize()
-            for _ in range(2):  # each call tries again; the session stays up
-                r = await s.call_tool("list_processes", {})
-                assert r.is_error and "cannot reach the jupyter-exec server" in text_of(r)
+    async with stdio_session(args, clean_env(tmp_path), tmp_path / "stderr.txt") as s:
+        for _ in range(2):  # each call tries again; the session stays up
+            r = await s.call_tool("list_processes", {})
+            assert r.is_error and "cannot reach the jupyter-exec server" in text_of(r)
 
 
 @both
