@@ -178,7 +178,7 @@ class Registry:
             argv[0] = params.arg0
         size = params.size
         log_dir = self._ensure_log_dir()
-        box = self._sandbox(policies, cwd, env, rules, log_dir)
+        box = self.sandbox_for(policies, cwd, env, rules)
         confine = box.preexec if box is not None else None
         preexec = sandbox.preexec_chain(limits.preexec(params.limits), confine)
         spec = ChildSpec(
@@ -232,16 +232,17 @@ class Registry:
         asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
         return info
 
-    def _sandbox(
+    def sandbox_for(
         self,
         requested: Sequence[SandboxPolicy | None],
         cwd: str,
         env: dict[str, str],
         rules: FrontRules,
-        log_dir: Path,
     ) -> sandbox.Sandbox | None:
-        """The sandbox a start runs in (None: none); `env` loses what would lead back to us."""
-        conf = self.confinement(requested, cwd, rules, env, log_dir)
+        """The sandbox a start in `cwd` runs in (None: none); `env` loses what would lead
+        back to us. Also for a helper child run before a start (a shell snapshot's
+        capture, core/shell_snapshot.py); the caller closes it."""
+        conf = self.confinement(requested, cwd, rules, env, self._ensure_log_dir())
         if conf is None:
             return None
         sandbox.check_available()
@@ -250,17 +251,6 @@ class Registry:
         if box.tmp is not None:
             env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
         return box
-
-    def sandbox_for(
-        self,
-        requested: Sequence[SandboxPolicy | None],
-        cwd: str,
-        env: dict[str, str],
-        rules: FrontRules,
-    ) -> sandbox.Sandbox | None:
-        """The sandbox a start in `cwd` would run in, for a helper child run before it
-        (a shell snapshot's capture, core/shell_snapshot.py); the caller closes it."""
-        return self._sandbox(requested, cwd, env, rules, self._ensure_log_dir())
 
     def confinement(
         self,
