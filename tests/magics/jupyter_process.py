@@ -75,8 +75,11 @@ START_ATTEMPTS = 3
 
 
 @contextmanager
-def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
+def jupyter_server(tmp: Path, app: str = "jupyter-server") -> Iterator[JupyterServer]:
     """A started server that answers, and still answers a few seconds later.
+
+    ``app`` is the command: ``jupyter-notebook`` starts Notebook 7's server
+    (the same ServerApp, with Notebook 7's pages) under the same rules.
 
     A start that fails that check is reported as a warning, with the reason
     and the server's log, and retried with a new server, instead of failing
@@ -85,7 +88,7 @@ def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
     """
     for attempt in range(START_ATTEMPTS):
         suffix = f"-{attempt}" if attempt else ""
-        with _started_server(tmp, suffix) as (server, proc, log_path):
+        with _started_server(tmp, suffix, app) as (server, proc, log_path):
             failure = _stays_up(server, proc)
             if failure is None:
                 yield server
@@ -101,7 +104,7 @@ def jupyter_server(tmp: Path) -> Iterator[JupyterServer]:
 
 @contextmanager
 def _started_server(
-    tmp: Path, suffix: str
+    tmp: Path, suffix: str, app: str
 ) -> Iterator[tuple[JupyterServer, subprocess.Popen[bytes], Path]]:
     runtime_dir, root_dir = tmp / f"runtime{suffix}", tmp / f"root{suffix}"
     runtime_dir.mkdir()
@@ -110,7 +113,7 @@ def _started_server(
     env = clean_env(runtime_dir)
     env["JUPYTER_CONFIG_DIR"] = str(tmp / "config")
     cmd = [
-        str(BIN / "jupyter-server"), "--allow-root", "--no-browser",
+        str(BIN / app), "--allow-root", "--no-browser",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
         '--ServerApp.jpserver_extensions={"jupyter_exec": True, "jupyter_server_proxy": True}',
