@@ -4,8 +4,10 @@ pytest-jupyter's autouse fixtures manage an asyncio loop and an in-process
 ServerApp for every test; here they would fight Playwright's sync API, which
 runs its own loop on this thread. So they are replaced by no-ops.
 
-One `jupyter lab` and one chromium serve every browser test of the session
-(starting Lab costs seconds of CI time); each test gets a fresh page.
+One `jupyter lab` and one chromium serve every browser test (starting Lab costs
+seconds of CI time); each test gets a fresh page. Both are package-scoped, not
+session-scoped: Playwright's sync API keeps its loop running on this thread
+while it is open, and `asyncio.run` in any later test would fail.
 Without chromium or the `playwright` package these tests skip locally and
 FAIL under CI=true, so a CI machine that lost its browser cannot go green.
 """
@@ -53,7 +55,7 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     base = tmp_path_factory.mktemp("lab")
     with daemons_stopped(base / "runtime"):
@@ -68,7 +70,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             (ARTIFACTS / "lab.log").write_bytes((base / "lab.log").read_bytes())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
