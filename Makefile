@@ -10,7 +10,7 @@ PYTHONS ?= 3.10 3.13
 # client and CLI, the rpc methods (fs streaming, http/request, the network proxy), the
 # renderer, the exec daemon's websocket handover (websockets' sans-I/O API on every
 # version: Python 3.10 gets websockets 16), and the sandbox (its syscalls go through ctypes).
-PYTHONS_TESTS ?= tests/core tests/cli tests/client tests/rpc tests/render \
+PYTHONS_TESTS ?= tests/wire tests/core tests/rpc tests/transports tests/cli tests/client tests/render \
   tests/daemon/test_handover.py tests/daemon/test_resume.py \
   tests/sandbox/test_enforcement.py tests/sandbox/test_policy.py tests/sandbox/test_non_root.py \
   tests/sandbox/test_escape.py tests/sandbox/test_fs.py

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from jupyter_exec.client import SyncExecClient
 from tests.daemon.harness import stop_daemons_under
@@ -19,6 +20,23 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 os.environ.setdefault("JUPYTER_SERVER_ALLOW_UNAUTHENTICATED_ACCESS", "false")
 # Servers started by tests leave their discovery records here, not in the user's runtime dir.
 os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="jupyter-exec-test-runtime-"))
+
+# Hypothesis runs with a fixed, derandomized profile so CI is reproducible; set
+# `HYPOTHESIS_PROFILE=explore` locally to search with fresh random seeds.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "explore",
+    deadline=None,
+    max_examples=500,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ from tests.browser.lab import (
     open_lab,
 )
 from tests.daemon.harness import daemons_stopped
-from tests.wire import stop_process
+from tests.service import stop_process
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.wire import stop_process
+from tests.service import stop_process
 
 CHROMIUM = os.environ.get("JUPYTER_EXEC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -29,7 +29,7 @@ from tests.browser.lab import (
     wait_until,
 )
 from tests.daemon.harness import daemons_stopped
-from tests.wire import stop_process
+from tests.service import stop_process
 
 TRAIN = """\
 import time, random

@@ -13,7 +13,7 @@ import pytest
 
 from tests.browser.lab import free_port, launch_lab, open_panel, shot, view, wait_for_text
 from tests.daemon.harness import daemons_stopped
-from tests.wire import stop_process
+from tests.service import stop_process
 
 pytestmark = pytest.mark.slow
 

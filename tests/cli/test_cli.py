@@ -19,7 +19,7 @@ from ptyprocess import PtyProcess
 
 from jupyter_exec.frontends.cli import parse_detach_key
 from tests.daemon.harness import daemon_pid, daemons_stopped
-from tests.wire import NUMBERED, NUMBERED_LINES, assert_numbered, stop_process
+from tests.service import NUMBERED, NUMBERED_LINES, assert_numbered, stop_process
 
 from ..magics.jupyter_process import BIN, JupyterServer, clean_env, jupyter_server
 

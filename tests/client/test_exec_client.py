@@ -16,7 +16,7 @@ import pytest
 from jupyter_exec.client import PAGE_BYTES, ExecClient, OutputEvent, SyncExecClient
 from jupyter_exec.client.exec_client import ClosedEvent, ExitedEvent, Page
 from jupyter_exec.wire.errors import InvalidParamsError, InvalidRequestError
-from tests.wire import NUMBERED, Standalone, assert_numbered, embedded, py, standalone
+from tests.service import NUMBERED, Standalone, assert_numbered, embedded, py, standalone
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from websockets.sync.client import connect
 
-from tests.wire import stop_process
+from tests.service import stop_process
 
 from .harness import JUPYTER_EXEC, jupyter_server, standalone_server
 

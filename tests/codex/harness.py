@@ -25,7 +25,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from tests.npm_cache import npm_tool
-from tests.wire import stop_process
+from tests.service import stop_process
 
 CODEX_VERSION = "0.171.0"
 VENV_BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from jupyter_exec.client import ExecClient, ExitedEvent, OutputEvent
-from tests.wire import RawPeer, embedded, pid_alive, py, unb64
+from tests.service import RawPeer, embedded, pid_alive, py, unb64
 
 FLOOD = "import sys\nwhile True:\n    sys.stdout.write('x' * 4000 + '\\n'); sys.stdout.flush()"
 
@@ -172,7 +172,7 @@ async def test_terminate_of_a_cooperative_process_is_prompt(tmp_path):
 
 
 async def test_resume_session_loses_no_byte(tmp_path):
-    from tests.wire import standalone
+    from tests.service import standalone
 
     with standalone("--lifetime", "detached", cwd=tmp_path) as server:
         c1 = await ExecClient.connect(server.bare_url, server.token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from tests.wire import RawPeer, embedded, make_service, py
+from tests.service import RawPeer, embedded, make_service, py
 
 
 async def start(peer: RawPeer, process_id: str, argv: list[str], **extra: object) -> None:

@@ -22,7 +22,7 @@ import pytest
 from jupyter_exec.core.child import ChildSpec, spawn
 from jupyter_exec.core.proctree import ProcessRef, identify, kill_verified
 from tests.core.pid_recycle import BYSTANDER, pending
-from tests.wire import pid_alive
+from tests.service import pid_alive
 
 RECYCLER = Path(__file__).with_name("pid_recycle.py")
 

@@ -7,7 +7,7 @@ import os
 import stat
 
 from jupyter_exec.client import ClosedEvent, ExitedEvent, OutputEvent
-from tests.wire import PY, RawPeer, embedded, py
+from tests.service import PY, RawPeer, embedded, py
 
 
 async def collect(client, pid):

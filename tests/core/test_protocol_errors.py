@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from jupyter_exec.wire.errors import ErrorCode
-from tests.wire import RawPeer, b64, make_service, py
+from tests.service import RawPeer, b64, make_service, py
 
 
 async def test_process_call_before_initialize(tmp_path):

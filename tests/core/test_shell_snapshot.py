@@ -18,7 +18,7 @@ import pytest
 from jupyter_exec.core import shell_snapshot
 from tests.core.shell_profile import BASHRC, PROFILE, SHOW
 from tests.sandbox.harness import needs_sandbox, outside_tmp, run
-from tests.wire import RawPeer, connected
+from tests.service import RawPeer, connected
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jupyter_exec
 
-from ..wire import standalone
+from ..service import standalone
 
 PACKAGE = Path(jupyter_exec.__file__).parent
 MAX_LINES = 700

@@ -11,7 +11,7 @@ import pytest
 
 from jupyter_exec.core.usage import listening_sockets, socket_inodes
 from jupyter_exec.wire.errors import InvalidParamsError, InvalidRequestError
-from tests.wire import RawPeer, embedded, py
+from tests.service import RawPeer, embedded, py
 
 #: Serves its directory on a free port of 127.0.0.1, from a grandchild (bash -> python).
 SERVER = ["bash", "-c", "python3 -m http.server 0 --bind 127.0.0.1 >/dev/null 2>&1 & wait"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from jupyter_exec.core.proctree import ProcessRef
 from jupyter_exec.daemon import paths, sockets
-from tests.wire import pid_alive, stop_process
+from tests.service import pid_alive, stop_process
 
 
 @dataclass

@@ -27,7 +27,7 @@ from tests.daemon.harness import (
     wait_gone,
 )
 from tests.daemon.test_server_restart import COUNTER
-from tests.wire import tree_of
+from tests.service import tree_of
 
 NOBODY = 65534
 

@@ -34,7 +34,7 @@ from tests.daemon.harness import (
     start_server,
 )
 from tests.magics.jupyter_process import BIN, clean_env
-from tests.wire import stop_process
+from tests.service import stop_process
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -29,7 +29,7 @@ from tests.daemon.harness import (
 from tests.daemon.test_daemon import client, numbered, read_all, try_as_nobody
 from tests.daemon.test_server_restart import COUNTER
 from tests.magics.jupyter_process import BIN, clean_env
-from tests.wire import pid_alive, tree_of
+from tests.service import pid_alive, tree_of
 
 
 async def seqs(c: ExecClient, process_id: str) -> list[int]:

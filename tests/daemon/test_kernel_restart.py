@@ -17,7 +17,7 @@ import pytest
 
 from tests.daemon.harness import daemons_stopped, start_server, wait_gone
 from tests.magics.jupyter_process import JupyterServer, Kernel, clean_env, outputs_text
-from tests.wire import stop_process
+from tests.service import stop_process
 
 pytestmark = pytest.mark.slow
 

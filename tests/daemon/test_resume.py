@@ -16,7 +16,7 @@ import pytest
 from jupyter_exec.client import ExecClient
 from tests.daemon.harness import daemons_stopped, start_server
 from tests.daemon.test_server_restart import COUNTER
-from tests.wire import stop_process
+from tests.service import stop_process
 
 
 class Seen:

@@ -12,7 +12,7 @@ import pytest
 
 from jupyter_exec.client import SyncExecClient
 from tests.daemon.harness import daemon_pid, daemons_stopped, start_server, wait_gone
-from tests.wire import pid_alive, stop_process, tree_of
+from tests.service import pid_alive, stop_process, tree_of
 
 COUNTER = (
     "import time\ni = 0\nwhile True:\n    print(i, flush=True)\n    i += 1\n    time.sleep(0.05)"

@@ -10,7 +10,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection
 
-from tests.wire import py
+from tests.service import py
 
 
 @pytest.fixture

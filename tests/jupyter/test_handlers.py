@@ -10,7 +10,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.jupyter.test_extension import open_rpc
-from tests.wire import NUMBERED, assert_numbered
+from tests.service import NUMBERED, assert_numbered
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from jupyter_exec.core.proctree import ProcessRef
 from tests.daemon.harness import daemon_pid, wait_gone
-from tests.wire import pid_alive, py, tree_of
+from tests.service import pid_alive, py, tree_of
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from tests.wire import stop_process
+from tests.service import stop_process
 
 BIN = Path(sys.executable).parent
 

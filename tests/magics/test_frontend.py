@@ -16,7 +16,7 @@ from jupyter_exec.frontends.frontend import (
 )
 from jupyter_exec.wire.errors import InvalidRequestError, ProcessExistsError
 
-from ..wire import embedded
+from ..service import embedded
 
 
 @pytest.mark.parametrize(

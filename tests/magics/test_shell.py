@@ -30,7 +30,7 @@ from jupyter_exec.frontends.magics import ExecMagics
 from jupyter_exec.frontends.view import live_views, stop_all_views
 from jupyter_exec.wire.errors import ExecError
 from tests.daemon.harness import daemons_stopped
-from tests.wire import NUMBERED, NUMBERED_LINES, assert_numbered
+from tests.service import NUMBERED, NUMBERED_LINES, assert_numbered
 
 PY = sys.executable
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from tests.magics.jupyter_process import clean_env, free_port
-from tests.wire import NUMBERED, assert_numbered
+from tests.service import NUMBERED, assert_numbered
 
 from .conftest import mcp_session, stdio_session, text_of
 

@@ -5,7 +5,7 @@ nothing outlives the server.
 Already covered elsewhere and not repeated here: the log cap and setsid
 escapees ignoring SIGTERM (tests/core/test_guarantees.py), `max_processes`
 (tests/core/test_protocol_errors.py), SIGKILL of the stdio server
-(tests/core/test_standalone.py), a real Jupyter server's SIGTERM/SIGKILL
+(tests/transports/test_serve.py), a real Jupyter server's SIGTERM/SIGKILL
 (tests/jupyter/test_lifecycle.py).
 """
 
@@ -27,7 +27,7 @@ import pytest
 from jupyter_exec.client import ExecClient
 from jupyter_exec.core.proctree import ProcessRef, descendant_processes, marked_processes
 from tests.reliability.rawws import popen
-from tests.wire import PY, embedded, pid_alive, py, tree_of
+from tests.service import PY, embedded, pid_alive, py, tree_of
 
 
 async def all_output(client: ExecClient, pid: str) -> tuple[dict[str, bytes], int]:

@@ -13,7 +13,7 @@ Two levels:
   before the fuzzing, watched by a connection that stays open throughout, has
   every byte of its output afterwards.
 
-Examples are derandomized (tests/reliability/conftest.py) and few, so the module
+Examples are derandomized (tests/conftest.py) and few, so the module
 runs in well under a minute.
 """
 
@@ -50,7 +50,7 @@ from jupyter_exec.wire.protocol import (
     request_id_of,
 )
 from tests.reliability.rawws import RawWebSocket
-from tests.wire import py, standalone
+from tests.service import py, standalone
 
 # -- strategies ----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 from jupyter_exec.client import ExecClient
 from tests.reliability.rawws import RawWebSocket, rss_kib
 from tests.reliability.test_slow_clients import until_listed
-from tests.wire import PY, embedded, py, standalone, stop_process
+from tests.service import PY, embedded, py, standalone, stop_process
 
 MIB = 1 << 20
 STALL_SECONDS = 3.0

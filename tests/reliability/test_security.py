@@ -3,7 +3,7 @@ constant-time token checks, the Origin gate, owner-only files, no environment
 values in listings, and no unauthenticated network listener.
 
 Already covered elsewhere: 401/403 basics and non-loopback refusal of the
-standalone server (tests/core/test_standalone.py), Jupyter token/cookie/origin
+standalone server (tests/transports/test_serve.py), Jupyter token/cookie/origin
 (tests/jupyter/test_extension.py), read-only authorization (test_authz_config.py),
 log permissions in-process (tests/core/test_processes.py).
 """
@@ -27,7 +27,7 @@ from jupyter_exec.client import ExecClient
 from jupyter_exec.jupyter.handlers import handlers
 from jupyter_exec.transports import serve
 from tests.reliability.rawws import popen
-from tests.wire import PY, py, standalone
+from tests.service import PY, py, standalone
 
 SECRET = "s3cr3t-value-9f8e7d"
 

@@ -12,7 +12,7 @@ import time
 
 from jupyter_exec.client import ExecClient
 from tests.reliability.rawws import RawWebSocket, open_fds, popen, rss_kib
-from tests.wire import PY, py, standalone
+from tests.service import PY, py, standalone
 
 #: Writes argv[1] MiB of a known pattern as fast as it can, then its own run time.
 FLOOD = (

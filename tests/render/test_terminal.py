@@ -2,7 +2,7 @@
 
 TerminalLog keeps each line as a string and styles only where there are any, and
 takes whole lines in bulk; these tests hold it to what a per-character terminal
-shows (the basic cases are in tests/magics/test_render.py). Speed: bench/render.py.
+shows (the basic cases are in tests/render/test_render.py). Speed: bench/render.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jupyter_exec.render.terminal import TerminalLog
-from tests.wire import NUMBERED_LINES, assert_numbered
+from tests.service import NUMBERED_LINES, assert_numbered
 
 NUMBERED_TEXT = "".join(f"{i}\n" for i in range(NUMBERED_LINES))
 

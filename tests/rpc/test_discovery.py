@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from jupyter_exec.rpc import discovery
-from tests.codex.test_fs_methods import FakeContext
+from tests.rpc.test_fs_methods import FakeContext
 
 
 def discover(ctx: FakeContext, *roots: tuple[str, Path], **extra: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 
 from jupyter_exec.rpc import fs_stream
 from jupyter_exec.wire.errors import ErrorCode, ExecError
-from tests.codex.test_fs_methods import FakeContext
+from tests.rpc.test_fs_methods import FakeContext
 
 METHODS = fs_stream.STREAM_METHODS
 

@@ -16,7 +16,7 @@ import pytest
 from jupyter_exec.rpc import fs_walk
 from jupyter_exec.rpc.fs_methods import Access, FsParams
 from jupyter_exec.wire.errors import ErrorCode, ExecError
-from tests.codex.test_fs_methods import FakeContext
+from tests.rpc.test_fs_methods import FakeContext
 
 
 def walk(ctx: FakeContext, path: Path, **options: Any) -> Any:

@@ -20,7 +20,7 @@ import pytest
 from jupyter_exec.rpc.http_methods import MAX_DELTA_BYTES
 
 from .. import wire
-from ..wire import RawPeer
+from ..service import RawPeer
 from .echo_server import GZIP_TEXT, EchoServer, echo_server, pattern
 
 ENV = {"PATH": "/usr/bin:/bin", "API_TOKEN": "sekret", "EMPTY": ""}

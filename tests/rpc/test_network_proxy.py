@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ..wire import RawPeer, connected, py
+from ..service import RawPeer, connected, py
 from .echo_server import EchoServer, echo_server
 
 FETCH = """

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from jupyter_exec.core import sandbox
-from tests.wire import RawPeer, connected
+from tests.service import RawPeer, connected
 
 
 @dataclass

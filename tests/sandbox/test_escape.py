@@ -23,7 +23,7 @@ import pytest
 from jupyter_exec.daemon import paths
 from tests.daemon.harness import Server, daemons_stopped, start_server
 from tests.magics.jupyter_process import clean_env
-from tests.wire import stop_process
+from tests.service import stop_process
 
 from .harness import needs_sandbox
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.magics.jupyter_process import BIN, JupyterServer, clean_env, jupyter_server
 from tests.mcp.conftest import mcp_session, text_of
-from tests.wire import stop_process
+from tests.service import stop_process
 
 from .harness import needs_sandbox, outside_tmp
 

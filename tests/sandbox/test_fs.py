@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from jupyter_exec.wire.errors import SandboxDeniedError, error_from_wire
-from tests.wire import RawPeer, make_service
+from tests.service import RawPeer, make_service
 
 from .harness import needs_sandbox, outside_tmp, run
 from .test_policy import WORKSPACE_WRITE, codex

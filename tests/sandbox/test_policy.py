@@ -163,7 +163,7 @@ async def test_the_front_workspace_is_its_root_not_the_cwd(tmp_path: Path) -> No
 
 
 async def test_agents_get_the_agent_sandbox_and_others_do_not(tmp_path: Path) -> None:
-    from tests.wire import RawPeer, make_service
+    from tests.service import RawPeer, make_service
 
     service = make_service(tmp_path, agent_sandbox="read-only")
     try:

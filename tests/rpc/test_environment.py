@@ -11,8 +11,7 @@ import pytest
 
 from jupyter_exec.rpc import environment
 from jupyter_exec.wire.errors import ErrorCode, ExecError
-
-from .test_fs_methods import FakeContext
+from tests.rpc.test_fs_methods import FakeContext
 
 
 def call(ctx: FakeContext, method: str, params: Any) -> Any:

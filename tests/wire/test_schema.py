@@ -30,7 +30,7 @@ from jupyter_exec.wire.events import (
 from jupyter_exec.wire.models import ProcessInfo
 from jupyter_exec.wire.schema import Chunk, ReadResult, event_from_notification, event_notification
 
-from ..wire import embedded
+from ..service import embedded
 
 
 def info(**changes: object) -> ProcessInfo:

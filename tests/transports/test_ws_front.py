@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from jupyter_exec.transports.ws_front import OPEN_TIMEOUT
-from tests.wire import PY, standalone
+from tests.service import PY, standalone
 
 INIT = {"id": 1, "method": "initialize", "params": {"clientName": "ws-front"}}
 
@@ -83,7 +83,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 from jupyter_exec.daemon.handover import Handovers
 from jupyter_exec.transports.ws_front import WebSocketClients
-from tests.wire import make_service
+from tests.service import make_service
 
 async def main():
     service = make_service(Path({str(tmp_path)!r}))

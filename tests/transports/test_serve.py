@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from jupyter_exec.client import ExecClient
-from tests.wire import PY, pid_alive, py, standalone, tree_of
+from tests.service import PY, pid_alive, py, standalone, tree_of
 
 
 @pytest.fixture(scope="module")
