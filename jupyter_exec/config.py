@@ -10,7 +10,7 @@ each connection.
 
 `ExecConfig` is both at once, for a service that is its own daemon and its own
 front: the standalone server and the embedded registries (cli.py,
-client/embedded.py). The Jupyter traits (app.py) and serve's options read
+embedded.py). The Jupyter traits (app.py) and serve's options read
 their defaults from here, so a default is written once.
 """
 
@@ -66,7 +66,7 @@ class ExecConfig(DaemonSettings):
     #: Default cwd of processes and root of fs/* (None: the current directory).
     root_dir: Path | None = None
     max_processes: int = DEFAULT_MAX_PROCESSES
-    #: Refuse process cwds and fs/* paths outside `root_dir` (confinement.py, SPEC 4).
+    #: Refuse process cwds and fs/* paths outside `root_dir` (core/front_root.py, SPEC 4).
     confine_to_root: bool = False
     #: SPEC 3: the standalone server and embedded registries default to
     #: "connection"; the Jupyter extension's trait overrides it with "detached".

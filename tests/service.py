@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.client.embedded import connect_service
 from jupyter_exec.core.proctree import ProcessRef, descendant_processes, identify
 from jupyter_exec.core.registry import Registry, RegistryConfig
+from jupyter_exec.embedded import connect_service
 from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
 from jupyter_exec.wire.rules import FrontRules
 

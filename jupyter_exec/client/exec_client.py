@@ -14,7 +14,7 @@ live view, the MCP tools, `events()` itself) reads through it, and
 Messages are read and built with :mod:`jupyter_exec.wire.schema` and errors come
 back typed (:func:`jupyter_exec.wire.errors.error_from_wire`). No server module and
 no pydantic is imported here, so a client (and ``jupyter exec ps``) starts
-fast; a client of an in-process registry is :mod:`jupyter_exec.client.embedded`.
+fast; a client of an in-process registry is :mod:`jupyter_exec.embedded`.
 """
 
 from __future__ import annotations

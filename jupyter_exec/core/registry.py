@@ -35,7 +35,7 @@ from ..wire.sandbox import SandboxPolicy
 from ..wire.schema import Chunk
 from . import limits, sandbox
 from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
-from .confinement import resolve_cwd
+from .front_root import resolve_cwd
 from .output import OutputStore
 from .process import ManagedProcess, ProcessSetup
 from .proctree import MARKER_VAR, kill_verified, marked_processes

@@ -46,7 +46,7 @@ from ..wire.protocol import Params, StartParams, parse_params
 from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy
 from .child import build_env, resolve_program
-from .confinement import resolve_cwd
+from .front_root import resolve_cwd
 from .registry import Registry
 
 MAX_SNAPSHOTS = 16

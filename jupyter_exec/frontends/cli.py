@@ -33,8 +33,8 @@ from ..render.presentation import ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
 from .cli_wait import add_port_options, add_wait_parser, port_of, wait_command
-from .frontend import Escalation, child_environment, parse_env, signal_name, start_process
 from .limit_options import add_limit_options, start_limits
+from .shared import Escalation, child_environment, parse_env, signal_name, start_process
 
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
@@ -264,7 +264,7 @@ async def _embedded(args: argparse.Namespace, why: str, *, say: bool) -> ExecCli
     if say:
         why += "; processes run inside this command and end with it"
         print(f"jupyter exec: {why}", file=sys.stderr)
-    from ..client.embedded import start_embedded
+    from ..embedded import start_embedded
 
     return await start_embedded(default_lifetime="connection", client_name=CLIENT_NAME)
 

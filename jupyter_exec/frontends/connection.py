@@ -97,7 +97,7 @@ class Connection:
 
     def _embedded_client(self) -> SyncExecClient:
         if self._embedded is None:
-            from ..client.embedded import sync_embedded  # the server's modules, only when needed
+            from ..embedded import sync_embedded  # the server's modules, only when needed
 
             self._embedded = sync_embedded()
         self.target = None

@@ -24,7 +24,7 @@ from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.models import ProcessInfo
 from ..wire.schema import ReadResult
 from .connection import shared
-from .frontend import Escalation, signal_name
+from .shared import Escalation, signal_name
 
 __all__ = ["ExecProcess", "ExecProcessError", "ProcessExitedError"]
 

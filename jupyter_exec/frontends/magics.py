@@ -12,7 +12,7 @@ IPython-free modules the CLI and scripts use too:
   no display updates in place (terminal IPython ``--wait`` and ``%attach``);
 - :mod:`jupyter_exec.frontends.connection`: where processes live (discovery, else an
   embedded registry in this process; a one-line notice says so);
-- :mod:`jupyter_exec.frontends.frontend`: what the magics share with the CLI (signal
+- :mod:`jupyter_exec.frontends.shared`: what the magics share with the CLI (signal
   names, ``--env``, free ids, Ctrl-C escalation).
 
 Importing this module does nothing else; loading the extension registers the
@@ -47,9 +47,9 @@ from ..render.presentation import ending, format_status, one_line, ps_text
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.errors import ExecError
 from .connection import shared
-from .frontend import child_environment, parse_env, signal_name, start_process
 from .handle import ExecProcess
 from .limit_options import start_limits
+from .shared import child_environment, parse_env, signal_name, start_process
 from .terminal_stream import stream_to_terminal
 from .view import LiveView, stop_all_views
 

@@ -11,8 +11,8 @@ import time
 
 from ..render.terminal import StreamDecoder
 from ..wire.schema import ReadResult
-from .frontend import Escalation
 from .handle import ExecProcess
+from .shared import Escalation
 
 __all__ = ["stream_to_terminal"]
 

@@ -80,8 +80,8 @@ async def _serve(url: str | None, token: str | None, embedded: bool = False) -> 
         _say(f"processes run in this user's exec daemon ({daemon}); they outlive this session")
         connect = _connect_daemon
     else:
-        from ..client.embedded import EMBEDDED, connect_service
         from ..config import ExecConfig
+        from ..embedded import EMBEDDED, connect_service
         from ..rpc.service import build_service
 
         why = daemon if isinstance(daemon, str) else "asked for with --embedded"

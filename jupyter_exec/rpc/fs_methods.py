@@ -28,7 +28,7 @@ Paths are ``file://`` URIs or absolute paths; results use ``file://`` URIs.
 Access (SPEC 4): by default any path the server's user can reach, as for the
 ``cwd`` of ``process/start``: an agent that runs commands in a directory can
 patch files there (a process could write them anyway). With ``confine_to_root``
-on (confinement.py), a path is served only if it lies inside the root after
+on (core/front_root.py), a path is served only if it lies inside the root after
 symlinks are resolved, so neither ``..`` nor a symlink leads out. The link
 itself may point outside (``fs/getMetadata`` reports it; ``fs/remove`` removes
 the link), but nothing is read or written through it.
@@ -81,7 +81,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 
-from ..core.confinement import outside_root
+from ..core.front_root import outside_root
 from ..core.sandbox import Confinement
 from ..wire.errors import FsError, InvalidParamsError, InvalidRequestError, SandboxDeniedError
 from ..wire.protocol import Params, Sandbox, notification, parse_params

@@ -18,7 +18,7 @@ import contextlib
 from typing import Any
 
 from ..core import shell_snapshot
-from ..core.confinement import SETTING, sees
+from ..core.front_root import SETTING, sees
 from ..core.registry import MAX_WAIT_SECONDS, ReadOutcome, Registry
 from ..wire.errors import InvalidRequestError
 from ..wire.events import Event, StartedEvent

@@ -10,7 +10,7 @@ In-process services (the standalone server, embedded registries) give their
 connections the same object, so there is one code path.
 
 To add a rule: a field below, its camelCase name in `to_wire`/`from_wire`, and its use
-where a request is served (`core.confinement` for paths and processes,
+where a request is served (`core.front_root` for paths and processes,
 `core.registry.Registry.start` for the child). Unknown wire fields are ignored,
 so an older daemon accepts a newer front's hello.
 

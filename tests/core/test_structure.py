@@ -54,7 +54,7 @@ SERVER_SIDE = (
     "jupyter_exec.wire.protocol",
     "jupyter_exec.rpc.dispatch",
     "jupyter_exec.core.registry",
-    "jupyter_exec.client.embedded",
+    "jupyter_exec.embedded",
     "jupyter_exec.jupyter.app",
 )
 
@@ -134,7 +134,7 @@ def test_the_graph_reader_sees_every_kind_of_import() -> None:
     assert client in graph[cli]  # lazy, inside a function
     assert "jupyter_exec.jupyter.app" in graph["jupyter_exec"]  # lazy, in an entry point
     assert "jupyter_exec.render.terminal" in graph["jupyter_exec.render.presentation"]
-    assert client in graph["jupyter_exec.frontends.frontend"]  # TYPE_CHECKING
+    assert client in graph["jupyter_exec.frontends.shared"]  # TYPE_CHECKING
     looped = {**graph, client: graph[client] | {cli}}
     assert any({cli, client} <= set(c) for c in cycles(looped))
 
@@ -234,7 +234,7 @@ def test_the_client_path_loads_no_server_code_and_no_pydantic() -> None:
         "wire.schema",
         "wire.errors",
         "wire.models",
-        "frontends.frontend",
+        "frontends.shared",
         "frontends.handle",
         "frontends.view",
     )

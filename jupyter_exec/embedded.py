@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import ExecConfig
-from ..rpc.dispatch import ExecService
-from ..rpc.service import build_service
-from ..wire.models import Lifetime
-from .exec_client import ExecClient, SyncExecClient
+from .client.exec_client import ExecClient, SyncExecClient
+from .config import ExecConfig
+from .rpc.dispatch import ExecService
+from .rpc.service import build_service
+from .wire.models import Lifetime
 
 __all__ = ["EMBEDDED", "connect_service", "start_embedded", "sync_embedded"]
 

@@ -1,4 +1,4 @@
-"""frontend.py: what the CLI and the magics share, against a real embedded registry."""
+"""frontends/shared.py: what the CLI and the magics share, against a real embedded registry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_exec.frontends.frontend import (
+from jupyter_exec.frontends.shared import (
     Escalation,
     child_environment,
     parse_env,
