@@ -179,6 +179,19 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 15) -> None:
             process.wait()
 
 
+def lines_until(proc: subprocess.Popen[str], until_id: int) -> list[dict[str, Any]]:
+    """The JSON lines ``proc`` writes, up to the reply with id ``until_id``."""
+    out: list[dict[str, Any]] = []
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        assert line, "server closed stdout"
+        msg = json.loads(line)
+        out.append(msg)
+        if msg.get("id") == until_id and "method" not in msg:
+            return out
+
+
 def pid_alive(pid: int | ProcessRef) -> bool:
     """Running, not a zombie; for a `ProcessRef`, also still that process (not a reused pid)."""
     number = pid.pid if isinstance(pid, ProcessRef) else pid

@@ -1,8 +1,9 @@
-"""terminal.py's TerminalLog on megabytes of output and at chunk boundaries.
+"""terminal.py: terminal text to HTML and plain text, progress collapsing; and its
+TerminalLog on megabytes of output and at chunk boundaries.
 
 TerminalLog keeps each line as a string and styles only where there are any, and
 takes whole lines in bulk; these tests hold it to what a per-character terminal
-shows (the basic cases are in tests/render/test_render.py). Speed: bench/render.py.
+shows. Speed: bench/render.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,96 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jupyter_exec.render.terminal import TerminalLog
+from jupyter_exec.render.terminal import (
+    StreamDecoder,
+    TerminalLog,
+    ansi_to_html,
+    collapse_progress,
+    strip_ansi,
+)
 from tests.service import NUMBERED_LINES, assert_numbered
+
+
+def test_carriage_return_progress_collapses_to_latest_state() -> None:
+    text = "start\n  0%|          |\r 50%|#####     |\r100%|##########|\ndone\n"
+    assert collapse_progress(text) == "start\n100%|##########|\ndone\n"
+
+
+def test_shorter_redraw_keeps_the_tail_like_a_terminal() -> None:
+    assert collapse_progress("abcdef\rxy") == "xycdef"
+    assert collapse_progress("abcdef\rxy\x1b[K") == "xy"
+
+
+def test_tqdm_multi_bar_cursor_up_redraws_in_place() -> None:
+    text = "bar1 0%\nbar2 0%\n\x1b[A\x1b[A\rbar1 100%\n\rbar2 100%\n"
+    assert collapse_progress(text) == "bar1 100%\nbar2 100%\n"
+
+
+def test_real_tqdm_output_collapses_to_its_final_line() -> None:
+    import io
+
+    from tqdm import tqdm
+
+    stream = io.StringIO()
+    for _ in tqdm(range(50), file=stream, mininterval=0, ncols=60, ascii=True):
+        pass
+    lines = collapse_progress(stream.getvalue()).splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("100%|") and "50/50" in lines[0]
+
+
+def test_sgr_colours_become_inline_css_and_text_is_escaped() -> None:
+    out = ansi_to_html("\x1b[1;31mError\x1b[0m: <b>&\x1b[38;5;208m256\x1b[38;2;1;2;3mrgb\x1b[m")
+    assert '<span style="color:#cd0000;font-weight:bold">Error</span>' in out
+    assert ": &lt;b&gt;&amp;" in out
+    assert 'color:#ff8700">256</span>' in out
+    assert 'color:#010203">rgb</span>' in out
+
+
+def test_ansi_round_trip_keeps_colours_for_terminals() -> None:
+    assert collapse_progress("\x1b[32mok\x1b[0m\n", keep_ansi=True) == "\x1b[0m\x1b[32mok\x1b[0m\n"
+
+
+def test_escape_sequences_split_across_chunks() -> None:
+    log = TerminalLog()
+    for piece in ["a\x1b", "[3", "1mred", "\x1b[0", "m b\x1b]0;title\x07c"]:
+        log.feed(piece)
+    assert log.text() == "ared bc"
+    assert 'color:#cd0000">red</span>' in log.html()
+
+
+def test_private_modes_and_osc_titles_are_dropped() -> None:
+    assert collapse_progress("\x1b[?25lhidden cursor\x1b[?25h\x1b]2;t\x1b\\") == "hidden cursor"
+
+
+def test_line_limit_counts_dropped_lines() -> None:
+    log = TerminalLog(max_lines=3)
+    log.feed("".join(f"{i}\n" for i in range(10)))
+    assert log.text() == "8\n9\n"
+    assert log.dropped_lines == 8
+
+
+def test_stream_decoder_joins_split_utf8_per_stream() -> None:
+    data = "héllo→".encode()
+    decoder = StreamDecoder()
+    parts = [decoder.decode("stdout", data[i : i + 1]) for i in range(len(data))]
+    assert "".join(parts) == "héllo→"
+    assert decoder.decode("stderr", b"\xff") == "\ufffd"
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab\r\n\x1b[0123;mAK?")), max_size=60), st.data())
+def test_chunking_never_changes_the_result(text: str, data: st.DataObject) -> None:
+    cut = data.draw(st.integers(0, len(text)))
+    whole, pieces = TerminalLog(), TerminalLog()
+    whole.feed(text)
+    pieces.feed(text[:cut])
+    pieces.feed(text[cut:])
+    assert pieces.text() == whole.text()
+
+
+def test_strip_ansi() -> None:
+    assert strip_ansi("\x1b[31mred\x1b[0m\r") == "red\r"
+
 
 NUMBERED_TEXT = "".join(f"{i}\n" for i in range(NUMBERED_LINES))
 

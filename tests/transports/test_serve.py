@@ -1,4 +1,5 @@
-"""The standalone server as a real subprocess: websocket auth and origin, stdio, crash cleanup."""
+"""The standalone server (transports/serve.py) as a real subprocess: websocket auth and
+origin, stdio, crash cleanup. Its stdio bridge is tests/frontends/test_bridge.py's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from jupyter_exec.client import ExecClient
-from tests.service import PY, pid_alive, py, standalone, tree_of
+from tests.service import PY, lines_until, pid_alive, py, standalone, tree_of
 
 
 @pytest.fixture(scope="module")
@@ -121,18 +122,6 @@ def _stdio(*extra: str, cwd=None) -> subprocess.Popen[str]:
     )
 
 
-def _lines(proc: subprocess.Popen[str], until_id: int) -> list[dict]:
-    out = []
-    assert proc.stdout is not None
-    while True:
-        line = proc.stdout.readline()
-        assert line, "server closed stdout"
-        msg = json.loads(line)
-        out.append(msg)
-        if msg.get("id") == until_id and "method" not in msg:
-            return out
-
-
 def test_stdio_transport_round_trip_and_errors(tmp_path):
     proc = _stdio("--max-message-bytes", "4096", cwd=tmp_path)
     assert proc.stdin is not None
@@ -160,7 +149,7 @@ def test_stdio_transport_round_trip_and_errors(tmp_path):
             "params": {"processId": "e", "waitMs": 5000, "untilPattern": "stdio"},
         }
     )
-    msgs = _lines(proc, 3)
+    msgs = lines_until(proc, 3)
     errors = [m["error"]["code"] for m in msgs if "error" in m]
     assert errors == [-32700, -32600]
     read = next(m for m in msgs if m.get("id") == 3)["result"]
@@ -182,7 +171,7 @@ def test_python_dash_m_package_serves_stdio(tmp_path):
         json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "m"}}) + "\n"
     )
     proc.stdin.flush()
-    assert _lines(proc, 1)[0]["result"]["serverInfo"]["name"] == "jupyter-exec"
+    assert lines_until(proc, 1)[0]["result"]["serverInfo"]["name"] == "jupyter-exec"
     proc.stdin.close()
     assert proc.wait(20) == 0
 
@@ -200,7 +189,7 @@ def test_sigkill_of_the_server_leaves_no_orphan(tmp_path):
     ):
         proc.stdin.write(json.dumps(msg) + "\n")
     proc.stdin.flush()
-    info = next(m for m in _lines(proc, 3) if m.get("id") == 3)["result"]["processes"][0]
+    info = next(m for m in lines_until(proc, 3) if m.get("id") == 3)["result"]["processes"][0]
     time.sleep(0.3)
     tree = tree_of(info["pid"])
     assert len(tree) >= 2
@@ -239,46 +228,3 @@ async def test_process_remove_frees_the_id(server):
     await c.start("again", ["true"])  # the id is free again
     assert (await c.wait("again", 10)).exit_code == 0
     await c.close()
-
-
-def test_bridge_relays_stdio_to_a_websocket_with_a_header_token(server, tmp_path):
-    tf = tmp_path / "token"
-    tf.write_text(server.token)
-    bridge = subprocess.Popen(
-        [PY, "-m", "jupyter_exec", "bridge", server.bare_url, "--token-file", str(tf)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert bridge.stdin is not None
-    for msg in (
-        {"id": 1, "method": "initialize", "params": {"clientName": "bridge"}},
-        {"method": "initialized"},
-        {
-            "id": 2,
-            "method": "process/start",
-            "params": {"processId": "via-bridge", "argv": ["echo", "bridged"]},
-        },
-        {
-            "id": 3,
-            "method": "process/read",
-            "params": {"processId": "via-bridge", "waitMs": 5000, "untilPattern": "bridged"},
-        },
-    ):
-        bridge.stdin.write(json.dumps(msg) + "\n")
-    bridge.stdin.flush()
-    reply = next(m for m in _lines(bridge, 3) if m.get("id") == 3)
-    assert reply["result"]["matched"] is True
-    bridge.stdin.close()
-    assert bridge.wait(20) == 0
-
-
-def test_bridge_reports_a_refused_token(server):
-    r = subprocess.run(
-        [PY, "-m", "jupyter_exec", "bridge", server.bare_url, "--token", "wrong"],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert r.returncode == 1 and "401" in r.stderr
