@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +23,25 @@ from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
 from jupyter_exec.wire.rules import FrontRules
 
 PY = sys.executable
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free right now (all held open until all are picked)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def free_port() -> int:
+    """One loopback port free right now (for a server a test starts)."""
+    return free_ports(1)[0]
 
 
 def py(code: str) -> list[str]:
@@ -95,6 +115,7 @@ class RawPeer:
 
         self.conn = service.connect(write)
         self._ids = 0
+        self.seen: list[dict[str, Any]] = []
 
     def send_raw(self, frame: str | bytes) -> None:
         self.conn.receive(frame)
@@ -122,7 +143,16 @@ class RawPeer:
                 return msg
             self.seen.append(msg)
 
-    seen: list[dict[str, Any]]
+    async def notification(self, method: str, timeout: float = 10) -> dict[str, Any]:
+        """The next notification ``method``, seen already or still to come."""
+        for i, msg in enumerate(self.seen):
+            if msg.get("method") == method:
+                return self.seen.pop(i)
+        while True:
+            msg = await self.recv(timeout)
+            if msg.get("method") == method:
+                return msg
+            self.seen.append(msg)
 
     async def call(self, method: str, params: Any = None) -> dict[str, Any]:
         return await self.response(self.send(method, params))

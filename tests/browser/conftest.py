@@ -26,13 +26,12 @@ from tests.browser.lab import (
     CHROMIUM,
     CHROMIUM_ARGS,
     Lab,
-    free_port,
     launch_lab,
     missing_requirements,
     open_lab,
 )
 from tests.daemon.harness import daemons_stopped
-from tests.service import stop_process
+from tests.service import free_port, stop_process
 
 
 @pytest.fixture

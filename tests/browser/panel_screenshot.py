@@ -20,7 +20,6 @@ from pathlib import Path
 from tests.browser.lab import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    free_port,
     launch_lab,
     open_lab,
     open_panel,
@@ -29,7 +28,7 @@ from tests.browser.lab import (
     wait_until,
 )
 from tests.daemon.harness import daemons_stopped
-from tests.service import stop_process
+from tests.service import free_port, stop_process
 
 TRAIN = """\
 import time, random

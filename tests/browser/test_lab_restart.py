@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.browser.lab import free_port, launch_lab, open_panel, shot, view, wait_for_text
+from tests.browser.lab import launch_lab, open_panel, shot, view, wait_for_text
 from tests.daemon.harness import daemons_stopped
-from tests.service import stop_process
+from tests.service import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 

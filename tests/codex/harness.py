@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from tests.npm_cache import npm_tool
-from tests.service import stop_process
+from tests.service import free_port, stop_process
 
 CODEX_VERSION = "0.171.0"
 VENV_BIN = Path(sys.executable).parent
@@ -232,12 +231,6 @@ def standalone_server(root: Path, *extra_args: str) -> Iterator[RunningServer]:
         yield RunningServer(url, root, process, token)
     finally:
         stop_process(process)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

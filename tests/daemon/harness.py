@@ -55,7 +55,8 @@ def start_server(
     `tls`: served over https with a certificate made for 127.0.0.1 here.
     `root`: its root_dir (default `tmp/root`), which is also its cwd.
     """
-    from tests.magics.jupyter_process import BIN, clean_env, free_port
+    from tests.magics.jupyter_process import BIN, clean_env
+    from tests.service import free_port
 
     runtime, root = tmp / "runtime", root or tmp / "root"
     runtime.mkdir(exist_ok=True)

@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.npm_cache import npm_tool
+from tests.service import free_ports
 
 VENV_BIN = Path(sys.executable).parent
 USERS = ("a", "b")
@@ -55,19 +55,6 @@ def jupyterhub_bin() -> Path:
         pip = [sys.executable, "-m", "pip", "install", "--quiet", "jupyterhub"]
         subprocess.run(pip, check=True, timeout=300)
     return hub
-
-
-def free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,7 @@ import pytest
 
 from jupyter_exec.core.proctree import ProcessRef
 from tests.daemon.harness import daemon_pid, wait_gone
-from tests.service import pid_alive, py, tree_of
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.service import free_port, pid_alive, py, tree_of
 
 
 class JupyterServer:

@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,9 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 
-from tests.service import stop_process
+from tests.service import free_port, stop_process
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(runtime_dir: Path) -> dict[str, str]:

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.magics.jupyter_process import clean_env, free_port
-from tests.service import NUMBERED, assert_numbered
+from tests.magics.jupyter_process import clean_env
+from tests.service import NUMBERED, assert_numbered, free_port
 
 from .conftest import mcp_session, stdio_session, text_of
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,32 +12,7 @@ from jupyter_exec.core.registry import Registry
 from jupyter_exec.rpc import fs_methods
 from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
 from jupyter_exec.wire.rules import FrontRules
-
-
-class Wire:
-    """One client connection to an in-process service, speaking raw frames."""
-
-    def __init__(self, service: ExecService) -> None:
-        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.connection = service.connect(self._write)
-        self._ids = 0
-
-    async def _write(self, text: str) -> None:
-        await self.frames.put(json.loads(text))
-
-    async def call(self, method: str, params: Any) -> dict[str, Any]:
-        self._ids += 1
-        self.connection.receive(json.dumps({"id": self._ids, "method": method, "params": params}))
-        while True:
-            message = await asyncio.wait_for(self.frames.get(), 10)
-            if message.get("id") == self._ids:
-                return message
-
-    async def notification(self, method: str, timeout: float) -> dict[str, Any]:
-        while True:
-            message = await asyncio.wait_for(self.frames.get(), timeout)
-            if message.get("method") == method:
-                return message
+from tests.service import RawPeer
 
 
 def test_codex_file_calls_through_dispatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,13 +21,13 @@ def test_codex_file_calls_through_dispatch(tmp_path: Path, monkeypatch: pytest.M
 
     async def scenario() -> None:
         service = ExecService(Registry(), ServiceConfig(rules=FrontRules("the test front", root)))
-        wire = Wire(service)
+        wire = RawPeer(service)
         try:
             init = await wire.call(
                 "initialize", {"clientName": "codex-environment", "resumeSessionId": None}
             )
             assert "result" in init, init
-            wire.connection.receive(json.dumps({"method": "initialized", "params": {}}))
+            wire.send("initialized", {}, notify=True)
 
             info = (await wire.call("environment/info", None))["result"]
             assert info["cwd"] == root.as_uri()
@@ -94,7 +67,7 @@ def test_codex_file_calls_through_dispatch(tmp_path: Path, monkeypatch: pytest.M
             )
             assert config["result"]["config"] == {"layers": [], "cloudInsertionIndex": 0}
         finally:
-            await wire.connection.aclose()
+            await wire.close()
             await service.aclose()
 
     asyncio.run(scenario())
