@@ -1,8 +1,17 @@
 """The core: processes and their output (asyncio only; no tornado, no IPython).
 
-`child` spawns PTY and pipe children, `process` numbers their output and
-follows their exit, `output` keeps it in memory and in a log, `registry`
-holds them all; `proctree`, `guardian`, `limits` and `front_root` are the
-rules around them. The core knows nothing of connections or clients: it
-publishes events, and whoever listens is the rpc layer's business.
+- `child` spawns PTY and pipe children; `process` numbers their output and
+  follows their exit; `output` keeps it in memory and in a log; `retention`
+  is one memory and one disk budget for all of it; `registry` holds them all.
+- Rules around them: `proctree` (find and kill a tree), `guardian` (kills
+  what a crashed server left), `limits` (rlimits, timeouts), `front_root`
+  (a front's root and ``confine_to_root``), `usage` (ports and cost).
+- Sandboxes: `sandbox` builds confined children, on `landlock` (syscalls
+  through ctypes); `network_proxy` is the managed proxy a command may get.
+- `shell_snapshot` captures a login shell's state for Codex; `heap` tunes
+  glibc for the serving processes; `line_pump` reads newline frames off a
+  stream (the framing itself is `wire.lines`).
+
+The core knows nothing of connections or clients: it publishes events, and
+whoever listens is the rpc layer's business.
 """

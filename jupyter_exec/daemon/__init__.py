@@ -14,4 +14,6 @@ socket (docs/daemon.md).
 - `handover`: client websockets the Jupyter extension passes over (SCM_RIGHTS).
 - `persist`: per-process records, so the next daemon lists what a dead one
   left as lost, with output readable.
+- `holder`: a tiny process that keeps the children alive across daemon
+  restarts; `holding`: the daemon's side of it (its link, adoption).
 """

@@ -54,11 +54,6 @@ def lock_path(runtime_dir: Path, protocol: int | None = None) -> Path:
     return _name(runtime_dir, ".lock", protocol)
 
 
-def start_lock_path(runtime_dir: Path, protocol: int | None = None) -> Path:
-    """Held by a starter while it starts a daemon (daemon.start)."""
-    return _name(runtime_dir, ".start.lock", protocol)
-
-
 def record_path(runtime_dir: Path, protocol: int | None = None) -> Path:
     """`{"pid", "version", "protocol", "socket"}` of the running daemon."""
     return _name(runtime_dir, ".json", protocol)

@@ -48,9 +48,10 @@ from typing import Any
 
 from ..config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from ..core.heap import keep_freed_heap
+from ..core.line_pump import pump_lines
 from ..rpc.context import CallContext
 from ..rpc.service import build_service
-from ..wire.lines import as_line, pump_lines
+from ..wire.lines import as_line
 from ..wire.rules import FrontRules
 from . import paths, sockets
 from .handover import Handovers

@@ -26,10 +26,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..config import DEFAULTS, ExecConfig, jupyter_runtime_dir
 from ..core.heap import keep_freed_heap
+from ..core.line_pump import pump_lines
 from ..rpc.dispatch import ExecService
 from ..rpc.service import build_service
 from ..wire.errors import ExecError
-from ..wire.lines import line_framing, pump_lines
+from ..wire.lines import line_framing
 from ..wire.sandbox import parse_setting
 
 if TYPE_CHECKING:

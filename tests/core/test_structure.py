@@ -275,3 +275,41 @@ def test_loading_the_magics_does_not_load_the_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_client_imports_no_rpc() -> None:
+    """client/ is a leaf over wire/ (and the daemon's names): the in-process client that
+    needs the server's modules is jupyter_exec.embedded, above both."""
+    layers = layer_graph(import_graph())
+    assert "jupyter_exec.rpc" not in layers["jupyter_exec.client"]
+    assert "jupyter_exec.core" not in layers["jupyter_exec.client"]
+
+
+def test_the_wire_does_no_io() -> None:
+    """wire/ is plain data: reading and writing streams is core/'s (core/line_pump.py)."""
+    io = {"asyncio", "socket", "selectors", "subprocess", "threading"}
+    found = {}
+    for name, path in module_names().items():
+        if name.startswith("jupyter_exec.wire"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    used = {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    used = {(node.module or "").split(".")[0]}
+                else:
+                    continue
+                if used & io:
+                    found[name] = sorted(used & io)
+    assert found == {}
+
+
+def test_every_package_docstring_names_its_modules() -> None:
+    """Someone opening a folder reads what each of its modules is for in one place."""
+    missing = {}
+    for init in PACKAGE.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+        modules = [p.stem for p in sorted(init.parent.glob("*.py")) if not p.stem.startswith("_")]
+        unnamed = [m for m in modules if f"`{m}`" not in doc]
+        if unnamed:
+            missing[init.parent.name] = unnamed
+    assert missing == {}
