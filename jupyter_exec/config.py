@@ -28,6 +28,19 @@ from typing import Any
 from .wire.models import Lifetime
 from .wire.rules import DEFAULT_MAX_PROCESSES, FrontRules
 
+__all__ = [
+    "DAEMON_SETTINGS_FILE",
+    "DEFAULTS",
+    "DaemonSettings",
+    "DaemonSettingsError",
+    "ExecConfig",
+    "daemon_settings_paths",
+    "jupyter_runtime_dir",
+    "load_daemon_settings",
+    "user_daemon_settings_path",
+]
+
+
 #: The daemon settings file, looked up in every directory of the Jupyter config path.
 DAEMON_SETTINGS_FILE = "jupyter_exec_daemon.json"
 

@@ -26,6 +26,19 @@ from ..wire.lines import as_line
 from ..wire.rules import FrontRules
 from .exec_client import ExecClient, _closer
 
+__all__ = [
+    "HANDOVER_TIMEOUT",
+    "LINE_LIMIT",
+    "DaemonHandshakeError",
+    "DaemonStreams",
+    "connect_daemon",
+    "daemon_front",
+    "hand_over",
+    "open_daemon",
+    "open_handover",
+]
+
+
 #: Longest line the client side accepts: a `process/read` of `max_read_bytes`
 #: in base64, with room to spare.
 LINE_LIMIT = 64 << 20

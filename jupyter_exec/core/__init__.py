@@ -15,3 +15,5 @@
 The core knows nothing of connections or clients: it publishes events, and
 whoever listens is the rpc layer's business.
 """
+
+__all__: list[str] = []

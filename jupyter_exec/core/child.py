@@ -29,6 +29,18 @@ from ..wire.errors import InvalidParamsError
 from ..wire.protocol import EnvPolicy
 from .proctree import ProcessRef, identify
 
+__all__ = [
+    "PIPE_SIZE",
+    "UNKNOWN_EXIT_STATUS",
+    "Child",
+    "ChildSpec",
+    "Keeper",
+    "build_env",
+    "resolve_program",
+    "spawn",
+]
+
+
 _CORE_VARS = ("HOME", "LOGNAME", "PATH", "SHELL", "USER", "USERNAME", "TMPDIR", "TEMP", "TMP")
 _DEFAULT_EXCLUDES = ("*KEY*", "*SECRET*", "*TOKEN*")
 

@@ -22,6 +22,9 @@ from urllib.parse import unquote, urlparse
 from ..wire.errors import InvalidParamsError
 from ..wire.rules import FrontRules
 
+__all__ = ["SETTING", "outside_root", "resolve_cwd", "sees"]
+
+
 #: The name of the setting: trait ``ExecExtensionApp.confine_to_root``,
 #: ``jupyter-exec serve --confine-to-root``, field ``FrontRules.confine_to_root``.
 SETTING = "confine_to_root"

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from .proctree import kill_verified, marked_processes
 
+__all__ = ["main", "start_guardian", "stop_guardian"]
+
 
 def start_guardian(registry_id: str, log_dir: Path, keep_logs: bool) -> subprocess.Popen[bytes]:
     """`keep_logs`: the exec daemon's logs outlive it, for the next daemon to list."""

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import ctypes
 
+__all__ = ["MMAP_BYTES", "TRIM_BYTES", "keep_freed_heap"]
+
+
 #: Free memory at the top of the heap kept instead of returned (M_TRIM_THRESHOLD).
 TRIM_BYTES = 16 << 20
 #: Allocations from this size on get their own mapping (M_MMAP_THRESHOLD); fixing

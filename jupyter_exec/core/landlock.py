@@ -20,6 +20,20 @@ import functools
 import os
 from collections.abc import Iterable
 
+__all__ = [
+    "FILE_RIGHTS",
+    "READ",
+    "WRITE_DEVICE",
+    "Ruleset",
+    "abi",
+    "fs_rights",
+    "mount",
+    "mount_flags",
+    "restrict_self",
+    "unshare",
+]
+
+
 # -- access rights (include/uapi/linux/landlock.h) --------------------------------
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3

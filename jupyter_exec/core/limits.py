@@ -25,6 +25,9 @@ from typing import Any
 
 from ..wire.protocol import Limits
 
+__all__ = ["CAPABILITIES", "exceeded", "preexec", "wire"]
+
+
 #: Merged into the `initialize` capabilities (SPEC 2).
 CAPABILITIES: dict[str, Any] = {
     "timeout": True,

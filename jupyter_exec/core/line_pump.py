@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+__all__ = ["pump_lines"]
+
 
 async def pump_lines(reader: asyncio.StreamReader, connection: Any, limit: int) -> None:
     """Feed newline-delimited frames to a connection until EOF (stdio, the daemon socket)."""

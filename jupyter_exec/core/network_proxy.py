@@ -45,6 +45,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "DNS_TIMEOUT",
+    "HEAD_LIMIT",
+    "LIMITED_METHODS",
+    "LOCAL_NO_PROXY",
+    "Decider",
+    "Decision",
+    "NetworkProxy",
+    "ProxyPolicy",
+    "Reporter",
+]
+
+
 log = logging.getLogger(__name__)
 
 #: ``(request {"protocol", "host", "port"}) -> (decision "allow"|"deny", reason)``.

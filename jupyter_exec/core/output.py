@@ -42,6 +42,18 @@ from pathlib import Path
 from ..wire.schema import Chunk
 from .retention import UNLIMITED, Retention, punch_hole
 
+__all__ = [
+    "CHUNK_OVERHEAD",
+    "INDEX_SPACING",
+    "STREAM_CODES",
+    "STREAM_NAMES",
+    "Head",
+    "LogRange",
+    "OutputStore",
+    "pipe_bytes",
+]
+
+
 _HEADER = struct.Struct("<QBI")
 STREAM_CODES = {"stdout": 0, "stderr": 1, "pty": 2}
 STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}

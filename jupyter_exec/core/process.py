@@ -27,6 +27,17 @@ from .proctree import ProcessRef, descendant_processes, kill_verified, marked_pr
 from .sandbox import Confinement, likely_denied
 from .usage import TreeUsage
 
+__all__ = [
+    "CHUNK_BYTES",
+    "DENIAL_TAIL_CHUNKS",
+    "EXIT_SETTLE_SECONDS",
+    "READ_SIZE",
+    "TIMEOUT_GRACE_SECONDS",
+    "ManagedProcess",
+    "ProcessSetup",
+]
+
+
 #: Largest `process/output` chunk. Measured with bench/run.py: 32 KiB chunks
 #: reach clients faster than 8-16 KiB (per-message cost) or 64-128 KiB (a
 #: client parses big JSON lines slower, and a tty echo waits behind a bigger

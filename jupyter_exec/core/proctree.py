@@ -34,6 +34,18 @@ from typing import NamedTuple
 
 import psutil
 
+__all__ = [
+    "MARKER_VAR",
+    "ProcStat",
+    "ProcessRef",
+    "descendant_processes",
+    "identify",
+    "kill_verified",
+    "marked_processes",
+    "scan",
+]
+
+
 MARKER_VAR = "JUPYTER_EXEC_MARKER"
 
 

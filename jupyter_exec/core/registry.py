@@ -42,6 +42,18 @@ from .proctree import MARKER_VAR, kill_verified, marked_processes
 from .retention import Retention
 from .usage import Sampler
 
+__all__ = [
+    "FDS_PER_PROCESS",
+    "FD_RESERVE",
+    "MAX_WAIT_SECONDS",
+    "ReadOutcome",
+    "Registry",
+    "RegistryConfig",
+    "held_meta",
+    "raise_fd_limit",
+]
+
+
 #: A long-poll never waits longer than this, whatever `waitMs` asks.
 MAX_WAIT_SECONDS = 3600.0
 #: Descriptors a start needs (stdout, stderr, stdin, pidfd, log, a spare), and

@@ -33,6 +33,18 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
+__all__ = [
+    "CHECK_SHARE",
+    "PROCESS_COST",
+    "UNLIMITED",
+    "OutputStore",
+    "Retention",
+    "punch_hole",
+    "size_setting",
+    "water_level",
+]
+
+
 #: What a retained process costs the daemon besides its output (its records,
 #: events, descriptors and log index), charged against the memory budget. Measured
 #: with bench/retention.py: about 10 KiB of RSS per finished process.

@@ -62,6 +62,27 @@ from .landlock import (
     MS_REMOUNT,
 )
 
+__all__ = [
+    "CREDENTIALS",
+    "DENIAL_WORDS",
+    "DEVICES",
+    "Confinement",
+    "Mount",
+    "Sandbox",
+    "capabilities",
+    "check_available",
+    "confine",
+    "hidden_dirs",
+    "likely_denied",
+    "preexec_chain",
+    "prepare_protected",
+    "private_tmp_mountpoint",
+    "protected_dirs",
+    "scrub_env",
+    "unavailable",
+]
+
+
 #: Writable in every sandbox: the devices programs write to without meaning a file.
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
            "/dev/ptmx", "/dev/pts")  # fmt: skip

@@ -49,6 +49,27 @@ from .child import build_env, resolve_program
 from .front_root import resolve_cwd
 from .registry import Registry
 
+__all__ = [
+    "CAPTURE_TIMEOUT",
+    "CHUNK_BYTES",
+    "MAX_ATTEMPTS",
+    "MAX_CAPTURE_BYTES",
+    "MAX_SCOPE_BYTES",
+    "MAX_SNAPSHOTS",
+    "MAX_STATE_BYTES",
+    "PROXY_ACTIVE",
+    "RETRY_SECONDS",
+    "STATE_VAR",
+    "ShellInfo",
+    "ShellSnapshotRequest",
+    "Snapshot",
+    "Snapshots",
+    "parse",
+    "prepare",
+    "snapshots_of",
+]
+
+
 MAX_SNAPSHOTS = 16
 MAX_SCOPE_BYTES = 256
 MAX_STATE_BYTES = 512 * 1024

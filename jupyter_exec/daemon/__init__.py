@@ -17,3 +17,5 @@ socket (docs/daemon.md).
 - `holder`: a tiny process that keeps the children alive across daemon
   restarts; `holding`: the daemon's side of it (its link, adoption).
 """
+
+__all__: list[str] = []

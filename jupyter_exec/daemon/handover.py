@@ -43,6 +43,9 @@ from ..transports.ws_front import WebSocketClient, WebSocketClients
 from ..wire.rules import FrontRules
 from . import sockets
 
+__all__ = ["CLOSE_TIMEOUT", "HANDOVER_TIMEOUT", "HELLO_MAX", "Handovers"]
+
+
 log = logging.getLogger("jupyter_exec.daemon")
 
 #: Largest handover line (the request head with its headers, the front's environment).

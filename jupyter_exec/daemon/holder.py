@@ -59,6 +59,25 @@ from .._version import __version__
 from ..core.proctree import kill_verified, marked_processes
 from . import paths, sockets
 
+__all__ = [
+    "HOLDER_PROTOCOL",
+    "IDLE_SECONDS",
+    "MAX_FDS",
+    "MAX_MESSAGE",
+    "STOP_GRACE_SECONDS",
+    "Conn",
+    "Held",
+    "Holder",
+    "Started",
+    "detach_stdio",
+    "main",
+    "now_ms",
+    "receive",
+    "send",
+    "wait_status",
+]
+
+
 #: The holder's wire protocol: bump only with a new socket name beside the old.
 HOLDER_PROTOCOL = paths.HOLDER_PROTOCOL
 MAX_MESSAGE = 1 << 20

@@ -34,6 +34,9 @@ from ..core.sandbox import Confinement
 from ..wire.protocol import Limits
 from . import holder, paths, sockets
 
+__all__ = ["ATTACH_SECONDS", "HeldProcess", "HolderLink", "adopt", "attach"]
+
+
 log = logging.getLogger("jupyter_exec.daemon")
 
 #: How long a starting daemon waits for the previous one to let go of its scope.

@@ -11,6 +11,27 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = [
+    "DAEMON_PROTOCOL",
+    "HOLDER_PROTOCOL",
+    "PROTOCOL_ENV",
+    "VERSION_ENV",
+    "daemon_protocol",
+    "daemon_version",
+    "handover_path",
+    "holder_lock_path",
+    "holder_log_path",
+    "holder_socket_path",
+    "holder_start_lock_path",
+    "lock_path",
+    "log_path",
+    "record_path",
+    "socket_path",
+    "state_dir",
+    "sun_path",
+]
+
+
 #: The front <-> daemon protocol: the relay hello and the JSON-RPC behind it.
 DAEMON_PROTOCOL = 1
 #: Test-only override of `DAEMON_PROTOCOL` (the upgrade test starts an "older" daemon).

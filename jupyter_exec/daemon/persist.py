@@ -41,6 +41,9 @@ from ..core.registry import Registry
 from ..core.sandbox import Confinement
 from ..wire.events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
 
+__all__ = ["FLUSH_SECONDS", "LOST_FAILURE", "Persister", "RecoveredProcess"]
+
+
 log = logging.getLogger(__name__)
 
 LOST_FAILURE = "lost: the exec daemon died while it ran"

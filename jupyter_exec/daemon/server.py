@@ -59,6 +59,9 @@ from .holder import detach_stdio
 from .holding import HeldProcess, HolderLink, adopt, attach
 from .persist import Persister
 
+__all__ = ["STDIN_FLUSH_SECONDS", "Daemon", "fallback_rules", "main"]
+
+
 log = logging.getLogger("jupyter_exec.daemon")
 
 #: Slack over `max_message_bytes` for the line reader (SPEC 7 refusal happens there).

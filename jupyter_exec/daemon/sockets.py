@@ -14,6 +14,8 @@ from pathlib import Path
 
 from . import paths
 
+__all__ = ["bind_private", "connect", "peer"]
+
 
 def bind_private(path: Path, kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A non-blocking unix listener at `path`, 0600 from the start (umask before bind)."""

@@ -37,6 +37,20 @@ from typing import Any
 
 from . import holder, paths, sockets
 
+__all__ = [
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
+    "DaemonStartError",
+    "ensure_daemon",
+    "holder_request",
+    "listening",
+    "outdated",
+    "restart_daemon",
+    "stop_daemon",
+    "version_key",
+]
+
+
 #: How long a starting daemon may take to listen (imports on a slow machine).
 START_TIMEOUT = 60.0
 #: How long a daemon asked to stop may take to let go.

@@ -5,3 +5,5 @@
 `terminal_stream` and `connection` are the notebook side; `shared` and
 `limit_options` what both faces share; `bridge` relays stdio to a websocket.
 """
+
+__all__: list[str] = []

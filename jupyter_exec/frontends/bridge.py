@@ -19,6 +19,9 @@ from ..client.exec_client import websocket_url
 from ..transports.serve import stdout_writer
 from ..wire.lines import as_line
 
+__all__ = ["STDIN_LIMIT", "build_parser", "main", "relay"]
+
+
 STDIN_LIMIT = 64 << 20
 
 

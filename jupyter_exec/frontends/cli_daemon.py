@@ -25,6 +25,19 @@ from ..client.discovery import find_daemon, find_server, jupyter_runtime_dir, us
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
 
+__all__ = [
+    "CLI_FRONT",
+    "RECONNECT_SECONDS",
+    "connect_here",
+    "daemon_or_why",
+    "describe",
+    "main",
+    "reconnect",
+    "shutdown",
+    "start_daemon_here",
+]
+
+
 #: How long `logs -f` looks for the processes again after losing its server.
 RECONNECT_SECONDS = 120.0
 #: How errors name the CLI's own rules when it talks to the daemon (SPEC 3): its cwd

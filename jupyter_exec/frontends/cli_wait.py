@@ -19,6 +19,9 @@ from ..render.presentation import format_status
 if TYPE_CHECKING:
     from ..client.exec_client import ExecClient
 
+__all__ = ["STILL_RUNNING", "add_port_options", "add_wait_parser", "port_of", "wait_command"]
+
+
 #: `wait`'s status for a process still running at its timeout, as timeout(1)'s.
 STILL_RUNNING = 124
 

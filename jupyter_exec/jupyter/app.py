@@ -31,6 +31,9 @@ from ..wire.rules import FrontRules
 from ..wire.sandbox import parse_setting
 from .relay import DaemonLink
 
+__all__ = ["ACTIVITY_INTERVAL_MS", "DAEMON_SETTINGS", "ExecExtensionApp"]
+
+
 ACTIVITY_INTERVAL_MS = 30_000
 
 #: Traits that were the daemon's settings: now the user's, in jupyter_exec_daemon.json.

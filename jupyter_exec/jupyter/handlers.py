@@ -33,6 +33,18 @@ from ..wire.errors import (
 from .mcp_http import McpHandler
 from .relay import DaemonLink
 
+__all__ = [
+    "AUTH_RESOURCE",
+    "ExecAPIHandler",
+    "ExecWebSocketHandler",
+    "OutputHandler",
+    "ProcessHandler",
+    "ProcessesHandler",
+    "ShutdownHandler",
+    "handlers",
+]
+
+
 AUTH_RESOURCE = "exec"
 
 

@@ -35,6 +35,17 @@ if TYPE_CHECKING:
     from ..mcp.tools import ClientSource
     from .relay import DaemonLink
 
+__all__ = [
+    "ACTIONS_SCOPE_KEY",
+    "AUTH_RESOURCE",
+    "ENDPOINT_KEY",
+    "McpEndpoint",
+    "McpHandler",
+    "endpoint",
+    "stop_endpoint",
+]
+
+
 AUTH_RESOURCE = "exec"
 ENDPOINT_KEY = "jupyter_exec_mcp_endpoint"
 ACTIONS_SCOPE_KEY = "jupyter_exec.actions"

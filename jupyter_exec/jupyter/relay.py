@@ -36,6 +36,9 @@ from ..daemon.start import ensure_daemon, listening
 from ..wire.lines import as_line
 from ..wire.rules import FrontRules
 
+__all__ = ["SHUTDOWN_TIMEOUT", "DaemonLink", "stop_daemon"]
+
+
 log = logging.getLogger(__name__)
 
 #: How long `shutdown` waits for the daemon to stop its processes and exit.

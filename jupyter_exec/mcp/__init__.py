@@ -4,3 +4,5 @@
 output within a model's context, `stdio` is ``jupyter-exec mcp``. The HTTP
 endpoint inside Jupyter Server is `jupyter_exec.jupyter.mcp_http`.
 """
+
+__all__: list[str] = []

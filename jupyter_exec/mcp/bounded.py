@@ -20,6 +20,9 @@ from typing import Any
 from ..client.exec_client import END_CURSOR, ExecClient
 from ..render.terminal import collapse_progress
 
+__all__ = ["DEFAULT_MAX_CHARS", "Bounded", "collect"]
+
+
 DEFAULT_MAX_CHARS = 20_000
 
 

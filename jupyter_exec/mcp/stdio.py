@@ -22,6 +22,9 @@ from pathlib import Path
 from ..client.discovery import find_server, user_daemon
 from ..client.exec_client import ExecClient
 
+__all__ = ["CLIENT_NAME", "FRONT", "build_parser", "main"]
+
+
 CLIENT_NAME = "jupyter-exec-mcp"
 #: How the daemon names this front's rules (SPEC 3).
 FRONT = "jupyter-exec mcp"

@@ -36,6 +36,22 @@ from ..wire.models import ProcessInfo
 from ..wire.sandbox import shorthand
 from .bounded import DEFAULT_MAX_CHARS, Bounded, collect
 
+__all__ = [
+    "INPUT_IDLE_MS",
+    "INSTRUCTIONS",
+    "TAIL_CHARS",
+    "TAIL_CHUNKS",
+    "TERMINATE_WAIT_SECONDS",
+    "Actions",
+    "ClientSource",
+    "Env",
+    "MaxChars",
+    "Sandbox",
+    "Seconds",
+    "build_server",
+]
+
+
 #: `send_input` returns once the process said nothing for this long.
 INPUT_IDLE_MS = 300
 #: How long `terminate_process` waits to report the exit (after SIGTERM's grace).

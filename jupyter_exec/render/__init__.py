@@ -5,3 +5,5 @@
 HTML. Plain functions over `ProcessInfo` and output bytes, no I/O: the CLI,
 the magics and the MCP tools share them.
 """
+
+__all__: list[str] = []

@@ -11,3 +11,5 @@ its managed proxy. `service` is the one composition root that builds a
 registry and its service. No transport here: the fronts feed frames in and
 take frames out.
 """
+
+__all__: list[str] = []

@@ -29,6 +29,9 @@ from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy, looser_than
 from .sessions import Session, Sessions
 
+__all__ = ["AGENT_CLIENTS", "CallContext", "ClientError", "Handler", "Outlet"]
+
+
 AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 

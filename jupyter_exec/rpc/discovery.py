@@ -60,6 +60,27 @@ from .fs_walk import WalkOptions, os_message, walk_tree
 if TYPE_CHECKING:
     from .context import CallContext
 
+__all__ = [
+    "CAPABILITIES",
+    "DISCOVERY_METHODS",
+    "MAX_FILE_BYTES",
+    "MAX_ROOTS",
+    "MAX_ROOT_BYTES",
+    "PLUGIN_MANIFEST_PATHS",
+    "SCAN",
+    "DiscoverV1Params",
+    "DiscoverV2Params",
+    "Inventory",
+    "Reader",
+    "Root",
+    "discover_installed",
+    "discover_root",
+    "discover_v1",
+    "discover_v2",
+    "skill_roots",
+]
+
+
 MAX_ROOTS = 128
 MAX_FILE_BYTES = 1 << 20
 MAX_ROOT_BYTES = 16 << 20

@@ -43,6 +43,22 @@ from .network_proxy import CAPABILITIES as NETWORK_CAPABILITIES
 if TYPE_CHECKING:
     from .context import CallContext
 
+__all__ = [
+    "CAPABILITIES",
+    "ENVIRONMENT_METHODS",
+    "EnvironmentConfigReadParams",
+    "Handler",
+    "advertised_capabilities",
+    "environment_info",
+    "get_environment_info",
+    "get_environment_status",
+    "login_shell",
+    "platform_os",
+    "provider_id",
+    "read_environment_config",
+]
+
+
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 
 CAPABILITIES: dict[str, Any] = {

@@ -90,6 +90,37 @@ if TYPE_CHECKING:
     from .context import CallContext
     from .context import Outlet as Connection
 
+__all__ = [
+    "CAPABILITIES",
+    "FS_METHODS",
+    "MAX_READ_BYTES",
+    "MAX_WATCHED_PATHS",
+    "WATCH_POLL_SECONDS",
+    "Access",
+    "CopyParams",
+    "CreateDirectoryParams",
+    "FsParams",
+    "Handler",
+    "MissingWatch",
+    "PathParams",
+    "RemoveParams",
+    "WatchMissingParams",
+    "WriteFileParams",
+    "canonicalize",
+    "copy",
+    "create_directory",
+    "file_uri",
+    "get_metadata",
+    "os_error",
+    "parse_path",
+    "read_directory",
+    "read_file",
+    "remove",
+    "watch_missing",
+    "write_file",
+]
+
+
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 T = TypeVar("T")
 

@@ -63,6 +63,29 @@ if TYPE_CHECKING:
     from .context import CallContext
     from .context import Outlet as Connection
 
+__all__ = [
+    "CAPABILITIES",
+    "MAX_BLOCK_BYTES",
+    "MAX_HANDLES",
+    "MAX_HANDLE_ID_BYTES",
+    "MAX_OFFSET",
+    "STREAM_METHODS",
+    "FileHandle",
+    "FileHandles",
+    "HandleParams",
+    "Offset",
+    "OpenParams",
+    "ReadBlockParams",
+    "WriteBlockParams",
+    "close_file",
+    "handles_of",
+    "open_file",
+    "read_block",
+    "stream_error",
+    "write_block",
+]
+
+
 T = TypeVar("T")
 
 #: Open handles per connection.

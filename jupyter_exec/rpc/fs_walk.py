@@ -48,6 +48,23 @@ from .fs_methods import Access, FsParams, file_uri, os_error, parse_path
 if TYPE_CHECKING:
     from .context import CallContext
 
+__all__ = [
+    "MAX_WALK_DEPTH",
+    "MAX_WALK_DIRECTORIES",
+    "MAX_WALK_ENTRIES",
+    "MAX_WALK_RESPONSE_BYTES",
+    "WALK_ITEM_OVERHEAD_BYTES",
+    "WALK_METHODS",
+    "Count",
+    "Walk",
+    "WalkOptions",
+    "WalkParams",
+    "os_message",
+    "walk",
+    "walk_tree",
+]
+
+
 MAX_WALK_DEPTH = 64
 MAX_WALK_DIRECTORIES = 10_000
 MAX_WALK_ENTRIES = 50_000

@@ -55,6 +55,19 @@ if TYPE_CHECKING:  # httpx is imported on the first request: daemons start witho
 
     from .context import CallContext, Handler, Outlet
 
+__all__ = [
+    "BODY_DELTA_METHOD",
+    "CAPABILITIES",
+    "ENV_DENYLIST",
+    "HTTP_METHODS",
+    "MAX_DELTA_BYTES",
+    "MAX_REDIRECTS",
+    "HttpHeader",
+    "HttpRequestParams",
+    "http_request",
+]
+
+
 CAPABILITIES: dict[str, Any] = {"httpHeaderEnvVars": True}
 
 BODY_DELTA_METHOD = "http/request/bodyDelta"

@@ -40,6 +40,17 @@ from ..wire.protocol import Params, StartParams, notification, parse_params
 if TYPE_CHECKING:
     from .context import CallContext
 
+__all__ = [
+    "CAPABILITIES",
+    "NetworkProxyParams",
+    "ProxySettings",
+    "behind_proxy",
+    "close_with",
+    "launch",
+    "with_proxy_env",
+]
+
+
 log = logging.getLogger(__name__)
 
 CAPABILITIES: dict[str, Any] = {"networkProxyLaunch": True, "networkProxyReviewDomains": True}

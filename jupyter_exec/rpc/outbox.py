@@ -36,6 +36,16 @@ from ..wire.codec import Framing, encode_event, encode_output, frame
 from ..wire.events import SeqEvent
 from ..wire.schema import Chunk
 
+__all__ = [
+    "CLOSE_FLUSH_SECONDS",
+    "READ_AHEAD_BYTES",
+    "TURN_BYTES",
+    "YIELD_BYTES",
+    "Outbox",
+    "Write",
+]
+
+
 log = logging.getLogger(__name__)
 
 #: One encoded JSON-RPC message (UTF-8 JSON), framed by the transport's

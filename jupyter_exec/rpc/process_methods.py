@@ -42,6 +42,8 @@ from ..wire.schema import ReadResult
 from . import network_proxy
 from .context import CallContext, Handler
 
+__all__ = ["PROCESS_METHODS", "default_origin", "read_result", "with_urls"]
+
 
 async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     p = parse_params(StartParams, params)

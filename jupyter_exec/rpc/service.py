@@ -14,6 +14,8 @@ from ..core.registry import Registry, RegistryConfig
 from ..wire.rules import FrontRules
 from .dispatch import ExecService, ServiceConfig
 
+__all__ = ["build_service"]
+
 
 def build_service(
     settings: DaemonSettings | None = None,

@@ -21,6 +21,8 @@ from ..wire.errors import InvalidRequestError
 from ..wire.events import Event, OutputEvent, RemovedEvent, StartedEvent
 from .outbox import Outbox
 
+__all__ = ["Session", "Sessions"]
+
 
 @dataclass(eq=False)
 class Session:

@@ -4,3 +4,5 @@
 one websocket connection, for the standalone server and for the websockets
 the Jupyter extension hands to the exec daemon alike.
 """
+
+__all__: list[str] = []

@@ -36,6 +36,17 @@ from ..wire.sandbox import parse_setting
 if TYPE_CHECKING:
     from websockets.http11 import Request
 
+__all__ = [
+    "UsageError",
+    "build_parser",
+    "check_request",
+    "config_from_args",
+    "main",
+    "make_service",
+    "stdout_writer",
+]
+
+
 log = logging.getLogger("jupyter_exec.transports.serve")
 
 

@@ -36,6 +36,18 @@ from websockets.server import ServerProtocol
 from ..rpc.dispatch import Connection, ExecService
 from ..wire.rules import FrontRules
 
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "OPEN_TIMEOUT",
+    "PING_INTERVAL",
+    "WRITE_LIMIT",
+    "Check",
+    "WebSocketClient",
+    "WebSocketClients",
+    "text_frame",
+]
+
+
 log = logging.getLogger("jupyter_exec.transports.ws")
 
 #: Bytes the transport may buffer before a writer waits: several output frames in flight.

@@ -9,3 +9,5 @@ other layer imports this one; it imports none of them. Importing the package
 loads nothing: a client takes `errors`, `models`, `schema` and `events` and
 never pays for pydantic.
 """
+
+__all__: list[str] = []

@@ -27,6 +27,9 @@ from pybase64 import b64encode
 from .events import Event, OutputEvent
 from .schema import event_notification
 
+__all__ = ["Framing", "encode", "encode_event", "encode_output", "frame"]
+
+
 #: What a transport puts around one message of the given length: (before, after).
 Framing = Callable[[int], tuple[bytes, bytes]]
 

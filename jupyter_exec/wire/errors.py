@@ -31,6 +31,22 @@ from collections.abc import Callable, Mapping
 from enum import IntEnum
 from typing import Any, ClassVar
 
+__all__ = [
+    "ErrorCode",
+    "ExecError",
+    "FsError",
+    "InternalError",
+    "InvalidParamsError",
+    "InvalidRequestError",
+    "MethodNotFoundError",
+    "ParseError",
+    "ProcessExistsError",
+    "SandboxDeniedError",
+    "TooManyProcessesError",
+    "UnknownProcessError",
+    "error_from_wire",
+]
+
 
 class ErrorCode(IntEnum):
     """JSON-RPC 2.0 codes used on the wire (SPEC section 7)."""

@@ -6,6 +6,16 @@ from dataclasses import dataclass
 
 from .models import ProcessInfo
 
+__all__ = [
+    "ClosedEvent",
+    "Event",
+    "ExitedEvent",
+    "OutputEvent",
+    "RemovedEvent",
+    "SeqEvent",
+    "StartedEvent",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class OutputEvent:

@@ -7,6 +7,8 @@ lines off a stream is I/O: `core.line_pump`.
 
 from __future__ import annotations
 
+__all__ = ["as_line", "line_framing"]
+
 
 def as_line(frame: str | bytes) -> bytes:
     """One frame as one line (frames are opaque: str or bytes)."""

@@ -8,6 +8,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+__all__ = [
+    "SIGNALS",
+    "Lifetime",
+    "ProcessInfo",
+    "ProcessState",
+    "StreamName",
+    "exit_status",
+    "signal_name",
+]
+
+
 #: "lost": its exec daemon died while it ran (docs/protocol.md); output stays readable.
 ProcessState = Literal["running", "exited", "closed", "lost"]
 Lifetime = Literal["connection", "detached"]

@@ -32,6 +32,35 @@ from .schema import error_response as error_response
 from .schema import notification as notification
 from .schema import response as response
 
+__all__ = [
+    "EnvPolicy",
+    "InitializeParams",
+    "Limits",
+    "ListParams",
+    "NonNegative",
+    "Origin",
+    "OriginKind",
+    "Params",
+    "Positive",
+    "ProcessId",
+    "ProcessParams",
+    "ReadParams",
+    "Request",
+    "ResizeParams",
+    "Sandbox",
+    "SignalParams",
+    "Size",
+    "StartParams",
+    "SubscribeParams",
+    "TerminateParams",
+    "WaitParams",
+    "WriteParams",
+    "parse_message",
+    "parse_params",
+    "request_id_of",
+]
+
+
 NonNegative = Annotated[int, Field(strict=True, ge=0, le=2**53)]
 Positive = Annotated[int, Field(strict=True, ge=1, le=10_000)]
 ProcessId = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]

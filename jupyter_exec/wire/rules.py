@@ -29,6 +29,9 @@ from .errors import ExecError
 from .models import Lifetime
 from .sandbox import SandboxPolicy, parse_setting
 
+__all__ = ["DEFAULT_MAX_PROCESSES", "FrontRules"]
+
+
 #: `max_processes` when a front names none (SPEC 4).
 DEFAULT_MAX_PROCESSES = 256
 

@@ -29,6 +29,20 @@ from urllib.parse import unquote, urlparse
 
 from .errors import InvalidParamsError
 
+__all__ = [
+    "MODES",
+    "SandboxMode",
+    "SandboxPolicy",
+    "Workspace",
+    "from_codex",
+    "from_wire",
+    "looser_than",
+    "parse_mode",
+    "parse_setting",
+    "shorthand",
+]
+
+
 SandboxMode = Literal["none", "workspace-write", "read-only"]
 Workspace = Literal["cwd", "root"]
 MODES: tuple[SandboxMode, ...] = get_args(SandboxMode)
