@@ -66,7 +66,7 @@ async def run_and_record(tmp_path: Path, starts: dict[str, dict[str, Any]]) -> d
 async def test_a_finished_process_comes_back_closed_with_its_exit_output_and_seqs(
     tmp_path: Path,
 ) -> None:
-    starts = {
+    starts: dict[str, dict[str, Any]] = {
         "out": {"argv": py("print('line one'); print('line two'); raise SystemExit(3)")},
         "slow": {"argv": py("import time; time.sleep(30)"), "timeout_ms": 300, "label": "sleepy"},
     }

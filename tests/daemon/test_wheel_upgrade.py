@@ -18,17 +18,21 @@ dependencies, and the upgrade replaces those files in place, as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from jupyter_exec.client.unix_transport import connect_daemon
+from jupyter_exec.core.proctree import ProcessRef, identify, kill_verified
 from jupyter_exec.daemon import paths
 from tests.daemon.harness import daemon_pid, daemons_stopped, holder_pid, wait_gone
 from tests.magics.jupyter_process import clean_env
@@ -147,12 +151,22 @@ def assert_every_byte_in_order(runtime: Path, process_id: str, newline: bytes) -
     assert output == b"".join(line.encode() + newline for line in LINES)
 
 
+@contextlib.contextmanager
+def jobs_ended() -> Iterator[list[ProcessRef]]:
+    """Afterwards, the jobs put in the list are gone, whatever a failed adoption left."""
+    refs: list[ProcessRef] = []
+    try:
+        yield refs
+    finally:
+        kill_verified(refs, signal.SIGKILL)
+
+
 @pytest.mark.timeout(240)
 def test_jobs_of_0_3_0_survive_an_upgrade_to_this_build(builds: dict[str, Path]) -> None:
     runtime = Path(tempfile.mkdtemp(prefix="jx-wheel-"))
     site, gate = runtime / "site", runtime / "gate"
     install(builds["0.3.0"], site)
-    with daemons_stopped(runtime):
+    with daemons_stopped(runtime), jobs_ended() as refs:
         # 0.3.0 runs a PTY job and a pipe job, half way each, and one that finished.
         for name, tty in (("pty", ["--tty"]), ("pipe", [])):
             cli(site, runtime, "run", "-d", *tty, "--name", name, "--",
@@ -168,6 +182,7 @@ def test_jobs_of_0_3_0_survive_an_upgrade_to_this_build(builds: dict[str, Path])
             wait_for(lambda n=name: cli(site, runtime, "logs", n).split() == LINES[:30])
         jobs = {n: listed(site, runtime)[n]["pid"] for n in ("pty", "pipe")}
         pids = [int(p) for p in jobs.values()]  # type: ignore[call-overload]
+        refs.extend(ref for ref in map(identify, pids) if ref is not None)
 
         # This build is installed over it (a newer version), and its first command
         # replaces the daemon: the new one adopts both jobs, running, from the holder.
