@@ -37,8 +37,9 @@ from . import limits, sandbox
 from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
 from .front_root import resolve_cwd
 from .output import OutputStore
-from .process import ManagedProcess, ProcessSetup
+from .process import ManagedProcess
 from .proctree import MARKER_VAR, kill_verified, marked_processes
+from .record import ProcessRecord, ProcessSetup
 from .retention import Retention
 from .usage import Sampler
 
@@ -213,9 +214,11 @@ class Registry:
             limits=params.limits,
             sandbox=box.conf if box else None,
             origin=params.origin.model_dump() if params.origin is not None else None,
+            front=rules.name,
         )
         started_at = int(time.time() * 1000)
-        meta = None if self.keeper is None else held_meta(setup, log_path, started_at, rules.name)
+        record = ProcessRecord(setup, log_path, started_at)  # what the keeper keeps
+        meta = None if self.keeper is None else record.to_record()
         try:
             child = spawn(spec, self.keeper, log_path.stem, meta)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -458,30 +461,6 @@ class Registry:
             from .guardian import stop_guardian
 
             stop_guardian(self._guardian)
-
-
-def held_meta(
-    setup: ProcessSetup, log_path: Path, started_at: int, front: str
-) -> dict[str, object]:
-    """What a keeper keeps of a process, for a successor to rebuild it (daemon/holding.py)."""
-    return {
-        "front": front,
-        "processId": setup.process_id,
-        "argv": setup.argv,
-        "cwd": setup.cwd,
-        "tty": setup.tty,
-        "pipeStdin": setup.pipe_stdin,
-        "label": setup.label,
-        "lifetime": setup.lifetime,
-        "owner": setup.owner,
-        "marker": setup.marker,
-        "timeoutMs": setup.timeout_ms,
-        "limits": limits.wire(setup.limits),
-        "sandbox": None if setup.sandbox is None else setup.sandbox.record(),
-        "origin": setup.origin,
-        "log": str(log_path),
-        "startedAt": started_at,
-    }
 
 
 def raise_fd_limit() -> int:
