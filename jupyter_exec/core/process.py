@@ -33,7 +33,6 @@ __all__ = [
     "READ_SIZE",
     "TIMEOUT_GRACE_SECONDS",
     "ManagedProcess",
-    "ProcessSetup",
 ]
 
 

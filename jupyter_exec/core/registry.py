@@ -50,7 +50,6 @@ __all__ = [
     "ReadOutcome",
     "Registry",
     "RegistryConfig",
-    "held_meta",
     "raise_fd_limit",
 ]
 

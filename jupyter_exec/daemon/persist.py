@@ -41,7 +41,7 @@ from ..core.record import ProcessRecord
 from ..core.registry import Registry
 from ..wire.events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
 
-__all__ = ["FLUSH_SECONDS", "LOST_FAILURE", "Persister", "RecoveredProcess"]
+__all__ = ["FLUSH_SECONDS", "LOST_FAILURE", "Persister"]
 
 
 log = logging.getLogger(__name__)

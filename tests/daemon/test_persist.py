@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from jupyter_exec.client import ExecClient
-from jupyter_exec.client.embedded import connect_service
 from jupyter_exec.core.proctree import identify
 from jupyter_exec.daemon.persist import FLUSH_SECONDS, LOST_FAILURE, Persister
+from jupyter_exec.embedded import connect_service
 from jupyter_exec.rpc.dispatch import ExecService
-from tests.wire import embedded, make_service, pid_alive, py
+from tests.service import embedded, make_service, pid_alive, py
 
 
 @contextlib.asynccontextmanager
