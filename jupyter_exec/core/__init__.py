@@ -1,9 +1,10 @@
 """The core: processes and their output (asyncio only; no tornado, no IPython).
 
 - `child` spawns PTY and pipe children; `process` numbers their output and
-  follows their exit, and `record` is the one plain-data record of a
-  process (what the holder and the persister keep); `output` keeps it in memory and in a log; `retention`
-  is one memory and one disk budget for all of it; `registry` holds them all.
+  follows their exit; `record` is a process as plain data (what the holder
+  and the persister keep); `output` keeps output in memory and in a log;
+  `retention` is one memory and one disk budget for all of it; `registry`
+  holds them all.
 - Rules around them: `proctree` (find and kill a tree), `guardian` (kills
   what a crashed server left), `limits` (rlimits, timeouts), `front_root`
   (a front's root and ``confine_to_root``), `usage` (ports and cost).
