@@ -48,10 +48,11 @@ from typing import Any
 from ..config import jupyter_runtime_dir
 from ..wire.errors import InvalidParamsError
 from ..wire.sandbox import MODES, SandboxMode, SandboxPolicy
-from . import landlock
+from . import landlock, pidns
 from .landlock import (
     CLONE_NEWNET,
     CLONE_NEWNS,
+    CLONE_NEWPID,
     CLONE_NEWUSER,
     MS_BIND,
     MS_NODEV,
@@ -61,6 +62,7 @@ from .landlock import (
     MS_REC,
     MS_REMOUNT,
 )
+from .sandbox_net import Bridge, proxy_ports
 
 #: Writable in every sandbox: the devices programs write to without meaning a file.
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
@@ -301,7 +303,7 @@ class Sandbox:
     parent's copy of the ruleset once the child has started.
     """
 
-    def __init__(self, conf: Confinement, cwd: str) -> None:
+    def __init__(self, conf: Confinement, cwd: str, env: dict[str, str] | None = None) -> None:
         for path in conf.hidden:
             if _inside(os.path.realpath(cwd), path):
                 raise InvalidParamsError(
@@ -313,7 +315,9 @@ class Sandbox:
         self._maps = (f"{os.getuid()} {os.getuid()} 1".encode(),
                       f"{os.getgid()} {os.getgid()} 1".encode())  # fmt: skip
         self._mounts = self._plan()
-        self._flags = CLONE_NEWUSER | CLONE_NEWNS | (0 if conf.network else CLONE_NEWNET)
+        self._flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET
+        #: With the network on, the way out of its network namespace (sandbox_net.py).
+        self._bridge = Bridge(proxy_ports(env if env is not None else {})) if conf.network else None
         ruleset = landlock.Ruleset(conf.network)
         try:
             ruleset.allow("/", landlock.READ)
@@ -329,7 +333,8 @@ class Sandbox:
     @property
     def keep_fds(self) -> tuple[int, ...]:
         """Descriptors the child needs until exec (a spawn that closes the others keeps them)."""
-        return (self._ruleset.fd, self._why_w)
+        bridge = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
+        return (self._ruleset.fd, self._why_w, *bridge)
 
     def failure(self) -> str | None:
         """What went wrong setting the sandbox up in the child, after a spawn failed."""
@@ -376,17 +381,31 @@ class Sandbox:
                 os.write(fd, data)
             finally:
                 os.close(fd)
+        if self._bridge is not None:
+            self._bridge.open_listeners()
         for mount in self._mounts:
             landlock.mount(*mount)
+        keep = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
+        pidns.split(self._inside, keep)  # returns in the program only (pidns.py)
+        for fd in self.keep_fds:  # a spawn with pass_fds made them inheritable
+            os.close(fd)
+
+    def _inside(self) -> None:
+        """In the PID namespace's init: a /proc that shows only the sandbox's processes,
+        then Landlock (init and program share its domain: init may signal the program)."""
+        landlock.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         if self.tmp is not None:  # a rule holds on the tmpfs, not on the dir it covers
             self._ruleset.allow(self.tmp, landlock.fs_rights())
         os.chdir(self._cwd)  # through the new mounts: no way around them from the cwd
         landlock.restrict_self(self._ruleset.fd)
 
     def close(self) -> None:
+        """After the spawn (or its failure): the parent's copies go; a bridge starts serving."""
         self._ruleset.close()
         for fd in (self._why, self._why_w):
             os.close(fd)
+        if self._bridge is not None:
+            self._bridge.serve()
 
 
 def _between(path: str, roots: Iterable[str]) -> list[str]:

@@ -133,8 +133,8 @@ def test_every_way_back_in_is_refused_to_a_sandboxed_process(server: Any, tty: b
         "daemon socket": "FileNotFoundError",  # the runtime dir is an empty tmpfs to it
         "handover socket": "FileNotFoundError",
         "server token in the runtime dir": "nothing",
-        "server environ": "PermissionError",
+        "server environ": "FileNotFoundError",  # its own /proc: no such pid
         "HTTP API with the token": "URLError",
-        "signal to the server": "PermissionError",
-        "ptrace of the server": "Operation not permitted",
+        "signal to the server": "ProcessLookupError",
+        "ptrace of the server": "No such process",
     }
