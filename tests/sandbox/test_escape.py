@@ -247,11 +247,38 @@ def test_the_token_chain_of_issue_29_fails_at_every_step(server: Any, face: str)
             boxed = run_script(jupyter, {"argv": argv, "sandbox": "workspace-write"})
         else:
             boxed = run_script(jupyter, {}, _agent_over_ws(jupyter, argv))
-        assert boxed == {
-            "token in a command line": False,  # its own /proc: no other process is there
-            "direct": "URLError",  # its own loopback: nothing listens on the server's port
-            "through the proxy": 403,  # the proxy refuses local addresses
-        }
+        assert boxed == BOXED
+        time.sleep(0.5)
+        assert list(outside.iterdir()) == []
+
+
+BOXED = {
+    "token in a command line": False,  # its own /proc: no other process is there
+    "direct": "URLError",  # its own loopback: nothing listens on the server's port
+    "through the proxy": 403,  # the proxy refuses local addresses
+}
+
+
+def test_the_token_chain_fails_for_an_agent_over_mcp(server: Any) -> None:
+    """The MCP face's agents run in the agent sandbox too (the control: the REST test)."""
+    import asyncio
+    import shlex
+
+    from tests.mcp.conftest import mcp_session, text_of
+
+    jupyter, _, _ = server
+
+    async def through_mcp(command: str) -> str:
+        async with mcp_session(jupyter, "http") as session:  # type: ignore[arg-type]
+            return text_of(await session.call_tool("run_command", {"command": command}))
+
+    with outside_tmp() as outside:
+        argv = [sys.executable, "-c", ATTACK, "rest", jupyter.url, JUPYTER_TOKEN_ON_CMDLINE,
+                jupyter.token, str(outside / "escaped")]  # fmt: skip
+        text = asyncio.run(through_mcp(shlex.join(argv)))
+        line = next((x for x in text.splitlines() if x.startswith("RESULT ")), None)
+        assert line is not None, text
+        assert json.loads(line.removeprefix("RESULT ")) == BOXED
         time.sleep(0.5)
         assert list(outside.iterdir()) == []
 
