@@ -6,15 +6,20 @@ paths it may write and whether it has the network. `Sandbox.preexec` then
 applies it in the forked child before exec, for tty and pipe children alike,
 and every descendant inherits it:
 
-1. a user namespace (the same uid and gid inside) with its own mount
-   namespace, and without the network its own network namespace;
+1. a user namespace (the same uid and gid inside) with its own mount, PID
+   and network namespaces: it sees only its own processes (pidns.py: the
+   forked child stays outside as the pid we report and ends as the program
+   did), and with the network on, its one way out is a managed proxy that
+   refuses local addresses (sandbox_net.py), so no listener of ours is
+   reachable whatever token it finds;
 2. mounts, private to the child: read-only binds over protected paths inside
    writable roots (Jupyter's and IPython's config and data, so that nothing
    written in the sandbox runs unsandboxed at the next kernel or server start;
    their parents are pinned by self-binds, so no rename can move them away),
    an empty read-only tmpfs over the Jupyter runtime directory and the output
    logs (daemon sockets, server and kernel tokens, other processes' output),
-   and in read-only mode a private tmpfs as ``$TMPDIR``;
+   and in read-only mode a private tmpfs as ``$TMPDIR``; then, from inside the
+   PID namespace, a ``/proc`` of its own;
 3. Landlock: read everywhere, write only in the writable roots, the private
    tmp and ``/dev/null``-like devices; without the network, TCP bind and
    connect denied (ABI 4+); signals and abstract unix sockets scoped to the
