@@ -36,7 +36,7 @@ import resource
 import signal
 from collections.abc import Callable, Iterable
 
-__all__ = ["BLOCKED", "split"]
+__all__ = ["BLOCKED", "SUPERVISORS", "split"]
 
 #: What the supervisors block: every signal someone may send the group, so that
 #: only the program acts on it (the synchronous faults and SIGKILL/SIGSTOP cannot be).
@@ -44,6 +44,8 @@ BLOCKED = frozenset(signal.valid_signals()) - {
     signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGILL,
     signal.SIGFPE, signal.SIGTRAP, signal.SIGSYS,
 }  # fmt: skip
+#: Their names (``/proc/PID/comm``): the usage sampler counts no RSS of theirs (proctree.py).
+SUPERVISORS = (b"sandbox-outer", b"sandbox-init")
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NAME = 1, 4, 15
 
 
@@ -59,6 +61,7 @@ def split(inside: Callable[[], None], keep_outer: Iterable[int] = ()) -> None:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
     inner = os.fork()
     if inner:
+        _libc().prctl(_PR_SET_NAME, SUPERVISORS[0], 0, 0, 0)
         _outer(inner, status_r, {status_r, *keep_outer})
     os.close(status_r)
     libc = _libc()
@@ -166,7 +169,7 @@ def _disguise(libc: ctypes.CDLL) -> None:
     ptraced from inside (Landlock would allow it: same domain); and its command line, the
     one thing /proc shows anyone, is blanked, as is its initial environment."""
     libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
-    libc.prctl(_PR_SET_NAME, b"sandbox-init", 0, 0, 0)
+    libc.prctl(_PR_SET_NAME, SUPERVISORS[1], 0, 0, 0)
     with open("/proc/self/stat", "rb") as f:
         stat = f.read()
     fields = stat[stat.rindex(b")") + 2 :].split()  # from field 3 (state) on

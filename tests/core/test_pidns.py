@@ -131,3 +131,21 @@ def test_the_supervisors_block_what_the_group_may_be_sent() -> None:
     assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGWINCH} <= BLOCKED
     assert signal.SIGKILL not in BLOCKED and signal.SIGSEGV not in BLOCKED
     assert os.sep == "/"
+
+
+async def test_its_usage_counts_the_program_not_the_supervisors(tmp_path: Path) -> None:
+    """Both supervisors are forks of the daemon (tens of MiB of shared pages in their RSS)."""
+    async with session(tmp_path) as peer:
+        reply = await peer.call("process/start", {"processId": "u", "sandbox": BOX,
+                                                  "argv": ["sleep", "30"]})  # fmt: skip
+        assert "result" in reply, reply
+        usage: dict[str, int] = {}
+        for _ in range(100):
+            listed = await peer.call("process/list", {})
+            usage = listed["result"]["processes"][0].get("usage") or {}
+            if usage.get("processes") == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert usage["processes"] == 3, usage  # outer, init, sleep
+        assert 0 < usage["rssBytes"] < 8 * 1024 * 1024, usage  # sleep's alone
+        await peer.call("process/terminate", {"processId": "u", "graceMs": 100})
