@@ -49,7 +49,9 @@ SUPERVISORS = (b"sandbox-outer", b"sandbox-init")
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NAME = 1, 4, 15
 
 
-def split(inside: Callable[[], None], keep_outer: Iterable[int] = ()) -> None:
+def split(  # pragma: no cover - forked child (tested by behaviour: tests/core/test_pidns.py)
+    inside: Callable[[], None], keep_outer: Iterable[int] = ()
+) -> None:
     """In the forked child, after ``unshare(CLONE_NEWPID)``: returns only in the program.
 
     `inside` runs in the init before the program is forked (an exception there
@@ -77,7 +79,7 @@ def split(inside: Callable[[], None], keep_outer: Iterable[int] = ()) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _outer(inner: int, status_r: int, keep: set[int]) -> None:
+def _outer(inner: int, status_r: int, keep: set[int]) -> None:  # pragma: no cover
     """Wait for inner; end with the program's status (never returns)."""
     code = 255
     try:
@@ -93,7 +95,7 @@ def _outer(inner: int, status_r: int, keep: set[int]) -> None:
         os._exit(code)
 
 
-def _inner(program: int, status_w: int) -> None:
+def _inner(program: int, status_w: int) -> None:  # pragma: no cover - forked child
     """Pid 1 of the namespace: reap, forward, report the program's end (never returns)."""
     try:
         _close_all_but({status_w})
@@ -111,7 +113,7 @@ def _inner(program: int, status_w: int) -> None:
         os._exit(0)
 
 
-def _reap(program: int) -> int | None:
+def _reap(program: int) -> int | None:  # pragma: no cover - forked child
     """Reap every child that ended; the program's raw status if it was among them."""
     found = None
     while True:
@@ -125,14 +127,14 @@ def _reap(program: int) -> int | None:
             found = status
 
 
-def _forward(program: int, signum: int) -> None:
+def _forward(program: int, signum: int) -> None:  # pragma: no cover - forked child
     """A signal for the group: the program has it too, unless it left the group."""
     with contextlib.suppress(OSError):
         if os.getpgid(program) != os.getpgid(0):
             os.kill(program, signum)
 
 
-def _end_as(status: int) -> int:
+def _end_as(status: int) -> int:  # pragma: no cover - forked child
     """End this process as `status` says the program ended; the exit code if it did not die."""
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status)
@@ -145,7 +147,7 @@ def _end_as(status: int) -> int:
     return 128 + signum
 
 
-def _close_all_but(keep: set[int]) -> None:
+def _close_all_but(keep: set[int]) -> None:  # pragma: no cover - forked child
     """Close every descriptor except `keep`; 0, 1 and 2 become /dev/null (the program's
     output ends when the program's side lets it go, not when a supervisor does)."""
     null = os.open(os.devnull, os.O_RDWR)
@@ -163,7 +165,7 @@ def _close_all_but(keep: set[int]) -> None:
             os.close(null)
 
 
-def _disguise(libc: ctypes.CDLL) -> None:
+def _disguise(libc: ctypes.CDLL) -> None:  # pragma: no cover - forked child
     """Inner is a copy of the daemon (or of a server running the registry), in the
     sandbox's view: not dumpable, so neither its memory nor its environment can be read or
     ptraced from inside (Landlock would allow it: same domain); and its command line, the
