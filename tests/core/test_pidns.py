@@ -149,3 +149,30 @@ async def test_its_usage_counts_the_program_not_the_supervisors(tmp_path: Path) 
         assert usage["processes"] == 3, usage  # outer, init, sleep
         assert 0 < usage["rssBytes"] < 8 * 1024 * 1024, usage  # sleep's alone
         await peer.call("process/terminate", {"processId": "u", "graceMs": 100})
+
+
+@pytest.mark.parametrize("sandbox", [None, BOX], ids=["free", "boxed"])
+async def test_an_interactive_shell_in_a_pty_keeps_job_control(
+    tmp_path: Path, sandbox: object
+) -> None:
+    """bash -i takes the terminal (its own process group: the namespace hides outer's);
+    ^C typed into the PTY interrupts its foreground job, and bash carries on."""
+    import base64
+
+    async with session(tmp_path) as peer:
+        start = {"processId": "sh", "argv": ["bash", "--norc", "-i"], "tty": True,
+                 "sandbox": sandbox, "env": {"PS1": "$ ", "PATH": os.environ["PATH"]}}  # fmt: skip
+        assert "result" in await peer.call("process/start", start)
+
+        async def write(text: str) -> None:
+            chunk = base64.b64encode(text.encode()).decode()
+            await peer.call("process/write", {"processId": "sh", "chunk": chunk})
+
+        await _output_until(peer, "sh", "$ ")
+        await write("sleep 30\n")
+        await asyncio.sleep(0.5)
+        await write("\x03")
+        await write("echo after-$?\n")
+        assert "after-130" in await _output_until(peer, "sh", "after-1")
+        await write("exit 4\n")
+        await _output_until(peer, "sh", "exit")
