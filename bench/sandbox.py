@@ -8,8 +8,9 @@ every sandbox in turn, so machine noise hits them alike; the table shows the
 median of the rounds' medians, and the cost over `none`.
 
 Part 2 is the mechanism alone, in this process: fork + exec of `/bin/true`
-plainly, with our sandbox applied before exec (user, mount and network
-namespaces, mounts, Landlock: core/sandbox.py), and, when `bwrap` is
+plainly, with our sandbox applied before exec (user, mount, PID and network
+namespaces, the PID namespace's init and a /proc of its own, mounts,
+Landlock: core/sandbox.py, core/pidns.py), and, when `bwrap` is
 installed, wrapped by bubblewrap with the same namespaces and a read-only
 root (docs/sandbox.md says why we chose the first).
 """

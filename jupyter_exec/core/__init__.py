@@ -9,7 +9,9 @@
   what a crashed server left), `limits` (rlimits, timeouts), `front_root`
   (a front's root and ``confine_to_root``), `usage` (ports and cost).
 - Sandboxes: `sandbox` builds confined children, on `landlock` (syscalls
-  through ctypes); `network_proxy` is the managed proxy a command may get.
+  through ctypes), `pidns` (their own PID namespace and /proc) and
+  `sandbox_net` (their own network, whose one way out is a proxy);
+  `network_proxy` is the managed proxy a command may get.
 - `shell_snapshot` captures a login shell's state for Codex; `heap` tunes
   glibc for the serving processes; `line_pump` reads newline frames off a
   stream (the framing itself is `wire.lines`).

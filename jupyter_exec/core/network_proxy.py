@@ -36,6 +36,7 @@ import contextlib
 import datetime
 import email.utils
 import fnmatch
+import functools
 import ipaddress
 import json
 import logging
@@ -60,6 +61,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Serves one client connection (a proxy's HTTP or SOCKS5 side).
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 #: ``(request {"protocol", "host", "port"}) -> (decision "allow"|"deny", reason)``.
 Decider = Callable[[dict[str, Any]], Awaitable[tuple[str, str]]]
 #: Receives each decision, shaped as Codex's ``network/policyDecision`` params.
@@ -160,20 +163,24 @@ class NetworkProxy:
         self.port = 0
         #: The SOCKS5 listener's port (0: none).
         self.socks_port = 0
+        #: ``NO_PROXY`` without local binding (Codex's: none).
+        self.no_proxy = ""
 
     async def start(self) -> None:
         server = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
         self._servers.append(server)
         self.port = server.sockets[0].getsockname()[1]
+        _SERVING[self.port] = self._serve_http
         if self._socks5:
             server = await asyncio.start_server(self._serve_socks5, "127.0.0.1", 0)
             self._servers.append(server)
             self.socks_port = server.sockets[0].getsockname()[1]
+            _SERVING[self.socks_port] = self._serve_socks5
 
     def env(self) -> dict[str, str]:
         """The variables Codex's server gives a command behind its proxy (all 34)."""
         url = f"http://127.0.0.1:{self.port}"
-        no_proxy = LOCAL_NO_PROXY if self.policy.allow_local_binding else ""
+        no_proxy = LOCAL_NO_PROXY if self.policy.allow_local_binding else self.no_proxy
         env = {
             "CODEX_NETWORK_ALLOW_LOCAL_BINDING": "1" if self.policy.allow_local_binding else "0",
             "CODEX_NETWORK_PROXY_ACTIVE": "1",
@@ -197,6 +204,8 @@ class NetworkProxy:
         return env
 
     async def aclose(self) -> None:
+        for port in (self.port, self.socks_port):
+            _SERVING.pop(port, None)
         for server in self._servers:
             server.close()
             await server.wait_closed()
@@ -499,3 +508,37 @@ async def _pipe_both(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+#: The handlers of the proxies running in this process, by port (`serving`).
+_SERVING: dict[int, Handler] = {}
+
+
+def serving(port: int) -> Handler | None:
+    """The handler of a proxy this process runs on 127.0.0.1:`port` (a sandbox's listener
+    at that port inside its network namespace is served by it: core/sandbox_net.py)."""
+    return _SERVING.get(port)
+
+
+#: Where the default proxy listens inside every sandbox with the network (HTTP, SOCKS5);
+#: each sandbox's network namespace is its own, so fixed ports collide with nothing.
+SANDBOX_PORTS = (3128, 1080)
+
+
+@functools.cache
+def default_proxy() -> NetworkProxy:
+    """The proxy of a sandbox with the network on when no ``networkProxy`` asked for
+    another: public addresses only (no local binding), every decision logged at debug.
+    It listens nowhere on the host: only at `SANDBOX_PORTS` inside each sandbox.
+    ``NO_PROXY`` keeps the sandbox's own loopback direct (it reaches only itself)."""
+    policy = ProxyPolicy(mode="full", allowed=["*"], allow_local_binding=False)
+    proxy = NetworkProxy(policy, None, lambda d: log.debug("sandbox proxy: %s", d), socks5=True)
+    proxy.port, proxy.socks_port = SANDBOX_PORTS
+    proxy.no_proxy = "localhost,127.0.0.1,::1"
+    return proxy
+
+
+def default_handler(port: int) -> Handler | None:
+    """The default proxy's side for one of `SANDBOX_PORTS` (None for any other port)."""
+    proxy = default_proxy()
+    return {proxy.port: proxy._serve_http, proxy.socks_port: proxy._serve_socks5}.get(port)

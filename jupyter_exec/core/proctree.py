@@ -34,6 +34,8 @@ from typing import NamedTuple
 
 import psutil
 
+from .pidns import SUPERVISORS
+
 __all__ = [
     "MARKER_VAR",
     "ProcStat",
@@ -44,7 +46,6 @@ __all__ = [
     "marked_processes",
     "scan",
 ]
-
 
 MARKER_VAR = "JUPYTER_EXEC_MARKER"
 
@@ -78,28 +79,37 @@ def scan() -> dict[int, ProcStat]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
-        f = _stat_fields(name)
-        if f is None:
+        read = _comm_and_fields(name)
+        if read is None:
             continue
-        # proc(5) fields 4 (ppid), 14-17 (utime, stime, cutime, cstime), 22, 24 (rss, pages)
+        comm, f = read
+        # proc(5) fields 4 (ppid), 14-17 (utime, stime, cutime, cstime), 22, 24 (rss, pages).
+        # A sandbox's supervisor (core/pidns.py) is a fork of the daemon: its RSS is the
+        # daemon's pages it shares (about 1 MiB is its own), not the program's.
         found[int(name)] = ProcStat(
             int(f[1]),
             _start(f),
             (int(f[11]) + int(f[12])) / _TICKS,
             (int(f[13]) + int(f[14])) / _TICKS,
-            int(f[21]) * _PAGE,
+            0 if comm in SUPERVISORS else int(f[21]) * _PAGE,
         )
     return found
 
 
 def _stat_fields(pid: int | str) -> list[bytes] | None:
     """The fields of /proc/PID/stat after the command name (state is [0], ppid [1])."""
+    read = _comm_and_fields(pid)
+    return None if read is None else read[1]
+
+
+def _comm_and_fields(pid: int | str) -> tuple[bytes, list[bytes]] | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    return stat.rsplit(b")", 1)[1].split()
+    head, _, tail = stat.rpartition(b")")
+    return head.partition(b"(")[2], tail.split()
 
 
 def _start(fields: list[bytes]) -> int:

@@ -260,7 +260,7 @@ class Registry:
         if conf is None:
             return None
         sandbox.check_available()
-        box = sandbox.Sandbox(conf, cwd)
+        box = sandbox.Sandbox(conf, cwd, env)
         sandbox.scrub_env(env)
         if box.tmp is not None:
             env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)

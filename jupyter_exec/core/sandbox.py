@@ -6,15 +6,20 @@ paths it may write and whether it has the network. `Sandbox.preexec` then
 applies it in the forked child before exec, for tty and pipe children alike,
 and every descendant inherits it:
 
-1. a user namespace (the same uid and gid inside) with its own mount
-   namespace, and without the network its own network namespace;
+1. a user namespace (the same uid and gid inside) with its own mount, PID
+   and network namespaces: it sees only its own processes (pidns.py: the
+   forked child stays outside as the pid we report and ends as the program
+   did), and with the network on, its one way out is a managed proxy that
+   refuses local addresses (sandbox_net.py), so no listener of ours is
+   reachable whatever token it finds;
 2. mounts, private to the child: read-only binds over protected paths inside
    writable roots (Jupyter's and IPython's config and data, so that nothing
    written in the sandbox runs unsandboxed at the next kernel or server start;
    their parents are pinned by self-binds, so no rename can move them away),
    an empty read-only tmpfs over the Jupyter runtime directory and the output
    logs (daemon sockets, server and kernel tokens, other processes' output),
-   and in read-only mode a private tmpfs as ``$TMPDIR``;
+   and in read-only mode a private tmpfs as ``$TMPDIR``; then, from inside the
+   PID namespace, a ``/proc`` of its own;
 3. Landlock: read everywhere, write only in the writable roots, the private
    tmp and ``/dev/null``-like devices; without the network, TCP bind and
    connect denied (ABI 4+); signals and abstract unix sockets scoped to the
@@ -48,10 +53,11 @@ from typing import Any
 from ..config import jupyter_runtime_dir
 from ..wire.errors import InvalidParamsError
 from ..wire.sandbox import MODES, SandboxMode, SandboxPolicy
-from . import landlock
+from . import landlock, pidns
 from .landlock import (
     CLONE_NEWNET,
     CLONE_NEWNS,
+    CLONE_NEWPID,
     CLONE_NEWUSER,
     MS_BIND,
     MS_NODEV,
@@ -61,6 +67,7 @@ from .landlock import (
     MS_REC,
     MS_REMOUNT,
 )
+from .sandbox_net import Bridge, proxy_ports
 
 __all__ = [
     "CREDENTIALS",
@@ -322,7 +329,7 @@ class Sandbox:
     parent's copy of the ruleset once the child has started.
     """
 
-    def __init__(self, conf: Confinement, cwd: str) -> None:
+    def __init__(self, conf: Confinement, cwd: str, env: dict[str, str] | None = None) -> None:
         for path in conf.hidden:
             if _inside(os.path.realpath(cwd), path):
                 raise InvalidParamsError(
@@ -334,7 +341,9 @@ class Sandbox:
         self._maps = (f"{os.getuid()} {os.getuid()} 1".encode(),
                       f"{os.getgid()} {os.getgid()} 1".encode())  # fmt: skip
         self._mounts = self._plan()
-        self._flags = CLONE_NEWUSER | CLONE_NEWNS | (0 if conf.network else CLONE_NEWNET)
+        self._flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET
+        #: With the network on, the way out of its network namespace (sandbox_net.py).
+        self._bridge = Bridge(proxy_ports(env if env is not None else {})) if conf.network else None
         ruleset = landlock.Ruleset(conf.network)
         try:
             ruleset.allow("/", landlock.READ)
@@ -350,7 +359,8 @@ class Sandbox:
     @property
     def keep_fds(self) -> tuple[int, ...]:
         """Descriptors the child needs until exec (a spawn that closes the others keeps them)."""
-        return (self._ruleset.fd, self._why_w)
+        bridge = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
+        return (self._ruleset.fd, self._why_w, *bridge)
 
     def failure(self) -> str | None:
         """What went wrong setting the sandbox up in the child, after a spawn failed."""
@@ -397,17 +407,31 @@ class Sandbox:
                 os.write(fd, data)
             finally:
                 os.close(fd)
+        if self._bridge is not None:
+            self._bridge.open_listeners()
         for mount in self._mounts:
             landlock.mount(*mount)
+        keep = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
+        pidns.split(self._inside, keep)  # returns in the program only (pidns.py)
+        for fd in self.keep_fds:  # a spawn with pass_fds made them inheritable
+            os.close(fd)
+
+    def _inside(self) -> None:
+        """In the PID namespace's init: a /proc that shows only the sandbox's processes,
+        then Landlock (init and program share its domain: init may signal the program)."""
+        landlock.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
         if self.tmp is not None:  # a rule holds on the tmpfs, not on the dir it covers
             self._ruleset.allow(self.tmp, landlock.fs_rights())
         os.chdir(self._cwd)  # through the new mounts: no way around them from the cwd
         landlock.restrict_self(self._ruleset.fd)
 
     def close(self) -> None:
+        """After the spawn (or its failure): the parent's copies go; a bridge starts serving."""
         self._ruleset.close()
         for fd in (self._why, self._why_w):
             os.close(fd)
+        if self._bridge is not None:
+            self._bridge.serve()
 
 
 def _between(path: str, roots: Iterable[str]) -> list[str]:

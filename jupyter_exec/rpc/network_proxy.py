@@ -18,8 +18,10 @@ blocked as ``not_allowed``, as Codex's server does.
 Every decision goes to the client as ``network/policyDecision {processId,
 ...}``. The proxy stops when the process is closed.
 
-The proxy runs where the daemon runs; a command sandboxed without the network
-has its own network namespace and cannot reach it. ``transparentTcp: true``
+The proxy runs where the daemon runs. A sandboxed command has a network
+namespace of its own: with the network on, it reaches this proxy at the same
+port inside its namespace (core/sandbox_net.py serves that port with this
+proxy); without, it reaches nothing. ``transparentTcp: true``
 (Codex's route for all of a sandboxed command's TCP through its SOCKS5
 listener) is refused with -32602: we do not offer it (docs/codex.md).
 ``enableSocks5`` adds a SOCKS5 listener with the same policy.

@@ -63,7 +63,7 @@ async def test_read_only_writes_only_a_private_tmp(tmp_path: Path, work: Path, t
 
 
 @TTY
-async def test_network_off_denies_a_loopback_connection(tmp_path: Path, tty: bool) -> None:
+async def test_no_sandbox_reaches_the_hosts_loopback(tmp_path: Path, tty: bool) -> None:
     async with session(tmp_path) as peer:
         with socket.socket() as server:
             server.bind(("127.0.0.1", 0))
@@ -76,10 +76,13 @@ async def test_network_off_denies_a_loopback_connection(tmp_path: Path, tty: boo
                 "print('CONNECTED')\n"
             )
             argv = [sys.executable, "-c", code]
+            free = await run(peer, argv, tty=tty, sandbox=None)
+            assert "CONNECTED" in free.output, free
+            # With the network on, its loopback is its own (core/sandbox_net.py): refused.
             on = await run(
                 peer, argv, tty=tty, sandbox={"mode": "workspace-write", "network": True}
             )
-            assert "CONNECTED" in on.output, on
+            assert "ConnectionRefusedError" in on.output, on
             off = {"mode": "workspace-write", "network": False}
             denied = await run(peer, argv, tty=tty, sandbox=off)
             assert "PermissionError [Errno 13] Permission denied" in denied.output, denied

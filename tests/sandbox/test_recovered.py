@@ -3,7 +3,8 @@
 A real daemon runs a sandboxed process that has exited and one still running;
 the daemon is killed (SIGKILL) and the next one takes them over: the exited
 one from its record (daemon/persist.py), the running one from the holder.
-Each must list the sandbox it ran in, as it did before.
+Each must list the sandbox it ran in, as it did before, and the running one,
+in its PID namespace, must still end with its own exit code.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def test_a_recovered_process_lists_its_sandbox(runtime: Path, tmp_path: Path) ->
     async def start() -> dict[str, object]:
         c = await client(runtime)
         await c.start("done", ["true"], cwd=str(tmp_path), sandbox=sandbox)
-        await c.start("running", ["sleep", "60"], cwd=str(tmp_path), sandbox="read-only")
+        wait_then_5 = "while [ ! -e go ]; do sleep 0.05; done; exit 5"
+        await c.start("running", ["sh", "-c", wait_then_5], cwd=str(tmp_path), sandbox="read-only")
         await c.wait("done", timeout=30)
         await asyncio.sleep(0.5)  # records are written a moment later (persist.FLUSH_SECONDS)
         listed = {p.process_id: p.sandbox for p in await c.list()}
@@ -63,11 +65,12 @@ def test_a_recovered_process_lists_its_sandbox(runtime: Path, tmp_path: Path) ->
     kill_daemon(runtime)
     ensure_daemon(runtime)
 
-    async def after() -> dict[str, object]:
+    async def after() -> tuple[dict[str, object], int | None]:
         c = await client(runtime)
         listed = {p.process_id: p.sandbox for p in await c.list()}
-        await c.terminate("running")
+        (tmp_path / "go").touch()
+        code = (await c.wait("running", timeout=30)).exit_code
         await c.close()
-        return listed
+        return listed, code
 
-    assert asyncio.run(after()) == before
+    assert asyncio.run(after()) == (before, 5)
