@@ -87,13 +87,13 @@ async def connected(tmp_path: Path | None = None, **overrides: Any) -> AsyncIter
 class RawPeer:
     """A JSON-RPC peer over an in-process connection, to see exact wire messages."""
 
-    def __init__(self, service: ExecService) -> None:
+    def __init__(self, service: ExecService, allowed_actions: frozenset[str] | None = None) -> None:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         async def write(text: str) -> None:
             self.inbox.put_nowait(json.loads(text))
 
-        self.conn = service.connect(write)
+        self.conn = service.connect(write, allowed_actions)
         self._ids = 0
 
     def send_raw(self, frame: str | bytes) -> None:

@@ -48,7 +48,7 @@ from typing import Any
 
 from ..config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from ..core.heap import keep_freed_heap
-from ..rpc.context import CallContext
+from ..rpc.context import EXECUTE, READ, CallContext, Method
 from ..rpc.service import build_service
 from ..wire.lines import as_line, pump_lines
 from ..wire.rules import FrontRules
@@ -98,9 +98,13 @@ class Daemon:
         self.logs_dir = logs_parent / (self.state_dir.name + "-logs")
         self.service = build_service(config, durable_log_dir=self.logs_dir)
         self.persister = Persister(self.service.registry, self.state_dir / "procs", self._released)
-        self.service.methods["daemon/shutdown"] = self._shutdown_method
-        self.service.methods["daemon/settings"] = self._settings_method
-        self.service.methods["daemon/stop"] = self._stop_method
+        self.service.add_methods(
+            {
+                "daemon/shutdown": Method(self._shutdown_method, EXECUTE),
+                "daemon/stop": Method(self._stop_method, EXECUTE),
+                "daemon/settings": Method(self._settings_method, READ),
+            }
+        )
         self.link: HolderLink | None = None
         #: `daemon/shutdown`: every process goes too; otherwise they stay with the holder.
         self.stop_everything = False

@@ -8,17 +8,20 @@ per call, in the order the connection's `Outbox` decides (SPEC 5: responses
 first, then every subscription's cursor in turn, losslessly). This is the one
 place where exceptions become JSON-RPC errors (SPEC 7).
 
-Method families are tables of `context.Handler`: `process_methods`,
-`fs_methods`, `environment`. None of them imports this module.
+Method families declare tables of `context.Method` (handler + the action a
+caller needs) beside their handlers: `process_methods`, `fs_methods`,
+`environment`, ...; the service grows only through `add_methods`. None of them
+imports this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -39,37 +42,14 @@ from ..wire.protocol import (
 )
 from ..wire.rules import FrontRules
 from . import discovery, environment, fs_methods, fs_stream, fs_walk, http_methods, network_proxy
-from .context import CallContext, ClientError, Handler
+from .context import EXECUTE, READ, CallContext, ClientError, Handler, Method
 from .outbox import Outbox, Write
 from .process_methods import PROCESS_METHODS
 from .sessions import Session, Sessions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["READ_ONLY_METHODS", "Connection", "ExecService", "ServiceConfig", "Write"]
-
-#: Methods that only look. Under Jupyter authorization every other method needs
-#: the `execute` action on resource `exec` (handlers.py).
-READ_ONLY_METHODS = frozenset(
-    {
-        "process/read",
-        "process/list",
-        "process/wait",
-        "process/subscribe",
-        "process/unsubscribe",
-        "environment/info",
-        "environment/status",
-        "environmentConfig/read",
-        "fs/walk",
-        "capabilityRoots/discoverV1",
-        "capabilities/discoverV2",
-        "fs/getMetadata",
-        "fs/readFile",
-        "fs/readDirectory",
-        "fs/watchMissing",
-        "daemon/settings",
-    }
-)
+__all__ = ["Connection", "ExecService", "ServiceConfig", "Write"]
 
 
 def _this_process() -> FrontRules:
@@ -98,15 +78,17 @@ class ExecService:
         self.registry = registry
         self.config = config or ServiceConfig()
         self.sessions = Sessions(self.config.session_resume_seconds, self._session_expired)
-        self.methods: dict[str, Handler] = {
-            **PROCESS_METHODS,
-            **fs_methods.FS_METHODS,
-            **environment.ENVIRONMENT_METHODS,
-            **fs_walk.WALK_METHODS,
-            **fs_stream.STREAM_METHODS,
-            **discovery.DISCOVERY_METHODS,
-            **http_methods.HTTP_METHODS,
-        }
+        self._methods: dict[str, Method] = {}
+        for family in (
+            PROCESS_METHODS,
+            fs_methods.FS_METHODS,
+            environment.ENVIRONMENT_METHODS,
+            fs_walk.WALK_METHODS,
+            fs_stream.STREAM_METHODS,
+            discovery.DISCOVERY_METHODS,
+            http_methods.HTTP_METHODS,
+        ):
+            self.add_methods(family)
         self.capabilities: dict[str, Any] = {
             "processes": True,
             "tty": True,
@@ -122,6 +104,23 @@ class ExecService:
         self._connections: set[Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         registry.add_listener(self.sessions.route)
+
+    @property
+    def methods(self) -> Mapping[str, Method]:
+        """Every method this service answers, with the action its caller needs."""
+        return MappingProxyType(self._methods)
+
+    def add_methods(self, methods: Mapping[str, Method]) -> None:
+        """Grow the method table by a family's declared methods (a layer above adds its
+        own this way, e.g. the daemon's `daemon/*`). A name already taken is a bug:
+        it would silently replace a handler and its permission."""
+        taken = self._methods.keys() & methods.keys()
+        if taken:
+            raise ValueError(f"methods already defined: {', '.join(sorted(taken))}")
+        for name, method in methods.items():
+            if method.action not in (READ, EXECUTE):
+                raise ValueError(f"{name}: unknown action {method.action!r}")
+        self._methods.update(methods)
 
     def connect(
         self,
@@ -248,30 +247,31 @@ class Connection:
         if method == "initialize":
             self._guard(req_id, lambda: self._initialize(params))
             return
-        handler = self.service.methods.get(method)
-        if handler is None:
+        declared = self.service.methods.get(method)
+        if declared is None:
             self._error(req_id, MethodNotFoundError(f"method {method!r} not found"))
             return
-        refusal = self._refusal(method)
+        refusal = self._refusal(method, declared.action)
         if refusal is not None:
             self._error(req_id, InvalidRequestError(refusal))
             return
-        task = asyncio.create_task(self._call(req_id, handler, self._context(), params))
+        task = asyncio.create_task(self._call(req_id, declared.handler, self._context(), params))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(self._check_slots)
         self._check_slots()
 
-    def _refusal(self, method: str) -> str | None:
-        """Why `method` may not run now (SPEC 2 handshake, authorization), or None."""
+    def _refusal(self, method: str, action: str) -> str | None:
+        """Why `method` (needing `action`) may not run now (SPEC 2 handshake,
+        authorization), or None. Every connection may read: its transport let it in."""
         if self.session is None:
             return "client must call initialize before using process methods"
         if not self._initialized:
             return "client must send initialized before using process methods"
         allowed = self.allowed_actions
-        if allowed is None or "execute" in allowed or method in READ_ONLY_METHODS:
+        if allowed is None or action == READ or action in allowed:
             return None
-        return f"permission denied: {method} needs the execute permission on exec"
+        return f"permission denied: {method} needs the {action} permission on exec"
 
     def _context(self) -> CallContext:
         service = self.service

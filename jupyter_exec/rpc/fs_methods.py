@@ -73,7 +73,7 @@ import os
 import shutil
 import stat
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -85,12 +85,11 @@ from ..core.confinement import outside_root
 from ..core.sandbox import Confinement
 from ..wire.errors import FsError, InvalidParamsError, InvalidRequestError, SandboxDeniedError
 from ..wire.protocol import Params, Sandbox, notification, parse_params
+from .context import EXECUTE, READ, Method
 
 if TYPE_CHECKING:
     from .context import CallContext
     from .context import Outlet as Connection
-
-Handler = Callable[["CallContext", Any], Awaitable[Any]]
 T = TypeVar("T")
 
 #: Largest file ``fs/readFile`` returns (base64 grows it by a third on the wire).
@@ -546,14 +545,14 @@ def _servable(access: Access, paths: list[Path]) -> list[Path]:
     return inside
 
 
-FS_METHODS: dict[str, Handler] = {
-    "fs/getMetadata": get_metadata,
-    "fs/readFile": read_file,
-    "fs/writeFile": write_file,
-    "fs/createDirectory": create_directory,
-    "fs/readDirectory": read_directory,
-    "fs/remove": remove,
-    "fs/copy": copy,
-    "fs/canonicalize": canonicalize,
-    "fs/watchMissing": watch_missing,
+FS_METHODS: dict[str, Method] = {
+    "fs/getMetadata": Method(get_metadata, READ),
+    "fs/readFile": Method(read_file, READ),
+    "fs/writeFile": Method(write_file, EXECUTE),
+    "fs/createDirectory": Method(create_directory, EXECUTE),
+    "fs/readDirectory": Method(read_directory, READ),
+    "fs/remove": Method(remove, EXECUTE),
+    "fs/copy": Method(copy, EXECUTE),
+    "fs/canonicalize": Method(canonicalize, READ),
+    "fs/watchMissing": Method(watch_missing, READ),
 }

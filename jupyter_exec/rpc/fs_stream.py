@@ -55,7 +55,7 @@ from ..wire.errors import (
     InvalidRequestError,
 )
 from ..wire.protocol import Params, parse_params
-from .context import Handler
+from .context import EXECUTE, Method
 from .fs_methods import Access, FsParams, parse_path
 from .fs_walk import os_message
 
@@ -297,9 +297,9 @@ async def close_file(ctx: CallContext, params: Any) -> dict[str, Any]:
     return {}
 
 
-STREAM_METHODS: dict[str, Handler] = {
-    "fs/open": open_file,
-    "fs/readBlock": read_block,
-    "fs/writeBlock": write_block,
-    "fs/close": close_file,
+STREAM_METHODS: dict[str, Method] = {
+    "fs/open": Method(open_file, EXECUTE),
+    "fs/readBlock": Method(read_block, EXECUTE),
+    "fs/writeBlock": Method(write_block, EXECUTE),
+    "fs/close": Method(close_file, EXECUTE),
 }

@@ -48,12 +48,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..wire.errors import InternalError, InvalidParamsError, InvalidRequestError
 from ..wire.protocol import Params, notification, parse_params
-from .context import AGENT_CLIENTS
+from .context import AGENT_CLIENTS, EXECUTE, Method
 
 if TYPE_CHECKING:  # httpx is imported on the first request: daemons start without it
     import httpx
 
-    from .context import CallContext, Handler, Outlet
+    from .context import CallContext, Outlet
 
 CAPABILITIES: dict[str, Any] = {"httpHeaderEnvVars": True}
 
@@ -382,4 +382,4 @@ async def _stream(
     delta(b"", True)
 
 
-HTTP_METHODS: dict[str, Handler] = {"http/request": http_request}
+HTTP_METHODS: dict[str, Method] = {"http/request": Method(http_request, EXECUTE)}

@@ -18,7 +18,7 @@ from jupyter_exec.rpc.sessions import Session, Sessions
 from jupyter_exec.wire.errors import ErrorCode, ExecError
 from jupyter_exec.wire.rules import FrontRules
 
-METHODS = fs_methods.FS_METHODS
+METHODS = {name: method.handler for name, method in fs_methods.FS_METHODS.items()}
 
 
 @dataclass
