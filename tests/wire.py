@@ -16,9 +16,10 @@ from typing import Any
 
 from jupyter_exec.client import ExecClient
 from jupyter_exec.client.embedded import connect_service
+from jupyter_exec.config import DaemonSettings
 from jupyter_exec.core.proctree import ProcessRef, descendant_processes, identify
-from jupyter_exec.core.registry import Registry, RegistryConfig
-from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
+from jupyter_exec.rpc.dispatch import ExecService
+from jupyter_exec.rpc.service import build_service
 from jupyter_exec.wire.rules import FrontRules
 
 PY = sys.executable
@@ -45,17 +46,16 @@ RULE_FIELDS = (
 
 
 def make_service(tmp_path: Path | None = None, **overrides: Any) -> ExecService:
-    """A service whose connections get `FrontRules` named "the test front" (root tmp_path)."""
+    """A service built as production builds it (`build_service`, defaults from config.py),
+    with `overrides` of daemon settings; its connections get `FrontRules` named "the
+    test front" (root tmp_path)."""
     rules = {k: overrides.pop(k) for k in RULE_FIELDS if k in overrides}
-    reg_fields = set(RegistryConfig.__dataclass_fields__)
-    reg = {k: v for k, v in overrides.items() if k in reg_fields}
-    svc = {k: v for k, v in overrides.items() if k not in reg_fields}
     if tmp_path is not None:
         rules.setdefault("root_dir", tmp_path)
-        reg.setdefault("log_dir", tmp_path / "logs")
+        overrides.setdefault("log_dir", tmp_path / "logs")
     rules.setdefault("root_dir", Path.cwd())
-    svc["rules"] = FrontRules(name="the test front", **rules)
-    return ExecService(Registry(RegistryConfig(**reg)), ServiceConfig(**svc))
+    settings = DaemonSettings(**overrides)
+    return build_service(settings, FrontRules(name="the test front", **rules))
 
 
 @contextlib.asynccontextmanager

@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -52,31 +51,29 @@ log = logging.getLogger(__name__)
 __all__ = ["Connection", "ExecService", "ServiceConfig", "Write"]
 
 
-def _this_process() -> FrontRules:
-    return FrontRules("this exec server", Path.cwd().resolve())
-
-
 @dataclass
 class ServiceConfig:
+    """No defaults here: `service.build_service` fills every field from config.py."""
+
     #: The rules of a connection that brings none of its own (SPEC 3): an in-process
     #: service's one front (serve.py, embedded.py) sets them here.
-    rules: FrontRules = field(default_factory=_this_process)
-    session_resume_seconds: float = 30.0
-    max_message_bytes: int = 16 << 20
+    rules: FrontRules
+    session_resume_seconds: float
+    max_message_bytes: int
     #: Responses (and watchers' events) waiting for one client beyond which the
     #: transport stops reading its requests. Output is never queued (SPEC 5).
-    control_queue_bytes: int = 8 << 20
+    control_queue_bytes: int
     #: Requests of one connection running at once; beyond it the transport stops
     #: reading that client (with the limit above, this bounds its memory).
-    max_requests_in_flight: int = 256
+    max_requests_in_flight: int
 
 
 class ExecService:
     """Server-wide: the registry, the sessions, the method table."""
 
-    def __init__(self, registry: Registry, config: ServiceConfig | None = None) -> None:
+    def __init__(self, registry: Registry, config: ServiceConfig) -> None:
         self.registry = registry
-        self.config = config or ServiceConfig()
+        self.config = config
         self.sessions = Sessions(self.config.session_resume_seconds, self._session_expired)
         self._methods: dict[str, Method] = {}
         for family in (

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from jupyter_exec.core.registry import Registry
 from jupyter_exec.rpc import fs_methods
-from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
+from jupyter_exec.rpc.dispatch import ExecService
+from jupyter_exec.rpc.service import build_service
 from jupyter_exec.wire.rules import FrontRules
 
 
@@ -47,7 +47,7 @@ def test_codex_file_calls_through_dispatch(tmp_path: Path, monkeypatch: pytest.M
     root = tmp_path.resolve()
 
     async def scenario() -> None:
-        service = ExecService(Registry(), ServiceConfig(rules=FrontRules("the test front", root)))
+        service = build_service(rules=FrontRules("the test front", root))
         wire = Wire(service)
         try:
             init = await wire.call(

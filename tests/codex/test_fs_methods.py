@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from jupyter_exec.core.registry import Registry
 from jupyter_exec.rpc import fs_methods
 from jupyter_exec.rpc.context import CallContext
+from jupyter_exec.rpc.service import build_registry
 from jupyter_exec.rpc.sessions import Session, Sessions
 from jupyter_exec.wire.errors import ErrorCode, ExecError
 from jupyter_exec.wire.rules import FrontRules
@@ -48,7 +48,7 @@ class FakeContext(CallContext):
 
     def __init__(self, root_dir: Path, confine_to_root: bool = False, **rules: Any) -> None:
         super().__init__(
-            registry=Registry(),
+            registry=build_registry(),
             sessions=Sessions(60, lambda session: None),
             session=Session("test-session"),
             connection=FakeConnection(),
