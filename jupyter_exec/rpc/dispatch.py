@@ -1,7 +1,8 @@
 """The service and its connections: frame in -> method table -> response out.
 
 Transports (the tornado handler, the standalone websocket and stdio servers,
-the in-process client) create one `Connection` per client with
+the in-process client) create one `ServerConnection` per client (the server's
+end; `frontends.connection.Connection` is a front's end of a server) with
 `service.connect(write)` and feed it frames with `receive`; everything the
 connection sends goes through `write`, one encoded message (UTF-8 JSON bytes)
 per call, in the order the connection's `Outbox` decides (SPEC 5: responses
@@ -48,7 +49,7 @@ from .sessions import Session, Sessions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Connection", "ExecService", "ServiceConfig", "Write"]
+__all__ = ["ExecService", "ServerConnection", "ServiceConfig", "Write"]
 
 
 @dataclass
@@ -98,7 +99,7 @@ class ExecService:
             **network_proxy.CAPABILITIES,
             **limits.CAPABILITIES,
         }
-        self._connections: set[Connection] = set()
+        self._connections: set[ServerConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         registry.add_listener(self.sessions.route)
 
@@ -125,11 +126,12 @@ class ExecService:
         allowed_actions: frozenset[str] | None = None,
         rules: FrontRules | None = None,
         framing: Framing | None = None,
-    ) -> Connection:
+    ) -> ServerConnection:
         """A new client. `allowed_actions` None means everything is allowed; `rules`
         are its front's (None: the service's own, `ServiceConfig.rules`); `write`
         gets messages framed by `framing` (codec.py) if given."""
-        connection = Connection(self, write, allowed_actions, rules or self.config.rules, framing)
+        rules = rules or self.config.rules
+        connection = ServerConnection(self, write, allowed_actions, rules, framing)
         self._connections.add(connection)
         return connection
 
@@ -142,7 +144,7 @@ class ExecService:
     def _session_expired(self, session: Session) -> None:
         self.registry.terminate_owned_by(session.id)
 
-    def forget(self, connection: Connection) -> None:
+    def forget(self, connection: ServerConnection) -> None:
         self._connections.discard(connection)
 
     async def aclose(self) -> None:
@@ -154,7 +156,7 @@ class ExecService:
         await self.registry.aclose()
 
 
-class Connection:
+class ServerConnection:
     """One client: handshake state, concurrent requests, its outbox."""
 
     def __init__(

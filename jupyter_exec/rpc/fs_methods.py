@@ -88,8 +88,7 @@ from ..wire.protocol import Params, Sandbox, notification, parse_params
 from .context import EXECUTE, READ, Method
 
 if TYPE_CHECKING:
-    from .context import CallContext
-    from .context import Outlet as Connection
+    from .context import CallContext, Outlet
 T = TypeVar("T")
 
 #: Largest file ``fs/readFile`` returns (base64 grows it by a third on the wire).
@@ -508,7 +507,7 @@ def _existing_depth(path: Path) -> int:
 
 
 #: Each connection's watch; the connection's close hook stops it and drops it.
-_WATCHES: weakref.WeakKeyDictionary[Connection, MissingWatch] = weakref.WeakKeyDictionary()
+_WATCHES: weakref.WeakKeyDictionary[Outlet, MissingWatch] = weakref.WeakKeyDictionary()
 
 
 async def watch_missing(ctx: CallContext, params: Any) -> dict[str, Any]:
@@ -522,7 +521,7 @@ async def watch_missing(ctx: CallContext, params: Any) -> dict[str, Any]:
     return {"watching": await _watch_of(ctx.connection).replace(p.watch_id, missing, present)}
 
 
-def _watch_of(connection: Connection) -> MissingWatch:
+def _watch_of(connection: Outlet) -> MissingWatch:
     watch = _WATCHES.get(connection)
     if watch is None:
         watch = MissingWatch(lambda method, params: connection.notify(notification(method, params)))

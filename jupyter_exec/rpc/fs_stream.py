@@ -60,8 +60,7 @@ from .fs_methods import Access, FsParams, parse_path
 from .fs_walk import os_message
 
 if TYPE_CHECKING:
-    from .context import CallContext
-    from .context import Outlet as Connection
+    from .context import CallContext, Outlet
 
 T = TypeVar("T")
 
@@ -181,10 +180,10 @@ class FileHandles:
             self.close(handle_id)
 
 
-_HANDLES: weakref.WeakKeyDictionary[Connection, FileHandles] = weakref.WeakKeyDictionary()
+_HANDLES: weakref.WeakKeyDictionary[Outlet, FileHandles] = weakref.WeakKeyDictionary()
 
 
-def handles_of(connection: Connection) -> FileHandles:
+def handles_of(connection: Outlet) -> FileHandles:
     """The connection's handles; created on first use, closed when the connection closes."""
     handles = _HANDLES.get(connection)
     if handles is None:

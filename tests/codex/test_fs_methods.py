@@ -23,7 +23,7 @@ METHODS = {name: method.handler for name, method in fs_methods.FS_METHODS.items(
 
 @dataclass
 class FakeConnection:
-    """Stands in for context.Outlet (a Connection): collects notifications and close hooks."""
+    """Stands in for context.Outlet (a ServerConnection): collects notifications and close hooks."""
 
     sent: list[dict[str, Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
