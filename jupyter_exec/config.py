@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .wire.errors import JupyterExecError
 from .wire.models import Lifetime
 from .wire.rules import DEFAULT_MAX_PROCESSES, FrontRules
 
@@ -105,7 +106,7 @@ class ExecConfig(DaemonSettings):
 DEFAULTS = ExecConfig()
 
 
-class DaemonSettingsError(ValueError):
+class DaemonSettingsError(JupyterExecError, ValueError):
     """A daemon settings file that cannot be used; the message names the file and key."""
 
 

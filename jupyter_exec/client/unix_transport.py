@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon import paths, sockets
+from ..wire.errors import ConnectionLostError
 from ..wire.lines import as_line
 from ..wire.rules import FrontRules
 from .exec_client import ExecClient, _closer
@@ -33,7 +34,7 @@ LINE_LIMIT = 64 << 20
 HANDOVER_TIMEOUT = 10.0
 
 
-class DaemonHandshakeError(ConnectionError):
+class DaemonHandshakeError(ConnectionLostError):
     """The daemon refused the hello (another protocol version) or closed at once."""
 
 

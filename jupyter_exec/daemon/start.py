@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..wire.errors import JupyterExecError
 from . import holder, paths, sockets
 
 #: How long a starting daemon may take to listen (imports on a slow machine).
@@ -43,7 +44,7 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 
 
-class DaemonStartError(RuntimeError):
+class DaemonStartError(JupyterExecError, RuntimeError):
     """The exec daemon could not be started; the message says why."""
 
 

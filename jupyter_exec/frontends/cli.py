@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..client.discovery import find_server
 from ..render.presentation import ps_text
-from ..wire.errors import ExecError
+from ..wire.errors import ExecError, JupyterExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
 from .cli_wait import add_port_options, add_wait_parser, port_of, wait_command
 from .frontend import Escalation, child_environment, parse_env, signal_name, start_process
@@ -45,7 +45,7 @@ DEFAULT_DETACH_KEY = "ctrl-]"
 CLIENT_NAME = "jupyter-exec-cli"
 
 
-class CliError(Exception):
+class CliError(JupyterExecError):
     """A message for the user; ``status`` is the exit code."""
 
     def __init__(self, message: str, status: int = 2) -> None:

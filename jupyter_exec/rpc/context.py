@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from ..core.registry import Registry
-from ..wire.errors import InvalidParamsError
+from ..wire.errors import InvalidParamsError, JupyterExecError
 from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy, looser_than
 from .sessions import Session, Sessions
@@ -33,7 +33,7 @@ from .sessions import Session, Sessions
 AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 
-class ClientError(Exception):
+class ClientError(JupyterExecError):
     """The client answered a request of ours (`Outlet.ask`) with an error."""
 
     def __init__(self, code: Any, message: str) -> None:

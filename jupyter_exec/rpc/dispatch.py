@@ -30,7 +30,13 @@ from .._version import __version__
 from ..core import limits, sandbox
 from ..core.registry import Registry
 from ..wire.codec import Framing, encode
-from ..wire.errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
+from ..wire.errors import (
+    ConnectionLostError,
+    ExecError,
+    InternalError,
+    InvalidRequestError,
+    MethodNotFoundError,
+)
 from ..wire.protocol import (
     InitializeParams,
     RequestId,
@@ -289,7 +295,7 @@ class ServerConnection:
     async def ask(self, method: str, params: Any, timeout: float | None) -> Any:
         """Send a request to the client and await its result (Outlet; docstring there)."""
         if self._closed:
-            raise ConnectionError("the client is gone")
+            raise ConnectionLostError("the client is gone")
         self._asked += 1
         request_id = self._asked
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -379,7 +385,7 @@ class ServerConnection:
         self._slots.set()
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(ConnectionError("the client is gone"))
+                future.set_exception(ConnectionLostError("the client is gone"))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

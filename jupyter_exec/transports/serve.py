@@ -28,7 +28,7 @@ from ..config import DEFAULTS, ExecConfig, jupyter_runtime_dir
 from ..core.heap import keep_freed_heap
 from ..rpc.dispatch import ExecService
 from ..rpc.service import build_service
-from ..wire.errors import ExecError
+from ..wire.errors import ExecError, JupyterExecError
 from ..wire.lines import line_framing, pump_lines
 from ..wire.sandbox import parse_setting
 
@@ -133,7 +133,7 @@ def make_service(args: argparse.Namespace) -> ExecService:
     return build_service(config, config.front_rules("jupyter-exec serve"))
 
 
-class UsageError(Exception):
+class UsageError(JupyterExecError):
     """A bad command line: printed as one line, exit status 2."""
 
 
