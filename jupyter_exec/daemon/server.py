@@ -48,6 +48,7 @@ from typing import Any
 
 from ..config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from ..core.heap import keep_freed_heap
+from ..core.linux import linux_refusal
 from ..rpc.context import EXECUTE, READ, CallContext, Method
 from ..rpc.service import build_service
 from ..wire.lines import as_line, pump_lines
@@ -369,6 +370,9 @@ def main(argv: list[str]) -> int:
     from `jupyter_exec_daemon.json`: "ready" (or "error: ...") goes to stdout, then the
     log takes it."""
     runtime_dir = Path(argv[0]).resolve()
+    if (refusal := linux_refusal("the jupyter-exec daemon")) is not None:
+        sys.stdout.write(f"error: {refusal}\n")
+        return 1
     try:
         config, sources = load_daemon_settings()
     except DaemonSettingsError as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..client.discovery import find_server
+from ..core.linux import linux_refusal
 from ..render.presentation import ps_text
 from ..wire.errors import ExecError, JupyterExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
@@ -167,6 +168,9 @@ def parse_detach_key(spec: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if (refusal := linux_refusal("jupyter-exec")) is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     if argv[:1] == ["serve"]:
         from ..transports.serve import main as serve_main
 

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..config import DEFAULTS, ExecConfig, jupyter_runtime_dir
 from ..core.heap import keep_freed_heap
+from ..core.linux import linux_refusal
 from ..rpc.dispatch import ExecService
 from ..rpc.service import build_service
 from ..wire.errors import ExecError, JupyterExecError
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     keep_freed_heap()
+    if (refusal := linux_refusal("jupyter-exec serve")) is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     try:
         if not args.root.is_dir():
             raise UsageError(f"--root {args.root} is not a directory")

@@ -19,6 +19,7 @@ included, as websockets' `WebSocketException` does; the second base keeps
     │                               exit (also subprocess.CalledProcessError)
     ├── CliError                    frontends/cli.py: a message and an exit status
     ├── UsageError                  transports/serve.py: a bad command line
+    ├── UnsupportedPlatformError    core/linux.py: not on Linux (start-up refuses)
     └── ExecError (below)
 
 The JSON-RPC errors::
@@ -71,6 +72,10 @@ class JupyterExecError(Exception):
 class ConnectionLostError(JupyterExecError, ConnectionError):
     """The other end of a connection went away (the client: while requests were
     pending; the server: before a client answered its request)."""
+
+
+class UnsupportedPlatformError(JupyterExecError):
+    """jupyter-exec started on an OS other than Linux (`core.linux.require_linux`)."""
 
 
 class ExecError(JupyterExecError):
