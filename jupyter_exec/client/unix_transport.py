@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon import paths, sockets
-from ..wire.errors import ConnectionLostError
+from ..wire.errors import DaemonHandshakeError
 from ..wire.lines import as_line
 from ..wire.rules import FrontRules
 from .exec_client import ExecClient, _closer
@@ -32,10 +32,6 @@ from .exec_client import ExecClient, _closer
 LINE_LIMIT = 64 << 20
 #: How long a handover (connect, send, the daemon's answer) may take.
 HANDOVER_TIMEOUT = 10.0
-
-
-class DaemonHandshakeError(ConnectionLostError):
-    """The daemon refused the hello (another protocol version) or closed at once."""
 
 
 @dataclass

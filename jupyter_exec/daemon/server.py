@@ -156,7 +156,7 @@ class Daemon:
                 await self._end_everything()
             else:
                 await self._let_go()
-            # Last: a client waiting for our EOF (stop_daemon) knows everything is gone.
+            # Last: a client waiting for our EOF (daemon/control.py) knows everything is gone.
             for writer in list(self._streams):
                 writer.close()
 

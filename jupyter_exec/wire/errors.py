@@ -7,8 +7,7 @@ included, as websockets' `WebSocketException` does; the second base keeps
 
     JupyterExecError
     ├── ConnectionLostError         the other end went away (also ConnectionError)
-    │   └── DaemonHandshakeError    client/unix_transport.py: the daemon refused the
-    │                               hello or closed at once
+    │   └── DaemonHandshakeError    the daemon refused the hello or closed at once
     ├── DaemonStartError            daemon/start.py: no daemon could run (also RuntimeError)
     ├── DaemonSettingsError         config.py: an unusable settings file (also ValueError)
     ├── ClientError                 rpc/context.py: a client answered our request with
@@ -76,6 +75,10 @@ class ConnectionLostError(JupyterExecError, ConnectionError):
 
 class UnsupportedPlatformError(JupyterExecError):
     """jupyter-exec started on an OS other than Linux (`core.linux.require_linux`)."""
+
+
+class DaemonHandshakeError(ConnectionLostError):
+    """The exec daemon refused the hello (another protocol version) or closed at once."""
 
 
 class ExecError(JupyterExecError):
