@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +29,7 @@ import orjson
 from .._version import __version__
 from ..core import limits, sandbox
 from ..core.registry import Registry
+from ..core.tasks import TaskOwner
 from ..wire.codec import Framing, encode
 from ..wire.errors import (
     ConnectionLostError,
@@ -106,7 +107,6 @@ class ExecService:
             **limits.CAPABILITIES,
         }
         self._connections: set[ServerConnection] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
         registry.add_listener(self.sessions.route)
 
     @property
@@ -141,12 +141,6 @@ class ExecService:
         self._connections.add(connection)
         return connection
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a background task this service owns (awaited at `aclose`)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _session_expired(self, session: Session) -> None:
         self.registry.terminate_owned_by(session.id)
 
@@ -156,8 +150,6 @@ class ExecService:
     async def aclose(self) -> None:
         for connection in list(self._connections):
             await connection.aclose()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         self.registry.remove_listener(self.sessions.route)
         await self.registry.aclose()
 
@@ -179,7 +171,8 @@ class ServerConnection:
         self.session: Session | None = None
         self.client_name = "unknown"
         self._initialized = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Its requests running (each a task: SPEC 1, they run concurrently).
+        self._tasks = TaskOwner("a client connection", on_done=self._check_slots)
         self._closed = False
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
         #: Our requests to the client awaiting its answer, by id (`ask`).
@@ -206,7 +199,7 @@ class ServerConnection:
         if not self._closed and not self.outbox.failed:
             await self.outbox.room.wait()
 
-    def _check_slots(self, *_: object) -> None:
+    def _check_slots(self) -> None:
         if len(self._tasks) >= self.service.config.max_requests_in_flight and not self._closed:
             self._slots.clear()
         else:
@@ -260,10 +253,7 @@ class ServerConnection:
         if refusal is not None:
             self._error(req_id, InvalidRequestError(refusal))
             return
-        task = asyncio.create_task(self._call(req_id, declared.handler, self._context(), params))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._check_slots)
+        self._tasks.start(self._call(req_id, declared.handler, self._context(), params))
         self._check_slots()
 
     def _refusal(self, method: str, action: str) -> str | None:
@@ -386,9 +376,7 @@ class ServerConnection:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ConnectionLostError("the client is gone"))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         await self.outbox.aclose()
         callbacks, self._close_callbacks = self._close_callbacks, []
         for callback in callbacks:
