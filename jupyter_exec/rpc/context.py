@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from ..core.registry import Registry
+from ..core.tasks import TaskOwner
 from ..wire.errors import InvalidParamsError, JupyterExecError
 from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy, looser_than
@@ -71,6 +72,9 @@ class CallContext:
     #: The rules of the front this request came through (SPEC 3): every use of a
     #: root, confinement, limit or base environment reads them from here.
     rules: FrontRules
+    #: The service's background work that outlives this request and its connection
+    #: (e.g. a network proxy that stops with its process); awaited when the service closes.
+    tasks: TaskOwner
     #: The client's `initialize` name (agents: `AGENT_CLIENTS`).
     client_name: str = "unknown"
     #: Callbacks run right after the response is queued (e.g. start's auto-subscribe).

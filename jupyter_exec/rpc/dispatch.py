@@ -107,6 +107,8 @@ class ExecService:
             **limits.CAPABILITIES,
         }
         self._connections: set[ServerConnection] = set()
+        #: Work a request leaves running past its connection (`CallContext.tasks`).
+        self.tasks = TaskOwner("the exec service")
         registry.add_listener(self.sessions.route)
 
     @property
@@ -152,6 +154,7 @@ class ExecService:
             await connection.aclose()
         self.registry.remove_listener(self.sessions.route)
         await self.registry.aclose()
+        await self.tasks.aclose()
 
 
 class ServerConnection:
@@ -277,6 +280,7 @@ class ServerConnection:
             session=self.session,
             connection=self,
             rules=self.rules,
+            tasks=service.tasks,
             client_name=self.client_name,
         )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from jupyter_exec.core.tasks import TaskOwner
 from jupyter_exec.rpc import fs_methods
 from jupyter_exec.rpc.context import CallContext
 from jupyter_exec.rpc.service import build_registry
@@ -53,6 +54,7 @@ class FakeContext(CallContext):
             session=Session("test-session"),
             connection=FakeConnection(),
             rules=FrontRules("the test front", root_dir, confine_to_root, **rules),
+            tasks=TaskOwner("the test context"),
         )
 
 
