@@ -289,7 +289,11 @@ def test_every_error_of_the_package_has_one_root() -> None:
     for name in module_names():
         if name.endswith("__main__"):
             continue  # importing it would run it
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # an optional extra (IPython, mcp) under test-core
+            assert not (exc.name or "").startswith("jupyter_exec"), exc
+            continue
         for attr, value in vars(module).items():
             if (
                 isinstance(value, type)
