@@ -14,6 +14,9 @@ __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .core.linux import require_linux
+
+    require_linux("the jupyter-exec server extension")
     from .jupyter.app import ExecExtensionApp
 
     return [{"module": "jupyter_exec.jupyter.app", "app": ExecExtensionApp}]
@@ -25,6 +28,9 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext jupyter_exec``: register the magics."""
+    from .core.linux import require_linux
+
+    require_linux("%load_ext jupyter_exec")
     from .frontends.magics import load_ipython_extension as load
 
     load(ipython)

@@ -11,7 +11,10 @@ each connection.
 `ExecConfig` is both at once, for a service that is its own daemon and its own
 front: the standalone server and the embedded registries (cli.py,
 embedded.py). The Jupyter traits (app.py) and serve's options read
-their defaults from here, so a default is written once.
+their defaults from here, so a default is written once: the inner configs
+(`core.registry.RegistryConfig`, `rpc.dispatch.ServiceConfig`) have none, and
+`rpc.service.build_service` fills them from these settings and the constants
+below (tunables that are no user's setting).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .wire.errors import JupyterExecError
 from .wire.models import Lifetime
 from .wire.rules import DEFAULT_MAX_PROCESSES, FrontRules
 
@@ -44,6 +48,15 @@ __all__ = [
 #: The daemon settings file, looked up in every directory of the Jupyter config path.
 DAEMON_SETTINGS_FILE = "jupyter_exec_daemon.json"
 
+#: Cap of one `process/read` response when the client gives no `maxBytes`, so a
+#: response stays far below `max_message_bytes` after base64.
+MAX_READ_BYTES = 4 << 20
+#: Responses (and watchers' events) waiting for one client beyond which the
+#: transport stops reading its requests (SPEC 5; output is never queued).
+CONTROL_QUEUE_BYTES = 8 << 20
+#: Requests of one connection running at once; beyond it its transport stops reading.
+MAX_REQUESTS_IN_FLIGHT = 256
+
 
 @dataclass
 class DaemonSettings:
@@ -55,8 +68,9 @@ class DaemonSettings:
     #: past it, finished processes' output is read back from their logs.
     retained_bytes_total: int = 64 << 20
     #: All logs together, as journald's SystemMaxUse= and SystemKeepFree=: bytes,
-    #: or a percentage of the filesystem the logs are on.
-    logs_max_use: int | str = "10%"
+    #: or a percentage of the filesystem the logs are on. None (in code only, not in
+    #: a settings file): no disk budget at all, the logs grow until the disk is full.
+    logs_max_use: int | str | None = "10%"
     logs_keep_free: int | str = "15%"
     #: Where output logs go (None: a temporary directory, or the daemon's state dir).
     log_dir: Path | None = None
@@ -105,7 +119,7 @@ class ExecConfig(DaemonSettings):
 DEFAULTS = ExecConfig()
 
 
-class DaemonSettingsError(ValueError):
+class DaemonSettingsError(JupyterExecError, ValueError):
     """A daemon settings file that cannot be used; the message names the file and key."""
 
 

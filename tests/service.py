@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_exec.client import ExecClient
+from jupyter_exec.config import DaemonSettings
 from jupyter_exec.core.proctree import ProcessRef, descendant_processes, identify
-from jupyter_exec.core.registry import Registry, RegistryConfig
 from jupyter_exec.embedded import connect_service
-from jupyter_exec.rpc.dispatch import ExecService, ServiceConfig
+from jupyter_exec.rpc.dispatch import ExecService
+from jupyter_exec.rpc.service import build_service
 from jupyter_exec.wire.rules import FrontRules
 
 PY = sys.executable
@@ -65,17 +66,18 @@ RULE_FIELDS = (
 
 
 def make_service(tmp_path: Path | None = None, **overrides: Any) -> ExecService:
-    """A service whose connections get `FrontRules` named "the test front" (root tmp_path)."""
+    """A service built as production builds it (`build_service`, defaults from config.py),
+    with `overrides` of daemon settings; its connections get `FrontRules` named "the
+    test front" (root tmp_path)."""
     rules = {k: overrides.pop(k) for k in RULE_FIELDS if k in overrides}
-    reg_fields = set(RegistryConfig.__dataclass_fields__)
-    reg = {k: v for k, v in overrides.items() if k in reg_fields}
-    svc = {k: v for k, v in overrides.items() if k not in reg_fields}
+    durable = overrides.pop("durable_logs", False)  # logs that outlive a crash, as the daemon's
     if tmp_path is not None:
         rules.setdefault("root_dir", tmp_path)
-        reg.setdefault("log_dir", tmp_path / "logs")
+        overrides.setdefault("log_dir", tmp_path / "logs")
     rules.setdefault("root_dir", Path.cwd())
-    svc["rules"] = FrontRules(name="the test front", **rules)
-    return ExecService(Registry(RegistryConfig(**reg)), ServiceConfig(**svc))
+    settings = DaemonSettings(**overrides)
+    rules_ = FrontRules(name="the test front", **rules)
+    return build_service(settings, rules_, durable_log_dir=settings.log_dir if durable else None)
 
 
 @contextlib.asynccontextmanager
@@ -107,13 +109,13 @@ async def connected(tmp_path: Path | None = None, **overrides: Any) -> AsyncIter
 class RawPeer:
     """A JSON-RPC peer over an in-process connection, to see exact wire messages."""
 
-    def __init__(self, service: ExecService) -> None:
+    def __init__(self, service: ExecService, allowed_actions: frozenset[str] | None = None) -> None:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         async def write(text: str) -> None:
             self.inbox.put_nowait(json.loads(text))
 
-        self.conn = service.connect(write)
+        self.conn = service.connect(write, allowed_actions)
         self._ids = 0
         self.seen: list[dict[str, Any]] = []
 

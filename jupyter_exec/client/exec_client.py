@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..wire.errors import UnknownProcessError, error_from_wire
+from ..wire.errors import ConnectionLostError, UnknownProcessError, error_from_wire
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, SeqEvent
 from ..wire.models import ProcessInfo
 from ..wire.schema import Chunk, ReadResult, event_from_notification, request
@@ -67,10 +67,6 @@ PAGE_BYTES = 1 << 20
 CLOSING_POLL_SECONDS = 0.05
 #: What `events()` yields: a process's seq-numbered events (schema: SPEC 5).
 ProcessEvent = SeqEvent
-
-
-class ConnectionLostError(ConnectionError):
-    """The transport closed while requests were pending."""
 
 
 def websocket_url(url: str) -> str:

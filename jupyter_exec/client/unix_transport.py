@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon import paths, sockets
+from ..wire.errors import DaemonHandshakeError
 from ..wire.lines import as_line
 from ..wire.rules import FrontRules
 from .exec_client import ExecClient, _closer
@@ -44,10 +45,6 @@ __all__ = [
 LINE_LIMIT = 64 << 20
 #: How long a handover (connect, send, the daemon's answer) may take.
 HANDOVER_TIMEOUT = 10.0
-
-
-class DaemonHandshakeError(ConnectionError):
-    """The daemon refused the hello (another protocol version) or closed at once."""
 
 
 @dataclass

@@ -14,7 +14,8 @@
   `network_proxy` is the managed proxy a command may get.
 - `shell_snapshot` captures a login shell's state for Codex; `heap` tunes
   glibc for the serving processes; `line_pump` reads newline frames off a
-  stream (the framing itself is `wire.lines`).
+  stream (the framing itself is `wire.lines`); `tasks` gives background
+  tasks an owner; `linux` refuses to start on any other OS.
 
 The core knows nothing of connections or clients: it publishes events, and
 whoever listens is the rpc layer's business.

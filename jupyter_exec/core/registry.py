@@ -66,26 +66,27 @@ FD_RESERVE = 64
 class RegistryConfig:
     """Limits of SPEC 3 and 6 that are the registry's own (the daemon's settings).
 
-    Whatever a front decides (root, confinement, `max_processes`, lifetime,
-    base environment) comes with each start as `FrontRules` (SPEC 3).
+    No defaults here: `rpc.service.build_registry` fills every field from
+    config.py, where each default is written once. Whatever a front decides
+    (root, confinement, `max_processes`, lifetime, base environment) comes with
+    each start as `FrontRules` (SPEC 3).
     """
 
-    retained_bytes_per_process: int = 1 << 20
-    log_bytes_per_process: int = 1 << 30
-    log_dir: Path | None = None
-    exited_retention_seconds: float = 600.0
+    retained_bytes_per_process: int
+    log_bytes_per_process: int
+    log_dir: Path | None
+    exited_retention_seconds: float
     #: Cap of one `process/read` response when the client gives no `maxBytes`,
     #: so a response stays far below `max_message_bytes` after base64.
-    max_read_bytes: int = 4 << 20
+    max_read_bytes: int
     #: Logs go straight into `log_dir` and survive a crash of this process (the
     #: guardian kills the children but keeps the logs), for the next registry
     #: to list (the exec daemon, daemon/persist.py).
-    durable_logs: bool = False
-    #: The budgets of all processes together (retention.py; None: none). The
-    #: defaults are the daemon settings' (config.py).
-    retained_bytes_total: int | None = None
-    logs_max_use: int | str | None = None
-    logs_keep_free: int | str = 0
+    durable_logs: bool
+    #: The budgets of all processes together (retention.py; None: none).
+    retained_bytes_total: int | None
+    logs_max_use: int | str | None
+    logs_keep_free: int | str
 
 
 @dataclass
@@ -97,8 +98,8 @@ class ReadOutcome:
 
 
 class Registry:
-    def __init__(self, config: RegistryConfig | None = None) -> None:
-        self.config = config or RegistryConfig()
+    def __init__(self, config: RegistryConfig) -> None:
+        self.config = config
         self.id = uuid.uuid4().hex[:12]
         self._procs: dict[str, ManagedProcess] = {}
         #: process id -> name of the front it was started through (`max_processes`).

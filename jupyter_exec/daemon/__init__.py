@@ -10,6 +10,8 @@ socket (docs/daemon.md).
   beyond names; the fronts import it cheaply).
 - `sockets`: its unix sockets: bind 0600, connect, the peer's uid and pid.
 - `start`: start one on demand, racing starters safely (a lock file).
+- `control`: talk to a running one from outside: one call, a stop (its
+  processes stay), a shutdown (they end too).
 - `server`: the daemon itself: the socket, the handshake, idle exit, shutdown.
 - `handover`: client websockets the Jupyter extension passes over (SCM_RIGHTS).
 - `persist`: per-process records, so the next daemon lists what a dead one

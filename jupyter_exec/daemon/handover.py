@@ -34,10 +34,11 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.tasks import TaskOwner
 from ..rpc.dispatch import ExecService
 from ..transports.ws_front import WebSocketClient, WebSocketClients
 from ..wire.rules import FrontRules
@@ -73,7 +74,7 @@ class Handovers:
         # session attached: the daemon lets go of it after CLOSE_TIMEOUT.
         self._clients = WebSocketClients(service, max_message_bytes, close_timeout=CLOSE_TIMEOUT)
         self._listener: socket.socket | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("the handover listener")
         self._owners: dict[int, _Owner] = {}
 
     @property
@@ -84,14 +85,13 @@ class Handovers:
     def listen(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         self._listener = sockets.bind_private(path)
-        self._tasks.add(asyncio.create_task(self._accept(self._listener)))
+        self._tasks.start(self._accept(self._listener))
 
     async def aclose(self) -> None:
         """Stop accepting; close every handed-over websocket (1001) and wait for them."""
         if self._listener is not None:
             self._listener.close()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._tasks.aclose()
         for owner in list(self._owners.values()):
             owner.stop()
         await self._clients.aclose("the exec daemon is stopping")
@@ -102,12 +102,7 @@ class Handovers:
         loop = asyncio.get_running_loop()
         while True:
             conn, _ = await loop.sock_accept(listener)
-            self._spawn(self._take(conn))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            self._tasks.start(self._take(conn))
 
     async def _take(self, conn: socket.socket) -> None:
         with conn:

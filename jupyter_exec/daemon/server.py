@@ -49,7 +49,8 @@ from typing import Any
 from ..config import DaemonSettings, DaemonSettingsError, load_daemon_settings
 from ..core.heap import keep_freed_heap
 from ..core.line_pump import pump_lines
-from ..rpc.context import CallContext
+from ..core.linux import linux_refusal
+from ..rpc.context import EXECUTE, READ, CallContext, Method
 from ..rpc.service import build_service
 from ..wire.lines import as_line
 from ..wire.rules import FrontRules
@@ -102,9 +103,13 @@ class Daemon:
         self.logs_dir = logs_parent / (self.state_dir.name + "-logs")
         self.service = build_service(config, durable_log_dir=self.logs_dir)
         self.persister = Persister(self.service.registry, self.state_dir / "procs", self._released)
-        self.service.methods["daemon/shutdown"] = self._shutdown_method
-        self.service.methods["daemon/settings"] = self._settings_method
-        self.service.methods["daemon/stop"] = self._stop_method
+        self.service.add_methods(
+            {
+                "daemon/shutdown": Method(self._shutdown_method, EXECUTE),
+                "daemon/stop": Method(self._stop_method, EXECUTE),
+                "daemon/settings": Method(self._settings_method, READ),
+            }
+        )
         self.link: HolderLink | None = None
         #: `daemon/shutdown`: every process goes too; otherwise they stay with the holder.
         self.stop_everything = False
@@ -155,7 +160,7 @@ class Daemon:
                 await self._end_everything()
             else:
                 await self._let_go()
-            # Last: a client waiting for our EOF (stop_daemon) knows everything is gone.
+            # Last: a client waiting for our EOF (daemon/control.py) knows everything is gone.
             for writer in list(self._streams):
                 writer.close()
 
@@ -369,6 +374,9 @@ def main(argv: list[str]) -> int:
     from `jupyter_exec_daemon.json`: "ready" (or "error: ...") goes to stdout, then the
     log takes it."""
     runtime_dir = Path(argv[0]).resolve()
+    if (refusal := linux_refusal("the jupyter-exec daemon")) is not None:
+        sys.stdout.write(f"error: {refusal}\n")
+        return 1
     try:
         config, sources = load_daemon_settings()
     except DaemonSettingsError as exc:

@@ -11,7 +11,7 @@ by the holder (daemon/holder.py), started first if none runs, so that the
 daemon's children are re-parented to the holder if it dies.
 
 Upgrades: a daemon whose recorded version is older than this package's, and
-which has a holder, is asked to stop (`daemon/stop` with the reason); a new
+which has a holder, is asked to stop (`control.stop_daemon_keeping_processes`); a new
 one of this version takes its processes over from the holder. A daemon from
 before the holder cannot hand its processes over: it serves as it is while
 any of them runs, and is replaced once none does (docs/daemon.md "Upgrades").
@@ -35,29 +35,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..wire.errors import JupyterExecError
 from . import holder, paths, sockets
+from .control import STOP_TIMEOUT, call_daemon, listening, stop_daemon_keeping_processes
 
 __all__ = [
     "START_TIMEOUT",
-    "STOP_TIMEOUT",
     "DaemonStartError",
     "ensure_daemon",
     "holder_request",
-    "listening",
     "outdated",
     "restart_daemon",
-    "stop_daemon",
     "version_key",
 ]
 
 
 #: How long a starting daemon may take to listen (imports on a slow machine).
 START_TIMEOUT = 60.0
-#: How long a daemon asked to stop may take to let go.
-STOP_TIMEOUT = 60.0
 
 
-class DaemonStartError(RuntimeError):
+class DaemonStartError(JupyterExecError, RuntimeError):
     """The exec daemon could not be started; the message says why."""
 
 
@@ -89,7 +86,7 @@ def ensure_daemon(runtime_dir: Path) -> Path:
                 f"version {paths.daemon_version()} is installed"
             )
             if old.get("holder"):
-                stop_daemon(path, reason)
+                stop_daemon_keeping_processes(path, reason)
             else:
                 reason += "; it was from before the holder and ran nothing any more"
                 _end_preholder(int(old["pid"]), runtime_dir)
@@ -104,18 +101,9 @@ def restart_daemon(runtime_dir: Path, reason: str) -> Path:
     with open(paths.holder_start_lock_path(runtime_dir), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if listening(path):
-            stop_daemon(path, reason)
+            stop_daemon_keeping_processes(path, reason)
         _start(runtime_dir, reason)
     return path
-
-
-def listening(path: Path) -> bool:
-    """Whether a daemon accepts connections on `path` (a bare connect, closed at once)."""
-    sock = sockets.connect(path)
-    if sock is None:
-        return False
-    sock.close()
-    return True
 
 
 def outdated(runtime_dir: Path) -> dict[str, Any] | None:
@@ -134,26 +122,13 @@ def outdated(runtime_dir: Path) -> dict[str, Any] | None:
 
 def _runs_anything(path: Path) -> bool:
     """Whether the daemon at `path` lists a running process (True if it cannot tell)."""
-    sock = sockets.connect(path, 10)
-    if sock is None:
-        return True
-    messages: list[dict[str, Any]] = [
-        {"jupyterExecDaemon": paths.daemon_protocol(), "allowedActions": ["read"]},
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientName": "starter"}},
-        {"jsonrpc": "2.0", "method": "initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "process/list", "params": {}},
-    ]
     try:
-        with sock, sock.makefile("rb") as lines:
-            sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
-            for line in lines:
-                answer = json.loads(line)
-                if isinstance(answer, dict) and answer.get("id") == 2:
-                    listed = answer["result"]["processes"]
-                    return any(p.get("state") == "running" for p in listed)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return True
+        answer = call_daemon(path, "process/list", {}, allowed_actions=["read"], timeout=10)
+        if answer is None:
+            return True
+        return any(p.get("state") == "running" for p in answer["result"]["processes"])
+    except (OSError, ValueError, KeyError, TypeError, JupyterExecError):
+        return True
 
 
 def _end_preholder(pid: int, runtime_dir: Path) -> None:
@@ -175,30 +150,6 @@ def version_key(version: str) -> tuple[int, ...]:
     """ "0.2.1" -> (0, 2, 1): the release numbers, enough to order our own versions."""
     release = re.match(r"[\d.]*", version)
     return tuple(int(n) for n in (release.group() if release else "").split(".") if n)
-
-
-def stop_daemon(path: Path, reason: str, timeout: float = STOP_TIMEOUT) -> bool:
-    """`daemon/stop`: the daemon goes, its processes stay; True once it closed on us."""
-    sock = sockets.connect(path, timeout)
-    if sock is None:
-        return False
-    messages: list[dict[str, Any]] = [
-        {"jupyterExecDaemon": paths.daemon_protocol(), "allowedActions": None},
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"clientName": "starter"}},
-        {"jsonrpc": "2.0", "method": "initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "daemon/stop", "params": {"reason": reason}},
-    ]
-    try:
-        with sock:
-            sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
-            while sock.recv(1 << 16):  # until it closes every connection, ours last
-                pass
-    except OSError:
-        return False
-    deadline = time.monotonic() + timeout
-    while listening(path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return True
 
 
 def holder_request(runtime_dir: Path, message: dict[str, Any]) -> dict[str, Any] | None:

@@ -24,13 +24,15 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..client.discovery import find_server
+from ..core.linux import linux_refusal
+from ..core.tasks import TaskOwner
 from ..render.presentation import ps_text
-from ..wire.errors import ExecError
+from ..wire.errors import ExecError, JupyterExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
 from .cli_wait import add_port_options, add_wait_parser, port_of, wait_command
 from .limit_options import add_limit_options, start_limits
@@ -45,7 +47,7 @@ DEFAULT_DETACH_KEY = "ctrl-]"
 CLIENT_NAME = "jupyter-exec-cli"
 
 
-class CliError(Exception):
+class CliError(JupyterExecError):
     """A message for the user; ``status`` is the exit code."""
 
     def __init__(self, message: str, status: int = 2) -> None:
@@ -167,6 +169,9 @@ def parse_detach_key(spec: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if (refusal := linux_refusal("jupyter-exec")) is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     if argv[:1] == ["serve"]:
         from ..transports.serve import main as serve_main
 
@@ -337,7 +342,7 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
         return await _interactive(client, process_id, b"")
     stdin_task = asyncio.create_task(_pump_stdin(client, process_id)) if args.interactive else None
     try:
-        with _forward_interrupts(client, process_id):
+        async with _forward_interrupts(client, process_id):
             return await _stream(client, process_id, 0, split_streams=True)
     finally:
         if stdin_task is not None:
@@ -346,13 +351,13 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
                 await stdin_task
 
 
-@contextlib.contextmanager
-def _forward_interrupts(client: ExecClient, process_id: str) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def _forward_interrupts(client: ExecClient, process_id: str) -> AsyncIterator[None]:
     """Ctrl-C: 1st interrupts the process, 2nd terminates it, 3rd leaves (exit 130)."""
     loop = asyncio.get_running_loop()
     escalation = Escalation(process_id)
     main_task = asyncio.current_task()
-    background = _Background()
+    background = TaskOwner("jupyter exec run's Ctrl-C")
 
     def on_sigint() -> None:
         step = escalation.press()
@@ -362,9 +367,9 @@ def _forward_interrupts(client: ExecClient, process_id: str) -> Iterator[None]:
             return
         print(f"\n{escalation.notice(step)}", file=sys.stderr)
         if step == "interrupt":
-            background.spawn(client.signal(process_id, "interrupt"))
+            background.start(_quiet(client.signal(process_id, "interrupt")))
         else:
-            background.spawn(client.terminate(process_id))
+            background.start(_quiet(client.terminate(process_id)))
 
     try:
         loop.add_signal_handler(signal.SIGINT, on_sigint)
@@ -377,6 +382,7 @@ def _forward_interrupts(client: ExecClient, process_id: str) -> Iterator[None]:
         raise KeyboardInterrupt from None
     finally:
         loop.remove_signal_handler(signal.SIGINT)
+        await background.aclose()
 
 
 async def _pump_stdin(client: ExecClient, process_id: str, *, eof: bool = True) -> None:
@@ -590,7 +596,7 @@ async def _interactive(
     detached = asyncio.Event()
     pending = bytearray()
     keys: asyncio.Queue[bytes] = asyncio.Queue()  # one writer keeps keystrokes in order
-    background = _Background()
+    background = TaskOwner("jupyter exec attach's resizes")
 
     async def send_keys() -> None:
         while True:
@@ -626,7 +632,7 @@ async def _interactive(
 
     def on_resize() -> None:
         rows, cols = _terminal_size()
-        background.spawn(_quiet(client.resize(process_id, rows, cols)))
+        background.start(_quiet(client.resize(process_id, rows, cols)))
 
     if tty:
         on_resize()
@@ -656,6 +662,7 @@ async def _interactive(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await background.aclose()
     if streamer in done and not streamer.cancelled():
         return streamer.result()  # the process's status, or its error
     _write_out(f"\r\n[detached from {process_id}; it keeps running]\r\n".encode(), "stderr")
@@ -672,18 +679,6 @@ def _prefix_overlap(data: bytes, key: bytes) -> int:
 
 def _describe_key(key: bytes) -> str:
     return ",".join(f"ctrl-{chr(b ^ 0x40).lower()}" if b < 0x20 else chr(b) for b in key)
-
-
-class _Background:
-    """Fire-and-forget tasks from signal/reader callbacks, referenced until done."""
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[Any]] = set()
-
-    def spawn(self, awaitable: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(awaitable)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
 
 async def _quiet(awaitable: Awaitable[Any]) -> None:

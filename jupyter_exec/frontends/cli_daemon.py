@@ -73,8 +73,8 @@ async def shutdown(url: str | None, token: str | None) -> bool:
             req.add_header("Authorization", f"token {target.token}")
         with await asyncio.to_thread(urlopen, req, timeout=120) as response:
             return bool(json.loads(response.read())["stopped"])
+    from ..daemon.control import shutdown_daemon_and_processes
     from ..daemon.start import holder_request
-    from ..jupyter.relay import stop_daemon
 
     daemon = find_daemon()
     holder: dict[str, Any] | None = None
@@ -83,7 +83,7 @@ async def shutdown(url: str | None, token: str | None) -> bool:
     if holder is not None and any(holder.get("held", {}).values()):
         # Processes whose daemon died wait in the holder: a daemon takes them, then stops them.
         daemon = await asyncio.to_thread(start_daemon_here)
-    return daemon is not None and await stop_daemon(daemon)
+    return daemon is not None and await asyncio.to_thread(shutdown_daemon_and_processes, daemon)
 
 
 async def connect_here(daemon: Path) -> ExecClient:
@@ -131,7 +131,8 @@ def main(argv: list[str]) -> int:
 
 
 def _lifecycle(action: str) -> int:
-    from ..daemon.start import DaemonStartError, restart_daemon, stop_daemon
+    from ..daemon.control import stop_daemon_keeping_processes
+    from ..daemon.start import DaemonStartError, restart_daemon
 
     runtime = jupyter_runtime_dir()
     if action == "status":
@@ -142,7 +143,7 @@ def _lifecycle(action: str) -> int:
         if daemon is None:
             print("no exec daemon is running")
             return 0
-        stop_daemon(daemon, "stopped by `jupyter exec daemon stop`")
+        stop_daemon_keeping_processes(daemon, "stopped by `jupyter exec daemon stop`")
         print(f"stopped the exec daemon {record.get('pid')}; its processes stay with the holder")
         return 0
     try:

@@ -21,6 +21,7 @@ from ..client.exec_client import Page, SyncExecClient
 from ..render.html_render import view_html
 from ..render.presentation import ending, format_status, process_runtime, returncode
 from ..render.terminal import StreamDecoder, TerminalLog
+from ..wire.errors import JupyterExecError
 from ..wire.models import ProcessInfo
 from ..wire.schema import ReadResult
 from .connection import shared
@@ -29,7 +30,7 @@ from .shared import Escalation, signal_name
 __all__ = ["ExecProcess", "ExecProcessError", "ProcessExitedError"]
 
 
-class ExecProcessError(subprocess.CalledProcessError):
+class ExecProcessError(JupyterExecError, subprocess.CalledProcessError):
     """``--check``/``check=True``: the process exited with a non-zero status."""
 
     def __init__(self, process_id: str, returncode: int, cmd: list[str], output: str) -> None:
@@ -43,7 +44,7 @@ class ExecProcessError(subprocess.CalledProcessError):
         )
 
 
-class ProcessExitedError(RuntimeError):
+class ProcessExitedError(JupyterExecError, RuntimeError):
     """``wait_for``: the process ended before its output matched."""
 
 

@@ -15,8 +15,6 @@ limits and environment hold whoever started the daemon. No tornado here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -32,17 +30,14 @@ from ..client.unix_transport import (
     open_handover,
 )
 from ..daemon import paths
-from ..daemon.start import ensure_daemon, listening
-from ..wire.lines import as_line
+from ..daemon.control import listening, shutdown_daemon_and_processes
+from ..daemon.start import ensure_daemon
 from ..wire.rules import FrontRules
 
-__all__ = ["SHUTDOWN_TIMEOUT", "DaemonLink", "stop_daemon"]
+__all__ = ["DaemonLink"]
 
 
 log = logging.getLogger(__name__)
-
-#: How long `shutdown` waits for the daemon to stop its processes and exit.
-SHUTDOWN_TIMEOUT = 60.0
 
 
 class DaemonLink:
@@ -131,7 +126,7 @@ class DaemonLink:
 
     async def shutdown(self) -> bool:
         """Stop every process and the daemon; False if none was running."""
-        stopped = await stop_daemon(self.socket_path)
+        stopped = await asyncio.to_thread(shutdown_daemon_and_processes, self.socket_path)
         await self.aclose()
         return stopped
 
@@ -143,21 +138,3 @@ class DaemonLink:
         if self._hold is not None:
             self._hold.writer.close()
             self._hold = None
-
-
-async def stop_daemon(path: Path, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
-    """`daemon/shutdown`, then wait until the daemon closed us (its processes are gone)."""
-    if not await asyncio.to_thread(listening, path):
-        return False
-    streams = await open_daemon(path, {"read", "execute"})
-    for message in (
-        {"id": 1, "method": "initialize", "params": {"clientName": "jupyter-exec-shutdown"}},
-        {"method": "initialized"},
-        {"id": 2, "method": "daemon/shutdown", "params": {}},
-    ):
-        streams.writer.write(as_line(json.dumps({"jsonrpc": "2.0", **message})))
-    await streams.writer.drain()
-    with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
-        await asyncio.wait_for(streams.reader.read(), timeout)
-    streams.writer.close()
-    return True

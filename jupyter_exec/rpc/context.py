@@ -1,8 +1,9 @@
 """What a method handler is given (SPEC 4): its caller, its front's rules, the registry.
 
-Method families (`process_methods`, `fs_methods`, `environment`) take a
-`CallContext` and return a result or raise an `ExecError`; `dispatch` builds
-the context and owns the table. Nothing here imports `dispatch`, so a family
+Method families (`process_methods`, `fs_methods`, `environment`, ...) take a
+`CallContext` and return a result or raise an `ExecError`; each declares its
+table of `Method`s (handler + needed action); `dispatch` builds the context and
+the service grows through `add_methods`. Nothing here imports `dispatch`, so a family
 plugs in without importing it back.
 
 `sandbox_policies` is where `process/start` and ``fs/*`` learn which sandbox
@@ -21,21 +22,31 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..core.registry import Registry
-from ..wire.errors import InvalidParamsError
+from ..core.tasks import TaskOwner
+from ..wire.errors import InvalidParamsError, JupyterExecError
 from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy, looser_than
 from .sessions import Session, Sessions
 
-__all__ = ["AGENT_CLIENTS", "CallContext", "ClientError", "Handler", "Outlet"]
+__all__ = [
+    "AGENT_CLIENTS",
+    "EXECUTE",
+    "READ",
+    "CallContext",
+    "ClientError",
+    "Handler",
+    "Method",
+    "Outlet",
+]
 
 
 AGENT_CLIENTS = ("codex", "jupyter-exec-mcp")
 
 
-class ClientError(Exception):
+class ClientError(JupyterExecError):
     """The client answered a request of ours (`Outlet.ask`) with an error."""
 
     def __init__(self, code: Any, message: str) -> None:
@@ -73,6 +84,9 @@ class CallContext:
     #: The rules of the front this request came through (SPEC 3): every use of a
     #: root, confinement, limit or base environment reads them from here.
     rules: FrontRules
+    #: The service's background work that outlives this request and its connection
+    #: (e.g. a network proxy that stops with its process); awaited when the service closes.
+    tasks: TaskOwner
     #: The client's `initialize` name (agents: `AGENT_CLIENTS`).
     client_name: str = "unknown"
     #: Callbacks run right after the response is queued (e.g. start's auto-subscribe).
@@ -103,3 +117,18 @@ class CallContext:
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
+
+#: The actions of Jupyter authorization on resource ``exec`` (jupyter/handlers.py):
+#: a connection is given the ones its user holds (None: all of them).
+READ = "read"
+EXECUTE = "execute"
+
+
+class Method(NamedTuple):
+    """A method's handler and the action its caller needs: each family declares its
+    methods as ``{name: Method(handler, READ | EXECUTE)}`` beside the handlers, so
+    reading a handler's entry tells who may call it; `ExecService.add_methods` takes them.
+    `READ` is for methods that only look (a read-only client may call them)."""
+
+    handler: Handler
+    action: str

@@ -53,7 +53,7 @@ from pydantic import Field
 
 from ..wire.errors import ExecError, InvalidRequestError
 from ..wire.protocol import Params, Sandbox, parse_params
-from .context import Handler
+from .context import READ, Method
 from .fs_methods import Access, FsParams, file_uri, parse_path
 from .fs_walk import WalkOptions, os_message, walk_tree
 
@@ -459,7 +459,7 @@ async def discover_v2(ctx: CallContext, params: Any) -> dict[str, Any]:
     return await asyncio.to_thread(discover_installed, access, env)
 
 
-DISCOVERY_METHODS: dict[str, Handler] = {
-    "capabilityRoots/discoverV1": discover_v1,
-    "capabilities/discoverV2": discover_v2,
+DISCOVERY_METHODS: dict[str, Method] = {
+    "capabilityRoots/discoverV1": Method(discover_v1, READ),
+    "capabilities/discoverV2": Method(discover_v2, READ),
 }

@@ -1,24 +1,27 @@
 """The service and its connections: frame in -> method table -> response out.
 
 Transports (the tornado handler, the standalone websocket and stdio servers,
-the in-process client) create one `Connection` per client with
+the in-process client) create one `ServerConnection` per client (the server's
+end; `frontends.connection.Connection` is a front's end of a server) with
 `service.connect(write)` and feed it frames with `receive`; everything the
 connection sends goes through `write`, one encoded message (UTF-8 JSON bytes)
 per call, in the order the connection's `Outbox` decides (SPEC 5: responses
 first, then every subscription's cursor in turn, losslessly). This is the one
 place where exceptions become JSON-RPC errors (SPEC 7).
 
-Method families are tables of `context.Handler`: `process_methods`,
-`fs_methods`, `environment`. None of them imports this module.
+Method families declare tables of `context.Method` (handler + the action a
+caller needs) beside their handlers: `process_methods`, `fs_methods`,
+`environment`, ...; the service grows only through `add_methods`. None of them
+imports this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -26,8 +29,15 @@ import orjson
 from .._version import __version__
 from ..core import limits, sandbox
 from ..core.registry import Registry
+from ..core.tasks import TaskOwner
 from ..wire.codec import Framing, encode
-from ..wire.errors import ExecError, InternalError, InvalidRequestError, MethodNotFoundError
+from ..wire.errors import (
+    ConnectionLostError,
+    ExecError,
+    InternalError,
+    InvalidRequestError,
+    MethodNotFoundError,
+)
 from ..wire.protocol import (
     InitializeParams,
     RequestId,
@@ -39,74 +49,51 @@ from ..wire.protocol import (
 )
 from ..wire.rules import FrontRules
 from . import discovery, environment, fs_methods, fs_stream, fs_walk, http_methods, network_proxy
-from .context import CallContext, ClientError, Handler
+from .context import EXECUTE, READ, CallContext, ClientError, Handler, Method
 from .outbox import Outbox, Write
 from .process_methods import PROCESS_METHODS
 from .sessions import Session, Sessions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["READ_ONLY_METHODS", "Connection", "ExecService", "ServiceConfig", "Write"]
-
-#: Methods that only look. Under Jupyter authorization every other method needs
-#: the `execute` action on resource `exec` (handlers.py).
-READ_ONLY_METHODS = frozenset(
-    {
-        "process/read",
-        "process/list",
-        "process/wait",
-        "process/subscribe",
-        "process/unsubscribe",
-        "environment/info",
-        "environment/status",
-        "environmentConfig/read",
-        "fs/walk",
-        "capabilityRoots/discoverV1",
-        "capabilities/discoverV2",
-        "fs/getMetadata",
-        "fs/readFile",
-        "fs/readDirectory",
-        "fs/watchMissing",
-        "daemon/settings",
-    }
-)
-
-
-def _this_process() -> FrontRules:
-    return FrontRules("this exec server", Path.cwd().resolve())
+__all__ = ["ExecService", "ServerConnection", "ServiceConfig", "Write"]
 
 
 @dataclass
 class ServiceConfig:
+    """No defaults here: `service.build_service` fills every field from config.py."""
+
     #: The rules of a connection that brings none of its own (SPEC 3): an in-process
     #: service's one front (serve.py, embedded.py) sets them here.
-    rules: FrontRules = field(default_factory=_this_process)
-    session_resume_seconds: float = 30.0
-    max_message_bytes: int = 16 << 20
+    rules: FrontRules
+    session_resume_seconds: float
+    max_message_bytes: int
     #: Responses (and watchers' events) waiting for one client beyond which the
     #: transport stops reading its requests. Output is never queued (SPEC 5).
-    control_queue_bytes: int = 8 << 20
+    control_queue_bytes: int
     #: Requests of one connection running at once; beyond it the transport stops
     #: reading that client (with the limit above, this bounds its memory).
-    max_requests_in_flight: int = 256
+    max_requests_in_flight: int
 
 
 class ExecService:
     """Server-wide: the registry, the sessions, the method table."""
 
-    def __init__(self, registry: Registry, config: ServiceConfig | None = None) -> None:
+    def __init__(self, registry: Registry, config: ServiceConfig) -> None:
         self.registry = registry
-        self.config = config or ServiceConfig()
+        self.config = config
         self.sessions = Sessions(self.config.session_resume_seconds, self._session_expired)
-        self.methods: dict[str, Handler] = {
-            **PROCESS_METHODS,
-            **fs_methods.FS_METHODS,
-            **environment.ENVIRONMENT_METHODS,
-            **fs_walk.WALK_METHODS,
-            **fs_stream.STREAM_METHODS,
-            **discovery.DISCOVERY_METHODS,
-            **http_methods.HTTP_METHODS,
-        }
+        self._methods: dict[str, Method] = {}
+        for family in (
+            PROCESS_METHODS,
+            fs_methods.FS_METHODS,
+            environment.ENVIRONMENT_METHODS,
+            fs_walk.WALK_METHODS,
+            fs_stream.STREAM_METHODS,
+            discovery.DISCOVERY_METHODS,
+            http_methods.HTTP_METHODS,
+        ):
+            self.add_methods(family)
         self.capabilities: dict[str, Any] = {
             "processes": True,
             "tty": True,
@@ -119,9 +106,27 @@ class ExecService:
             **network_proxy.CAPABILITIES,
             **limits.CAPABILITIES,
         }
-        self._connections: set[Connection] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._connections: set[ServerConnection] = set()
+        #: Work a request leaves running past its connection (`CallContext.tasks`).
+        self.tasks = TaskOwner("the exec service")
         registry.add_listener(self.sessions.route)
+
+    @property
+    def methods(self) -> Mapping[str, Method]:
+        """Every method this service answers, with the action its caller needs."""
+        return MappingProxyType(self._methods)
+
+    def add_methods(self, methods: Mapping[str, Method]) -> None:
+        """Grow the method table by a family's declared methods (a layer above adds its
+        own this way, e.g. the daemon's `daemon/*`). A name already taken is a bug:
+        it would silently replace a handler and its permission."""
+        taken = self._methods.keys() & methods.keys()
+        if taken:
+            raise ValueError(f"methods already defined: {', '.join(sorted(taken))}")
+        for name, method in methods.items():
+            if method.action not in (READ, EXECUTE):
+                raise ValueError(f"{name}: unknown action {method.action!r}")
+        self._methods.update(methods)
 
     def connect(
         self,
@@ -129,36 +134,30 @@ class ExecService:
         allowed_actions: frozenset[str] | None = None,
         rules: FrontRules | None = None,
         framing: Framing | None = None,
-    ) -> Connection:
+    ) -> ServerConnection:
         """A new client. `allowed_actions` None means everything is allowed; `rules`
         are its front's (None: the service's own, `ServiceConfig.rules`); `write`
         gets messages framed by `framing` (codec.py) if given."""
-        connection = Connection(self, write, allowed_actions, rules or self.config.rules, framing)
+        rules = rules or self.config.rules
+        connection = ServerConnection(self, write, allowed_actions, rules, framing)
         self._connections.add(connection)
         return connection
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a background task this service owns (awaited at `aclose`)."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _session_expired(self, session: Session) -> None:
         self.registry.terminate_owned_by(session.id)
 
-    def forget(self, connection: Connection) -> None:
+    def forget(self, connection: ServerConnection) -> None:
         self._connections.discard(connection)
 
     async def aclose(self) -> None:
         for connection in list(self._connections):
             await connection.aclose()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         self.registry.remove_listener(self.sessions.route)
         await self.registry.aclose()
+        await self.tasks.aclose()
 
 
-class Connection:
+class ServerConnection:
     """One client: handshake state, concurrent requests, its outbox."""
 
     def __init__(
@@ -175,7 +174,8 @@ class Connection:
         self.session: Session | None = None
         self.client_name = "unknown"
         self._initialized = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Its requests running (each a task: SPEC 1, they run concurrently).
+        self._tasks = TaskOwner("a client connection", on_done=self._check_slots)
         self._closed = False
         self._close_callbacks: list[Callable[[], Awaitable[None]]] = []
         #: Our requests to the client awaiting its answer, by id (`ask`).
@@ -202,7 +202,7 @@ class Connection:
         if not self._closed and not self.outbox.failed:
             await self.outbox.room.wait()
 
-    def _check_slots(self, *_: object) -> None:
+    def _check_slots(self) -> None:
         if len(self._tasks) >= self.service.config.max_requests_in_flight and not self._closed:
             self._slots.clear()
         else:
@@ -248,30 +248,28 @@ class Connection:
         if method == "initialize":
             self._guard(req_id, lambda: self._initialize(params))
             return
-        handler = self.service.methods.get(method)
-        if handler is None:
+        declared = self.service.methods.get(method)
+        if declared is None:
             self._error(req_id, MethodNotFoundError(f"method {method!r} not found"))
             return
-        refusal = self._refusal(method)
+        refusal = self._refusal(method, declared.action)
         if refusal is not None:
             self._error(req_id, InvalidRequestError(refusal))
             return
-        task = asyncio.create_task(self._call(req_id, handler, self._context(), params))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(self._check_slots)
+        self._tasks.start(self._call(req_id, declared.handler, self._context(), params))
         self._check_slots()
 
-    def _refusal(self, method: str) -> str | None:
-        """Why `method` may not run now (SPEC 2 handshake, authorization), or None."""
+    def _refusal(self, method: str, action: str) -> str | None:
+        """Why `method` (needing `action`) may not run now (SPEC 2 handshake,
+        authorization), or None. Every connection may read: its transport let it in."""
         if self.session is None:
             return "client must call initialize before using process methods"
         if not self._initialized:
             return "client must send initialized before using process methods"
         allowed = self.allowed_actions
-        if allowed is None or "execute" in allowed or method in READ_ONLY_METHODS:
+        if allowed is None or action == READ or action in allowed:
             return None
-        return f"permission denied: {method} needs the execute permission on exec"
+        return f"permission denied: {method} needs the {action} permission on exec"
 
     def _context(self) -> CallContext:
         service = self.service
@@ -282,6 +280,7 @@ class Connection:
             session=self.session,
             connection=self,
             rules=self.rules,
+            tasks=service.tasks,
             client_name=self.client_name,
         )
 
@@ -290,7 +289,7 @@ class Connection:
     async def ask(self, method: str, params: Any, timeout: float | None) -> Any:
         """Send a request to the client and await its result (Outlet; docstring there)."""
         if self._closed:
-            raise ConnectionError("the client is gone")
+            raise ConnectionLostError("the client is gone")
         self._asked += 1
         request_id = self._asked
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -380,10 +379,8 @@ class Connection:
         self._slots.set()
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(ConnectionError("the client is gone"))
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+                future.set_exception(ConnectionLostError("the client is gone"))
+        await self._tasks.aclose()
         await self.outbox.aclose()
         callbacks, self._close_callbacks = self._close_callbacks, []
         for callback in callbacks:

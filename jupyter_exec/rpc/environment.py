@@ -27,12 +27,13 @@ import pwd
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..wire.protocol import Params, parse_params
+from .context import READ, Method
 from .discovery import CAPABILITIES as DISCOVERY_CAPABILITIES
 from .fs_methods import CAPABILITIES as FS_CAPABILITIES
 from .fs_methods import file_uri, parse_path
@@ -47,7 +48,6 @@ __all__ = [
     "CAPABILITIES",
     "ENVIRONMENT_METHODS",
     "EnvironmentConfigReadParams",
-    "Handler",
     "advertised_capabilities",
     "environment_info",
     "get_environment_info",
@@ -57,9 +57,6 @@ __all__ = [
     "provider_id",
     "read_environment_config",
 ]
-
-
-Handler = Callable[["CallContext", Any], Awaitable[Any]]
 
 CAPABILITIES: dict[str, Any] = {
     "environmentConfigRead": True,
@@ -171,8 +168,8 @@ async def read_environment_config(ctx: CallContext, params: Any) -> dict[str, An
     }
 
 
-ENVIRONMENT_METHODS: dict[str, Handler] = {
-    "environment/info": get_environment_info,
-    "environment/status": get_environment_status,
-    "environmentConfig/read": read_environment_config,
+ENVIRONMENT_METHODS: dict[str, Method] = {
+    "environment/info": Method(get_environment_info, READ),
+    "environment/status": Method(get_environment_status, READ),
+    "environmentConfig/read": Method(read_environment_config, READ),
 }

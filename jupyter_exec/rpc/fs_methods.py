@@ -73,7 +73,7 @@ import os
 import shutil
 import stat
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -85,10 +85,10 @@ from ..core.front_root import outside_root
 from ..core.sandbox import Confinement
 from ..wire.errors import FsError, InvalidParamsError, InvalidRequestError, SandboxDeniedError
 from ..wire.protocol import Params, Sandbox, notification, parse_params
+from .context import EXECUTE, READ, Method
 
 if TYPE_CHECKING:
-    from .context import CallContext
-    from .context import Outlet as Connection
+    from .context import CallContext, Outlet
 
 __all__ = [
     "CAPABILITIES",
@@ -100,7 +100,6 @@ __all__ = [
     "CopyParams",
     "CreateDirectoryParams",
     "FsParams",
-    "Handler",
     "MissingWatch",
     "PathParams",
     "RemoveParams",
@@ -120,8 +119,6 @@ __all__ = [
     "write_file",
 ]
 
-
-Handler = Callable[["CallContext", Any], Awaitable[Any]]
 T = TypeVar("T")
 
 #: Largest file ``fs/readFile`` returns (base64 grows it by a third on the wire).
@@ -540,7 +537,7 @@ def _existing_depth(path: Path) -> int:
 
 
 #: Each connection's watch; the connection's close hook stops it and drops it.
-_WATCHES: weakref.WeakKeyDictionary[Connection, MissingWatch] = weakref.WeakKeyDictionary()
+_WATCHES: weakref.WeakKeyDictionary[Outlet, MissingWatch] = weakref.WeakKeyDictionary()
 
 
 async def watch_missing(ctx: CallContext, params: Any) -> dict[str, Any]:
@@ -554,7 +551,7 @@ async def watch_missing(ctx: CallContext, params: Any) -> dict[str, Any]:
     return {"watching": await _watch_of(ctx.connection).replace(p.watch_id, missing, present)}
 
 
-def _watch_of(connection: Connection) -> MissingWatch:
+def _watch_of(connection: Outlet) -> MissingWatch:
     watch = _WATCHES.get(connection)
     if watch is None:
         watch = MissingWatch(lambda method, params: connection.notify(notification(method, params)))
@@ -577,14 +574,14 @@ def _servable(access: Access, paths: list[Path]) -> list[Path]:
     return inside
 
 
-FS_METHODS: dict[str, Handler] = {
-    "fs/getMetadata": get_metadata,
-    "fs/readFile": read_file,
-    "fs/writeFile": write_file,
-    "fs/createDirectory": create_directory,
-    "fs/readDirectory": read_directory,
-    "fs/remove": remove,
-    "fs/copy": copy,
-    "fs/canonicalize": canonicalize,
-    "fs/watchMissing": watch_missing,
+FS_METHODS: dict[str, Method] = {
+    "fs/getMetadata": Method(get_metadata, READ),
+    "fs/readFile": Method(read_file, READ),
+    "fs/writeFile": Method(write_file, EXECUTE),
+    "fs/createDirectory": Method(create_directory, EXECUTE),
+    "fs/readDirectory": Method(read_directory, READ),
+    "fs/remove": Method(remove, EXECUTE),
+    "fs/copy": Method(copy, EXECUTE),
+    "fs/canonicalize": Method(canonicalize, READ),
+    "fs/watchMissing": Method(watch_missing, READ),
 }

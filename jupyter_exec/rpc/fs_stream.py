@@ -55,13 +55,12 @@ from ..wire.errors import (
     InvalidRequestError,
 )
 from ..wire.protocol import Params, parse_params
-from .context import Handler
+from .context import EXECUTE, Method
 from .fs_methods import Access, FsParams, parse_path
 from .fs_walk import os_message
 
 if TYPE_CHECKING:
-    from .context import CallContext
-    from .context import Outlet as Connection
+    from .context import CallContext, Outlet
 
 __all__ = [
     "CAPABILITIES",
@@ -204,10 +203,10 @@ class FileHandles:
             self.close(handle_id)
 
 
-_HANDLES: weakref.WeakKeyDictionary[Connection, FileHandles] = weakref.WeakKeyDictionary()
+_HANDLES: weakref.WeakKeyDictionary[Outlet, FileHandles] = weakref.WeakKeyDictionary()
 
 
-def handles_of(connection: Connection) -> FileHandles:
+def handles_of(connection: Outlet) -> FileHandles:
     """The connection's handles; created on first use, closed when the connection closes."""
     handles = _HANDLES.get(connection)
     if handles is None:
@@ -320,9 +319,9 @@ async def close_file(ctx: CallContext, params: Any) -> dict[str, Any]:
     return {}
 
 
-STREAM_METHODS: dict[str, Handler] = {
-    "fs/open": open_file,
-    "fs/readBlock": read_block,
-    "fs/writeBlock": write_block,
-    "fs/close": close_file,
+STREAM_METHODS: dict[str, Method] = {
+    "fs/open": Method(open_file, EXECUTE),
+    "fs/readBlock": Method(read_block, EXECUTE),
+    "fs/writeBlock": Method(write_block, EXECUTE),
+    "fs/close": Method(close_file, EXECUTE),
 }

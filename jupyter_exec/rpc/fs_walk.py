@@ -42,7 +42,7 @@ from pydantic import Field
 
 from ..wire.errors import ExecError, InvalidRequestError
 from ..wire.protocol import Params, parse_params
-from .context import Handler
+from .context import READ, Method
 from .fs_methods import Access, FsParams, file_uri, os_error, parse_path
 
 if TYPE_CHECKING:
@@ -231,4 +231,4 @@ async def walk(ctx: CallContext, params: Any) -> dict[str, Any]:
     return done.result()
 
 
-WALK_METHODS: dict[str, Handler] = {"fs/walk": walk}
+WALK_METHODS: dict[str, Method] = {"fs/walk": Method(walk, READ)}

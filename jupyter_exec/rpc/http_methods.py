@@ -46,14 +46,15 @@ import weakref
 from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core.tasks import TaskOwner
 from ..wire.errors import InternalError, InvalidParamsError, InvalidRequestError
 from ..wire.protocol import Params, notification, parse_params
-from .context import AGENT_CLIENTS
+from .context import AGENT_CLIENTS, EXECUTE, Method
 
 if TYPE_CHECKING:  # httpx is imported on the first request: daemons start without it
     import httpx
 
-    from .context import CallContext, Handler, Outlet
+    from .context import CallContext, Outlet
 
 __all__ = [
     "BODY_DELTA_METHOD",
@@ -330,26 +331,17 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-#: Each connection's running body streams; its close cancels them.
-_STREAMS: weakref.WeakKeyDictionary[Any, set[asyncio.Task[None]]] = weakref.WeakKeyDictionary()
+#: Each connection's running body streams; its close cancels and awaits them.
+_STREAMS: weakref.WeakKeyDictionary[Any, TaskOwner] = weakref.WeakKeyDictionary()
 
 
 def _start_stream(connection: Outlet, body: Coroutine[Any, Any, None]) -> None:
     """Run `body` (a `_stream`) as a task the connection's close cancels."""
-    tasks = _STREAMS.get(connection)
-    if tasks is None:
-        tasks = _STREAMS[connection] = set()
-        running = tasks
-
-        async def stop() -> None:
-            for task in list(running):
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-
-        connection.on_close(stop)
-    task = asyncio.ensure_future(body)
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    owner = _STREAMS.get(connection)
+    if owner is None:
+        owner = _STREAMS[connection] = TaskOwner("a connection's http/request bodies")
+        connection.on_close(owner.aclose)
+    owner.start(body)
 
 
 async def _stream(
@@ -395,4 +387,4 @@ async def _stream(
     delta(b"", True)
 
 
-HTTP_METHODS: dict[str, Handler] = {"http/request": http_request}
+HTTP_METHODS: dict[str, Method] = {"http/request": Method(http_request, EXECUTE)}

@@ -29,7 +29,6 @@ listener) is refused with -32602: we do not offer it (docs/codex.md).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -56,7 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CAPABILITIES: dict[str, Any] = {"networkProxyLaunch": True, "networkProxyReviewDomains": True}
-_RUNNING: set[asyncio.Task[None]] = set()
 
 
 class ProxySettings(Params):
@@ -153,7 +151,8 @@ def with_proxy_env(params: Any, env: dict[str, str]) -> Any:
 
 
 def close_with(ctx: CallContext, process_id: str, proxy: NetworkProxy) -> None:
-    """Stop `proxy` once the process is closed (or gone from the registry)."""
+    """Stop `proxy` once the process is closed (or gone from the registry); a task of
+    the service (it outlives the request), awaited when the service closes."""
     proc = ctx.registry.find(process_id)
 
     async def wait_then_close() -> None:
@@ -164,6 +163,4 @@ def close_with(ctx: CallContext, process_id: str, proxy: NetworkProxy) -> None:
             with contextlib.suppress(Exception):
                 await proxy.aclose()
 
-    task = asyncio.ensure_future(wait_then_close())
-    _RUNNING.add(task)
-    task.add_done_callback(_RUNNING.discard)
+    ctx.tasks.start(wait_then_close())

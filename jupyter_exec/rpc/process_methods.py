@@ -40,7 +40,7 @@ from ..wire.protocol import (
 from ..wire.rules import FrontRules
 from ..wire.schema import ReadResult
 from . import network_proxy
-from .context import CallContext, Handler
+from .context import EXECUTE, READ, CallContext, Handler, Method
 
 __all__ = ["PROCESS_METHODS", "default_origin", "read_result", "with_urls"]
 
@@ -242,21 +242,16 @@ def _check_sees(registry: Registry, rules: FrontRules, process_id: str) -> None:
         )
 
 
-PROCESS_METHODS: dict[str, Handler] = {
-    "process/start": _start,
-    "process/list": _list,
-    "process/wait": _wait,
-    **{
-        name: _confined(handler)
-        for name, handler in {
-            "process/read": _read,
-            "process/write": _write,
-            "process/signal": _signal,
-            "process/terminate": _terminate,
-            "process/resize": _resize,
-            "process/subscribe": _subscribe,
-            "process/unsubscribe": _unsubscribe,
-            "process/remove": _remove,
-        }.items()
-    },
+PROCESS_METHODS: dict[str, Method] = {
+    "process/start": Method(_start, EXECUTE),
+    "process/list": Method(_list, READ),
+    "process/wait": Method(_wait, READ),
+    "process/read": Method(_confined(_read), READ),
+    "process/write": Method(_confined(_write), EXECUTE),
+    "process/signal": Method(_confined(_signal), EXECUTE),
+    "process/terminate": Method(_confined(_terminate), EXECUTE),
+    "process/resize": Method(_confined(_resize), EXECUTE),
+    "process/subscribe": Method(_confined(_subscribe), READ),
+    "process/unsubscribe": Method(_confined(_unsubscribe), READ),
+    "process/remove": Method(_confined(_remove), EXECUTE),
 }

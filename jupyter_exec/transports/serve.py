@@ -27,9 +27,10 @@ from urllib.parse import parse_qs, urlsplit
 from ..config import DEFAULTS, ExecConfig, jupyter_runtime_dir
 from ..core.heap import keep_freed_heap
 from ..core.line_pump import pump_lines
+from ..core.linux import linux_refusal
 from ..rpc.dispatch import ExecService
 from ..rpc.service import build_service
-from ..wire.errors import ExecError
+from ..wire.errors import ExecError, JupyterExecError
 from ..wire.lines import line_framing
 from ..wire.sandbox import parse_setting
 
@@ -145,7 +146,7 @@ def make_service(args: argparse.Namespace) -> ExecService:
     return build_service(config, config.front_rules("jupyter-exec serve"))
 
 
-class UsageError(Exception):
+class UsageError(JupyterExecError):
     """A bad command line: printed as one line, exit status 2."""
 
 
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     keep_freed_heap()
+    if (refusal := linux_refusal("jupyter-exec serve")) is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     try:
         if not args.root.is_dir():
             raise UsageError(f"--root {args.root} is not a directory")

@@ -33,7 +33,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ..rpc.dispatch import Connection, ExecService
+from ..rpc.dispatch import ExecService, ServerConnection
 from ..wire.rules import FrontRules
 
 __all__ = [
@@ -182,7 +182,7 @@ class WebSocketClient(asyncio.Protocol):
             await connection.aclose()
             self.close(CloseCode.GOING_AWAY)  # if still open: the service let go of it
 
-    async def _pump(self, connection: Connection) -> None:
+    async def _pump(self, connection: ServerConnection) -> None:
         while not self.closed.done():
             while self._inbox:
                 connection.receive(self._inbox.popleft())

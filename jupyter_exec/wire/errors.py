@@ -1,6 +1,27 @@
-"""Errors and JSON-RPC codes: the one place wire error codes live.
+"""Errors and JSON-RPC codes: the one place wire error codes live, and the root
+of every error jupyter-exec raises.
 
-Hierarchy::
+Hierarchy (catching `JupyterExecError` catches them all, connection loss
+included, as websockets' `WebSocketException` does; the second base keeps
+``except ConnectionError`` / ``RuntimeError`` / ``ValueError`` sites working)::
+
+    JupyterExecError
+    ├── ConnectionLostError         the other end went away (also ConnectionError)
+    │   └── DaemonHandshakeError    the daemon refused the hello or closed at once
+    ├── DaemonStartError            daemon/start.py: no daemon could run (also RuntimeError)
+    ├── DaemonSettingsError         config.py: an unusable settings file (also ValueError)
+    ├── ClientError                 rpc/context.py: a client answered our request with
+    │                               an error
+    ├── ProcessExitedError          frontends/handle.py: ended before its output
+    │                               matched (also RuntimeError)
+    ├── ExecProcessError            frontends/handle.py: ``check=True`` and a non-zero
+    │                               exit (also subprocess.CalledProcessError)
+    ├── CliError                    frontends/cli.py: a message and an exit status
+    ├── UsageError                  transports/serve.py: a bad command line
+    ├── UnsupportedPlatformError    core/linux.py: not on Linux (start-up refuses)
+    └── ExecError (below)
+
+The JSON-RPC errors::
 
     ExecError                       code, message -> JSON-RPC error object
     ├── ParseError                  -32700 malformed JSON (response id is null)
@@ -32,18 +53,22 @@ from enum import IntEnum
 from typing import Any, ClassVar
 
 __all__ = [
+    "ConnectionLostError",
+    "DaemonHandshakeError",
     "ErrorCode",
     "ExecError",
     "FsError",
     "InternalError",
     "InvalidParamsError",
     "InvalidRequestError",
+    "JupyterExecError",
     "MethodNotFoundError",
     "ParseError",
     "ProcessExistsError",
     "SandboxDeniedError",
     "TooManyProcessesError",
     "UnknownProcessError",
+    "UnsupportedPlatformError",
     "error_from_wire",
 ]
 
@@ -59,7 +84,24 @@ class ErrorCode(IntEnum):
     FS_ERROR = -32004
 
 
-class ExecError(Exception):
+class JupyterExecError(Exception):
+    """Root of every error jupyter-exec raises (module docstring draws the tree)."""
+
+
+class ConnectionLostError(JupyterExecError, ConnectionError):
+    """The other end of a connection went away (the client: while requests were
+    pending; the server: before a client answered its request)."""
+
+
+class UnsupportedPlatformError(JupyterExecError):
+    """jupyter-exec started on an OS other than Linux (`core.linux.require_linux`)."""
+
+
+class DaemonHandshakeError(ConnectionLostError):
+    """The exec daemon refused the hello (another protocol version) or closed at once."""
+
+
+class ExecError(JupyterExecError):
     """Root of every error that reaches a client as a JSON-RPC error."""
 
     code: ErrorCode = ErrorCode.INTERNAL_ERROR

@@ -277,6 +277,51 @@ def test_loading_the_magics_does_not_load_the_server() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_every_error_of_the_package_has_one_root() -> None:
+    """websockets' exceptions.py: catching the root catches everything, connection loss too.
+    Every exception class a module of ours defines (private ones aside) is a
+    `JupyterExecError`, and the tree in wire/errors.py's docstring names it."""
+    import importlib
+
+    from jupyter_exec.wire import errors
+
+    found = {}
+    for name in module_names():
+        if name.endswith("__main__"):
+            continue  # importing it would run it
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # an optional extra (IPython, mcp) under test-core
+            assert not (exc.name or "").startswith("jupyter_exec"), exc
+            continue
+        for attr, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == name
+                and not attr.startswith("_")
+            ):
+                found[attr] = value
+    assert {"ConnectionLostError", "DaemonHandshakeError", "DaemonStartError"} <= set(found)
+    outside = sorted(n for n, cls in found.items() if not issubclass(cls, errors.JupyterExecError))
+    assert outside == [], f"errors outside the root JupyterExecError: {outside}"
+    tree = errors.__doc__ or ""
+    unnamed = sorted(
+        n for n in found if n not in tree and not issubclass(found[n], errors.ExecError)
+    )
+    assert unnamed == [], f"missing from the tree in wire/errors.py: {unnamed}"
+    # The second bases keep the callers' `except` sites working.
+    for name, base in (
+        ("ConnectionLostError", ConnectionError),
+        ("DaemonHandshakeError", ConnectionError),
+        ("DaemonStartError", RuntimeError),
+        ("ProcessExitedError", RuntimeError),
+        ("DaemonSettingsError", ValueError),
+    ):
+        assert issubclass(found[name], base), name
+    assert issubclass(found["DaemonHandshakeError"], found["ConnectionLostError"])
+
+
 def test_client_imports_no_rpc() -> None:
     """client/ is a leaf over wire/ (and the daemon's names): the in-process client that
     needs the server's modules is jupyter_exec.embedded, above both."""

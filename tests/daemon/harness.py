@@ -150,7 +150,7 @@ def holder_pid(runtime: Path) -> int | None:
 def kill_daemon(runtime: Path) -> int:
     """SIGKILL the daemon; returns once its socket refuses (its last thread has exited:
     its main thread shows as a zombie a moment before the socket closes)."""
-    from jupyter_exec.daemon.start import listening
+    from jupyter_exec.daemon.control import listening
 
     pid = daemon_pid(runtime)
     assert pid is not None

@@ -161,7 +161,11 @@ def _line(i: int) -> bytes:
 
 async def test_full_disk_sets_failure_and_memory_retention_continues(tmp_path):
     with tiny_tmpfs("256k") as disk:
-        async with embedded(tmp_path, log_dir=disk, retained_bytes_per_process=256 << 10) as (_, c):
+        # No disk budget: this is about the disk filling up, not about the budget.
+        budgets = {"logs_max_use": None, "logs_keep_free": 0}
+        async with embedded(
+            tmp_path, log_dir=disk, retained_bytes_per_process=256 << 10, **budgets
+        ) as (_, c):
             await c.start("filler", py(WRITER))
             done = await c.wait("filler", 30)
             assert done.exit_code == 0
@@ -311,8 +315,8 @@ def test_soft_descriptor_limit_is_raised_to_the_hard_limit():
 
     code = (
         "import resource\n"
-        "from jupyter_exec.core.registry import Registry\n"
-        "Registry()\n"
+        "from jupyter_exec.rpc.service import build_registry\n"
+        "build_registry()\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "print(soft == hard or soft >= 1 << 20)\n"
     )

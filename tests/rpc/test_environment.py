@@ -15,7 +15,7 @@ from tests.rpc.test_fs_methods import FakeContext
 
 
 def call(ctx: FakeContext, method: str, params: Any) -> Any:
-    return asyncio.run(environment.ENVIRONMENT_METHODS[method](ctx, params))
+    return asyncio.run(environment.ENVIRONMENT_METHODS[method].handler(ctx, params))
 
 
 def test_environment_info_shape(tmp_path: Path) -> None:

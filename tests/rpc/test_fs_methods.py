@@ -11,19 +11,20 @@ from typing import Any
 
 import pytest
 
-from jupyter_exec.core.registry import Registry
+from jupyter_exec.core.tasks import TaskOwner
 from jupyter_exec.rpc import fs_methods
 from jupyter_exec.rpc.context import CallContext
+from jupyter_exec.rpc.service import build_registry
 from jupyter_exec.rpc.sessions import Session, Sessions
 from jupyter_exec.wire.errors import ErrorCode, ExecError
 from jupyter_exec.wire.rules import FrontRules
 
-METHODS = fs_methods.FS_METHODS
+METHODS = {name: method.handler for name, method in fs_methods.FS_METHODS.items()}
 
 
 @dataclass
 class FakeConnection:
-    """Stands in for context.Outlet (a Connection): collects notifications and close hooks."""
+    """Stands in for context.Outlet (a ServerConnection): collects notifications and close hooks."""
 
     sent: list[dict[str, Any]] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
@@ -48,11 +49,12 @@ class FakeContext(CallContext):
 
     def __init__(self, root_dir: Path, confine_to_root: bool = False, **rules: Any) -> None:
         super().__init__(
-            registry=Registry(),
+            registry=build_registry(),
             sessions=Sessions(60, lambda session: None),
             session=Session("test-session"),
             connection=FakeConnection(),
             rules=FrontRules("the test front", root_dir, confine_to_root, **rules),
+            tasks=TaskOwner("the test context"),
         )
 
 

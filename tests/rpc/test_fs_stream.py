@@ -16,7 +16,7 @@ from jupyter_exec.rpc import fs_stream
 from jupyter_exec.wire.errors import ErrorCode, ExecError
 from tests.rpc.test_fs_methods import FakeContext
 
-METHODS = fs_stream.STREAM_METHODS
+METHODS = {name: method.handler for name, method in fs_stream.STREAM_METHODS.items()}
 
 
 def call(ctx: FakeContext, method: str, params: Any) -> Any:

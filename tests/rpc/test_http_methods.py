@@ -19,7 +19,7 @@ import pytest
 
 from jupyter_exec.rpc.http_methods import MAX_DELTA_BYTES
 
-from .. import wire
+from .. import service
 from ..service import RawPeer
 from .echo_server import GZIP_TEXT, EchoServer, echo_server, pattern
 
@@ -34,7 +34,7 @@ def web() -> Iterator[EchoServer]:
 
 def connected(tmp_path: Path, **rules: Any) -> contextlib.AbstractAsyncContextManager[RawPeer]:
     """A handshaken connection to a fresh service whose front's environment is `ENV`."""
-    return wire.connected(tmp_path, env=ENV, **rules)
+    return service.connected(tmp_path, env=ENV, **rules)
 
 
 def get(url: str, **params: Any) -> dict[str, Any]:

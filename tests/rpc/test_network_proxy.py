@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ..service import RawPeer, connected, py
+from ..service import RawPeer, connected, make_service, py
 from .echo_server import EchoServer, echo_server
 
 FETCH = """
@@ -225,3 +225,21 @@ async def test_the_proxy_stops_with_its_process_or_its_failed_start(tmp_path: Pa
                 break
             await asyncio.sleep(0.05)
         assert not our_listeners() - before
+
+
+async def test_a_proxy_is_the_services_task_and_stops_when_the_service_closes(
+    tmp_path: Path,
+) -> None:
+    """Its process outlives the connection; the service owns the proxy's closer and
+    awaits it as it closes (the registry ends the process first)."""
+    before = our_listeners()
+    start = {"processId": "p", "argv": py("import time; time.sleep(600)"),
+             "networkProxy": {"proxy": proxy_settings()}, "lifetime": "detached"}  # fmt: skip
+    service = make_service(tmp_path)
+    peer = RawPeer(service)
+    await peer.handshake()
+    assert "result" in await peer.call("process/start", start)
+    await peer.close()
+    assert len(service.tasks) == 1 and len(our_listeners() - before) == 1  # it stays
+    await service.aclose()
+    assert len(service.tasks) == 0 and not our_listeners() - before
