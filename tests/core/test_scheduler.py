@@ -281,5 +281,5 @@ async def test_bad_scheduling_input_is_refused_and_nothing_starts(tmp_path):
         assert [p["processId"] for p in listed] == ["keep"] and listed[0]["state"] == "running"
         queues = (await peer.call("queue/list"))["result"]["queues"]
         assert queues == [{"name": "q", "parallel": 1, "running": 1, "queued": 0}]
-        read = await peer.call("process/read", {"processId": "keep", "waitMs": 5000})
-        assert base64.b64decode(read["result"]["chunks"][0]["chunk"]) == b"alive\n"
+        read = {"processId": "keep", "waitMs": 5000, "untilPattern": "alive\n"}
+        assert (await peer.call("process/read", read))["result"]["matched"]
