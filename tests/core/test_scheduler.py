@@ -130,6 +130,21 @@ async def test_restart_delay_doubles(tmp_path):
         assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and 5 > gaps[2] >= 0.4, gaps  # 100, 200, 400 ms
 
 
+async def test_a_long_run_resets_the_delay(tmp_path, monkeypatch):
+    from jupyter_exec.core import scheduler
+
+    monkeypatch.setattr(scheduler, "RESET_AFTER_MS", 250)  # 60 s in earnest
+    async with connected(tmp_path) as peer:
+        policy = {"policy": "always", "maxRestarts": 3, "delayMs": 300}
+        argv = ["sh", "-c", "date +%s%N; sleep 0.3"]
+        await peer.call("process/start", start("long", argv, restart=policy))
+        got = await notes_until_closed(peer, "long")
+        runs = [int(base64.b64decode(m["params"]["chunk"])) / 1e9 for m in got[::2][:4]]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(runs)]
+        # Each run lasted 0.3 s: the delay stays 300 ms (doubling would make 1.2 s last).
+        assert all(0.6 <= gap < 1.1 for gap in gaps), gaps
+
+
 # -- queues ---------------------------------------------------------------------------
 
 
