@@ -151,8 +151,11 @@ class Scheduler:
         job = Job(proc, state)
         job.pending = {dep for dep in proc.setup.after if self._dependency(dep)[0] is not True}
         self.jobs[proc.id] = job
-        if proc.setup.queue is not None:  # listed from now on, idle or not
-            self.parallel.setdefault(proc.setup.queue, DEFAULT_PARALLEL)
+        name = proc.setup.queue
+        if name is not None and name not in self.parallel:  # listed from now on, idle or not
+            self.parallel[name] = DEFAULT_PARALLEL
+            if self.on_queues is not None:
+                self.on_queues(self.parallel)
         proc.on_run_end = self._run_ended
         if proc.state == "queued":
             self._soon()
