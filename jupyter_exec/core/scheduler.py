@@ -301,6 +301,9 @@ class Scheduler:
 
     async def _restart(self, job: Job, delay_ms: int) -> None:
         await asyncio.sleep(delay_ms / 1000)
+        ending = job.proc.terminating  # a `timeoutMs` termination of the run before:
+        if ending is not None:  # it must be over, or it would reach the next run (same marker)
+            await asyncio.wait({ending})
         await asyncio.to_thread(_kill_leftovers, job.proc.setup.marker)
         job.restart_task = None
         if not job.stopped and job.proc.state == "restarting":

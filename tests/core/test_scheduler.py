@@ -145,6 +145,20 @@ async def test_a_long_run_resets_the_delay(tmp_path, monkeypatch):
         assert all(0.6 <= gap < 1.1 for gap in gaps), gaps
 
 
+async def test_each_run_has_its_own_timeout(tmp_path):
+    async with connected(tmp_path) as peer:
+        policy = {"policy": "on-failure", "maxRestarts": 1, "delayMs": 10}
+        argv = ["sh", "-c", "echo run; exec sleep 30"]
+        await peer.call("process/start", start("t", argv, restart=policy, timeoutMs=300))
+        got = await notes_until_closed(peer, "t")
+        assert [m["method"] for m in got] == [
+            "process/output", "process/restarted", "process/output", "process/exited",
+            "process/closed",
+        ]  # fmt: skip
+        assert got[1]["params"]["signal"] == "SIGTERM"
+        assert got[3]["params"]["timedOut"] and got[3]["params"]["signal"] == "SIGTERM"
+
+
 # -- queues ---------------------------------------------------------------------------
 
 
