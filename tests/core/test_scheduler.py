@@ -302,6 +302,11 @@ async def test_bad_scheduling_input_is_refused_and_nothing_starts(tmp_path):
             r = await peer.call("process/start", start("x", ["true"], **extra))
             assert r["error"]["code"] == -32602, extra
             assert r["error"]["message"].startswith(message), r["error"]["message"]
+        # A cycle would need `keep` started again after `x`: its id is in use.
+        await peer.call("process/start", start("x", ["true"], after=["keep"]))
+        again = await peer.call("process/start", start("keep", ["true"], after=["x"]))
+        assert again["error"]["message"] == "process keep already exists"
+        await peer.call("process/remove", {"processId": "x"})  # never started: ended
         for params in ({"name": "q", "parallel": 0}, {"name": "q"}, {"parallel": 2}):
             r = await peer.call("queue/set", params)
             assert r["error"]["code"] == -32602
