@@ -4,7 +4,8 @@
   follows their exit; `record` is a process as plain data (what the holder
   and the persister keep); `output` keeps output in memory and in a log;
   `retention` is one memory and one disk budget for all of it; `registry`
-  holds them all.
+  holds them all, `launch` is a checked start that each run spawns from, and
+  `scheduler` restarts, queues and orders them (SPEC 11).
 - Rules around them: `proctree` (find and kill a tree), `guardian` (kills
   what a crashed server left), `limits` (rlimits, timeouts), `front_root`
   (a front's root and ``confine_to_root``), `usage` (ports and cost).

@@ -16,16 +16,17 @@ itself: `marker` (daemon/holder.py), so that name stays.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
 from ..wire.models import Lifetime
-from ..wire.protocol import Limits
+from ..wire.protocol import Limits, RestartSpec
 from . import limits as _limits
+from .launch import Launch
 from .sandbox import Confinement
 
-__all__ = ["RECORD_VERSION", "ExitRecord", "ProcessRecord", "ProcessSetup"]
+__all__ = ["RECORD_VERSION", "ExitRecord", "ProcessRecord", "ProcessSetup", "ScheduleRecord"]
 
 #: 1: 0.3.0's two shapes (no "version" key); 2: one record for the holder and the disk.
 RECORD_VERSION = 2
@@ -51,18 +52,67 @@ class ProcessSetup:
     origin: dict[str, str] | None = None
     #: The front it was started through (SPEC 3 `max_processes` counts per front).
     front: str = ""
+    #: SPEC 11 `restart` (`{"policy", "maxRestarts", "delayMs"}`), `queue` and `after`:
+    #: how the scheduler runs it (core/scheduler.py).
+    restart: dict[str, Any] | None = None
+    queue: str | None = None
+    after: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ExitRecord:
     """How a process ended, as its `exited` event said (SPEC 5)."""
 
-    exit_code: int
+    #: None: it never started (SPEC 11: a dependency failed, or terminated while queued).
+    exit_code: int | None
     signal: str | None
     exited_at: int | None
     timed_out: bool = False
     limit_exceeded: str | None = None
     sandbox_denied: bool = False
+
+
+@dataclass
+class ScheduleRecord:
+    """Where a process the scheduler runs stands (SPEC 11, core/scheduler.py), so that
+    a successor goes on with it: queued in its place, or restarting as planned."""
+
+    #: How each run is spawned (with the environment: see core/launch.py).
+    launch: Launch
+    #: Its place among scheduled starts (a queue serves the lowest first).
+    order: int
+    #: The delay before the next restart (ms); it doubles after each.
+    delay_ms: int = 0
+    #: When the current run began (ms): a run of 60 s resets the delay.
+    run_started_at: int | None = None
+    #: `process/restarted` so far: `[seq, restarts, pid, exitCode, signal]` each; the
+    #: current run's pid is null in the keeper's copy (made before its spawn).
+    restarted: list[list[Any]] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "launch": self.launch.record(),
+            "order": self.order,
+            "delayMs": self.delay_ms,
+            "runStartedAt": self.run_started_at,
+            "restarted": [list(r) for r in self.restarted],
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any], log: Path) -> ScheduleRecord:
+        """`log`: where its process record says the log is now."""
+        if not isinstance(data, Mapping):
+            raise TypeError("a process record's schedule is a JSON object")
+        restarted = [list(r) for r in data.get("restarted") or ()]
+        if any(len(r) != 5 or not isinstance(r[0], int) for r in restarted):
+            raise ValueError("bad process record restarted list")
+        return cls(
+            launch=Launch.from_record(data["launch"], log),
+            order=int(data["order"]),
+            delay_ms=int(data.get("delayMs") or 0),
+            run_started_at=_optional_int(data.get("runStartedAt")),
+            restarted=restarted,
+        )
 
 
 @dataclass
@@ -78,6 +128,8 @@ class ProcessRecord:
     #: The pid's start time in clock ticks (proctree.ProcessRef), None if unread.
     pid_start_time: int | None = None
     exit: ExitRecord | None = None
+    #: SPEC 11: a process with `restart`, `queue` or `after` (None: any other).
+    schedule: ScheduleRecord | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The JSON object (`from_record` reads it back)."""
@@ -98,6 +150,10 @@ class ProcessRecord:
             "sandbox": None if s.sandbox is None else s.sandbox.record(),
             "origin": s.origin,
             "front": s.front,
+            "restart": s.restart,
+            "queue": s.queue,
+            "after": s.after,
+            "schedule": None if self.schedule is None else self.schedule.to_record(),
             "log": str(self.log),
             "startedAt": self.started_at,
             "pid": self.pid,
@@ -135,6 +191,7 @@ class ProcessRecord:
         elif not log.is_absolute():
             raise ValueError(f"process record log {str(log)!r} is not a full path")
         limits, box, end = data.get("limits"), data.get("sandbox"), data.get("exit")
+        restart, queue, schedule = data.get("restart"), data.get("queue"), data.get("schedule")
         setup = ProcessSetup(
             process_id=_text(data, "processId"),
             argv=[str(a) for a in data["argv"]],
@@ -150,6 +207,9 @@ class ProcessRecord:
             sandbox=Confinement.from_record(box) if box else None,
             origin=data.get("origin"),
             front=str(data.get("front") or ""),
+            restart=None if restart is None else RestartSpec.model_validate(restart).wire(),
+            queue=None if queue is None else str(queue),
+            after=[str(a) for a in data.get("after") or ()],
         )
         return cls(
             setup=setup,
@@ -158,12 +218,13 @@ class ProcessRecord:
             pid=_optional_int(data.get("pid")),
             pid_start_time=_optional_int(data.get("pidStartTime")),
             exit=None if end is None else _exit(end),
+            schedule=None if schedule is None else ScheduleRecord.from_record(schedule, log),
         )
 
 
 def _exit(data: Mapping[str, Any]) -> ExitRecord:
     return ExitRecord(
-        exit_code=int(data["exitCode"]),
+        exit_code=_optional_int(data["exitCode"]),
         signal=data.get("signal"),
         exited_at=_optional_int(data.get("exitedAt")),
         timed_out=bool(data.get("timedOut")),

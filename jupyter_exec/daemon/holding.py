@@ -249,7 +249,7 @@ def adopt(
             record.log, config.retained_bytes_per_process, config.log_bytes_per_process
         )
         proc = registry.adopt_child(
-            record.setup, child, store, record.started_at, record.setup.front
+            record.setup, child, store, record.started_at, record.setup.front, record.schedule
         )
         on_adopted(proc)
         count += 1

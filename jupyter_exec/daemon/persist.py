@@ -19,6 +19,15 @@ reads every other record back: one whose exit was recorded comes back
 the holder itself died: nothing kept its pipes). Both keep their output
 readable from the log and their seq numbering; they are removed when
 `exited_retention_seconds` have passed since they exited.
+
+SPEC 11: a scheduled process's record also holds its schedule (core/record.py
+`ScheduleRecord`, with the environment its runs are spawned with: the records
+are the user's, mode 0600). One that had not started comes back `queued` in
+its place (`Registry.adopt_waiting`); a running one, or one between two runs
+of its restart policy (the holder keeps the ended run until the next is
+spawned), is adopted from the holder and the scheduler goes on with it. Each
+run is held under its own key (`Launch.key`): the log's name, then numbered.
+The queues' limits (`queue/set`) are kept in `queues.json` beside the records.
 """
 
 from __future__ import annotations
@@ -39,7 +48,14 @@ from ..core.process import ManagedProcess
 from ..core.proctree import ProcessRef, kill_verified
 from ..core.record import ProcessRecord
 from ..core.registry import Registry
-from ..wire.events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
+from ..wire.events import (
+    ClosedEvent,
+    Event,
+    ExitedEvent,
+    RemovedEvent,
+    RestartedEvent,
+    StartedEvent,
+)
 
 __all__ = ["FLUSH_SECONDS", "LOST_FAILURE", "Persister"]
 
@@ -72,6 +88,9 @@ class Persister:
         self._flush: asyncio.TimerHandle | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
         registry.add_listener(self._on_event)
+        #: SPEC 11 queue limits, rewritten whole when one changes.
+        self.queues_path = procs_dir.parent / "queues.json"
+        registry.scheduler.on_queues = self._queues_changed
 
     def _mark(self, path: Path, record: ProcessRecord | None) -> None:
         self._dirty[path] = record
@@ -99,22 +118,39 @@ class Persister:
             self.on_released(keys)
 
     def close(self) -> None:
-        """Write what is pending, stop the writer thread, release what it wrote."""
+        """Write what is pending, stop the writer thread, release what it wrote; what
+        happens after is not recorded (the holder still has it)."""
+        self.registry.remove_listener(self._on_event)
         if self._flush is not None:
             self._flush.cancel()
             self._write_dirty()
         self._writer.shutdown(wait=True)
         self._release(list(self._unreleased))
 
+    def _queues_changed(self, parallel: dict[str, int]) -> None:
+        self._writer.submit(_write, self.queues_path, {"parallel": dict(parallel)})
+
+    def _recover_queues(self) -> None:
+        try:
+            saved = json.loads(self.queues_path.read_text())["parallel"]
+            parallel = {str(name): int(n) for name, n in saved.items() if int(n) >= 1}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            log.warning("unreadable queue settings %s; the queues have 1 slot", self.queues_path)
+            return
+        self.registry.scheduler.parallel.update(parallel)
+
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StartedEvent):
             self._started(event)
-        elif isinstance(event, ExitedEvent) and event.process_id in self._records:
-            self.track(self.registry.get(event.process_id))  # now with its exit
+        elif isinstance(event, ExitedEvent | RestartedEvent) and event.process_id in self._records:
+            self.track(self.registry.get(event.process_id))  # now with its exit, or run
         elif isinstance(event, ClosedEvent) and event.process_id in self._records:
             path = self._records[event.process_id][0]
-            self._unreleased.add(path.stem)
-            self._releasing.append(path.stem)
+            key = _held_key(self.registry.get(event.process_id), path.stem)
+            self._unreleased.add(key)
+            self._releasing.append(key)
             self._mark(path, self._records[event.process_id][1])
         elif isinstance(event, RemovedEvent):
             entry = self._records.pop(event.process_id, None)
@@ -136,16 +172,25 @@ class Persister:
         self._mark(path, record)
 
     def recover(self, logs_dir: Path, held: set[str]) -> int:
-        """Adopt every record a previous daemon left but the `held` ones (log stems,
+        """Adopt every record a previous daemon left but the `held` ones (keys of runs,
         adopted live); returns how many."""
         count = 0
+        held = {key.partition(".")[0] for key in held}  # a restart's run: `<log>.<n>`
         retained = self.registry.config.retained_bytes_per_process
+        self._recover_queues()
         for path in sorted(self.procs_dir.glob("*.json")):
             if path.stem in held:
                 continue
             try:
                 record = ProcessRecord.from_record(json.loads(path.read_text()), logs_dir)
                 if record.setup.process_id in self._records:
+                    continue
+                if _waiting(record):  # SPEC 11: it had not started; it waits again
+                    config = self.registry.config
+                    store = OutputStore.reopen(record.log, retained, config.log_bytes_per_process)
+                    self._records[record.setup.process_id] = (path, record)
+                    self.track(self.registry.adopt_waiting(record, store))
+                    count += 1
                     continue
                 if record.exit is None:
                     _kill_if_same(record.pid, record.pid_start_time)
@@ -165,6 +210,16 @@ class Persister:
             if log_file.name not in kept:
                 log_file.unlink(missing_ok=True)
         return count
+
+
+def _waiting(record: ProcessRecord) -> bool:
+    """A scheduled process that had not started (no run, no exit)."""
+    return record.schedule is not None and record.pid is None and record.exit is None
+
+
+def _held_key(proc: ManagedProcess, stem: str) -> str:
+    """The holder's key of its last run (`Launch.key`); `stem` if it never ran."""
+    return (proc.child.key if proc.pid is not None else "") or stem
 
 
 def _kill_if_same(pid: int | None, start_time: int | None) -> None:

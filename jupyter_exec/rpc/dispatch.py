@@ -100,6 +100,7 @@ class ExecService:
             "untilPattern": True,
             "resume": True,
             "watch": True,
+            "scheduling": True,  # SPEC 11 restart, queue, after
             **fs_methods.CAPABILITIES,
             **environment.CAPABILITIES,
             **http_methods.CAPABILITIES,

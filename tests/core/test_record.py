@@ -131,7 +131,7 @@ def test_a_full_log_path_on_disk_is_taken_by_its_name_in_the_logs_dir() -> None:
 
 
 def test_a_newer_record_reads_for_what_this_version_knows() -> None:
-    data = {**full_record().to_record(), "version": RECORD_VERSION + 1, "restart": {"n": 1}}
+    data = {**full_record().to_record(), "version": RECORD_VERSION + 1, "aFutureField": {"n": 1}}
     assert ProcessRecord.from_record(data) == full_record()
 
 
