@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 from jupyter_exec.core.output import STREAM_CODES, OutputStore
+from jupyter_exec.core.retention import Retention
 
 HEADER = struct.Struct("<QBI")
 
@@ -64,12 +65,25 @@ def test_a_header_without_bytes_is_dropped(tmp_path: Path) -> None:
         store.close(remove=False)
 
 
-def test_splice_past_the_log_cap_is_refused_and_the_bytes_stay(tmp_path: Path) -> None:
+def test_splice_past_the_log_cap_cuts_the_head(tmp_path: Path) -> None:
+    """The newest bytes stay; where holes cannot be made, the log stops instead and
+    the next splice is refused (the bytes stay in the pipe for the caller to read)."""
     store = OutputStore(tmp_path / "x.log", 1 << 20, 40, splice=True)
     r, w = os.pipe()
+    os.write(w, b"abcdefghij" * 3)
+    assert store.splice_run(1, "stdout", r, 30, chunk=10) == [b"abcdefghij"] * 3
+    assert store.log_bytes <= 40 and store.first_seq == 3  # 3 headers + 30 > 40
+    assert chunks(store) == [(3, b"abcdefghij")]
+    store.close(remove=True)
+    flat = Retention()
+    flat._punch[tmp_path] = False  # as on a filesystem without holes
+    store = OutputStore(tmp_path / "y.log", 1 << 20, 40, splice=True, budget=flat)
     os.write(w, b"x" * 30)
-    assert store.splice_run(1, "stdout", r, 30, chunk=10) is None  # 3 headers + 30 > 40
-    assert os.read(r, 100) == b"x" * 30  # nothing left the pipe: the caller reads it
+    assert store.splice_run(1, "stdout", r, 30, chunk=10) == [b"x" * 10] * 3
+    assert store.failure and "limit of 40 bytes" in store.failure and store.first_seq == 1
+    os.write(w, b"y" * 5)
+    assert store.splice_run(4, "stdout", r, 5, chunk=10) is None
+    assert os.read(r, 100) == b"y" * 5  # nothing left the pipe: the caller reads it
     store.close(remove=True)
     os.close(r)
     os.close(w)
