@@ -204,7 +204,7 @@ async def _wait_output(c: ExecClient, process_id: str, last: int) -> None:
     deadline = time.monotonic() + 30
     while True:
         info = (await c.list())[0]
-        newest = await c.read(process_id, info.next_seq - 2)
+        newest = await c.read(process_id, max(0, info.next_seq - 2))
         if newest.data.endswith(lines(last, last)):
             return
         assert time.monotonic() < deadline, info
