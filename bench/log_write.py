@@ -1,11 +1,13 @@
 """What writing output to the log costs, per GB, by the ways the daemon could write it.
 
-The exec daemon splices each 32 KiB chunk from the child's pipe into its log
-as one record (a 13-byte header `pwrite`, then a `splice`), then reads the
-run back for delivery (core/output.py `splice_run`); the standalone server
-reads the pipe and writes a run's records with one `pwritev`. This measures
-both, and one record per run, in this process's CPU time (`thread_time`,
-so a busy machine moves the figures less than wall time would).
+The exec daemon splices a read of the child's pipe (up to 128 KiB) into its
+log as one record (a 13-byte header `pwrite`, then one `splice`), then reads
+it back chunk by chunk for delivery (core/output.py `splice_run`); before
+2026-12-07 it wrote a record (a header and a splice) per 32 KiB chunk. The
+standalone server reads the pipe and writes a run's records with one
+`pwritev`. This measures the three in this process's CPU time
+(`thread_time`, so a busy machine moves the figures less than wall time
+would).
 
 Usage: ``.venv/bin/python bench/log_write.py [--dir DIR] [--megabytes N] [--rounds N]``
 (DIR: where the log goes, default the system's temp dir; use the filesystem
