@@ -1,12 +1,19 @@
 """Per-process output: recent chunks in memory, every chunk in an append-only log.
 
 SPEC 6: `process/read` serves either transparently. The log is a sequence of
-records ``<seq:u64><stream:u8><len:u32><bytes>``; a sparse in-memory index (the
+records ``<seq:u64><code:u8><len:u32><bytes>``: the code's low 4 bits are the
+stream; its high 4 bits, when not 0, say the record is a run of chunks of
+`2**(9 + bits)` bytes each (the last may be shorter), seqs `seq`, `seq + 1`, ...
+(what one spliced read of the child's pipe makes: one write to the log for up
+to 128 KiB instead of one per chunk); a sparse in-memory index (the
 seq and offset of the first record of every `INDEX_SPACING` bytes of log, so
 16 bytes per 64 KiB however small the chunks) finds a cursor with one bisect,
 then reads forward from there.
-A log that hits its cap or a full disk stops growing; from then on output
-lives only in memory and `failure`/`first_seq` tell the client what is gone.
+A log keeps the newest `log_bytes` of output: past its cap its head is cut
+(`cut_head`, below), as the disk budget cuts it, so the newest bytes are on
+disk whatever came before. A log that hits a full disk (or its cap where the
+filesystem cannot make holes) stops growing; from then on output lives only
+in memory and `failure`/`first_seq` tell the client what is gone.
 
 With `splice` (the exec daemon, whose children outlive it: daemon/holder.py)
 bytes go from the child's pipe into the log by `os.splice`, inside the
@@ -61,6 +68,7 @@ STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
 #: the offset of the first record kept. GONE (a log's only record): its seq is
 #: the last seq of the output, all of which went.
 CUT, GONE = 254, 255
+_STREAM_BITS, _RUN_SHIFT = 0x0F, 4
 #: A cut leaves the first block (the cut record's) and punches whole blocks after it.
 _BLOCK = 4096
 #: What one retained chunk costs in memory beyond its payload (the Chunk, its
@@ -97,6 +105,8 @@ class OutputStore:
         self.retained_bytes = retained_bytes
         self._splice = splice
         self._log_cap = log_bytes
+        #: Index entries close enough for the cap to cut at (1/16 of it at most apart).
+        self._spacing = max(1, min(INDEX_SPACING, log_bytes // 16 or INDEX_SPACING))
         self._memory: deque[Chunk] = deque()
         self._memory_bytes = 0
         self._index_seqs = array("q")
@@ -196,10 +206,8 @@ class OutputStore:
                 break  # a header whose bytes never came: they are still in the pipe
             if present < length:  # the writer died inside this record
                 os.pwrite(fd, _HEADER.pack(seq, code, present), offset)
-            if not self._index_offsets or offset - self._index_offsets[-1] >= INDEX_SPACING:
-                self._index_seqs.append(seq)
-                self._index_offsets.append(offset)
-            self._last_logged_seq = seq
+            self._index_run(seq, offset)
+            self._last_logged_seq = seq + max(0, -(-present // _chunk_size(code, length)) - 1)
             self.total_bytes += present
             offset += _HEADER.size + present
         if offset < size:
@@ -239,6 +247,17 @@ class OutputStore:
         self._remember(first_seq, stream, pieces)
         if self._log_size > grown:
             self._budget.logged(self, self._log_size - grown)
+            self._keep_cap()
+
+    def _keep_cap(self) -> None:
+        """Past `log_bytes`, cut the head down to 7/8 of it (not again at every chunk):
+        the newest bytes stay. Where holes cannot be made the log stops instead."""
+        if self.log_bytes <= self._log_cap or self._log_path is None:
+            return
+        if not self._budget.can_punch(self._log_path.parent):
+            self.stop_log(f"reached its limit of {self._log_cap} bytes")
+            return
+        self.cut_head(self._log_cap - self._log_cap // 8)
 
     @property
     def splices(self) -> bool:
@@ -251,23 +270,33 @@ class OutputStore:
         """Move `size` bytes waiting in `pipe` into the log as records of at most `chunk`
         bytes, then read them back: the chunks `first_seq`, ... (see the module doc).
 
-        None when the log cannot take them (its cap, a full disk): the caller
-        reads them instead, and they live in memory only, as without splice.
+        None when the log cannot take them (a full disk, or its cap where holes
+        cannot be made): the caller reads them instead, and they live in memory
+        only, as without splice.
         """
         if self._log_pending:
             self._open_log()
         fd = self._log_fd
-        if fd is None or self._log_size + size + _HEADER.size * (-(-size // chunk)) > self._log_cap:
+        if fd is None:
             return None
         code, start, offset = STREAM_CODES[stream], self._log_size, self._log_size
         sizes: list[int] = []
         failed: OSError | None = None
-        while sum(sizes) < size and failed is None:
-            length = min(chunk, size - sum(sizes))
+        run = _run_code(code, chunk)
+        if run != code:  # one record for the run: one header, one splice
+            moved, failed = _splice_record(fd, pipe, offset, first_seq, run, size)
+            if moved:
+                sizes = [min(chunk, moved - at) for at in range(0, moved, chunk)]
+                self._index_run(first_seq, offset)
+                offset += _HEADER.size + moved
+        left = size
+        while run == code and left > 0 and failed is None:
+            length = min(chunk, left)
             moved, failed = _splice_record(fd, pipe, offset, first_seq + len(sizes), code, length)
             if moved == 0:
                 break
             sizes.append(moved)
+            left -= moved
             offset += _HEADER.size + moved
             if moved < length:
                 break  # the pipe held less than it said: the rest is the next run's
@@ -276,19 +305,27 @@ class OutputStore:
             self._stop_log(f"output log write failed ({reason})")
         if not sizes:
             return None
-        blob = os.pread(fd, offset - start, start)
-        pieces, pos = [], 0
+        pieces = []
+        at = start + _HEADER.size
         for seq, length in enumerate(sizes, first_seq):
-            if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
-                self._index_seqs.append(seq)
-                self._index_offsets.append(self._log_size)
-            pieces.append(blob[pos + _HEADER.size : pos + _HEADER.size + length])
-            pos += _HEADER.size + length
-            self._log_size += _HEADER.size + length
+            if run == code:
+                self._index_run(seq, at - _HEADER.size)
+            # One read per chunk, straight into it: no blob copied out again
+            # (measured: 0.053 against 0.063 s/GB for one read and slices).
+            pieces.append(os.pread(fd, length, at))
+            at += length + (_HEADER.size if run == code else 0)
             self._last_logged_seq = seq
+        self._log_size = offset
         self._remember(first_seq, stream, pieces)
         self._budget.logged(self, offset - start)
+        self._keep_cap()
         return pieces
+
+    def _index_run(self, seq: int, offset: int) -> None:
+        """An index entry for the record at `offset` (its first seq), if one is due."""
+        if not self._index_offsets or offset - self._index_offsets[-1] >= self._spacing:
+            self._index_seqs.append(seq)
+            self._index_offsets.append(offset)
 
     def _remember(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
         held = self._memory_bytes
@@ -331,12 +368,12 @@ class OutputStore:
         head, first = self._index_offsets[k], self._index_seqs[k]
         if head <= self._head.offset:
             return
-        before = self.log_bytes
+        before, punched = self.log_bytes, max(_BLOCK, self._head.offset // _BLOCK * _BLOCK)
         self._head.offset = head  # first: a reader in a thread now skips what goes
         with contextlib.suppress(OSError):  # then the bytes would stay: nothing is lost
             os.pwrite(fd, _HEADER.pack(head, CUT, 0), 0)
-            if head // _BLOCK > 1:
-                punch_hole(fd, _BLOCK, (head // _BLOCK - 1) * _BLOCK)
+            if head // _BLOCK * _BLOCK > punched:  # the blocks a previous cut left
+                punch_hole(fd, punched, head // _BLOCK * _BLOCK - punched)
         del self._index_seqs[:k], self._index_offsets[:k]
         self._dropped_upto = max(self._dropped_upto, first - 1)
         held = self._memory_bytes
@@ -377,7 +414,7 @@ class OutputStore:
             self._stop_log(f"output log {why}")
 
     def _is_logged(self, seq: int) -> bool:
-        # The log holds a prefix of the chunks: it only ever stops, never skips.
+        # The log holds every chunk up to here (from its head on): it stops or is cut, never skips.
         return seq <= self._last_logged_seq
 
     def _log(self, first_seq: int, stream: str, pieces: list[bytes]) -> None:
@@ -389,18 +426,9 @@ class OutputStore:
         parts: list[bytes] = []
         run_len = 0
         for seq, data in enumerate(pieces, first_seq):
-            record_len = _HEADER.size + len(data)
-            if self._log_size + run_len + record_len > self._log_cap:
-                break  # the log keeps the chunks that fit, as if they came one by one
             parts += (_HEADER.pack(seq, code, len(data)), data)
-            run_len += record_len
-        fitting = pieces[: len(parts) // 2]
-        stop = (
-            None if len(fitting) == len(pieces) else f"reached its limit of {self._log_cap} bytes"
-        )
-        if not fitting:
-            self._stop_log(f"output log {stop}")
-            return
+            run_len += _HEADER.size + len(data)
+        fitting = pieces
         try:
             written = os.pwritev(self._log_fd, parts, self._log_size)
         except OSError as exc:
@@ -414,16 +442,15 @@ class OutputStore:
             whole = sum(_HEADER.size + len(data) for data in fitting)
             with contextlib.suppress(OSError):
                 os.ftruncate(self._log_fd, self._log_size + whole)
-            stop = "write failed (disk full)"
         for seq, data in enumerate(fitting, first_seq):
-            if not self._index_offsets or self._log_size - self._index_offsets[-1] >= INDEX_SPACING:
+            if not self._index_offsets or self._log_size - self._index_offsets[-1] >= self._spacing:
                 self._index_seqs.append(seq)
                 self._index_offsets.append(self._log_size)
             self._log_size += _HEADER.size + len(data)
         if fitting:
             self._last_logged_seq = first_seq + len(fitting) - 1
-        if stop is not None:
-            self._stop_log(f"output log {stop}")
+        if written < run_len:
+            self._stop_log("output log write failed (disk full)")
 
     def _stop_log(self, why: str) -> None:
         self.failure = f"{why}; later output is kept only in memory"
@@ -460,11 +487,15 @@ class OutputStore:
         """Whether the next chunk after `after_seq` is no longer in memory, only in the log.
 
         Memory let go of every chunk up to `_evicted_upto`; the log holds every
-        chunk up to `_last_logged_seq` (from its head on). (Seqs have holes:
-        exited/closed take some, so `after_seq + 1 < first in memory` alone does not say.)
+        chunk up to `_last_logged_seq` from its first record on (what a cut left).
+        (Seqs have holes: exited/closed take some, so `after_seq + 1 < first in
+        memory` alone does not say.) A cursor below a cut reads on from it: from
+        memory if the cut took all the log held that memory does not.
         """
-        logged = self._head.offset != UNLIMITED
-        return logged and min(self._evicted_upto, self._last_logged_seq) > after_seq
+        if self._head.offset == UNLIMITED or not self._index_seqs:
+            return False
+        after_seq = max(after_seq, self._index_seqs[0] - 1)
+        return min(self._evicted_upto, self._last_logged_seq) > after_seq
 
     def take_memory(
         self, after_seq: int, stop_seq: int | None, budget: int
@@ -592,14 +623,17 @@ class LogRange:
                     continue
                 if code >= CUT:  # the index points past these: a range of a store that
                     return out, False  # went (a successor's scan reads them, not this)
-                if self.stop_seq is not None and seq >= self.stop_seq:
-                    return out, False
-                if seq > self.after_seq:
-                    if out and size + length > self.budget:
-                        return out, True
-                    data = view[pos + _HEADER.size : end].tobytes()
-                    out.append(Chunk(seq, STREAM_NAMES[code], data))
-                    size += length
+                stream, step = STREAM_NAMES[code & _STREAM_BITS], _chunk_size(code, length)
+                for at in range(pos + _HEADER.size, end, step):  # one chunk, or a run's
+                    if self.stop_seq is not None and seq >= self.stop_seq:
+                        return out, False
+                    if seq > self.after_seq:
+                        piece = min(step, end - at)
+                        if out and size + piece > self.budget:
+                            return out, True
+                        out.append(Chunk(seq, stream, view[at : at + piece].tobytes()))
+                        size += piece
+                    seq += 1
                 pos = end
             if pos == 0:
                 if self.head.offset > offset:
@@ -634,6 +668,21 @@ def _splice_record(
             else:
                 os.ftruncate(fd, offset)
     return moved, failed
+
+
+def _run_code(code: int, chunk: int) -> int:
+    """The code of a record holding a run of `chunk`-byte chunks, or `code` (one chunk a
+    record) where `chunk` is no power of two from 1 KiB to 4 MiB."""
+    bits = chunk.bit_length() - 10  # chunk == 2 ** (9 + bits)
+    if chunk & (chunk - 1) or not 1 <= bits <= 13:
+        return code
+    return code | bits << _RUN_SHIFT
+
+
+def _chunk_size(code: int, length: int) -> int:
+    """How many bytes each chunk of a record of `code` holds (`length`: one chunk)."""
+    bits = code >> _RUN_SHIFT
+    return 1 << (9 + bits) if bits else max(length, 1)
 
 
 def pipe_bytes(fd: int) -> int:

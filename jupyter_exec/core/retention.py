@@ -208,7 +208,7 @@ class Retention:
         if self.log_bytes <= target:
             return
         running = [s for s in self._running if s.log_bytes]
-        if not self._can_punch(where):  # they can only stop growing
+        if not self.can_punch(where):  # they can only stop growing
             for store in running:
                 store.stop_log("reached the logs' disk budget")
             return
@@ -216,7 +216,7 @@ class Retention:
         for store in running:
             store.cut_head(level)
 
-    def _can_punch(self, where: Path) -> bool:
+    def can_punch(self, where: Path) -> bool:
         """Whether this filesystem makes holes (most do: ext4, xfs, btrfs, tmpfs). The
         probe is a sparse file, so a full disk answers too; only "not supported" counts."""
         known = self._punch.get(where)

@@ -100,7 +100,9 @@ async def test_memory_only_retention_reports_first_seq(tmp_path):
         assert r.data.endswith(b"049" + b"." * 96)
 
 
-async def test_log_cap_sets_failure_and_keeps_memory(tmp_path):
+async def test_log_cap_keeps_the_newest_output(tmp_path):
+    """Past `log_bytes_per_process` the log's head is cut: the newest 50 KB stay, and
+    `firstSeq` is the first chunk a read from 0 returns (nothing below it comes)."""
     async with embedded(
         tmp_path, retained_bytes_per_process=10_000, log_bytes_per_process=50_000
     ) as (_, c):
@@ -113,11 +115,10 @@ async def test_log_cap_sets_failure_and_keeps_memory(tmp_path):
         await c.wait("p", 10)
         r = await c.read("p", 0, max_bytes=10**9)
         info = (await c.list())[0]
-        assert info.failure and "limit" in info.failure and r.failure == info.failure
-        assert r.data.startswith(b"0" * 999)  # the log still serves its start
-        tail = await c.read("p", r.next_seq - 1, max_bytes=10**9)
-        everything = r.data + tail.data
-        assert everything.endswith(str(99).zfill(999).encode() + b"\n")  # memory serves the end
+        assert info.failure is None and r.first_seq == info.first_seq > 1
+        assert r.chunks[0].seq == r.first_seq
+        expected = b"".join(str(i).zfill(999).encode() + b"\n" for i in range(100))
+        assert 40_000 <= len(r.data) <= 50_000 and expected.endswith(r.data)
 
 
 async def test_terminate_kills_setsid_escapees_that_ignore_sigterm(tmp_path):

@@ -69,15 +69,7 @@ async def test_logs_stay_within_their_budget_and_leave_room(
 ) -> None:
     budget = 50 * MiB
     with tiny_tmpfs("160m") as disk:
-        # Each log's own 1 GiB cap counts all it ever wrote (not what a cut left), and five
-        # `yes` can write that in these seconds: lifted here, this test is about the shared
-        # budget.
-        settings = {
-            "log_dir": str(disk),
-            "logs_max_use": budget,
-            "logs_keep_free": "15%",
-            "log_bytes_per_process": 1 << 40,
-        }
+        settings = {"log_dir": str(disk), "logs_max_use": budget, "logs_keep_free": "15%"}
         daemon_settings(monkeypatch, runtime.parent / f"{runtime.name}-config", **settings)
         c = await connect(runtime)
         follower = await connect(runtime)
@@ -148,6 +140,75 @@ async def _fill_and_check(c: ExecClient, follower: ExecClient, disk: Path, budge
     # The lagging subscriber got chunks in seq order, each real output, never a hole.
     assert seen and all(a[0] < b[0] for a, b in itertools.pairwise(seen))
     assert all(set(data.split(b"\n")[:-1]) == {b"y"} for _, data in seen)
+
+
+def lines(first: int, last: int) -> bytes:
+    """What `seq -f %015g FIRST LAST` prints: 16 bytes a line."""
+    return b"".join(b"%015d\n" % n for n in range(first, last + 1))
+
+
+async def everything_from_the_start(c: ExecClient, process_id: str) -> tuple[int, bytes]:
+    """`firstSeq` and all readable output, paged from seq 0; no chunk below `firstSeq`."""
+    data, after, first_seq = b"", 0, 0
+    while page := await c.read(process_id, after, max_bytes=64 << 10):
+        if not page.chunks:
+            break
+        first_seq = first_seq or page.first_seq
+        assert page.first_seq == first_seq  # nothing more went meanwhile (the process sleeps)
+        if after == 0:
+            assert page.chunks[0].seq == first_seq > 1, (page.chunks[0].seq, first_seq)
+        assert all(ch.seq >= first_seq for ch in page.chunks)
+        data += b"".join(ch.data for ch in page.chunks)
+        after = page.chunks[-1].seq
+    return first_seq, data
+
+
+async def test_a_flood_past_its_log_cap_keeps_its_newest_output_across_a_kill(
+    runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-process cap cuts the log's head, as the disk budget does, instead of
+    stopping the log: the newest output stays on disk, where a SIGKILL cannot take it
+    (before: a stopped log kept later output in memory only; the next daemon reported
+    one `firstSeq` and returned chunks below it)."""
+    cap = 256 << 10
+    config = runtime.parent / f"{runtime.name}-config"
+    daemon_settings(
+        monkeypatch, config, log_bytes_per_process=cap, retained_bytes_per_process=32 << 10
+    )
+    burst = "seq -f %015g {} {}"
+    script = f"{burst.format(1, 60000)}; read x; {burst.format(60001, 120000)}; exec sleep 60"
+    c = await connect(runtime)
+    try:
+        await c.start("flood", ["sh", "-c", script], pipe_stdin=True)
+        await _wait_output(c, "flood", 60000)
+        first_seq, data = await everything_from_the_start(c, "flood")
+        assert cap // 2 <= len(data) <= cap and lines(1, 60000).endswith(data)
+        assert (await c.list())[0].failure is None  # nothing went that firstSeq does not say
+    finally:
+        await c.close()
+    kill_daemon(runtime)
+    c = await connect(runtime)
+    try:  # the next daemon serves the same, and cuts on as the process floods again
+        assert await everything_from_the_start(c, "flood") == (first_seq, data)
+        await c.write("flood", b"go\n")
+        await _wait_output(c, "flood", 120000)
+        first_seq, data = await everything_from_the_start(c, "flood")
+        assert cap // 2 <= len(data) <= cap and lines(60001, 120000).endswith(data)
+        await c.terminate("flood", 0)
+    finally:
+        await c.close()
+
+
+async def _wait_output(c: ExecClient, process_id: str, last: int) -> None:
+    """Until line `last` came (output_bytes counts only the log's bytes after a restart)."""
+    deadline = time.monotonic() + 30
+    while True:
+        info = (await c.list())[0]
+        newest = await c.read(process_id, max(0, info.next_seq - 2))
+        if newest.data.endswith(lines(last, last)):
+            return
+        assert time.monotonic() < deadline, info
+        await asyncio.sleep(0.05)
 
 
 #: Lines of `seq -f PREFIX-%010g`: 17 bytes each, 200,005 bytes in all.

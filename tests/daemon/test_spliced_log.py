@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 from jupyter_exec.core.output import STREAM_CODES, OutputStore
+from jupyter_exec.core.retention import Retention
 
 HEADER = struct.Struct("<QBI")
 
@@ -64,12 +65,79 @@ def test_a_header_without_bytes_is_dropped(tmp_path: Path) -> None:
         store.close(remove=False)
 
 
-def test_splice_past_the_log_cap_is_refused_and_the_bytes_stay(tmp_path: Path) -> None:
+def test_splice_past_the_log_cap_cuts_the_head(tmp_path: Path) -> None:
+    """The newest bytes stay; where holes cannot be made, the log stops instead and
+    the next splice is refused (the bytes stay in the pipe for the caller to read)."""
     store = OutputStore(tmp_path / "x.log", 1 << 20, 40, splice=True)
     r, w = os.pipe()
+    os.write(w, b"abcdefghij" * 3)
+    assert store.splice_run(1, "stdout", r, 30, chunk=10) == [b"abcdefghij"] * 3
+    assert store.log_bytes <= 40 and store.first_seq == 3  # 3 headers + 30 > 40
+    assert chunks(store) == [(3, b"abcdefghij")]
+    store.close(remove=True)
+    flat = Retention()
+    flat._punch[tmp_path] = False  # as on a filesystem without holes
+    store = OutputStore(tmp_path / "y.log", 1 << 20, 40, splice=True, budget=flat)
     os.write(w, b"x" * 30)
-    assert store.splice_run(1, "stdout", r, 30, chunk=10) is None  # 3 headers + 30 > 40
-    assert os.read(r, 100) == b"x" * 30  # nothing left the pipe: the caller reads it
+    assert store.splice_run(1, "stdout", r, 30, chunk=10) == [b"x" * 10] * 3
+    assert store.failure and "limit of 40 bytes" in store.failure and store.first_seq == 1
+    os.write(w, b"y" * 5)
+    assert store.splice_run(4, "stdout", r, 5, chunk=10) is None
+    assert os.read(r, 100) == b"y" * 5  # nothing left the pipe: the caller reads it
+    store.close(remove=True)
+    os.close(r)
+    os.close(w)
+
+
+def test_a_spliced_run_is_one_record_read_back_as_its_chunks(tmp_path: Path) -> None:
+    """A power-of-two chunk size: the run goes pipe -> log as one record (one header, one
+    splice); every reader splits it into the same chunks: the store, a `LogRange` from any
+    cursor within its budget, and the next daemon, also where the daemon died inside it."""
+    path, kib = tmp_path / "x.log", 1 << 10
+    store = OutputStore(path, 4 * kib, 1 << 30, splice=True)
+    r, w = os.pipe()
+    data = bytes(range(256)) * 10  # 2560 bytes: chunks of 1024, 1024, 512
+    os.write(w, data)
+    pieces = store.splice_run(1, "stderr", r, len(data), chunk=kib)
+    assert pieces == [data[:kib], data[kib : 2 * kib], data[2 * kib :]]
+    assert path.stat().st_size == HEADER.size + len(data)  # one record
+    os.write(w, b"z" * 1500)
+    assert store.splice_run(4, "stderr", r, 1500, chunk=kib) == [b"z" * kib, b"z" * 476]
+    expected = [(1, data[:kib]), (2, data[kib : 2 * kib]), (3, data[2 * kib :])]
+    expected += [(4, b"z" * kib), (5, b"z" * 476)]
+    assert chunks(store) == expected and store.last_seq == 5
+    for after in range(6):  # from the log (memory holds the newest 4 KiB only)
+        span = store.log_range(after, None, kib)
+        got = span.read()[0] if span is not None else store.take_memory(after, None, kib)[0]
+        assert [(c.seq, c.data) for c in got] == expected[after : after + 1]
+        assert {c.stream for c in got} <= {"stderr"}
+    store.close(remove=False)
+    again = OutputStore.reopen(path, 4 * kib, 1 << 30)
+    assert chunks(again) == expected and (again.last_seq, again.total_bytes) == (5, 4060)
+    again.close(remove=False)
+    # The daemon died inside the second run's splice: 1,100 of its 1,500 bytes logged.
+    path.write_bytes(path.read_bytes()[: -1500 + 1100])
+    torn = OutputStore.reopen(path, 4 * kib, 1 << 30)
+    assert chunks(torn)[3:] == [(4, b"z" * kib), (5, b"z" * 76)] and torn.last_seq == 5
+    torn.append(6, "stdout", b"on")  # the next daemon's seqs go on
+    assert [c.seq for c in torn.read(5, 1 << 20)] == [6]
+    torn.close(remove=True)
+    os.close(r)
+    os.close(w)
+
+
+def test_a_cut_and_the_cap_keep_whole_runs(tmp_path: Path) -> None:
+    """Cuts fall between records: a run goes whole, and `first_seq` is its first chunk's."""
+    kib = 1 << 10
+    store = OutputStore(tmp_path / "x.log", 1 << 20, 8 * kib, splice=True)
+    r, w = os.pipe()
+    for n in range(10):  # runs of 3 chunks: seqs 1-3, 4-6, ...
+        os.write(w, bytes([n]) * 2 * kib + bytes([n]) * 100)
+        assert len(store.splice_run(3 * n + 1, "stdout", r, 2 * kib + 100, chunk=kib)) == 3
+    assert store.log_bytes <= 8 * kib and (store.first_seq - 1) % 3 == 0
+    got = chunks(store)
+    assert got[0][0] == store.first_seq and got[-1] == (30, b"\x09" * 100)
+    assert all(data == bytes([(seq - 1) // 3]) * len(data) for seq, data in got)
     store.close(remove=True)
     os.close(r)
     os.close(w)
