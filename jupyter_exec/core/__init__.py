@@ -2,7 +2,8 @@
 
 - `child` spawns PTY and pipe children; `process` numbers their output and
   follows their exit; `record` is a process as plain data (what the holder
-  and the persister keep); `output` keeps output in memory and in a log;
+  and the persister keep); `output` keeps output in memory and in a log
+  (whose records `log_records` writes and reads);
   `retention` is one memory and one disk budget for all of it; `registry`
   holds them all, `launch` is a checked start that each run spawns from, and
   `scheduler` restarts, queues and orders them (SPEC 11).

@@ -42,33 +42,31 @@ import termios
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..wire.schema import Chunk
+from .log_records import (
+    CUT,
+    GONE,
+    HEADER,
+    STREAM_CODES,
+    Head,
+    LogRange,
+    chunk_size,
+    run_code,
+    splice_record,
+    whole_records,
+)
 from .retention import UNLIMITED, Retention, punch_hole
 
 __all__ = [
     "CHUNK_OVERHEAD",
     "INDEX_SPACING",
-    "STREAM_CODES",
-    "STREAM_NAMES",
-    "Head",
-    "LogRange",
     "OutputStore",
     "pipe_bytes",
 ]
 
 
-_HEADER = struct.Struct("<QBI")
-STREAM_CODES = {"stdout": 0, "stderr": 1, "pty": 2}
-STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
-#: Record kinds that carry no output. CUT (at offset 0 only): its seq field is
-#: the offset of the first record kept. GONE (a log's only record): its seq is
-#: the last seq of the output, all of which went.
-CUT, GONE = 254, 255
-_STREAM_BITS, _RUN_SHIFT = 0x0F, 4
 #: A cut leaves the first block (the cut record's) and punches whole blocks after it.
 _BLOCK = 4096
 #: What one retained chunk costs in memory beyond its payload (the Chunk, its
@@ -77,17 +75,6 @@ _BLOCK = 4096
 CHUNK_OVERHEAD = 128
 #: One index entry per this many bytes of log (see the module docstring).
 INDEX_SPACING = 64 * 1024
-#: How much log one pread fetches while scanning forward.
-_READ_WINDOW = 1 << 20
-
-
-class Head:
-    """Where a log's first kept record is: shared with the `LogRange`s read in threads."""
-
-    __slots__ = ("offset",)
-
-    def __init__(self) -> None:
-        self.offset = 0
 
 
 class OutputStore:
@@ -189,27 +176,27 @@ class OutputStore:
         """Index the records; a torn last one is cut to the bytes it has (see the module doc)."""
         size = os.fstat(fd).st_size
         offset = 0
-        while offset + _HEADER.size <= size:
-            seq, code, length = _HEADER.unpack(os.pread(fd, _HEADER.size, offset))
+        while offset + HEADER.size <= size:
+            seq, code, length = HEADER.unpack(os.pread(fd, HEADER.size, offset))
             if code == CUT and offset == 0:
                 offset = self._head.offset = seq
                 continue
             if code == GONE and offset == 0:
                 self._head.offset = UNLIMITED
                 self._last_logged_seq = self._dropped_upto = seq
-                offset = _HEADER.size
+                offset = HEADER.size
                 break
             if not self._index_offsets and offset > 0:  # the first record after a cut
                 self._dropped_upto = seq - 1
-            present = min(length, size - offset - _HEADER.size)
+            present = min(length, size - offset - HEADER.size)
             if present == 0 and length > 0:
                 break  # a header whose bytes never came: they are still in the pipe
             if present < length:  # the writer died inside this record
-                os.pwrite(fd, _HEADER.pack(seq, code, present), offset)
+                os.pwrite(fd, HEADER.pack(seq, code, present), offset)
             self._index_run(seq, offset)
-            self._last_logged_seq = seq + max(0, -(-present // _chunk_size(code, length)) - 1)
+            self._last_logged_seq = seq + max(0, -(-present // chunk_size(code, length)) - 1)
             self.total_bytes += present
-            offset += _HEADER.size + present
+            offset += HEADER.size + present
         if offset < size:
             os.ftruncate(fd, offset)
         self._log_size = offset
@@ -282,22 +269,22 @@ class OutputStore:
         code, start, offset = STREAM_CODES[stream], self._log_size, self._log_size
         sizes: list[int] = []
         failed: OSError | None = None
-        run = _run_code(code, chunk)
+        run = run_code(code, chunk)
         if run != code:  # one record for the run: one header, one splice
-            moved, failed = _splice_record(fd, pipe, offset, first_seq, run, size)
+            moved, failed = splice_record(fd, pipe, offset, first_seq, run, size)
             if moved:
                 sizes = [min(chunk, moved - at) for at in range(0, moved, chunk)]
                 self._index_run(first_seq, offset)
-                offset += _HEADER.size + moved
+                offset += HEADER.size + moved
         left = size
         while run == code and left > 0 and failed is None:
             length = min(chunk, left)
-            moved, failed = _splice_record(fd, pipe, offset, first_seq + len(sizes), code, length)
+            moved, failed = splice_record(fd, pipe, offset, first_seq + len(sizes), code, length)
             if moved == 0:
                 break
             sizes.append(moved)
             left -= moved
-            offset += _HEADER.size + moved
+            offset += HEADER.size + moved
             if moved < length:
                 break  # the pipe held less than it said: the rest is the next run's
         if failed is not None:
@@ -306,14 +293,14 @@ class OutputStore:
         if not sizes:
             return None
         pieces = []
-        at = start + _HEADER.size
+        at = start + HEADER.size
         for seq, length in enumerate(sizes, first_seq):
             if run == code:
-                self._index_run(seq, at - _HEADER.size)
+                self._index_run(seq, at - HEADER.size)
             # One read per chunk, straight into it: no blob copied out again
             # (measured: 0.053 against 0.063 s/GB for one read and slices).
             pieces.append(os.pread(fd, length, at))
-            at += length + (_HEADER.size if run == code else 0)
+            at += length + (HEADER.size if run == code else 0)
             self._last_logged_seq = seq
         self._log_size = offset
         self._remember(first_seq, stream, pieces)
@@ -371,7 +358,7 @@ class OutputStore:
         before, punched = self.log_bytes, max(_BLOCK, self._head.offset // _BLOCK * _BLOCK)
         self._head.offset = head  # first: a reader in a thread now skips what goes
         with contextlib.suppress(OSError):  # then the bytes would stay: nothing is lost
-            os.pwrite(fd, _HEADER.pack(head, CUT, 0), 0)
+            os.pwrite(fd, HEADER.pack(head, CUT, 0), 0)
             if head // _BLOCK * _BLOCK > punched:  # the blocks a previous cut left
                 punch_hole(fd, punched, head // _BLOCK * _BLOCK - punched)
         del self._index_seqs[:k], self._index_offsets[:k]
@@ -394,12 +381,12 @@ class OutputStore:
         fd = self._reader_fd()
         if fd is not None:
             with contextlib.suppress(OSError):  # a successor finds the whole log or the record
-                os.pwrite(fd, _HEADER.pack(last, GONE, 0), 0)
-                os.ftruncate(fd, _HEADER.size)
+                os.pwrite(fd, HEADER.pack(last, GONE, 0), 0)
+                os.ftruncate(fd, HEADER.size)
             os.close(fd)
         self._log_fd = self._read_fd = None
         self._log_pending = False
-        self._log_size = _HEADER.size
+        self._log_size = HEADER.size
         del self._index_seqs[:], self._index_offsets[:]
         held = self._memory_bytes
         self._memory.clear()
@@ -426,8 +413,8 @@ class OutputStore:
         parts: list[bytes] = []
         run_len = 0
         for seq, data in enumerate(pieces, first_seq):
-            parts += (_HEADER.pack(seq, code, len(data)), data)
-            run_len += _HEADER.size + len(data)
+            parts += (HEADER.pack(seq, code, len(data)), data)
+            run_len += HEADER.size + len(data)
         fitting = pieces
         try:
             written = os.pwritev(self._log_fd, parts, self._log_size)
@@ -438,15 +425,15 @@ class OutputStore:
         if written < run_len:
             # The disk filled up inside this run: keep the records written whole
             # and cut the torn one off, so the log holds whole records only.
-            fitting = _whole_records(fitting, written)
-            whole = sum(_HEADER.size + len(data) for data in fitting)
+            fitting = whole_records(fitting, written)
+            whole = sum(HEADER.size + len(data) for data in fitting)
             with contextlib.suppress(OSError):
                 os.ftruncate(self._log_fd, self._log_size + whole)
         for seq, data in enumerate(fitting, first_seq):
             if not self._index_offsets or self._log_size - self._index_offsets[-1] >= self._spacing:
                 self._index_seqs.append(seq)
                 self._index_offsets.append(self._log_size)
-            self._log_size += _HEADER.size + len(data)
+            self._log_size += HEADER.size + len(data)
         if fitting:
             self._last_logged_seq = first_seq + len(fitting) - 1
         if written < run_len:
@@ -554,159 +541,7 @@ class OutputStore:
             self._log_path.unlink(missing_ok=True)
 
 
-@dataclass(slots=True, frozen=True)
-class LogRange:
-    """Records of one log between two offsets, filtered by seq; safe to read in a thread."""
-
-    path: Path
-    start: int
-    end: int
-    after_seq: int
-    stop_seq: int | None
-    budget: int
-    #: The log's head, which a cut moves on: nothing before it is read.
-    head: Head
-
-    def read(self) -> tuple[list[Chunk], bool]:
-        """Chunks (after_seq, stop_seq) within budget; True if cut short. [] if the log is gone."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # removed with its process
-            return [], False
-        try:
-            return self.read_fd(fd)
-        except OSError:  # an I/O error: what it cannot read stays unread, like the log's tail
-            return [], False
-        finally:
-            os.close(fd)
-
-    def read_cached(self) -> tuple[list[Chunk], bool] | None:
-        """`read` without blocking: None unless the page cache holds it all (RWF_NOWAIT).
-
-        Recent output usually is still cached, so a lagging client is served
-        inline, without a thread hop per MiB; the rest is read in a thread.
-        """
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            return self.read_fd(fd, _pread_cached)
-        except OSError:  # not cached, not supported here, or an error `read` will meet
-            return None
-        finally:
-            os.close(fd)
-
-    def read_fd(
-        self, fd: int, pread: Callable[[int, int, int], bytes | bytearray] = os.pread
-    ) -> tuple[list[Chunk], bool]:
-        out: list[Chunk] = []
-        size = 0
-        offset = self.start
-        while offset < self.end:
-            blob = pread(fd, min(_READ_WINDOW, self.end - offset), offset)
-            if self.head.offset > offset:  # a cut came: what was read may be a hole
-                offset = self.head.offset
-                continue
-            view = memoryview(blob)  # a chunk is one copy of its record, whatever `blob` is
-            pos = 0
-            while pos + _HEADER.size <= len(blob):
-                seq, code, length = _HEADER.unpack_from(blob, pos)
-                end = pos + _HEADER.size + length
-                if end > len(blob):
-                    if pos > 0:
-                        break  # the next window starts with this record
-                    blob = pread(fd, end, offset)  # one record larger than the window
-                    view = memoryview(blob)
-                    if end > len(blob) or self.head.offset > offset:
-                        break  # the file is shorter than its index says, or was cut
-                    continue
-                if code >= CUT:  # the index points past these: a range of a store that
-                    return out, False  # went (a successor's scan reads them, not this)
-                stream, step = STREAM_NAMES[code & _STREAM_BITS], _chunk_size(code, length)
-                for at in range(pos + _HEADER.size, end, step):  # one chunk, or a run's
-                    if self.stop_seq is not None and seq >= self.stop_seq:
-                        return out, False
-                    if seq > self.after_seq:
-                        piece = min(step, end - at)
-                        if out and size + piece > self.budget:
-                            return out, True
-                        out.append(Chunk(seq, stream, view[at : at + piece].tobytes()))
-                        size += piece
-                    seq += 1
-                pos = end
-            if pos == 0:
-                if self.head.offset > offset:
-                    continue  # cut under us: on from the new head
-                break  # a torn tail: nothing more to read
-            offset += pos
-        return out, False
-
-
-def _splice_record(
-    fd: int, pipe: int, offset: int, seq: int, code: int, length: int
-) -> tuple[int, OSError | None]:
-    """One record at `offset`: its header, then up to `length` bytes spliced from `pipe`.
-
-    Returns how many bytes moved, and the error that stopped it, if any; a
-    record cut short gets a header that says so, one with no bytes is cut off.
-    """
-    moved, failed = 0, None
-    try:
-        os.pwrite(fd, _HEADER.pack(seq, code, length), offset)
-        while moved < length:
-            step = os.splice(pipe, fd, length - moved, offset_dst=offset + _HEADER.size + moved)
-            if step == 0:
-                break
-            moved += step
-    except OSError as exc:
-        failed = exc
-    if moved < length:
-        with contextlib.suppress(OSError):
-            if moved:
-                os.pwrite(fd, _HEADER.pack(seq, code, moved), offset)
-            else:
-                os.ftruncate(fd, offset)
-    return moved, failed
-
-
-def _run_code(code: int, chunk: int) -> int:
-    """The code of a record holding a run of `chunk`-byte chunks, or `code` (one chunk a
-    record) where `chunk` is no power of two from 1 KiB to 4 MiB."""
-    bits = chunk.bit_length() - 10  # chunk == 2 ** (9 + bits)
-    if chunk & (chunk - 1) or not 1 <= bits <= 13:
-        return code
-    return code | bits << _RUN_SHIFT
-
-
-def _chunk_size(code: int, length: int) -> int:
-    """How many bytes each chunk of a record of `code` holds (`length`: one chunk)."""
-    bits = code >> _RUN_SHIFT
-    return 1 << (9 + bits) if bits else max(length, 1)
-
-
 def pipe_bytes(fd: int) -> int:
     """How many bytes wait in a pipe or PTY (FIONREAD), without taking them."""
     buf = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
     return int(struct.unpack("i", buf)[0])
-
-
-def _whole_records(pieces: list[bytes], written: int) -> list[bytes]:
-    """The pieces whose records a short write of `written` bytes left whole."""
-    end = 0
-    for count, data in enumerate(pieces):
-        end += _HEADER.size + len(data)
-        if end > written:
-            return pieces[:count]
-    return pieces
-
-
-def _pread_cached(fd: int, size: int, offset: int) -> bytearray:
-    """`os.pread` that raises BlockingIOError unless all of it is in the page cache.
-
-    The buffer itself is returned: its records are copied out once (`read_fd`).
-    """
-    buf = bytearray(size)
-    if os.preadv(fd, [buf], offset, os.RWF_NOWAIT) < size:
-        raise BlockingIOError("not all cached")  # or the file is shorter: `read` decides
-    return buf

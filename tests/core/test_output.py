@@ -13,7 +13,7 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jupyter_exec.core import output
+from jupyter_exec.core import log_records, output
 from jupyter_exec.core.output import OutputStore
 
 chunk_lists = st.lists(
@@ -75,7 +75,7 @@ def test_paging_returns_exactly_the_readable_chunks(
             assert store._last_logged_seq == max(chunks, default=0)
             assert store.log_bytes <= log_cap or len(store._index_seqs) == 1
             if store.first_seq > 1:
-                record = output._HEADER.size + max(len(d) for d in chunks.values())
+                record = log_records.HEADER.size + max(len(d) for d in chunks.values())
                 assert store.log_bytes + store._spacing + record >= log_cap - log_cap // 8
             assert readable == [q for q in chunks if q >= store._index_seqs[0]]
         got, cursor = [], 0

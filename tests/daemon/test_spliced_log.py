@@ -11,7 +11,8 @@ import os
 import struct
 from pathlib import Path
 
-from jupyter_exec.core.output import STREAM_CODES, OutputStore
+from jupyter_exec.core.log_records import STREAM_CODES
+from jupyter_exec.core.output import OutputStore
 from jupyter_exec.core.retention import Retention
 
 HEADER = struct.Struct("<QBI")
