@@ -33,7 +33,7 @@ from ..wire.protocol import ReadParams, StartParams
 from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy
 from ..wire.schema import Chunk
-from . import limits, sandbox
+from . import limits, sandbox, transparent_tcp
 from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
 from .confinement import resolve_cwd
 from .output import OutputStore
@@ -178,7 +178,8 @@ class Registry:
             argv[0] = params.arg0
         size = params.size
         log_dir = self._ensure_log_dir()
-        box = self.sandbox_for(policies, cwd, env, rules)
+        relay = transparent_tcp.requested()  # Codex's `transparentTcp` (rpc/network_proxy.py)
+        box = self.sandbox_for(policies, cwd, env, rules, relay)
         confine = box.preexec if box is not None else None
         preexec = sandbox.preexec_chain(limits.preexec(params.limits), confine)
         spec = ChildSpec(
@@ -238,15 +239,21 @@ class Registry:
         cwd: str,
         env: dict[str, str],
         rules: FrontRules,
+        relay: transparent_tcp.Relay | None = None,
     ) -> sandbox.Sandbox | None:
         """The sandbox a start in `cwd` runs in (None: none); `env` loses what would lead
         back to us. Also for a helper child run before a start (a shell snapshot's
-        capture, core/shell_snapshot.py); the caller closes it."""
+        capture, core/shell_snapshot.py); the caller closes it. With a `relay`, the
+        child gets its own network namespace whose TCP all goes through it."""
         conf = self.confinement(requested, cwd, rules, env, self._ensure_log_dir())
         if conf is None:
+            if relay is not None:
+                raise InvalidParamsError("transparent TCP requires a managed Linux sandbox")
             return None
         sandbox.check_available()
-        box = sandbox.Sandbox(conf, cwd)
+        if relay is not None:  # its network is the relay's, whatever the policy said
+            conf = dataclasses.replace(conf, network=True)
+        box = sandbox.Sandbox(conf, cwd, relay.namespace.setup if relay else None)
         sandbox.scrub_env(env)
         if box.tmp is not None:
             env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)

@@ -301,7 +301,9 @@ class Sandbox:
     parent's copy of the ruleset once the child has started.
     """
 
-    def __init__(self, conf: Confinement, cwd: str) -> None:
+    def __init__(
+        self, conf: Confinement, cwd: str, in_namespace: Callable[[], None] | None = None
+    ) -> None:
         for path in conf.hidden:
             if _inside(os.path.realpath(cwd), path):
                 raise InvalidParamsError(
@@ -313,7 +315,10 @@ class Sandbox:
         self._maps = (f"{os.getuid()} {os.getuid()} 1".encode(),
                       f"{os.getgid()} {os.getgid()} 1".encode())  # fmt: skip
         self._mounts = self._plan()
-        self._flags = CLONE_NEWUSER | CLONE_NEWNS | (0 if conf.network else CLONE_NEWNET)
+        #: Run in the child's own network namespace before the mounts (transparent TCP).
+        self._in_namespace = in_namespace
+        own_net = in_namespace is not None or not conf.network
+        self._flags = CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWNET if own_net else 0)
         ruleset = landlock.Ruleset(conf.network)
         try:
             ruleset.allow("/", landlock.READ)
@@ -376,6 +381,8 @@ class Sandbox:
                 os.write(fd, data)
             finally:
                 os.close(fd)
+        if self._in_namespace is not None:
+            self._in_namespace()
         for mount in self._mounts:
             landlock.mount(*mount)
         if self.tmp is not None:  # a rule holds on the tmpfs, not on the dir it covers

@@ -19,9 +19,9 @@ Every decision goes to the client as ``network/policyDecision {processId,
 ...}``. The proxy stops when the process is closed.
 
 The proxy runs where the daemon runs; a command sandboxed without the network
-has its own network namespace and cannot reach it. ``transparentTcp: true``
-(Codex's route for all of a sandboxed command's TCP through its SOCKS5
-listener) is refused with -32602: we do not offer it (docs/codex.md).
+has its own network namespace and cannot reach it. With ``transparentTcp:
+true`` a sandboxed command gets its own network namespace whose TCP all goes
+through the SOCKS5 listener (rpc/transparent_tcp.py).
 ``enableSocks5`` adds a SOCKS5 listener with the same policy.
 """
 
@@ -33,9 +33,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core import transparent_tcp
 from ..core.network_proxy import NetworkProxy, ProxyPolicy
-from ..wire.errors import InvalidParamsError
+from ..core.transparent_tcp import Relay
 from ..wire.protocol import Params, StartParams, notification, parse_params
+from . import transparent_tcp as transparent
 
 if TYPE_CHECKING:
     from .context import CallContext
@@ -57,7 +59,7 @@ class ProxySettings(Params):
     domains: dict[str, Literal["allow", "deny", "none"]] | None = None
     unix_sockets: dict[str, Any] | None = None
     allow_local_binding: bool
-    #: Codex's wire has it (``[features.network_proxy] transparent_tcp``); we cannot do it.
+    #: Codex's ``[features.network_proxy] transparent_tcp`` (rpc/transparent_tcp.py).
     transparent_tcp: bool = False
 
 
@@ -80,10 +82,8 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
     assert p is not None
     if not p.proxy.enabled:
         return None
-    if p.proxy.transparent_tcp:
-        # Not offered (networkProxyTransparentTcp, docs/codex.md): refused rather than
-        # run with only the proxy variables, which a command may ignore.
-        raise InvalidParamsError("networkProxy.proxy.transparentTcp is not supported")
+    if p.proxy.transparent_tcp:  # all its TCP through the SOCKS5 listener (transparent_tcp.py)
+        transparent.check(params, p.proxy.enable_socks5)
     connection = ctx.connection
     timeout = (p.policy_decision_timeout_ms or 0) / 1000
 
@@ -122,12 +122,20 @@ async def behind_proxy(
     if proxy is None:
         yield start
         return
+    relay = transparent.relay_for(params, proxy)
     try:
-        yield parse_params(StartParams, with_proxy_env(params, proxy.env()))
+        with transparent_tcp.requesting(relay):  # the registry's start takes it
+            yield parse_params(StartParams, with_proxy_env(params, proxy.env()))
+        if relay is not None:
+            await relay.start()
     except BaseException:
+        if relay is not None:
+            await relay.aclose()
         await proxy.aclose()
         raise
     close_with(ctx, start.process_id, proxy)
+    if relay is not None:
+        close_with(ctx, start.process_id, relay)
 
 
 def with_proxy_env(params: Any, env: dict[str, str]) -> Any:
@@ -139,7 +147,7 @@ def with_proxy_env(params: Any, env: dict[str, str]) -> Any:
     return params
 
 
-def close_with(ctx: CallContext, process_id: str, proxy: NetworkProxy) -> None:
+def close_with(ctx: CallContext, process_id: str, proxy: NetworkProxy | Relay) -> None:
     """Stop `proxy` once the process is closed (or gone from the registry)."""
     proc = ctx.registry.find(process_id)
 
