@@ -37,7 +37,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import landlock
+from . import landlock, sandbox
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +402,14 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 # -- asking for it on a start -----------------------------------------------------------
+
+
+def unavailable() -> str | None:
+    """Why no command can get transparent TCP here, or None."""
+    if not os.path.exists("/dev/net/tun"):
+        return "there is no /dev/net/tun"
+    return sandbox.unavailable()
+
 
 #: The relay the `process/start` being handled asks for (set around the registry's start).
 _REQUESTED: ContextVar[Relay | None] = ContextVar("transparent_tcp", default=None)

@@ -17,7 +17,10 @@ from ..core import transparent_tcp
 from ..core.network_proxy import NetworkProxy
 from ..wire.errors import InvalidParamsError
 
-CAPABILITIES: dict[str, Any] = {"networkProxyTransparentTcp": True}
+
+def capabilities() -> dict[str, Any]:
+    """Offered only where it holds: sandboxes work and there is a TUN device."""
+    return {} if transparent_tcp.unavailable() else {"networkProxyTransparentTcp": True}
 
 
 def check(params: Any, enable_socks5: bool) -> None:
