@@ -13,8 +13,8 @@ pid namespace) that ours does not show the same.
 
 Codex's server needs ``bwrap`` on the command's ``PATH`` outside a temporary
 directory (Debian's ``bubblewrap``) and its ``CODEX_HOME`` outside one too
-(docs/codex.md): the module skips where bwrap is missing, and keeps Codex's
-home under ``~/.cache``.
+(docs/codex.md; conftest.py's `outside_temp`): the module skips where bwrap is
+missing.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ import os
 import shutil
 import socket
 import tempfile
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,7 +31,7 @@ import pytest
 from jupyter_exec.core.transparent_tcp import unavailable
 
 from ..rpc.test_transparent_tcp import greeter, host_address
-from .differential import Pair, Side, codex_side
+from .differential import Pair, Side
 from .test_differential_network import STARTS, behind_proxy, settings
 
 BWRAP = shutil.which("bwrap")
@@ -69,19 +67,6 @@ for target in sys.argv[1:]:
     except OSError as e:
         print(label, type(e).__name__)
 """
-
-
-@pytest.fixture(scope="module")
-def codex_server(
-    codex_launcher: Path, setup_home: Callable[[Path], None], server_environment: None
-) -> Iterator[Side]:
-    """Codex's exec-server with its home outside /tmp (where it refuses its helpers)."""
-    base = Path.home() / ".cache" / "jupyter-exec-test" / f"differential-{uuid.uuid4().hex[:8]}"
-    try:
-        with codex_side(codex_launcher, base, setup_home) as side:
-            yield side
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
