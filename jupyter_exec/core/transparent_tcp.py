@@ -213,9 +213,12 @@ class Resolver:
         self.names: dict[str, str] = {}
         self._addresses: dict[str, str] = {}
 
-    def address(self, name: str) -> str:
+    def address(self, name: str) -> str | None:
+        """`name`'s synthetic address (None: all 131070 are taken)."""
         name = name.lower().rstrip(".")
         if name not in self._addresses:
+            if len(self._addresses) + 2 >= SYNTHETIC.num_addresses:
+                return None
             address = str(SYNTHETIC[len(self._addresses) + 1])
             self._addresses[name] = address
             self.names[address] = name
@@ -237,9 +240,10 @@ class Resolver:
         kind, klass = struct.unpack_from("!HH", query, at)
         question = query[12 : at + 4]
         answers = b""
-        if kind == 1 and klass == 1 and labels:
-            address = socket.inet_aton(self.address(".".join(labels)))
-            answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + address
+        address = self.address(".".join(labels)) if kind == 1 and klass == 1 and labels else None
+        if address is not None:
+            packed = socket.inet_aton(address)
+            answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 1, 4) + packed
         flags = 0x8180 | (query[2] & 0x01) << 8  # response, recursion available, RD kept
         head = struct.pack("!HHHHHH", int.from_bytes(query[:2], "big"), flags, 1,
                            1 if answers else 0, 0, 0)  # fmt: skip

@@ -32,6 +32,13 @@ def test_names_get_synthetic_addresses_in_order() -> None:
     assert resolver.names == {"198.18.0.1": "example.com", "198.18.0.2": "other.test"}
 
 
+def test_a_full_pool_gives_no_address() -> None:
+    resolver = Resolver()
+    resolver._addresses = dict.fromkeys(map(str, range(131070)), "198.18.0.1")
+    reply = resolver.answer(query("one-too-many.test"))
+    assert reply is not None and struct.unpack_from("!HH", reply, 4) == (1, 0)
+
+
 def test_other_questions_get_no_address() -> None:
     """AAAA and the rest: an empty answer (the NAT carries IPv4 only), nothing allocated."""
     resolver = Resolver()

@@ -180,13 +180,23 @@ async def test_bad_starts_start_nothing(tmp_path: Path, start: dict[str, Any], w
         assert (await peer.call("process/list", {}))["result"]["processes"] == []
 
 
+def tuns() -> int:
+    """The TUN devices this (test and daemon) process holds open."""
+    return sum(1 for fd in os.listdir("/proc/self/fd") if _target(fd) == "/dev/net/tun")
+
+
+async def test_a_failed_start_leaves_no_relay(tmp_path: Path) -> None:
+    before, fds = tuns(), len(os.listdir("/proc/self/fd"))
+    start = {**transparent_start([], {}), "cwd": str(tmp_path / "missing")}
+    async with connected(tmp_path) as peer:
+        reply = await peer.call("process/start", start)
+        assert reply["error"]["code"] == -32602, reply
+        assert (await peer.call("process/list", {}))["result"]["processes"] == []
+    assert tuns() == before and len(os.listdir("/proc/self/fd")) <= fds
+
+
 async def test_the_relay_stops_with_its_process(tmp_path: Path) -> None:
     """No TUN descriptor is left open once the process is closed."""
-
-    def tuns() -> int:
-        fds = os.listdir("/proc/self/fd")
-        return sum(1 for fd in fds if _target(fd) == "/dev/net/tun")
-
     before = tuns()
     async with connected(tmp_path) as peer:
         await run(peer, transparent_start([], {}))
