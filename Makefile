@@ -50,13 +50,15 @@ typecheck: install
 test-ts: install
 	cd $(LAB) && npm test
 
-# The browser tests need Chromium: Debian's package, installed when missing (root, else sudo).
+# The browser tests need Chromium, and Codex's own exec-server needs bubblewrap for the
+# transparent TCP it is compared with: Debian's packages, installed when missing (root,
+# else sudo).
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium && command -v bwrap; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-	  echo "installing chromium (apt) for the browser tests"; \
+	  echo "installing chromium and bubblewrap (apt) for the browser and transparent TCP tests"; \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium bubblewrap >/dev/null; }
 
 # Coverage data lives under /tmp, not in the checkout: children started in a sandbox
 # (agents get `workspace-write` by default) may write there, and are measured too.

@@ -33,7 +33,7 @@ from ..wire.protocol import ReadParams, StartParams
 from ..wire.rules import FrontRules
 from ..wire.sandbox import SandboxPolicy
 from ..wire.schema import Chunk
-from . import limits, sandbox
+from . import limits, sandbox, transparent_tcp
 from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
 from .front_root import resolve_cwd
 from .launch import Launch
@@ -197,8 +197,9 @@ class Registry:
             argv[0] = params.arg0
         size = params.size
         log_dir = self._ensure_log_dir()
-        conf = self.confinement(policies, cwd, rules, env, log_dir)
-        box = None if conf is None else _box(conf, cwd, env)
+        relay = transparent_tcp.requested()  # Codex's `transparentTcp` (rpc/network_proxy.py)
+        conf = self._relayed(self.confinement(policies, cwd, rules, env, log_dir), relay)
+        box = None if conf is None else _box(conf, cwd, env, relay)
         log_path = log_dir / f"{uuid.uuid4().hex}.log"
         launch = Launch(
             executable, argv, cwd, env, params.tty, params.pipe_stdin,
@@ -292,12 +293,28 @@ class Registry:
         cwd: str,
         env: dict[str, str],
         rules: FrontRules,
+        relay: transparent_tcp.Relay | None = None,
     ) -> sandbox.Sandbox | None:
         """The sandbox a start in `cwd` runs in (None: none); `env` loses what would lead
         back to us. Also for a helper child run before a start (a shell snapshot's
-        capture, core/shell_snapshot.py); the caller closes it."""
-        conf = self.confinement(requested, cwd, rules, env, self._ensure_log_dir())
-        return None if conf is None else _box(conf, cwd, env)
+        capture, core/shell_snapshot.py); the caller closes it. With a `relay`, the
+        child gets its own network namespace whose TCP all goes through it."""
+        conf = self._relayed(
+            self.confinement(requested, cwd, rules, env, self._ensure_log_dir()), relay
+        )
+        return None if conf is None else _box(conf, cwd, env, relay)
+
+    @staticmethod
+    def _relayed(
+        conf: sandbox.Confinement | None, relay: transparent_tcp.Relay | None
+    ) -> sandbox.Confinement | None:
+        """`conf` for a child whose TCP all goes through `relay` (its network is the
+        relay's, whatever the policy said); a relay needs a sandbox."""
+        if relay is None:
+            return conf
+        if conf is None:
+            raise InvalidParamsError("transparent TCP requires a managed Linux sandbox")
+        return dataclasses.replace(conf, network=True)
 
     def confinement(
         self,
@@ -522,10 +539,15 @@ class Registry:
             stop_guardian(self._guardian)
 
 
-def _box(conf: sandbox.Confinement, cwd: str, env: dict[str, str]) -> sandbox.Sandbox:
+def _box(
+    conf: sandbox.Confinement,
+    cwd: str,
+    env: dict[str, str],
+    relay: transparent_tcp.Relay | None = None,
+) -> sandbox.Sandbox:
     """`conf` made ready for a child in `cwd`; `env` loses what would lead back to us."""
     sandbox.check_available()
-    box = sandbox.Sandbox(conf, cwd, env)
+    box = sandbox.Sandbox(conf, cwd, env, relay.namespace.setup if relay else None)
     sandbox.scrub_env(env)
     if box.tmp is not None:
         env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)

@@ -329,7 +329,13 @@ class Sandbox:
     parent's copy of the ruleset once the child has started.
     """
 
-    def __init__(self, conf: Confinement, cwd: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        conf: Confinement,
+        cwd: str,
+        env: dict[str, str] | None = None,
+        in_namespace: Callable[[], None] | None = None,
+    ) -> None:
         for path in conf.hidden:
             if _inside(os.path.realpath(cwd), path):
                 raise InvalidParamsError(
@@ -342,8 +348,15 @@ class Sandbox:
                       f"{os.getgid()} {os.getgid()} 1".encode())  # fmt: skip
         self._mounts = self._plan()
         self._flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET
-        #: With the network on, the way out of its network namespace (sandbox_net.py).
-        self._bridge = Bridge(proxy_ports(env if env is not None else {})) if conf.network else None
+        #: Run in the child's own network namespace before the mounts (transparent TCP,
+        #: whose relay then is its way out and serves the proxy's ports itself).
+        self._in_namespace = in_namespace
+        #: Else, with the network on, the way out of its network namespace (sandbox_net.py).
+        self._bridge = (
+            Bridge(proxy_ports(env if env is not None else {}))
+            if conf.network and in_namespace is None
+            else None
+        )
         ruleset = landlock.Ruleset(conf.network)
         try:
             ruleset.allow("/", landlock.READ)
@@ -409,6 +422,8 @@ class Sandbox:
                 os.close(fd)
         if self._bridge is not None:
             self._bridge.open_listeners()
+        if self._in_namespace is not None:
+            self._in_namespace()
         for mount in self._mounts:
             landlock.mount(*mount)
         keep = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()

@@ -7,8 +7,9 @@ never import it back. `sessions` routes registry events to subscribers, and
 what a handler is given. Beside ``fs/*`` (`fs_methods`), `fs_stream` streams
 files and `fs_walk` lists trees; `discovery` answers capability discovery,
 `http_methods` makes ``http/request``, and `network_proxy` gives a command
-its managed proxy. `service` is the one composition root that builds a
-registry and its service. No transport here: the fronts feed frames in and
+its managed proxy (`transparent_tcp` routes all its TCP through it).
+`service` is the one composition root that builds a registry and its
+service. No transport here: the fronts feed frames in and
 take frames out.
 """
 

@@ -40,6 +40,7 @@ from .fs_methods import file_uri, parse_path
 from .fs_stream import CAPABILITIES as STREAM_CAPABILITIES
 from .http_methods import CAPABILITIES as HTTP_CAPABILITIES
 from .network_proxy import CAPABILITIES as NETWORK_CAPABILITIES
+from .transparent_tcp import capabilities as transparent_tcp_capabilities
 
 if TYPE_CHECKING:
     from .context import CallContext
@@ -81,6 +82,7 @@ def advertised_capabilities() -> dict[str, Any]:
         **DISCOVERY_CAPABILITIES,
         **HTTP_CAPABILITIES,
         **NETWORK_CAPABILITIES,
+        **transparent_tcp_capabilities(),
     }
 
 

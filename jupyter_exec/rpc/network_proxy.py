@@ -21,9 +21,9 @@ Every decision goes to the client as ``network/policyDecision {processId,
 The proxy runs where the daemon runs. A sandboxed command has a network
 namespace of its own: with the network on, it reaches this proxy at the same
 port inside its namespace (core/sandbox_net.py serves that port with this
-proxy); without, it reaches nothing. ``transparentTcp: true``
-(Codex's route for all of a sandboxed command's TCP through its SOCKS5
-listener) is refused with -32602: we do not offer it (docs/codex.md).
+proxy); without, it reaches nothing. With ``transparentTcp: true`` its TCP
+all goes through the SOCKS5 listener instead (rpc/transparent_tcp.py), whose
+relay then serves the proxy's ports inside the namespace.
 ``enableSocks5`` adds a SOCKS5 listener with the same policy.
 """
 
@@ -34,9 +34,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core import transparent_tcp
 from ..core.network_proxy import NetworkProxy, ProxyPolicy
-from ..wire.errors import InvalidParamsError
+from ..core.transparent_tcp import Relay
 from ..wire.protocol import Params, StartParams, notification, parse_params
+from . import transparent_tcp as transparent
 
 if TYPE_CHECKING:
     from .context import CallContext
@@ -68,7 +70,7 @@ class ProxySettings(Params):
     domains: dict[str, Literal["allow", "deny", "none"]] | None = None
     unix_sockets: dict[str, Any] | None = None
     allow_local_binding: bool
-    #: Codex's wire has it (``[features.network_proxy] transparent_tcp``); we cannot do it.
+    #: Codex's ``[features.network_proxy] transparent_tcp`` (rpc/transparent_tcp.py).
     transparent_tcp: bool = False
 
 
@@ -91,10 +93,8 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
     assert p is not None
     if not p.proxy.enabled:
         return None
-    if p.proxy.transparent_tcp:
-        # Not offered (networkProxyTransparentTcp, docs/codex.md): refused rather than
-        # run with only the proxy variables, which a command may ignore.
-        raise InvalidParamsError("networkProxy.proxy.transparentTcp is not supported")
+    if p.proxy.transparent_tcp:  # all its TCP through the SOCKS5 listener (transparent_tcp.py)
+        transparent.check(params, p.proxy.enable_socks5)
     connection = ctx.connection
     timeout = (p.policy_decision_timeout_ms or 0) / 1000
 
@@ -133,12 +133,20 @@ async def behind_proxy(
     if proxy is None:
         yield start
         return
+    relay = transparent.relay_for(params, proxy)
     try:
-        yield parse_params(StartParams, with_proxy_env(params, proxy.env()))
+        with transparent_tcp.requesting(relay):  # the registry's start takes it
+            yield parse_params(StartParams, with_proxy_env(params, proxy.env()))
+        if relay is not None:
+            await relay.start()
     except BaseException:
+        if relay is not None:
+            await relay.aclose()
         await proxy.aclose()
         raise
     close_with(ctx, start.process_id, proxy)
+    if relay is not None:
+        close_with(ctx, start.process_id, relay)
 
 
 def with_proxy_env(params: Any, env: dict[str, str]) -> Any:
@@ -150,7 +158,7 @@ def with_proxy_env(params: Any, env: dict[str, str]) -> Any:
     return params
 
 
-def close_with(ctx: CallContext, process_id: str, proxy: NetworkProxy) -> None:
+def close_with(ctx: CallContext, process_id: str, proxy: NetworkProxy | Relay) -> None:
     """Stop `proxy` once the process is closed (or gone from the registry); a task of
     the service (it outlives the request), awaited when the service closes."""
     proc = ctx.registry.find(process_id)

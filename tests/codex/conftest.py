@@ -3,7 +3,10 @@ and the differential tests' pair of servers (differential.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,9 +29,24 @@ def model() -> Iterator[ScriptedModel]:
         yield model
 
 
+@contextlib.contextmanager
+def outside_temp() -> Iterator[Path]:
+    """A fresh directory outside the temporary directory, removed after: Codex refuses to
+    make its sandbox helpers under one (``Refusing to create helper binaries under
+    temporary dir``), and with a system bubblewrap its sandbox with a managed network then
+    fails (``execvp codex-linux-sandbox``); docs/codex.md."""
+    path = Path.home() / ".cache" / "jupyter-exec-test" / "codex-homes" / uuid.uuid4().hex[:12]
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
-def codex(codex_launcher: Path, model: ScriptedModel, tmp_path: Path) -> Codex:
-    return Codex(codex_launcher, tmp_path / "codex-home", model.base_url)
+def codex(codex_launcher: Path, model: ScriptedModel) -> Iterator[Codex]:
+    with outside_temp() as base:
+        yield Codex(codex_launcher, base / "codex-home", model.base_url)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +98,12 @@ def server_environment() -> None:
 @pytest.fixture(scope="module")
 def codex_server(
     codex_launcher: Path,
-    tmp_path_factory: pytest.TempPathFactory,
     setup_home: Callable[[Path], None],
     server_environment: None,
 ) -> Iterator[Side]:
-    """Codex's own exec-server, one per differential test module."""
-    with codex_side(codex_launcher, tmp_path_factory.mktemp("codex"), setup_home) as side:
+    """Codex's own exec-server, one per differential test module (its home outside the
+    temporary directory, as `codex`'s)."""
+    with outside_temp() as base, codex_side(codex_launcher, base, setup_home) as side:
         yield side
 
 

@@ -80,15 +80,18 @@ def behind_proxy(
     decision: dict[str, str] | None = None,
     ask: bool = True,
     script: str = FETCH,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run FETCH behind `proxy` on `side`: its output and the proxy's messages, normalized.
     Each ``network/policyRequest`` gets `decision` as the answer (None: none, it times out);
-    `ask` False sends no ``policyDecisionTimeoutMs`` (as the real Codex without a reviewer)."""
+    `ask` False sends no ``policyDecisionTimeoutMs`` (as the real Codex without a reviewer);
+    `extra` is laid over the start's params (a ``sandbox``, an ``env``)."""
     side.client.notifications.clear()
     params = {
         "processId": process_id, "argv": [sys.executable, "-c", script, *fetches],
         "cwd": side.workspaces.as_uri(), "env": {}, "tty": False, "arg0": None,
         "networkProxy": {"proxy": proxy, **({"policyDecisionTimeoutMs": 300} if ask else {})},
+        **(extra or {}),
     }  # fmt: skip
     answer = side.client.request("process/start", params)
     assert "result" in answer, answer

@@ -54,6 +54,7 @@ def test_environment_info_shape(tmp_path: Path) -> None:
         "httpHeaderEnvVars": True,
         "networkProxyLaunch": True,
         "networkProxyReviewDomains": True,
+        "networkProxyTransparentTcp": True,
     }
 
 

@@ -176,7 +176,7 @@ async def test_enable_socks5_names_the_socks5_listener(tmp_path: Path) -> None:
         ({"proxy": proxy_settings(mode="open")}, "mode"),
         ({"proxy": proxy_settings(domains={"x": "maybe"})}, "domains"),
         ("on", "networkProxy"),
-        ({"proxy": proxy_settings(transparentTcp=True)}, "transparentTcp is not supported"),
+        ({"proxy": proxy_settings(transparentTcp=True)}, "requires a managed Linux sandbox"),
         ({"proxy": proxy_settings(transparentTcp="yes")}, "transparentTcp"),
     ],
 )
@@ -195,7 +195,7 @@ async def test_advertised(tmp_path: Path) -> None:
     async with connected(tmp_path) as peer:
         caps = (await peer.call("environment/info"))["result"]["capabilities"]
     assert caps["networkProxyLaunch"] is True and caps["networkProxyReviewDomains"] is True
-    assert "networkProxyTransparentTcp" not in caps
+    assert caps["networkProxyTransparentTcp"] is True  # tests/rpc/test_transparent_tcp.py
 
 
 def our_listeners() -> set[str]:
