@@ -357,6 +357,11 @@ class Sandbox:
         self._why, self._why_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     @property
+    def bridge(self) -> Bridge | None:
+        """With the network on: its listeners reached from the host (`TreeUsage.netns`)."""
+        return self._bridge
+
+    @property
     def keep_fds(self) -> tuple[int, ...]:
         """Descriptors the child needs until exec (a spawn that closes the others keeps them)."""
         bridge = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
@@ -411,8 +416,11 @@ class Sandbox:
             self._bridge.open_listeners()
         for mount in self._mounts:
             landlock.mount(*mount)
-        keep = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
-        pidns.split(self._inside, keep)  # returns in the program only (pidns.py)
+        if self._bridge is None:
+            pidns.split(self._inside)  # returns in the program only (pidns.py)
+        else:
+            control = self._bridge.child_end.fileno()
+            pidns.split(self._inside, (control,), (control, self._bridge.answer))
         for fd in self.keep_fds:  # a spawn with pass_fds made them inheritable
             os.close(fd)
 

@@ -10,6 +10,9 @@ A direct connection never reaches it; our default proxy refuses it.
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +21,8 @@ import pytest
 from jupyter_exec.core import network_proxy, sandbox_net
 from tests.rpc.echo_server import EchoServer, echo_server
 from tests.rpc.test_network_proxy import FETCH, proxy_settings
-from tests.sandbox.harness import run, session
-from tests.service import py
+from tests.sandbox.harness import needs_sandbox, run, session
+from tests.service import embedded, py
 
 pytestmark = pytest.mark.timeout(120)
 ON = {"mode": "workspace-write", "network": True}
@@ -30,6 +33,28 @@ try:
     print("direct connected")
 except OSError as e:
     print("direct", type(e).__name__)
+"""
+
+
+#: A server on its own loopback (IPv4 and IPv6 at one port), then, every 0.3 s, whether a
+#: direct connection to the host's web server (argv[1]) gets through.
+SERVE_AND_PROBE = """
+import http.server, socket, sys, threading, time
+class Both(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+server = Both(("::", 0), http.server.SimpleHTTPRequestHandler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print("serving", server.server_address[1], flush=True)
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+        print("direct connected", flush=True)
+    except OSError:
+        pass
+    time.sleep(0.3)
 """
 
 
@@ -72,3 +97,39 @@ async def test_the_default_proxy_lets_public_addresses_through_only() -> None:
         assert decision.allowed is allowed, (host, decision)
     assert proxy.env()["NO_PROXY"] == "localhost,127.0.0.1,::1"
     assert network_proxy.default_handler(12345) is None
+
+
+async def test_a_sandboxs_server_is_listed_as_a_host_port_that_reaches_it_and_nothing_else(
+    tmp_path: Path, web: EchoServer
+) -> None:
+    """Its listener shows in `ports` within 2 s as a host port on 127.0.0.1 spliced to it;
+    the sandbox still reaches nothing of the host; the port closes with the process."""
+    needs_sandbox()
+    (tmp_path / "served.txt").write_text("hi")
+    host_web = web.url.rsplit(":", 1)[1]
+    async with embedded(tmp_path) as (_, c):
+        await c.start("srv", [*py(SERVE_AND_PROBE), host_web], cwd=str(tmp_path), sandbox=ON)
+        started = time.monotonic()
+        info = await c.wait_for_port("srv", 15)
+        assert time.monotonic() - started < 5  # its start, then the first sample after it
+        [port] = info.ports  # one entry for its IPv4 and IPv6 sockets
+        assert port["address"] == "127.0.0.1" and port["pid"] != info.pid  # the program
+        url = f"http://127.0.0.1:{port['port']}/"
+        pages = await asyncio.gather(*(asyncio.to_thread(_read, url) for _ in range(4)))
+        assert all(b"served.txt" in page for page in pages)
+        await asyncio.sleep(1)  # the probe had its tries meanwhile
+        read = await c.read("srv")
+        tail = b"".join(chunk.data for chunk in read.chunks).decode()
+        assert "serving" in tail, tail
+        await c.terminate("srv")
+        await c.wait("srv", 10)
+        await asyncio.sleep(0.2)
+        assert not sandbox_net._HELD  # the bridge closed with the process
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port["port"]), 2):
+            pass  # the forwarder is gone with it
+        assert "direct connected" not in tail, tail
+
+
+def _read(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
