@@ -23,7 +23,7 @@ The other way, host to sandbox, only servers the sandbox starts are reached
 (SPEC 11 `ports`; `Bridge.expose`): the child also hands over a ``sock_diag``
 netlink socket made in the namespace, on which the usage sampler lists the
 namespace's listeners (core/usage.py). For each, the daemon listens on the
-host's 127.0.0.1 (at the same port when it is free) and splices every
+host's 127.0.0.1 (at a port the kernel picks) and splices every
 connection to a socket the outer supervisor makes in the namespace on
 request (pidns.py; it answers on its end of the socketpair, and only with
 unconnected sockets) and the daemon connects to the listener. Nothing the
@@ -60,6 +60,8 @@ _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _HELD: set[Bridge] = set()
 #: How long a connection from the host waits for the supervisor's socket.
 _SOCKET_TIMEOUT = 10.0
+#: The most listeners of one sandbox reached from the host (each holds a host port).
+MAX_FORWARDS = 64
 
 
 def proxy_ports(env: dict[str, str]) -> tuple[int, ...]:
@@ -220,6 +222,8 @@ class Bridge:
         shown = []
         for port, entry in wanted.items():
             forward = self._forwards.get(port)
+            if forward is None and len(self._forwards) >= MAX_FORWARDS:
+                continue  # not shown: a sandbox does not get to hold all of the host's ports
             if forward is None:
                 try:
                     forward = self._forwards[port] = _Forward(self, entry["address"], port)
@@ -272,7 +276,7 @@ class _Forward:
         self._family = socket.AF_INET6 if ipv6 else socket.AF_INET
         wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
         self._target = (wildcard.get(address, address), port)
-        self._sock = _host_listener(port)
+        self._sock = _host_listener()
         self.host_port: int = self._sock.getsockname()[1]
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -312,20 +316,17 @@ class _Forward:
             writer.close()
 
 
-def _host_listener(port: int) -> socket.socket:
-    """A listening socket on the host's 127.0.0.1: at `port` when free, else any."""
-    for wanted in (port, 0):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind(("127.0.0.1", wanted))
-            sock.listen(128)
-        except OSError:
-            sock.close()
-            if wanted == 0:
-                raise
-            continue
-        return sock
-    raise AssertionError("unreachable")  # pragma: no cover
+def _host_listener() -> socket.socket:
+    """A listening socket on the host's 127.0.0.1 at a port the kernel picks: never the
+    sandbox's choice, so that it cannot take a port host clients expect another service at."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

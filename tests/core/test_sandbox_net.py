@@ -1,4 +1,5 @@
-"""A sandbox with the network on (core/sandbox_net.py): its own namespace, out through a proxy.
+"""A sandbox with the network on (core/sandbox_net.py): its own namespace, out through a proxy,
+and in only to its own listeners, each through a host port the daemon forwards.
 
 A local web server on the host's loopback is the target. A sandboxed child
 reaches it only through the proxy its environment names, and only where the
@@ -36,8 +37,8 @@ except OSError as e:
 """
 
 
-#: A server on its own loopback (IPv4 and IPv6 at one port), then, every 0.3 s, whether a
-#: direct connection to the host's web server (argv[1]) gets through.
+#: A server on its own loopback at port argv[1] (IPv4 and IPv6 at once); then, every 0.3 s,
+#: whether a direct connection to the host's port argv[2] gets through.
 SERVE_AND_PROBE = """
 import http.server, socket, sys, threading, time
 class Both(http.server.ThreadingHTTPServer):
@@ -45,12 +46,12 @@ class Both(http.server.ThreadingHTTPServer):
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
-server = Both(("::", 0), http.server.SimpleHTTPRequestHandler)
+server = Both(("::", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)
 threading.Thread(target=server.serve_forever, daemon=True).start()
-print("serving", server.server_address[1], flush=True)
+print("serving", flush=True)
 while True:
     try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+        socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=2).close()
         print("direct connected", flush=True)
     except OSError:
         pass
@@ -102,32 +103,78 @@ async def test_the_default_proxy_lets_public_addresses_through_only() -> None:
 async def test_a_sandboxs_server_is_listed_as_a_host_port_that_reaches_it_and_nothing_else(
     tmp_path: Path, web: EchoServer
 ) -> None:
-    """Its listener shows in `ports` within 2 s as a host port on 127.0.0.1 spliced to it;
-    the sandbox still reaches nothing of the host; the port closes with the process."""
+    """Its listener shows in `ports` within 2 s as a host port on 127.0.0.1 spliced to it
+    (never its own port number: here the host's web server has that one); the sandbox
+    still reaches nothing of the host; the host port closes with the process."""
     needs_sandbox()
     (tmp_path / "served.txt").write_text("hi")
-    host_web = web.url.rsplit(":", 1)[1]
+    taken = int(web.url.rsplit(":", 1)[1])  # free in the sandbox's namespace
+    with socket.create_server(("127.0.0.1", 0)) as guard:
+        argv = [*py(SERVE_AND_PROBE), str(taken), str(guard.getsockname()[1])]
+        async with embedded(tmp_path) as (_, c):
+            await c.start("srv", argv, cwd=str(tmp_path), sandbox=ON)
+            started = time.monotonic()
+            info = await c.wait_for_port("srv", 15)
+            assert time.monotonic() - started < 5  # its start, then the first sample after it
+            [port] = info.ports  # one entry for its IPv4 and IPv6 sockets
+            assert port["address"] == "127.0.0.1" and port["pid"] != info.pid  # the program
+            assert port["port"] != taken
+            url = f"http://127.0.0.1:{port['port']}/"
+            pages = await asyncio.gather(*(asyncio.to_thread(_read, url) for _ in range(4)))
+            assert all(b"served.txt" in page for page in pages)  # its server, not the host's
+            await asyncio.sleep(1)  # the probe had its tries meanwhile
+            read = await c.read("srv")
+            output = b"".join(chunk.data for chunk in read.chunks).decode()
+            await c.terminate("srv")
+            await c.wait("srv", 10)
+            await asyncio.sleep(0.2)
+            assert not sandbox_net._HELD  # the bridge closed with the process
+            with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port["port"]), 2):
+                pass  # and its forwarder
+    assert "serving" in output and "direct connected" not in output, output
+
+
+#: `count` listeners; after a line on stdin, all but the first closed.
+MANY = """
+import socket, sys
+socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(int(sys.argv[1]))]
+print("listening", flush=True)
+sys.stdin.readline()
+for s in socks[1:]:
+    s.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+async def test_a_sandbox_gets_a_bounded_number_of_host_ports_each_gone_with_its_listener(
+    tmp_path: Path,
+) -> None:
+    """No more host ports than `MAX_FORWARDS` for one sandbox; a listener that closes takes
+    its host port along while the process runs on."""
+    needs_sandbox()
+    count = sandbox_net.MAX_FORWARDS + 2
     async with embedded(tmp_path) as (_, c):
-        await c.start("srv", [*py(SERVE_AND_PROBE), host_web], cwd=str(tmp_path), sandbox=ON)
-        started = time.monotonic()
-        info = await c.wait_for_port("srv", 15)
-        assert time.monotonic() - started < 5  # its start, then the first sample after it
-        [port] = info.ports  # one entry for its IPv4 and IPv6 sockets
-        assert port["address"] == "127.0.0.1" and port["pid"] != info.pid  # the program
-        url = f"http://127.0.0.1:{port['port']}/"
-        pages = await asyncio.gather(*(asyncio.to_thread(_read, url) for _ in range(4)))
-        assert all(b"served.txt" in page for page in pages)
-        await asyncio.sleep(1)  # the probe had its tries meanwhile
-        read = await c.read("srv")
-        tail = b"".join(chunk.data for chunk in read.chunks).decode()
-        assert "serving" in tail, tail
-        await c.terminate("srv")
-        await c.wait("srv", 10)
-        await asyncio.sleep(0.2)
-        assert not sandbox_net._HELD  # the bridge closed with the process
-        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port["port"]), 2):
-            pass  # the forwarder is gone with it
-        assert "direct connected" not in tail, tail
+        await c.start("many", [*py(MANY), str(count)], sandbox=ON, pipe_stdin=True)
+        await c.read("many", until_pattern="listening", wait_ms=15_000)
+        info = await c.wait_for_port("many", 15)  # a sample sees all or none: they came first
+        assert len(info.ports) == sandbox_net.MAX_FORWARDS  # the rest are not shown
+        before = {p["port"] for p in info.ports}
+        await c.write("many", b"close\n")
+        await c.read("many", until_pattern="closed", wait_ms=15_000)
+        for _ in range(50):
+            info = await c.wait_for_port("many", 15)
+            if len(info.ports) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert len(info.ports) == 1, info.ports
+        gone = before - {p["port"] for p in info.ports}
+        assert len(gone) >= sandbox_net.MAX_FORWARDS - 1
+        for port in sorted(gone)[:5]:
+            with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 2):
+                pass
+        await c.terminate("many")
+        await c.wait("many", 10)
 
 
 def _read(url: str) -> bytes:
