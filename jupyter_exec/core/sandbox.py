@@ -11,7 +11,8 @@ and every descendant inherits it:
    forked child stays outside as the pid we report and ends as the program
    did), and with the network on, its one way out is a managed proxy that
    refuses local addresses (sandbox_net.py), so no listener of ours is
-   reachable whatever token it finds;
+   reachable whatever token it finds; its own listeners are reached from
+   the host through ports the daemon forwards (`bridge`);
 2. mounts, private to the child: read-only binds over protected paths inside
    writable roots (Jupyter's and IPython's config and data, so that nothing
    written in the sandbox runs unsandboxed at the next kernel or server start;

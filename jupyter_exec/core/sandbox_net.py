@@ -50,7 +50,7 @@ from typing import Any
 
 from . import network_proxy, usage
 
-__all__ = ["Bridge", "proxy_ports"]
+__all__ = ["MAX_FORWARDS", "Bridge", "proxy_ports"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def proxy_ports(env: dict[str, str]) -> tuple[int, ...]:
 
 class Bridge:
     """One sandbox's proxy listeners: made in the child (`open_listeners`), served by the
-    daemon (`serve`, after the spawn) until the child's end of the socketpair closes."""
+    daemon (`serve`, after the spawn) until the child's end of the socketpair closes;
+    and its own listeners, found (`listening`) and forwarded from the host (`expose`)."""
 
     def __init__(self, ports: tuple[int, ...]) -> None:
         self.ports = ports
