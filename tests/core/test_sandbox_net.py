@@ -125,12 +125,18 @@ async def test_a_sandboxs_server_is_listed_as_a_host_port_that_reaches_it_and_no
             await asyncio.sleep(1)  # the probe had its tries meanwhile
             read = await c.read("srv")
             output = b"".join(chunk.data for chunk in read.chunks).decode()
+            # (the daemon runs in this loop: no blocking socket calls from here on)
+            held, held_writer = await asyncio.open_connection("127.0.0.1", port["port"])
+            held_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await held.readexactly(12) == b"HTTP/1.0 200"  # a connection through it ...
             await c.terminate("srv")
             await c.wait("srv", 10)
             await asyncio.sleep(0.2)
             assert not sandbox_net._HELD  # the bridge closed with the process
-            with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port["port"]), 2):
-                pass  # and its forwarder
+            with pytest.raises(OSError):  # and its forwarder
+                await asyncio.open_connection("127.0.0.1", port["port"])
+            await asyncio.wait_for(held.read(), 5)  # ... ends with it (EOF)
+            held_writer.close()
     assert "serving" in output and "direct connected" not in output, output
 
 
@@ -171,10 +177,19 @@ async def test_a_sandbox_gets_a_bounded_number_of_host_ports_each_gone_with_its_
         gone = before - {p["port"] for p in info.ports}
         assert len(gone) >= sandbox_net.MAX_FORWARDS - 1
         for port in sorted(gone)[:5]:
-            with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 2):
-                pass
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", port)
         await c.terminate("many")
         await c.wait("many", 10)
+
+
+async def test_a_closed_bridge_lists_and_forwards_nothing() -> None:
+    """After the sandbox's end: the sampler's dump is an error it skips, no host port."""
+    bridge = sandbox_net.Bridge(())
+    bridge.close()
+    with pytest.raises(OSError, match="namespace is gone"):
+        bridge.listening()
+    assert bridge.expose([{"port": 8000, "address": "127.0.0.1", "pid": 2}]) == []
 
 
 def _read(url: str) -> bytes:
