@@ -292,11 +292,18 @@ class _Forward:
         try:
             try:
                 inside = await self._bridge.socket_inside(self._family)
+            except (OSError, asyncio.TimeoutError):
+                return
+            try:
                 inside.setblocking(False)
                 await asyncio.get_running_loop().sock_connect(inside, self._target)
                 up_reader, up_writer = await asyncio.open_connection(sock=inside)
-            except (OSError, asyncio.TimeoutError):
+            except OSError:  # the listener is gone (until the next sample notices)
+                inside.close()
                 return
+            except BaseException:  # cancelled: the bridge closed
+                inside.close()
+                raise
             self._writers.add(up_writer)
             try:
                 await network_proxy._pipe_both(reader, writer, up_reader, up_writer)
