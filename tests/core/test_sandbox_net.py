@@ -11,6 +11,7 @@ A direct connection never reaches it; our default proxy refuses it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 import urllib.request
@@ -140,7 +141,8 @@ async def test_a_sandboxs_server_is_listed_as_a_host_port_that_reaches_it_and_no
     assert "serving" in output and "direct connected" not in output, output
 
 
-#: `count` listeners; after a line on stdin, all but the first closed.
+#: `count` listeners; after a line on stdin, all but the first closed, which then closes
+#: every connection it accepts.
 MANY = """
 import socket, sys
 socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(int(sys.argv[1]))]
@@ -149,7 +151,8 @@ sys.stdin.readline()
 for s in socks[1:]:
     s.close()
 print("closed", flush=True)
-sys.stdin.readline()
+while True:
+    socks[0].accept()[0].close()
 """
 
 
@@ -168,6 +171,12 @@ async def test_a_sandbox_gets_a_bounded_number_of_host_ports_each_gone_with_its_
         before = {p["port"] for p in info.ports}
         await c.write("many", b"close\n")
         await c.read("many", until_pattern="closed", wait_ms=15_000)
+        for port in sorted(before)[:5]:  # before the next sample notices: ends at once
+            with contextlib.suppress(ConnectionRefusedError):  # (or it already has)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"x")
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                writer.close()
         for _ in range(50):
             info = await c.wait_for_port("many", 15)
             if len(info.ports) == 1:
