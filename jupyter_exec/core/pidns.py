@@ -14,8 +14,11 @@ runs a few syscalls in a loop with every signal it could receive blocked:
   which takes every other process of the namespace with it (a terminated
   sandbox leaves no descendant behind, as under Codex's bubblewrap);
 - outer waits for inner, then ends as the program did: the same exit code,
-  or killed by the same signal. The holder, the daemon and `Child.reap`
-  see the program's status on the pid they always knew;
+  or killed by the same signal. Until then it answers the daemon's requests
+  on the network bridge's control, if any (sandbox_net.py: a socket of the
+  namespace for each connection from the host to a server of the sandbox).
+  The holder, the daemon and `Child.reap` see the program's status on the
+  pid they always knew;
 - the program stays in outer's process group, so a signal to the group
   (``process/signal``, terminate, a PTY's ^C) reaches it directly; inner
   forwards one only when the program has left the group (bash with job
@@ -33,6 +36,7 @@ import ctypes
 import gc
 import os
 import resource
+import select
 import signal
 from collections.abc import Callable, Iterable
 
@@ -50,13 +54,17 @@ _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_NAME = 1, 4, 15
 
 
 def split(  # pragma: no cover - forked child (tested by behaviour: tests/core/test_pidns.py)
-    inside: Callable[[], None], keep_outer: Iterable[int] = ()
+    inside: Callable[[], None],
+    keep_outer: Iterable[int] = (),
+    requests: tuple[int, Callable[[], bool]] | None = None,
 ) -> None:
     """In the forked child, after ``unshare(CLONE_NEWPID)``: returns only in the program.
 
     `inside` runs in the init before the program is forked (an exception there
     is the start's failure: the program is never forked). `keep_outer`: the
     descriptors outer keeps open while it lives (the network bridge's control).
+    `requests`: a descriptor of those and what outer calls whenever it is readable
+    (False: never again).
     """
     gc.disable()  # no finalizer of the daemon's objects runs in a supervisor
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
@@ -64,7 +72,7 @@ def split(  # pragma: no cover - forked child (tested by behaviour: tests/core/t
     inner = os.fork()
     if inner:
         _libc().prctl(_PR_SET_NAME, SUPERVISORS[0], 0, 0, 0)
-        _outer(inner, status_r, {status_r, *keep_outer})
+        _outer(inner, status_r, {status_r, *keep_outer}, requests)
     os.close(status_r)
     libc = _libc()
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -79,14 +87,25 @@ def split(  # pragma: no cover - forked child (tested by behaviour: tests/core/t
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _outer(inner: int, status_r: int, keep: set[int]) -> None:  # pragma: no cover
-    """Wait for inner; end with the program's status (never returns)."""
+def _outer(  # pragma: no cover - forked child
+    inner: int, status_r: int, keep: set[int], requests: tuple[int, Callable[[], bool]] | None
+) -> None:
+    """Wait for inner, answering `requests`; end with the program's status (never returns)."""
     code = 255
     try:
         _close_all_but(keep)
-        data = b""
-        while len(data) < 4 and (chunk := os.read(status_r, 4 - len(data))):
-            data += chunk
+        poller = select.poll()
+        poller.register(status_r, select.POLLIN)
+        if requests is not None:
+            poller.register(requests[0], select.POLLIN)
+        data, ended = b"", False
+        while len(data) < 4 and not ended:
+            for fd, _ in poller.poll():
+                if fd == status_r:
+                    chunk = os.read(status_r, 4 - len(data))
+                    data, ended = data + chunk, not chunk
+                elif requests is not None and not requests[1]():
+                    poller.unregister(fd)
         _, status = os.waitpid(inner, 0)
         if len(data) == 4:
             status = int.from_bytes(data, "little")

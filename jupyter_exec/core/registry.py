@@ -245,6 +245,8 @@ class Registry:
         proc = ManagedProcess(
             setup, child, store, self._publish, self._schedule_removal, started_at
         )
+        if box is not None and proc.tree is not None:  # its servers: core/sandbox_net.py
+            proc.tree.netns = box.bridge
         self._procs[proc.id] = proc
         self._fronts[proc.id] = rules.name
         self.sampler.wake()

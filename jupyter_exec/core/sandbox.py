@@ -11,7 +11,8 @@ and every descendant inherits it:
    forked child stays outside as the pid we report and ends as the program
    did), and with the network on, its one way out is a managed proxy that
    refuses local addresses (sandbox_net.py), so no listener of ours is
-   reachable whatever token it finds;
+   reachable whatever token it finds; its own listeners are reached from
+   the host through ports the daemon forwards (`bridge`);
 2. mounts, private to the child: read-only binds over protected paths inside
    writable roots (Jupyter's and IPython's config and data, so that nothing
    written in the sandbox runs unsandboxed at the next kernel or server start;
@@ -370,6 +371,11 @@ class Sandbox:
         self._why, self._why_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     @property
+    def bridge(self) -> Bridge | None:
+        """With the network on: its listeners reached from the host (`TreeUsage.netns`)."""
+        return self._bridge
+
+    @property
     def keep_fds(self) -> tuple[int, ...]:
         """Descriptors the child needs until exec (a spawn that closes the others keeps them)."""
         bridge = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
@@ -426,8 +432,11 @@ class Sandbox:
             self._in_namespace()
         for mount in self._mounts:
             landlock.mount(*mount)
-        keep = (self._bridge.child_end.fileno(),) if self._bridge is not None else ()
-        pidns.split(self._inside, keep)  # returns in the program only (pidns.py)
+        if self._bridge is None:
+            pidns.split(self._inside)  # returns in the program only (pidns.py)
+        else:
+            control = self._bridge.child_end.fileno()
+            pidns.split(self._inside, (control,), (control, self._bridge.answer))
         for fd in self.keep_fds:  # a spawn with pass_fds made them inheritable
             os.close(fd)
 

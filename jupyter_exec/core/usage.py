@@ -18,6 +18,9 @@ Cost (bench/usage.py, docs/benchmarks.md). Per tick the sampler does:
   ``net_connections`` reads every process's descriptors besides). Only when a
   listening socket appears that no tree owns yet are descriptors read, and
   then only of members that ran since they were last read;
+- a sandbox with its own network namespace (core/sandbox_net.py) gets one
+  more dump, on a ``sock_diag`` socket made in that namespace; its listeners
+  are shown as the host ports that forward to them (`Namespace.expose`);
 - the pass runs in a worker thread, and the interval stretches from 1 s to
   2 s to keep the passes near `CPU_SHARE` of a core, and beyond 2 s (up to
   `MAX_TICK_SECONDS`) only where a pass would take more than `CPU_CEILING`
@@ -41,7 +44,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
@@ -49,7 +52,7 @@ from .proctree import ProcessRef, ProcStat, scan
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Sampler", "TreeUsage", "listening_sockets"]
+__all__ = ["NETLINK_SOCK_DIAG", "Namespace", "Sampler", "TreeUsage", "listening_sockets"]
 
 #: Shortest and longest interval between two samples; SPEC 11 wants figures current
 #: within `FRESH_SECONDS`, which holds unless a pass would cost more than `CPU_CEILING`.
@@ -62,6 +65,16 @@ CPU_CEILING = 0.01
 #: How often descriptors of every member are read again while a listening socket
 #: stays unexplained (one that appeared while its owner looked idle).
 RESCAN_SECONDS = 10.0
+
+
+class Namespace(Protocol):
+    """A tree's own network namespace (core/sandbox_net.py `Bridge`)."""
+
+    def listening(self) -> dict[int, tuple[str, int]]:
+        """Its listening sockets, as `listening_sockets` (called in the worker thread)."""
+
+    def expose(self, ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The `ports` entries of its listeners as the host reaches them (on the loop)."""
 
 
 @dataclass
@@ -102,6 +115,10 @@ class TreeUsage:
     running: bool = True
     #: Whether a sample or the exit gave figures yet (before: `usage()` is None).
     sampled: bool = False
+    #: Its own network namespace, if any: its listeners are found and reached there.
+    netns: Namespace | None = None
+    #: `ports` as found, before `Namespace.expose` (a failed pass keeps them).
+    _found: list[dict[str, Any]] = field(default_factory=list)
     _members: dict[int, _Member] = field(default_factory=dict)
     _gone_cpu: float = 0.0
     _last: tuple[float, float] | None = None
@@ -130,7 +147,8 @@ class TreeUsage:
         self.rss = figures.rss
         self.peak_rss = max(self.peak_rss, figures.rss)
         self.processes = figures.processes
-        self.ports = figures.ports
+        self._found = figures.ports
+        self.ports = figures.ports if self.netns is None else self.netns.expose(figures.ports)
 
     def finish(self, cpu_seconds: float) -> None:
         """The root exited: keep the final CPU seconds (its rusage if larger) and peak."""
@@ -157,6 +175,10 @@ class _Sockets:
             listen = listening_sockets()
         except OSError:  # no sock_diag here (some sandboxes): psutil, at a higher cost
             return _attribute_by_pid(trees)
+        for tree in trees:  # socket inodes are unique across namespaces
+            if tree.netns is not None:
+                with contextlib.suppress(OSError):  # it just ended
+                    listen.update(tree.netns.listening())
         owned = {i for t in trees for m in t._members.values() for i in m.sockets or ()}
         self.foreign &= set(listen)
         unknown = set(listen) - owned - self.foreign
@@ -215,7 +237,7 @@ def sample(trees: list[TreeUsage], sockets: _Sockets) -> dict[TreeUsage, _Figure
     try:
         ports = sockets.attribute(trees, now)
     except (OSError, psutil.Error):  # out of descriptors: the ports of the last time
-        ports = {tree: tree.ports for tree in trees}
+        ports = {tree: tree._found for tree in trees}
     return {
         tree: _Figures(
             cpu_seconds=tree._gone_cpu + sum(m.cpu + m.waited for m in tree._members.values()),
@@ -319,25 +341,28 @@ class Sampler:
 # -- sockets -------------------------------------------------------------------------
 
 _SOCK_DIAG_BY_FAMILY = 20
-_NETLINK_SOCK_DIAG = 4
+NETLINK_SOCK_DIAG = 4
 _NLM_F_REQUEST_DUMP = 0x1 | 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _TCP_LISTEN = 10
 
 
-def listening_sockets() -> dict[int, tuple[str, int]]:
-    """Every TCP socket in LISTEN state on this host's network namespace: inode -> (address,
-    port), from one netlink ``sock_diag`` dump (the kernel walks only its listening table)."""
+def listening_sockets(nl: socket.socket | None = None) -> dict[int, tuple[str, int]]:
+    """Every TCP socket in LISTEN state on this host's network namespace (or on that of
+    the ``sock_diag`` socket `nl`): inode -> (address, port), from one netlink dump (the
+    kernel walks only its listening table)."""
+    if nl is None:
+        kind = socket.SOCK_RAW | socket.SOCK_CLOEXEC
+        with socket.socket(socket.AF_NETLINK, kind, NETLINK_SOCK_DIAG) as own:
+            return listening_sockets(own)
     found: dict[int, tuple[str, int]] = {}
-    kind = socket.SOCK_RAW | socket.SOCK_CLOEXEC
-    with socket.socket(socket.AF_NETLINK, kind, _NETLINK_SOCK_DIAG) as nl:
-        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
-            request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
-            request += bytes(48)  # struct inet_diag_sockid: any
-            header = struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY,
-                                 _NLM_F_REQUEST_DUMP, seq, 0)  # fmt: skip
-            nl.sendall(header + request)
-            _read_dump(nl, family, found)
+    for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+        request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+        request += bytes(48)  # struct inet_diag_sockid: any
+        header = struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY,
+                             _NLM_F_REQUEST_DUMP, seq, 0)  # fmt: skip
+        nl.sendall(header + request)
+        _read_dump(nl, family, found)
     return found
 
 
