@@ -46,6 +46,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tasks import TaskOwner
+
 __all__ = [
     "DNS_TIMEOUT",
     "HEAD_LIMIT",
@@ -158,7 +160,7 @@ class NetworkProxy:
         self._decider = decider
         self._report = reporter
         self._servers: list[asyncio.Server] = []
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers = TaskOwner("the network proxy's connections")
         self._socks5 = socks5
         self.port = 0
         #: The SOCKS5 listener's port (0: none).
@@ -209,9 +211,7 @@ class NetworkProxy:
         for server in self._servers:
             server.close()
             await server.wait_closed()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._handlers.aclose()
 
     # -- policy -----------------------------------------------------------------
 
@@ -292,15 +292,12 @@ class NetworkProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
         try:
-            await handle(reader, writer)
+            with self._handlers.adopt():
+                await handle(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             log.debug("proxy connection failed", exc_info=True)
         finally:
-            self._handlers.discard(task)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()

@@ -49,6 +49,7 @@ from .launch import Launch
 from .process import ManagedProcess
 from .proctree import kill_verified, marked_processes
 from .record import ProcessRecord, ScheduleRecord
+from .tasks import TaskOwner
 
 __all__ = [
     "ACTIVE",
@@ -102,7 +103,7 @@ class Scheduler:
         self._next_order = 1
         self._pump_handle: asyncio.Handle | None = None
         #: Kills of what ended runs left behind, before a stop's `exited` (owned tasks).
-        self._cleanups: set[asyncio.Task[None]] = set()
+        self._cleanups = TaskOwner("the scheduler's cleanups")
         #: Told every queue's limit when one is set (the daemon keeps them: daemon/persist.py).
         self.on_queues: Callable[[dict[str, int]], None] | None = None
 
@@ -328,9 +329,7 @@ class Scheduler:
         return False
 
     def _forget(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._cleanups.start(work)
 
     async def aclose(self) -> None:
         """Cancel every wait and await what is under way (the registry is closing)."""
@@ -340,9 +339,9 @@ class Scheduler:
         tasks = [j.restart_task for j in self.jobs.values() if j.restart_task is not None]
         for task in tasks:
             task.cancel()
-        tasks += list(self._cleanups)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cleanups.aclose(cancel=False)
         self.jobs.clear()
 
 

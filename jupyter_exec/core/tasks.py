@@ -16,8 +16,9 @@ ends, not lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["TaskOwner"]
@@ -50,6 +51,21 @@ class TaskOwner:
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
+
+    @contextlib.contextmanager
+    def adopt(self) -> Iterator[None]:
+        """Own the running task for the block: a server's connection handler, which
+        asyncio starts itself, is then cancelled and awaited with the others. After
+        `aclose` the handler is cancelled at once."""
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closed:
+            raise asyncio.CancelledError
+        self._tasks.add(task)
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import landlock, sandbox
+from .tasks import TaskOwner
 
 __all__ = [
     "FAKE_PEER",
@@ -278,7 +279,7 @@ class Relay:
         self._tun = -1
         self._nat: Nat | None = None
         self._servers: list[asyncio.AbstractServer] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("the transparent TCP relay's connections")
         self._dns: socket.socket | None = None
 
     async def start(self) -> None:
@@ -350,15 +351,12 @@ class Relay:
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         try:
-            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+            with self._tasks.adopt():
+                await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
         except OSError:
             log.debug("transparent TCP connection ended", exc_info=True)
         finally:
-            self._tasks.discard(task)
             for w in (writer, up_writer):
                 w.close()
 
@@ -366,9 +364,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         for server in self._servers:
             server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         if self._tun >= 0:
             loop.remove_reader(self._tun)
             os.close(self._tun)

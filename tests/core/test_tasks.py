@@ -77,3 +77,43 @@ def test_a_failing_task_is_logged_and_on_done_sees_the_count_drop(
     assert [r.getMessage() for r in failures] == ["a task of the failing owner failed"]
     assert failures[0].exc_info is not None and "boom" in str(failures[0].exc_info[1])
     assert counts == [1, 0]  # one callback per task, after it left the owner
+
+
+def test_adopt_owns_a_server_handler_started_by_asyncio() -> None:
+    """A connection handler of `asyncio.start_server` is cancelled and awaited by
+    `aclose`; one arriving after it never runs its body."""
+    ran: list[str] = []
+
+    async def check() -> None:
+        owner = TaskOwner("a test server")
+        entered = asyncio.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                with owner.adopt():
+                    ran.append("in")
+                    entered.set()
+                    await reader.read()  # the client never writes: only aclose ends this
+            finally:
+                ran.append("out")
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.wait_for(entered.wait(), 10)
+        assert len(owner) == 1
+        await owner.aclose()
+        assert ran == ["in", "out"] and len(owner) == 0
+        _, late = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(50):  # the late handler runs only its `finally`
+            await asyncio.sleep(0.01)
+            if ran.count("out") == 2:
+                break
+        assert ran == ["in", "out", "out"]
+        for w in (writer, late):
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(check())
