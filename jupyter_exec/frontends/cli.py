@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..client.discovery import find_server
-from ..render.presentation import format_status, ps_text
+from ..render.presentation import format_status, not_running_text, ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, RestartedEvent
 from .cli_queue import add_queue_parser, queue_command
@@ -536,10 +536,11 @@ async def _kill(client: ExecClient, args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         await client.signal(args.id, name)
         return 0
+    states = {info.process_id: info.state for info in await client.list()}  # before: see below
     if not await client.terminate(args.id, args.grace):
-        if args.id not in {info.process_id for info in await client.list()}:
+        if args.id not in states:
             raise CliError(f"unknown process id {args.id}", 1)
-        print(f"{args.id} was not running", file=sys.stderr)
+        print(not_running_text(args.id, states[args.id]), file=sys.stderr)
     return 0
 
 

@@ -44,7 +44,14 @@ from IPython.core.magic import Magics, magics_class
 
 from ..client.exec_client import SyncExecClient
 from ..render.html_render import ps_html
-from ..render.presentation import ending, format_status, one_line, ps_text, queue_text
+from ..render.presentation import (
+    ending,
+    format_status,
+    not_running_text,
+    one_line,
+    ps_text,
+    queue_text,
+)
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.errors import ExecError
 from .connection import shared
@@ -441,8 +448,10 @@ class ExecMagics(Magics):
     def terminate_magic(self, line: str) -> None:
         """Stop a process: SIGTERM to its group, SIGKILL to whatever is left after --grace."""
         args = parse_argstring(self.terminate_magic, line)
+        states = {info.process_id: info.state for info in self._call(self.client.list)}
         running = self._call(lambda: self.client.terminate(args.id, args.grace))
-        print(f"terminating {args.id}" if running else f"{args.id} was not running")
+        state = states.get(args.id, "exited")
+        print(f"terminating {args.id}" if running else not_running_text(args.id, state))
 
     # -- %ps, %attach, %exec_connect -------------------------------------------------
 

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from .._version import __version__
 from ..client.exec_client import END_CURSOR, ConnectionLostError, ExecClient
-from ..render.presentation import ps_text
+from ..render.presentation import not_running_text, ps_text
 from ..render.terminal import collapse_progress
 from ..wire.errors import ExecError
 from ..wire.models import ProcessInfo
@@ -356,6 +356,7 @@ class _Tools:
         async with _tool_errors():
             client = await self._client(ctx, "execute")
             await client.read(process_id, END_CURSOR)  # unknown id: an error, not "not running"
+            before = next((i.state for i in await client.list() if i.process_id == process_id), "")
             was_running = await client.terminate(process_id)
             r = await client.read(
                 process_id, END_CURSOR, wait_ms=int(TERMINATE_WAIT_SECONDS * 1000)
@@ -367,7 +368,9 @@ class _Tools:
                 "exit_code": r.exit_code,
                 "signal": r.signal,
             }
-            if not was_running:
+            if not was_running and before in ("queued", "restarting"):
+                text = not_running_text(process_id, before)
+            elif not was_running:
                 text = f"{process_id} had already exited (exit code: {r.exit_code})"
             elif r.exited:
                 text = f"terminated {process_id}: exit code {r.exit_code} ({r.signal})"

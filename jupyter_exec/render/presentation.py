@@ -29,6 +29,7 @@ __all__ = [
     "format_restarts",
     "format_status",
     "format_usage",
+    "not_running_text",
     "one_line",
     "process_runtime",
     "ps_columns",
@@ -127,6 +128,16 @@ def process_runtime(info: ProcessInfo, now_ms: float | None = None) -> float:
     return max(0.0, (end - info.started_at) / 1000)
 
 
+def not_running_text(process_id: str, state: str) -> str:
+    """What a terminate that found no run to stop did, by the state it found: a queued
+    process ends without starting and one between two runs restarts no more (SPEC 11)."""
+    if state == "queued":
+        return f"{process_id} was queued: it ends without starting"
+    if state == "restarting":
+        return f"{process_id} was waiting to restart: it restarts no more"
+    return f"{process_id} was not running"
+
+
 def returncode(exit_code: int | None, signal: str | None) -> int | None:
     """SPEC 5's exit code (128+N on signal N) as ``subprocess`` has it: -N on signal N."""
     if exit_code is None:
@@ -166,8 +177,10 @@ def format_restarts(info: ProcessInfo) -> str:
 
 
 def format_queue(info: ProcessInfo) -> str:
-    """SPEC 11 `queue` and `after` as ``gpu``, ``after train-1,train-2``, or both."""
-    after = f"after {','.join(info.after)}" if info.after else ""
+    """SPEC 11 `queue` and `after` as ``gpu``, ``after train-1,train-2``, or both; past
+    two dependencies, how many more (``after lr-1,lr-2 +4``: a sweep stays one row)."""
+    more = f" +{len(info.after) - 2}" if len(info.after) > 2 else ""
+    after = f"after {','.join(info.after[:2])}{more}" if info.after else ""
     return ", ".join(part for part in (info.queue or "", after) if part)
 
 

@@ -1,0 +1,157 @@
+"""SPEC 11 from a shell: `run --restart/--queue/--after`, `queue`, and what `ps`, `kill`
+and `wait` say of them, through subprocess against a real standalone server."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from . import test_cli
+from .test_cli import PY, Standalone
+
+#: A standalone server for this module, made as test_cli.py makes its own.
+standalone = test_cli.standalone
+
+pytestmark = pytest.mark.slow
+
+
+def infos(server: Standalone) -> dict[str, dict[str, Any]]:
+    return {i["processId"]: i for i in json.loads(server.run("ps", "--json").stdout)}
+
+
+def until(server: Standalone, check: Any, timeout: float = 15) -> dict[str, dict[str, Any]]:
+    """`ps --json` once `check(processes)` holds."""
+    deadline = time.monotonic() + timeout
+    while not check(found := infos(server)):
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+    return found
+
+
+def row(server: Standalone, process_id: str) -> list[str]:
+    return next(
+        r.split() for r in server.run("ps").stdout.splitlines() if r.split()[0] == process_id
+    )
+
+
+def test_run_restarts_on_failure_in_one_stream(standalone: Standalone) -> None:
+    done = standalone.run(
+        "run", "--name", "flaky", "--restart", "on-failure", "--max-restarts", "2",
+        "--restart-delay", "50", "--", "bash", "-c", "echo run; exit 3",
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "run\nrun\nrun\n"  # every run, one stream, in order
+    assert done.stderr == "[flaky exited 3; restart 1]\n[flaky exited 3; restart 2]\n"
+    flaky = infos(standalone)["flaky"]
+    assert (flaky["restarts"], flaky["exitCode"], flaky["state"]) == (2, 3, "closed")
+    assert flaky["restartPolicy"] == {"policy": "on-failure", "maxRestarts": 2, "delayMs": 50}
+    assert row(standalone, "flaky")[1:4] == ["closed", "3", "2/2"]
+    assert standalone.run("logs", "flaky").stdout == "run\nrun\nrun\n"
+
+
+def test_a_queue_runs_its_processes_in_order_within_its_parallel(standalone: Standalone) -> None:
+    listed = standalone.run("queue", "slot", "--parallel", "1")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split() == ["slot", "1", "0", "0"]
+    for name in ("q1", "q2", "q3"):
+        started = standalone.run(
+            "run", "-d", "--queue", "slot", "--name", name, "--", "sleep", "30"
+        )
+        assert started.stdout == f"{name}\n", started.stderr
+    found = until(standalone, lambda f: f["q1"]["state"] == "running")
+    assert [(found[n]["state"], found[n]["pid"]) for n in ("q2", "q3")] == [("queued", None)] * 2
+    assert row(standalone, "q2")[1:3] == ["queued", "slot"]
+    [slot] = json.loads(standalone.run("queue", "slot", "--json").stdout)
+    assert slot == {"name": "slot", "parallel": 1, "running": 1, "queued": 2}
+    assert "slot" in standalone.run("queue").stdout  # every queue
+    # The first one's end starts the next, not the one after it.
+    assert standalone.run("kill", "q1").returncode == 0
+    found = until(standalone, lambda f: f["q2"]["state"] == "running")
+    assert found["q3"]["state"] == "queued"
+    # A raised limit starts what waits.
+    raised = standalone.run("queue", "slot", "--parallel", "2")
+    assert raised.stdout.splitlines()[1].split()[:2] == ["slot", "2"]
+    until(standalone, lambda f: f["q3"]["state"] == "running")
+    for name in ("q2", "q3"):
+        assert standalone.run("kill", name).returncode == 0
+
+
+def test_after_runs_on_success_and_never_on_a_failure(standalone: Standalone) -> None:
+    standalone.run("run", "-d", "--name", "dep-ok", "--", PY, "-c", "import time; time.sleep(0.5)")
+    after_ok = standalone.run("run", "--after", "dep-ok", "--", "echo", "went")
+    assert (after_ok.returncode, after_ok.stdout) == (0, "went\n")
+    standalone.run("run", "-d", "--name", "dep-bad", "--", "bash", "-c", "sleep 0.3; exit 4")
+    never = standalone.run("run", "--name", "blocked", "--after", "dep-bad", "--", "echo", "no")
+    assert (never.returncode, never.stdout) == (1, "")
+    assert never.stderr.startswith("jupyter exec run: blocked never started: ")
+    assert "dep-bad" in never.stderr and "4" in never.stderr, never.stderr
+    blocked = infos(standalone)["blocked"]
+    assert (blocked["exitCode"], blocked["pid"], blocked["after"]) == (None, None, ["dep-bad"])
+    assert row(standalone, "blocked")[1:4] == ["closed", "never", "started"]
+    waited = standalone.run("wait", "dep-bad", "blocked")
+    assert waited.returncode == 4 and waited.stdout == "dep-bad: exited 4\nblocked: never started\n"
+
+
+def test_kill_a_queued_or_restarting_process_says_what_it_stopped(standalone: Standalone) -> None:
+    standalone.run("run", "-d", "--name", "long-dep", "--", "sleep", "30")
+    standalone.run("run", "-d", "--name", "waits", "--after", "long-dep", "--", "echo", "x")
+    killed = standalone.run("kill", "waits")
+    assert (killed.returncode, killed.stderr) == (0, "waits was queued: it ends without starting\n")
+    waits = until(standalone, lambda f: f["waits"]["state"] == "closed")["waits"]
+    assert waits["exitCode"] is None and waits["failure"]
+    standalone.run(
+        "run", "-d", "--name", "loop", "--restart", "always", "--restart-delay", "60000",
+        "--", "true",
+    )  # fmt: skip
+    until(standalone, lambda f: f["loop"]["state"] == "restarting")
+    stopped = standalone.run("kill", "loop")
+    assert stopped.stderr == "loop was waiting to restart: it restarts no more\n"
+    loop = until(standalone, lambda f: f["loop"]["state"] == "closed")["loop"]
+    assert loop["restarts"] == 0
+    standalone.run("kill", "long-dep")
+
+
+#: `run` options that the CLI refuses itself (status 2), and what it says.
+BAD_RUN_OPTIONS = [
+    (["--restart", "sometimes"], "unknown restart policy 'sometimes'; use one of"),
+    (["--max-restarts", "2"], "--max-restarts needs --restart on-failure or --restart always"),
+    (["--restart-delay", "10"], "--restart-delay needs --restart"),
+    (["--restart", "always", "--restart-delay", "-1"], "--restart-delay -1 must be 0 to"),
+    (["--restart", "always", "--max-restarts", "-2"], "--max-restarts -2 must be 0 to"),
+    (["--queue", ""], "a queue name must not be empty"),
+    (["--after", ""], "--after needs a process id"),
+    (["--max-restarts", "x"], "argument --max-restarts: invalid int value: 'x'"),
+]
+
+
+def test_bad_scheduling_options_are_status_2_and_nothing_starts(standalone: Standalone) -> None:
+    before = set(infos(standalone))
+    for options, message in BAD_RUN_OPTIONS:
+        bad = standalone.run("run", "--name", "bad-one", *options, "--", "echo", "hi")
+        assert bad.returncode == 2 and message in bad.stderr, (options, bad.stderr)
+        assert bad.stdout == ""
+    assert set(infos(standalone)) == before
+
+
+def test_what_only_the_server_knows_is_status_1_and_nothing_starts(standalone: Standalone) -> None:
+    before = set(infos(standalone))
+    unknown = standalone.run("run", "--name", "orphan", "--after", "nosuch", "--", "true")
+    assert unknown.returncode == 1 and "unknown process id 'nosuch'" in unknown.stderr
+    itself = standalone.run("run", "--name", "selfish", "--after", "selfish", "--", "true")
+    assert itself.returncode == 1 and "the process itself" in itself.stderr
+    assert set(infos(standalone)) == before
+
+
+def test_bad_queue_lines(standalone: Standalone) -> None:
+    for args, status, message in [
+        (["--parallel", "2"], 2, "--parallel needs a queue NAME"),
+        (["slot2", "--parallel", "0"], 2, "--parallel 0 must be at least 1"),
+        (["", "--parallel", "1"], 2, "a queue name must not be empty"),
+        (["never-made"], 1, "no queue named never-made yet"),
+    ]:
+        bad = standalone.run("queue", *args)
+        assert bad.returncode == status and message in bad.stderr, (args, bad.stderr)
+    assert "slot2" not in standalone.run("queue").stdout  # nothing was set
