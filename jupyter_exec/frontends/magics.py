@@ -285,11 +285,12 @@ class ExecMagics(Magics):
             if self._live():
                 _shown_this_cell.add(handle)  # in a kernel, -q also means no summary
         elif view is None and not (args.wait or args.wait_for):
-            queued = (args.queue or args.after) and handle.info.state == "queued"
-            print(
-                f"{'queued' if queued else 'started'} {handle.id}: "
-                f"{one_line(label or shlex.join(argv))}  (%read {handle.id})"
-            )
+            said = "started"
+            if args.queue or args.after:  # SPEC 11: it may wait, or never start
+                info = handle.info
+                said = "queued" if info.state == "queued" else said
+                said = "never started" if info.exit_code is None and info.failure else said
+            print(f"{said} {handle.id}: {one_line(label or shlex.join(argv))}  (%read {handle.id})")
         if args.wait_for:
             handle.wait_for(args.wait_for, args.timeout)
         if args.wait_for_port:
