@@ -38,8 +38,6 @@ class Launch:
     conf: Confinement | None
     #: The process's one log: every run writes on in it (one seq stream).
     log_path: Path
-    #: The front it was started through (`max_processes`, held_meta).
-    front: str
 
     def key(self, run: int) -> str:
         """The keeper's name for a run's child (unique over time): the log's, then numbered."""
@@ -57,12 +55,11 @@ class Launch:
             "cols": self.cols,
             "limits": None if self.limits is None else self.limits.model_dump(by_alias=True),
             "sandbox": None if self.conf is None else self.conf.record(),
-            "log": str(self.log_path),
-            "front": self.front,
         }
 
     @classmethod
-    def from_record(cls, data: Mapping[str, Any]) -> Launch:
+    def from_record(cls, data: Mapping[str, Any], log_path: Path) -> Launch:
+        """`log_path`: its process record's (core/record.py), which names it once."""
         limits, box = data.get("limits"), data.get("sandbox")
         return cls(
             executable=str(data["executable"]),
@@ -75,6 +72,5 @@ class Launch:
             cols=int(data["cols"]),
             limits=Limits.model_validate(limits) if limits else None,
             conf=Confinement.from_record(box) if box else None,
-            log_path=Path(data["log"]),
-            front=str(data["front"]),
+            log_path=log_path,
         )

@@ -15,8 +15,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from ..wire.events import (
     ClosedEvent,
@@ -27,13 +25,13 @@ from ..wire.events import (
     SeqEvent,
     StartedEvent,
 )
-from ..wire.models import Lifetime, ProcessInfo, ProcessState, exit_status
-from ..wire.protocol import Limits
+from ..wire.models import ProcessInfo, ProcessState, exit_status
 from . import limits as _limits
 from .child import Child
 from .output import OutputStore, pipe_bytes
 from .proctree import ProcessRef, descendant_processes, kill_verified, marked_processes
-from .sandbox import Confinement, likely_denied
+from .record import ExitRecord, ProcessRecord, ProcessSetup, ScheduleRecord
+from .sandbox import likely_denied
 from .usage import TreeUsage
 
 #: Largest `process/output` chunk. Measured with bench/run.py: 32 KiB chunks
@@ -50,31 +48,6 @@ EXIT_SETTLE_SECONDS = 0.05
 _DRAIN_LIMIT = 4 << 20
 #: Grace of a `timeoutMs` termination, as `process/terminate`'s default.
 TIMEOUT_GRACE_SECONDS = 3.0
-
-
-@dataclass
-class ProcessSetup:
-    """What a process was started with (no environment: it is never listed)."""
-
-    process_id: str
-    argv: list[str]
-    cwd: str
-    tty: bool
-    pipe_stdin: bool
-    label: str | None
-    lifetime: Lifetime
-    owner: str | None
-    marker: str
-    timeout_ms: int | None = None
-    limits: Limits | None = None
-    sandbox: Confinement | None = None
-    #: SPEC 11 `origin`: `{"kind", "name"}`.
-    origin: dict[str, str] | None = None
-    #: SPEC 11 `restart` (`{"policy", "maxRestarts", "delayMs"}`), `queue` and `after`:
-    #: how the scheduler runs it (core/scheduler.py).
-    restart: dict[str, Any] | None = None
-    queue: str | None = None
-    after: list[str] = field(default_factory=list)
 
 
 #: How much of the end of a sandboxed process's output `sandboxDenied` looks at.
@@ -94,6 +67,8 @@ class ManagedProcess:
     #: SPEC 11: runs restarted so far, and while `restarting` when the next begins (ms).
     restarts = 0
     restart_at: int | None = None
+    #: SPEC 11: where the scheduler stands with it, kept in its record (core/record.py).
+    schedule: ScheduleRecord | None = None
 
     def __init__(
         self,
@@ -144,6 +119,9 @@ class ManagedProcess:
     def _attach(self, child: Child) -> None:
         """Follow `child` as the current run: its output, its exit, its `timeoutMs`."""
         self._child = child
+        if child.reaped:  # a previous daemon's, ended (`finished`): nothing to watch
+            self.tree = None
+            return
         self.tree = TreeUsage(child.ref)
         if self.setup.timeout_ms is not None:
             left = self.setup.timeout_ms - (_now_ms() - self.run_started_at)
@@ -151,6 +129,62 @@ class ManagedProcess:
         for fd in child.outputs:
             self._loop.add_reader(fd, self._on_readable, fd)
         self._loop.add_reader(child.pidfd, self._on_pidfd)
+
+    @classmethod
+    def finished(cls, record: ProcessRecord, store: OutputStore) -> ManagedProcess:
+        """A previous daemon's process that runs no more (daemon/persist.py): `closed`
+        with the exit its record holds, or `lost` if none was recorded (nothing kept
+        it to the end). Its output stays readable from `store`, its seqs go on after
+        the log's last, and it publishes nothing: `exited` and `closed` are there to
+        be replayed (SPEC 5), so a follower ends."""
+        s = record.setup
+        child = Child.gone(record.pid or 0, s.tty, record.pid_start_time)
+        proc = cls(s, child, store, _unheard, _unheard, record.started_at)
+        end = record.exit
+        if end is None:
+            proc.state = "lost"
+        else:
+            proc.state = "closed"
+            proc.exit_code, proc.signal, proc.exited_at = end.exit_code, end.signal, end.exited_at
+            proc.timed_out, proc.limit_exceeded = end.timed_out, end.limit_exceeded
+            proc.exited_event = ExitedEvent(
+                proc.id,
+                proc._take_seq(),
+                end.exit_code,
+                end.signal,
+                timed_out=end.timed_out,
+                limit_exceeded=end.limit_exceeded,
+                sandbox_denied=end.sandbox_denied,
+            )
+        proc.closed_event = ClosedEvent(proc.id, proc._take_seq())
+        proc.exited.set()
+        proc.closed.set()
+        return proc
+
+    def record(self) -> ProcessRecord | None:
+        """What outlives this daemon (core/record.py); None without a log to read."""
+        log = self.store.log_path
+        if log is None:
+            return None
+        start, end = -1 if self._child is None else self._child.ref.start, self.exited_event
+        return ProcessRecord(
+            self.setup,
+            log,
+            self.started_at,
+            pid=self.pid,
+            pid_start_time=start if start >= 0 else None,
+            exit=None
+            if end is None
+            else ExitRecord(
+                end.exit_code,
+                end.signal,
+                self.exited_at,
+                end.timed_out,
+                end.limit_exceeded,
+                end.sandbox_denied,
+            ),
+            schedule=self.schedule,
+        )
 
     # -- runs (SPEC 11) --------------------------------------------------------
 
@@ -176,6 +210,21 @@ class ManagedProcess:
         else:
             self.started_at = self.run_started_at
             self._event_published(StartedEvent(self.info()))
+
+    def resume_runs(self, schedule: ScheduleRecord) -> None:
+        """A previous daemon's scheduled process, adopted: its restarts are replayed as
+        before and its seqs go on after the last (the log holds only output)."""
+        self.schedule = schedule
+        pid = self.pid
+        self.restarted_events = tuple(
+            RestartedEvent(self.id, seq, restarts, run_pid or pid or 0, code, name)
+            for seq, restarts, run_pid, code, name in schedule.restarted
+        )
+        if self.restarted_events:
+            last = self.restarted_events[-1]
+            self.restarts, self._last_seq = last.restarts, max(self._last_seq, last.seq)
+        if schedule.run_started_at is not None:
+            self.run_started_at = schedule.run_started_at
 
     def end_runs(self, failure: str | None = None) -> None:
         """End a process that waits (queued, or between two runs) without another run:
@@ -562,6 +611,10 @@ def _split(data: bytes) -> list[bytes]:
     if len(data) <= CHUNK_BYTES:
         return [data]
     return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+
+
+def _unheard(_: object) -> None:
+    """Where a finished process would publish: it never does."""
 
 
 def _now_ms() -> int:

@@ -38,8 +38,9 @@ from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
 from .confinement import resolve_cwd
 from .launch import Launch
 from .output import OutputStore
-from .process import ManagedProcess, ProcessSetup
+from .process import ManagedProcess
 from .proctree import MARKER_VAR, kill_verified, marked_processes
+from .record import ProcessRecord, ProcessSetup, ScheduleRecord
 from .retention import Retention
 from .scheduler import ENDED, Scheduler
 from .usage import Sampler
@@ -190,7 +191,7 @@ class Registry:
         launch = Launch(
             executable, argv, cwd, env, params.tty, params.pipe_stdin,
             rows=size.rows if size else 24, cols=size.cols if size else 80,
-            limits=params.limits, conf=conf, log_path=log_path, front=rules.name,
+            limits=params.limits, conf=conf, log_path=log_path,
         )  # fmt: skip
         setup = ProcessSetup(
             process_id=params.process_id,
@@ -206,14 +207,19 @@ class Registry:
             limits=params.limits,
             sandbox=box.conf if box else None,
             origin=params.origin.model_dump() if params.origin is not None else None,
+            front=rules.name,
             restart=params.restart.wire() if params.restart is not None else None,
             queue=params.queue,
             after=list(params.after),
         )
         started_at = int(time.time() * 1000)
+        schedule = self.scheduler.plan(setup.restart, launch) if params.scheduled else None
+        if schedule is not None:
+            schedule.run_started_at = started_at
         child = None
-        if self.scheduler.starts_now(params):
-            child = self.spawn_run(launch, setup, started_at, 0, box)
+        if schedule is None or self.scheduler.starts_now(params):
+            record = ProcessRecord(setup, log_path, started_at, schedule=schedule)
+            child = self.spawn_run(launch, record, 0, box)
         elif box is not None:
             box.close()
         store = OutputStore(
@@ -234,19 +240,15 @@ class Registry:
         # The response is queued in this same loop step; this runs in the next one,
         # still before any output callback of the child.
         asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
-        if params.scheduled:
-            self.scheduler.add(proc, launch)  # its turn is taken after that, too
+        if schedule is not None:
+            self.scheduler.add(proc, schedule)  # its turn is taken after that, too
         return info
 
     def spawn_run(
-        self,
-        launch: Launch,
-        setup: ProcessSetup,
-        started_at: int,
-        run: int,
-        box: sandbox.Sandbox | None = None,
+        self, launch: Launch, record: ProcessRecord, run: int, box: sandbox.Sandbox | None = None
     ) -> Child:
-        """Spawn one run of a process (its first, a queued one's, a restart: SPEC 11).
+        """Spawn one run of a process (its first, a queued one's, a restart: SPEC 11);
+        the keeper keeps `record` with it, and lets go of the run before (a restart).
         `box`: the sandbox already made ready for it (else one is, from `launch.conf`)."""
         env = dict(launch.env)
         if box is None and launch.conf is not None:
@@ -259,13 +261,15 @@ class Registry:
             keep_fds=box.keep_fds if box else (),
         )  # fmt: skip
         meta = None
-        if self.keeper is not None:
-            meta = held_meta(setup, launch.log_path, started_at, launch.front)
+        if self.keeper is not None:  # what the keeper keeps (core/record.py)
+            meta = record.to_record()
+            if run:  # the run before ended: the record of this one replaces it
+                self.keeper.release(launch.key(run - 1))
         try:
             return spawn(spec, self.keeper, launch.key(run), meta)
         except (OSError, subprocess.SubprocessError) as exc:
             why = (box and box.failure()) or getattr(exc, "strerror", None) or str(exc)
-            raise InvalidParamsError(f"cannot start {setup.argv[0]!r}: {why}") from None
+            raise InvalidParamsError(f"cannot start {record.setup.argv[0]!r}: {why}") from None
         finally:
             if box is not None:
                 box.close()
@@ -326,10 +330,16 @@ class Registry:
         return self._log_dir
 
     def adopt_child(
-        self, setup: ProcessSetup, child: Child, store: OutputStore, started_at: int, front: str
+        self,
+        setup: ProcessSetup,
+        child: Child,
+        store: OutputStore,
+        started_at: int,
+        front: str,
+        schedule: ScheduleRecord | None = None,
     ) -> ManagedProcess:
         """A running process a previous registry started through `front`, its child
-        now the keeper's."""
+        now the keeper's; `schedule`: the scheduler's, who goes on with it (SPEC 11)."""
         store.join(self.retention)
         proc = ManagedProcess(
             setup, child, store, self._publish, self._schedule_removal, started_at
@@ -337,6 +347,22 @@ class Registry:
         self._procs[proc.id] = proc
         self._fronts[proc.id] = front
         self.sampler.wake()
+        if schedule is not None:  # before its exit, if it has one, is taken in
+            proc.resume_runs(schedule)
+            self.scheduler.add(proc, schedule)
+        return proc
+
+    def adopt_waiting(self, record: ProcessRecord, store: OutputStore) -> ManagedProcess:
+        """A previous registry's process that had not started (`queued`, SPEC 11): it
+        waits again in its place."""
+        assert record.schedule is not None
+        store.join(self.retention)
+        proc = ManagedProcess(
+            record.setup, None, store, self._publish, self._schedule_removal, record.started_at
+        )
+        self._procs[proc.id] = proc
+        self._fronts[proc.id] = record.setup.front
+        self.scheduler.add(proc, record.schedule)
         return proc
 
     def adopt(self, proc: ManagedProcess) -> None:
@@ -492,30 +518,6 @@ def _box(conf: sandbox.Confinement, cwd: str, env: dict[str, str]) -> sandbox.Sa
     if box.tmp is not None:
         env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
     return box
-
-
-def held_meta(
-    setup: ProcessSetup, log_path: Path, started_at: int, front: str
-) -> dict[str, object]:
-    """What a keeper keeps of a process, for a successor to rebuild it (daemon/holding.py)."""
-    return {
-        "front": front,
-        "processId": setup.process_id,
-        "argv": setup.argv,
-        "cwd": setup.cwd,
-        "tty": setup.tty,
-        "pipeStdin": setup.pipe_stdin,
-        "label": setup.label,
-        "lifetime": setup.lifetime,
-        "owner": setup.owner,
-        "marker": setup.marker,
-        "timeoutMs": setup.timeout_ms,
-        "limits": limits.wire(setup.limits),
-        "sandbox": None if setup.sandbox is None else setup.sandbox.record(),
-        "origin": setup.origin,
-        "log": str(log_path),
-        "startedAt": started_at,
-    }
 
 
 def raise_fd_limit() -> int:

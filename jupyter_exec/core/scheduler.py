@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import signal
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -48,8 +47,9 @@ from ..wire.models import QueueInfo
 from ..wire.protocol import StartParams
 from .child import Child
 from .launch import Launch
-from .process import ManagedProcess, ProcessSetup
+from .process import ManagedProcess
 from .proctree import kill_verified, marked_processes
+from .record import ProcessRecord, ScheduleRecord
 
 #: The restart delay doubles up to this.
 MAX_DELAY_MS = 60_000
@@ -62,21 +62,18 @@ ENDED = ("exited", "closed", "lost")
 #: States that hold a queue slot.
 ACTIVE = ("running", "restarting")
 
-#: Spawns one run: (launch, setup, startedAt, run number) -> child (registry.spawn_run).
-SpawnRun = Callable[[Launch, ProcessSetup, int, int], Child]
+#: Spawns one run: (launch, the record the keeper keeps, run number) -> child
+#: (registry.spawn_run).
+SpawnRun = Callable[[Launch, ProcessRecord, int], Child]
 Find = Callable[[str], ManagedProcess | None]
 
 
 @dataclass
 class Job:
-    """A process the scheduler runs, and what its scheduling needs to remember."""
+    """A process the scheduler runs; what outlives the daemon is `state` (its record's)."""
 
     proc: ManagedProcess
-    launch: Launch
-    #: Its place among every scheduled start (queues serve the lowest first).
-    order: int
-    #: The delay before the next restart (ms).
-    delay_ms: int = 0
+    state: ScheduleRecord
     #: `after` processes that have not exited 0 yet.
     pending: set[str] = field(default_factory=set)
     #: Stopped by a terminate or a kill: no further run.
@@ -92,10 +89,13 @@ class Scheduler:
         self.jobs: dict[str, Job] = {}
         #: Every queue set (`queue/set`) or used, and its limit.
         self.parallel: dict[str, int] = {}
-        self._order = itertools.count()
+        #: The place in line of the next scheduled start.
+        self._next_order = 1
         self._pump_handle: asyncio.Handle | None = None
         #: Kills of what ended runs left behind, before a stop's `exited` (owned tasks).
         self._cleanups: set[asyncio.Task[None]] = set()
+        #: Told every queue's limit when one is set (the daemon keeps them: daemon/persist.py).
+        self.on_queues: Callable[[dict[str, int]], None] | None = None
 
     # -- a start ------------------------------------------------------------------
 
@@ -137,12 +137,18 @@ class Scheduler:
         running = sum(1 for j in jobs if j.proc.state in ACTIVE)
         return not waiting and running < self.parallel_of(params.queue)
 
-    def add(self, proc: ManagedProcess, launch: Launch, order: int | None = None) -> Job:
-        """Run `proc` from now on (started, or `queued`); `order`: its place, kept over a
-        daemon's restart."""
-        restart = proc.setup.restart or {}
-        job = Job(proc, launch, next(self._order) if order is None else order)
-        job.delay_ms = int(restart.get("delayMs", 0))
+    def plan(self, restart: dict[str, Any] | None, launch: Launch) -> ScheduleRecord:
+        """The schedule of a new start: the next place in line, the first delay."""
+        delay = 0 if restart is None else int(restart["delayMs"])
+        self._next_order += 1
+        return ScheduleRecord(launch, self._next_order - 1, delay)
+
+    def add(self, proc: ManagedProcess, state: ScheduleRecord) -> Job:
+        """Run `proc` from now on: started, `queued`, or a previous daemon's (adopted
+        running, or recovered queued), which keeps its place in line."""
+        proc.schedule = state
+        self._next_order = max(self._next_order, state.order + 1)
+        job = Job(proc, state)
         job.pending = {dep for dep in proc.setup.after if self._dependency(dep)[0] is not True}
         self.jobs[proc.id] = job
         if proc.setup.queue is not None:  # listed from now on, idle or not
@@ -161,6 +167,8 @@ class Scheduler:
         """SPEC 11 `queue/set`: a larger limit starts waiting processes at once; a smaller
         one stops none (those running finish)."""
         self.parallel[name] = parallel
+        if self.on_queues is not None:
+            self.on_queues(self.parallel)
         self._pump()
         return self.queue_info(name)
 
@@ -197,7 +205,8 @@ class Scheduler:
         """Start, in order, every queued process that may start; end those that never will."""
         self._pump_handle = None
         queued = sorted(
-            (j for j in self.jobs.values() if j.proc.state == "queued"), key=lambda j: j.order
+            (j for j in self.jobs.values() if j.proc.state == "queued"),
+            key=lambda j: j.state.order,
         )
         running: dict[str, int] = {}
         for job in queued:
@@ -246,14 +255,24 @@ class Scheduler:
     # -- runs ---------------------------------------------------------------------
 
     def _begin(self, job: Job, restarts: int = 0) -> None:
-        proc = job.proc
-        started_at = int(time.time() * 1000)
+        proc, state = job.proc, job.state
+        state.run_started_at = now = int(time.time() * 1000)
+        if restarts:  # its pid is known once spawned: the keeper's copy has none
+            state.restarted.append([proc.next_seq, restarts, None, proc.exit_code, proc.signal])
+        record = ProcessRecord(
+            proc.setup, state.launch.log_path, proc.started_at if restarts else now,
+            schedule=state,
+        )  # fmt: skip
         try:
-            child = self._spawn_run(job.launch, proc.setup, started_at, restarts)
+            child = self._spawn_run(state.launch, record, restarts)
         except ExecError as exc:  # its program or cwd went away meanwhile
+            if restarts:
+                state.restarted.pop()
             job.stopped = True
             proc.end_runs(exc.message)
             return
+        if restarts:
+            state.restarted[-1][2] = child.pid
         proc.begin_run(child, restarts)
 
     def _run_ended(self, proc: ManagedProcess) -> bool:
@@ -267,12 +286,14 @@ class Scheduler:
         if policy["policy"] == "on-failure" and proc.exit_code == 0 and not proc.timed_out:
             return False
         now = int(time.time() * 1000)
-        if now - proc.run_started_at >= RESET_AFTER_MS:
-            job.delay_ms = policy["delayMs"]
-        delay = job.delay_ms
-        job.delay_ms = min(max(delay * 2, 1), MAX_DELAY_MS)
-        proc.restart_at = now + delay
-        job.restart_task = asyncio.get_running_loop().create_task(self._restart(job, delay))
+        ended = proc.exited_at or now  # an adopted run may have ended while no daemon ran
+        if ended - proc.run_started_at >= RESET_AFTER_MS:
+            job.state.delay_ms = policy["delayMs"]
+        delay = job.state.delay_ms
+        job.state.delay_ms = min(max(delay * 2, 1), MAX_DELAY_MS)
+        proc.restart_at = ended + delay
+        wait = max(0, ended + delay - now)
+        job.restart_task = asyncio.get_running_loop().create_task(self._restart(job, wait))
         return True
 
     async def _restart(self, job: Job, delay_ms: int) -> None:
@@ -281,13 +302,6 @@ class Scheduler:
         job.restart_task = None
         if not job.stopped and job.proc.state == "restarting":
             self._begin(job, job.proc.restarts + 1)
-
-    def resume_restart(self, job: Job, restart_at: int) -> None:
-        """A process a previous daemon left between two runs: the next one begins at
-        `restart_at` as planned (or now, if that passed)."""
-        job.proc.restart_at = restart_at
-        delay = max(0, restart_at - int(time.time() * 1000))
-        job.restart_task = asyncio.get_running_loop().create_task(self._restart(job, delay))
 
     # -- stopping ---------------------------------------------------------------------
 
