@@ -4,13 +4,18 @@ and `wait` say of them, through subprocess against a real standalone server."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.daemon.harness import daemons_stopped, kill_daemon
+
+from ..magics.jupyter_process import clean_env
 from . import test_cli
-from .test_cli import PY, Standalone
+from .test_cli import CLI, PY, Standalone
 
 #: A standalone server for this module, made as test_cli.py makes its own.
 standalone = test_cli.standalone
@@ -155,3 +160,32 @@ def test_bad_queue_lines(standalone: Standalone) -> None:
         bad = standalone.run("queue", *args)
         assert bad.returncode == status and message in bad.stderr, (args, bad.stderr)
     assert "slot2" not in standalone.run("queue").stdout  # nothing was set
+
+
+def test_through_the_exec_daemon_a_queue_and_a_dependency_outlive_its_sigkill(
+    tmp_path: Path,
+) -> None:
+    """No server: the CLI's scheduled processes live in the user's exec daemon (SPEC 3
+    "Every front"); killed with SIGKILL, the next daemon keeps their places."""
+    runtime = tmp_path / "runtime"
+    env = clean_env(runtime)  # no server anywhere: discovery ends at the daemon
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=60)
+
+    with daemons_stopped(runtime):
+        gate = tmp_path / "go"  # d1 runs until the test opens the gate
+        wait_gate = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+        cli("run", "-d", "--name", "d1", "--queue", "dq", "--", "bash", "-c", wait_gate)
+        cli("run", "-d", "--name", "d2", "--queue", "dq", "--", "echo", "second")
+        cli("run", "-d", "--name", "d3", "--after", "d2", "--", "echo", "third")
+        waiting = {i["processId"]: i["state"] for i in json.loads(cli("ps", "--json").stdout)}
+        assert waiting == {"d1": "running", "d2": "queued", "d3": "queued"}
+        kill_daemon(runtime)
+        assert cli("queue", "dq").stdout.splitlines()[1].split() == ["dq", "1", "1", "1"]
+        gate.touch()
+        waited = cli("wait", "d1", "d2", "d3", "--timeout", "30")
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert (cli("logs", "d2").stdout, cli("logs", "d3").stdout) == ("second\n", "third\n")
+        ran = {i["processId"]: i for i in json.loads(cli("ps", "--json").stdout)}
+        assert ran["d1"]["exitedAt"] <= ran["d2"]["startedAt"] <= ran["d3"]["startedAt"]
