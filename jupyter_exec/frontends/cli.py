@@ -9,9 +9,10 @@ outlive the command; the CLI's cwd and environment are their root and base). ``s
 runs the standalone server (:func:`jupyter_exec.transports.serve.main`).
 
 Exit status: ``run`` and a followed ``attach`` exit with the process's status
-(128+N when killed by signal N, as shells report it), ``wait`` with the worst
-of theirs (cli_wait.py); other commands 0 on success, 1 when the server refused
-(unknown id...), 2 for a bad command line or no reachable server.
+(128+N when killed by signal N, as shells report it; 1 when it never started),
+``wait`` with 124 while one still runs, else the worst of theirs (cli_wait.py);
+other commands 0 on success, 1 when the server refused (unknown id...), 2 for a
+bad command line or no reachable server.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def add_port_options(run: argparse.ArgumentParser) -> None:
 def add_wait_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``wait`` subcommand on `sub` (argparse's subparsers action)."""
     wait: argparse.ArgumentParser = sub.add_parser(
-        "wait", help="wait until processes exit; exit with the worst status (124: still running)"
+        "wait", help="wait until processes exit; exit 124 if one still runs, else the worst status"
     )
     wait.add_argument("ids", nargs="+", metavar="ID")
     wait.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
