@@ -101,6 +101,8 @@ class ScheduleRecord:
     @classmethod
     def from_record(cls, data: Mapping[str, Any], log: Path) -> ScheduleRecord:
         """`log`: where its process record says the log is now."""
+        if not isinstance(data, Mapping):
+            raise TypeError("a process record's schedule is a JSON object")
         restarted = [list(r) for r in data.get("restarted") or ()]
         if any(len(r) != 5 or not isinstance(r[0], int) for r in restarted):
             raise ValueError("bad process record restarted list")

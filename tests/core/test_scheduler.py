@@ -283,3 +283,25 @@ async def test_bad_scheduling_input_is_refused_and_nothing_starts(tmp_path):
         assert queues == [{"name": "q", "parallel": 1, "running": 1, "queued": 0}]
         read = {"processId": "keep", "waitMs": 5000, "untilPattern": "alive\n"}
         assert (await peer.call("process/read", read))["result"]["matched"]
+
+
+async def test_a_chain_ends_at_its_first_failure_and_a_vanished_program_never_starts(tmp_path):
+    async with connected(tmp_path) as peer:
+        await peer.call("process/start", start("A", py("import time; time.sleep(0.3); exit(3)")))
+        await peer.call("process/start", start("B", ["true"], after=["A"]))
+        await peer.call("process/start", start("C", ["true"], after=["B"]))
+        await notes_until_closed(peer, "C")
+        c = await info(peer, "C")
+        assert c["failure"] == "dependency B failed: dependency A failed: exit code 3"
+        # A program that is gone when its turn comes: it ends never started, saying why.
+        script = tmp_path / "job.sh"
+        script.write_text("#!/bin/sh\necho ran\n")
+        script.chmod(0o755)
+        await peer.call("process/start", start("slot", ["sleep", "0.3"], queue="one"))
+        await peer.call("process/start", start("gone", [str(script)], queue="one"))
+        script.unlink()
+        got = await notes_until_closed(peer, "gone")
+        assert [m["method"] for m in got] == ["process/exited", "process/closed"]
+        gone = await info(peer, "gone")
+        assert gone["exitCode"] is None and gone["failure"].startswith("cannot start")
+        assert (await info(peer, "slot"))["exitCode"] == 0
