@@ -1,16 +1,22 @@
 """SPEC 11 from a shell: `run --restart/--queue/--after`, `queue`, and what `ps`, `kill`
-and `wait` say of them, through subprocess against a real standalone server."""
+and `wait` say of them, against a real standalone server. The commands run in this
+process (`main`, the entry point's own code, its output read from the real file
+descriptors): the same as the subprocesses of test_cli.py without an interpreter's
+start for each of the many calls. One test goes through a subprocess and the user's
+exec daemon, as a shell does."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jupyter_exec.frontends.cli import main
 from tests.daemon.harness import daemons_stopped, kill_daemon
 
 from ..magics.jupyter_process import clean_env
@@ -23,100 +29,120 @@ standalone = test_cli.standalone
 pytestmark = pytest.mark.slow
 
 
-def infos(server: Standalone) -> dict[str, dict[str, Any]]:
+@dataclass
+class InProcess:
+    """`jupyter exec --url URL ...` as `main` in this process (module docstring)."""
+
+    url: str
+    capfd: pytest.CaptureFixture[str]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self.capfd.readouterr()
+        try:
+            status = main(["--url", self.url, *args])
+        except SystemExit as exc:  # argparse refusing the line
+            status = exc.code if isinstance(exc.code, int) else 2
+        out, err = self.capfd.readouterr()
+        return subprocess.CompletedProcess(["jupyter exec", *args], status, out, err)
+
+
+@pytest.fixture
+def jx(standalone: Standalone, capfd: pytest.CaptureFixture[str]) -> InProcess:
+    return InProcess(standalone.url, capfd)
+
+
+def infos(server: InProcess) -> dict[str, dict[str, Any]]:
     return {i["processId"]: i for i in json.loads(server.run("ps", "--json").stdout)}
 
 
-def until(server: Standalone, check: Any, timeout: float = 15) -> dict[str, dict[str, Any]]:
+def until(server: InProcess, check: Any, timeout: float = 15) -> dict[str, dict[str, Any]]:
     """`ps --json` once `check(processes)` holds."""
     deadline = time.monotonic() + timeout
     while not check(found := infos(server)):
         assert time.monotonic() < deadline, found
-        time.sleep(0.1)
+        time.sleep(0.05)
     return found
 
 
-def row(server: Standalone, process_id: str) -> list[str]:
+def row(server: InProcess, process_id: str) -> list[str]:
     return next(
         r.split() for r in server.run("ps").stdout.splitlines() if r.split()[0] == process_id
     )
 
 
-def test_run_restarts_on_failure_in_one_stream(standalone: Standalone) -> None:
-    done = standalone.run(
+def test_run_restarts_on_failure_in_one_stream(jx: InProcess) -> None:
+    done = jx.run(
         "run", "--name", "flaky", "--restart", "on-failure", "--max-restarts", "2",
         "--restart-delay", "50", "--", "bash", "-c", "echo run; exit 3",
     )  # fmt: skip
     assert done.returncode == 3, done.stderr
     assert done.stdout == "run\nrun\nrun\n"  # every run, one stream, in order
     assert done.stderr == "[flaky exited 3; restart 1]\n[flaky exited 3; restart 2]\n"
-    flaky = infos(standalone)["flaky"]
+    flaky = infos(jx)["flaky"]
     assert (flaky["restarts"], flaky["exitCode"], flaky["state"]) == (2, 3, "closed")
     assert flaky["restartPolicy"] == {"policy": "on-failure", "maxRestarts": 2, "delayMs": 50}
-    assert row(standalone, "flaky")[1:4] == ["closed", "3", "2/2"]
-    assert standalone.run("logs", "flaky").stdout == "run\nrun\nrun\n"
+    assert row(jx, "flaky")[1:4] == ["closed", "3", "2/2"]
+    assert jx.run("logs", "flaky").stdout == "run\nrun\nrun\n"
 
 
-def test_a_queue_runs_its_processes_in_order_within_its_parallel(standalone: Standalone) -> None:
-    listed = standalone.run("queue", "slot", "--parallel", "1")
+def test_a_queue_runs_its_processes_in_order_within_its_parallel(jx: InProcess) -> None:
+    listed = jx.run("queue", "slot", "--parallel", "1")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].split() == ["slot", "1", "0", "0"]
     for name in ("q1", "q2", "q3"):
-        started = standalone.run(
-            "run", "-d", "--queue", "slot", "--name", name, "--", "sleep", "30"
-        )
+        started = jx.run("run", "-d", "--queue", "slot", "--name", name, "--", "sleep", "30")
         assert started.stdout == f"{name}\n", started.stderr
-    found = until(standalone, lambda f: f["q1"]["state"] == "running")
+    found = until(jx, lambda f: f["q1"]["state"] == "running")
     assert [(found[n]["state"], found[n]["pid"]) for n in ("q2", "q3")] == [("queued", None)] * 2
-    assert row(standalone, "q2")[1:3] == ["queued", "slot"]
-    [slot] = json.loads(standalone.run("queue", "slot", "--json").stdout)
+    assert row(jx, "q2")[1:3] == ["queued", "slot"]
+    [slot] = json.loads(jx.run("queue", "slot", "--json").stdout)
     assert slot == {"name": "slot", "parallel": 1, "running": 1, "queued": 2}
-    assert "slot" in standalone.run("queue").stdout  # every queue
+    assert "slot" in jx.run("queue").stdout  # every queue
     # The first one's end starts the next, not the one after it.
-    assert standalone.run("kill", "q1").returncode == 0
-    found = until(standalone, lambda f: f["q2"]["state"] == "running")
+    assert jx.run("kill", "q1").returncode == 0
+    found = until(jx, lambda f: f["q2"]["state"] == "running")
     assert found["q3"]["state"] == "queued"
     # A raised limit starts what waits.
-    raised = standalone.run("queue", "slot", "--parallel", "2")
+    raised = jx.run("queue", "slot", "--parallel", "2")
     assert raised.stdout.splitlines()[1].split()[:2] == ["slot", "2"]
-    until(standalone, lambda f: f["q3"]["state"] == "running")
+    until(jx, lambda f: f["q3"]["state"] == "running")
     for name in ("q2", "q3"):
-        assert standalone.run("kill", name).returncode == 0
+        assert jx.run("kill", name).returncode == 0
 
 
-def test_after_runs_on_success_and_never_on_a_failure(standalone: Standalone) -> None:
-    standalone.run("run", "-d", "--name", "dep-ok", "--", PY, "-c", "import time; time.sleep(0.5)")
-    after_ok = standalone.run("run", "--after", "dep-ok", "--", "echo", "went")
+def test_after_runs_on_success_and_never_on_a_failure(jx: InProcess) -> None:
+    jx.run("run", "-d", "--name", "dep-ok", "--", PY, "-c", "import time; time.sleep(0.5)")
+    after_ok = jx.run("run", "--after", "dep-ok", "--", "echo", "went")
     assert (after_ok.returncode, after_ok.stdout) == (0, "went\n")
-    standalone.run("run", "-d", "--name", "dep-bad", "--", "bash", "-c", "sleep 0.3; exit 4")
-    never = standalone.run("run", "--name", "blocked", "--after", "dep-bad", "--", "echo", "no")
+    jx.run("run", "-d", "--name", "dep-bad", "--", "bash", "-c", "sleep 0.3; exit 4")
+    never = jx.run("run", "--name", "blocked", "--after", "dep-bad", "--", "echo", "no")
     assert (never.returncode, never.stdout) == (1, "")
     assert never.stderr.startswith("jupyter exec run: blocked never started: ")
     assert "dep-bad" in never.stderr and "4" in never.stderr, never.stderr
-    blocked = infos(standalone)["blocked"]
+    blocked = infos(jx)["blocked"]
     assert (blocked["exitCode"], blocked["pid"], blocked["after"]) == (None, None, ["dep-bad"])
-    assert row(standalone, "blocked")[1:4] == ["closed", "never", "started"]
-    waited = standalone.run("wait", "dep-bad", "blocked")
+    assert row(jx, "blocked")[1:4] == ["closed", "never", "started"]
+    waited = jx.run("wait", "dep-bad", "blocked")
     assert waited.returncode == 4 and waited.stdout == "dep-bad: exited 4\nblocked: never started\n"
 
 
-def test_kill_a_queued_or_restarting_process_says_what_it_stopped(standalone: Standalone) -> None:
-    standalone.run("run", "-d", "--name", "long-dep", "--", "sleep", "30")
-    standalone.run("run", "-d", "--name", "waits", "--after", "long-dep", "--", "echo", "x")
-    killed = standalone.run("kill", "waits")
+def test_kill_a_queued_or_restarting_process_says_what_it_stopped(jx: InProcess) -> None:
+    jx.run("run", "-d", "--name", "long-dep", "--", "sleep", "30")
+    jx.run("run", "-d", "--name", "waits", "--after", "long-dep", "--", "echo", "x")
+    killed = jx.run("kill", "waits")
     assert (killed.returncode, killed.stderr) == (0, "waits was queued: it ends without starting\n")
-    waits = until(standalone, lambda f: f["waits"]["state"] == "closed")["waits"]
+    waits = until(jx, lambda f: f["waits"]["state"] == "closed")["waits"]
     assert waits["exitCode"] is None and waits["failure"]
-    standalone.run(
+    jx.run(
         "run", "-d", "--name", "loop", "--restart", "always", "--restart-delay", "60000",
         "--", "true",
     )  # fmt: skip
-    until(standalone, lambda f: f["loop"]["state"] == "restarting")
-    stopped = standalone.run("kill", "loop")
+    until(jx, lambda f: f["loop"]["state"] == "restarting")
+    stopped = jx.run("kill", "loop")
     assert stopped.stderr == "loop was waiting to restart: it restarts no more\n"
-    loop = until(standalone, lambda f: f["loop"]["state"] == "closed")["loop"]
+    loop = until(jx, lambda f: f["loop"]["state"] == "closed")["loop"]
     assert loop["restarts"] == 0
-    standalone.run("kill", "long-dep")
+    jx.run("kill", "long-dep")
 
 
 #: `run` options that the CLI refuses itself (status 2), and what it says.
@@ -132,34 +158,34 @@ BAD_RUN_OPTIONS = [
 ]
 
 
-def test_bad_scheduling_options_are_status_2_and_nothing_starts(standalone: Standalone) -> None:
-    before = set(infos(standalone))
+def test_bad_scheduling_options_are_status_2_and_nothing_starts(jx: InProcess) -> None:
+    before = set(infos(jx))
     for options, message in BAD_RUN_OPTIONS:
-        bad = standalone.run("run", "--name", "bad-one", *options, "--", "echo", "hi")
+        bad = jx.run("run", "--name", "bad-one", *options, "--", "echo", "hi")
         assert bad.returncode == 2 and message in bad.stderr, (options, bad.stderr)
         assert bad.stdout == ""
-    assert set(infos(standalone)) == before
+    assert set(infos(jx)) == before
 
 
-def test_what_only_the_server_knows_is_status_1_and_nothing_starts(standalone: Standalone) -> None:
-    before = set(infos(standalone))
-    unknown = standalone.run("run", "--name", "orphan", "--after", "nosuch", "--", "true")
+def test_what_only_the_server_knows_is_status_1_and_nothing_starts(jx: InProcess) -> None:
+    before = set(infos(jx))
+    unknown = jx.run("run", "--name", "orphan", "--after", "nosuch", "--", "true")
     assert unknown.returncode == 1 and "unknown process id 'nosuch'" in unknown.stderr
-    itself = standalone.run("run", "--name", "selfish", "--after", "selfish", "--", "true")
+    itself = jx.run("run", "--name", "selfish", "--after", "selfish", "--", "true")
     assert itself.returncode == 1 and "the process itself" in itself.stderr
-    assert set(infos(standalone)) == before
+    assert set(infos(jx)) == before
 
 
-def test_bad_queue_lines(standalone: Standalone) -> None:
+def test_bad_queue_lines(jx: InProcess) -> None:
     for args, status, message in [
         (["--parallel", "2"], 2, "--parallel needs a queue NAME"),
         (["slot2", "--parallel", "0"], 2, "--parallel 0 must be at least 1"),
         (["", "--parallel", "1"], 2, "a queue name must not be empty"),
         (["never-made"], 1, "no queue named never-made yet"),
     ]:
-        bad = standalone.run("queue", *args)
+        bad = jx.run("queue", *args)
         assert bad.returncode == status and message in bad.stderr, (args, bad.stderr)
-    assert "slot2" not in standalone.run("queue").stdout  # nothing was set
+    assert "slot2" not in jx.run("queue").stdout  # nothing was set
 
 
 def test_through_the_exec_daemon_a_queue_and_a_dependency_outlive_its_sigkill(
