@@ -523,10 +523,9 @@ async def _queued_result(client: ExecClient, process_id: str) -> CallToolResult 
     info = next((i for i in await client.list() if i.process_id == process_id), None)
     if info is None or info.state != "queued":
         return None
-    waits = [f"queue {info.queue}" if info.queue else "", ", ".join(info.after)]
-    if info.after:
-        waits[1] = f"after {waits[1]}"
-    text = f"queued {process_id} ({'; '.join(w for w in waits if w)}); it has not started yet"
+    waits = [f"queue {info.queue}"] if info.queue else []
+    waits += [f"after {', '.join(info.after)}"] if info.after else []
+    text = f"queued {process_id} ({'; '.join(waits)}); it has not started yet"
     return _result(
         f"{text} (wait_process or read_output follow it)",
         {"process_id": process_id, "state": "queued", "queue": info.queue, "after": info.after,
