@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..client.discovery import find_server
-from ..render.presentation import format_status, not_running_text, ps_text
+from ..render.presentation import format_queue, format_status, not_running_text, ps_text
 from ..wire.errors import ExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, RestartedEvent
 from .cli_queue import add_queue_parser, queue_command
@@ -322,6 +322,10 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     if args.detach:
         print(process_id)
         return 0
+    if args.queue or args.after:  # followed: say why nothing comes yet (SPEC 11)
+        info = next(i for i in await client.list() if i.process_id == process_id)
+        if info.state == "queued":
+            print(f"[{process_id} queued: {format_queue(info)}]", file=sys.stderr, flush=True)
     if interactive_tty:
         return await _interactive(client, process_id, b"")
     stdin_task = asyncio.create_task(_pump_stdin(client, process_id)) if args.interactive else None
