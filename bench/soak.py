@@ -49,6 +49,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from websockets.exceptions import WebSocketException  # noqa: E402
+
 from jupyter_exec.client import ExecClient  # noqa: E402
 from jupyter_exec.client.exec_client import ConnectionLostError  # noqa: E402
 from jupyter_exec.core.proctree import kill_verified, marked_processes  # noqa: E402
@@ -356,7 +358,7 @@ async def start_scheduled(server: Server, todo: list[Scheduled]) -> None:
                         await client.request("process/start", params)
                     done += 1
                     await asyncio.sleep(0.25)
-        except (ConnectionLostError, OSError):
+        except (ConnectionLostError, OSError, WebSocketException):  # a kill cut it off
             await asyncio.sleep(0.2)
 
 

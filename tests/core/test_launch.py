@@ -49,3 +49,11 @@ def test_an_unreadable_schedule_is_refused(tmp_path: Path, broken: dict[str, obj
     data["schedule"].update(broken)
     with pytest.raises((KeyError, TypeError, ValueError)):
         ProcessRecord.from_record(data)
+
+
+def test_a_record_with_an_unknown_restart_policy_is_refused(tmp_path: Path) -> None:
+    setup = ProcessSetup("p", ["sh"], "/tmp", False, False, None, "detached", None, "m")
+    data = ProcessRecord(setup, tmp_path / "x.log", 1).to_record()
+    data["restart"] = {"policy": "sometimes"}
+    with pytest.raises(ValueError, match="policy"):
+        ProcessRecord.from_record(data)
