@@ -334,7 +334,9 @@ class ExecMagics(Magics):
         progress bars collapsed, a status line) while the kernel stays free.
         With --wait, interrupting the kernel interrupts the process instead.
         The program gets this kernel's environment and directory, plus
-        PYTHONUNBUFFERED=1; --env adds variables.
+        PYTHONUNBUFFERED=1; --env adds variables. --restart restarts it when it
+        ends, --queue NAME waits for a free slot of that queue (%queue sets how
+        many), --after ID waits until ID exited with 0.
         """
         args = parse_argstring(self.exec_magic, line)
         command = list(args.command)
