@@ -75,8 +75,7 @@ async def wait_command(client: ExecClient, args: argparse.Namespace) -> int:
             running = True
             continue
         code = ended["exitCode"]
-        status = format_status("exited", code, ended["signal"], None)
-        print(f"{ended['processId']}: {'never started' if code is None else status}")
+        print(f"{ended['processId']}: {format_status('exited', code, ended['signal'], None)}")
         worst = max(worst, 1 if code is None else code)
     return STILL_RUNNING if running else worst
 

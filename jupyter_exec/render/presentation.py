@@ -109,7 +109,8 @@ def format_status(
 ) -> str:
     """The status line of a live view or a ``ps`` row.
 
-    ``running 3.2s`` / ``exited 0 after 3.2s`` / ``killed by SIGTERM after 2.0s``.
+    ``running 3.2s`` / ``exited 0 after 3.2s`` / ``killed by SIGTERM after 2.0s`` /
+    ``never started`` (SPEC 11: ended with no exit code, its `failure` says why).
     """
     if state in LIVE_STATES:
         return f"{state} {format_duration(runtime)}" if runtime is not None else state
@@ -117,6 +118,8 @@ def format_status(
         text = f"killed by {signal}"
     elif exit_code is not None:
         text = f"exited {exit_code}"
+    elif state in ("exited", "closed"):
+        return "never started"
     else:
         text = state
     return f"{text} after {format_duration(runtime)}" if runtime is not None else text

@@ -90,8 +90,11 @@ def test_exec_after_and_a_dependency_that_fails(
         blocked.wait(30, check=True)
     assert (blocked.exit_code, blocked.output, blocked.info.after) == (None, "", ["m-broken"])
     assert ps_row(ip, capsys, "m-blocked")[1:4] == ["closed", "never", "started"]
-    with pytest.raises(UsageError, match="m-broken exited 5"):
+    capsys.readouterr()
+    with pytest.raises(UsageError, match="m-broken exited 5; m-blocked never started"):
         line(ip, "wait", "m-broken m-blocked")
+    assert capsys.readouterr().out == "m-broken: exited 5\nm-blocked: never started\n"
+    assert repr(blocked) == "<exec m-blocked: never started>"
 
 
 def test_the_live_view_follows_a_queued_process_until_it_ends(

@@ -80,7 +80,8 @@ def test_format_restarts_and_queue() -> None:
 def test_status_of_a_waiting_process_is_its_state_and_time() -> None:
     assert format_status("queued", None, None, 2.5) == "queued 2.5s"
     assert format_status("restarting", 1, None, None) == "restarting"
-    assert format_status("exited", None, None, None) == "exited"
+    assert format_status("closed", None, None, 3.0) == "never started"  # no exit code
+    assert format_status("lost", None, None, None) == "lost"
 
 
 def test_html_faces_show_the_same_facts() -> None:
