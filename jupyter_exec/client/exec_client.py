@@ -59,6 +59,10 @@ T = TypeVar("T")
 IDLE_CHECK_SECONDS = 2.0
 #: Output an `events()` consumer may have waiting before more is left to `process/read`.
 INBOX_BYTES = 16 << 20
+#: Ends and restarts of processes no `events()` follows yet, kept for one to come
+#: (`ExecClient._keep_unclaimed`): this many processes, this many events each.
+UNCLAIMED_PROCESSES = 256
+UNCLAIMED_EVENTS = 64
 
 #: A cursor past any output: a read there returns no chunk, only the state now
 #: (`nextSeq`, exit), and a long-poll there returns only at the exit.
@@ -144,6 +148,7 @@ class ExecClient:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._queues: dict[str, set[_Inbox]] = {}
+        self._unclaimed: dict[str, builtins.list[ProcessEvent]] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.session_id = ""
         self.server_info: dict[str, Any] = {}
@@ -197,8 +202,11 @@ class ExecClient:
                 listener(method, params)
             event = event_from_notification(method, params)
             if isinstance(event, OutputEvent | ExitedEvent | ClosedEvent | RestartedEvent):
-                for queue in self._queues.get(event.process_id, ()):
+                queues = self._queues.get(event.process_id)
+                for queue in queues or ():
                     queue.put(event)
+                if not queues and not isinstance(event, OutputEvent):
+                    self._keep_unclaimed(event)
             return
         fut = self._pending.pop(msg.get("id"), None)
         if fut is None or fut.done():
@@ -207,6 +215,18 @@ class ExecClient:
             fut.set_exception(error_from_wire(msg["error"]))
         else:
             fut.set_result(msg.get("result"))
+
+    def _keep_unclaimed(self, event: ProcessEvent) -> None:
+        """An end or a restart of a process no `events()` follows yet, kept for the one
+        to come. The starting connection is subscribed at once (SPEC 4), so a quick
+        process may restart or end before its starter calls `events()`; `process/read`
+        gives back output, never a `process/restarted`, and without the end the
+        follower would wait for its idle check. Bounded (`UNCLAIMED_*`): past that, a
+        restart is only not announced, and the end is read back as before."""
+        kept = self._unclaimed.pop(event.process_id, [])[1 - UNCLAIMED_EVENTS :]
+        self._unclaimed[event.process_id] = [*kept, event]  # the most recent last
+        while len(self._unclaimed) > UNCLAIMED_PROCESSES:
+            del self._unclaimed[next(iter(self._unclaimed))]
 
     async def initialize(self, client_name: str, resume: str | None = None) -> None:
         """The SPEC 2 handshake; `connect` and embedded mode call it once."""
@@ -402,6 +422,8 @@ class ExecClient:
         """Every event after `after_seq`, in seq order, ending with `ClosedEvent`."""
         queue = _Inbox()
         self._queues.setdefault(process_id, set()).add(queue)
+        for kept in self._unclaimed.pop(process_id, ()):
+            queue.put(kept)
         cursor = after_seq
         try:
             await self.request(
@@ -417,7 +439,8 @@ class ExecClient:
                 if event is not None and event.seq <= cursor:
                     continue
                 if event is None or event.seq > cursor + 1:
-                    async for recovered in self._recover(process_id, cursor):
+                    upto = None if event is None else event.seq - 1  # then `event` itself
+                    async for recovered in self._recover(process_id, cursor, upto):
                         cursor = recovered.seq
                         yield recovered
                         if isinstance(recovered, ClosedEvent):
@@ -439,19 +462,29 @@ class ExecClient:
     #: The issue's name for it: subscribing is what `events()` does.
     subscribe = events
 
-    async def _recover(self, process_id: str, cursor: int) -> AsyncIterator[ProcessEvent]:
-        """Fill a gap from the authority (`process/read`), up to what is known now."""
+    async def _recover(
+        self, process_id: str, cursor: int, upto: int | None = None
+    ) -> AsyncIterator[ProcessEvent]:
+        """Fill a gap from the authority (`process/read`): up to seq `upto` (the one
+        before the event that showed the gap, which the caller yields next, so a
+        `process/restarted` there is not passed over), else up to what is known now."""
         async for page in self.pages(process_id, cursor, max_bytes=None):
             for c in page.chunks:
+                if upto is not None and c.seq > upto:
+                    return
                 cursor = c.seq
                 yield OutputEvent(process_id, c.seq, c.stream, c.data)
             if not page.chunks and page.closed and cursor < page.next_seq - 1:
                 # No chunk is left: the last two seqs are exited and closed.
+                ends: builtins.list[ProcessEvent] = []
                 if cursor < page.next_seq - 2:
-                    yield ExitedEvent(
-                        process_id, page.next_seq - 2, page.exit_code or 0, page.signal
+                    ends.append(
+                        ExitedEvent(process_id, page.next_seq - 2, page.exit_code, page.signal)
                     )
-                yield ClosedEvent(process_id, page.next_seq - 1)
+                ends.append(ClosedEvent(process_id, page.next_seq - 1))
+                for end in ends:
+                    if upto is None or end.seq <= upto:
+                        yield end
 
     async def close(self) -> None:
         if not self.closed:

@@ -1,6 +1,7 @@
 """``jupyter exec`` (the ``jupyter-exec`` entry point): processes from a shell.
 
-Subcommands: ``run``, ``ps``, ``logs``, ``attach``, ``write``, ``kill``, ``wait`` talk to
+Subcommands: ``run``, ``ps``, ``logs``, ``attach``, ``write``, ``kill``, ``wait``,
+``queue`` (cli_queue.py) talk to
 a server found as :mod:`jupyter_exec.client.discovery` describes (``--url``/``--token``,
 ``$JUPYTER_EXEC_URL``, the Jupyter server of this kernel or terminal, a running server),
 else this user's exec daemon, started if none runs (SPEC 3 "Every front": processes
@@ -8,9 +9,10 @@ outlive the command; the CLI's cwd and environment are their root and base). ``s
 runs the standalone server (:func:`jupyter_exec.transports.serve.main`).
 
 Exit status: ``run`` and a followed ``attach`` exit with the process's status
-(128+N when killed by signal N, as shells report it), ``wait`` with the worst
-of theirs (cli_wait.py); other commands 0 on success, 1 when the server refused
-(unknown id...), 2 for a bad command line or no reachable server.
+(128+N when killed by signal N, as shells report it; 1 when it never started),
+``wait`` with 124 while one still runs, else the worst of theirs (cli_wait.py);
+other commands 0 on success, 1 when the server refused (unknown id...), 2 for a
+bad command line or no reachable server.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from typing import TYPE_CHECKING, Any
 from ..client.discovery import find_server
 from ..core.linux import linux_refusal
 from ..core.tasks import TaskOwner
-from ..render.presentation import ps_text
+from ..render.presentation import format_queue, format_status, not_running_text, ps_text
 from ..wire.errors import ExecError, JupyterExecError
-from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent
+from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, RestartedEvent
+from .cli_queue import add_queue_parser, queue_command
 from .cli_wait import add_port_options, add_wait_parser, port_of, wait_command
+from .detach_keys import describe_key, parse_detach_key, prefix_overlap
 from .limit_options import add_limit_options, start_limits
+from .schedule_options import add_schedule_options, schedule_params
 from .shared import Escalation, child_environment, parse_env, signal_name, start_process
 
 if TYPE_CHECKING:
@@ -90,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--embedded", action="store_true", help="run it inside this command")
     add_port_options(run)
     add_limit_options(run)
+    add_schedule_options(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     _connection_options(run, top=False)
 
@@ -128,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(kill, top=False)
 
     _connection_options(add_wait_parser(sub), top=False)
+    _connection_options(add_queue_parser(sub), top=False)
 
     shutdown = sub.add_parser(
         "shutdown", help="stop every process and the exec daemon (processes outlive servers)"
@@ -141,27 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("mcp", help="serve the process tools to an agent over MCP on stdio")
     sub.add_parser("daemon", help="show, stop or restart the exec daemon (see: daemon --help)")
     return parser
-
-
-def parse_detach_key(spec: str) -> bytes:
-    """``ctrl-]`` -> ``b"\\x1d"``, ``ctrl-p,ctrl-q`` -> two bytes, ``^X`` works too."""
-    keys = bytearray()
-    for part in spec.split(","):
-        part = part.strip().lower()
-        match = re.fullmatch(r"(?:ctrl-|\^|c-)(.)", part)
-        if match:
-            char = match.group(1).upper()
-            code = ord(char) ^ 0x40
-            if code >= 0x20:
-                raise ValueError(f"no control key for {part!r}")
-            keys.append(code)
-        elif len(part) == 1:
-            keys.append(ord(part))
-        else:
-            raise ValueError(f"bad detach key {part!r}; use e.g. ctrl-] or ctrl-p,ctrl-q")
-    if not keys:
-        raise ValueError("empty detach key")
-    return bytes(keys)
 
 
 # -- entry point -------------------------------------------------------------------
@@ -213,6 +199,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         "write": _write,
         "kill": _kill,
         "wait": wait_command,
+        "queue": queue_command,
     }
     if args.command == "run":
         if args.argv[:1] == ["--"]:
@@ -315,6 +302,8 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     cwd = os.path.abspath(args.cwd or os.getcwd())  # noqa: ASYNC240 (no I/O: string work)
     try:
         limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit, args.sandbox)
+        limits.update(schedule_params(args.restart, args.max_restarts, args.restart_delay,
+                                      args.queue, args.after))  # fmt: skip
     except ValueError as exc:
         raise CliError(str(exc)) from None
     process_id = await start_process(
@@ -338,6 +327,10 @@ async def _run(client: ExecClient, args: argparse.Namespace) -> int:
     if args.detach:
         print(process_id)
         return 0
+    if args.queue or args.after:  # followed: say why nothing comes yet (SPEC 11)
+        info = next(i for i in await client.list() if i.process_id == process_id)
+        if info.state == "queued":
+            print(f"[{process_id} queued: {format_queue(info)}]", file=sys.stderr, flush=True)
     if interactive_tty:
         return await _interactive(client, process_id, b"")
     stdin_task = asyncio.create_task(_pump_stdin(client, process_id)) if args.interactive else None
@@ -419,16 +412,22 @@ def _write_out(data: bytes, stream: str = "stdout") -> None:
 
 
 async def _stream(client: ExecClient, process_id: str, after: int, *, split_streams: bool) -> int:
-    """Copy output until the process is closed; its exit status."""
+    """Copy output until the process is closed (each restart said on stderr); its exit
+    status, or 1 when it never started (SPEC 11: its `failure` is said)."""
     exit_code = 0
     async for event in client.events(process_id, after):
         if isinstance(event, OutputEvent):
             _write_out(event.data, event.stream if split_streams else "stdout")
+        elif isinstance(event, RestartedEvent):
+            status = format_status("exited", event.exit_code, event.signal, None)
+            _write_out(f"[{process_id} {status}; restart {event.restarts}]\n".encode(), "stderr")
         elif isinstance(event, ExitedEvent):
             exit_code = 1 if event.exit_code is None else event.exit_code  # never started
         elif isinstance(event, ClosedEvent):
             break
     final = await client.read(process_id, 0, max_bytes=0)
+    if final.exit_code is None and final.failure:
+        raise CliError(f"{process_id} never started: {final.failure}", 1)
     return final.exit_code if final.exit_code is not None else exit_code
 
 
@@ -548,10 +547,11 @@ async def _kill(client: ExecClient, args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         await client.signal(args.id, name)
         return 0
+    states = {info.process_id: info.state for info in await client.list()}  # before: see below
     if not await client.terminate(args.id, args.grace):
-        if args.id not in {info.process_id for info in await client.list()}:
+        if args.id not in states:
             raise CliError(f"unknown process id {args.id}", 1)
-        print(f"{args.id} was not running", file=sys.stderr)
+        print(not_running_text(args.id, states[args.id]), file=sys.stderr)
     return 0
 
 
@@ -624,7 +624,7 @@ async def _interactive(
             detached.set()
             return
         # Hold back a possible prefix of a multi-key detach sequence.
-        keep = _prefix_overlap(bytes(pending), detach_key)
+        keep = prefix_overlap(bytes(pending), detach_key)
         send = bytes(pending[: len(pending) - keep])
         del pending[: len(pending) - keep]
         if send:
@@ -643,7 +643,7 @@ async def _interactive(
         # Raw mode first (it discards typed-ahead input), then say we are ready.
         ttymod.setraw(fd)
         if detach_key:
-            key_name = _describe_key(detach_key)
+            key_name = describe_key(detach_key)
             _write_out(f"[attached to {process_id}; {key_name} detaches]\r\n".encode(), "stderr")
         loop.add_reader(fd, on_input)
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -667,18 +667,6 @@ async def _interactive(
         return streamer.result()  # the process's status, or its error
     _write_out(f"\r\n[detached from {process_id}; it keeps running]\r\n".encode(), "stderr")
     return 0
-
-
-def _prefix_overlap(data: bytes, key: bytes) -> int:
-    """How many trailing bytes of ``data`` start ``key`` (so must wait for more)."""
-    for n in range(min(len(key) - 1, len(data)), 0, -1):
-        if key.startswith(data[-n:]):
-            return n
-    return 0
-
-
-def _describe_key(key: bytes) -> str:
-    return ",".join(f"ctrl-{chr(b ^ 0x40).lower()}" if b < 0x20 else chr(b) for b in key)
 
 
 async def _quiet(awaitable: Awaitable[Any]) -> None:

@@ -1,11 +1,14 @@
 """``jupyter exec wait`` and ``run --wait-for-port``: word when processes end or listen.
 
-Kept out of cli.py (which stays about commands). ``wait ID...`` exits with the
-worst status of its processes (SPEC 11 `process/wait`): the highest exit
-status (128+N for signal N), 124 (as timeout(1)) for one still running at
-``--timeout``. ``run --wait-for-port`` starts the process detached and returns
-once its tree listens on a TCP port (SPEC 11 `ports`), printing each with its
-link through Jupyter where the server gives one.
+Kept out of cli.py (which stays about commands). ``wait ID...`` exits with
+124 (as timeout(1)) when one of them still runs at ``--timeout``, whatever the
+others' statuses: the wait did not end, so their worst is not known yet (a
+script must not read a 143 as "all ended"). Once every one ended, it exits with
+their worst status (SPEC 11 `process/wait`): the highest (128+N for signal N),
+1 for one that never started (a failed ``--after``). ``run --wait-for-port``
+starts the process detached and returns once its tree listens on a TCP port
+(SPEC 11 `ports`), printing each with its link through Jupyter where the
+server gives one.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def add_port_options(run: argparse.ArgumentParser) -> None:
 def add_wait_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``wait`` subcommand on `sub` (argparse's subparsers action)."""
     wait: argparse.ArgumentParser = sub.add_parser(
-        "wait", help="wait until processes exit; exit with the worst status (124: still running)"
+        "wait", help="wait until processes exit; exit 124 if one still runs, else the worst status"
     )
     wait.add_argument("ids", nargs="+", metavar="ID")
     wait.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
@@ -64,19 +67,20 @@ async def port_of(client: ExecClient, process_id: str, timeout: float) -> int:
 
 
 async def wait_command(client: ExecClient, args: argparse.Namespace) -> int:
-    """``wait ID...``: one line per process, the worst status (module docstring)."""
+    """``wait ID...``: one line per process; 124 while one runs, else the worst status
+    (module docstring)."""
     if args.timeout is not None and args.timeout < 0:
         return _fail(f"--timeout {args.timeout} must not be negative", 2, "wait")
-    worst = 0
+    worst, running = 0, False
     for ended in await client.wait_all(args.ids, args.timeout):
         if not ended["exited"]:
             print(f"{ended['processId']}: still running")
-            worst = max(worst, STILL_RUNNING)
+            running = True
             continue
         code = ended["exitCode"]
         print(f"{ended['processId']}: {format_status('exited', code, ended['signal'], None)}")
         worst = max(worst, 1 if code is None else code)
-    return worst
+    return STILL_RUNNING if running else worst
 
 
 def _fail(message: str, status: int, command: str = "run") -> int:

@@ -27,7 +27,7 @@ from ..wire.schema import ReadResult
 from .connection import shared
 from .shared import Escalation, signal_name
 
-__all__ = ["ExecProcess", "ExecProcessError", "ProcessExitedError"]
+__all__ = ["ExecProcess", "ExecProcessError", "NeverStartedError", "ProcessExitedError"]
 
 
 class ExecProcessError(JupyterExecError, subprocess.CalledProcessError):
@@ -46,6 +46,11 @@ class ExecProcessError(JupyterExecError, subprocess.CalledProcessError):
 
 class ProcessExitedError(JupyterExecError, RuntimeError):
     """``wait_for``: the process ended before its output matched."""
+
+
+class NeverStartedError(JupyterExecError, RuntimeError):
+    """``check=True``: the process ended without running (SPEC 11: a dependency of its
+    ``after`` failed, or it was terminated while queued); the message is its `failure`."""
 
 
 class ExecProcess:
@@ -189,7 +194,7 @@ class ExecProcess:
         the first interrupt sends SIGINT, the second terminates the process, a
         third stops waiting (the process keeps running). ``timeout`` raises
         ``TimeoutError``; ``check=True`` raises :class:`ExecProcessError` on a
-        non-zero status.
+        non-zero status, :class:`NeverStartedError` if it never ran (then -1).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         escalation = Escalation(self.id)
@@ -210,6 +215,8 @@ class ExecProcess:
         info = self.info
         code = info.exit_code if info.exit_code is not None else -1
         status = returncode(info.exit_code, info.signal)
+        if check and info.exit_code is None:
+            raise NeverStartedError(f"process {self.id} never started: {info.failure}")
         if check and status:
             raise ExecProcessError(self.id, status, self.argv, self.text)
         return code

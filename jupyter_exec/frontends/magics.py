@@ -1,5 +1,6 @@
 """IPython magics: ``%exec``, ``%%exec``, ``%read``, ``%write``, ``%signal``,
-``%terminate``, ``%ps``, ``%wait``, ``%attach``, ``%exec_connect`` (``%load_ext jupyter_exec``).
+``%terminate``, ``%ps``, ``%wait``, ``%queue``, ``%attach``, ``%exec_connect``
+(``%load_ext jupyter_exec``).
 
 The only module that imports IPython, and only glue: parsing magic lines,
 turning errors into ``UsageError``, publishing displays. The parts live in
@@ -43,12 +44,20 @@ from IPython.core.magic import Magics, magics_class
 
 from ..client.exec_client import SyncExecClient
 from ..render.html_render import ps_html
-from ..render.presentation import ending, format_status, one_line, ps_text
+from ..render.presentation import (
+    ending,
+    format_status,
+    not_running_text,
+    one_line,
+    ps_text,
+    queue_text,
+)
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.errors import ExecError
 from .connection import shared
 from .handle import ExecProcess
 from .limit_options import start_limits
+from .schedule_options import check_queue_name, schedule_params
 from .shared import child_environment, parse_env, signal_name, start_process
 from .terminal_stream import stream_to_terminal
 from .view import LiveView, stop_all_views
@@ -160,6 +169,11 @@ def _exec_arguments(func: _F) -> _F:
         argument("--memory-limit", metavar="SIZE", help="its address space, e.g. 512M, 2G"),
         argument("--cpu-limit", type=int, metavar="S", help="its CPU seconds, then SIGXCPU"),
         argument("--sandbox", metavar="MODE", help="read-only or workspace-write[:network-off]"),
+        argument("--restart", metavar="POLICY", help="never, on-failure or always"),
+        argument("--max-restarts", type=int, metavar="N", help="with --restart (default 10)"),
+        argument("--restart-delay", type=int, metavar="MS", help="first delay (default 1000)"),
+        argument("--queue", metavar="NAME", help="wait for a free slot of queue NAME (%%queue)"),
+        argument("--after", action="append", metavar="ID", help="start once ID exited with 0"),
         argument("--quiet", "-q", action="store_true", help="no live output"),
         argument("--label", help="free text shown in lists (default: the command)"),
         argument(
@@ -218,6 +232,8 @@ class ExecMagics(Magics):
         try:
             env = child_environment(parse_env(args.env))
             limits = start_limits(args.time_limit, args.memory_limit, args.cpu_limit, args.sandbox)
+            limits.update(schedule_params(args.restart, args.max_restarts, args.restart_delay,
+                                          args.queue, args.after))  # fmt: skip
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         cwd = os.path.abspath(os.path.expanduser(args.cwd)) if args.cwd else os.getcwd()
@@ -269,9 +285,12 @@ class ExecMagics(Magics):
             if self._live():
                 _shown_this_cell.add(handle)  # in a kernel, -q also means no summary
         elif view is None and not (args.wait or args.wait_for):
-            print(
-                f"started {handle.id}: {one_line(label or shlex.join(argv))}  (%read {handle.id})"
-            )
+            said = "started"
+            if args.queue or args.after:  # SPEC 11: it may wait, or never start
+                info = handle.info
+                said = "queued" if info.state == "queued" else said
+                said = "never started" if info.exit_code is None and info.failure else said
+            print(f"{said} {handle.id}: {one_line(label or shlex.join(argv))}  (%read {handle.id})")
         if args.wait_for:
             handle.wait_for(args.wait_for, args.timeout)
         if args.wait_for_port:
@@ -315,7 +334,9 @@ class ExecMagics(Magics):
         progress bars collapsed, a status line) while the kernel stays free.
         With --wait, interrupting the kernel interrupts the process instead.
         The program gets this kernel's environment and directory, plus
-        PYTHONUNBUFFERED=1; --env adds variables.
+        PYTHONUNBUFFERED=1; --env adds variables. --restart restarts it when it
+        ends, --queue NAME waits for a free slot of that queue (%queue sets how
+        many), --after ID waits until ID exited with 0.
         """
         args = parse_argstring(self.exec_magic, line)
         command = list(args.command)
@@ -430,8 +451,10 @@ class ExecMagics(Magics):
     def terminate_magic(self, line: str) -> None:
         """Stop a process: SIGTERM to its group, SIGKILL to whatever is left after --grace."""
         args = parse_argstring(self.terminate_magic, line)
+        states = {info.process_id: info.state for info in self._call(self.client.list)}
         running = self._call(lambda: self.client.terminate(args.id, args.grace))
-        print(f"terminating {args.id}" if running else f"{args.id} was not running")
+        state = states.get(args.id, "exited")
+        print(f"terminating {args.id}" if running else not_running_text(args.id, state))
 
     # -- %ps, %attach, %exec_connect -------------------------------------------------
 
@@ -469,6 +492,37 @@ class ExecMagics(Magics):
             print(f"{one['processId']}: {status}")
         if failed:
             raise UsageError("; ".join(failed))
+
+    @magic_arguments("queue")
+    @argument("name", nargs="?", help="the queue (default: all)")
+    @argument("--parallel", "-p", type=int, metavar="N", help="let N of its processes run at once")
+    @line_magic("queue")
+    def queue_magic(self, line: str) -> None:
+        """List the queues (``%exec --queue NAME``), or set one's parallelism.
+
+        ``%queue gpu --parallel 2`` lets two of its processes run at once; a
+        queue nobody set runs one at a time. Shows each queue's limit and how
+        many of its processes run and wait.
+        """
+        args = parse_argstring(self.queue_magic, line)
+        if args.parallel is not None and args.name is None:
+            raise UsageError("--parallel needs a queue name: %queue NAME --parallel N")
+        if args.parallel is not None and args.parallel < 1:
+            raise UsageError(f"--parallel {args.parallel} must be at least 1")
+        if args.name is not None:
+            try:
+                check_queue_name(args.name)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        if args.parallel is not None:
+            self._call(lambda: self.client.queue_set(args.name, args.parallel))
+        queues = self._call(self.client.queues)
+        if args.name is not None:
+            queues = [q for q in queues if q.name == args.name]
+        if not queues:
+            print("no queues yet" if args.name is None else f"no queue named {args.name} yet")
+        else:
+            print(queue_text(queues))
 
     @magic_arguments("attach")
     @argument("id", help="process id")
@@ -545,7 +599,8 @@ def _origin(shell: Any) -> dict[str, str]:
 
 _loaded: dict[int, ExecMagics] = {}
 _MAGIC_NAMES = (
-    "exec", "read", "write", "signal", "terminate", "ps", "wait", "attach", "exec_connect"
+    "exec", "read", "write", "signal", "terminate", "ps", "wait", "queue", "attach",
+    "exec_connect",
 )  # fmt: skip
 
 

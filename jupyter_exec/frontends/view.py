@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from ..client.exec_client import SyncExecClient
 from ..render.html_render import view_html
-from ..render.presentation import process_runtime, view_text
+from ..render.presentation import LIVE_STATES, process_runtime, view_text
 from ..render.terminal import StreamDecoder, TerminalLog
 from ..wire.models import ProcessInfo
 from ..wire.schema import ReadResult
@@ -126,7 +126,7 @@ class LiveView:
                 self.log.feed(self._decoder.decode_chunks(page.chunks))
                 dirty = True
             self._seq = page.cursor
-            if page.exited and self.info.state == "running":
+            if page.exited and self.info.state in LIVE_STATES:
                 self.info = self._fresh_info(page)
                 dirty = True
             if page.closed and not page.chunks:  # the last page
@@ -138,7 +138,7 @@ class LiveView:
             if dirty and now - last_render >= interval:
                 self._render()
                 last_render, dirty = now, False
-            elif not dirty and now - last_render >= (1.0 if self.info.state == "running" else 5):
+            elif not dirty and now - last_render >= (1.0 if self.info.state in LIVE_STATES else 5):
                 self._render()  # runtime tick
                 last_render = now
             if dirty:  # let output accumulate
@@ -173,13 +173,14 @@ class LiveView:
     _info_at = 0.0
 
     def _refresh_info(self) -> None:
-        """Keep the header's ports and usage current while the process runs."""
+        """Keep the header's state, restarts, ports and usage current while the process
+        waits or runs (SPEC 11: queued, running, restarting)."""
         now = time.monotonic()
-        if self.info.state != "running" or now - self._info_at < self.info_interval:
+        if self.info.state not in LIVE_STATES or now - self._info_at < self.info_interval:
             return
         self._info_at = now
         for info in self.client.list():
-            if info.process_id == self.process_id and info.state == "running":
+            if info.process_id == self.process_id and info.state in LIVE_STATES:
                 self.info = info
 
     def _render(self) -> None:

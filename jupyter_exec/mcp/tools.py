@@ -29,7 +29,7 @@ from pydantic import Field
 
 from .._version import __version__
 from ..client.exec_client import END_CURSOR, ConnectionLostError, ExecClient
-from ..render.presentation import ps_text
+from ..render.presentation import not_running_text, ps_text
 from ..render.terminal import collapse_progress
 from ..wire.errors import ExecError
 from ..wire.models import ProcessInfo
@@ -68,6 +68,23 @@ Sandbox = Annotated[
     Field(description="a stricter sandbox than the server's agent_sandbox"),
 ]
 MaxChars = Annotated[int, Field(ge=200, le=1_000_000)]
+#: SPEC 11 scheduling: a restart policy, its limits, a queue, dependencies.
+RestartPolicy = Annotated[
+    Literal["never", "on-failure", "always"] | None,
+    Field(description="restart it when it ends: on-failure (a non-zero exit) or always"),
+]
+MaxRestarts = Annotated[int | None, Field(ge=0, le=1_000_000, description="default 10")]
+RestartDelayMs = Annotated[
+    int | None, Field(ge=0, le=60_000, description="first delay, doubling up to 60 s; default 1000")
+]
+QueueName = Annotated[
+    str | None,
+    Field(min_length=1, max_length=128, description="wait for a free slot of this queue"),
+]
+After = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=128)]] | None,
+    Field(max_length=1000, description="process ids that must all exit with 0 first"),
+]
 Env = dict[str, str] | None
 #: Returns the actions the caller may take (`read`, `execute`), None for all.
 Actions = Callable[[Context], frozenset[str] | None]
@@ -232,20 +249,34 @@ class _Tools:
         wait_seconds: Seconds = 5,
         sandbox: Sandbox = None,
         wait_for_port: bool = False,
+        restart: RestartPolicy = None,
+        max_restarts: MaxRestarts = None,
+        restart_delay_ms: RestartDelayMs = None,
+        queue: QueueName = None,
+        after: After = None,
     ) -> CallToolResult:
         """Start a long-running bash command (a server, a REPL, a watcher) that keeps
         running in the user's Jupyter server, with stdin open for send_input. Returns its
         process_id and its output up to the first match of the regex wait_for (e.g.
         "Listening on"), or wait_seconds (default 5), or its exit, whichever comes first.
         wait_for_port=true returns once it listens on a TCP port instead (raise
-        wait_seconds for a slow server), with the ports and their links."""
+        wait_seconds for a slow server), with the ports and their links. restart
+        (on-failure, always; max_restarts, restart_delay_ms) restarts it when it ends;
+        queue waits for a free slot of that queue (one at a time unless the user set
+        more); after starts it once those process ids all exited with 0 (if one fails it
+        never starts). A process that waits returns at once as queued."""
         async with _tool_errors():
             _check_pattern(wait_for, "wait_for")
             client = await self._client(ctx, "execute")
+            scheduled = _schedule(restart, max_restarts, restart_delay_ms, queue, after)
             pid = await self._start(
                 client, ctx, command, cwd, env, sandbox,
-                process_id=process_id, tty=tty, pipeStdin=True,
+                process_id=process_id, tty=tty, pipeStdin=True, **scheduled,
             )  # fmt: skip
+            if queue is not None or after:
+                waiting = await _queued_result(client, pid)
+                if waiting is not None:
+                    return waiting
             if wait_for_port:
                 return await _port_result(client, pid, wait_seconds)
             if wait_for is None:
@@ -341,6 +372,7 @@ class _Tools:
         async with _tool_errors():
             client = await self._client(ctx, "execute")
             await client.read(process_id, END_CURSOR)  # unknown id: an error, not "not running"
+            before = next((i.state for i in await client.list() if i.process_id == process_id), "")
             was_running = await client.terminate(process_id)
             r = await client.read(
                 process_id, END_CURSOR, wait_ms=int(TERMINATE_WAIT_SECONDS * 1000)
@@ -352,7 +384,9 @@ class _Tools:
                 "exit_code": r.exit_code,
                 "signal": r.signal,
             }
-            if not was_running:
+            if not was_running and before in ("queued", "restarting"):
+                text = not_running_text(process_id, before)
+            elif not was_running:
                 text = f"{process_id} had already exited (exit code: {r.exit_code})"
             elif r.exited:
                 text = f"terminated {process_id}: exit code {r.exit_code} ({r.signal})"
@@ -391,6 +425,8 @@ class _Tools:
                      "signal": one["signal"], "output_tail": tail}
                 )  # fmt: skip
                 status = "still running" if not one["exited"] else f"exit code: {code}"
+                if one["exited"] and code is None:
+                    status = "never started"
                 if one["signal"]:
                     status += f" ({one['signal']})"
                 lines.append(_lines(f"== {pid}: {status}", tail))
@@ -458,7 +494,59 @@ def _listed(info: ProcessInfo) -> dict[str, Any]:
         "ports": [_port(p) for p in info.ports],
         "usage": None if info.usage is None else _usage(info.usage),
         "origin": info.origin,
+        "restart_policy": None if info.restart_policy is None else _policy(info.restart_policy),
+        "restarts": info.restarts,
+        "queue": info.queue,
+        "after": info.after,
+        "failure": info.failure,
     }
+
+
+def _policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """SPEC 11 restartPolicy in the tools' snake_case."""
+    return {
+        "policy": policy.get("policy"),
+        "max_restarts": policy.get("maxRestarts"),
+        "delay_ms": policy.get("delayMs"),
+    }
+
+
+def _schedule(
+    restart: str | None,
+    max_restarts: int | None,
+    delay_ms: int | None,
+    queue: str | None,
+    after: list[str] | None,
+) -> dict[str, Any]:
+    """`start_process`'s SPEC 11 params; a limit without a policy is a tool error."""
+    params: dict[str, Any] = {}
+    if restart is None and (max_restarts is not None or delay_ms is not None):
+        given = "max_restarts" if max_restarts is not None else "restart_delay_ms"
+        raise ToolError(f"{given} needs restart='on-failure' or restart='always'")
+    if restart is not None:
+        spec = {"policy": restart, "maxRestarts": max_restarts, "delayMs": delay_ms}
+        params["restart"] = {k: v for k, v in spec.items() if v is not None}
+    if queue is not None:
+        params["queue"] = queue
+    if after:
+        params["after"] = list(dict.fromkeys(after))
+    return params
+
+
+async def _queued_result(client: ExecClient, process_id: str) -> CallToolResult | None:
+    """`start_process` of a process that waits (SPEC 11 queued): says so at once;
+    None when it already started (its queue had room, its dependencies had succeeded)."""
+    info = next((i for i in await client.list() if i.process_id == process_id), None)
+    if info is None or info.state != "queued":
+        return None
+    waits = [f"queue {info.queue}"] if info.queue else []
+    waits += [f"after {', '.join(info.after)}"] if info.after else []
+    text = f"queued {process_id} ({'; '.join(waits)}); it has not started yet"
+    return _result(
+        f"{text} (wait_process or read_output follow it)",
+        {"process_id": process_id, "state": "queued", "queue": info.queue, "after": info.after,
+         "running": False, "exit_code": None},
+    )  # fmt: skip
 
 
 def _usage(usage: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,15 @@ import html
 import shlex
 
 from ..wire.models import ProcessInfo
-from .presentation import PS_HEADER, format_bytes, format_status, ps_columns, ps_rows
+from .presentation import (
+    LIVE_STATES,
+    PS_HEADER,
+    format_bytes,
+    format_restarts,
+    format_status,
+    ps_columns,
+    ps_rows,
+)
 from .terminal import TerminalLog
 
 __all__ = ["port_links", "ps_html", "view_html"]
@@ -22,7 +30,7 @@ _STATUS_COLOURS = {"running": "#1a73e8", "ok": "#188038", "failed": "#d93025"}
 def view_html(info: ProcessInfo, log: TerminalLog, runtime: float, note: str = "") -> str:
     """A header (id, command, coloured status) over the log's lines, newest kept in view."""
     status = format_status(info.state, info.exit_code, info.signal, runtime)
-    if info.state == "running":
+    if info.state in LIVE_STATES:
         colour = _STATUS_COLOURS["running"]
     else:
         colour = _STATUS_COLOURS["ok" if info.exit_code == 0 else "failed"]
@@ -33,7 +41,7 @@ def view_html(info: ProcessInfo, log: TerminalLog, runtime: float, note: str = "
         f'opacity:0.85;margin-bottom:2px">'
         f"<b>{html.escape(info.process_id)}</b> · <code>{html.escape(shlex.join(info.argv))}</code>"
         f' · <span style="color:{colour};font-weight:bold">{html.escape(status)}</span>'
-        f"{_usage_html(info)}{port_links(info)}{html.escape(dropped)}{html.escape(note)}</div>"
+        f"{_schedule_html(info)}{_usage_html(info)}{port_links(info)}{html.escape(dropped)}{html.escape(note)}</div>"
     )
     if not body:
         return f'<div class="jupyter-exec-view">{header}</div>'
@@ -43,6 +51,17 @@ def view_html(info: ProcessInfo, log: TerminalLog, runtime: float, note: str = "
         f'<div style="max-height:24em;overflow:auto;display:flex;flex-direction:column-reverse">'
         f'<pre style="margin:0;white-space:pre-wrap">{body}</pre></div></div>'
     )
+
+
+def _schedule_html(info: ProcessInfo) -> str:
+    """`` · restarts 2/10 · queue gpu, after train`` (SPEC 11), when it has them."""
+    restarts = format_restarts(info)
+    parts = [
+        f"restarts {restarts}" if restarts else "",
+        f"queue {info.queue}" if info.queue else "",
+        f"after {', '.join(info.after)}" if info.after else "",
+    ]
+    return html.escape("".join(f" · {part}" for part in parts if part))
 
 
 def _usage_html(info: ProcessInfo) -> str:

@@ -14,7 +14,7 @@ import signal as _signal
 import time
 from typing import TYPE_CHECKING
 
-from ..wire.models import ProcessInfo
+from ..wire.models import ProcessInfo, QueueInfo
 
 if TYPE_CHECKING:
     from .terminal import TerminalLog
@@ -25,20 +25,31 @@ __all__ = [
     "format_bytes",
     "format_duration",
     "format_ports",
+    "format_queue",
+    "format_restarts",
     "format_status",
     "format_usage",
+    "not_running_text",
     "one_line",
     "process_runtime",
     "ps_columns",
     "ps_rows",
     "ps_text",
+    "queue_text",
     "returncode",
     "view_text",
 ]
 
-PS_HEADER = ("ID", "STATE", "EXIT", "RUNTIME", "CPU", "MEM", "PROCS", "PORTS", "COMMAND")
+PS_HEADER = (
+    "ID", "STATE", "EXIT", "RESTARTS", "RUNTIME", "CPU", "MEM", "PROCS", "PORTS", "QUEUE",
+    "COMMAND",
+)  # fmt: skip
 #: A row of the ``ps`` table, one cell per `PS_HEADER` column.
-PsRow = tuple[str, str, str, str, str, str, str, str, str]
+PsRow = tuple[str, str, str, str, str, str, str, str, str, str, str]
+#: Columns shown only when a row has a value there.
+OPTIONAL_COLUMNS = ("RESTARTS", "CPU", "MEM", "PROCS", "PORTS", "QUEUE")
+#: States in which a process has not ended (SPEC 11 adds `queued` and `restarting`).
+LIVE_STATES = ("running", "queued", "restarting")
 #: The narrowest COMMAND column a width limit leaves (the table may then wrap).
 MIN_COMMAND_WIDTH = 20
 _NEWLINES = re.compile(r"\r\n|\r|\n")
@@ -98,15 +109,17 @@ def format_status(
 ) -> str:
     """The status line of a live view or a ``ps`` row.
 
-    ``running 3.2s`` / ``exited 0 after 3.2s`` / ``killed by SIGTERM after 2.0s``.
+    ``running 3.2s`` / ``exited 0 after 3.2s`` / ``killed by SIGTERM after 2.0s`` /
+    ``never started`` (SPEC 11: ended with no exit code, its `failure` says why).
     """
-    if state == "running":
-        text = "running"
-        return f"{text} {format_duration(runtime)}" if runtime is not None else text
+    if state in LIVE_STATES:
+        return f"{state} {format_duration(runtime)}" if runtime is not None else state
     if signal:
         text = f"killed by {signal}"
     elif exit_code is not None:
         text = f"exited {exit_code}"
+    elif state in ("exited", "closed"):
+        return "never started"
     else:
         text = state
     return f"{text} after {format_duration(runtime)}" if runtime is not None else text
@@ -116,6 +129,16 @@ def process_runtime(info: ProcessInfo, now_ms: float | None = None) -> float:
     """Seconds from start to exit (or to now while running)."""
     end = info.exited_at if info.exited_at is not None else (now_ms or time.time() * 1000)
     return max(0.0, (end - info.started_at) / 1000)
+
+
+def not_running_text(process_id: str, state: str) -> str:
+    """What a terminate that found no run to stop did, by the state it found: a queued
+    process ends without starting and one between two runs restarts no more (SPEC 11)."""
+    if state == "queued":
+        return f"{process_id} was queued: it ends without starting"
+    if state == "restarting":
+        return f"{process_id} was waiting to restart: it restarts no more"
+    return f"{process_id} was not running"
 
 
 def returncode(exit_code: int | None, signal: str | None) -> int | None:
@@ -147,28 +170,50 @@ def one_line(text: str, width: int | None = None) -> str:
     return text
 
 
+def format_restarts(info: ProcessInfo) -> str:
+    """SPEC 11 restarts as ``2/10`` (of its policy's most), ``2`` past a ``never``
+    policy, empty for a process without restarts nor a policy that makes any."""
+    policy = info.restart_policy or {}
+    if policy.get("policy") in ("on-failure", "always"):
+        return f"{info.restarts}/{policy.get('maxRestarts', '?')}"
+    return str(info.restarts) if info.restarts else ""
+
+
+def format_queue(info: ProcessInfo) -> str:
+    """SPEC 11 `queue` and `after` as ``gpu``, ``after train-1,train-2``, or both; past
+    two dependencies, how many more (``after lr-1,lr-2 +4``: a sweep stays one row)."""
+    more = f" +{len(info.after) - 2}" if len(info.after) > 2 else ""
+    after = f"after {','.join(info.after[:2])}{more}" if info.after else ""
+    return ", ".join(part for part in (info.queue or "", after) if part)
+
+
 def ps_rows(infos: list[ProcessInfo]) -> list[PsRow]:
     """One row per process, every cell on one line (:func:`one_line`). A log whose
-    start a retention limit cut (``firstSeq`` > 1) says so in its state."""
+    start a retention limit cut (``firstSeq`` > 1) says so in its state. A process
+    that never started (SPEC 11: a failed dependency) has no runtime."""
     rows: list[PsRow] = []
     for info in infos:
         exit_text = "" if info.exit_code is None else str(info.exit_code)
         if info.signal:
             exit_text = f"{exit_text} ({info.signal})"
+        elif info.exit_code is None and info.state in ("exited", "closed") and info.failure:
+            exit_text = "never started"
         command = info.label or shlex.join(info.argv)
         state = f"{info.state}, log cut" if info.first_seq > 1 else info.state
+        waited = info.state == "queued" or (info.pid is None and exit_text == "never started")
+        runtime = "" if waited else format_duration(process_runtime(info))
         rows.append(
-            (one_line(info.process_id), state, exit_text,
-             format_duration(process_runtime(info)), *format_usage(info),
-             format_ports(info), one_line(command))
+            (one_line(info.process_id), state, exit_text, format_restarts(info), runtime,
+             *format_usage(info), format_ports(info), one_line(format_queue(info)),
+             one_line(command))
         )  # fmt: skip
     return rows
 
 
 def ps_columns(rows: list[PsRow]) -> list[int]:
-    """The columns of `PS_HEADER` worth showing: CPU, MEM, PROCS and PORTS only when a
-    row has a value there (an older server sends no usage; few processes listen)."""
-    optional = {PS_HEADER.index(name) for name in ("CPU", "MEM", "PROCS", "PORTS")}
+    """The columns of `PS_HEADER` worth showing: `OPTIONAL_COLUMNS` only when a row has
+    a value there (an older server sends no usage; few processes listen, restart or queue)."""
+    optional = {PS_HEADER.index(name) for name in OPTIONAL_COLUMNS}
     return [i for i in range(len(PS_HEADER)) if i not in optional or any(row[i] for row in rows)]
 
 
@@ -184,6 +229,22 @@ def ps_text(infos: list[ProcessInfo], width: int | None = None) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row[:last], widths, strict=True))
         + "  "
         + one_line(row[last], room)
+        for row in rows
+    )
+
+
+QUEUE_HEADER = ("QUEUE", "PARALLEL", "RUNNING", "QUEUED")
+
+
+def queue_text(queues: list[QueueInfo]) -> str:
+    """SPEC 11 `queue/list` as a table: one row per queue, under `QUEUE_HEADER`."""
+    rows: list[tuple[str, ...]] = [QUEUE_HEADER]
+    rows += [(q.name, str(q.parallel), str(q.running), str(q.queued)) for q in queues]
+    widths = [max(len(one_line(row[i])) for row in rows) for i in range(len(QUEUE_HEADER) - 1)]
+    return "\n".join(
+        "  ".join(one_line(cell).ljust(w) for cell, w in zip(row, widths, strict=False))
+        + "  "
+        + row[-1]
         for row in rows
     )
 

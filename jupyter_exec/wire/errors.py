@@ -16,6 +16,8 @@ included, as websockets' `WebSocketException` does; the second base keeps
     │                               matched (also RuntimeError)
     ├── ExecProcessError            frontends/handle.py: ``check=True`` and a non-zero
     │                               exit (also subprocess.CalledProcessError)
+    ├── NeverStartedError           frontends/handle.py: ``check=True`` and it never
+    │                               started (SPEC 11; also RuntimeError)
     ├── CliError                    frontends/cli.py: a message and an exit status
     ├── UsageError                  transports/serve.py: a bad command line
     ├── UnsupportedPlatformError    core/linux.py: not on Linux (start-up refuses)

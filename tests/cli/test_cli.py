@@ -369,6 +369,13 @@ def test_wait_exits_with_the_worst_status(standalone: Standalone) -> None:
     assert both.stdout == "ok: exited 0\nbad: exited 5\n"
     timed_out = standalone.run("wait", "ok", "long", "--timeout", "0.3")
     assert timed_out.returncode == 124 and "long: still running" in timed_out.stdout
+    # A timeout wins over a known failure, even one above 124: not all of them ended.
+    standalone.run("run", "-d", "--name", "killed", "--", "bash", "-c", "kill -TERM $$")
+    killed_and_running = standalone.run("wait", "killed", "long", "--timeout", "0.3")
+    assert killed_and_running.returncode == 124, killed_and_running
+    assert killed_and_running.stdout == "killed: killed by SIGTERM\nlong: still running\n"
+    all_ended = standalone.run("wait", "bad", "killed")  # all ended: the highest status
+    assert all_ended.returncode == 128 + signal.SIGTERM
     unknown = standalone.run("wait", "ok", "nosuch")
     assert unknown.returncode == 1 and "unknown process id nosuch" in unknown.stderr
     negative = standalone.run("wait", "ok", "--timeout", "-1")

@@ -7,6 +7,7 @@ whose retention drops output (the `firstSeq` gap).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,29 @@ def test_events_recover_what_the_subscription_no_longer_holds(
     assert_numbered(output.decode())
     assert isinstance(events[-2], ExitedEvent) and isinstance(events[-1], ClosedEvent)
     assert [e.seq for e in events] == sorted({e.seq for e in events})
+
+
+async def test_events_of_a_process_that_restarted_and_ended_before_they_were_asked(
+    server: Standalone,
+) -> None:
+    """The starting connection is subscribed at once (SPEC 4): what came before
+    `events()` is kept for it. Each restart is yielded in its place (`process/read`
+    cannot give one back), and the end at once, not after the idle check."""
+    from jupyter_exec.client.exec_client import IDLE_CHECK_SECONDS, RestartedEvent
+
+    async with await ExecClient.connect(server.bare_url, server.token) as client:
+        policy = {"policy": "on-failure", "maxRestarts": 2, "delayMs": 0}
+        await client.start("early", ["sh", "-c", "echo run; exit 3"], restart=policy)
+        await client.wait("early", 30)
+        await asyncio.sleep(0.2)  # its closed has come too, to no `events()` yet
+        started = time.monotonic()
+        events = [event async for event in client.events("early")]
+        assert time.monotonic() - started < IDLE_CHECK_SECONDS / 2
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == [
+        "OutputEvent", "RestartedEvent", "OutputEvent", "RestartedEvent", "OutputEvent",
+        "ExitedEvent", "ClosedEvent",
+    ]  # fmt: skip
+    assert [e.seq for e in events] == list(range(1, 8))  # one stream, no gap
+    restarts = [e for e in events if isinstance(e, RestartedEvent)]
+    assert [(r.restarts, r.exit_code) for r in restarts] == [(1, 3), (2, 3)]

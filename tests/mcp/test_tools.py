@@ -322,3 +322,72 @@ async def test_start_process_waits_for_its_port_and_list_processes_tells_the_cos
         # Streamable HTTP here is stateless: no clientInfo is kept to name the agent by.
         assert row["origin"] == {"kind": "agent", "name": "MCP client"}
         await s.call_tool("terminate_process", {"process_id": pid})
+
+
+async def test_start_process_restarts_queues_and_waits_for_dependencies(server):
+    async with mcp_session(server, "http") as s:
+        flaky = await s.call_tool(
+            "start_process",
+            {"command": "echo run; exit 3", "process_id": "mcp-flaky", "restart": "on-failure",
+             "max_restarts": 2, "restart_delay_ms": 20, "wait_seconds": 0},
+        )  # fmt: skip
+        assert not flaky.is_error, text_of(flaky)
+        r = await s.call_tool("wait_process", {"process_ids": ["mcp-flaky"]})
+        assert r.structured_content["processes"][0]["exit_code"] == 3
+        assert r.structured_content["processes"][0]["output_tail"] == "run\nrun\nrun\n"
+        # A queue of one: the second waits, and says so at once.
+        for name in ("mcp-q1", "mcp-q2"):
+            started = await s.call_tool(
+                "start_process",
+                {"command": "sleep 30", "process_id": name, "queue": "mcp-slot", "wait_seconds": 0},
+            )
+            assert not started.is_error, text_of(started)
+        sc = started.structured_content
+        assert (sc["state"], sc["queue"], sc["running"]) == ("queued", "mcp-slot", False)
+        assert text_of(started).startswith("queued mcp-q2 (queue mcp-slot)")
+        after = await s.call_tool(
+            "start_process", {"command": "echo no", "process_id": "mcp-after", "after": ["mcp-q1"]}
+        )
+        assert text_of(after).startswith("queued mcp-after (after mcp-q1)")
+        rows = {
+            p["process_id"]: p
+            for p in (await s.call_tool("list_processes", {})).structured_content["processes"]
+        }
+        assert rows["mcp-flaky"]["restarts"] == 2
+        assert rows["mcp-flaky"]["restart_policy"] == {
+            "policy": "on-failure", "max_restarts": 2, "delay_ms": 20
+        }  # fmt: skip
+        assert (rows["mcp-q2"]["state"], rows["mcp-q2"]["pid"]) == ("queued", None)
+        assert (rows["mcp-after"]["queue"], rows["mcp-after"]["after"]) == (None, ["mcp-q1"])
+        stopped = await s.call_tool("terminate_process", {"process_id": "mcp-q2"})
+        assert text_of(stopped) == "mcp-q2 was queued: it ends without starting"
+        await s.call_tool("terminate_process", {"process_id": "mcp-q1"})
+        ended = await s.call_tool("wait_process", {"process_ids": ["mcp-after"]})
+        assert "== mcp-after: never started" in text_of(ended)
+        failed = next(
+            p
+            for p in (await s.call_tool("list_processes", {})).structured_content["processes"]
+            if p["process_id"] == "mcp-after"
+        )
+        assert "mcp-q1" in failed["failure"] and failed["exit_code"] is None
+
+
+async def test_bad_scheduling_arguments_are_tool_errors_and_nothing_starts(server):
+    async with mcp_session(server, "http") as s:
+        before = (await s.call_tool("list_processes", {})).structured_content["processes"]
+        for args, expected in [
+            ({"restart": "sometimes"}, "restart"),
+            ({"max_restarts": 2}, "max_restarts needs restart='on-failure' or restart='always'"),
+            ({"restart_delay_ms": 5}, "restart_delay_ms needs restart="),
+            ({"restart": "always", "restart_delay_ms": -1}, "restart_delay_ms"),
+            ({"restart": "always", "max_restarts": -1}, "max_restarts"),
+            ({"queue": ""}, "queue"),
+            ({"after": ["nosuch"]}, "unknown process id 'nosuch'"),
+            ({"after": ["mcp-bad"]}, "the process itself"),
+        ]:
+            r = await s.call_tool(
+                "start_process", {"command": "true", "process_id": "mcp-bad", **args}
+            )
+            assert r.is_error and expected in text_of(r), (args, text_of(r))
+        after = (await s.call_tool("list_processes", {})).structured_content["processes"]
+        assert len(after) == len(before)

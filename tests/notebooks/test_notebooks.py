@@ -47,13 +47,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
             yield running
 
 
-def test_the_five_demos_exist() -> None:
+def test_the_six_demos_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01-getting-started.ipynb",
         "02-long-job.ipynb",
         "03-web-server.ipynb",
         "04-client-and-protocol.ipynb",
         "05-agent-loop.ipynb",
+        "06-sweep-queue.ipynb",
     ]
 
 
