@@ -1,6 +1,7 @@
 /**
  * How the panel's rows, the output view and the notifications put a process
- * into words: durations, exit badges, byte sizes, usage, ports, origins.
+ * into words: durations, exit badges, byte sizes, usage, ports, origins,
+ * sandboxes.
  *
  * Pure functions of `IProcessInfo` (no DOM, no JupyterLab), so the list and
  * the view cannot drift apart and jest checks every wording in node.
@@ -205,4 +206,13 @@ export function exitMessage(info: IProcessInfo): string {
   const exit = info.state === 'queued' || (info.exitCode === null && !info.signal) ? 'ended' : describeExit(info.exitCode, info.signal);
   const after = info.exitedAt !== null ? ` after ${formatDuration(info.exitedAt - info.startedAt)}` : '';
   return `"${name.length > 60 ? `${name.slice(0, 57)}...` : name}" ${exit}${after}`;
+}
+
+/** "read-only, no network" for a row; '' for an unsandboxed process. */
+export function describeSandbox(info: Pick<IProcessInfo, 'sandbox'>): string {
+  const sandbox = info.sandbox;
+  if (!sandbox || sandbox.mode === 'none') {
+    return '';
+  }
+  return sandbox.network ? sandbox.mode : `${sandbox.mode}, no network`;
 }

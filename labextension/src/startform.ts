@@ -3,7 +3,7 @@
  * tests it in node). Limits are optional: empty means none; a bad value is an
  * error with one sentence naming the field, shown to the user.
  */
-import { IProcessInfo, IStartParams, SandboxMode } from './protocol';
+import { IStartParams, SandboxMode } from './protocol';
 
 export type NewProcessRequest = Omit<IStartParams, 'processId'>;
 
@@ -100,13 +100,4 @@ export function startParams(values: IFormValues): NewProcessRequest {
     throw new FormError('No network needs a sandbox: choose read-only or workspace-write.');
   }
   return params;
-}
-
-/** "read-only, no network" for a row; '' for an unsandboxed process. */
-export function describeSandbox(info: Pick<IProcessInfo, 'sandbox'>): string {
-  const sandbox = info.sandbox;
-  if (!sandbox || sandbox.mode === 'none') {
-    return '';
-  }
-  return sandbox.network ? sandbox.mode : `${sandbox.mode}, no network`;
 }

@@ -5,7 +5,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { ProcessListModel } from './model';
-import { processesIcon } from './panel';
+import { processesIcon } from './elements';
 
 export class RunningStatus extends Widget {
   constructor(

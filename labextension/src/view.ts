@@ -17,7 +17,7 @@ import { ExecConnection } from './connection';
 import { OutputEvent, ProcessListModel, ProcessStream } from './model';
 import { IProcessInfo, PROCESSES_PATH, SignalName } from './protocol';
 import { describeExit, displayCommand, displayName, exitBadge, logCut, originLabel, usageDetails } from './format';
-import { ConnectionBanner, fillPorts, processesIcon } from './panel';
+import { ConnectionBanner, fillPorts, processesIcon } from './elements';
 
 const STDERR_ON = '\x1b[91m';
 const COLOR_OFF = '\x1b[39m';

@@ -1,6 +1,7 @@
 import {
   compareOrigins,
   describeExit,
+  describeSandbox,
   displayCommand,
   exitBadge,
   exitMessage,
@@ -166,5 +167,19 @@ describe('origins', () => {
   it('shows sh -c scripts as the script and quotes other argv', () => {
     expect(displayCommand(['/bin/sh', '-c', 'echo hi | wc'])).toBe('echo hi | wc');
     expect(displayCommand(['python', '-c', 'print(1)'])).toBe("python -c 'print(1)'");
+  });
+});
+
+describe('describeSandbox', () => {
+  it('names the mode and a missing network; nothing for none', () => {
+    const roots = { writableRoots: ['/w'] };
+    expect(describeSandbox({ sandbox: { mode: 'read-only', network: false, ...roots } })).toBe(
+      'read-only, no network'
+    );
+    expect(describeSandbox({ sandbox: { mode: 'workspace-write', network: true, ...roots } })).toBe(
+      'workspace-write'
+    );
+    expect(describeSandbox({ sandbox: null })).toBe('');
+    expect(describeSandbox({})).toBe('');
   });
 });

@@ -1,4 +1,4 @@
-import { describeSandbox, FormError, parseMemory, startParams } from '../startform';
+import { FormError, parseMemory, startParams } from '../startform';
 
 const base = { command: 'python train.py', cwd: 'work', tty: false, pipeStdin: false, name: '' };
 
@@ -36,19 +36,5 @@ describe('startParams', () => {
       network: false
     });
     expect(() => startParams({ ...base, noNetwork: true })).toThrow('No network needs a sandbox');
-  });
-});
-
-describe('describeSandbox', () => {
-  it('names the mode and a missing network; nothing for none', () => {
-    const roots = { writableRoots: ['/w'] };
-    expect(describeSandbox({ sandbox: { mode: 'read-only', network: false, ...roots } })).toBe(
-      'read-only, no network'
-    );
-    expect(describeSandbox({ sandbox: { mode: 'workspace-write', network: true, ...roots } })).toBe(
-      'workspace-write'
-    );
-    expect(describeSandbox({ sandbox: null })).toBe('');
-    expect(describeSandbox({})).toBe('');
   });
 });
