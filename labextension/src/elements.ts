@@ -1,13 +1,14 @@
 /**
  * DOM pieces shared by the panel, the output view and the status bar: the
- * icon, the "Disconnected" banner, the port links, text that is set only when
- * it changed. The wording comes from format.ts; these only put it on the page.
+ * icon, the "Disconnected" banner, the port links, the state badge, text that
+ * is set only when it changed. The wording comes from format.ts; these only
+ * put it on the page.
  */
 import { LabIcon } from '@jupyterlab/ui-components';
 import { IDisposable } from '@lumino/disposable';
 
 import { ExecConnection } from './connection';
-import { portLinks } from './format';
+import { exitBadge, portLinks } from './format';
 import { IProcessInfo } from './protocol';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
@@ -100,4 +101,15 @@ export function setText(node: HTMLElement, text: string): void {
   if (node.textContent !== text) {
     node.textContent = text;
   }
+}
+
+/** The state badge of a row or a view: exitBadge's words, its colour as `data-state`. */
+export function fillBadge(
+  node: HTMLElement,
+  info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'>
+): ReturnType<typeof exitBadge> {
+  const badge = exitBadge(info);
+  setText(node, badge.text);
+  node.dataset.state = badge.state;
+  return badge;
 }

@@ -50,6 +50,27 @@ export function exitBadge(info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signa
   }
 }
 
+/** What the output view knows of a process's exit, from its own stream. */
+export interface IStreamExit {
+  exited: boolean;
+  exitCode: number | null;
+  signal: string | null;
+}
+
+/**
+ * The state an output view shows: the list's, unless the view's own stream
+ * already saw the exit (it often does first); 'running' while neither knows.
+ */
+export function shownState(
+  info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'> | undefined,
+  stream: IStreamExit | null
+): Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'> {
+  if (stream?.exited) {
+    return { state: 'exited', exitCode: stream.exitCode, signal: stream.signal };
+  }
+  return info ?? { state: 'running', exitCode: null, signal: null };
+}
+
 /** True while the process may still run (nothing to clear, nothing to announce yet). */
 export function isActive(info: Pick<IProcessInfo, 'state'>): boolean {
   return info.state === 'running' || info.state === 'queued' || info.state === 'restarting';

@@ -12,12 +12,11 @@ import { IDisposable } from '@lumino/disposable';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ConnectionBanner, fillPorts, processesIcon, setText } from './elements';
+import { ConnectionBanner, fillBadge, fillPorts, processesIcon, setText } from './elements';
 import {
   describeSandbox,
   displayCommand,
   displayName,
-  exitBadge,
   formatDuration,
   isActive,
   logCut,
@@ -334,12 +333,10 @@ export class ProcessesPanel extends Widget {
   private _fill(row: IRow, info: IProcessInfo): void {
     const name = displayName(info);
     const command = displayCommand(info.argv);
-    const badge = exitBadge(info);
+    const badge = fillBadge(row.badge, info);
     row.item.dataset.state = info.state;
     setText(row.name, name);
     setText(row.command, command);
-    setText(row.badge, badge.text);
-    row.badge.dataset.state = badge.state;
     setText(row.pid, info.pid !== null ? `pid ${info.pid}` : '');
     setText(row.usage, usageSummary(info));
     row.usage.title = usageDetails(info);

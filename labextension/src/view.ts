@@ -16,8 +16,8 @@ import type { FitAddon } from '@xterm/addon-fit';
 import { ExecConnection } from './connection';
 import { OutputEvent, ProcessListModel, ProcessStream } from './model';
 import { IProcessInfo, PROCESSES_PATH, SignalName } from './protocol';
-import { describeExit, displayCommand, displayName, exitBadge, logCut, originLabel, usageDetails } from './format';
-import { ConnectionBanner, fillPorts, processesIcon } from './elements';
+import { ConnectionBanner, fillBadge, fillPorts, processesIcon } from './elements';
+import { describeExit, displayCommand, displayName, logCut, originLabel, shownState, usageDetails } from './format';
 
 const STDERR_ON = '\x1b[91m';
 const COLOR_OFF = '\x1b[39m';
@@ -360,19 +360,15 @@ export class ProcessView extends Widget {
   private _update(): void {
     const info = this.info;
     const stream = this._stream;
-    const running = info ? info.state === 'running' && !stream?.exited : !stream?.exited;
+    const shown = shownState(info, stream);
+    const running = shown.state === 'running';
     const name = displayName(info) || this.processId;
     this.title.label = name;
     this.title.caption = `${name}\n${info ? displayCommand(info.argv) : ''}`;
     this._command.textContent = info ? displayCommand(info.argv) : '';
     this._command.title = info ? info.argv.join(' ') : '';
-    const exitCode = stream?.exited ? stream.exitCode : (info?.exitCode ?? null);
-    const signal = stream?.exited ? stream.signal : (info?.signal ?? null);
-    const state = running ? 'running' : 'exited';
-    const badge = exitBadge({ state: running ? (info?.state ?? 'running') : 'exited', exitCode, signal });
-    this._badge.textContent = badge.text;
-    this._badge.dataset.state = badge.state;
-    this.node.dataset.state = state;
+    fillBadge(this._badge, shown);
+    this.node.dataset.state = running ? 'running' : 'exited';
     this._fillDetails(info);
     const b = this._buttons;
     b.interrupt.disabled = b.terminate.disabled = b.kill.disabled = !running;

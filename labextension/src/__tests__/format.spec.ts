@@ -14,6 +14,7 @@ import {
   originLabel,
   portLinks,
   runtimeMs,
+  shownState,
   usageDetails,
   usageSummary
 } from '../format';
@@ -62,6 +63,15 @@ describe('exit badges', () => {
     });
     expect(exitBadge(info('a', { state: 'lost' }))).toEqual({ text: 'lost', state: 'failed' });
     expect(describeExit(null, null)).toBe('exited');
+  });
+
+  it("shows in a view the list's state, or the exit its own stream saw first", () => {
+    const exit = { exited: true, exitCode: 1, signal: null };
+    const running = { exited: false, exitCode: null, signal: null };
+    expect(exitBadge(shownState(info('a'), exit))).toEqual({ text: 'exited 1', state: 'failed' });
+    expect(exitBadge(shownState(info('a', { state: 'lost' }), running))).toEqual({ text: 'lost', state: 'failed' });
+    expect(exitBadge(shownState(info('a', { state: 'queued', pid: null }), null)).text).toBe('queued');
+    expect(exitBadge(shownState(undefined, null)).text).toBe('running');
   });
 
   it('counts a process that never started (a failed dependency) as a failure', () => {
