@@ -123,24 +123,28 @@ export class ProcessListModel implements IDisposable {
   }
 
   /**
-   * Forget processes and delete their logs (`process/remove`, as the REST
-   * DELETE does), a few at a time. Resolves with the ids that could not be
-   * removed; removed ones leave the list through `process/removed`.
+   * Forget a process and delete its log (`process/remove`: it is terminated
+   * first if it runs, as the REST DELETE does). Rejects with the server's
+   * RpcError (an unknown id, no permission) or a ConnectionLostError.
    */
-  async remove(processIds: string[], parallel = 8): Promise<string[]> {
+  async remove(processId: string): Promise<void> {
+    await this.connection.request('process/remove', { processId });
+    if (this._byId.delete(processId)) {
+      this._changed.emit();
+    }
+  }
+
+  /**
+   * Remove many ("Clear finished"), a few at a time. Resolves with the ids
+   * that could not be removed; removed ones leave the list at once.
+   */
+  async removeAll(processIds: string[], parallel = 8): Promise<string[]> {
     const queue = [...processIds];
     const failed: string[] = [];
     const worker = async () => {
       let id: string | undefined;
       while ((id = queue.shift()) !== undefined) {
-        try {
-          await this.connection.request('process/remove', { processId: id });
-          if (this._byId.delete(id)) {
-            this._changed.emit();
-          }
-        } catch {
-          failed.push(id);
-        }
+        await this.remove(id).catch(() => failed.push(id!));
       }
     };
     await Promise.all(Array.from({ length: Math.min(parallel, queue.length) }, worker));

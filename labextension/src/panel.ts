@@ -116,7 +116,7 @@ export class ProcessesPanel extends Widget {
       return;
     }
     this._clear.disabled = true;
-    const failed = await this._model.remove(ids);
+    const failed = await this._model.removeAll(ids);
     this._error = failed.length ? `Could not remove ${failed.length} of ${ids.length}: ${failed.slice(0, 3).join(', ')}` : '';
     this._render();
   }

@@ -342,11 +342,14 @@ export class ProcessView extends Widget {
     setTimeout(() => URL.revokeObjectURL(href), 10000);
   }
 
+  /** Through the list model (`process/remove`); one the server already forgot just closes. */
   private async _remove(): Promise<void> {
-    const url = URLExt.join(this._settings.baseUrl, PROCESSES_PATH, encodeURIComponent(this.processId));
-    const response = await ServerConnection.makeRequest(url, { method: 'DELETE' }, this._settings);
-    if (!response.ok && response.status !== 404) {
-      throw new ServerConnection.ResponseError(response);
+    try {
+      await this._list.remove(this.processId);
+    } catch (error) {
+      if (this._list.get(this.processId)) {
+        throw error;
+      }
     }
     this.close();
   }

@@ -1,4 +1,4 @@
-import { ExecConnection } from '../connection';
+import { ExecConnection, RpcError } from '../connection';
 import { OutputEvent, ProcessListModel, ProcessStream } from '../model';
 import { FakeServer, flush, text } from './fakeserver';
 
@@ -443,13 +443,51 @@ describe('ProcessListModel for the panel (SPEC 11)', () => {
     server.exit('c', 1);
     await flush();
     expect(model.activeCount).toBe(2);
-    const failed = await model.remove(['b', 'c', 'no-such'], 2);
+    const failed = await model.removeAll(['b', 'c', 'no-such'], 2);
     await flush();
     expect(failed).toEqual(['no-such']);
     expect(model.processes.map(p => p.processId).sort()).toEqual(['a', 'd']);
     expect(server.calls('process/remove').map(p => p.processId).sort()).toEqual(['b', 'c', 'no-such']);
     expect(model.activeCount).toBe(2);
     handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('removes one process through process/remove, and rejects with the reason for an unknown one', async () => {
+    const { server, connection } = setup();
+    server.addProcess('a');
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    server.exit('a', 0);
+    await model.remove('a');
+    expect(model.get('a')).toBeUndefined();
+    expect(server.calls('process/remove')).toEqual([{ processId: 'a' }]);
+    await expect(model.remove('a')).rejects.toThrow(new RpcError(-32600, 'unknown process id a'));
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('never moves a lost process back to running on a notification that was in flight', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p').info.state = 'lost';
+    // A process/started sent before the daemon died reaches us while the list is on its way.
+    const handle = server.handle.bind(server);
+    server.handle = (socket, message) => {
+      if (message.method === 'process/list') {
+        const stale = { ...server.processes.get('p')!.info, state: 'running' };
+        socket.deliver({ jsonrpc: '2.0', method: 'process/started', params: { process: stale } });
+      }
+      handle(socket, message);
+    };
+    const model = new ProcessListModel(connection);
+    const watch = model.watch();
+    await flush();
+    expect(model.get('p')?.state).toBe('lost');
+    expect(model.activeCount).toBe(0);
+    watch.dispose();
     model.dispose();
     connection.dispose();
   });
