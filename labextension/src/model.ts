@@ -23,7 +23,9 @@ import { isActive } from './format';
 import {
   decodeChunk,
   encodeText,
+  ErrorCode,
   IProcessInfo,
+  IQueueInfo,
   IReadResult,
   ISize,
   IStartParams,
@@ -89,6 +91,20 @@ export class ProcessListModel implements IDisposable {
       void this._refresh();
     }
     return handle;
+  }
+
+  /** The server's queues (`queue/list`), by name; empty from a server without queues. */
+  get queues(): IQueueInfo[] {
+    return this._queues;
+  }
+
+  /**
+   * Set a queue's parallelism (`queue/set`); the queues are listed again at
+   * once, since a wider queue starts its next processes now.
+   */
+  async setQueue(name: string, parallel: number): Promise<void> {
+    await this.connection.request('queue/set', { name, parallel });
+    await this._refreshQueues();
   }
 
   /** How many processes run (queued and restarting ones count: they are not done). */
@@ -195,6 +211,43 @@ export class ProcessListModel implements IDisposable {
       this._listing = false;
       this._buffered = null;
     }
+    await this._refreshQueues();
+  }
+
+  /**
+   * List the queues (their counts change without a notification). One call
+   * at a time; a call made meanwhile goes round once more. A server without
+   * queues (MethodNotFound) is not asked again.
+   */
+  private async _refreshQueues(): Promise<void> {
+    if (this._queuesListing) {
+      this._queuesAgain = true;
+      return;
+    }
+    this._queuesListing = true;
+    try {
+      do {
+        this._queuesAgain = false;
+        if (!this._hasQueues || this.connection.status !== 'connected') {
+          return;
+        }
+        try {
+          const { queues } = await this.connection.request('queue/list', {});
+          const sorted = [...queues].sort((a, b) => a.name.localeCompare(b.name));
+          if (JSON.stringify(sorted) !== JSON.stringify(this._queues)) {
+            this._queues = sorted;
+            this._changed.emit();
+          }
+        } catch (error) {
+          if (error instanceof RpcError && error.code === ErrorCode.MethodNotFound) {
+            this._hasQueues = false;
+          }
+          return;
+        }
+      } while (this._queuesAgain && !this._disposed);
+    } finally {
+      this._queuesListing = false;
+    }
   }
 
   private _onNotification(_: ExecConnection, n: Notification): void {
@@ -202,6 +255,11 @@ export class ProcessListModel implements IDisposable {
       this._buffered.push(n);
     } else if (this._apply(n)) {
       this._changed.emit();
+      // A queued process that starts or ends changes its queue's counts.
+      const queue = 'processId' in n.params ? this._byId.get(n.params.processId)?.queue : n.params.process?.queue;
+      if (queue) {
+        void this._refreshQueues();
+      }
     }
   }
 
@@ -257,6 +315,10 @@ export class ProcessListModel implements IDisposable {
   }
 
   private _byId = new Map<string, IProcessInfo>();
+  private _queues: IQueueInfo[] = [];
+  private _hasQueues = true;
+  private _queuesListing = false;
+  private _queuesAgain = false;
   private _pollers = 0;
   private _pollTimer: ReturnType<typeof setInterval> | null = null;
   private _buffered: Notification[] | null = null;

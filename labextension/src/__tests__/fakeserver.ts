@@ -5,7 +5,7 @@
  * (a macrotask each way), as over a real socket.
  */
 import { IWebSocketLike } from '../connection';
-import { IProcessInfo } from '../protocol';
+import { IProcessInfo, IQueueInfo } from '../protocol';
 
 interface IEvent {
   seq: number;
@@ -93,6 +93,8 @@ export class FakeServer {
   down = false;
   /** How many recent output events `process/subscribe` replays (the server's memory). */
   replayLimit = Infinity;
+  /** The queues `queue/list` answers (SPEC 11); null: a server without queues. */
+  queues: Map<string, IQueueInfo> | null = new Map();
   /** While true, `resumeSessionId` is ignored (server restarted, sessions lost). */
   forgetSessions = false;
   private _sessionCount = 0;
@@ -260,6 +262,18 @@ export class FakeServer {
     if (message.method === 'process/list') {
       session.watch = session.watch || !!p.watch;
       reply({ processes: [...this.processes.values()].map(x => ({ ...x.info, nextSeq: x.nextSeq })) });
+      return;
+    }
+    if (message.method.startsWith('queue/')) {
+      if (!this.queues) {
+        fail(-32601, `method not found: ${message.method}`);
+      } else if (message.method === 'queue/set') {
+        const known = this.queues.get(p.name) ?? { name: p.name, parallel: 1, running: 0, queued: 0 };
+        this.queues.set(p.name, { ...known, parallel: p.parallel });
+        reply({});
+      } else {
+        reply({ queues: [...this.queues.values()].map(q => ({ ...q })) });
+      }
       return;
     }
     const proc = this.processes.get(p.processId);

@@ -29,6 +29,14 @@ function record(stream: ProcessStream) {
   };
 }
 
+/** Let the model's poll refresh the list (and the queues) at least once. */
+async function pollOnce(model: ProcessListModel): Promise<void> {
+  const polling = model.poll(5);
+  await new Promise(resolve => setTimeout(resolve, 40));
+  polling.dispose();
+  await flush();
+}
+
 const lines = (from: number, to: number) =>
   Array.from({ length: to - from + 1 }, (_, i) => `line ${from + i}\n`).join('');
 
@@ -509,6 +517,90 @@ describe('ProcessListModel for the panel (SPEC 11)', () => {
     send({ seq: 9, restarts: 2, pid: 333, exitCode: 1, signal: null });
     await flush();
     expect(model.get('svc')).toMatchObject({ state: 'closed', exitCode: 0 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('moves a process from queued to running and through restarts, never back to queued', async () => {
+    const { server, connection } = setup();
+    const proc = server.addProcess('q');
+    Object.assign(proc.info, { state: 'queued', pid: null, queue: 'gpu' });
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    expect(model.get('q')).toMatchObject({ state: 'queued', pid: null });
+    const session = [...server.sessions.values()][0] as any;
+    const started = (patch: object) =>
+      session.socket.deliver({
+        jsonrpc: '2.0',
+        method: 'process/started',
+        params: { process: { ...proc.info, ...patch } }
+      });
+    started({ state: 'running', pid: 77 });
+    await flush();
+    started({ state: 'queued', pid: null }); // a late copy of the first announcement
+    await flush();
+    expect(model.get('q')).toMatchObject({ state: 'running', pid: 77 });
+    expect(model.activeCount).toBe(1);
+    // A poll between two runs lists it restarting; the restart brings it back to running.
+    Object.assign(proc.info, { state: 'restarting', pid: null, restarts: 0 });
+    await pollOnce(model);
+    expect(model.get('q')).toMatchObject({ state: 'restarting', pid: null });
+    expect(model.activeCount).toBe(1);
+    session.socket.deliver({
+      jsonrpc: '2.0',
+      method: 'process/restarted',
+      params: { processId: 'q', seq: 4, restarts: 1, pid: 78, exitCode: 1, signal: null }
+    });
+    await flush();
+    expect(model.get('q')).toMatchObject({ state: 'running', pid: 78, restarts: 1 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it("lists the queues with each list, sets a queue's parallelism, and follows its counts", async () => {
+    const { server, connection } = setup();
+    server.queues!.set('gpu', { name: 'gpu', parallel: 1, running: 1, queued: 2 });
+    server.queues!.set('cpu', { name: 'cpu', parallel: 4, running: 0, queued: 0 });
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    expect(model.queues.map(q => [q.name, q.parallel, q.running, q.queued])).toEqual([
+      ['cpu', 4, 0, 0],
+      ['gpu', 1, 1, 2]
+    ]);
+    await model.setQueue('gpu', 2);
+    expect(server.calls('queue/set')).toEqual([{ name: 'gpu', parallel: 2 }]);
+    expect(model.queues[1]).toMatchObject({ name: 'gpu', parallel: 2 });
+    // A queued process starting is a notification: the counts follow without a poll.
+    const listed = server.calls('queue/list').length;
+    server.queues!.set('gpu', { name: 'gpu', parallel: 2, running: 2, queued: 1 });
+    const proc = server.addProcess('b');
+    Object.assign(proc.info, { queue: 'gpu' });
+    const session = [...server.sessions.values()][0] as any;
+    session.socket.deliver({ jsonrpc: '2.0', method: 'process/started', params: { process: { ...proc.info } } });
+    await flush();
+    expect(server.calls('queue/list').length).toBeGreaterThan(listed);
+    expect(model.queues[1]).toMatchObject({ running: 2, queued: 1 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('does without queues on a server that has none, asking only once', async () => {
+    const { server, connection } = setup();
+    server.queues = null;
+    server.addProcess('a');
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    await pollOnce(model);
+    expect(model.queues).toEqual([]);
+    expect(model.get('a')?.state).toBe('running');
+    expect(server.calls('queue/list').length).toBe(1);
+    await expect(model.setQueue('gpu', 2)).rejects.toThrow('method not found: queue/set');
     handle.dispose();
     model.dispose();
     connection.dispose();
