@@ -1,12 +1,12 @@
 /**
  * How the panel's rows, the output view and the notifications put a process
  * into words: durations, exit badges, byte sizes, usage, ports, origins,
- * sandboxes.
+ * sandboxes, restarts, queues and dependencies.
  *
  * Pure functions of `IProcessInfo` (no DOM, no JupyterLab), so the list and
  * the view cannot drift apart and jest checks every wording in node.
  */
-import { IOrigin, IPort, IProcessInfo, IUsage } from './protocol';
+import { IOrigin, IPort, IProcessInfo, IQueueInfo, IUsage } from './protocol';
 
 /** `m:ss`, or `h:mm:ss` past an hour. */
 export function formatDuration(ms: number): string {
@@ -236,4 +236,44 @@ export function describeSandbox(info: Pick<IProcessInfo, 'sandbox'>): string {
     return '';
   }
   return sandbox.network ? sandbox.mode : `${sandbox.mode}, no network`;
+}
+
+/** "1 restart", "3 restarts"; '' before the first. */
+export function restartCount(info: Pick<IProcessInfo, 'restarts'>): string {
+  const n = info.restarts ?? 0;
+  return n > 0 ? `${n} restart${n === 1 ? '' : 's'}` : '';
+}
+
+/** "restarts on failure, 2 of at most 10"; '' without a policy (or `never`). */
+export function describeRestart(info: Pick<IProcessInfo, 'restartPolicy' | 'restarts'>): string {
+  const policy = info.restartPolicy;
+  if (!policy || policy.policy === 'never') {
+    return '';
+  }
+  const when = policy.policy === 'always' ? 'always' : 'on failure';
+  const max = policy.maxRestarts ?? 10;
+  return `restarts ${when}, ${info.restarts ?? 0} of at most ${max}`;
+}
+
+/**
+ * What holds a process back or groups it: "queue gpu", and while it waits
+ * "after train, prepare" (names through `nameOf`, e.g. the list's labels).
+ */
+export function waitingFor(
+  info: Pick<IProcessInfo, 'state' | 'queue' | 'after'>,
+  nameOf: (processId: string) => string = id => id
+): string {
+  const parts: string[] = [];
+  if (info.queue) {
+    parts.push(`queue ${info.queue}`);
+  }
+  if (info.state === 'queued' && info.after?.length) {
+    parts.push(`after ${info.after.map(nameOf).join(', ')}`);
+  }
+  return parts.join(' · ');
+}
+
+/** "gpu: 1 of 2 running, 3 queued". */
+export function describeQueue(queue: IQueueInfo): string {
+  return `${queue.name}: ${queue.running} of ${queue.parallel} running, ${queue.queued} queued`;
 }

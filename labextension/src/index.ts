@@ -125,7 +125,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const create = async (cwd?: string): Promise<ProcessView | undefined> => {
       // The launcher passes its file browser's directory; the panel's button has ours.
       const here = app.serviceManager.contents.localPath(cwd ?? browser?.model.path ?? '');
-      const request = await askNewProcess(here);
+      const queues = list.queues.map(q => q.name);
+      const request = await askNewProcess(here, { processes: list.processes, queues });
       if (!request) {
         return undefined;
       }

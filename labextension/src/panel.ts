@@ -14,19 +14,23 @@ import { Widget } from '@lumino/widgets';
 
 import { ConnectionBanner, fillBadge, fillPorts, processesIcon, setText } from './elements';
 import {
+  describeQueue,
+  describeRestart,
   describeSandbox,
   displayCommand,
   displayName,
   formatDuration,
   isActive,
   logCut,
+  restartCount,
   runtimeMs,
   usageDetails,
-  usageSummary
+  usageSummary,
+  waitingFor
 } from './format';
 import { finishedIds, groupProcesses, IGroup, IListFilter, StateFilter } from './listing';
 import { ProcessListModel } from './model';
-import { IProcessInfo } from './protocol';
+import { IProcessInfo, IQueueInfo } from './protocol';
 
 interface IRow {
   item: HTMLLIElement;
@@ -39,7 +43,15 @@ interface IRow {
   cut: HTMLElement;
   pid: HTMLElement;
   sandbox: HTMLElement;
+  restarts: HTMLElement;
+  waiting: HTMLElement;
   ports: HTMLElement;
+}
+
+interface IQueueNode {
+  item: HTMLLIElement;
+  text: HTMLElement;
+  parallel: HTMLInputElement;
 }
 
 interface IGroupNode {
@@ -93,7 +105,9 @@ export class ProcessesPanel extends Widget {
     this._empty.className = 'jp-ExecPanel-empty';
     this._status.className = 'jp-ExecPanel-status';
     this._status.setAttribute('role', 'status');
-    this.node.append(header, this._tools(), this._banner.node, this._status, this._empty, this._groups);
+    this._queues.className = 'jp-ExecPanel-queues';
+    this._queues.setAttribute('aria-label', 'Queues');
+    this.node.append(header, this._tools(), this._banner.node, this._status, this._queues, this._empty, this._groups);
     this._model.changed.connect(this._scheduleRender, this);
     this._render();
   }
@@ -232,11 +246,13 @@ export class ProcessesPanel extends Widget {
       }
     }
     const active = processes.filter(isActive).length;
+    const queued = processes.filter(p => p.state === 'queued').length;
     const finished = finishedIds(processes, filter).length;
     this._clear.textContent = finished ? `Clear finished (${finished})` : 'Clear finished';
     this._clear.disabled = finished === 0;
     const filtered = filter.text.trim() !== '' || filter.state !== 'all';
-    const counts = `${active} running, ${processes.length} in all`;
+    const waiting = queued ? `, ${queued} queued` : '';
+    const counts = `${active - queued} running${waiting}, ${processes.length} in all`;
     setText(this._status, this._error || (filtered ? `Showing ${shown} of ${processes.length} (${counts})` : counts));
     this._status.classList.toggle('jp-mod-error', !!this._error);
     this._status.hidden = !this._model.loaded || !processes.length;
@@ -249,6 +265,66 @@ export class ProcessesPanel extends Widget {
           : '';
     setText(this._empty, empty);
     this._empty.hidden = !empty;
+    this._renderQueues(this._model.queues);
+  }
+
+  /** One line per queue: its counts, and its parallelism to edit (`queue/set`). */
+  private _renderQueues(queues: IQueueInfo[]): void {
+    const seen = new Set<string>();
+    queues.forEach((queue, index) => {
+      seen.add(queue.name);
+      const node = this._queueNodes.get(queue.name) ?? this._createQueue(queue.name);
+      setText(node.text, describeQueue(queue));
+      // Not while the user types in it.
+      if (document.activeElement !== node.parallel) {
+        node.parallel.value = String(queue.parallel);
+      }
+      if (this._queues.children[index] !== node.item) {
+        this._queues.insertBefore(node.item, this._queues.children[index] ?? null);
+      }
+    });
+    for (const [name, node] of this._queueNodes) {
+      if (!seen.has(name)) {
+        node.item.remove();
+        this._queueNodes.delete(name);
+      }
+    }
+    this._queues.hidden = queues.length === 0;
+  }
+
+  private _createQueue(name: string): IQueueNode {
+    const item = document.createElement('li');
+    item.className = 'jp-ExecPanel-queue';
+    item.dataset.queue = name;
+    const text = document.createElement('span');
+    text.className = 'jp-ExecPanel-queueText';
+    const label = document.createElement('label');
+    label.textContent = 'parallel ';
+    const parallel = document.createElement('input');
+    parallel.type = 'number';
+    parallel.min = '1';
+    parallel.step = '1';
+    parallel.className = 'jp-mod-styled jp-ExecPanel-parallel';
+    parallel.setAttribute('aria-label', `How many processes of queue ${name} run at once`);
+    parallel.addEventListener('change', () => {
+      const value = Number(parallel.value);
+      if (Number.isInteger(value) && value >= 1) {
+        this._model.setQueue(name, value).then(
+          () => this._showError(''),
+          error => this._showError(`Could not set queue ${name}: ${error instanceof Error ? error.message : error}`)
+        );
+      }
+    });
+    label.append(parallel);
+    item.append(text, label);
+    const node = { item, text, parallel };
+    this._queueNodes.set(name, node);
+    return node;
+  }
+
+  private _showError(error: string): void {
+    this._error = error;
+    this._render();
   }
 
   private _createGroup(key: string): IGroupNode {
@@ -315,6 +391,8 @@ export class ProcessesPanel extends Widget {
       cut: span('jp-ExecPanel-cut'),
       pid: span('jp-ExecPanel-pid'),
       sandbox: span('jp-ExecPanel-sandbox'),
+      restarts: span('jp-ExecPanel-restarts'),
+      waiting: span('jp-ExecPanel-waiting'),
       ports: span('jp-ExecPanel-ports', 'div')
     };
     row.cut.textContent = 'log cut';
@@ -322,7 +400,7 @@ export class ProcessesPanel extends Widget {
     const top = span('jp-ExecPanel-line');
     top.append(row.name, row.badge);
     const bottom = span('jp-ExecPanel-line jp-ExecPanel-meta');
-    bottom.append(row.runtime, row.usage, row.cut, row.pid, row.sandbox);
+    bottom.append(row.runtime, row.usage, row.cut, row.pid, row.restarts, row.waiting, row.sandbox);
     button.append(top, row.command, bottom);
     // Links cannot live inside a button: the ports line sits under it.
     item.append(button, row.ports);
@@ -344,13 +422,17 @@ export class ProcessesPanel extends Widget {
     const sandbox = describeSandbox(info);
     setText(row.sandbox, sandbox && `sandbox: ${sandbox}`);
     row.item.dataset.sandbox = info.sandbox?.mode ?? 'none';
+    setText(row.restarts, restartCount(info));
+    row.restarts.title = describeRestart(info);
+    setText(row.waiting, waitingFor(info, id => displayName(this._model.get(id)) || id));
     fillPorts(row.ports, info);
     const label = `${name}: ${command}, ${badge.text}`;
     if (row.button.getAttribute('aria-label') !== label) {
       row.button.setAttribute('aria-label', label);
     }
     const writes = info.sandbox ? `\nsandbox: ${sandbox}; writes: ${info.sandbox.writableRoots.join(', ') || 'none'}` : '';
-    row.button.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}${writes}`;
+    const more = [describeRestart(info), info.failure ?? ''].filter(Boolean).map(s => `\n${s}`).join('');
+    row.button.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}${writes}${more}`;
     this._fillRuntime(row, info);
   }
 
@@ -379,6 +461,8 @@ export class ProcessesPanel extends Widget {
   private _error = '';
   private _rows = new Map<string, IRow>();
   private _groupNodes = new Map<string, IGroupNode>();
+  private _queues = document.createElement('ul');
+  private _queueNodes = new Map<string, IQueueNode>();
   private _collapsed = new Set<string>();
   private _poll: IDisposable | null = null;
   private _tick: ReturnType<typeof setInterval> | null = null;

@@ -17,7 +17,18 @@ import { ExecConnection } from './connection';
 import { OutputEvent, ProcessListModel, ProcessStream } from './model';
 import { IProcessInfo, PROCESSES_PATH, SignalName } from './protocol';
 import { ConnectionBanner, fillBadge, fillPorts, processesIcon } from './elements';
-import { describeExit, displayCommand, displayName, logCut, originLabel, shownState, usageDetails } from './format';
+import {
+  describeExit,
+  describeRestart,
+  displayCommand,
+  displayName,
+  isActive,
+  logCut,
+  originLabel,
+  shownState,
+  usageDetails,
+  waitingFor
+} from './format';
 
 const STDERR_ON = '\x1b[91m';
 const COLOR_OFF = '\x1b[39m';
@@ -65,7 +76,8 @@ export class ProcessView extends Widget {
     this._ports.className = 'jp-ExecView-ports';
     this._cut.className = 'jp-ExecView-cut';
     this._origin.className = 'jp-ExecView-origin';
-    this._details.append(this._origin, this._usage, this._ports, this._cut);
+    this._managed.className = 'jp-ExecView-managed';
+    this._details.append(this._origin, this._managed, this._usage, this._ports, this._cut);
     this.node.append(this._toolbar(), this._details, this._banner.node, this._status, this._term, this._input);
     this._status.className = 'jp-ExecView-status';
     this._status.setAttribute('role', 'status');
@@ -364,6 +376,8 @@ export class ProcessView extends Widget {
     const info = this.info;
     const stream = this._stream;
     const shown = shownState(info, stream);
+    // Queued or between two runs: no pid to signal, but Terminate ends it (SPEC 11).
+    const active = isActive(shown);
     const running = shown.state === 'running';
     const name = displayName(info) || this.processId;
     this.title.label = name;
@@ -371,11 +385,12 @@ export class ProcessView extends Widget {
     this._command.textContent = info ? displayCommand(info.argv) : '';
     this._command.title = info ? info.argv.join(' ') : '';
     fillBadge(this._badge, shown);
-    this.node.dataset.state = running ? 'running' : 'exited';
+    this.node.dataset.state = active ? 'running' : 'exited';
     this._fillDetails(info);
     const b = this._buttons;
-    b.interrupt.disabled = b.terminate.disabled = b.kill.disabled = !running;
-    b.remove.disabled = running || !info;
+    b.interrupt.disabled = b.kill.disabled = !running;
+    b.terminate.disabled = !active;
+    b.remove.disabled = active || !info;
     this._input.hidden = !(info && !info.tty && running && info.pipeStdin !== false && !stream?.stdinClosed);
     if (stream?.error) {
       this._status.textContent = `${stream.error}`;
@@ -391,9 +406,15 @@ export class ProcessView extends Widget {
     }
   }
 
-  /** Origin, usage, port links and "log cut": everything the list knows beyond the toolbar. */
+  /**
+   * Origin, restarts, queue and dependencies, why it never started, usage,
+   * port links and "log cut": everything the list knows beyond the toolbar.
+   */
   private _fillDetails(info: IProcessInfo | undefined): void {
     this._origin.textContent = info?.origin ? `from ${originLabel(info.origin)}` : '';
+    const nameOf = (id: string) => displayName(this._list.get(id)) || id;
+    const managed = info ? [describeRestart(info), waitingFor(info, nameOf), info.failure ?? ''] : [];
+    this._managed.textContent = managed.filter(Boolean).join(' · ');
     this._usage.textContent = info ? usageDetails(info) : '';
     if (info) {
       fillPorts(this._ports, info);
@@ -401,7 +422,8 @@ export class ProcessView extends Widget {
     const cut = !!info && logCut(info);
     this._cut.hidden = !cut;
     this._cut.textContent = cut ? `log cut: output before seq ${info!.firstSeq} was dropped` : '';
-    this._details.hidden = !(this._origin.textContent || this._usage.textContent || cut || info?.ports?.length);
+    const text = this._origin.textContent || this._managed.textContent || this._usage.textContent;
+    this._details.hidden = !(text || cut || info?.ports?.length);
   }
 
   private _updateFollow(): void {
@@ -429,6 +451,7 @@ export class ProcessView extends Widget {
   private _exitShown = false;
   private _details = document.createElement('div');
   private _origin = document.createElement('span');
+  private _managed = document.createElement('span');
   private _usage = document.createElement('span');
   private _ports = document.createElement('span');
   private _cut = document.createElement('span');

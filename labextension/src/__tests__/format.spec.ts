@@ -1,6 +1,8 @@
 import {
   compareOrigins,
   describeExit,
+  describeQueue,
+  describeRestart,
   describeSandbox,
   displayCommand,
   exitBadge,
@@ -13,10 +15,12 @@ import {
   logCut,
   originLabel,
   portLinks,
+  restartCount,
   runtimeMs,
   shownState,
   usageDetails,
-  usageSummary
+  usageSummary,
+  waitingFor
 } from '../format';
 import { AGENT, CLI, info, NOTEBOOK, T0 } from './fixtures';
 
@@ -191,5 +195,33 @@ describe('describeSandbox', () => {
     );
     expect(describeSandbox({ sandbox: null })).toBe('');
     expect(describeSandbox({})).toBe('');
+  });
+});
+
+describe('restarts, queues and dependencies', () => {
+  it('counts restarts and names the policy', () => {
+    expect(restartCount(info('a'))).toBe('');
+    expect(restartCount(info('a', { restarts: 1 }))).toBe('1 restart');
+    expect(restartCount(info('a', { restarts: 3 }))).toBe('3 restarts');
+    const onFailure = info('a', { restartPolicy: { policy: 'on-failure', maxRestarts: 2 }, restarts: 1 });
+    expect(describeRestart(onFailure)).toBe('restarts on failure, 1 of at most 2');
+    expect(describeRestart(info('a', { restartPolicy: { policy: 'always' } }))).toBe(
+      'restarts always, 0 of at most 10'
+    );
+    expect(describeRestart(info('a', { restartPolicy: { policy: 'never' } }))).toBe('');
+    expect(describeRestart(info('a', { restartPolicy: null }))).toBe('');
+  });
+
+  it('says what a queued process waits for, by name, and only its queue once it runs', () => {
+    const names: Record<string, string> = { t1: 'train', p1: 'prepare' };
+    const queued = info('e', { state: 'queued', pid: null, queue: 'gpu', after: ['t1', 'p1'] });
+    expect(waitingFor(queued, id => names[id] ?? id)).toBe('queue gpu · after train, prepare');
+    expect(waitingFor({ ...queued, queue: null })).toBe('after t1, p1');
+    expect(waitingFor({ ...queued, state: 'running' })).toBe('queue gpu');
+    expect(waitingFor(info('a'))).toBe('');
+  });
+
+  it("puts a queue's parallelism and counts into words", () => {
+    expect(describeQueue({ name: 'gpu', parallel: 2, running: 1, queued: 3 })).toBe('gpu: 1 of 2 running, 3 queued');
   });
 });
