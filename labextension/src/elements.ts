@@ -8,7 +8,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { IDisposable } from '@lumino/disposable';
 
 import { ExecConnection } from './connection';
-import { exitBadge, portLinks } from './format';
+import { BadgeInfo, exitBadge, portLinks } from './format';
 import { IProcessInfo } from './protocol';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
@@ -104,10 +104,7 @@ export function setText(node: HTMLElement, text: string): void {
 }
 
 /** The state badge of a row or a view: exitBadge's words, its colour as `data-state`. */
-export function fillBadge(
-  node: HTMLElement,
-  info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'>
-): ReturnType<typeof exitBadge> {
+export function fillBadge(node: HTMLElement, info: BadgeInfo): ReturnType<typeof exitBadge> {
   const badge = exitBadge(info);
   setText(node, badge.text);
   node.dataset.state = badge.state;

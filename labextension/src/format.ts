@@ -28,8 +28,11 @@ export function describeExit(exitCode: number | null, signal: string | null): st
 /** The colour class of a badge (CSS `data-state`). */
 export type BadgeState = 'running' | 'queued' | 'ok' | 'failed' | 'signal';
 
+/** What a badge needs to know: the state, the exit, and why it never ran. */
+export type BadgeInfo = Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'> & Partial<Pick<IProcessInfo, 'failure'>>;
+
 /** What a badge says and how it is coloured. */
-export function exitBadge(info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'>): {
+export function exitBadge(info: BadgeInfo): {
   text: string;
   state: BadgeState;
 } {
@@ -43,6 +46,10 @@ export function exitBadge(info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signa
     case 'lost':
       return { text: 'lost', state: 'failed' };
     default:
+      if (info.exitCode === null && !info.signal && info.failure) {
+        // A dependency failed, or it was terminated while queued (SPEC 11).
+        return { text: 'not started', state: 'failed' };
+      }
       return {
         text: describeExit(info.exitCode, info.signal),
         state: info.exitCode === 0 ? 'ok' : info.signal ? 'signal' : 'failed'
@@ -61,12 +68,9 @@ export interface IStreamExit {
  * The state an output view shows: the list's, unless the view's own stream
  * already saw the exit (it often does first); 'running' while neither knows.
  */
-export function shownState(
-  info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'> | undefined,
-  stream: IStreamExit | null
-): Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'> {
+export function shownState(info: BadgeInfo | undefined, stream: IStreamExit | null): BadgeInfo {
   if (stream?.exited) {
-    return { state: 'exited', exitCode: stream.exitCode, signal: stream.signal };
+    return { state: 'exited', exitCode: stream.exitCode, signal: stream.signal, failure: info?.failure };
   }
   return info ?? { state: 'running', exitCode: null, signal: null };
 }
@@ -224,9 +228,17 @@ export function displayCommand(argv: string[]): string {
 /** A notification's sentence: `"train" exited 0 after 1:23`. */
 export function exitMessage(info: IProcessInfo): string {
   const name = displayName(info);
-  const exit = info.state === 'queued' || (info.exitCode === null && !info.signal) ? 'ended' : describeExit(info.exitCode, info.signal);
+  const never = info.exitCode === null && !info.signal;
+  if (never && info.failure) {
+    return `"${shortName(name)}" did not start: ${info.failure}`;
+  }
+  const exit = never ? 'ended' : describeExit(info.exitCode, info.signal);
   const after = info.exitedAt !== null ? ` after ${formatDuration(info.exitedAt - info.startedAt)}` : '';
-  return `"${name.length > 60 ? `${name.slice(0, 57)}...` : name}" ${exit}${after}`;
+  return `"${shortName(name)}" ${exit}${after}`;
+}
+
+function shortName(name: string): string {
+  return name.length > 60 ? `${name.slice(0, 57)}...` : name;
 }
 
 /** "read-only, no network" for a row; '' for an unsandboxed process. */

@@ -76,6 +76,10 @@ describe('exit badges', () => {
     expect(exitBadge(shownState(info('a', { state: 'lost' }), running))).toEqual({ text: 'lost', state: 'failed' });
     expect(exitBadge(shownState(info('a', { state: 'queued', pid: null }), null)).text).toBe('queued');
     expect(exitBadge(shownState(undefined, null)).text).toBe('running');
+    const never = info('b', { state: 'closed', exitCode: null, pid: null, failure: 'dependency a exited 1' });
+    expect(exitBadge(never)).toEqual({ text: 'not started', state: 'failed' });
+    expect(exitBadge(shownState(never, { exited: true, exitCode: null, signal: null })).text).toBe('not started');
+    expect(exitBadge(info('c', { state: 'closed', exitCode: 1, failure: 'x' })).text).toBe('exited 1');
   });
 
   it('counts a process that never started (a failed dependency) as a failure', () => {
@@ -91,6 +95,8 @@ describe('exit badges', () => {
     expect(exitMessage(killed)).toBe('"a" killed by SIGKILL (137) after 1:23');
     const never = info('b', { state: 'closed', exitCode: null, exitedAt: null, label: 'x'.repeat(80) });
     expect(exitMessage(never)).toBe(`"${'x'.repeat(57)}..." ended`);
+    const blocked = { ...never, label: 'eval', exitedAt: T0 + 5000, failure: 'dependency train exited 1' };
+    expect(exitMessage(blocked)).toBe('"eval" did not start: dependency train exited 1');
   });
 
   it('measures the runtime to now while it runs, to the exit after', () => {
