@@ -251,6 +251,12 @@ export class ProcessListModel implements IDisposable {
   }
 
   private _onNotification(_: ExecConnection, n: Notification): void {
+    if (!this._buffered && n.method === 'process/exited' && n.params.exitCode === null && !n.params.signal) {
+      // It never ran (a failed dependency, terminated while queued): why is only in
+      // the list (`failure`), so take the list before anyone is told it ended.
+      void this._refresh();
+      return;
+    }
     if (this._buffered) {
       this._buffered.push(n);
     } else if (this._apply(n)) {

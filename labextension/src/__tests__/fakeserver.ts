@@ -182,7 +182,7 @@ export class FakeServer {
     return event.seq;
   }
 
-  exit(processId: string, exitCode: number, signal: string | null = null): void {
+  exit(processId: string, exitCode: number | null, signal: string | null = null): void {
     const proc = this.processes.get(processId)!;
     const exited: IEvent = { seq: proc.nextSeq++, kind: 'exited', exitCode, signal };
     const closed: IEvent = { seq: proc.nextSeq++, kind: 'closed' };

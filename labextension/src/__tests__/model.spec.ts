@@ -605,4 +605,31 @@ describe('ProcessListModel for the panel (SPEC 11)', () => {
     model.dispose();
     connection.dispose();
   });
+
+  it('learns why a process never ran before it shows as ended (failure is only in the list)', async () => {
+    const { server, connection } = setup();
+    server.addProcess('t');
+    const proc = server.addProcess('e');
+    Object.assign(proc.info, { state: 'queued', pid: null, after: ['t'] });
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    const seen: (string | null | undefined)[] = [];
+    model.changed.connect(() => {
+      const e = model.get('e');
+      if (e && e.state !== 'queued') {
+        seen.push(e.failure);
+      }
+    });
+    server.exit('t', 1);
+    proc.info.failure = 'dependency t failed: exited 1';
+    server.exit('e', null);
+    await flush();
+    expect(model.get('e')).toMatchObject({ state: 'closed', exitCode: null, failure: 'dependency t failed: exited 1' });
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every(f => f === 'dependency t failed: exited 1')).toBe(true);
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
 });
