@@ -80,6 +80,13 @@ export function isActive(info: Pick<IProcessInfo, 'state'>): boolean {
   return info.state === 'running' || info.state === 'queued' || info.state === 'restarting';
 }
 
+/** "2 running, 3 queued" ("restarting" counts as running: it is between two runs). */
+export function activitySummary(processes: Pick<IProcessInfo, 'state'>[]): string {
+  const queued = processes.filter(p => p.state === 'queued').length;
+  const running = processes.filter(isActive).length - queued;
+  return queued ? `${running} running, ${queued} queued` : `${running} running`;
+}
+
 /** True for a finished process that did not exit 0 (a signal, a failure, a never-started one). */
 export function isFailure(info: Pick<IProcessInfo, 'state' | 'exitCode'>): boolean {
   return !isActive(info) && info.exitCode !== 0;

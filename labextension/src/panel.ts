@@ -14,6 +14,7 @@ import { Widget } from '@lumino/widgets';
 
 import { ConnectionBanner, fillBadge, fillPorts, processesIcon, setText } from './elements';
 import {
+  activitySummary,
   describeQueue,
   describeRestart,
   describeSandbox,
@@ -245,14 +246,11 @@ export class ProcessesPanel extends Widget {
         this._rows.delete(id);
       }
     }
-    const active = processes.filter(isActive).length;
-    const queued = processes.filter(p => p.state === 'queued').length;
     const finished = finishedIds(processes, filter).length;
     this._clear.textContent = finished ? `Clear finished (${finished})` : 'Clear finished';
     this._clear.disabled = finished === 0;
     const filtered = filter.text.trim() !== '' || filter.state !== 'all';
-    const waiting = queued ? `, ${queued} queued` : '';
-    const counts = `${active - queued} running${waiting}, ${processes.length} in all`;
+    const counts = `${activitySummary(processes)}, ${processes.length} in all`;
     setText(this._status, this._error || (filtered ? `Showing ${shown} of ${processes.length} (${counts})` : counts));
     this._status.classList.toggle('jp-mod-error', !!this._error);
     this._status.hidden = !this._model.loaded || !processes.length;

@@ -1,4 +1,5 @@
 import {
+  activitySummary,
   compareOrigins,
   describeExit,
   describeQueue,
@@ -225,6 +226,13 @@ describe('restarts, queues and dependencies', () => {
     expect(waitingFor({ ...queued, queue: null })).toBe('after t1, p1');
     expect(waitingFor({ ...queued, state: 'running' })).toBe('queue gpu');
     expect(waitingFor(info('a'))).toBe('');
+  });
+
+  it('counts queued processes apart from running and restarting ones', () => {
+    const states = ['running', 'restarting', 'queued', 'closed', 'lost'] as const;
+    expect(activitySummary(states.map(state => ({ state })))).toBe('2 running, 1 queued');
+    expect(activitySummary([{ state: 'running' }, { state: 'exited' }])).toBe('1 running');
+    expect(activitySummary([])).toBe('0 running');
   });
 
   it("puts a queue's parallelism and counts into words", () => {
