@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..wire.errors import UnknownProcessError, error_from_wire
-from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, SeqEvent
-from ..wire.models import ProcessInfo
+from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, RestartedEvent, SeqEvent
+from ..wire.models import ProcessInfo, QueueInfo
 from ..wire.schema import Chunk, ReadResult, event_from_notification, request
 
 __all__ = [
@@ -47,7 +47,9 @@ __all__ = [
     "OutputEvent",
     "Page",
     "ProcessEvent",
+    "QueueInfo",
     "ReadResult",
+    "RestartedEvent",
     "SyncExecClient",
     "websocket_url",
 ]
@@ -198,7 +200,7 @@ class ExecClient:
             for listener in self.listeners:
                 listener(method, params)
             event = event_from_notification(method, params)
-            if isinstance(event, OutputEvent | ExitedEvent | ClosedEvent):
+            if isinstance(event, OutputEvent | ExitedEvent | ClosedEvent | RestartedEvent):
                 for queue in self._queues.get(event.process_id, ()):
                     queue.put(event)
             return
@@ -249,10 +251,16 @@ class ExecClient:
         limits: dict[str, int] | None = None,
         sandbox: str | dict[str, Any] | None = None,
         origin: dict[str, str] | None = None,
+        restart: dict[str, Any] | None = None,
+        queue: str | None = None,
+        after: builtins.list[str] | None = None,
     ) -> str:
+        """`restart` (`{"policy", "maxRestarts"?, "delayMs"?}`), `queue` and `after`:
+        SPEC 11 scheduling."""
         params: dict[str, Any] = {"processId": process_id, "argv": argv, "tty": tty}
         optional: dict[str, Any] = {"cwd": cwd, "env": env, "lifetime": lifetime, "label": label}
         optional.update(timeoutMs=timeout_ms, limits=limits, sandbox=sandbox, origin=origin)
+        optional.update(restart=restart, queue=queue, after=after)
         params.update({k: v for k, v in optional.items() if v is not None})
         if inherit_env:
             params["inheritEnv"] = True
@@ -364,6 +372,16 @@ class ExecClient:
             params["timeoutMs"] = max(0, round(timeout * 1000))
         result = await self.request("process/wait", params)
         return list(result["processes"])
+
+    async def queue_set(self, name: str, parallel: int) -> QueueInfo:
+        """SPEC 11 `queue/set`: how many of the queue's processes run at once."""
+        result = await self.request("queue/set", {"name": name, "parallel": parallel})
+        return QueueInfo.from_wire(result)
+
+    async def queues(self) -> builtins.list[QueueInfo]:
+        """SPEC 11 `queue/list`."""
+        result = await self.request("queue/list", {})
+        return [QueueInfo.from_wire(q) for q in result["queues"]]
 
     async def wait_for_port(self, process_id: str, timeout: float) -> ProcessInfo:
         """Its `ProcessInfo` once its tree listens on a TCP port (SPEC 11 `ports`, current

@@ -111,6 +111,15 @@ class Child:
     def __post_init__(self) -> None:
         self.ref = identify(self.pid) or ProcessRef(self.pid, -1)
 
+    @classmethod
+    def gone(cls, pid: int, tty: bool, start: int | None = None) -> Child:
+        """A previous daemon's child that is no more: no descriptors, never signalled
+        (its pid may name another process by now); `start` as its record says."""
+        child = cls(pid, -1, {}, None, tty)
+        child.ref = ProcessRef(pid, -1 if start is None else start)
+        child.reaped = True
+        return child
+
     def reap(self) -> int | None:
         """Raw wait status if the child has exited, else None.
 

@@ -15,16 +15,23 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from ..wire.events import ClosedEvent, Event, ExitedEvent, OutputEvent, SeqEvent
-from ..wire.models import Lifetime, ProcessInfo, ProcessState, exit_status
-from ..wire.protocol import Limits
+from ..wire.events import (
+    ClosedEvent,
+    Event,
+    ExitedEvent,
+    OutputEvent,
+    RestartedEvent,
+    SeqEvent,
+    StartedEvent,
+)
+from ..wire.models import ProcessInfo, ProcessState, exit_status
 from . import limits as _limits
 from .child import Child
 from .output import OutputStore, pipe_bytes
 from .proctree import ProcessRef, descendant_processes, kill_verified, marked_processes
-from .sandbox import Confinement, likely_denied
+from .record import ExitRecord, ProcessRecord, ProcessSetup, ScheduleRecord
+from .sandbox import likely_denied
 from .usage import TreeUsage
 
 #: Largest `process/output` chunk. Measured with bench/run.py: 32 KiB chunks
@@ -43,26 +50,6 @@ _DRAIN_LIMIT = 4 << 20
 TIMEOUT_GRACE_SECONDS = 3.0
 
 
-@dataclass
-class ProcessSetup:
-    """What a process was started with (no environment: it is never listed)."""
-
-    process_id: str
-    argv: list[str]
-    cwd: str
-    tty: bool
-    pipe_stdin: bool
-    label: str | None
-    lifetime: Lifetime
-    owner: str | None
-    marker: str
-    timeout_ms: int | None = None
-    limits: Limits | None = None
-    sandbox: Confinement | None = None
-    #: SPEC 11 `origin`: `{"kind", "name"}`.
-    origin: dict[str, str] | None = None
-
-
 #: How much of the end of a sandboxed process's output `sandboxDenied` looks at.
 DENIAL_TAIL_CHUNKS = 4
 
@@ -71,27 +58,42 @@ class ManagedProcess:
     #: Its tree's ports and usage, kept by the registry's sampler (core/usage.py);
     #: None for a process recovered from a record, which has no tree any more.
     tree: TreeUsage | None = None
+    #: SPEC 11: asked when a run ends whether another run follows (core/scheduler.py);
+    #: True: the process goes `restarting` instead of `exited`.
+    on_run_end: Callable[[ManagedProcess], bool] | None = None
+    _child: Child | None = None
+    #: SPEC 11: `process/restarted` events so far, in seq order (replayed like `exited`).
+    restarted_events: tuple[RestartedEvent, ...] = ()
+    #: SPEC 11: runs restarted so far, and while `restarting` when the next begins (ms).
+    restarts = 0
+    restart_at: int | None = None
+    #: SPEC 11: where the scheduler stands with it, kept in its record (core/record.py).
+    schedule: ScheduleRecord | None = None
 
     def __init__(
         self,
         setup: ProcessSetup,
-        child: Child,
+        child: Child | None,
         store: OutputStore,
         publish: Callable[[Event], None],
         on_closed: Callable[[ManagedProcess], None],
         started_at: int | None = None,
     ) -> None:
         """`started_at`: a process adopted from a previous daemon (its seqs go on
-        after its log's last record; its `timeoutMs` counts from then)."""
+        after its log's last record; its `timeoutMs` counts from then). No `child`:
+        a process that waits for its queue or its `after` processes (SPEC 11,
+        `queued`) until `begin_run`."""
         self.setup = setup
         self.id = setup.process_id
-        self.child = child
         self.store = store
         self._publish = publish
         self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
-        self.state: ProcessState = "running"
+        self.state: ProcessState = "running" if child is not None else "queued"
         self.started_at = _now_ms() if started_at is None else started_at
+        #: When the current run started (ms): its `timeoutMs` counts from then.
+        self.run_started_at = self.started_at
+
         self.exited_at: int | None = None
         self.exit_code: int | None = None
         self.signal: str | None = None
@@ -111,19 +113,157 @@ class ManagedProcess:
         self.timed_out = False
         self.limit_exceeded: str | None = None
         self._timeout: asyncio.TimerHandle | None = None
+        if child is not None:
+            self._attach(child)
+
+    def _attach(self, child: Child) -> None:
+        """Follow `child` as the current run: its output, its exit, its `timeoutMs`."""
+        self._child = child
+        if child.reaped:  # a previous daemon's, ended (`finished`): nothing to watch
+            self.tree = None
+            return
         self.tree = TreeUsage(child.ref)
-        if setup.timeout_ms is not None:
-            left = setup.timeout_ms - (_now_ms() - self.started_at)
+        if self.setup.timeout_ms is not None:
+            left = self.setup.timeout_ms - (_now_ms() - self.run_started_at)
             self._timeout = self._loop.call_later(max(0, left) / 1000, self._on_timeout)
         for fd in child.outputs:
             self._loop.add_reader(fd, self._on_readable, fd)
         self._loop.add_reader(child.pidfd, self._on_pidfd)
 
+    @classmethod
+    def finished(cls, record: ProcessRecord, store: OutputStore) -> ManagedProcess:
+        """A previous daemon's process that runs no more (daemon/persist.py): `closed`
+        with the exit its record holds, or `lost` if none was recorded (nothing kept
+        it to the end). Its output stays readable from `store`, its seqs go on after
+        the log's last, and it publishes nothing: `exited` and `closed` are there to
+        be replayed (SPEC 5), so a follower ends."""
+        s = record.setup
+        child = Child.gone(record.pid or 0, s.tty, record.pid_start_time)
+        proc = cls(s, child, store, _unheard, _unheard, record.started_at)
+        end = record.exit
+        if end is None:
+            proc.state = "lost"
+        else:
+            proc.state = "closed"
+            proc.exit_code, proc.signal, proc.exited_at = end.exit_code, end.signal, end.exited_at
+            proc.timed_out, proc.limit_exceeded = end.timed_out, end.limit_exceeded
+            proc.exited_event = ExitedEvent(
+                proc.id,
+                proc._take_seq(),
+                end.exit_code,
+                end.signal,
+                timed_out=end.timed_out,
+                limit_exceeded=end.limit_exceeded,
+                sandbox_denied=end.sandbox_denied,
+            )
+        proc.closed_event = ClosedEvent(proc.id, proc._take_seq())
+        proc.exited.set()
+        proc.closed.set()
+        return proc
+
+    def record(self) -> ProcessRecord | None:
+        """What outlives this daemon (core/record.py); None without a log to read."""
+        log = self.store.log_path
+        if log is None:
+            return None
+        start, end = -1 if self._child is None else self._child.ref.start, self.exited_event
+        return ProcessRecord(
+            self.setup,
+            log,
+            self.started_at,
+            pid=self.pid,
+            pid_start_time=start if start >= 0 else None,
+            exit=None
+            if end is None
+            else ExitRecord(
+                end.exit_code,
+                end.signal,
+                self.exited_at,
+                end.timed_out,
+                end.limit_exceeded,
+                end.sandbox_denied,
+            ),
+            schedule=self.schedule,
+        )
+
+    # -- runs (SPEC 11) --------------------------------------------------------
+
+    def begin_run(self, child: Child, restarts: int = 0) -> None:
+        """Start the next run on `child`: a queued process's first (watchers are told
+        `process/started` again, now with its pid), or a restart (`process/restarted`,
+        with the previous run's exit, in the seq stream before the new run's output)."""
+        previous = (self.exit_code, self.signal)
+        self.state = "running"
+        self.run_started_at = _now_ms()
+        self.exit_code = self.signal = self.exited_at = None
+        self.timed_out, self.limit_exceeded = False, None
+        self._exit_status = (0, None)
+        self._stdin_buffer.clear()
+        self._eof_requested = False
+        self.terminating = None
+        self.restarts, self.restart_at = restarts, None
+        self._attach(child)
+        if restarts:
+            event = RestartedEvent(self.id, self._take_seq(), restarts, child.pid, *previous)
+            self.restarted_events = (*self.restarted_events, event)
+            self._event_published(event)
+        else:
+            self.started_at = self.run_started_at
+            self._event_published(StartedEvent(self.info()))
+
+    def resume_runs(self, schedule: ScheduleRecord) -> None:
+        """A previous daemon's scheduled process, adopted: its restarts are replayed as
+        before and its seqs go on after the last (the log holds only output)."""
+        self.schedule = schedule
+        pid = self.pid
+        self.restarted_events = tuple(
+            RestartedEvent(self.id, seq, restarts, run_pid or pid or 0, code, name)
+            for seq, restarts, run_pid, code, name in schedule.restarted
+        )
+        if self.restarted_events:
+            last = self.restarted_events[-1]
+            self.restarts, self._last_seq = last.restarts, max(self._last_seq, last.seq)
+        if schedule.run_started_at is not None:
+            self.run_started_at = schedule.run_started_at
+
+    def end_runs(self, failure: str | None = None) -> None:
+        """End a process that waits (queued, or between two runs) without another run:
+        `exited` (the last run's exit; exitCode null if it never ran) then `closed`."""
+        if self.state not in ("queued", "restarting"):
+            return
+        if failure is not None:
+            self.store.failure = failure
+        if self.state == "queued":
+            self.exit_code = self.signal = None
+        self.exited_at = self.exited_at or _now_ms()
+        self.state = "exited"
+        self.exited_event = ExitedEvent(self.id, self._take_seq(), self.exit_code, self.signal)
+        self._event_published(self.exited_event)
+        self.exited.set()
+        self._publish_closed()
+
+    def _end_run(self) -> None:
+        """This run is over and another follows: let go of its child, streams and all
+        (descendants that kept them open are the scheduler's to stop)."""
+        child = self.child
+        for fd in list(child.outputs):
+            self._loop.remove_reader(fd)
+        if child.stdin_fd is not None:
+            self._loop.remove_writer(child.stdin_fd)
+        child.close()
+        self.state = "restarting"
+
     # -- state -------------------------------------------------------------
 
     @property
-    def pid(self) -> int:
-        return self.child.pid
+    def child(self) -> Child:
+        """The current run's child (a queued process has none yet)."""
+        assert self._child is not None, f"process {self.id} has not started"
+        return self._child
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._child is None else self._child.pid
 
     @property
     def next_seq(self) -> int:
@@ -157,6 +297,11 @@ class ManagedProcess:
             ports=list(self.tree.ports) if self.tree is not None else [],
             usage=self.tree.usage() if self.tree is not None else None,
             origin=s.origin,
+            restart_policy=s.restart,
+            restarts=self.restarts,
+            queue=s.queue,
+            after=list(s.after),
+            restart_at=self.restart_at,
         )
 
     def replay(self, after_seq: int) -> list[SeqEvent]:
@@ -165,11 +310,16 @@ class ManagedProcess:
             OutputEvent(self.id, c.seq, c.stream, c.data)
             for c in self.store.read(after_seq, self.store.retained_bytes)
         ]
-        for end in (self.exited_event, self.closed_event):
-            if end is not None and end.seq > after_seq:
+        for end in self.marks():
+            if end.seq > after_seq:
                 events.append(end)
         events.sort(key=lambda e: e.seq)
         return events
+
+    def marks(self) -> list[SeqEvent]:
+        """The seq events that are not output, in seq order: restarts, exited, closed."""
+        ends = [e for e in (self.exited_event, self.closed_event) if e is not None]
+        return [*self.restarted_events, *ends]
 
     @property
     def stdin_pending(self) -> bool:
@@ -287,6 +437,9 @@ class ManagedProcess:
         self.limit_exceeded = _limits.exceeded(self.setup.limits, signum, self.child.cpu_seconds)
         self._stdin_buffer.clear()
         self._stop_stdin()
+        if self.on_run_end is not None and self.on_run_end(self):
+            self._end_run()
+            return
         self.exited_event = ExitedEvent(
             self.id,
             self._take_seq(),
@@ -303,7 +456,8 @@ class ManagedProcess:
 
     def _publish_closed(self) -> None:
         self.state = "closed"
-        self.child.close()
+        if self._child is not None:
+            self._child.close()
         self.closed_event = ClosedEvent(self.id, self._take_seq())
         self._event_published(self.closed_event)
         self.closed.set()
@@ -313,6 +467,8 @@ class ManagedProcess:
 
     def write(self, data: bytes, eof: bool, write_id: str | int | None) -> str:
         """Queue bytes for the child's stdin (SPEC 4 `process/write` statuses)."""
+        if self.state in ("queued", "restarting"):
+            return "starting"  # no stdin to take it yet (SPEC 11)
         if self.state != "running" or self.child.stdin_fd is None or self._eof_requested:
             return "stdinClosed"
         if write_id is not None:
@@ -455,6 +611,10 @@ def _split(data: bytes) -> list[bytes]:
     if len(data) <= CHUNK_BYTES:
         return [data]
     return [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
+
+
+def _unheard(_: object) -> None:
+    """Where a finished process would publish: it never does."""
 
 
 def _now_ms() -> int:

@@ -36,10 +36,13 @@ from ..wire.schema import Chunk
 from . import limits, sandbox
 from .child import Child, ChildSpec, Keeper, build_env, resolve_program, spawn
 from .confinement import resolve_cwd
+from .launch import Launch
 from .output import OutputStore
-from .process import ManagedProcess, ProcessSetup
+from .process import ManagedProcess
 from .proctree import MARKER_VAR, kill_verified, marked_processes
+from .record import ProcessRecord, ProcessSetup, ScheduleRecord
 from .retention import Retention
+from .scheduler import ENDED, Scheduler
 from .usage import Sampler
 
 #: A long-poll never waits longer than this, whatever `waitMs` asks.
@@ -103,6 +106,9 @@ class Registry:
         self.sampler = Sampler(lambda: [p.tree for p in self.running() if p.tree is not None])
         c = self.config
         self.retention = Retention(c.retained_bytes_total, c.logs_max_use, c.logs_keep_free)
+        #: SPEC 11 restarts, queues and `after` (core/scheduler.py).
+        self.scheduler = Scheduler(self.find, self.spawn_run)
+        self.add_listener(self.scheduler.on_event)
 
     # -- listeners ------------------------------------------------------------
 
@@ -158,8 +164,9 @@ class Registry:
         if params.process_id in self._procs:
             raise ProcessExistsError(params.process_id)
         ours = sum(1 for p in self.running() if self._fronts.get(p.id) == rules.name)
-        if ours >= rules.max_processes:
+        if ours >= rules.max_processes and not params.scheduled:  # SPEC 11: those wait
             raise TooManyProcessesError(rules.max_processes, rules.name)
+        self.scheduler.check(params)
         if self._near_fd_limit() and _open_fds() + FDS_PER_PROCESS + FD_RESERVE > self._fd_limit:
             raise InvalidRequestError(
                 f"too many open files to start another process (limit {self._fd_limit}: "
@@ -178,15 +185,14 @@ class Registry:
             argv[0] = params.arg0
         size = params.size
         log_dir = self._ensure_log_dir()
-        box = self.sandbox_for(policies, cwd, env, rules)
-        confine = box.preexec if box is not None else None
-        preexec = sandbox.preexec_chain(limits.preexec(params.limits), confine)
-        spec = ChildSpec(
+        conf = self.confinement(policies, cwd, rules, env, log_dir)
+        box = None if conf is None else _box(conf, cwd, env)
+        log_path = log_dir / f"{uuid.uuid4().hex}.log"
+        launch = Launch(
             executable, argv, cwd, env, params.tty, params.pipe_stdin,
             rows=size.rows if size else 24, cols=size.cols if size else 80,
-            preexec=preexec, keep_fds=box.keep_fds if box else (),
+            limits=params.limits, conf=conf, log_path=log_path,
         )  # fmt: skip
-        log_path = log_dir / f"{uuid.uuid4().hex}.log"
         setup = ProcessSetup(
             process_id=params.process_id,
             argv=list(shown_argv or params.argv),
@@ -201,17 +207,21 @@ class Registry:
             limits=params.limits,
             sandbox=box.conf if box else None,
             origin=params.origin.model_dump() if params.origin is not None else None,
+            front=rules.name,
+            restart=params.restart.wire() if params.restart is not None else None,
+            queue=params.queue,
+            after=list(params.after),
         )
         started_at = int(time.time() * 1000)
-        meta = None if self.keeper is None else held_meta(setup, log_path, started_at, rules.name)
-        try:
-            child = spawn(spec, self.keeper, log_path.stem, meta)
-        except (OSError, subprocess.SubprocessError) as exc:
-            why = (box and box.failure()) or getattr(exc, "strerror", None) or str(exc)
-            raise InvalidParamsError(f"cannot start {params.argv[0]!r}: {why}") from None
-        finally:
-            if box is not None:
-                box.close()
+        schedule = self.scheduler.plan(setup.restart, launch) if params.scheduled else None
+        if schedule is not None:
+            schedule.run_started_at = started_at
+        child = None
+        if schedule is None or self.scheduler.starts_now(params):
+            record = ProcessRecord(setup, log_path, started_at, schedule=schedule)
+            child = self.spawn_run(launch, record, 0, box)
+        elif box is not None:
+            box.close()
         store = OutputStore(
             log_path,
             self.config.retained_bytes_per_process,
@@ -230,7 +240,39 @@ class Registry:
         # The response is queued in this same loop step; this runs in the next one,
         # still before any output callback of the child.
         asyncio.get_running_loop().call_soon(self._publish, StartedEvent(info))
+        if schedule is not None:
+            self.scheduler.add(proc, schedule)  # its turn is taken after that, too
         return info
+
+    def spawn_run(
+        self, launch: Launch, record: ProcessRecord, run: int, box: sandbox.Sandbox | None = None
+    ) -> Child:
+        """Spawn one run of a process (its first, a queued one's, a restart: SPEC 11);
+        the keeper keeps `record` with it, and lets go of the run before (a restart).
+        `box`: the sandbox already made ready for it (else one is, from `launch.conf`)."""
+        env = dict(launch.env)
+        if box is None and launch.conf is not None:
+            box = _box(launch.conf, launch.cwd, env)
+        confine = box.preexec if box is not None else None
+        spec = ChildSpec(
+            launch.executable, launch.argv, launch.cwd, env, launch.tty, launch.pipe_stdin,
+            rows=launch.rows, cols=launch.cols,
+            preexec=sandbox.preexec_chain(limits.preexec(launch.limits), confine),
+            keep_fds=box.keep_fds if box else (),
+        )  # fmt: skip
+        meta = None
+        if self.keeper is not None:  # what the keeper keeps (core/record.py)
+            meta = record.to_record()
+            if run:  # the run before ended: the record of this one replaces it
+                self.keeper.release(launch.key(run - 1))
+        try:
+            return spawn(spec, self.keeper, launch.key(run), meta)
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = (box and box.failure()) or getattr(exc, "strerror", None) or str(exc)
+            raise InvalidParamsError(f"cannot start {record.setup.argv[0]!r}: {why}") from None
+        finally:
+            if box is not None:
+                box.close()
 
     def sandbox_for(
         self,
@@ -243,14 +285,7 @@ class Registry:
         back to us. Also for a helper child run before a start (a shell snapshot's
         capture, core/shell_snapshot.py); the caller closes it."""
         conf = self.confinement(requested, cwd, rules, env, self._ensure_log_dir())
-        if conf is None:
-            return None
-        sandbox.check_available()
-        box = sandbox.Sandbox(conf, cwd)
-        sandbox.scrub_env(env)
-        if box.tmp is not None:
-            env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
-        return box
+        return None if conf is None else _box(conf, cwd, env)
 
     def confinement(
         self,
@@ -295,10 +330,16 @@ class Registry:
         return self._log_dir
 
     def adopt_child(
-        self, setup: ProcessSetup, child: Child, store: OutputStore, started_at: int, front: str
+        self,
+        setup: ProcessSetup,
+        child: Child,
+        store: OutputStore,
+        started_at: int,
+        front: str,
+        schedule: ScheduleRecord | None = None,
     ) -> ManagedProcess:
         """A running process a previous registry started through `front`, its child
-        now the keeper's."""
+        now the keeper's; `schedule`: the scheduler's, who goes on with it (SPEC 11)."""
         store.join(self.retention)
         proc = ManagedProcess(
             setup, child, store, self._publish, self._schedule_removal, started_at
@@ -306,6 +347,22 @@ class Registry:
         self._procs[proc.id] = proc
         self._fronts[proc.id] = front
         self.sampler.wake()
+        if schedule is not None:  # before its exit, if it has one, is taken in
+            proc.resume_runs(schedule)
+            self.scheduler.add(proc, schedule)
+        return proc
+
+    def adopt_waiting(self, record: ProcessRecord, store: OutputStore) -> ManagedProcess:
+        """A previous registry's process that had not started (`queued`, SPEC 11): it
+        waits again in its place."""
+        assert record.schedule is not None
+        store.join(self.retention)
+        proc = ManagedProcess(
+            record.setup, None, store, self._publish, self._schedule_removal, record.started_at
+        )
+        self._procs[proc.id] = proc
+        self._fronts[proc.id] = record.setup.front
+        self.scheduler.add(proc, record.schedule)
         return proc
 
     def adopt(self, proc: ManagedProcess) -> None:
@@ -350,7 +407,7 @@ class Registry:
                 full = chunks[-1].seq < proc.next_seq - 1 and proc.state == "running"
                 done = full or loop.time() >= quiet_at
             remaining = min(deadline, quiet_at) - loop.time()
-            if done or proc.state != "running" or remaining <= 0:
+            if done or proc.state in ENDED or remaining <= 0:
                 next_seq = chunks[-1].seq + 1 if chunks else proc.next_seq
                 return ReadOutcome(chunks, next_seq, proc.info(), matched)
             # asyncio.TimeoutError is not the builtin TimeoutError before Python 3.11.
@@ -366,7 +423,10 @@ class Registry:
         return proc.write(data, eof, write_id)
 
     def signal(self, process_id: str, signum: int) -> None:
-        self.get(process_id).send_signal(signum)
+        proc = self.get(process_id)
+        if signum in (signal.SIGKILL, signal.SIGTERM) and self.scheduler.stop(process_id):
+            return  # it was waiting: now it has ended (SPEC 11)
+        proc.send_signal(signum)
 
     def resize(self, process_id: str, rows: int, cols: int) -> None:
         proc = self.get(process_id)
@@ -378,22 +438,23 @@ class Registry:
 
     def terminate(self, process_id: str, grace_seconds: float) -> bool:
         proc = self.find(process_id)
-        if proc is None or proc.state != "running":
+        if proc is None or self.scheduler.stop(process_id):
+            return False  # unknown, or it was waiting and has now ended, never run again
+        if proc.state != "running":
             return False
         proc.terminate(grace_seconds)
         return True
 
     def terminate_owned_by(self, owner: str) -> None:
         """End every `lifetime: connection` process of a session that is gone (SPEC 3)."""
-        for proc in self.running():
+        for proc in list(self._procs.values()):
             if proc.setup.lifetime == "connection" and proc.setup.owner == owner:
-                proc.terminate(3.0)
+                self.terminate(proc.id, 3.0)
 
     async def remove(self, process_id: str, grace_seconds: float = 3.0) -> None:
         """Terminate if running, wait for close, then forget it (REST DELETE)."""
         proc = self.get(process_id)
-        if proc.state == "running":
-            proc.terminate(grace_seconds)
+        self.terminate(process_id, grace_seconds)
         with contextlib.suppress(asyncio.TimeoutError):  # not TimeoutError: see `read`
             await asyncio.wait_for(proc.closed.wait(), grace_seconds + 5)
         self._remove(process_id)
@@ -420,6 +481,7 @@ class Registry:
         """Terminate and await every process, kill any stray descendant, delete logs."""
         self._closing = True
         await self.sampler.aclose()
+        await self.scheduler.aclose()
         running = self.running()
         for proc in running:
             proc.terminate(grace_seconds)
@@ -448,28 +510,14 @@ class Registry:
             stop_guardian(self._guardian)
 
 
-def held_meta(
-    setup: ProcessSetup, log_path: Path, started_at: int, front: str
-) -> dict[str, object]:
-    """What a keeper keeps of a process, for a successor to rebuild it (daemon/holding.py)."""
-    return {
-        "front": front,
-        "processId": setup.process_id,
-        "argv": setup.argv,
-        "cwd": setup.cwd,
-        "tty": setup.tty,
-        "pipeStdin": setup.pipe_stdin,
-        "label": setup.label,
-        "lifetime": setup.lifetime,
-        "owner": setup.owner,
-        "marker": setup.marker,
-        "timeoutMs": setup.timeout_ms,
-        "limits": limits.wire(setup.limits),
-        "sandbox": None if setup.sandbox is None else setup.sandbox.record(),
-        "origin": setup.origin,
-        "log": str(log_path),
-        "startedAt": started_at,
-    }
+def _box(conf: sandbox.Confinement, cwd: str, env: dict[str, str]) -> sandbox.Sandbox:
+    """`conf` made ready for a child in `cwd`; `env` loses what would lead back to us."""
+    sandbox.check_available()
+    box = sandbox.Sandbox(conf, cwd)
+    sandbox.scrub_env(env)
+    if box.tmp is not None:
+        env.update(TMPDIR=box.tmp, TMP=box.tmp, TEMP=box.tmp)
+    return box
 
 
 def raise_fd_limit() -> int:

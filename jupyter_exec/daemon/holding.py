@@ -4,8 +4,9 @@
 go to the holder before it is spawned, so the child outlives this daemon. A
 daemon starting up attaches to the holder (one daemon per scope, its state
 directory) and gets back every process a previous daemon left running:
-`adopt` rebuilds each as a `ManagedProcess` with the same processId, pid and
-seq numbering, its log reopened for appending (output.py `reopen`).
+`adopt` rebuilds each from its record (core/record.py, the one the
+persister writes too) as a `ManagedProcess` with the same processId, pid
+and seq numbering, its log reopened for appending (output.py `reopen`).
 
 Calls are synchronous on the event loop: a message is one `sendmsg` on a
 local socket, and only `attach` and `reap` (of an adopted process) wait for
@@ -27,11 +28,10 @@ from typing import Any
 
 from ..core.child import Child
 from ..core.output import OutputStore
-from ..core.process import ManagedProcess, ProcessSetup
+from ..core.process import ManagedProcess
 from ..core.proctree import ProcessRef
+from ..core.record import ProcessRecord
 from ..core.registry import Registry
-from ..core.sandbox import Confinement
-from ..wire.protocol import Limits
 from . import holder, paths, sockets
 
 log = logging.getLogger("jupyter_exec.daemon")
@@ -207,18 +207,28 @@ def adopt(
     count = 0
     config = registry.config
     for entry in held:
-        meta = entry.meta
-        if entry.pid is None or "pidfd" not in entry.fds or registry.find(meta["processId"]):
+        try:
+            record = ProcessRecord.from_record(entry.meta)
+        except (KeyError, TypeError, ValueError) as exc:
+            record = None
+            log.warning("dropped held process %s: unreadable record (%s)", entry.key, exc)
+        if (
+            record is None
+            or entry.pid is None
+            or "pidfd" not in entry.fds
+            or registry.find(record.setup.process_id)
+        ):
             # Its daemon died between handing the pipes over and spawning (or a clash):
             # nothing can be adopted, and the child, if any, sees its pipes close.
-            log.warning("dropped held process %s (no pid)", meta.get("processId"))
+            if record is not None:
+                log.warning("dropped held process %s (no pid)", record.setup.process_id)
             entry.close()
             link.release(entry.key)
             continue
         fds = entry.fds
         for fd in fds.values():
             os.set_blocking(fd, False)
-        tty = bool(meta["tty"])
+        tty = record.setup.tty
         stdin: int | None
         if tty:
             outputs, stdin = {fds["pty"]: "pty"}, fds["pty"]
@@ -232,27 +242,12 @@ def adopt(
         )  # fmt: skip
         if entry.status is not None:  # exited: its pid may name another process already
             child.ref = ProcessRef(entry.pid, -1)  # (its pidfd is readable: reaped at once)
-        limits, box = meta.get("limits"), meta.get("sandbox")
-        setup = ProcessSetup(
-            process_id=meta["processId"],
-            argv=list(meta["argv"]),
-            cwd=meta["cwd"],
-            tty=tty,
-            pipe_stdin=bool(meta["pipeStdin"]),
-            label=meta.get("label"),
-            lifetime=meta["lifetime"],
-            owner=meta.get("owner"),
-            marker=meta["marker"],
-            timeout_ms=meta.get("timeoutMs"),
-            limits=Limits.model_validate(limits) if limits else None,
-            sandbox=Confinement.from_record(box) if box else None,
-            origin=meta.get("origin"),
-        )
         store = OutputStore.reopen(
-            Path(meta["log"]), config.retained_bytes_per_process, config.log_bytes_per_process
+            record.log, config.retained_bytes_per_process, config.log_bytes_per_process
         )
-        front = str(meta.get("front", ""))
-        proc = registry.adopt_child(setup, child, store, int(meta["startedAt"]), front)
+        proc = registry.adopt_child(
+            record.setup, child, store, record.started_at, record.setup.front, record.schedule
+        )
         on_adopted(proc)
         count += 1
     return count

@@ -19,6 +19,15 @@ reads every other record back: one whose exit was recorded comes back
 the holder itself died: nothing kept its pipes). Both keep their output
 readable from the log and their seq numbering; they are removed when
 `exited_retention_seconds` have passed since they exited.
+
+SPEC 11: a scheduled process's record also holds its schedule (core/record.py
+`ScheduleRecord`, with the environment its runs are spawned with: the records
+are the user's, mode 0600). One that had not started comes back `queued` in
+its place (`Registry.adopt_waiting`); a running one, or one between two runs
+of its restart policy (the holder keeps the ended run until the next is
+spawned), is adopted from the holder and the scheduler goes on with it. Each
+run is held under its own key (`Launch.key`): the log's name, then numbered.
+The queues' limits (`queue/set`) are kept in `queues.json` beside the records.
 """
 
 from __future__ import annotations
@@ -35,11 +44,18 @@ from pathlib import Path
 from typing import Any
 
 from ..core.output import OutputStore
-from ..core.process import ManagedProcess, ProcessSetup
+from ..core.process import ManagedProcess
 from ..core.proctree import ProcessRef, kill_verified
+from ..core.record import ProcessRecord
 from ..core.registry import Registry
-from ..core.sandbox import Confinement
-from ..wire.events import ClosedEvent, Event, ExitedEvent, RemovedEvent, StartedEvent
+from ..wire.events import (
+    ClosedEvent,
+    Event,
+    ExitedEvent,
+    RemovedEvent,
+    RestartedEvent,
+    StartedEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +80,17 @@ class Persister:
         self._releasing: list[str] = []
         self.procs_dir = procs_dir
         procs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._records: dict[str, tuple[Path, dict[str, Any]]] = {}
-        self._dirty: dict[Path, dict[str, Any] | None] = {}  # None: delete it
+        self._records: dict[str, tuple[Path, ProcessRecord]] = {}
+        self._dirty: dict[Path, ProcessRecord | None] = {}  # None: delete it
         self._flush: asyncio.TimerHandle | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="records")
         registry.add_listener(self._on_event)
+        #: SPEC 11 queue limits, rewritten whole when one changes.
+        self.queues_path = procs_dir.parent / "queues.json"
+        registry.scheduler.on_queues = self._queues_changed
 
-    def _mark(self, path: Path, record: dict[str, Any] | None) -> None:
-        self._dirty[path] = None if record is None else dict(record)
+    def _mark(self, path: Path, record: ProcessRecord | None) -> None:
+        self._dirty[path] = record
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self._write_dirty)
 
@@ -103,24 +122,30 @@ class Persister:
         self._writer.shutdown(wait=True)
         self._release(list(self._unreleased))
 
+    def _queues_changed(self, parallel: dict[str, int]) -> None:
+        self._writer.submit(_write, self.queues_path, {"parallel": dict(parallel)})
+
+    def _recover_queues(self) -> None:
+        try:
+            saved = json.loads(self.queues_path.read_text())["parallel"]
+            parallel = {str(name): int(n) for name, n in saved.items() if int(n) >= 1}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            log.warning("unreadable queue settings %s; the queues have 1 slot", self.queues_path)
+            return
+        self.registry.scheduler.parallel.update(parallel)
+
     def _on_event(self, event: Event) -> None:
         if isinstance(event, StartedEvent):
             self._started(event)
-        elif isinstance(event, ExitedEvent) and event.process_id in self._records:
-            path, record = self._records[event.process_id]
-            proc = self.registry.get(event.process_id)
-            record["exit"] = {
-                "exitCode": event.exit_code,
-                "signal": event.signal,
-                "exitedAt": proc.exited_at,
-                "timedOut": proc.timed_out,
-                "limitExceeded": proc.limit_exceeded,
-            }
-            self._mark(path, record)
+        elif isinstance(event, ExitedEvent | RestartedEvent) and event.process_id in self._records:
+            self.track(self.registry.get(event.process_id))  # now with its exit, or run
         elif isinstance(event, ClosedEvent) and event.process_id in self._records:
             path = self._records[event.process_id][0]
-            self._unreleased.add(path.stem)
-            self._releasing.append(path.stem)
+            key = _held_key(self.registry.get(event.process_id), path.stem)
+            self._unreleased.add(key)
+            self._releasing.append(key)
             self._mark(path, self._records[event.process_id][1])
         elif isinstance(event, RemovedEvent):
             entry = self._records.pop(event.process_id, None)
@@ -134,50 +159,47 @@ class Persister:
 
     def track(self, proc: ManagedProcess) -> None:
         """Keep a record of `proc` (started here, or adopted from the holder)."""
-        if proc.store.log_path is None:
+        record = proc.record()
+        if record is None:
             return
-        info = proc.info()
-        record = {
-            "processId": info.process_id,
-            "argv": info.argv,
-            "cwd": info.cwd,
-            "tty": info.tty,
-            "pipeStdin": info.pipe_stdin,
-            "pid": info.pid,
-            "pidStartTime": proc.child.ref.start if proc.child.ref.start >= 0 else None,
-            "label": info.label,
-            "lifetime": info.lifetime,
-            "startedAt": info.started_at,
-            "sandbox": None if proc.setup.sandbox is None else proc.setup.sandbox.record(),
-            "origin": proc.setup.origin,
-            "log": proc.store.log_path.name,
-        }
-        path = self.procs_dir / (proc.store.log_path.stem + ".json")
-        self._records[info.process_id] = (path, record)
+        path = self.procs_dir / (record.log.stem + ".json")
+        self._records[proc.id] = (path, record)
         self._mark(path, record)
 
     def recover(self, logs_dir: Path, held: set[str]) -> int:
-        """Adopt every record a previous daemon left but the `held` ones (log stems,
+        """Adopt every record a previous daemon left but the `held` ones (keys of runs,
         adopted live); returns how many."""
         count = 0
+        held = {key.partition(".")[0] for key in held}  # a restart's run: `<log>.<n>`
+        retained = self.registry.config.retained_bytes_per_process
+        self._recover_queues()
         for path in sorted(self.procs_dir.glob("*.json")):
             if path.stem in held:
                 continue
             try:
-                record = json.loads(path.read_text())
-                proc = RecoveredProcess(
-                    record, logs_dir, self.registry.config.retained_bytes_per_process
-                )
+                record = ProcessRecord.from_record(json.loads(path.read_text()), logs_dir)
+                if record.setup.process_id in self._records:
+                    continue
+                if _waiting(record):  # SPEC 11: it had not started; it waits again
+                    config = self.registry.config
+                    store = OutputStore.reopen(record.log, retained, config.log_bytes_per_process)
+                    self._records[record.setup.process_id] = (path, record)
+                    self.track(self.registry.adopt_waiting(record, store))
+                    count += 1
+                    continue
+                if record.exit is None:
+                    _kill_if_same(record.pid, record.pid_start_time)
+                store = OutputStore.recover(record.log, retained)
             except (OSError, ValueError, KeyError, TypeError):
                 log.warning("unreadable process record %s; removed", path)
                 path.unlink(missing_ok=True)
                 continue
-            if proc.id in self._records:
-                continue
-            self._records[proc.id] = (path, record)
-            self.registry.adopt(proc)
+            if record.exit is None:
+                store.failure = LOST_FAILURE
+            self._records[record.setup.process_id] = (path, record)
+            self.registry.adopt(ManagedProcess.finished(record, store))
             count += 1
-        kept = {str(record["log"]) for _, record in self._records.values()}
+        kept = {record.log.name for _, record in self._records.values()}
         kept |= {f"{key}.log" for key in held}
         for log_file in logs_dir.glob("*.log"):  # no record: nobody can list it
             if log_file.name not in kept:
@@ -185,72 +207,28 @@ class Persister:
         return count
 
 
-class RecoveredProcess(ManagedProcess):
-    """A process of a previous daemon: no child any more, its log read-only."""
-
-    def __init__(self, record: dict[str, Any], logs_dir: Path, retained_bytes: int) -> None:
-        exit_record = record.get("exit")
-        if exit_record is None:
-            _kill_if_same(record["pid"], record.get("pidStartTime"))
-        self.setup = ProcessSetup(
-            process_id=record["processId"],
-            argv=list(record["argv"]),
-            cwd=record["cwd"],
-            tty=bool(record["tty"]),
-            pipe_stdin=bool(record.get("pipeStdin")),
-            label=record.get("label"),
-            lifetime=record["lifetime"],
-            owner=None,
-            marker="",
-            sandbox=Confinement.from_record(record["sandbox"]) if record.get("sandbox") else None,
-            origin=record.get("origin"),
-        )
-        self.id = self.setup.process_id
-        self._pid = int(record["pid"])
-        self.store = OutputStore.recover(logs_dir / record["log"], retained_bytes)
-        self._loop = asyncio.get_running_loop()
-        self.started_at = int(record["startedAt"])
-        self._last_seq = self.store.last_seq
-        self._changed = asyncio.Event()
-        self.exited, self.closed = asyncio.Event(), asyncio.Event()
-        self.terminating = None
-        self._write_ids: set[str | int] = set()
-        self._timeout = None
-        self.exited_event = None
-        if exit_record is None:
-            self.state = "lost"
-            self.exited_at = self.exit_code = self.signal = None
-            self.timed_out, self.limit_exceeded = False, None
-            self.store.failure = LOST_FAILURE
-        else:
-            self.state = "closed"
-            self.exit_code, self.signal = exit_record["exitCode"], exit_record.get("signal")
-            self.exited_at = exit_record.get("exitedAt")
-            self.timed_out = bool(exit_record.get("timedOut"))
-            self.limit_exceeded = exit_record.get("limitExceeded")
-            self.exited_event = ExitedEvent(self.id, self._take_seq(), self.exit_code, self.signal)
-        # Followers end here: nothing more will come (SPEC 5 `closed`).
-        self.closed_event = ClosedEvent(self.id, self._take_seq())
-        self.exited.set()
-        self.closed.set()
-
-    @property
-    def pid(self) -> int:
-        return self._pid
+def _waiting(record: ProcessRecord) -> bool:
+    """A scheduled process that had not started (no run, no exit)."""
+    return record.schedule is not None and record.pid is None and record.exit is None
 
 
-def _kill_if_same(pid: int, start_time: int | None) -> None:
+def _held_key(proc: ManagedProcess, stem: str) -> str:
+    """The holder's key of its last run (`Launch.key`); `stem` if it never ran."""
+    return (proc.child.key if proc.pid is not None else "") or stem
+
+
+def _kill_if_same(pid: int | None, start_time: int | None) -> None:
     """A child its guardian missed cannot be adopted (no pipes): nothing is left behind."""
-    if start_time is not None:
+    if pid is not None and start_time is not None:
         kill_verified([ProcessRef(pid, start_time)], signal.SIGKILL)
 
 
-def _apply(batch: dict[Path, dict[str, Any] | None]) -> None:
+def _apply(batch: dict[Path, ProcessRecord | None]) -> None:
     for path, record in batch.items():
         if record is None:
             path.unlink(missing_ok=True)
         else:
-            _write(path, record)
+            _write(path, record.to_record())
 
 
 def _write(path: Path, record: dict[str, Any]) -> None:

@@ -419,7 +419,7 @@ async def _stream(client: ExecClient, process_id: str, after: int, *, split_stre
         if isinstance(event, OutputEvent):
             _write_out(event.data, event.stream if split_streams else "stdout")
         elif isinstance(event, ExitedEvent):
-            exit_code = event.exit_code
+            exit_code = 1 if event.exit_code is None else event.exit_code  # never started
         elif isinstance(event, ClosedEvent):
             break
     final = await client.read(process_id, 0, max_bytes=0)

@@ -55,6 +55,7 @@ READ_ONLY_METHODS = frozenset(
         "process/read",
         "process/list",
         "process/wait",
+        "queue/list",
         "process/subscribe",
         "process/unsubscribe",
         "environment/info",
@@ -113,6 +114,7 @@ class ExecService:
             "untilPattern": True,
             "resume": True,
             "watch": True,
+            "scheduling": True,  # SPEC 11 restart, queue, after
             **fs_methods.CAPABILITIES,
             **environment.CAPABILITIES,
             **http_methods.CAPABILITIES,

@@ -231,8 +231,8 @@ class _ReadAhead:
 
 
 def _next_end(proc: ManagedProcess, after_seq: int) -> SeqEvent | None:
-    """`exited`, else `closed`: the first of them after the cursor, if any yet."""
-    for event in (proc.exited_event, proc.closed_event):
-        if event is not None and event.seq > after_seq:
+    """The first of `restarted` (SPEC 11), `exited`, `closed` after the cursor, if any yet."""
+    for event in proc.marks():
+        if event.seq > after_seq:
             return event
     return None

@@ -9,6 +9,11 @@ front sees every process of the daemon, whichever front started it.
 `process/start` also applies the front's sandbox policies and the request's
 own (`CallContext.sandbox_policies`, docs/sandbox.md); a start carrying Codex's
 own `envPolicy` comes from an agent.
+
+SPEC 11 scheduling: `process/start` takes `restart`, `queue` and `after`
+(core/scheduler.py); `queue/set` and `queue/list` manage the queues. A waiting
+process (`queued`, or `restarting` between two runs) has not exited: reads
+long-poll it and `process/wait` waits for it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from ..wire.models import ProcessInfo
 from ..wire.protocol import (
     ListParams,
     Origin,
+    Params,
     ProcessParams,
+    QueueSetParams,
     ReadParams,
     ResizeParams,
     SignalParams,
@@ -94,7 +101,7 @@ def read_result(outcome: ReadOutcome, sandbox_denied: bool = False) -> dict[str,
         chunks=outcome.chunks,
         next_seq=outcome.next_seq,
         first_seq=info.first_seq,
-        exited=info.state != "running",
+        exited=info.state in _ENDED,
         exit_code=info.exit_code,
         signal=info.signal,
         closed=info.state in ("closed", "lost"),  # a lost process sends nothing more
@@ -200,6 +207,18 @@ def _ending(info: ProcessInfo) -> dict[str, Any]:
     }
 
 
+async def _queue_set(ctx: CallContext, params: Any) -> dict[str, Any]:
+    """SPEC 11: how many of a queue's processes run at once (a new queue has 1)."""
+    p = parse_params(QueueSetParams, params)
+    return ctx.registry.scheduler.set_parallel(p.name, p.parallel).wire()
+
+
+async def _queue_list(ctx: CallContext, params: Any) -> dict[str, Any]:
+    """SPEC 11: every queue that was set or holds a process, with what it runs and holds."""
+    parse_params(Params, params)  # no params of its own; a non-object is -32602
+    return {"queues": [queue.wire() for queue in ctx.registry.scheduler.queues()]}
+
+
 class _WatchScope:
     """A confined watcher's events: only of processes inside its root.
 
@@ -244,6 +263,8 @@ PROCESS_METHODS: dict[str, Handler] = {
     "process/start": _start,
     "process/list": _list,
     "process/wait": _wait,
+    "queue/set": _queue_set,
+    "queue/list": _queue_list,
     **{
         name: _confined(handler)
         for name, handler in {

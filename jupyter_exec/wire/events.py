@@ -19,7 +19,9 @@ class OutputEvent:
 class ExitedEvent:
     process_id: str
     seq: int
-    exit_code: int
+    #: None: it never started (SPEC 11: a dependency failed, or it was terminated
+    #: while queued; its `failure` says why).
+    exit_code: int | None
     signal: str | None
     timed_out: bool = False
     limit_exceeded: str | None = None
@@ -31,6 +33,20 @@ class ExitedEvent:
 class ClosedEvent:
     process_id: str
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RestartedEvent:
+    """SPEC 11: a restart policy started the next run; carries the previous run's exit."""
+
+    process_id: str
+    seq: int
+    #: Restarts so far, this one included.
+    restarts: int
+    #: The new run's pid.
+    pid: int
+    exit_code: int | None
+    signal: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,5 +63,5 @@ class RemovedEvent:
     process_id: str
 
 
-SeqEvent = OutputEvent | ExitedEvent | ClosedEvent
+SeqEvent = OutputEvent | ExitedEvent | ClosedEvent | RestartedEvent
 Event = SeqEvent | StartedEvent | RemovedEvent

@@ -9,7 +9,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 #: "lost": its exec daemon died while it ran (docs/protocol.md); output stays readable.
-ProcessState = Literal["running", "exited", "closed", "lost"]
+#: SPEC 11: "queued" (not started yet: its queue is full, or it waits for its `after`
+#: processes; `pid` null) and "restarting" (between two runs of a restart policy).
+ProcessState = Literal["running", "exited", "closed", "lost", "queued", "restarting"]
+#: SPEC 11 `restart.policy`.
+RestartPolicyName = Literal["never", "on-failure", "always"]
 Lifetime = Literal["connection", "detached"]
 StreamName = Literal["stdout", "stderr", "pty"]
 
@@ -75,6 +79,17 @@ class ProcessInfo:
     usage: dict[str, Any] | None = None
     #: SPEC 11: where it was started from, `{"kind", "name"}` (docs/protocol.md).
     origin: dict[str, str] | None = None
+    #: SPEC 11: the `restart` it was started with, defaults filled in: `{"policy",
+    #: "maxRestarts", "delayMs"}`; None: never restarted (no policy given).
+    restart_policy: dict[str, Any] | None = None
+    #: SPEC 11: how many times it was restarted so far.
+    restarts: int = 0
+    #: SPEC 11: the queue it waits in or runs in (None: none), and the processes it
+    #: starts after (each must exit 0 first).
+    queue: str | None = None
+    after: list[str] = field(default_factory=list)
+    #: While `restarting`: when the next run starts (ms since epoch).
+    restart_at: int | None = None
 
     def __post_init__(self) -> None:
         self.argv = list(self.argv)  # a copy: the process's own list stays its own
@@ -91,6 +106,30 @@ class ProcessInfo:
 
 
 _WIRE_NAMES = {f.name: _camel(f.name) for f in fields(ProcessInfo)}
+
+
+@dataclass
+class QueueInfo:
+    """One row of SPEC 11 `queue/list`: a queue's limit and what it holds now."""
+
+    name: str
+    parallel: int
+    #: Its processes that run (or wait between two runs of a restart policy).
+    running: int
+    #: Its processes that wait for a slot or for their `after` processes.
+    queued: int
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "parallel": self.parallel,
+            "running": self.running,
+            "queued": self.queued,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> QueueInfo:
+        return cls(data["name"], data["parallel"], data["running"], data["queued"])
 
 
 def exit_status(status: int) -> tuple[int, str | None]:

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .errors import InvalidParamsError, InvalidRequestError, ParseError
-from .models import SIGNALS, Lifetime
+from .models import SIGNALS, Lifetime, RestartPolicyName
 from .sandbox import from_wire
 from .schema import RequestId as RequestId
 from .schema import error_response as error_response
@@ -86,6 +86,25 @@ class Origin(Params):
     name: Annotated[str, StringConstraints(strict=True, max_length=1024)] = ""
 
 
+#: SPEC 11: a queue's name.
+QueueName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+#: Most restarts a policy may ask for, and the longest first delay (SPEC 11's cap).
+MAX_RESTARTS = 1_000_000
+MAX_RESTART_DELAY_MS = 60_000
+
+
+class RestartSpec(Params):
+    """SPEC 11 `process/start` `restart`: when a run that ended is started again."""
+
+    policy: RestartPolicyName
+    max_restarts: Annotated[int, Field(strict=True, ge=0, le=MAX_RESTARTS)] = 10
+    #: The first delay; it doubles after each restart up to 60 s (core/scheduler.py).
+    delay_ms: Annotated[int, Field(strict=True, ge=0, le=MAX_RESTART_DELAY_MS)] = 1000
+
+    def wire(self) -> dict[str, Any]:
+        return {"policy": self.policy, "maxRestarts": self.max_restarts, "delayMs": self.delay_ms}
+
+
 class StartParams(Params):
     process_id: ProcessId
     argv: Annotated[list[str], Field(min_length=1)]
@@ -105,6 +124,15 @@ class StartParams(Params):
     limits: Limits | None = None
     sandbox: Sandbox = None
     origin: Origin | None = None
+    #: SPEC 11: restart policy, queue and dependencies (core/scheduler.py).
+    restart: RestartSpec | None = None
+    queue: QueueName | None = None
+    after: Annotated[list[ProcessId], Field(max_length=10_000)] = []
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the scheduler runs it (SPEC 11); a Codex client's start never is."""
+        return self.restart is not None or self.queue is not None or bool(self.after)
 
 
 class ProcessParams(Params):
@@ -175,6 +203,13 @@ class WaitParams(Params):
     process_ids: Annotated[list[ProcessId], Field(min_length=1, max_length=10_000)]
     #: None: as long as a long-poll may wait (registry.MAX_WAIT_SECONDS).
     timeout_ms: NonNegative | None = None
+
+
+class QueueSetParams(Params):
+    """SPEC 11 `queue/set`: how many of a queue's processes may run at once."""
+
+    name: QueueName
+    parallel: Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 
 
 class ListParams(Params):

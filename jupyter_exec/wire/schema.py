@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .events import ClosedEvent, Event, ExitedEvent, OutputEvent, RemovedEvent, StartedEvent
+from .events import (
+    ClosedEvent,
+    Event,
+    ExitedEvent,
+    OutputEvent,
+    RemovedEvent,
+    RestartedEvent,
+    StartedEvent,
+)
 from .models import ProcessInfo
 
 __all__ = [
@@ -161,6 +169,18 @@ def event_notification(event: Event) -> dict[str, Any]:
         )
     if isinstance(event, ClosedEvent):
         return notification("process/closed", {"processId": event.process_id, "seq": event.seq})
+    if isinstance(event, RestartedEvent):
+        return notification(
+            "process/restarted",
+            {
+                "processId": event.process_id,
+                "seq": event.seq,
+                "restarts": event.restarts,
+                "pid": event.pid,
+                "exitCode": event.exit_code,
+                "signal": event.signal,
+            },
+        )
     if isinstance(event, StartedEvent):
         return notification("process/started", {"process": event.info.wire()})
     return notification("process/removed", {"processId": event.process_id})
@@ -183,6 +203,15 @@ def event_from_notification(method: str, params: Mapping[str, Any]) -> Event | N
         )
     if method == "process/closed":
         return ClosedEvent(pid, params["seq"])
+    if method == "process/restarted":
+        return RestartedEvent(
+            pid,
+            params["seq"],
+            params["restarts"],
+            params["pid"],
+            params.get("exitCode"),
+            params.get("signal"),
+        )
     if method == "process/started":
         return StartedEvent(ProcessInfo.from_wire(params["process"]))
     if method == "process/removed":
