@@ -131,8 +131,8 @@ export function usageSummary(info: Pick<IProcessInfo, 'state' | 'usage'>): strin
     return '';
   }
   if (isActive(info)) {
-    if (info.state === 'queued') {
-      return '';
+    if (info.state !== 'running') {
+      return ''; // queued, or between two runs: nothing runs to measure
     }
     const procs = usage.processes === 1 ? '' : ` · ${usage.processes} procs`;
     return `${formatPercent(usage.cpuPercent)} · ${formatBytes(usage.rssBytes)}${procs}`;

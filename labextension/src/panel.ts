@@ -356,9 +356,11 @@ export class ProcessesPanel extends Widget {
     node.section.dataset.kind = group.origin?.kind ?? 'other';
     setText(node.label, group.label);
     const shown = group.processes.length;
-    setText(node.count, group.active ? `${group.active}/${shown} running` : String(shown));
+    const running = group.active - group.queued;
+    const queued = group.queued ? `, ${group.queued} queued` : '';
+    setText(node.count, group.active ? `${running}/${shown} running${queued}` : String(shown));
     node.toggle.setAttribute('aria-expanded', String(!collapsed));
-    node.toggle.title = `${group.label}: ${shown} shown, ${group.active} running (click to ${collapsed ? 'expand' : 'collapse'})`;
+    node.toggle.title = `${group.label}: ${shown} shown, ${running} running${queued} (click to ${collapsed ? 'expand' : 'collapse'})`;
     node.list.hidden = collapsed;
     if (collapsed) {
       node.list.replaceChildren();
@@ -413,7 +415,8 @@ export class ProcessesPanel extends Widget {
     row.item.dataset.state = info.state;
     setText(row.name, name);
     setText(row.command, command);
-    setText(row.pid, info.pid !== null ? `pid ${info.pid}` : '');
+    // Between two runs the last run's pid is gone.
+    setText(row.pid, info.pid !== null && info.state !== 'restarting' ? `pid ${info.pid}` : '');
     setText(row.usage, usageSummary(info));
     row.usage.title = usageDetails(info);
     row.cut.hidden = !logCut(info);

@@ -129,6 +129,7 @@ describe('usage', () => {
     expect(usageSummary(info('a', { usage: undefined }))).toBe('');
     expect(usageSummary(info('a', { usage: null }))).toBe('');
     expect(usageSummary(info('a', { state: 'queued', usage }))).toBe('');
+    expect(usageSummary(info('a', { state: 'restarting', usage }))).toBe('');
     expect(usageDetails(info('a', { usage: null }))).toBe('');
   });
 
