@@ -339,7 +339,12 @@ export class ProcessListModel implements IDisposable {
 export type OutputEvent =
   | { kind: 'output'; seq: number; stream: Stream; data: Uint8Array }
   /** Output in `[fromSeq, toSeq]` was dropped by the server's retention limit (SPEC 6). */
-  | { kind: 'dropped'; fromSeq: number; toSeq: number };
+  | { kind: 'dropped'; fromSeq: number; toSeq: number }
+  /**
+   * Its restart policy began run `restarts + 1` after the previous run's exit
+   * (SPEC 11). Seen live and in a subscribe replay; a read from the log skips it.
+   */
+  | { kind: 'restarted'; seq: number; restarts: number; exitCode: number | null; signal: string | null };
 
 export interface IStreamOptions {
   /** Budget of one `process/read` while catching up. */
@@ -615,6 +620,10 @@ export class ProcessStream implements IDisposable {
   private _apply(n: Notification): void {
     if (n.method === 'process/output') {
       this._emitChunk(n.params.seq, n.params.stream, n.params.chunk);
+    } else if (n.method === 'process/restarted') {
+      this._cursor = n.params.seq;
+      const { seq, restarts, exitCode, signal } = n.params;
+      this._output.emit({ kind: 'restarted', seq, restarts, exitCode, signal });
     } else if ('seq' in n.params) {
       this._atEnd ||= n.method === 'process/closed';
       this._cursor = n.params.seq;

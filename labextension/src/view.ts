@@ -221,6 +221,8 @@ export class ProcessView extends Widget {
   private _render(event: OutputEvent): void {
     if (event.kind === 'dropped') {
       this._write(DIM(`[output ${event.fromSeq}..${event.toSeq} was dropped by the server's retention limit]`));
+    } else if (event.kind === 'restarted') {
+      this._write(DIM(`[process ${describeExit(event.exitCode, event.signal)}: restart ${event.restarts}]`));
     } else if (event.stream === 'stderr') {
       this._write(STDERR_ON);
       this._write(event.data);

@@ -9,7 +9,7 @@ import { IProcessInfo, IQueueInfo } from '../protocol';
 
 interface IEvent {
   seq: number;
-  kind: 'output' | 'exited' | 'closed';
+  kind: 'output' | 'exited' | 'closed' | 'restarted';
   stream?: string;
   chunk?: string;
   exitCode?: number | null;
@@ -179,6 +179,21 @@ export class FakeServer {
       method: 'process/output',
       params: { processId, seq: event.seq, stream, chunk: event.chunk }
     });
+    return event.seq;
+  }
+
+  /** A restart policy begins the next run: one seq in the same stream (SPEC 11). */
+  restart(processId: string, restarts: number, exitCode: number | null): number {
+    const proc = this.processes.get(processId)!;
+    const event: IEvent = { seq: proc.nextSeq++, kind: 'restarted', exitCode, signal: null };
+    proc.events.push(event);
+    Object.assign(proc.info, { restarts, pid: 100 + restarts });
+    const params = { processId, seq: event.seq, restarts, pid: 100 + restarts, exitCode, signal: null };
+    for (const session of this.sessions.values()) {
+      if (session.subscriptions.has(processId) || session.watch) {
+        this.send(session, { method: 'process/restarted', params });
+      }
+    }
     return event.seq;
   }
 

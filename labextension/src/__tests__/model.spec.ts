@@ -14,6 +14,17 @@ function setup() {
   return { server, connection };
 }
 
+function show(e: OutputEvent): string {
+  switch (e.kind) {
+    case 'output':
+      return text(e.data);
+    case 'dropped':
+      return `[dropped ${e.fromSeq}-${e.toSeq}]`;
+    case 'restarted':
+      return `[restart ${e.restarts} after ${e.exitCode}]`;
+  }
+}
+
 /** Collect what a view would render. */
 function record(stream: ProcessStream) {
   const events: OutputEvent[] = [];
@@ -21,7 +32,7 @@ function record(stream: ProcessStream) {
   return {
     events,
     get text() {
-      return events.map(e => (e.kind === 'output' ? text(e.data) : `[dropped ${e.fromSeq}-${e.toSeq}]`)).join('');
+      return events.map(show).join('');
     },
     get seqs() {
       return events.flatMap(e => (e.kind === 'output' ? [e.seq] : []));
@@ -180,6 +191,30 @@ describe('ProcessStream', () => {
     server.emit('p', 'z');
     await flush();
     expect(out.text).toBe('xyz');
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('puts a restart between the runs it separates, live and after a gap, once', async () => {
+    const { server, connection } = setup();
+    server.addProcess('w');
+    const stream = new ProcessStream(connection, 'w');
+    const out = record(stream);
+    await flush();
+    server.emit('w', 'run 1\n');
+    server.restart('w', 1, 1);
+    server.emit('w', 'run 2\n');
+    await flush();
+    // Dropped for a slow client: the read fills the output, the restart seq is stepped over.
+    const session = [...server.sessions.values()][0] as any;
+    session.dropNotifications = true;
+    server.restart('w', 2, 1);
+    session.dropNotifications = false;
+    server.emit('w', 'run 3\n');
+    await flush(60);
+    expect(out.text).toBe('run 1\n[restart 1 after 1]run 2\nrun 3\n');
+    expect(stream.cursor).toBe(5);
+    expect(stream.exited).toBe(false);
     stream.dispose();
     connection.dispose();
   });
