@@ -1,18 +1,20 @@
 """Queues, restarts and dependencies in the panel (issue 27, SPEC 11).
 
 Real `jupyter lab` (the package's, conftest.py), real chromium, real processes:
-a queued process shows as queued with no pid, a restart count shows, the
-panel widens a queue (`queue/set`), and the New process form sends a restart
-policy, a queue and `after`.
+a queued process shows as queued with no pid, a restart count shows and each
+restart shows in the output view between its runs, the panel widens a queue
+(`queue/set`), and the New process form sends a restart policy, a queue and
+`after`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
-from tests.browser.lab import PANEL, Lab, open_panel, row, shot, view, wait_until
+from tests.browser.lab import PANEL, Lab, open_panel, row, shot, view, wait_for_text, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +30,22 @@ def test_queued_and_restarted_processes_and_the_form_that_makes_them(page: Any, 
     )
     assert (queued["state"], queued["pid"]) == ("queued", None)
     restart = {"policy": "on-failure", "maxRestarts": 2, "delayMs": 50}
-    lab.start({"processId": "flaky", "argv": [*sh, "exit 3"], "label": "flaky", "restart": restart})
+    flaky_sh = "echo run; sleep 2; exit 3"
+    lab.start({"processId": "flaky", "argv": [*sh, flaky_sh], "label": "flaky", "restart": restart})
     try:
         open_panel(page)
+        # Its view, open while it runs: each restart shows between the runs.
+        row(page, "flaky").locator("button.jp-ExecPanel-row").click()
         qb = row(page, "qb")
         qb.locator(".jp-ExecBadge", has_text="queued").wait_for()
         assert qb.locator(".jp-ExecPanel-pid").inner_text() == ""
         assert qb.locator(".jp-ExecPanel-waiting").inner_text() == f"queue {QUEUE}"
         flaky = row(page, "flaky")
+        text = wait_for_text(page, r"\[process exited 3\]")
+        assert re.findall(r"run|\[process exited 3[^]]*\]", text) == [
+            *("run", "[process exited 3: restart 1]", "run", "[process exited 3: restart 2]"),
+            *("run", "[process exited 3]"),
+        ], text
         flaky.locator(".jp-ExecBadge", has_text="exited 3").wait_for()
         flaky.locator(".jp-ExecPanel-restarts", has_text="2 restarts").wait_for()
         line = page.locator(f'{PANEL} .jp-ExecPanel-queue[data-queue="{QUEUE}"]')
