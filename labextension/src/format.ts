@@ -292,6 +292,18 @@ export function waitingFor(
   return parts.join(' · ');
 }
 
+/** "next run in 3 s" while it waits between two runs; '' otherwise. */
+export function nextRunIn(info: Pick<IProcessInfo, 'state' | 'restartAt'>, serverNow: number): string {
+  if (info.state !== 'restarting' || info.restartAt === null || info.restartAt === undefined) {
+    return '';
+  }
+  const seconds = Math.ceil((info.restartAt - serverNow) / 1000);
+  if (seconds <= 0) {
+    return 'next run now';
+  }
+  return `next run in ${seconds < 60 ? `${seconds} s` : formatDuration(seconds * 1000)}`;
+}
+
 /** "gpu: 1 of 2 running, 3 queued". */
 export function describeQueue(queue: IQueueInfo): string {
   return `${queue.name}: ${queue.running} of ${queue.parallel} running, ${queue.queued} queued`;

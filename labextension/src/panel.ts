@@ -23,6 +23,7 @@ import {
   formatDuration,
   isActive,
   logCut,
+  nextRunIn,
   restartCount,
   runtimeMs,
   usageDetails,
@@ -438,7 +439,8 @@ export class ProcessesPanel extends Widget {
   }
 
   private _fillRuntime(row: IRow, info: IProcessInfo): void {
-    setText(row.runtime, formatDuration(runtimeMs(info, this._model.serverNow())));
+    const now = this._model.serverNow();
+    setText(row.runtime, nextRunIn(info, now) || formatDuration(runtimeMs(info, now)));
   }
 
   private _updateRuntimes(): void {

@@ -88,6 +88,8 @@ export interface IProcessInfo {
   queue?: string | null;
   /** The processIds that must exit 0 before it starts (SPEC 11). */
   after?: string[];
+  /** While `restarting`: when its next run starts (ms since the epoch, server clock). */
+  restartAt?: number | null;
   /** Why it ended without running, e.g. the dependency that failed (SPEC 4, 11). */
   failure?: string | null;
 }

@@ -14,6 +14,7 @@ import {
   formatPercent,
   isFailure,
   logCut,
+  nextRunIn,
   originLabel,
   portLinks,
   restartCount,
@@ -218,6 +219,15 @@ describe('restarts, queues and dependencies', () => {
     );
     expect(describeRestart(info('a', { restartPolicy: { policy: 'never' } }))).toBe('');
     expect(describeRestart(info('a', { restartPolicy: null }))).toBe('');
+  });
+
+  it('counts down to the next run between two runs', () => {
+    const waiting = info('w', { state: 'restarting', restartAt: T0 + 2500 });
+    expect(nextRunIn(waiting, T0)).toBe('next run in 3 s');
+    expect(nextRunIn({ ...waiting, restartAt: T0 + 61_000 }, T0)).toBe('next run in 1:01');
+    expect(nextRunIn(waiting, T0 + 3000)).toBe('next run now');
+    expect(nextRunIn({ ...waiting, restartAt: null }, T0)).toBe('');
+    expect(nextRunIn({ ...waiting, state: 'running' }, T0)).toBe('');
   });
 
   it('says what a queued process waits for, by name, and only its queue once it runs', () => {
