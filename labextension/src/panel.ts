@@ -1,7 +1,8 @@
 /**
  * The left-sidebar "Processes" panel: every process of this server, live,
  * grouped by origin (notebook, agent, command line, panel), with a text and
- * state filter and "Clear finished", so hundreds of processes stay usable.
+ * state filter and "Clear finished", so hundreds of processes stay usable;
+ * above the groups, a line per queue with its parallelism to edit (SPEC 11).
  *
  * Usage and ports are polled only while the panel is visible (a collapsed
  * sidebar holds no timer). Rows are updated in place, never rebuilt, so
