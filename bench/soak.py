@@ -12,8 +12,17 @@ adopts everything from the holder). Then it checks that:
 - what each client streamed is exactly the start of the log (no gap, no repeat);
 - once everything is stopped, no process is left (pids, and the marker in /proc).
 
+`--scheduled` processes more use SPEC 11 (issue 27), started as the kills go on:
+a third restart on failure (`maxRestarts`), a third wait in one queue of
+`QUEUE_PARALLEL` slots, a third each wait for the one before it (`after`). The
+check adds that none is lost or doubled (each restarting one ran exactly
+`maxRestarts + 1` whole runs and ended with its exit code; each queued or
+waiting one ran once, whole), and none started out of order (the queue's in
+the order they were started and never more than its slots at once; each
+`after` one once the one before it had exited).
+
 Exits 1 if any check fails. `python bench/soak.py [--processes 50 --clients 20
---kills 10 --seed N]`; tests/daemon/test_soak.py runs a short one.
+--kills 10 --scheduled 30 --seed N]`; tests/daemon/test_soak.py runs a short one.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from websockets.exceptions import WebSocketException  # noqa: E402
 
 from jupyter_exec.client import ExecClient  # noqa: E402
 from jupyter_exec.client.exec_client import ConnectionLostError  # noqa: E402
@@ -81,6 +92,78 @@ class Job:
         return None
 
 
+#: The soak's queue runs this many at once (SPEC 11 `queue/set`).
+QUEUE_PARALLEL = 2
+
+
+@dataclass
+class Scheduled:
+    """A SPEC 11 child: `kind` "restart", "queue" or "after"; each run prints `begin`,
+    `lines` numbered lines, `end` (with times in ns), then exits with `exit_code`."""
+
+    name: str
+    kind: str
+    lines: int
+    delay: float
+    exit_code: int = 0
+    max_restarts: int = 0
+    after: str | None = None
+
+    def argv(self) -> list[str]:
+        code = (
+            "import os, sys, time\n"
+            "print('begin', time.time_ns(), flush=True)\n"
+            f"for n in range({self.lines}):\n"
+            f"    print(n, flush=True); time.sleep({self.delay})\n"
+            "print('end', time.time_ns(), flush=True)\n"
+            f"sys.exit({self.exit_code})"
+        )
+        return [sys.executable, "-c", code]
+
+    def params(self) -> dict[str, object]:
+        if self.kind == "restart":
+            policy = {"policy": "on-failure", "maxRestarts": self.max_restarts, "delayMs": 200}
+            return {"restart": policy}
+        if self.kind == "queue":
+            return {"queue": "soak"}
+        return {"after": [self.after]} if self.after else {}
+
+    def runs(self, data: bytes) -> tuple[list[tuple[int, int]], str | None]:
+        """Each whole run's (begin, end) ns, and what is wrong with the output, or None."""
+        runs: list[tuple[int, int]] = []
+        lines = data.decode(errors="replace").split("\n")
+        if lines[-1]:
+            return runs, f"a torn last line {lines[-1][:60]!r}"
+        i = 0
+        while i < len(lines) - 1:
+            block = lines[i : i + self.lines + 2]
+            numbers = [str(n) for n in range(self.lines)]
+            if (
+                len(block) < self.lines + 2
+                or not block[0].startswith("begin ")
+                or block[1:-1] != numbers
+                or not block[-1].startswith("end ")
+            ):
+                return runs, f"run {len(runs)} is not whole: {block[:3]!r}..."
+            runs.append((int(block[0].split()[1]), int(block[-1].split()[1])))
+            i += self.lines + 2
+        return runs, None
+
+
+def scheduled_jobs(count: int, rng: random.Random) -> list[Scheduled]:
+    out: list[Scheduled] = []
+    previous: str | None = None
+    for i in range(count):
+        kind = ("restart", "queue", "after")[i % 3]
+        job = Scheduled(f"s{i}-{kind}", kind, rng.randint(5, 20), rng.choice([0.03, 0.06]))
+        if kind == "restart":
+            job.exit_code, job.max_restarts = 3, rng.randint(1, 3)
+        elif kind == "after":
+            job.after, previous = previous, job.name
+        out.append(job)
+    return out
+
+
 @dataclass
 class Figures:
     daemon_kills: int = 0
@@ -88,6 +171,10 @@ class Figures:
     reconnects: int = 0
     back_after: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: SPEC 11: runs of the restarting processes, and processes the queue and `after` held.
+    restart_runs: int = 0
+    queued_runs: int = 0
+    after_runs: int = 0
 
 
 class Server:
@@ -222,6 +309,8 @@ async def soak(args: argparse.Namespace) -> Figures:
         ]  # fmt: skip
         stop = asyncio.Event()
         streams = [asyncio.create_task(f.run(stop)) for f in followers]
+        later = scheduled_jobs(args.scheduled, rng)
+        starting = asyncio.create_task(start_scheduled(server, later))
         started = time.monotonic()
         kills = ["daemon", "server"] * args.kills
         rng.shuffle(kills)
@@ -236,8 +325,10 @@ async def soak(args: argparse.Namespace) -> Figures:
         await asyncio.sleep(2)
         stop.set()
         await asyncio.gather(*streams, return_exceptions=True)
+        await starting
         figures_time = time.monotonic() - started
         await check(server, todo, pids, followers, figures)
+        await check_scheduled(server, later, figures)
         print(f"soak: {figures_time:.1f} s of kills and streaming", flush=True)
     finally:
         with contextlib.suppress(OSError):
@@ -249,6 +340,75 @@ async def soak(args: argparse.Namespace) -> Figures:
             kill_verified(marked_processes(f"{marker}/", prefix=True), signal.SIGKILL)
         shutil.rmtree(runtime, ignore_errors=True)
     return figures
+
+
+async def start_scheduled(server: Server, todo: list[Scheduled]) -> None:
+    """Start them one by one while the kills go on, each once (a start whose answer a
+    kill cut off is looked for in the list before it is sent again)."""
+    done = 0
+    while done < len(todo):
+        try:
+            async with await ExecClient.connect(server.url, server.token) as client:
+                await client.queue_set("soak", QUEUE_PARALLEL)
+                while done < len(todo):
+                    job = todo[done]
+                    listed = {p.process_id for p in await client.list()}
+                    if job.name not in listed:
+                        params = {"processId": job.name, "argv": job.argv(), **job.params()}
+                        await client.request("process/start", params)
+                    done += 1
+                    await asyncio.sleep(0.25)
+        except (ConnectionLostError, OSError, WebSocketException):  # a kill cut it off
+            await asyncio.sleep(0.2)
+
+
+async def check_scheduled(server: Server, todo: list[Scheduled], figures: Figures) -> None:
+    """None lost or doubled, none started out of order (the module docstring)."""
+    if not todo:
+        return
+    async with await ExecClient.connect(server.url, server.token) as client:
+        for job in todo:
+            with contextlib.suppress(TimeoutError):
+                await client.wait(job.name, timeout=120)
+        listed = {p.process_id: p for p in await client.list()}
+        spans: dict[str, tuple[int, int]] = {}
+        for job in todo:
+            info = listed.get(job.name)
+            if info is None:
+                figures.failures.append(f"{job.name}: lost")
+                continue
+            runs, problem = job.runs(await _read_all(client, job.name))
+            want = job.max_restarts + 1 if job.kind == "restart" else 1
+            if problem is None and len(runs) != want:
+                problem = f"{len(runs)} runs, not {want}"
+            if problem is None and (info.state, info.exit_code) != ("closed", job.exit_code):
+                problem = f"{info.state} with exit {info.exit_code}, not {job.exit_code}"
+            if problem is None and info.restarts != want - 1:
+                problem = f"{info.restarts} restarts, not {want - 1}"
+            if problem:
+                figures.failures.append(f"{job.name}: {problem}")
+                continue
+            spans[job.name] = (runs[0][0], runs[-1][1])
+            if job.kind == "restart":
+                figures.restart_runs += len(runs)
+            elif job.kind == "queue":
+                figures.queued_runs += 1
+            else:
+                figures.after_runs += 1
+        queued = [spans[j.name] for j in todo if j.kind == "queue" and j.name in spans]
+        if [begin for begin, _ in queued] != sorted(begin for begin, _ in queued):
+            figures.failures.append("the queue started its processes out of order")
+        most = max((sum(b <= at < e for b, e in queued) for at, _ in queued), default=0)
+        if most > QUEUE_PARALLEL:
+            figures.failures.append(f"the queue ran {most} at once, not {QUEUE_PARALLEL}")
+        for job in todo:
+            ends = spans.get(job.after or "", (0, 0))[1]
+            if job.name in spans and spans[job.name][0] < ends:
+                figures.failures.append(f"{job.name} began before {job.after} ended")
+        print(
+            f"soak: {len(todo)} scheduled processes: {figures.restart_runs} runs of "
+            f"restarting ones, {figures.queued_runs} queued, {figures.after_runs} after another"
+        )
 
 
 async def check(
@@ -337,6 +497,7 @@ def main() -> int:
     p.add_argument("--processes", type=int, default=50)
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--kills", type=int, default=10, help="SIGKILLs of each: daemon and server")
+    p.add_argument("--scheduled", type=int, default=30, help="SPEC 11 processes (issue 27)")
     p.add_argument("--seed", type=int, default=int(time.time()))
     args = p.parse_args()
     print(f"soak: seed {args.seed}", flush=True)

@@ -392,7 +392,7 @@ class ExecClient:
             found = [i for i in await self.list() if i.process_id == process_id]
             if not found:
                 raise UnknownProcessError(process_id)
-            if found[0].ports or found[0].state != "running":
+            if found[0].ports or found[0].state in ("exited", "closed", "lost"):
                 return found[0]
             if loop.time() >= deadline:
                 raise TimeoutError(f"process {process_id} listens on no port after {timeout} s")

@@ -59,7 +59,10 @@ class Launch:
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any], log_path: Path) -> Launch:
-        """`log_path`: its process record's (core/record.py), which names it once."""
+        """`log_path`: its process record's (core/record.py), which names it once.
+        Raises KeyError, TypeError or ValueError for one that cannot be read."""
+        if not isinstance(data, Mapping) or not isinstance(data["env"], Mapping):
+            raise TypeError("a launch record is a JSON object with an env object")
         limits, box = data.get("limits"), data.get("sandbox")
         return cls(
             executable=str(data["executable"]),

@@ -140,6 +140,8 @@ class ManagedProcess:
         s = record.setup
         child = Child.gone(record.pid or 0, s.tty, record.pid_start_time)
         proc = cls(s, child, store, _unheard, _unheard, record.started_at)
+        if record.schedule is not None:  # its restarts, replayed before its end
+            proc.resume_runs(record.schedule)
         end = record.exit
         if end is None:
             proc.state = "lost"

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from ..wire.models import Lifetime
-from ..wire.protocol import Limits
+from ..wire.protocol import Limits, RestartSpec
 from . import limits as _limits
 from .launch import Launch
 from .sandbox import Confinement
@@ -101,6 +101,8 @@ class ScheduleRecord:
     @classmethod
     def from_record(cls, data: Mapping[str, Any], log: Path) -> ScheduleRecord:
         """`log`: where its process record says the log is now."""
+        if not isinstance(data, Mapping):
+            raise TypeError("a process record's schedule is a JSON object")
         restarted = [list(r) for r in data.get("restarted") or ()]
         if any(len(r) != 5 or not isinstance(r[0], int) for r in restarted):
             raise ValueError("bad process record restarted list")
@@ -190,8 +192,6 @@ class ProcessRecord:
             raise ValueError(f"process record log {str(log)!r} is not a full path")
         limits, box, end = data.get("limits"), data.get("sandbox"), data.get("exit")
         restart, queue, schedule = data.get("restart"), data.get("queue"), data.get("schedule")
-        if restart is not None and not isinstance(restart, Mapping):
-            raise TypeError("process record restart must be an object")
         setup = ProcessSetup(
             process_id=_text(data, "processId"),
             argv=[str(a) for a in data["argv"]],
@@ -207,7 +207,7 @@ class ProcessRecord:
             sandbox=Confinement.from_record(box) if box else None,
             origin=data.get("origin"),
             front=str(data.get("front") or ""),
-            restart=None if restart is None else dict(restart),
+            restart=None if restart is None else RestartSpec.model_validate(restart).wire(),
             queue=None if queue is None else str(queue),
             after=[str(a) for a in data.get("after") or ()],
         )

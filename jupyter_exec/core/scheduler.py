@@ -12,9 +12,8 @@ process, started or `queued`; from then on the scheduler decides:
 - **after.** A process starts only once every process it names exited with 0.
   If one fails (another exit, a signal, or it never started), it never starts:
   it ends with exitCode null and `failure` naming that dependency and its exit.
-  `after` names only processes that exist, so no cycle can form, but for one
-  that names itself (refused), or an id reused after its process was removed;
-  that is checked too.
+  `after` names only processes that exist, so the one cycle possible is a
+  process naming itself (refused, `check`).
 - **Restarts.** When a run ends and its policy asks for another (`always`, or
   `on-failure` after an exit other than 0), the process goes `restarting` and
   the next run begins after a delay that starts at `delayMs` and doubles up to
@@ -100,30 +99,15 @@ class Scheduler:
     # -- a start ------------------------------------------------------------------
 
     def check(self, params: StartParams) -> None:
-        """Refuse an `after` that names the process itself, an unknown id, or closes a
-        cycle (-32602, before anything starts)."""
+        """Refuse an `after` that names the process itself or an unknown id (-32602,
+        before anything starts). No other cycle can form: a process can only wait for
+        processes that already exist, and an id is free again only once its process
+        has ended and been removed, when nothing waits for it any more."""
         for dep in params.after:
             if dep == params.process_id:
                 raise InvalidParamsError(f"after names the process itself ({dep!r})")
             if self._find(dep) is None:
                 raise InvalidParamsError(f"after names unknown process id {dep!r}")
-        if params.process_id in self._waited_on(params.after):
-            raise InvalidParamsError(
-                f"after would make a cycle: {params.process_id!r} is already waited for by "
-                "a process it names"
-            )
-
-    def _waited_on(self, roots: list[str]) -> set[str]:
-        """Every id the processes in `roots` still wait for, transitively."""
-        seen: set[str] = set()
-        todo = list(roots)
-        while todo:
-            job = self.jobs.get(todo.pop())
-            for dep in job.pending if job is not None else ():
-                if dep not in seen:
-                    seen.add(dep)
-                    todo.append(dep)
-        return seen
 
     def starts_now(self, params: StartParams) -> bool:
         """Whether a scheduled start runs at once: its `after` processes all exited 0 and
@@ -151,8 +135,11 @@ class Scheduler:
         job = Job(proc, state)
         job.pending = {dep for dep in proc.setup.after if self._dependency(dep)[0] is not True}
         self.jobs[proc.id] = job
-        if proc.setup.queue is not None:  # listed from now on, idle or not
-            self.parallel.setdefault(proc.setup.queue, DEFAULT_PARALLEL)
+        name = proc.setup.queue
+        if name is not None and name not in self.parallel:  # listed from now on, idle or not
+            self.parallel[name] = DEFAULT_PARALLEL
+            if self.on_queues is not None:
+                self.on_queues(self.parallel)
         proc.on_run_end = self._run_ended
         if proc.state == "queued":
             self._soon()
@@ -298,6 +285,9 @@ class Scheduler:
 
     async def _restart(self, job: Job, delay_ms: int) -> None:
         await asyncio.sleep(delay_ms / 1000)
+        ending = job.proc.terminating  # a `timeoutMs` termination of the run before:
+        if ending is not None:  # it must be over, or it would reach the next run (same marker)
+            await asyncio.wait({ending})
         await asyncio.to_thread(_kill_leftovers, job.proc.setup.marker)
         job.restart_task = None
         if not job.stopped and job.proc.state == "restarting":

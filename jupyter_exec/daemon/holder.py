@@ -20,7 +20,7 @@ the others none (in order, on one connection):
     start   {argv, env, cwd, reason} + [stdin, stdout] -> {pid}   start a daemon as our child
     attach  {scope, pid, version, reason} -> {count}, then one {held} message
             per process with its descriptors, then {end}          a daemon takes over a scope
-    hold    {key, meta, names} + fds                              before the daemon spawns
+    hold    {key, meta, names} + fds     (meta: core/record.py)   before the daemon spawns
     pid     {key, pid} + [pidfd]                                  just after it spawned
     exited  {key, status}                                         the daemon saw it exit
     close   {key, names}                                          e.g. stdin after EOF

@@ -115,7 +115,9 @@ class Persister:
             self.on_released(keys)
 
     def close(self) -> None:
-        """Write what is pending, stop the writer thread, release what it wrote."""
+        """Write what is pending, stop the writer thread, release what it wrote; what
+        happens after is not recorded (the holder still has it)."""
+        self.registry.remove_listener(self._on_event)
         if self._flush is not None:
             self._flush.cancel()
             self._write_dirty()

@@ -329,3 +329,64 @@ async def test_a_slow_events_consumer_loses_nothing_and_bounds_the_clients_memor
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         assert sum(len(e.data) for e in events if isinstance(e, OutputEvent)) == size
         assert isinstance(events[-2], ExitedEvent) and events[-2].exit_code == 0
+
+
+# -- a finished process from its record (ManagedProcess.finished, core/record.py) -----
+
+
+def _record_with_log(tmp_path, end):
+    """A record whose log holds two chunks (as a previous daemon left them)."""
+    from jupyter_exec.core.output import OutputStore
+    from jupyter_exec.core.record import ProcessRecord, ProcessSetup
+    from jupyter_exec.core.sandbox import Confinement
+
+    log = tmp_path / "abc.log"
+    writer = OutputStore(log, 1 << 20, 1 << 20)
+    writer.append_run(1, "stdout", [b"hello ", b"world\n"])
+    writer.close(remove=False)
+    setup = ProcessSetup(
+        "done", ["make"], str(tmp_path), False, True, "build", "detached", None, "",
+        sandbox=Confinement("read-only", False, ()),
+    )  # fmt: skip
+    return ProcessRecord(setup, log, 1765000000000, 4242, 99, end), OutputStore.recover(
+        log, 1 << 20
+    )
+
+
+async def test_a_finished_process_is_closed_with_its_recorded_exit_and_replays_it(tmp_path):
+    from jupyter_exec.core.process import ManagedProcess
+    from jupyter_exec.core.record import ExitRecord
+
+    end = ExitRecord(137, "SIGKILL", 1765000001000, True, "memory", True)
+    record, store = _record_with_log(tmp_path, end)
+    proc = ManagedProcess.finished(record, store)
+    info = proc.info()
+    assert (info.state, info.pid, info.exit_code, info.signal, info.exited_at) == (
+        "closed", 4242, 137, "SIGKILL", 1765000001000,
+    )  # fmt: skip
+    assert (info.timed_out, info.limit_exceeded, info.label, info.started_at) == (
+        True, "memory", "build", 1765000000000,
+    )  # fmt: skip
+    assert info.sandbox is not None and info.usage is None and info.ports == []
+    assert proc.exited.is_set() and proc.closed.is_set() and proc.tree is None
+    events = proc.replay(0)
+    assert [e.seq for e in events] == [1, 2, 3, 4]  # its output, then exited and closed
+    assert b"".join(e.data for e in events[:2]) == b"hello world\n"
+    assert events[2] == ExitedEvent("done", 3, 137, "SIGKILL", True, "memory", True)
+    assert events[3] == ClosedEvent("done", 4)
+    # Nothing reaches a child that is gone (its pid may be another process's by now).
+    assert proc.write(b"x", False, None) == "stdinClosed"
+    proc.send_signal(9)
+    assert proc.record() == record  # written back, it reads the same
+    proc.discard()
+
+
+async def test_a_finished_process_without_an_exit_is_lost_and_its_followers_end(tmp_path):
+    from jupyter_exec.core.process import ManagedProcess
+
+    record, store = _record_with_log(tmp_path, None)
+    proc = ManagedProcess.finished(record, store)
+    assert (proc.state, proc.exit_code, proc.exited_at, proc.next_seq) == ("lost", None, None, 4)
+    assert [type(e).__name__ for e in proc.replay(2)] == ["ClosedEvent"]
+    assert proc.record() == record
+    proc.discard()

@@ -130,6 +130,35 @@ async def test_restart_delay_doubles(tmp_path):
         assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and 5 > gaps[2] >= 0.4, gaps  # 100, 200, 400 ms
 
 
+async def test_a_long_run_resets_the_delay(tmp_path, monkeypatch):
+    from jupyter_exec.core import scheduler
+
+    monkeypatch.setattr(scheduler, "RESET_AFTER_MS", 250)  # 60 s in earnest
+    async with connected(tmp_path) as peer:
+        policy = {"policy": "always", "maxRestarts": 3, "delayMs": 300}
+        argv = ["sh", "-c", "date +%s%N; sleep 0.3"]
+        await peer.call("process/start", start("long", argv, restart=policy))
+        got = await notes_until_closed(peer, "long")
+        runs = [int(base64.b64decode(m["params"]["chunk"])) / 1e9 for m in got[::2][:4]]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(runs)]
+        # Each run lasted 0.3 s: the delay stays 300 ms (doubling would make 1.2 s last).
+        assert all(0.6 <= gap < 1.1 for gap in gaps), gaps
+
+
+async def test_each_run_has_its_own_timeout(tmp_path):
+    async with connected(tmp_path) as peer:
+        policy = {"policy": "on-failure", "maxRestarts": 1, "delayMs": 10}
+        argv = ["sh", "-c", "echo run; exec sleep 30"]
+        await peer.call("process/start", start("t", argv, restart=policy, timeoutMs=300))
+        got = await notes_until_closed(peer, "t")
+        assert [m["method"] for m in got] == [
+            "process/output", "process/restarted", "process/output", "process/exited",
+            "process/closed",
+        ]  # fmt: skip
+        assert got[1]["params"]["signal"] == "SIGTERM"
+        assert got[3]["params"]["timedOut"] and got[3]["params"]["signal"] == "SIGTERM"
+
+
 # -- queues ---------------------------------------------------------------------------
 
 
@@ -273,6 +302,11 @@ async def test_bad_scheduling_input_is_refused_and_nothing_starts(tmp_path):
             r = await peer.call("process/start", start("x", ["true"], **extra))
             assert r["error"]["code"] == -32602, extra
             assert r["error"]["message"].startswith(message), r["error"]["message"]
+        # A cycle would need `keep` started again after `x`: its id is in use.
+        await peer.call("process/start", start("x", ["true"], after=["keep"]))
+        again = await peer.call("process/start", start("keep", ["true"], after=["x"]))
+        assert again["error"]["message"] == "process keep already exists"
+        await peer.call("process/remove", {"processId": "x"})  # never started: ended
         for params in ({"name": "q", "parallel": 0}, {"name": "q"}, {"parallel": 2}):
             r = await peer.call("queue/set", params)
             assert r["error"]["code"] == -32602
@@ -283,3 +317,25 @@ async def test_bad_scheduling_input_is_refused_and_nothing_starts(tmp_path):
         assert queues == [{"name": "q", "parallel": 1, "running": 1, "queued": 0}]
         read = {"processId": "keep", "waitMs": 5000, "untilPattern": "alive\n"}
         assert (await peer.call("process/read", read))["result"]["matched"]
+
+
+async def test_a_chain_ends_at_its_first_failure_and_a_vanished_program_never_starts(tmp_path):
+    async with connected(tmp_path) as peer:
+        await peer.call("process/start", start("A", py("import time; time.sleep(0.3); exit(3)")))
+        await peer.call("process/start", start("B", ["true"], after=["A"]))
+        await peer.call("process/start", start("C", ["true"], after=["B"]))
+        await notes_until_closed(peer, "C")
+        c = await info(peer, "C")
+        assert c["failure"] == "dependency B failed: dependency A failed: exit code 3"
+        # A program that is gone when its turn comes: it ends never started, saying why.
+        script = tmp_path / "job.sh"
+        script.write_text("#!/bin/sh\necho ran\n")
+        script.chmod(0o755)
+        await peer.call("process/start", start("slot", ["sleep", "0.3"], queue="one"))
+        await peer.call("process/start", start("gone", [str(script)], queue="one"))
+        script.unlink()
+        got = await notes_until_closed(peer, "gone")
+        assert [m["method"] for m in got] == ["process/exited", "process/closed"]
+        gone = await info(peer, "gone")
+        assert gone["exitCode"] is None and gone["failure"].startswith("cannot start")
+        assert (await info(peer, "slot"))["exitCode"] == 0

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 
 from jupyter_exec.client import ClosedEvent, ExecClient, ExitedEvent, OutputEvent, RestartedEvent
+from jupyter_exec.daemon.persist import FLUSH_SECONDS, Persister
 from jupyter_exec.daemon.start import ensure_daemon
 from tests.daemon.harness import daemon_pid, kill_daemon
 from tests.daemon.test_daemon import client, read_all
+from tests.daemon.test_persist import successor
+from tests.wire import embedded
 
 
 async def until(c: ExecClient, check: object, timeout: float = 30) -> None:
@@ -79,3 +83,38 @@ def test_backoff_queue_and_dependency_keep_their_places_across_a_daemon_sigkill(
         await c.close()
 
     asyncio.run(after())
+
+
+async def test_a_successor_registry_takes_up_the_queue_its_limits_and_the_restarts(
+    tmp_path: Path,
+) -> None:
+    """In one loop (test_persist.py's way): what the records alone bring back."""
+    async with embedded(tmp_path, durable_logs=True) as (service, c):
+        persister = Persister(service.registry, tmp_path / "procs")
+        policy = {"policy": "on-failure", "maxRestarts": 1, "delayMs": 10}
+        await c.start("r", ["sh", "-c", "echo run; exit 2"], restart=policy)
+        await c.wait("r", 30)
+        await c.start("slot", ["sleep", "30"], queue="q")
+        await c.start("w", ["echo", "waited"], queue="q")
+        await c.queue_set("wide", 4)
+        await asyncio.sleep(FLUSH_SECONDS * 4)
+        persister.close()
+        for part in ("procs", "logs"):
+            shutil.copytree(tmp_path / part, tmp_path / "next" / part)
+    (tmp_path / "next" / "queues.json").write_text((tmp_path / "queues.json").read_text())
+    async with successor(tmp_path / "next") as (_, c, count):
+        assert count == 3
+        events = [e async for e in c.events("r", 0)]
+        assert [type(e).__name__ for e in events] == [
+            "OutputEvent", "RestartedEvent", "OutputEvent", "ExitedEvent", "ClosedEvent",
+        ]  # fmt: skip
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        listed = {p.process_id: p for p in await c.list()}
+        assert (listed["r"].restarts, listed["r"].exit_code) == (1, 2)
+        assert listed["slot"].state == "lost"  # nothing held it: its slot is free
+        assert (await c.wait("w", 30)).exit_code == 0
+        assert await read_all(c, "w") == b"waited\n"
+        assert {q.name: q.parallel for q in await c.queues()} == {"q": 1, "wide": 4}
+    (tmp_path / "next" / "queues.json").write_text("{not json")
+    async with successor(tmp_path / "next") as (_, c, _count):
+        assert await c.queues() == []  # unreadable: forgotten (each has 1 slot again)

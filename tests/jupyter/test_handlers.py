@@ -70,3 +70,24 @@ async def test_download_errors_are_clear_and_harm_nothing(jp_fetch):
     info = json.loads((await jp_fetch("api", "exec", "processes", "kept")).body)
     assert info["state"] == "running"
     await jp_fetch("api", "exec", "processes", "kept", method="DELETE")
+
+
+async def test_rest_mirror_shows_a_queued_process_and_its_schedule(jp_fetch):
+    """SPEC 8 and 11: POST takes `queue`/`after`/`restart`; ProcessInfo carries them."""
+    processes = ("api", "exec", "processes")
+    first = {"processId": "slot", "argv": ["sleep", "30"], "queue": "rest"}
+    body = {"processId": "waits", "argv": ["true"], "queue": "rest", "after": ["slot"]}
+    body["restart"] = {"policy": "on-failure", "maxRestarts": 2}
+    assert (await jp_fetch(*processes, method="POST", body=json.dumps(first))).code == 201
+    made = await jp_fetch(*processes, method="POST", body=json.dumps(body))
+    info = json.loads(made.body)
+    assert made.code == 201 and (info["state"], info["pid"]) == ("queued", None)
+    assert (info["queue"], info["after"], info["restarts"]) == ("rest", ["slot"], 0)
+    assert info["restartPolicy"] == {"policy": "on-failure", "maxRestarts": 2, "delayMs": 1000}
+    bad = {"processId": "bad", "argv": ["true"], "after": ["nobody"]}
+    with pytest.raises(HTTPClientError) as refused:
+        await jp_fetch(*processes, method="POST", body=json.dumps(bad))
+    assert refused.value.code == 400
+    await jp_fetch(*processes, "waits", method="DELETE")  # never started: ended, removed
+    await jp_fetch(*processes, "slot", method="DELETE")
+    assert json.loads((await jp_fetch(*processes)).body) == []
