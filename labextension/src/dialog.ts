@@ -1,7 +1,9 @@
 /**
  * The "New process" dialog: command, working directory, tty toggle, name, and
  * optional limits (time, memory, CPU: `timeoutMs` and `limits`, startform.ts),
- * and a sandbox (`sandbox`: read-only or workspace-write, the network on or off).
+ * a sandbox (`sandbox`: read-only or workspace-write, the network on or off),
+ * and how it is managed (SPEC 11): a restart policy with its maximum, a queue
+ * (the server's queues are offered) and processes it must wait for (`after`).
  *
  * The command runs through `/bin/sh -c`, so pipes, quotes and `$VARS` work as
  * they would in a terminal. The working directory is the file browser's,
@@ -11,12 +13,19 @@
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { FormError, IFormValues, NewProcessRequest, startParams } from './startform';
+import { IProcessInfo } from './protocol';
+import { afterChoices, FormError, IFormValues, NewProcessRequest, startParams } from './startform';
 
 type FormValue = NewProcessRequest | FormError | null;
 
+/** What the form offers to pick from: the server's processes and queue names. */
+export interface INewProcessChoices {
+  processes: IProcessInfo[];
+  queues: string[];
+}
+
 class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
-  constructor(cwd: string) {
+  constructor(cwd: string, choices: INewProcessChoices) {
     super({ node: document.createElement('form') });
     this.addClass('jp-ExecDialog');
     const field = (label: string, input: HTMLInputElement, hint?: string) => {
@@ -88,6 +97,7 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
     const networkRow = field('No network', this._noNetwork);
     networkRow.classList.add('jp-ExecDialog-check');
     limits.append(sandboxRow, networkRow);
+    this._managed = this._managedFields(field, input, choices);
     const sync = () => (stdinRow.hidden = this._tty.checked);
     this._tty.addEventListener('change', sync);
     sync();
@@ -97,10 +107,64 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
       field('Name', this._name),
       ttyRow,
       stdinRow,
-      limits
+      limits,
+      this._managed
     );
     // Enter submits through the dialog's default button, not a page reload.
     this.node.addEventListener('submit', event => event.preventDefault());
+  }
+
+  /** Restart policy, max restarts, queue (with the server's as suggestions), after. */
+  private _managedFields(
+    field: (label: string, input: HTMLInputElement, hint?: string) => HTMLLabelElement,
+    input: (name: string, value?: string, type?: string) => HTMLInputElement,
+    choices: INewProcessChoices
+  ): HTMLFieldSetElement {
+    const set = document.createElement('fieldset');
+    set.className = 'jp-ExecDialog-limits jp-ExecDialog-managed';
+    const legend = document.createElement('legend');
+    legend.textContent = 'Restarts, queue and order (optional)';
+    this._restart.name = 'restart';
+    this._restart.className = 'jp-mod-styled';
+    for (const [value, text] of [
+      ['never', 'never'],
+      ['on-failure', 'on failure (an exit other than 0)'],
+      ['always', 'always']
+    ]) {
+      this._restart.append(new Option(text, value));
+    }
+    this._maxRestarts = input('maxRestarts');
+    this._maxRestarts.placeholder = '(10)';
+    this._queue = input('queue');
+    this._queue.placeholder = '(none: start at once)';
+    const names = document.createElement('datalist');
+    names.id = `jp-ExecDialog-queues-${Math.random().toString(36).slice(2, 8)}`;
+    names.append(...choices.queues.map(q => new Option(q, q)));
+    this._queue.setAttribute('list', names.id);
+    this._after.name = 'after';
+    this._after.multiple = true;
+    this._after.className = 'jp-mod-styled jp-ExecDialog-after';
+    const offered = afterChoices(choices.processes);
+    this._after.append(...offered.map(c => new Option(c.text, c.value)));
+    this._after.size = Math.min(5, Math.max(2, offered.length));
+    const maxRow = field('Max restarts', this._maxRestarts, 'Then it stays ended. The delay doubles up to 60 s.');
+    const sync = () => (maxRow.hidden = this._restart.value === 'never');
+    this._restart.addEventListener('change', sync);
+    sync();
+    const afterRow = field(
+      'Start after',
+      this._after as unknown as HTMLInputElement,
+      offered.length ? 'Only once every one chosen exited 0 (Ctrl-click for several).' : 'No process to wait for.'
+    );
+    set.append(
+      legend,
+      field('Restart', this._restart as unknown as HTMLInputElement),
+      maxRow,
+      field('Queue', this._queue, 'Waits while the queue runs its parallel limit (a new queue runs 1).'),
+      names,
+      afterRow
+    );
+    return set;
   }
 
   /** The request; null when the command is empty; the FormError of a bad limit. */
@@ -129,7 +193,11 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
       memoryLimit: this._memoryLimit.value,
       cpuLimit: this._cpuLimit.value,
       sandbox: this._sandbox.value as IFormValues['sandbox'],
-      noNetwork: this._noNetwork.checked
+      noNetwork: this._noNetwork.checked,
+      restart: this._restart.value as IFormValues['restart'],
+      maxRestarts: this._maxRestarts.value,
+      queue: this._queue.value,
+      after: [...this._after.selectedOptions].map(o => o.value)
     });
   }
 
@@ -143,13 +211,21 @@ class NewProcessForm extends Widget implements Dialog.IBodyWidget<FormValue> {
   private _cpuLimit: HTMLInputElement;
   private _sandbox: HTMLSelectElement;
   private _noNetwork: HTMLInputElement;
+  private _managed: HTMLFieldSetElement;
+  private _restart = document.createElement('select');
+  private _maxRestarts!: HTMLInputElement;
+  private _queue!: HTMLInputElement;
+  private _after = document.createElement('select');
 }
 
 /** Ask for a process to start; null when cancelled or left empty. */
-export async function askNewProcess(cwd: string): Promise<NewProcessRequest | null> {
+export async function askNewProcess(
+  cwd: string,
+  choices: INewProcessChoices = { processes: [], queues: [] }
+): Promise<NewProcessRequest | null> {
   const result = await showDialog({
     title: 'New process',
-    body: new NewProcessForm(cwd),
+    body: new NewProcessForm(cwd, choices),
     buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Start' })],
     focusNodeSelector: 'input[name="command"]'
   });

@@ -1,11 +1,12 @@
 /**
  * How the panel's rows, the output view and the notifications put a process
- * into words: durations, exit badges, byte sizes, usage, ports, origins.
+ * into words: durations, exit badges, byte sizes, usage, ports, origins,
+ * sandboxes, restarts, queues and dependencies.
  *
  * Pure functions of `IProcessInfo` (no DOM, no JupyterLab), so the list and
  * the view cannot drift apart and jest checks every wording in node.
  */
-import { IOrigin, IPort, IProcessInfo, IUsage } from './protocol';
+import { IOrigin, IPort, IProcessInfo, IQueueInfo, IUsage } from './protocol';
 
 /** `m:ss`, or `h:mm:ss` past an hour. */
 export function formatDuration(ms: number): string {
@@ -27,8 +28,11 @@ export function describeExit(exitCode: number | null, signal: string | null): st
 /** The colour class of a badge (CSS `data-state`). */
 export type BadgeState = 'running' | 'queued' | 'ok' | 'failed' | 'signal';
 
+/** What a badge needs to know: the state, the exit, and why it never ran. */
+export type BadgeInfo = Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'> & Partial<Pick<IProcessInfo, 'failure'>>;
+
 /** What a badge says and how it is coloured. */
-export function exitBadge(info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signal'>): {
+export function exitBadge(info: BadgeInfo): {
   text: string;
   state: BadgeState;
 } {
@@ -42,6 +46,10 @@ export function exitBadge(info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signa
     case 'lost':
       return { text: 'lost', state: 'failed' };
     default:
+      if (info.exitCode === null && !info.signal && info.failure) {
+        // A dependency failed, or it was terminated while queued (SPEC 11).
+        return { text: 'not started', state: 'failed' };
+      }
       return {
         text: describeExit(info.exitCode, info.signal),
         state: info.exitCode === 0 ? 'ok' : info.signal ? 'signal' : 'failed'
@@ -49,9 +57,34 @@ export function exitBadge(info: Pick<IProcessInfo, 'state' | 'exitCode' | 'signa
   }
 }
 
+/** What the output view knows of a process's exit, from its own stream. */
+export interface IStreamExit {
+  exited: boolean;
+  exitCode: number | null;
+  signal: string | null;
+}
+
+/**
+ * The state an output view shows: the list's, unless the view's own stream
+ * already saw the exit (it often does first); 'running' while neither knows.
+ */
+export function shownState(info: BadgeInfo | undefined, stream: IStreamExit | null): BadgeInfo {
+  if (stream?.exited) {
+    return { state: 'exited', exitCode: stream.exitCode, signal: stream.signal, failure: info?.failure };
+  }
+  return info ?? { state: 'running', exitCode: null, signal: null };
+}
+
 /** True while the process may still run (nothing to clear, nothing to announce yet). */
 export function isActive(info: Pick<IProcessInfo, 'state'>): boolean {
   return info.state === 'running' || info.state === 'queued' || info.state === 'restarting';
+}
+
+/** "2 running, 3 queued" ("restarting" counts as running: it is between two runs). */
+export function activitySummary(processes: Pick<IProcessInfo, 'state'>[]): string {
+  const queued = processes.filter(p => p.state === 'queued').length;
+  const running = processes.filter(isActive).length - queued;
+  return queued ? `${running} running, ${queued} queued` : `${running} running`;
 }
 
 /** True for a finished process that did not exit 0 (a signal, a failure, a never-started one). */
@@ -98,8 +131,8 @@ export function usageSummary(info: Pick<IProcessInfo, 'state' | 'usage'>): strin
     return '';
   }
   if (isActive(info)) {
-    if (info.state === 'queued') {
-      return '';
+    if (info.state !== 'running') {
+      return ''; // queued, or between two runs: nothing runs to measure
     }
     const procs = usage.processes === 1 ? '' : ` · ${usage.processes} procs`;
     return `${formatPercent(usage.cpuPercent)} · ${formatBytes(usage.rssBytes)}${procs}`;
@@ -202,7 +235,76 @@ export function displayCommand(argv: string[]): string {
 /** A notification's sentence: `"train" exited 0 after 1:23`. */
 export function exitMessage(info: IProcessInfo): string {
   const name = displayName(info);
-  const exit = info.state === 'queued' || (info.exitCode === null && !info.signal) ? 'ended' : describeExit(info.exitCode, info.signal);
+  const never = info.exitCode === null && !info.signal;
+  if (never && info.failure) {
+    return `"${shortName(name)}" did not start: ${info.failure}`;
+  }
+  const exit = never ? 'ended' : describeExit(info.exitCode, info.signal);
   const after = info.exitedAt !== null ? ` after ${formatDuration(info.exitedAt - info.startedAt)}` : '';
-  return `"${name.length > 60 ? `${name.slice(0, 57)}...` : name}" ${exit}${after}`;
+  return `"${shortName(name)}" ${exit}${after}`;
+}
+
+function shortName(name: string): string {
+  return name.length > 60 ? `${name.slice(0, 57)}...` : name;
+}
+
+/** "read-only, no network" for a row; '' for an unsandboxed process. */
+export function describeSandbox(info: Pick<IProcessInfo, 'sandbox'>): string {
+  const sandbox = info.sandbox;
+  if (!sandbox || sandbox.mode === 'none') {
+    return '';
+  }
+  return sandbox.network ? sandbox.mode : `${sandbox.mode}, no network`;
+}
+
+/** "1 restart", "3 restarts"; '' before the first. */
+export function restartCount(info: Pick<IProcessInfo, 'restarts'>): string {
+  const n = info.restarts ?? 0;
+  return n > 0 ? `${n} restart${n === 1 ? '' : 's'}` : '';
+}
+
+/** "restarts on failure, 2 of at most 10"; '' without a policy (or `never`). */
+export function describeRestart(info: Pick<IProcessInfo, 'restartPolicy' | 'restarts'>): string {
+  const policy = info.restartPolicy;
+  if (!policy || policy.policy === 'never') {
+    return '';
+  }
+  const when = policy.policy === 'always' ? 'always' : 'on failure';
+  const max = policy.maxRestarts ?? 10;
+  return `restarts ${when}, ${info.restarts ?? 0} of at most ${max}`;
+}
+
+/**
+ * What holds a process back or groups it: "queue gpu", and while it waits
+ * "after train, prepare" (names through `nameOf`, e.g. the list's labels).
+ */
+export function waitingFor(
+  info: Pick<IProcessInfo, 'state' | 'queue' | 'after'>,
+  nameOf: (processId: string) => string = id => id
+): string {
+  const parts: string[] = [];
+  if (info.queue) {
+    parts.push(`queue ${info.queue}`);
+  }
+  if (info.state === 'queued' && info.after?.length) {
+    parts.push(`after ${info.after.map(nameOf).join(', ')}`);
+  }
+  return parts.join(' · ');
+}
+
+/** "next run in 3 s" while it waits between two runs; '' otherwise. */
+export function nextRunIn(info: Pick<IProcessInfo, 'state' | 'restartAt'>, serverNow: number): string {
+  if (info.state !== 'restarting' || info.restartAt === null || info.restartAt === undefined) {
+    return '';
+  }
+  const seconds = Math.ceil((info.restartAt - serverNow) / 1000);
+  if (seconds <= 0) {
+    return 'next run now';
+  }
+  return `next run in ${seconds < 60 ? `${seconds} s` : formatDuration(seconds * 1000)}`;
+}
+
+/** "gpu: 1 of 2 running, 3 queued". */
+export function describeQueue(queue: IQueueInfo): string {
+  return `${queue.name}: ${queue.running} of ${queue.parallel} running, ${queue.queued} queued`;
 }

@@ -21,7 +21,8 @@ import { askNewProcess } from './dialog';
 import { exitMessage, isFailure } from './format';
 import { ProcessListModel } from './model';
 import { DEFAULT_NOTIFY, ExitNotifier, INotifySettings, NotifyScope } from './notify';
-import { ProcessesPanel, processesIcon } from './panel';
+import { processesIcon } from './elements';
+import { ProcessesPanel } from './panel';
 import { IProcessInfo, newProcessId, WS_PATH } from './protocol';
 import { RunningStatus } from './status';
 import { ProcessView } from './view';
@@ -124,7 +125,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const create = async (cwd?: string): Promise<ProcessView | undefined> => {
       // The launcher passes its file browser's directory; the panel's button has ours.
       const here = app.serviceManager.contents.localPath(cwd ?? browser?.model.path ?? '');
-      const request = await askNewProcess(here);
+      const queues = list.queues.map(q => q.name);
+      const request = await askNewProcess(here, { processes: list.processes, queues });
       if (!request) {
         return undefined;
       }

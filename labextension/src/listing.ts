@@ -26,6 +26,8 @@ export interface IGroup {
   processes: IProcessInfo[];
   /** How many of them are running (or queued, restarting). */
   active: number;
+  /** How many of those wait in a queue or for their `after` processes. */
+  queued: number;
 }
 
 /** What the text filter looks in. */
@@ -81,11 +83,12 @@ export function groupProcesses(processes: IProcessInfo[], filter: IListFilter = 
     let group = groups.get(key);
     if (!group) {
       const origin = info.origin ?? null;
-      group = { key, origin, label: originLabel(origin), processes: [], active: 0 };
+      group = { key, origin, label: originLabel(origin), processes: [], active: 0, queued: 0 };
       groups.set(key, group);
     }
     group.processes.push(info);
     group.active += isActive(info) ? 1 : 0;
+    group.queued += info.state === 'queued' ? 1 : 0;
   }
   return [...groups.values()].sort((a, b) => compareOrigins(a.origin, b.origin));
 }

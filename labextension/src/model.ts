@@ -23,7 +23,9 @@ import { isActive } from './format';
 import {
   decodeChunk,
   encodeText,
+  ErrorCode,
   IProcessInfo,
+  IQueueInfo,
   IReadResult,
   ISize,
   IStartParams,
@@ -91,6 +93,20 @@ export class ProcessListModel implements IDisposable {
     return handle;
   }
 
+  /** The server's queues (`queue/list`), by name; empty from a server without queues. */
+  get queues(): IQueueInfo[] {
+    return this._queues;
+  }
+
+  /**
+   * Set a queue's parallelism (`queue/set`); the queues are listed again at
+   * once, since a wider queue starts its next processes now.
+   */
+  async setQueue(name: string, parallel: number): Promise<void> {
+    await this.connection.request('queue/set', { name, parallel });
+    await this._refreshQueues();
+  }
+
   /** How many processes run (queued and restarting ones count: they are not done). */
   get activeCount(): number {
     let n = 0;
@@ -123,24 +139,28 @@ export class ProcessListModel implements IDisposable {
   }
 
   /**
-   * Forget processes and delete their logs (`process/remove`, as the REST
-   * DELETE does), a few at a time. Resolves with the ids that could not be
-   * removed; removed ones leave the list through `process/removed`.
+   * Forget a process and delete its log (`process/remove`: it is terminated
+   * first if it runs, as the REST DELETE does). Rejects with the server's
+   * RpcError (an unknown id, no permission) or a ConnectionLostError.
    */
-  async remove(processIds: string[], parallel = 8): Promise<string[]> {
+  async remove(processId: string): Promise<void> {
+    await this.connection.request('process/remove', { processId });
+    if (this._byId.delete(processId)) {
+      this._changed.emit();
+    }
+  }
+
+  /**
+   * Remove many ("Clear finished"), a few at a time. Resolves with the ids
+   * that could not be removed; removed ones leave the list at once.
+   */
+  async removeAll(processIds: string[], parallel = 8): Promise<string[]> {
     const queue = [...processIds];
     const failed: string[] = [];
     const worker = async () => {
       let id: string | undefined;
       while ((id = queue.shift()) !== undefined) {
-        try {
-          await this.connection.request('process/remove', { processId: id });
-          if (this._byId.delete(id)) {
-            this._changed.emit();
-          }
-        } catch {
-          failed.push(id);
-        }
+        await this.remove(id).catch(() => failed.push(id!));
       }
     };
     await Promise.all(Array.from({ length: Math.min(parallel, queue.length) }, worker));
@@ -191,13 +211,61 @@ export class ProcessListModel implements IDisposable {
       this._listing = false;
       this._buffered = null;
     }
+    await this._refreshQueues();
+  }
+
+  /**
+   * List the queues (their counts change without a notification). One call
+   * at a time; a call made meanwhile goes round once more. A server without
+   * queues (MethodNotFound) is not asked again.
+   */
+  private async _refreshQueues(): Promise<void> {
+    if (this._queuesListing) {
+      this._queuesAgain = true;
+      return;
+    }
+    this._queuesListing = true;
+    try {
+      do {
+        this._queuesAgain = false;
+        if (!this._hasQueues || this.connection.status !== 'connected') {
+          return;
+        }
+        try {
+          const { queues } = await this.connection.request('queue/list', {});
+          const sorted = [...queues].sort((a, b) => a.name.localeCompare(b.name));
+          if (JSON.stringify(sorted) !== JSON.stringify(this._queues)) {
+            this._queues = sorted;
+            this._changed.emit();
+          }
+        } catch (error) {
+          if (error instanceof RpcError && error.code === ErrorCode.MethodNotFound) {
+            this._hasQueues = false;
+          }
+          return;
+        }
+      } while (this._queuesAgain && !this._disposed);
+    } finally {
+      this._queuesListing = false;
+    }
   }
 
   private _onNotification(_: ExecConnection, n: Notification): void {
+    if (!this._buffered && n.method === 'process/exited' && n.params.exitCode === null && !n.params.signal) {
+      // It never ran (a failed dependency, terminated while queued): why is only in
+      // the list (`failure`), so take the list before anyone is told it ended.
+      void this._refresh();
+      return;
+    }
     if (this._buffered) {
       this._buffered.push(n);
     } else if (this._apply(n)) {
       this._changed.emit();
+      // A queued process that starts or ends changes its queue's counts.
+      const queue = 'processId' in n.params ? this._byId.get(n.params.processId)?.queue : n.params.process?.queue;
+      if (queue) {
+        void this._refreshQueues();
+      }
     }
   }
 
@@ -253,6 +321,10 @@ export class ProcessListModel implements IDisposable {
   }
 
   private _byId = new Map<string, IProcessInfo>();
+  private _queues: IQueueInfo[] = [];
+  private _hasQueues = true;
+  private _queuesListing = false;
+  private _queuesAgain = false;
   private _pollers = 0;
   private _pollTimer: ReturnType<typeof setInterval> | null = null;
   private _buffered: Notification[] | null = null;
@@ -267,7 +339,12 @@ export class ProcessListModel implements IDisposable {
 export type OutputEvent =
   | { kind: 'output'; seq: number; stream: Stream; data: Uint8Array }
   /** Output in `[fromSeq, toSeq]` was dropped by the server's retention limit (SPEC 6). */
-  | { kind: 'dropped'; fromSeq: number; toSeq: number };
+  | { kind: 'dropped'; fromSeq: number; toSeq: number }
+  /**
+   * Its restart policy began run `restarts + 1` after the previous run's exit
+   * (SPEC 11). Seen live and in a subscribe replay; a read from the log skips it.
+   */
+  | { kind: 'restarted'; seq: number; restarts: number; exitCode: number | null; signal: string | null };
 
 export interface IStreamOptions {
   /** Budget of one `process/read` while catching up. */
@@ -543,6 +620,10 @@ export class ProcessStream implements IDisposable {
   private _apply(n: Notification): void {
     if (n.method === 'process/output') {
       this._emitChunk(n.params.seq, n.params.stream, n.params.chunk);
+    } else if (n.method === 'process/restarted') {
+      this._cursor = n.params.seq;
+      const { seq, restarts, exitCode, signal } = n.params;
+      this._output.emit({ kind: 'restarted', seq, restarts, exitCode, signal });
     } else if ('seq' in n.params) {
       this._atEnd ||= n.method === 'process/closed';
       this._cursor = n.params.seq;

@@ -1,128 +1,39 @@
 /**
  * The left-sidebar "Processes" panel: every process of this server, live,
  * grouped by origin (notebook, agent, command line, panel), with a text and
- * state filter and "Clear finished", so hundreds of processes stay usable.
+ * state filter and "Clear finished", so hundreds of processes stay usable;
+ * above the groups, a line per queue with its parallelism to edit (SPEC 11).
  *
  * Usage and ports are polled only while the panel is visible (a collapsed
  * sidebar holds no timer). Rows are updated in place, never rebuilt, so
  * keyboard focus survives the once-a-second runtime refresh; renders are
  * batched to one per animation frame, whatever the burst of notifications.
  */
-import { LabIcon } from '@jupyterlab/ui-components';
 import { IDisposable } from '@lumino/disposable';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ExecConnection } from './connection';
+import { ConnectionBanner, fillBadge, fillPorts, processesIcon, setText } from './elements';
 import {
+  activitySummary,
+  describeQueue,
+  describeRestart,
+  describeSandbox,
   displayCommand,
   displayName,
-  exitBadge,
   formatDuration,
   isActive,
   logCut,
-  portLinks,
+  nextRunIn,
+  restartCount,
   runtimeMs,
   usageDetails,
-  usageSummary
+  usageSummary,
+  waitingFor
 } from './format';
 import { finishedIds, groupProcesses, IGroup, IListFilter, StateFilter } from './listing';
 import { ProcessListModel } from './model';
-import { IProcessInfo } from './protocol';
-import { describeSandbox } from './startform';
-
-const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
-  <g class="jp-icon3" fill="#616161">
-    <path d="M3 4h18a1 1 0 0 1 1 1v14a1 1 0 0 1-1 1H3a1 1 0 0 1-1-1V5a1 1 0 0 1 1-1zm1 4v10h16V8H4z"/>
-    <path d="M5.6 10.2l1.1-1.1 3.4 3.4-3.4 3.4-1.1-1.1 2.3-2.3zM11 15h4v1.6h-4z"/>
-    <circle cx="18" cy="15.8" r="1.3"/>
-  </g>
-</svg>`;
-
-export const processesIcon = new LabIcon({ name: 'jupyter-exec:processes', svgstr: ICON_SVG });
-
-/** "Disconnected, reconnecting in N s [Reconnect now]", shown only while it is true. */
-export class ConnectionBanner implements IDisposable {
-  constructor(readonly connection: ExecConnection) {
-    this.node.className = 'jp-ExecBanner';
-    this.node.setAttribute('role', 'status');
-    this.node.setAttribute('aria-live', 'polite');
-    this._text.className = 'jp-ExecBanner-text';
-    const retry = document.createElement('button');
-    retry.type = 'button';
-    retry.className = 'jp-ExecButton';
-    retry.textContent = 'Reconnect now';
-    retry.addEventListener('click', () => connection.reconnectNow());
-    this.node.append(this._text, retry);
-    connection.statusChanged.connect(this._update, this);
-    this._update();
-  }
-
-  readonly node = document.createElement('div');
-
-  get isDisposed(): boolean {
-    return this._disposed;
-  }
-
-  dispose(): void {
-    this._disposed = true;
-    this._timer && clearInterval(this._timer);
-    this.connection.statusChanged.disconnect(this._update, this);
-  }
-
-  private _update(): void {
-    const down = this.connection.status === 'disconnected';
-    this.node.hidden = !down;
-    if (down && !this._timer) {
-      this._timer = setInterval(() => this._update(), 1000);
-    } else if (!down && this._timer) {
-      clearInterval(this._timer);
-      this._timer = null;
-    }
-    const wait = this.connection.retryInMs;
-    this._text.textContent =
-      'Disconnected from the server. ' +
-      (wait === null ? 'Reconnecting…' : `Reconnecting in ${Math.ceil(wait / 1000)} s.`);
-  }
-
-  private _text = document.createElement('span');
-  private _timer: ReturnType<typeof setInterval> | null = null;
-  private _disposed = false;
-}
-
-
-/** Links to the ports a process listens on, opening through Jupyter in a new tab. */
-export function fillPorts(node: HTMLElement, info: IProcessInfo): void {
-  const links = portLinks(info);
-  const signature = links.map(l => `${l.port}=${l.url}`).join(' ');
-  if (node.dataset.ports === signature) {
-    return;
-  }
-  node.dataset.ports = signature;
-  node.replaceChildren(
-    ...links.map(l => {
-      const el = document.createElement(l.url ? 'a' : 'span');
-      el.className = 'jp-ExecPort';
-      el.textContent = `:${l.port}`;
-      el.title = l.title;
-      el.dataset.port = String(l.port);
-      if (el instanceof HTMLAnchorElement && l.url) {
-        el.href = l.url;
-        el.target = '_blank';
-        el.rel = 'noopener noreferrer';
-      }
-      return el;
-    })
-  );
-  node.hidden = links.length === 0;
-}
-
-/** Set text only when it changed (no layout work for the 199 rows that did not). */
-function setText(node: HTMLElement, text: string): void {
-  if (node.textContent !== text) {
-    node.textContent = text;
-  }
-}
+import { IProcessInfo, IQueueInfo } from './protocol';
 
 interface IRow {
   item: HTMLLIElement;
@@ -135,7 +46,15 @@ interface IRow {
   cut: HTMLElement;
   pid: HTMLElement;
   sandbox: HTMLElement;
+  restarts: HTMLElement;
+  waiting: HTMLElement;
   ports: HTMLElement;
+}
+
+interface IQueueNode {
+  item: HTMLLIElement;
+  text: HTMLElement;
+  parallel: HTMLInputElement;
 }
 
 interface IGroupNode {
@@ -189,7 +108,9 @@ export class ProcessesPanel extends Widget {
     this._empty.className = 'jp-ExecPanel-empty';
     this._status.className = 'jp-ExecPanel-status';
     this._status.setAttribute('role', 'status');
-    this.node.append(header, this._tools(), this._banner.node, this._status, this._empty, this._groups);
+    this._queues.className = 'jp-ExecPanel-queues';
+    this._queues.setAttribute('aria-label', 'Queues');
+    this.node.append(header, this._tools(), this._banner.node, this._status, this._queues, this._empty, this._groups);
     this._model.changed.connect(this._scheduleRender, this);
     this._render();
   }
@@ -212,7 +133,7 @@ export class ProcessesPanel extends Widget {
       return;
     }
     this._clear.disabled = true;
-    const failed = await this._model.remove(ids);
+    const failed = await this._model.removeAll(ids);
     this._error = failed.length ? `Could not remove ${failed.length} of ${ids.length}: ${failed.slice(0, 3).join(', ')}` : '';
     this._render();
   }
@@ -327,12 +248,11 @@ export class ProcessesPanel extends Widget {
         this._rows.delete(id);
       }
     }
-    const active = processes.filter(isActive).length;
     const finished = finishedIds(processes, filter).length;
     this._clear.textContent = finished ? `Clear finished (${finished})` : 'Clear finished';
     this._clear.disabled = finished === 0;
     const filtered = filter.text.trim() !== '' || filter.state !== 'all';
-    const counts = `${active} running, ${processes.length} in all`;
+    const counts = `${activitySummary(processes)}, ${processes.length} in all`;
     setText(this._status, this._error || (filtered ? `Showing ${shown} of ${processes.length} (${counts})` : counts));
     this._status.classList.toggle('jp-mod-error', !!this._error);
     this._status.hidden = !this._model.loaded || !processes.length;
@@ -345,6 +265,66 @@ export class ProcessesPanel extends Widget {
           : '';
     setText(this._empty, empty);
     this._empty.hidden = !empty;
+    this._renderQueues(this._model.queues);
+  }
+
+  /** One line per queue: its counts, and its parallelism to edit (`queue/set`). */
+  private _renderQueues(queues: IQueueInfo[]): void {
+    const seen = new Set<string>();
+    queues.forEach((queue, index) => {
+      seen.add(queue.name);
+      const node = this._queueNodes.get(queue.name) ?? this._createQueue(queue.name);
+      setText(node.text, describeQueue(queue));
+      // Not while the user types in it.
+      if (document.activeElement !== node.parallel) {
+        node.parallel.value = String(queue.parallel);
+      }
+      if (this._queues.children[index] !== node.item) {
+        this._queues.insertBefore(node.item, this._queues.children[index] ?? null);
+      }
+    });
+    for (const [name, node] of this._queueNodes) {
+      if (!seen.has(name)) {
+        node.item.remove();
+        this._queueNodes.delete(name);
+      }
+    }
+    this._queues.hidden = queues.length === 0;
+  }
+
+  private _createQueue(name: string): IQueueNode {
+    const item = document.createElement('li');
+    item.className = 'jp-ExecPanel-queue';
+    item.dataset.queue = name;
+    const text = document.createElement('span');
+    text.className = 'jp-ExecPanel-queueText';
+    const label = document.createElement('label');
+    label.textContent = 'parallel ';
+    const parallel = document.createElement('input');
+    parallel.type = 'number';
+    parallel.min = '1';
+    parallel.step = '1';
+    parallel.className = 'jp-mod-styled jp-ExecPanel-parallel';
+    parallel.setAttribute('aria-label', `How many processes of queue ${name} run at once`);
+    parallel.addEventListener('change', () => {
+      const value = Number(parallel.value);
+      if (Number.isInteger(value) && value >= 1) {
+        this._model.setQueue(name, value).then(
+          () => this._showError(''),
+          error => this._showError(`Could not set queue ${name}: ${error instanceof Error ? error.message : error}`)
+        );
+      }
+    });
+    label.append(parallel);
+    item.append(text, label);
+    const node = { item, text, parallel };
+    this._queueNodes.set(name, node);
+    return node;
+  }
+
+  private _showError(error: string): void {
+    this._error = error;
+    this._render();
   }
 
   private _createGroup(key: string): IGroupNode {
@@ -378,9 +358,11 @@ export class ProcessesPanel extends Widget {
     node.section.dataset.kind = group.origin?.kind ?? 'other';
     setText(node.label, group.label);
     const shown = group.processes.length;
-    setText(node.count, group.active ? `${group.active}/${shown} running` : String(shown));
+    const running = group.active - group.queued;
+    const queued = group.queued ? `, ${group.queued} queued` : '';
+    setText(node.count, group.active ? `${running}/${shown} running${queued}` : String(shown));
     node.toggle.setAttribute('aria-expanded', String(!collapsed));
-    node.toggle.title = `${group.label}: ${shown} shown, ${group.active} running (click to ${collapsed ? 'expand' : 'collapse'})`;
+    node.toggle.title = `${group.label}: ${shown} shown, ${running} running${queued} (click to ${collapsed ? 'expand' : 'collapse'})`;
     node.list.hidden = collapsed;
     if (collapsed) {
       node.list.replaceChildren();
@@ -411,6 +393,8 @@ export class ProcessesPanel extends Widget {
       cut: span('jp-ExecPanel-cut'),
       pid: span('jp-ExecPanel-pid'),
       sandbox: span('jp-ExecPanel-sandbox'),
+      restarts: span('jp-ExecPanel-restarts'),
+      waiting: span('jp-ExecPanel-waiting'),
       ports: span('jp-ExecPanel-ports', 'div')
     };
     row.cut.textContent = 'log cut';
@@ -418,7 +402,7 @@ export class ProcessesPanel extends Widget {
     const top = span('jp-ExecPanel-line');
     top.append(row.name, row.badge);
     const bottom = span('jp-ExecPanel-line jp-ExecPanel-meta');
-    bottom.append(row.runtime, row.usage, row.cut, row.pid, row.sandbox);
+    bottom.append(row.runtime, row.usage, row.cut, row.pid, row.restarts, row.waiting, row.sandbox);
     button.append(top, row.command, bottom);
     // Links cannot live inside a button: the ports line sits under it.
     item.append(button, row.ports);
@@ -429,31 +413,35 @@ export class ProcessesPanel extends Widget {
   private _fill(row: IRow, info: IProcessInfo): void {
     const name = displayName(info);
     const command = displayCommand(info.argv);
-    const badge = exitBadge(info);
+    const badge = fillBadge(row.badge, info);
     row.item.dataset.state = info.state;
     setText(row.name, name);
     setText(row.command, command);
-    setText(row.badge, badge.text);
-    row.badge.dataset.state = badge.state;
-    setText(row.pid, info.pid !== null ? `pid ${info.pid}` : '');
+    // Between two runs the last run's pid is gone.
+    setText(row.pid, info.pid !== null && info.state !== 'restarting' ? `pid ${info.pid}` : '');
     setText(row.usage, usageSummary(info));
     row.usage.title = usageDetails(info);
     row.cut.hidden = !logCut(info);
     const sandbox = describeSandbox(info);
     setText(row.sandbox, sandbox && `sandbox: ${sandbox}`);
     row.item.dataset.sandbox = info.sandbox?.mode ?? 'none';
+    setText(row.restarts, restartCount(info));
+    row.restarts.title = describeRestart(info);
+    setText(row.waiting, waitingFor(info, id => displayName(this._model.get(id)) || id));
     fillPorts(row.ports, info);
     const label = `${name}: ${command}, ${badge.text}`;
     if (row.button.getAttribute('aria-label') !== label) {
       row.button.setAttribute('aria-label', label);
     }
     const writes = info.sandbox ? `\nsandbox: ${sandbox}; writes: ${info.sandbox.writableRoots.join(', ') || 'none'}` : '';
-    row.button.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}${writes}`;
+    const more = [describeRestart(info), info.failure ?? ''].filter(Boolean).map(s => `\n${s}`).join('');
+    row.button.title = `${info.processId}\n${info.argv.join(' ')}\ncwd: ${info.cwd}${writes}${more}`;
     this._fillRuntime(row, info);
   }
 
   private _fillRuntime(row: IRow, info: IProcessInfo): void {
-    setText(row.runtime, formatDuration(runtimeMs(info, this._model.serverNow())));
+    const now = this._model.serverNow();
+    setText(row.runtime, nextRunIn(info, now) || formatDuration(runtimeMs(info, now)));
   }
 
   private _updateRuntimes(): void {
@@ -477,6 +465,8 @@ export class ProcessesPanel extends Widget {
   private _error = '';
   private _rows = new Map<string, IRow>();
   private _groupNodes = new Map<string, IGroupNode>();
+  private _queues = document.createElement('ul');
+  private _queueNodes = new Map<string, IQueueNode>();
   private _collapsed = new Set<string>();
   private _poll: IDisposable | null = null;
   private _tick: ReturnType<typeof setInterval> | null = null;

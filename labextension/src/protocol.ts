@@ -80,8 +80,37 @@ export interface IProcessInfo {
   usage?: IUsage | null;
   /** Where it was started from (SPEC 11). */
   origin?: IOrigin | null;
-  /** Restart policy bookkeeping (SPEC 11). */
+  /** Its restart policy (SPEC 11); null or absent: never restarted. */
+  restartPolicy?: IRestartPolicy | null;
+  /** How many times it was restarted so far. */
   restarts?: number;
+  /** The queue it waits in or runs under (SPEC 11); null or absent: none. */
+  queue?: string | null;
+  /** The processIds that must exit 0 before it starts (SPEC 11). */
+  after?: string[];
+  /** While `restarting`: when its next run starts (ms since the epoch, server clock). */
+  restartAt?: number | null;
+  /** Why it ended without running, e.g. the dependency that failed (SPEC 4, 11). */
+  failure?: string | null;
+}
+
+export type RestartPolicyName = 'never' | 'on-failure' | 'always';
+
+/** `process/start` `restart`, and `restartPolicy` in ProcessInfo (SPEC 11). */
+export interface IRestartPolicy {
+  policy: RestartPolicyName;
+  /** The server's default is 10. */
+  maxRestarts?: number;
+  /** The first backoff; the server's default is 1000, doubling up to 60 s. */
+  delayMs?: number;
+}
+
+/** One queue as `queue/list` answers it (SPEC 11). */
+export interface IQueueInfo {
+  name: string;
+  parallel: number;
+  running: number;
+  queued: number;
 }
 
 /** A listening TCP socket of the tree; `url` reaches it through Jupyter (jupyter-server-proxy). */
@@ -149,6 +178,12 @@ export interface IStartParams {
   sandbox?: SandboxRequest;
   /** Where it comes from (SPEC 11); servers that do not know it ignore it (SPEC 4). */
   origin?: IOrigin;
+  /** Restart it when it ends (SPEC 11). */
+  restart?: IRestartPolicy;
+  /** Wait in this queue until it has room (SPEC 11). */
+  queue?: string;
+  /** Start only once all of these exited 0 (SPEC 11). */
+  after?: string[];
 }
 
 export interface IChunk {
@@ -206,6 +241,9 @@ export interface IMethods {
   'process/list': { params: { watch?: boolean }; result: { processes: IProcessInfo[] } };
   /** Terminate if running, then forget it and delete its log (the REST DELETE's method). */
   'process/remove': { params: { processId: string }; result: object };
+  'queue/list': { params: object; result: { queues: IQueueInfo[] } };
+  /** Set a queue's parallelism (a new queue has 1). */
+  'queue/set': { params: { name: string; parallel: number }; result: object };
 }
 
 export type Method = keyof IMethods;

@@ -3,7 +3,8 @@
  * tests it in node). Limits are optional: empty means none; a bad value is an
  * error with one sentence naming the field, shown to the user.
  */
-import { IProcessInfo, IStartParams, SandboxMode } from './protocol';
+import { displayName, isActive } from './format';
+import { IProcessInfo, IStartParams, RestartPolicyName, SandboxMode } from './protocol';
 
 export type NewProcessRequest = Omit<IStartParams, 'processId'>;
 
@@ -24,6 +25,14 @@ export interface IFormValues {
   sandbox?: '' | SandboxMode;
   /** With a sandbox: no network (`sandbox.network: false`). */
   noNetwork?: boolean;
+  /** '' or `never`: no restarts; else `restart.policy`. */
+  restart?: '' | RestartPolicyName;
+  /** `restart.maxRestarts`: a whole number >= 0; '' for the server's default. */
+  maxRestarts?: string;
+  /** `queue`: wait in this queue; '' for none (start at once). */
+  queue?: string;
+  /** `after`: processIds that must exit 0 first. */
+  after?: string[];
 }
 
 export class FormError extends Error {}
@@ -94,6 +103,7 @@ export function startParams(values: IFormValues): NewProcessRequest {
       params.limits.cpuSeconds = cpuSeconds;
     }
   }
+  Object.assign(params, managed(values));
   if (values.sandbox) {
     params.sandbox = values.noNetwork ? { mode: values.sandbox, network: false } : values.sandbox;
   } else if (values.noNetwork) {
@@ -102,11 +112,45 @@ export function startParams(values: IFormValues): NewProcessRequest {
   return params;
 }
 
-/** "read-only, no network" for a row; '' for an unsandboxed process. */
-export function describeSandbox(info: Pick<IProcessInfo, 'sandbox'>): string {
-  const sandbox = info.sandbox;
-  if (!sandbox || sandbox.mode === 'none') {
-    return '';
+/** Restart policy, queue and dependencies (SPEC 11); a field left empty is left out. */
+function managed(values: IFormValues): Pick<NewProcessRequest, 'restart' | 'queue' | 'after'> {
+  const params: Pick<NewProcessRequest, 'restart' | 'queue' | 'after'> = {};
+  const max = (values.maxRestarts ?? '').trim();
+  if (values.restart && values.restart !== 'never') {
+    params.restart = { policy: values.restart };
+    if (max) {
+      if (!/^\d+$/.test(max)) {
+        throw new FormError(`Max restarts "${max}" must be a whole number (0 or more).`);
+      }
+      params.restart.maxRestarts = Number(max);
+    }
+  } else if (max) {
+    throw new FormError('Max restarts needs a restart policy: choose on failure or always.');
   }
-  return sandbox.network ? sandbox.mode : `${sandbox.mode}, no network`;
+  const queue = (values.queue ?? '').trim();
+  if (queue) {
+    params.queue = queue;
+  }
+  if (values.after?.length) {
+    params.after = [...values.after];
+  }
+  return params;
+}
+
+/** How many processes "Start after" offers at most. */
+const AFTER_CHOICES = 50;
+
+/**
+ * What "Start after" offers: processes that may still succeed (running,
+ * queued, restarting), then ones that already exited 0, newest first. A
+ * failed one is left out: a process after it would never start.
+ */
+export function afterChoices(processes: IProcessInfo[]): { value: string; text: string }[] {
+  const newest = [...processes].sort((a, b) => b.startedAt - a.startedAt);
+  const open = newest.filter(isActive);
+  const done = newest.filter(p => !isActive(p) && p.state !== 'lost' && p.exitCode === 0 && !p.signal);
+  return [...open, ...done].slice(0, AFTER_CHOICES).map(p => ({
+    value: p.processId,
+    text: `${displayName(p)} (${isActive(p) ? p.state : 'exited 0'})`
+  }));
 }

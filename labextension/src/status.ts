@@ -1,11 +1,13 @@
 /**
- * The status-bar item: how many processes run; a click opens the panel.
+ * The status-bar item: how many processes run (and wait in queues); a click
+ * opens the panel.
  * It follows the list's `changed` signal, so it costs no timer.
  */
 import { Widget } from '@lumino/widgets';
 
 import { ProcessListModel } from './model';
-import { processesIcon } from './panel';
+import { processesIcon } from './elements';
+import { activitySummary } from './format';
 
 export class RunningStatus extends Widget {
   constructor(
@@ -33,10 +35,10 @@ export class RunningStatus extends Widget {
 
   private _update(): void {
     const n = this.model.activeCount;
-    const text = this.model.loaded ? `${n} running` : '…';
+    const text = this.model.loaded ? activitySummary(this.model.processes) : '…';
     if (this._text.textContent !== text) {
       this._text.textContent = text;
-      this.node.title = `${n} process${n === 1 ? '' : 'es'} running on the server: open the Processes panel`;
+      this.node.title = `${n} process${n === 1 ? '' : 'es'} not done on the server (${text}): open the Processes panel`;
       this.node.dataset.running = String(n);
     }
   }

@@ -16,8 +16,19 @@ import type { FitAddon } from '@xterm/addon-fit';
 import { ExecConnection } from './connection';
 import { OutputEvent, ProcessListModel, ProcessStream } from './model';
 import { IProcessInfo, PROCESSES_PATH, SignalName } from './protocol';
-import { describeExit, displayCommand, displayName, exitBadge, logCut, originLabel, usageDetails } from './format';
-import { ConnectionBanner, fillPorts, processesIcon } from './panel';
+import { ConnectionBanner, fillBadge, fillPorts, processesIcon } from './elements';
+import {
+  describeExit,
+  describeRestart,
+  displayCommand,
+  displayName,
+  isActive,
+  logCut,
+  originLabel,
+  shownState,
+  usageDetails,
+  waitingFor
+} from './format';
 
 const STDERR_ON = '\x1b[91m';
 const COLOR_OFF = '\x1b[39m';
@@ -65,7 +76,8 @@ export class ProcessView extends Widget {
     this._ports.className = 'jp-ExecView-ports';
     this._cut.className = 'jp-ExecView-cut';
     this._origin.className = 'jp-ExecView-origin';
-    this._details.append(this._origin, this._usage, this._ports, this._cut);
+    this._managed.className = 'jp-ExecView-managed';
+    this._details.append(this._origin, this._managed, this._usage, this._ports, this._cut);
     this.node.append(this._toolbar(), this._details, this._banner.node, this._status, this._term, this._input);
     this._status.className = 'jp-ExecView-status';
     this._status.setAttribute('role', 'status');
@@ -209,6 +221,8 @@ export class ProcessView extends Widget {
   private _render(event: OutputEvent): void {
     if (event.kind === 'dropped') {
       this._write(DIM(`[output ${event.fromSeq}..${event.toSeq} was dropped by the server's retention limit]`));
+    } else if (event.kind === 'restarted') {
+      this._write(DIM(`[process ${describeExit(event.exitCode, event.signal)}: restart ${event.restarts}]`));
     } else if (event.stream === 'stderr') {
       this._write(STDERR_ON);
       this._write(event.data);
@@ -342,11 +356,14 @@ export class ProcessView extends Widget {
     setTimeout(() => URL.revokeObjectURL(href), 10000);
   }
 
+  /** Through the list model (`process/remove`); one the server already forgot just closes. */
   private async _remove(): Promise<void> {
-    const url = URLExt.join(this._settings.baseUrl, PROCESSES_PATH, encodeURIComponent(this.processId));
-    const response = await ServerConnection.makeRequest(url, { method: 'DELETE' }, this._settings);
-    if (!response.ok && response.status !== 404) {
-      throw new ServerConnection.ResponseError(response);
+    try {
+      await this._list.remove(this.processId);
+    } catch (error) {
+      if (this._list.get(this.processId)) {
+        throw error;
+      }
     }
     this.close();
   }
@@ -360,23 +377,22 @@ export class ProcessView extends Widget {
   private _update(): void {
     const info = this.info;
     const stream = this._stream;
-    const running = info ? info.state === 'running' && !stream?.exited : !stream?.exited;
+    const shown = shownState(info, stream);
+    // Queued or between two runs: no pid to signal, but Terminate ends it (SPEC 11).
+    const active = isActive(shown);
+    const running = shown.state === 'running';
     const name = displayName(info) || this.processId;
     this.title.label = name;
     this.title.caption = `${name}\n${info ? displayCommand(info.argv) : ''}`;
     this._command.textContent = info ? displayCommand(info.argv) : '';
     this._command.title = info ? info.argv.join(' ') : '';
-    const exitCode = stream?.exited ? stream.exitCode : (info?.exitCode ?? null);
-    const signal = stream?.exited ? stream.signal : (info?.signal ?? null);
-    const state = running ? 'running' : 'exited';
-    const badge = exitBadge({ state: running ? (info?.state ?? 'running') : 'exited', exitCode, signal });
-    this._badge.textContent = badge.text;
-    this._badge.dataset.state = badge.state;
-    this.node.dataset.state = state;
+    fillBadge(this._badge, shown);
+    this.node.dataset.state = active ? 'running' : 'exited';
     this._fillDetails(info);
     const b = this._buttons;
-    b.interrupt.disabled = b.terminate.disabled = b.kill.disabled = !running;
-    b.remove.disabled = running || !info;
+    b.interrupt.disabled = b.kill.disabled = !running;
+    b.terminate.disabled = !active;
+    b.remove.disabled = active || !info;
     this._input.hidden = !(info && !info.tty && running && info.pipeStdin !== false && !stream?.stdinClosed);
     if (stream?.error) {
       this._status.textContent = `${stream.error}`;
@@ -392,9 +408,15 @@ export class ProcessView extends Widget {
     }
   }
 
-  /** Origin, usage, port links and "log cut": everything the list knows beyond the toolbar. */
+  /**
+   * Origin, restarts, queue and dependencies, why it never started, usage,
+   * port links and "log cut": everything the list knows beyond the toolbar.
+   */
   private _fillDetails(info: IProcessInfo | undefined): void {
     this._origin.textContent = info?.origin ? `from ${originLabel(info.origin)}` : '';
+    const nameOf = (id: string) => displayName(this._list.get(id)) || id;
+    const managed = info ? [describeRestart(info), waitingFor(info, nameOf), info.failure ?? ''] : [];
+    this._managed.textContent = managed.filter(Boolean).join(' · ');
     this._usage.textContent = info ? usageDetails(info) : '';
     if (info) {
       fillPorts(this._ports, info);
@@ -402,7 +424,8 @@ export class ProcessView extends Widget {
     const cut = !!info && logCut(info);
     this._cut.hidden = !cut;
     this._cut.textContent = cut ? `log cut: output before seq ${info!.firstSeq} was dropped` : '';
-    this._details.hidden = !(this._origin.textContent || this._usage.textContent || cut || info?.ports?.length);
+    const text = this._origin.textContent || this._managed.textContent || this._usage.textContent;
+    this._details.hidden = !(text || cut || info?.ports?.length);
   }
 
   private _updateFollow(): void {
@@ -430,6 +453,7 @@ export class ProcessView extends Widget {
   private _exitShown = false;
   private _details = document.createElement('div');
   private _origin = document.createElement('span');
+  private _managed = document.createElement('span');
   private _usage = document.createElement('span');
   private _ports = document.createElement('span');
   private _cut = document.createElement('span');

@@ -2,10 +2,12 @@
 
     .venv/bin/python -m tests.browser.panel_screenshot docs/panel.png
 
-A training-like job (busy, a few hundred MB), an http.server with its port
-link, an agent's checks (one passes, one fails) and a command-line loop,
-started through the REST mirror with their origins; then the panel and the
-job's output view are photographed. Runs in a temporary directory with its
+A training-like job (busy, a few hundred MB) in a one-slot "gpu" queue with
+the next sweep queued behind it and an evaluation to run after it, a worker
+that restarts on failure, an http.server with its port link, an agent's
+checks (one passes, one fails) and a command-line loop, started through the
+REST mirror with their origins; then the panel and the job's output view are
+photographed. Runs in a temporary directory with its
 own runtime dir, and stops everything it started.
 """
 
@@ -55,10 +57,12 @@ def main(out: Path) -> None:
         try:
             (lab.root / "train.py").write_text(TRAIN)
             (lab.root / "index.html").write_text("<h1>results</h1>")
+            flaky = "echo serving; sleep 2; exit 1"
             starts = [
                 ("checks", ["python3", "-m", "compileall", "-q", "."], "compile check", AGENT),
                 ("smoke", ["python3", "-c", "import torchvision"], "smoke test", AGENT),
                 ("sync", ["sh", "-c", "while sleep 5; do date; done"], "sync loop", CLI),
+                ("worker", ["sh", "-c", flaky], "worker", CLI),
                 (
                     "web",
                     ["python3", "-m", "http.server", str(free_port()), "--bind", "127.0.0.1"],
@@ -67,12 +71,27 @@ def main(out: Path) -> None:
                 ),
                 ("train", ["python3", "train.py"], "train", NOTEBOOK),
             ]
+            managed: dict[str, dict[str, object]] = {
+                "worker": {"restart": {"policy": "on-failure", "delayMs": 200}},
+                "train": {"queue": "gpu"},
+            }
             for pid, argv, label, origin in starts:
-                lab.start({"processId": pid, "argv": argv, "label": label, "origin": origin})
+                params = {"processId": pid, "argv": argv, "label": label, "origin": origin}
+                lab.start({**params, **managed.get(pid, {})})
                 time.sleep(0.5)
+            for pid, label, extra in (
+                ("sweep-2", "train lr=1e-4", {"queue": "gpu"}),
+                ("eval", "evaluate", {"after": ["train"]}),
+            ):
+                argv = (
+                    ["python3", "train.py"] if pid == "sweep-2" else ["python3", "-c", "print(1)"]
+                )
+                lab.start(
+                    {"processId": pid, "argv": argv, "label": label, "origin": NOTEBOOK, **extra}
+                )
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1280, "height": 640})
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.set_default_timeout(60000)
                 open_lab(page, lab)
                 open_panel(page)
@@ -90,6 +109,9 @@ def main(out: Path) -> None:
                     "train's usage",
                     60,
                 )
+                row(page, "worker").locator(".jp-ExecPanel-restarts").filter(
+                    has_text="restarts"
+                ).wait_for(timeout=60000)
                 row(page, "train").locator("button.jp-ExecPanel-row").click()
                 wait_for_text(page, r"epoch\s+6\b", timeout=60)
                 page.mouse.move(5, 600)

@@ -5,11 +5,11 @@
  * (a macrotask each way), as over a real socket.
  */
 import { IWebSocketLike } from '../connection';
-import { IProcessInfo } from '../protocol';
+import { IProcessInfo, IQueueInfo } from '../protocol';
 
 interface IEvent {
   seq: number;
-  kind: 'output' | 'exited' | 'closed';
+  kind: 'output' | 'exited' | 'closed' | 'restarted';
   stream?: string;
   chunk?: string;
   exitCode?: number | null;
@@ -93,6 +93,8 @@ export class FakeServer {
   down = false;
   /** How many recent output events `process/subscribe` replays (the server's memory). */
   replayLimit = Infinity;
+  /** The queues `queue/list` answers (SPEC 11); null: a server without queues. */
+  queues: Map<string, IQueueInfo> | null = new Map();
   /** While true, `resumeSessionId` is ignored (server restarted, sessions lost). */
   forgetSessions = false;
   private _sessionCount = 0;
@@ -180,7 +182,22 @@ export class FakeServer {
     return event.seq;
   }
 
-  exit(processId: string, exitCode: number, signal: string | null = null): void {
+  /** A restart policy begins the next run: one seq in the same stream (SPEC 11). */
+  restart(processId: string, restarts: number, exitCode: number | null): number {
+    const proc = this.processes.get(processId)!;
+    const event: IEvent = { seq: proc.nextSeq++, kind: 'restarted', exitCode, signal: null };
+    proc.events.push(event);
+    Object.assign(proc.info, { restarts, pid: 100 + restarts });
+    const params = { processId, seq: event.seq, restarts, pid: 100 + restarts, exitCode, signal: null };
+    for (const session of this.sessions.values()) {
+      if (session.subscriptions.has(processId) || session.watch) {
+        this.send(session, { method: 'process/restarted', params });
+      }
+    }
+    return event.seq;
+  }
+
+  exit(processId: string, exitCode: number | null, signal: string | null = null): void {
     const proc = this.processes.get(processId)!;
     const exited: IEvent = { seq: proc.nextSeq++, kind: 'exited', exitCode, signal };
     const closed: IEvent = { seq: proc.nextSeq++, kind: 'closed' };
@@ -260,6 +277,18 @@ export class FakeServer {
     if (message.method === 'process/list') {
       session.watch = session.watch || !!p.watch;
       reply({ processes: [...this.processes.values()].map(x => ({ ...x.info, nextSeq: x.nextSeq })) });
+      return;
+    }
+    if (message.method.startsWith('queue/')) {
+      if (!this.queues) {
+        fail(-32601, `method not found: ${message.method}`);
+      } else if (message.method === 'queue/set') {
+        const known = this.queues.get(p.name) ?? { name: p.name, parallel: 1, running: 0, queued: 0 };
+        this.queues.set(p.name, { ...known, parallel: p.parallel });
+        reply({});
+      } else {
+        reply({ queues: [...this.queues.values()].map(q => ({ ...q })) });
+      }
       return;
     }
     const proc = this.processes.get(p.processId);

@@ -1,6 +1,10 @@
 import {
+  activitySummary,
   compareOrigins,
   describeExit,
+  describeQueue,
+  describeRestart,
+  describeSandbox,
   displayCommand,
   exitBadge,
   exitMessage,
@@ -10,11 +14,15 @@ import {
   formatPercent,
   isFailure,
   logCut,
+  nextRunIn,
   originLabel,
   portLinks,
+  restartCount,
   runtimeMs,
+  shownState,
   usageDetails,
-  usageSummary
+  usageSummary,
+  waitingFor
 } from '../format';
 import { AGENT, CLI, info, NOTEBOOK, T0 } from './fixtures';
 
@@ -63,6 +71,19 @@ describe('exit badges', () => {
     expect(describeExit(null, null)).toBe('exited');
   });
 
+  it("shows in a view the list's state, or the exit its own stream saw first", () => {
+    const exit = { exited: true, exitCode: 1, signal: null };
+    const running = { exited: false, exitCode: null, signal: null };
+    expect(exitBadge(shownState(info('a'), exit))).toEqual({ text: 'exited 1', state: 'failed' });
+    expect(exitBadge(shownState(info('a', { state: 'lost' }), running))).toEqual({ text: 'lost', state: 'failed' });
+    expect(exitBadge(shownState(info('a', { state: 'queued', pid: null }), null)).text).toBe('queued');
+    expect(exitBadge(shownState(undefined, null)).text).toBe('running');
+    const never = info('b', { state: 'closed', exitCode: null, pid: null, failure: 'dependency a exited 1' });
+    expect(exitBadge(never)).toEqual({ text: 'not started', state: 'failed' });
+    expect(exitBadge(shownState(never, { exited: true, exitCode: null, signal: null })).text).toBe('not started');
+    expect(exitBadge(info('c', { state: 'closed', exitCode: 1, failure: 'x' })).text).toBe('exited 1');
+  });
+
   it('counts a process that never started (a failed dependency) as a failure', () => {
     expect(isFailure(info('a', { state: 'closed', exitCode: null, pid: null }))).toBe(true);
     expect(isFailure(info('a', { state: 'closed', exitCode: 0 }))).toBe(false);
@@ -76,6 +97,8 @@ describe('exit badges', () => {
     expect(exitMessage(killed)).toBe('"a" killed by SIGKILL (137) after 1:23');
     const never = info('b', { state: 'closed', exitCode: null, exitedAt: null, label: 'x'.repeat(80) });
     expect(exitMessage(never)).toBe(`"${'x'.repeat(57)}..." ended`);
+    const blocked = { ...never, label: 'eval', exitedAt: T0 + 5000, failure: 'dependency train exited 1' };
+    expect(exitMessage(blocked)).toBe('"eval" did not start: dependency train exited 1');
   });
 
   it('measures the runtime to now while it runs, to the exit after', () => {
@@ -107,6 +130,7 @@ describe('usage', () => {
     expect(usageSummary(info('a', { usage: undefined }))).toBe('');
     expect(usageSummary(info('a', { usage: null }))).toBe('');
     expect(usageSummary(info('a', { state: 'queued', usage }))).toBe('');
+    expect(usageSummary(info('a', { state: 'restarting', usage }))).toBe('');
     expect(usageDetails(info('a', { usage: null }))).toBe('');
   });
 
@@ -166,5 +190,63 @@ describe('origins', () => {
   it('shows sh -c scripts as the script and quotes other argv', () => {
     expect(displayCommand(['/bin/sh', '-c', 'echo hi | wc'])).toBe('echo hi | wc');
     expect(displayCommand(['python', '-c', 'print(1)'])).toBe("python -c 'print(1)'");
+  });
+});
+
+describe('describeSandbox', () => {
+  it('names the mode and a missing network; nothing for none', () => {
+    const roots = { writableRoots: ['/w'] };
+    expect(describeSandbox({ sandbox: { mode: 'read-only', network: false, ...roots } })).toBe(
+      'read-only, no network'
+    );
+    expect(describeSandbox({ sandbox: { mode: 'workspace-write', network: true, ...roots } })).toBe(
+      'workspace-write'
+    );
+    expect(describeSandbox({ sandbox: null })).toBe('');
+    expect(describeSandbox({})).toBe('');
+  });
+});
+
+describe('restarts, queues and dependencies', () => {
+  it('counts restarts and names the policy', () => {
+    expect(restartCount(info('a'))).toBe('');
+    expect(restartCount(info('a', { restarts: 1 }))).toBe('1 restart');
+    expect(restartCount(info('a', { restarts: 3 }))).toBe('3 restarts');
+    const onFailure = info('a', { restartPolicy: { policy: 'on-failure', maxRestarts: 2 }, restarts: 1 });
+    expect(describeRestart(onFailure)).toBe('restarts on failure, 1 of at most 2');
+    expect(describeRestart(info('a', { restartPolicy: { policy: 'always' } }))).toBe(
+      'restarts always, 0 of at most 10'
+    );
+    expect(describeRestart(info('a', { restartPolicy: { policy: 'never' } }))).toBe('');
+    expect(describeRestart(info('a', { restartPolicy: null }))).toBe('');
+  });
+
+  it('counts down to the next run between two runs', () => {
+    const waiting = info('w', { state: 'restarting', restartAt: T0 + 2500 });
+    expect(nextRunIn(waiting, T0)).toBe('next run in 3 s');
+    expect(nextRunIn({ ...waiting, restartAt: T0 + 61_000 }, T0)).toBe('next run in 1:01');
+    expect(nextRunIn(waiting, T0 + 3000)).toBe('next run now');
+    expect(nextRunIn({ ...waiting, restartAt: null }, T0)).toBe('');
+    expect(nextRunIn({ ...waiting, state: 'running' }, T0)).toBe('');
+  });
+
+  it('says what a queued process waits for, by name, and only its queue once it runs', () => {
+    const names: Record<string, string> = { t1: 'train', p1: 'prepare' };
+    const queued = info('e', { state: 'queued', pid: null, queue: 'gpu', after: ['t1', 'p1'] });
+    expect(waitingFor(queued, id => names[id] ?? id)).toBe('queue gpu · after train, prepare');
+    expect(waitingFor({ ...queued, queue: null })).toBe('after t1, p1');
+    expect(waitingFor({ ...queued, state: 'running' })).toBe('queue gpu');
+    expect(waitingFor(info('a'))).toBe('');
+  });
+
+  it('counts queued processes apart from running and restarting ones', () => {
+    const states = ['running', 'restarting', 'queued', 'closed', 'lost'] as const;
+    expect(activitySummary(states.map(state => ({ state })))).toBe('2 running, 1 queued');
+    expect(activitySummary([{ state: 'running' }, { state: 'exited' }])).toBe('1 running');
+    expect(activitySummary([])).toBe('0 running');
+  });
+
+  it("puts a queue's parallelism and counts into words", () => {
+    expect(describeQueue({ name: 'gpu', parallel: 2, running: 1, queued: 3 })).toBe('gpu: 1 of 2 running, 3 queued');
   });
 });

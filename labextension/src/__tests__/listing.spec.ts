@@ -11,6 +11,7 @@ describe('groupProcesses with 200 processes from three origins', () => {
     expect(groups.map(g => g.label)).toEqual(['Notebook · analysis.ipynb', 'Agent · codex', 'Command line']);
     expect(groups.map(g => g.processes.length)).toEqual([67, 67, 66]);
     expect(groups.map(g => g.active)).toEqual([7, 7, 6]);
+    expect(groups.map(g => g.queued)).toEqual([0, 0, 0]);
     expect(ids(groups[0].processes).slice(0, 3)).toEqual(['p198', 'p195', 'p192']);
     const shown = groups.flatMap(g => ids(g.processes));
     expect(new Set(shown).size).toBe(200);
@@ -67,5 +68,16 @@ describe('groupProcesses with 200 processes from three origins', () => {
     expect(notebookFailed).toEqual(['p21', 'p42', 'p63', 'p84', 'p105', 'p126', 'p147', 'p168', 'p189']);
     expect(finishedIds(all, { text: '', state: 'running' })).toEqual([]);
     expect(finishedIds([info('q', { state: 'queued' }), info('r', { state: 'restarting' })])).toEqual([]);
+  });
+});
+
+describe('groups with queued processes', () => {
+  it('counts the queued ones among the active ones, and apart', () => {
+    const [group] = groupProcesses([
+      info('q', { state: 'queued', pid: null }),
+      info('r', { state: 'restarting' }),
+      info('d', { state: 'closed', exitCode: 0 })
+    ]);
+    expect([group.active, group.queued]).toEqual([2, 1]);
   });
 });

@@ -1,4 +1,4 @@
-import { ExecConnection } from '../connection';
+import { ExecConnection, RpcError } from '../connection';
 import { OutputEvent, ProcessListModel, ProcessStream } from '../model';
 import { FakeServer, flush, text } from './fakeserver';
 
@@ -14,6 +14,17 @@ function setup() {
   return { server, connection };
 }
 
+function show(e: OutputEvent): string {
+  switch (e.kind) {
+    case 'output':
+      return text(e.data);
+    case 'dropped':
+      return `[dropped ${e.fromSeq}-${e.toSeq}]`;
+    case 'restarted':
+      return `[restart ${e.restarts} after ${e.exitCode}]`;
+  }
+}
+
 /** Collect what a view would render. */
 function record(stream: ProcessStream) {
   const events: OutputEvent[] = [];
@@ -21,12 +32,20 @@ function record(stream: ProcessStream) {
   return {
     events,
     get text() {
-      return events.map(e => (e.kind === 'output' ? text(e.data) : `[dropped ${e.fromSeq}-${e.toSeq}]`)).join('');
+      return events.map(show).join('');
     },
     get seqs() {
       return events.flatMap(e => (e.kind === 'output' ? [e.seq] : []));
     }
   };
+}
+
+/** Let the model's poll refresh the list (and the queues) at least once. */
+async function pollOnce(model: ProcessListModel): Promise<void> {
+  const polling = model.poll(5);
+  await new Promise(resolve => setTimeout(resolve, 40));
+  polling.dispose();
+  await flush();
 }
 
 const lines = (from: number, to: number) =>
@@ -172,6 +191,30 @@ describe('ProcessStream', () => {
     server.emit('p', 'z');
     await flush();
     expect(out.text).toBe('xyz');
+    stream.dispose();
+    connection.dispose();
+  });
+
+  it('puts a restart between the runs it separates, live and after a gap, once', async () => {
+    const { server, connection } = setup();
+    server.addProcess('w');
+    const stream = new ProcessStream(connection, 'w');
+    const out = record(stream);
+    await flush();
+    server.emit('w', 'run 1\n');
+    server.restart('w', 1, 1);
+    server.emit('w', 'run 2\n');
+    await flush();
+    // Dropped for a slow client: the read fills the output, the restart seq is stepped over.
+    const session = [...server.sessions.values()][0] as any;
+    session.dropNotifications = true;
+    server.restart('w', 2, 1);
+    session.dropNotifications = false;
+    server.emit('w', 'run 3\n');
+    await flush(60);
+    expect(out.text).toBe('run 1\n[restart 1 after 1]run 2\nrun 3\n');
+    expect(stream.cursor).toBe(5);
+    expect(stream.exited).toBe(false);
     stream.dispose();
     connection.dispose();
   });
@@ -443,13 +486,51 @@ describe('ProcessListModel for the panel (SPEC 11)', () => {
     server.exit('c', 1);
     await flush();
     expect(model.activeCount).toBe(2);
-    const failed = await model.remove(['b', 'c', 'no-such'], 2);
+    const failed = await model.removeAll(['b', 'c', 'no-such'], 2);
     await flush();
     expect(failed).toEqual(['no-such']);
     expect(model.processes.map(p => p.processId).sort()).toEqual(['a', 'd']);
     expect(server.calls('process/remove').map(p => p.processId).sort()).toEqual(['b', 'c', 'no-such']);
     expect(model.activeCount).toBe(2);
     handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('removes one process through process/remove, and rejects with the reason for an unknown one', async () => {
+    const { server, connection } = setup();
+    server.addProcess('a');
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    server.exit('a', 0);
+    await model.remove('a');
+    expect(model.get('a')).toBeUndefined();
+    expect(server.calls('process/remove')).toEqual([{ processId: 'a' }]);
+    await expect(model.remove('a')).rejects.toThrow(new RpcError(-32600, 'unknown process id a'));
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('never moves a lost process back to running on a notification that was in flight', async () => {
+    const { server, connection } = setup();
+    server.addProcess('p').info.state = 'lost';
+    // A process/started sent before the daemon died reaches us while the list is on its way.
+    const handle = server.handle.bind(server);
+    server.handle = (socket, message) => {
+      if (message.method === 'process/list') {
+        const stale = { ...server.processes.get('p')!.info, state: 'running' };
+        socket.deliver({ jsonrpc: '2.0', method: 'process/started', params: { process: stale } });
+      }
+      handle(socket, message);
+    };
+    const model = new ProcessListModel(connection);
+    const watch = model.watch();
+    await flush();
+    expect(model.get('p')?.state).toBe('lost');
+    expect(model.activeCount).toBe(0);
+    watch.dispose();
     model.dispose();
     connection.dispose();
   });
@@ -471,6 +552,117 @@ describe('ProcessListModel for the panel (SPEC 11)', () => {
     send({ seq: 9, restarts: 2, pid: 333, exitCode: 1, signal: null });
     await flush();
     expect(model.get('svc')).toMatchObject({ state: 'closed', exitCode: 0 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('moves a process from queued to running and through restarts, never back to queued', async () => {
+    const { server, connection } = setup();
+    const proc = server.addProcess('q');
+    Object.assign(proc.info, { state: 'queued', pid: null, queue: 'gpu' });
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    expect(model.get('q')).toMatchObject({ state: 'queued', pid: null });
+    const session = [...server.sessions.values()][0] as any;
+    const started = (patch: object) =>
+      session.socket.deliver({
+        jsonrpc: '2.0',
+        method: 'process/started',
+        params: { process: { ...proc.info, ...patch } }
+      });
+    started({ state: 'running', pid: 77 });
+    await flush();
+    started({ state: 'queued', pid: null }); // a late copy of the first announcement
+    await flush();
+    expect(model.get('q')).toMatchObject({ state: 'running', pid: 77 });
+    expect(model.activeCount).toBe(1);
+    // A poll between two runs lists it restarting; the restart brings it back to running.
+    Object.assign(proc.info, { state: 'restarting', pid: null, restarts: 0 });
+    await pollOnce(model);
+    expect(model.get('q')).toMatchObject({ state: 'restarting', pid: null });
+    expect(model.activeCount).toBe(1);
+    session.socket.deliver({
+      jsonrpc: '2.0',
+      method: 'process/restarted',
+      params: { processId: 'q', seq: 4, restarts: 1, pid: 78, exitCode: 1, signal: null }
+    });
+    await flush();
+    expect(model.get('q')).toMatchObject({ state: 'running', pid: 78, restarts: 1 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it("lists the queues with each list, sets a queue's parallelism, and follows its counts", async () => {
+    const { server, connection } = setup();
+    server.queues!.set('gpu', { name: 'gpu', parallel: 1, running: 1, queued: 2 });
+    server.queues!.set('cpu', { name: 'cpu', parallel: 4, running: 0, queued: 0 });
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    expect(model.queues.map(q => [q.name, q.parallel, q.running, q.queued])).toEqual([
+      ['cpu', 4, 0, 0],
+      ['gpu', 1, 1, 2]
+    ]);
+    await model.setQueue('gpu', 2);
+    expect(server.calls('queue/set')).toEqual([{ name: 'gpu', parallel: 2 }]);
+    expect(model.queues[1]).toMatchObject({ name: 'gpu', parallel: 2 });
+    // A queued process starting is a notification: the counts follow without a poll.
+    const listed = server.calls('queue/list').length;
+    server.queues!.set('gpu', { name: 'gpu', parallel: 2, running: 2, queued: 1 });
+    const proc = server.addProcess('b');
+    Object.assign(proc.info, { queue: 'gpu' });
+    const session = [...server.sessions.values()][0] as any;
+    session.socket.deliver({ jsonrpc: '2.0', method: 'process/started', params: { process: { ...proc.info } } });
+    await flush();
+    expect(server.calls('queue/list').length).toBeGreaterThan(listed);
+    expect(model.queues[1]).toMatchObject({ running: 2, queued: 1 });
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('does without queues on a server that has none, asking only once', async () => {
+    const { server, connection } = setup();
+    server.queues = null;
+    server.addProcess('a');
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    await pollOnce(model);
+    expect(model.queues).toEqual([]);
+    expect(model.get('a')?.state).toBe('running');
+    expect(server.calls('queue/list').length).toBe(1);
+    await expect(model.setQueue('gpu', 2)).rejects.toThrow('method not found: queue/set');
+    handle.dispose();
+    model.dispose();
+    connection.dispose();
+  });
+
+  it('learns why a process never ran before it shows as ended (failure is only in the list)', async () => {
+    const { server, connection } = setup();
+    server.addProcess('t');
+    const proc = server.addProcess('e');
+    Object.assign(proc.info, { state: 'queued', pid: null, after: ['t'] });
+    const model = new ProcessListModel(connection);
+    const handle = model.watch();
+    await flush();
+    const seen: (string | null | undefined)[] = [];
+    model.changed.connect(() => {
+      const e = model.get('e');
+      if (e && e.state !== 'queued') {
+        seen.push(e.failure);
+      }
+    });
+    server.exit('t', 1);
+    proc.info.failure = 'dependency t failed: exited 1';
+    server.exit('e', null);
+    await flush();
+    expect(model.get('e')).toMatchObject({ state: 'closed', exitCode: null, failure: 'dependency t failed: exited 1' });
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every(f => f === 'dependency t failed: exited 1')).toBe(true);
     handle.dispose();
     model.dispose();
     connection.dispose();

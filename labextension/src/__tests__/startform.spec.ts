@@ -1,4 +1,5 @@
-import { describeSandbox, FormError, parseMemory, startParams } from '../startform';
+import { afterChoices, FormError, parseMemory, startParams } from '../startform';
+import { info, T0 } from './fixtures';
 
 const base = { command: 'python train.py', cwd: 'work', tty: false, pipeStdin: false, name: '' };
 
@@ -39,16 +40,45 @@ describe('startParams', () => {
   });
 });
 
-describe('describeSandbox', () => {
-  it('names the mode and a missing network; nothing for none', () => {
-    const roots = { writableRoots: ['/w'] };
-    expect(describeSandbox({ sandbox: { mode: 'read-only', network: false, ...roots } })).toBe(
-      'read-only, no network'
+describe('restart, queue and after', () => {
+  it('asks for a restart policy with its maximum, a queue and dependencies', () => {
+    const params = startParams({ ...base, restart: 'on-failure', maxRestarts: '2', queue: ' gpu ', after: ['t1', 'p1'] });
+    expect(params.restart).toEqual({ policy: 'on-failure', maxRestarts: 2 });
+    expect(params.queue).toBe('gpu');
+    expect(params.after).toEqual(['t1', 'p1']);
+    expect(startParams({ ...base, restart: 'always', maxRestarts: ' ' }).restart).toEqual({ policy: 'always' });
+  });
+
+  it('leaves them out when empty, as before (a start without queue runs at once)', () => {
+    const params = startParams({ ...base, restart: 'never', maxRestarts: '', queue: '  ', after: [] });
+    expect(params).not.toHaveProperty('restart');
+    expect(params).not.toHaveProperty('queue');
+    expect(params).not.toHaveProperty('after');
+  });
+
+  it('refuses a bad maximum, or one without a policy', () => {
+    expect(() => startParams({ ...base, restart: 'always', maxRestarts: '-1' })).toThrow(
+      'Max restarts "-1" must be a whole number'
     );
-    expect(describeSandbox({ sandbox: { mode: 'workspace-write', network: true, ...roots } })).toBe(
-      'workspace-write'
-    );
-    expect(describeSandbox({ sandbox: null })).toBe('');
-    expect(describeSandbox({})).toBe('');
+    expect(() => startParams({ ...base, restart: 'on-failure', maxRestarts: '2.5' })).toThrow(FormError);
+    expect(() => startParams({ ...base, restart: '', maxRestarts: '3' })).toThrow('Max restarts needs a restart policy');
+  });
+});
+
+describe('afterChoices', () => {
+  it('offers what may still succeed, then what succeeded, newest first; never a failure', () => {
+    const processes = [
+      info('ok', { label: 'prepare', state: 'closed', exitCode: 0, startedAt: T0 + 3 }),
+      info('bad', { state: 'closed', exitCode: 1, startedAt: T0 + 4 }),
+      info('killed', { state: 'closed', exitCode: 0, signal: 'SIGTERM', startedAt: T0 + 6 }),
+      info('lost', { state: 'lost', startedAt: T0 + 7 }),
+      info('train', { label: 'train', startedAt: T0 + 1 }),
+      info('wait', { state: 'queued', pid: null, startedAt: T0 + 5 })
+    ];
+    expect(afterChoices(processes)).toEqual([
+      { value: 'wait', text: 'wait (queued)' },
+      { value: 'train', text: 'train (running)' },
+      { value: 'ok', text: 'prepare (exited 0)' }
+    ]);
   });
 });
