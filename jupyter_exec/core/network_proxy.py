@@ -58,6 +58,8 @@ __all__ = [
     "NetworkProxy",
     "ProxyPolicy",
     "Reporter",
+    "copy_stream",
+    "pipe_both",
 ]
 
 
@@ -339,7 +341,7 @@ class NetworkProxy:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
                 up_writer.write(_forwarded_head(method, path, version, header_lines))
-            await _pipe_both(reader, writer, up_reader, up_writer)
+            await pipe_both(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
             with contextlib.suppress(OSError):
@@ -394,7 +396,7 @@ class NetworkProxy:
         try:
             bound = up_writer.get_extra_info("sockname")
             writer.write(_socks_reply(0, bound[0], bound[1]))
-            await _pipe_both(reader, writer, up_reader, up_writer)
+            await pipe_both(reader, writer, up_reader, up_writer)
         finally:
             up_writer.close()
             with contextlib.suppress(OSError):
@@ -480,24 +482,25 @@ def _blocked(decision: Decision, protocol: str, host: str, port: int) -> bytes:
     return head.encode() + body
 
 
-async def _pipe_both(
+async def copy_stream(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy `source` into `sink` until its end, then half-close `sink` (EOF)."""
+    while data := await source.read(64 * 1024):
+        sink.write(data)
+        await sink.drain()
+    if sink.can_write_eof():
+        with contextlib.suppress(OSError):
+            sink.write_eof()
+
+
+async def pipe_both(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     up_reader: asyncio.StreamReader,
     up_writer: asyncio.StreamWriter,
 ) -> None:
-    """Copy both ways until either side ends."""
-
-    async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        while data := await source.read(64 * 1024):
-            sink.write(data)
-            await sink.drain()
-        if sink.can_write_eof():
-            with contextlib.suppress(OSError):
-                sink.write_eof()
-
-    tasks = [asyncio.ensure_future(copy(reader, up_writer)),
-             asyncio.ensure_future(copy(up_reader, writer))]  # fmt: skip
+    """Copy both ways until the upstream side ends (a request may end first: EOF sent)."""
+    tasks = [asyncio.ensure_future(copy_stream(reader, up_writer)),
+             asyncio.ensure_future(copy_stream(up_reader, writer))]  # fmt: skip
     try:
         # The response side ends the exchange; the request side may end first (EOF sent).
         await tasks[1]

@@ -306,7 +306,7 @@ class _Forward:
                 raise
             self._writers.add(up_writer)
             try:
-                await network_proxy._pipe_both(reader, writer, up_reader, up_writer)
+                await network_proxy.pipe_both(reader, writer, up_reader, up_writer)
             finally:
                 up_writer.close()
                 self._writers.discard(up_writer)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import landlock, sandbox
+from .network_proxy import copy_stream
 from .tasks import TaskOwner
 
 __all__ = [
@@ -353,7 +354,7 @@ class Relay:
     ) -> None:
         try:
             with self._tasks.adopt():
-                await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+                await asyncio.gather(copy_stream(reader, up_writer), copy_stream(up_reader, writer))
         except OSError:
             log.debug("transparent TCP connection ended", exc_info=True)
         finally:
@@ -397,15 +398,6 @@ async def _socks5_connect(
         writer.close()
         raise
     return reader, writer
-
-
-async def _copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    while data := await source.read(64 * 1024):
-        sink.write(data)
-        await sink.drain()
-    if sink.can_write_eof():
-        with contextlib.suppress(OSError):
-            sink.write_eof()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
