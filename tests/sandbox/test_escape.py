@@ -264,6 +264,7 @@ def test_the_token_chain_fails_for_an_agent_over_mcp(server: Any) -> None:
     import asyncio
     import shlex
 
+    pytest.importorskip("mcp", reason="the MCP SDK is in the `test` extra, not `test-core`")
     from tests.mcp.conftest import mcp_session, text_of
 
     jupyter, _, _ = server
