@@ -84,3 +84,6 @@ class TaskOwner:
                 for task in tasks:
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Done, whether or not their done callbacks ran yet: a gather of finished
+            # tasks need not yield to the loop (3.12+), so waiting for those would spin.
+            self._tasks.difference_update(tasks)

@@ -117,3 +117,22 @@ def test_adopt_owns_a_server_handler_started_by_asyncio() -> None:
         await server.wait_closed()
 
     asyncio.run(check())
+
+
+def test_aclose_returns_when_a_task_ended_but_its_callbacks_have_not_run() -> None:
+    """A finished task whose done callback is still queued: a gather of finished tasks
+    need not yield to the loop (3.12+), so aclose must not wait for that callback (it
+    spun at 100 % CPU: `jupyter exec run --embedded` never exited under 3.13)."""
+
+    async def quick() -> int:
+        return 1
+
+    async def check() -> None:
+        owner = TaskOwner("a test")
+        task = owner.start(quick())
+        await asyncio.sleep(0)  # the task ran to its end; its done callback is queued
+        assert task.done() and len(owner) == 1
+        await owner.aclose()
+        assert len(owner) == 0
+
+    asyncio.run(check())
