@@ -61,7 +61,7 @@ def test_paging_returns_exactly_the_readable_chunks(
     tmp_path_factory, spec, retained, log_cap, budget, small_windows
 ):
     if small_windows:  # exercise index gaps and window edges with few chunks
-        output.INDEX_SPACING, output._READ_WINDOW = 1000, 4096
+        output.INDEX_SPACING, log_records.READ_WINDOW = 1000, 4096
     path = tmp_path_factory.mktemp("store") / "x.log"
     store = OutputStore(path, retained, log_cap)
     try:
@@ -90,7 +90,7 @@ def test_paging_returns_exactly_the_readable_chunks(
             first = store.read(after, budget)[:1]
             assert [c.seq for c in first] == [q for q in readable if q > after][:1]
     finally:
-        output.INDEX_SPACING, output._READ_WINDOW = 64 * 1024, 1 << 20
+        output.INDEX_SPACING, log_records.READ_WINDOW = 64 * 1024, 1 << 20
         store.close(remove=True)
 
 
