@@ -39,6 +39,7 @@ __all__ = [
     "DaemonSettingsError",
     "ExecConfig",
     "daemon_settings_paths",
+    "jupyter_data_dir",
     "jupyter_runtime_dir",
     "load_daemon_settings",
     "user_daemon_settings_path",
@@ -209,7 +210,14 @@ def jupyter_runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
             pass
         else:
             return Path(core_runtime_dir())
+    return jupyter_data_dir(environ) / "runtime"
+
+
+def jupyter_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Jupyter's data directory (``JUPYTER_DATA_DIR``, else the XDG default), as
+    jupyter_core computes it on Linux; sandboxes may read it but never write it."""
+    environ = os.environ if environ is None else environ
     data = environ.get("JUPYTER_DATA_DIR") or os.path.join(
         environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "jupyter"
     )
-    return Path(data) / "runtime"
+    return Path(data)

@@ -14,7 +14,9 @@
   through ctypes), `pidns` (their own PID namespace and /proc) and
   `sandbox_net` (their own network, whose one way out is a proxy);
   `network_proxy` is the managed proxy a command may get, and
-  `transparent_tcp` routes all of a sandbox's TCP into it.
+  `transparent_tcp` routes all of a sandbox's TCP into it;
+  `credential_broker` masks a command's credentials, which `mitm` puts
+  back into its HTTPS requests to their providers only.
 - `shell_snapshot` captures a login shell's state for Codex; `heap` tunes
   glibc for the serving processes; `line_pump` reads newline frames off a
   stream (the framing itself is `wire.lines`); `tasks` gives background

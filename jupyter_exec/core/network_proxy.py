@@ -27,6 +27,12 @@ piped until either side ends) and CONNECT tunnels; it listens on 127.0.0.1
 only. With ``enableSocks5`` a SOCKS5 listener (CONNECT, no authentication)
 applies the same policy to raw TCP, as Codex's does (`_Socks5`); ``ALL_PROXY``
 and ``FTP_PROXY`` then name it (``socks5h://``), else the HTTP proxy.
+
+With a `Broker` (``credentialMasking``: core/credential_broker.py) a CONNECT
+or SOCKS5 connect to a host where a masked credential may go is not
+tunnelled: core/mitm.py opens the TLS itself and puts the real credential
+back into the requests; the command also gets the variables that make its
+tools trust that (`mitm.ca_env`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .credential_broker import Broker
 from .tasks import TaskOwner
 
 __all__ = [
@@ -169,6 +176,8 @@ class NetworkProxy:
         self.socks_port = 0
         #: ``NO_PROXY`` without local binding (Codex's: none).
         self.no_proxy = ""
+        #: The command's masked credentials (``credentialMasking``), else None.
+        self.broker: Broker | None = None
 
     async def start(self) -> None:
         server = await asyncio.start_server(self._serve_http, "127.0.0.1", 0)
@@ -205,6 +214,10 @@ class NetworkProxy:
             env[name] = env[name.upper()] = url
         env["npm_config_noproxy"] = env["NPM_CONFIG_NOPROXY"] = no_proxy
         env["NO_PROXY"] = env["no_proxy"] = env["BUNDLE_NO_PROXY"] = no_proxy
+        if self.broker is not None:
+            from . import mitm  # cryptography: only for a masking proxy
+
+            env.update(mitm.ca_env())
         return env
 
     async def aclose(self) -> None:
@@ -330,8 +343,9 @@ class NetworkProxy:
             writer.write(_blocked(decision, protocol, host, port))
             await writer.drain()
             return
+        brokered = protocol == "https_connect" and self._brokered(host, port)
         try:
-            up_reader, up_writer = await asyncio.open_connection(host, port)
+            up_reader, up_writer = await self._connect(host, port, brokered)
         except OSError:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
             await writer.drain()
@@ -341,7 +355,7 @@ class NetworkProxy:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
                 up_writer.write(_forwarded_head(method, path, version, header_lines))
-            await pipe_both(reader, writer, up_reader, up_writer)
+            await self._relay(reader, writer, (up_reader, up_writer), host, port, brokered)
         finally:
             up_writer.close()
             with contextlib.suppress(OSError):
@@ -388,19 +402,51 @@ class NetworkProxy:
         if not decision.allowed:
             writer.write(_socks_reply(2))  # connection not allowed by ruleset
             return
+        brokered = self._brokered(host, port)
         try:
-            up_reader, up_writer = await asyncio.open_connection(host, port)
+            up_reader, up_writer = await self._connect(host, port, brokered)
         except OSError:
             writer.write(_socks_reply(5))  # connection refused
             return
         try:
             bound = up_writer.get_extra_info("sockname")
             writer.write(_socks_reply(0, bound[0], bound[1]))
-            await pipe_both(reader, writer, up_reader, up_writer)
+            await self._relay(reader, writer, (up_reader, up_writer), host, port, brokered)
         finally:
             up_writer.close()
             with contextlib.suppress(OSError):
                 await up_writer.wait_closed()
+
+    def _brokered(self, host: str, port: int) -> bool:
+        """Whether a tunnel to `host`:`port` is opened by us (a masked credential may go)."""
+        return self.broker is not None and self.broker.covers(host, port)
+
+    async def _connect(
+        self, host: str, port: int, brokered: bool
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if brokered:
+            from . import mitm
+
+            return await mitm.open_upstream(host, port)
+        return await asyncio.open_connection(host, port)
+
+    async def _relay(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        host: str,
+        port: int,
+        brokered: bool,
+    ) -> None:
+        """Both ways until the upstream ends; through the broker's TLS when `brokered`."""
+        if brokered and self.broker is not None:
+            from . import mitm
+
+            await writer.drain()
+            await mitm.serve(writer, upstream, host, port, self.broker)
+        else:
+            await pipe_both(reader, writer, *upstream)
 
     async def _socks5_decision(self, host: str, port: int) -> Decision:
         policy = self.policy

@@ -25,19 +25,37 @@ proxy); without, it reaches nothing. With ``transparentTcp: true`` its TCP
 all goes through the SOCKS5 listener instead (rpc/transparent_tcp.py), whose
 relay then serves the proxy's ports inside the namespace.
 ``enableSocks5`` adds a SOCKS5 listener with the same policy.
+
+``credentialMasking: true`` (``credentialMasking``) gives the proxy a credential
+broker (core/credential_broker.py): the command's final environment (after
+``envPolicy`` and a shell snapshot's replay, `masked`) holds dummies in place
+of GitHub's and OpenAI's credentials and those of the request's
+``credentialProviders`` (``credentialMaskingCustomProviders``: a map from a
+name to ``{env, patterns, url_prefixes, url_prefix_from_env, auth, header,
+prefix}``, snake_case, unknown members refused as Codex refuses them), and
+the proxy puts the real values back only into requests to the providers'
+HTTPS prefixes (core/mitm.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from ..core import transparent_tcp
+from ..core.child import build_env
+from ..core.credential_broker import BUILTIN_PROVIDERS, Broker, Provider
 from ..core.network_proxy import NetworkProxy, ProxyPolicy
 from ..core.transparent_tcp import Relay
+from ..wire.errors import InvalidParamsError
 from ..wire.protocol import Params, StartParams, notification, parse_params
+from ..wire.rules import FrontRules
 from . import transparent_tcp as transparent
 
 if TYPE_CHECKING:
@@ -46,17 +64,47 @@ if TYPE_CHECKING:
 __all__ = [
     "CAPABILITIES",
     "NetworkProxyParams",
+    "ProviderParams",
     "ProxySettings",
     "behind_proxy",
     "close_with",
     "launch",
+    "masked",
     "with_proxy_env",
 ]
 
 
 log = logging.getLogger(__name__)
 
-CAPABILITIES: dict[str, Any] = {"networkProxyLaunch": True, "networkProxyReviewDomains": True}
+CAPABILITIES: dict[str, Any] = {
+    "networkProxyLaunch": True,
+    "networkProxyReviewDomains": True,
+    "credentialMasking": True,
+    "credentialMaskingCustomProviders": True,
+}
+
+
+class ProviderParams(BaseModel):
+    """One of ``credentialProviders`` (Codex's members, snake_case; no others)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    env: list[str] = []
+    patterns: list[str] = []
+    url_prefixes: list[str] = []
+    url_prefix_from_env: str | None = None
+    auth: list[str] = []
+    header: str | None = None
+    prefix: str | None = None
+
+    def provider(self, name: str) -> Provider:
+        try:
+            patterns = tuple(re.compile(p) for p in self.patterns)
+        except re.error as exc:
+            raise InvalidParamsError(f"credential provider `{name}`: bad pattern: {exc}") from None
+        return Provider(
+            name, tuple(self.env), patterns, tuple(self.url_prefixes), self.url_prefix_from_env,
+            tuple(a.lower() for a in self.auth), self.header, self.prefix or "",
+        )  # fmt: skip
 
 
 class ProxySettings(Params):
@@ -72,6 +120,15 @@ class ProxySettings(Params):
     allow_local_binding: bool
     #: Codex's ``[features.network_proxy] transparent_tcp`` (rpc/transparent_tcp.py).
     transparent_tcp: bool = False
+    credential_masking: bool = False
+    credential_providers: dict[str, ProviderParams] | None = None
+
+    def broker(self) -> Broker | None:
+        """The credential broker asked for (built in providers, then the request's)."""
+        if not self.credential_masking:
+            return None
+        custom = self.credential_providers or {}
+        return Broker(BUILTIN_PROVIDERS + tuple(p.provider(n) for n, p in custom.items()))
 
 
 class NetworkProxyParams(Params):
@@ -114,11 +171,13 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
         )
 
     settings = p.proxy
+    broker = settings.broker()  # a bad provider is refused before anything starts
     policy = ProxyPolicy.from_domains(
         settings.mode, settings.domains or {}, settings.allow_local_binding
     )
     asking = p.policy_decision_timeout_ms is not None
     proxy = NetworkProxy(policy, decide if asking else None, report, socks5=settings.enable_socks5)
+    proxy.broker = broker
     await proxy.start()
     return proxy
 
@@ -126,17 +185,18 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
 @contextlib.asynccontextmanager
 async def behind_proxy(
     ctx: CallContext, params: Any, start: StartParams
-) -> AsyncIterator[StartParams]:
-    """`start` as it should run: with the proxy's environment if `params` ask for one.
-    The proxy stops with the process, or at once if the start fails."""
+) -> AsyncIterator[tuple[StartParams, NetworkProxy | None]]:
+    """`start` as it should run, with the proxy's environment if `params` ask for one,
+    and that proxy (for `masked`). It stops with the process, or at once if the start
+    fails."""
     proxy = await launch(ctx, params, start.process_id)
     if proxy is None:
-        yield start
+        yield start, None
         return
     relay = transparent.relay_for(params, proxy)
     try:
         with transparent_tcp.requesting(relay):  # the registry's start takes it
-            yield parse_params(StartParams, with_proxy_env(params, proxy.env()))
+            yield parse_params(StartParams, with_proxy_env(params, proxy.env())), proxy
         if relay is not None:
             await relay.start()
     except BaseException:
@@ -156,6 +216,19 @@ def with_proxy_env(params: Any, env: dict[str, str]) -> Any:
         params["inheritEnv"] = True
     params["env"] = {**(params.get("env") or {}), **env}
     return params
+
+
+def masked(start: StartParams, proxy: NetworkProxy | None, rules: FrontRules) -> StartParams:
+    """`start` with its credentials masked when its proxy brokers them: its whole final
+    environment (`envPolicy`, the front's base, a snapshot's replay) resolved here."""
+    if proxy is None or proxy.broker is None:
+        return start
+    base = os.environ if rules.env is None else rules.env
+    env = build_env(start.env, start.inherit_env, start.env_policy, base)
+    if start.tty and "TERM" not in (start.env or {}):
+        env.pop("TERM", None)  # SPEC 4: a tty child gets its own TERM, as without masking
+    update = {"env": proxy.broker.mask(env), "inherit_env": False, "env_policy": None}
+    return start.model_copy(update=update)
 
 
 def close_with(ctx: CallContext, process_id: str, proxy: NetworkProxy | Relay) -> None:

@@ -57,12 +57,13 @@ async def _start(ctx: CallContext, params: Any) -> dict[str, Any]:
     if p.origin is None:
         p.origin = default_origin(ctx.client_name)
     policies = ctx.sandbox_policies(p.sandbox, codex_fields=p.env_policy is not None)
-    async with network_proxy.behind_proxy(ctx, params, p) as p:  # Codex's `networkProxy`
+    async with network_proxy.behind_proxy(ctx, params, p) as (p, proxy):  # `networkProxy`
         # Codex's `shellSnapshot`: the scope's profile state replayed (core/shell_snapshot.py),
         # taken with the proxy's variables in place (it drops them, as Codex's does).
         run = await shell_snapshot.prepare(
             ctx.session, ctx.registry, p, params, ctx.rules, policies
         )
+        run = network_proxy.masked(run, proxy, ctx.rules)  # `credentialMasking`
         info = ctx.registry.start(run, ctx.session_id, ctx.rules, policies, shown_argv=p.argv)
     # SPEC 1: the start response first, then the starting connection follows.
     ctx.after_response.append(lambda: _follow(ctx, p.process_id, 0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -54,8 +55,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            body = self._chunked_body()
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
         if url.path == "/redirect":
             self._send(302, b"", Location=query["to"])
         elif url.path == "/big":
@@ -85,6 +89,15 @@ class _Handler(BaseHTTPRequestHandler):
                 200, json.dumps(echo).encode(), Content_Type="application/json", X_Mixed_Case="Yes"
             )
 
+    def _chunked_body(self) -> bytes:
+        body = b""
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return body
+
     def _drip(self) -> None:
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")
@@ -110,13 +123,18 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def echo_server() -> Iterator[EchoServer]:
+def echo_server(tls: ssl.SSLContext | None = None) -> Iterator[EchoServer]:
+    """The server; with `tls` it speaks HTTPS, at ``https://localhost:PORT``."""
     server = _Server(("127.0.0.1", 0), _Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.dropped = threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield EchoServer(f"http://127.0.0.1:{server.server_address[1]}", server.dropped)
+        port = server.server_address[1]
+        url = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
+        yield EchoServer(url, server.dropped)
     finally:
         server.shutdown()
         server.server_close()

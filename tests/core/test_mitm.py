@@ -1,0 +1,230 @@
+"""Credential masking end to end (core/mitm.py, core/credential_broker.py, rpc/network_proxy.py).
+
+A real child behind a masking proxy holds only dummies; it makes HTTPS
+requests (``urllib``, and ``http.client`` for several requests on one
+connection, a chunked body among them) to two local HTTPS echo servers whose
+certificate a test authority signed (the daemon trusts it through
+``SSL_CERT_FILE``, the child through the bundle the proxy names). One is a
+custom provider's prefix: it must get the real value. The other must get
+the dummy. The child's output must never hold a real value it did not get
+echoed from the provider.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_exec.core import mitm
+from jupyter_exec.core.credential_broker import BROKER_ACTIVE, BROKERED_CREDENTIALS
+
+from ..rpc.echo_server import EchoServer, echo_server
+from ..service import RawPeer, connected, py
+
+REAL_KEY = "sk-custom-" + "R" * 32
+REAL_GITHUB = "ghp_" + "a1B2c3D4e5" * 3 + "Zz9yXw"
+
+FETCH = r"""
+import base64, http.client, json, os, sys, urllib.request
+key, gh = os.environ["MY_API_KEY"], os.environ["GITHUB_TOKEN"]
+print("env", json.dumps({k: os.environ.get(k) for k in
+      ["MY_API_KEY", "GITHUB_TOKEN", "CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE",
+       "CODEX_NETWORK_PROXY_BROKERED_CREDENTIALS", "SSL_CERT_FILE"]}), flush=True)
+for url in sys.argv[1:]:
+    request = urllib.request.Request(url + "/echo", headers={"Authorization": "Bearer " + key})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        print("urllib", url, json.load(answer)["headers"]["authorization"], flush=True)
+# Several requests on one connection through the proxy: framing must hold.
+proxy = os.environ["HTTPS_PROXY"].rsplit("/", 1)[1].split(":")
+host, port = sys.argv[1].split("//")[1].split(":")
+import ssl
+connection = http.client.HTTPSConnection(proxy[0], int(proxy[1]), timeout=30,
+                                         context=ssl.create_default_context())
+connection.set_tunnel(host, int(port))
+def chunks():
+    yield b"first,"
+    yield b"second"
+for method, body, auth in [("POST", chunks(), "Bearer " + key), ("GET", None, "token " + gh),
+                           ("PUT", b"x" * 300000, "Bearer " + key)]:
+    headers = {"Authorization": auth}
+    if body is not None and not isinstance(body, bytes):
+        headers["Transfer-Encoding"] = "chunked"
+    connection.request(method, "/echo", body=body, headers=headers,
+                       encode_chunked=not isinstance(body, (bytes, type(None))))
+    echoed = json.load(connection.getresponse())
+    print("kept", method, echoed["headers"]["authorization"],
+          len(base64.b64decode(echoed["bodyBase64"])), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[EchoServer, EchoServer, Path]]:
+    """Two HTTPS echo servers for `localhost` and the file of the authority that signed them."""
+    authority = mitm.Authority()  # a test authority, not the process's own
+    folder = tmp_path_factory.mktemp("tls")
+    ca = folder / "test-ca.pem"
+    ca.write_bytes(authority.pem)
+    with (
+        echo_server(authority.context_for("localhost")) as provider,
+        echo_server(authority.context_for("localhost")) as other,
+    ):
+        yield provider, other, ca
+
+
+def proxy_settings(**overrides: Any) -> dict[str, Any]:
+    proxy = {"enabled": True, "enableSocks5": False, "enableSocks5Udp": False,
+             "allowUpstreamProxy": False, "dangerouslyAllowAllUnixSockets": False,
+             "mode": "full", "domains": {"localhost": "allow"}, "unixSockets": None,
+             "allowLocalBinding": False, "credentialMasking": True}  # fmt: skip
+    return {**proxy, **overrides}
+
+
+async def output_of(peer: RawPeer, start: dict[str, Any]) -> str:
+    reply = await peer.call("process/start", start)
+    assert "result" in reply, reply
+    output = b""
+    pending = list(peer.seen)
+    while True:
+        message = pending.pop(0) if pending else await peer.recv(60)
+        if message.get("method") == "process/output":
+            output += base64.b64decode(message["params"]["chunk"])
+        elif message.get("method") == "process/closed":
+            return output.decode()
+
+
+def start_of(provider: EchoServer, other: EchoServer, **extra: Any) -> dict[str, Any]:
+    providers = {"mine": {"env": ["MY_API_KEY"], "url_prefixes": [f"{provider.url}/"],
+                          "header": "authorization", "prefix": "Bearer "}}  # fmt: skip
+    return {
+        "processId": "fetch",
+        "argv": [*py(FETCH), provider.url, other.url],
+        "env": {"MY_API_KEY": REAL_KEY, "GITHUB_TOKEN": REAL_GITHUB},
+        "networkProxy": {"proxy": proxy_settings(credentialProviders=providers)},
+        **extra,
+    }
+
+
+def check(output: str, provider: EchoServer, other: EchoServer) -> None:
+    lines = output.splitlines()
+    env = json.loads(lines[0].removeprefix("env "))
+    dummy, gh_dummy = env["MY_API_KEY"], env["GITHUB_TOKEN"]
+    assert dummy.startswith("sk-custom-masked") and len(dummy) == len(REAL_KEY)
+    assert gh_dummy.startswith("ghp_masked") and len(gh_dummy) == len(REAL_GITHUB)
+    assert env[BROKER_ACTIVE] == "1"
+    assert json.loads(env[BROKERED_CREDENTIALS]) == [
+        ["@alias:GITHUB_TOKEN", gh_dummy], ["@alias:MY_API_KEY", dummy],
+        ["GITHUB_TOKEN", gh_dummy], ["MY_API_KEY", dummy],
+    ]  # fmt: skip
+    assert Path(env["SSL_CERT_FILE"]).read_bytes().endswith(mitm.authority().pem)
+    assert lines[1:] == [
+        f"urllib {provider.url} Bearer {REAL_KEY}",  # the provider got the real value
+        f"urllib {other.url} Bearer {dummy}",  # anywhere else: the dummy
+        f"kept POST Bearer {REAL_KEY} 12",  # a chunked body, then the next request
+        f"kept GET token {gh_dummy} 0",  # GitHub's token is not this provider's
+        f"kept PUT Bearer {REAL_KEY} 300000",
+    ]
+    assert REAL_GITHUB not in output
+
+
+@pytest.fixture
+def trusted(servers: tuple[EchoServer, EchoServer, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon trusts the test authority as it trusts the system's (``SSL_CERT_FILE``)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(servers[2]))
+
+
+@pytest.mark.usefixtures("trusted")
+async def test_the_provider_gets_the_real_value_and_nobody_else_does(
+    tmp_path: Path, servers: tuple[EchoServer, EchoServer, Path]
+) -> None:
+    provider, other, _ = servers
+    async with connected(tmp_path) as peer:
+        output = await output_of(peer, start_of(provider, other))
+    check(output, provider, other)
+
+
+@pytest.mark.usefixtures("trusted")
+async def test_masked_inside_a_sandbox(
+    tmp_path: Path, servers: tuple[EchoServer, EchoServer, Path]
+) -> None:
+    """A sandboxed child reaches the proxy in its own network namespace and reads the bundle
+    under Jupyter's data dir, which it cannot write."""
+    provider, other, _ = servers
+    sandbox = {"mode": "workspace-write", "network": True}
+    async with connected(tmp_path) as peer:
+        output = await output_of(peer, start_of(provider, other, sandbox=sandbox))
+    check(output, provider, other)
+    bundle = mitm.authority().bundle()
+    probe = {"processId": "probe", "sandbox": sandbox,
+             "argv": py(f"open({str(bundle)!r}, 'a').write('x')")}  # fmt: skip
+    async with connected(tmp_path) as peer:
+        written = await output_of(peer, probe)
+    assert "PermissionError" in written or "Read-only file system" in written, written
+
+
+async def test_masking_off_leaves_the_environment_alone(tmp_path: Path) -> None:
+    script = "import os; print(os.environ['GH_TOKEN'], 'SSL_CERT_FILE' in os.environ)"
+    start = {"processId": "p", "argv": py(script), "env": {"GH_TOKEN": "gho_" + "k" * 36},
+             "networkProxy": {"proxy": proxy_settings(credentialMasking=False)}}  # fmt: skip
+    async with connected(tmp_path) as peer:
+        output = await output_of(peer, start)
+    assert output.split() == ["gho_" + "k" * 36, "False"]
+
+
+async def test_inherited_and_policy_environments_are_masked_too(tmp_path: Path) -> None:
+    """The command's final environment: the front's base through ``envPolicy``."""
+    os.environ["OPENAI_API_KEY"] = real = "sk-proj-" + "Q" * 40
+    try:
+        script = "import os; print(os.environ['OPENAI_API_KEY'])"
+        start = {"processId": "p", "argv": py(script),
+                 "envPolicy": {"inherit": "all", "ignoreDefaultExcludes": True, "exclude": [],
+                               "set": {}, "includeOnly": []},
+                 "networkProxy": {"proxy": proxy_settings()}}  # fmt: skip
+        async with connected(tmp_path) as peer:
+            output = await output_of(peer, start)
+    finally:
+        del os.environ["OPENAI_API_KEY"]
+    assert output.strip().startswith("sk-proj-masked") and real not in output
+
+
+@pytest.mark.parametrize(
+    ("providers", "words"),
+    [
+        ({"x": {"env": ["A"], "colour": "red"}}, "colour"),
+        ({"x": {"env": ["A"], "url_prefixes": ["http://plain.test/"]}}, "https"),
+        ({"x": {"env": ["A"], "auth": ["magic"]}}, "unknown auth"),
+        ({"x": {"patterns": ["("]}}, "bad pattern"),
+        ({"x": {"env": "A"}}, "env"),
+    ],
+)
+async def test_bad_providers_start_nothing(tmp_path: Path, providers: Any, words: str) -> None:
+    start = {"processId": "p", "argv": py("pass"),
+             "networkProxy": {"proxy": proxy_settings(credentialProviders=providers)}}  # fmt: skip
+    async with connected(tmp_path) as peer:
+        reply = await peer.call("process/start", start)
+        assert reply["error"]["code"] == -32602 and words in reply["error"]["message"], reply
+        assert (await peer.call("process/list", {}))["result"]["processes"] == []
+
+
+async def test_a_value_no_dummy_can_match_is_refused(tmp_path: Path) -> None:
+    """A pattern only the real value matches: refused rather than passed on unmasked."""
+    providers = {"x": {"patterns": ["exactly-this-secret"]}}
+    start = {"processId": "p", "argv": py("pass"), "env": {"S": "exactly-this-secret"},
+             "networkProxy": {"proxy": proxy_settings(credentialProviders=providers)}}  # fmt: skip
+    async with connected(tmp_path) as peer:
+        reply = await peer.call("process/start", start)
+    assert reply["error"]["code"] == -32602
+    assert "could not independently generate a matching dummy" in reply["error"]["message"]
+
+
+async def test_advertised(tmp_path: Path) -> None:
+    async with connected(tmp_path) as peer:
+        caps = (await peer.call("environment/info"))["result"]["capabilities"]
+    assert caps["credentialMasking"] is True and caps["credentialMaskingCustomProviders"] is True
