@@ -1,32 +1,38 @@
 """Credential masking: a command sees stand-ins, the provider's hosts get the real values.
 
-Codex's ``credentialMasking`` (``networkProxy.proxy.credentialMasking``; docs/codex.md)
-asks that a command behind the managed proxy never hold the credentials in
-its environment. A `Broker` is built from the command's final environment:
+Codex's ``credentialMasking`` (``networkProxy.proxy.credentialMasking``) asks
+that a command behind the managed proxy never hold its credentials. A `Broker`
+is built from the command's final environment, by the rules Codex 0.171's
+own exec-server follows (recorded in docs/codex.md):
 
-- each credential of a `Provider` (a variable it names in ``env``, or any
-  variable whose value fully matches one of its ``patterns``) is replaced by
-  a *dummy* of the same shape (`dummy_for`: the same prefix, such as
-  ``ghp_`` or ``sk-proj-``, then ``masked``, then random characters of the same
-  classes, the same length, matching the same patterns), so tools that check
-  a token's form still take it;
-- the command is told what was brokered, as Codex's broker tells it
-  (`BROKER_ACTIVE`, `BROKERED_CREDENTIALS`: ``[["@alias:NAME", dummy], ...,
-  ["NAME", dummy], ...]``);
-- the proxy (core/network_proxy.py, core/mitm.py) opens HTTPS to a host under
-  one of the provider's ``url_prefixes`` (or the URL ``url_prefix_from_env``
-  names) itself, and in each request under such a prefix puts the real
-  value back where the dummy stands in the provider's header (`rewrite`):
-  ``Authorization: Bearer``/``token``/``Basic`` (``auth``), or ``header``
-  with its ``prefix``. Anywhere else the dummy goes out as it is, so the real
-  value reaches only the provider.
+- **built in** (`BUILTIN_PROVIDERS`): ``GH_TOKEN`` and ``GITHUB_TOKEN`` (any
+  value), ``GH_ENTERPRISE_TOKEN`` and ``GITHUB_ENTERPRISE_TOKEN`` (only with
+  ``GH_HOST`` naming the host they are for), ``OPENAI_API_KEY``. The dummy
+  keeps the token's kind (``ghp_``, ``gho_``, ``github_pat_``, ``sk-proj-``,
+  ...), then ``masked``, then random letters and digits, as long as the real
+  value and at least as long as a real token (40 for GitHub, 51 for OpenAI);
+- **custom** (``credentialProviders``): a provider counts only with ``env``,
+  ``patterns`` and somewhere to go (``url_prefixes``, all ``https``, or a
+  ``url_prefix_from_env`` that is set), a ``header`` exactly when ``auth``
+  has ``"header"`` (``prefix`` only with it), and no variable another
+  provider already has; any other is ignored (logged), as Codex ignores it.
+  A variable is masked when its value matches one of the patterns; the dummy
+  is a fresh string the pattern generates (``rstr``). A value no distinct
+  dummy can be made for stays as it is, as with Codex;
+- values are trimmed, and a real value found inside any other variable is
+  replaced there too;
+- the command is told what was brokered (`BROKER_ACTIVE`, and
+  `BROKERED_CREDENTIALS`: ``[["@alias:NAME", dummy], ..., ["NAME", dummy],
+  ...]``: an alias for every variable a dummy was put in, by name, then each
+  masked credential).
 
-Built in (when ``credentialMasking`` is on, as Codex's): GitHub (``GH_TOKEN``,
-``GITHUB_TOKEN`` for github.com; ``GH_ENTERPRISE_TOKEN``,
-``GITHUB_ENTERPRISE_TOKEN`` for the host ``GH_HOST`` names) and OpenAI
-(``OPENAI_API_KEY`` for api.openai.com and ``OPENAI_BASE_URL``). Custom ones
-come with the request (``credentialProviders``) and are added to these.
-Only ``https`` prefixes are served: a credential goes back only inside TLS.
+The proxy (core/network_proxy.py, core/mitm.py) then opens HTTPS itself to
+the hosts where a credential may go and, in each request under one of its
+provider's prefixes, puts the real value back where the dummy stands
+(`Broker.rewrite`): ``Authorization: Bearer``, ``token`` or ``Basic``
+(``auth``; Bearer when none is named), or ``header`` with its ``prefix``.
+Anywhere else the dummy goes out as it is, so the real value reaches only
+the provider.
 """
 
 from __future__ import annotations
@@ -34,14 +40,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
+import random
 import re
-import secrets
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ..wire.errors import InvalidParamsError
+import rstr
 
 __all__ = [
     "AUTH_SCHEMES",
@@ -51,18 +58,22 @@ __all__ = [
     "Broker",
     "Provider",
     "Secret",
-    "dummy_for",
+    "valid_provider",
 ]
+
+log = logging.getLogger(__name__)
 
 BROKER_ACTIVE = "CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE"
 BROKERED_CREDENTIALS = "CODEX_NETWORK_PROXY_BROKERED_CREDENTIALS"
-#: How a credential may travel in ``Authorization``.
-AUTH_SCHEMES = ("bearer", "token", "basic")
-#: The token prefixes that stay in a dummy (``ghp_``, ``sk-proj-``, ``github_pat_``).
-_PREFIX = re.compile(r"^(?:[A-Za-z]{1,12}[_-]){1,3}")
+#: How a credential may travel (Codex's names).
+AUTH_SCHEMES = ("bearer", "token", "basic", "header")
 _MARK = "masked"
-_CLASSES = (string.digits, string.ascii_lowercase, string.ascii_uppercase)
-_ATTEMPTS = 32
+_ALPHANUMERIC = string.ascii_letters + string.digits
+_RANDOM = random.SystemRandom()
+_GENERATOR = rstr.Rstr(_RANDOM)
+_ATTEMPTS = 16
+#: A real value shorter than this is not looked for inside other variables.
+_MIN_INSIDE = 8
 
 
 @dataclass(frozen=True)
@@ -77,20 +88,10 @@ class Provider:
     auth: tuple[str, ...] = ()
     header: str | None = None
     prefix: str = ""
-
-    def __post_init__(self) -> None:
-        for url in self.url_prefixes:
-            _check_prefix(self.name, url)
-        for scheme in self.auth:
-            if scheme not in AUTH_SCHEMES:
-                raise InvalidParamsError(
-                    f"credential provider `{self.name}`: unknown auth `{scheme}` "
-                    f"(expected one of {', '.join(AUTH_SCHEMES)})"
-                )
-
-    def owns(self, name: str, value: str) -> bool:
-        """Whether the variable `name` = `value` is one of this provider's credentials."""
-        return bool(value) and (name in self.env or any(p.fullmatch(value) for p in self.patterns))
+    #: Built in: the token kinds its dummies keep (the first is the default), and the
+    #: shortest dummy.
+    kinds: tuple[str, ...] = ()
+    length: int = 0
 
     def prefixes(self, env: Mapping[str, str]) -> tuple[str, ...]:
         """Its URL prefixes for a command with `env` (``url_prefix_from_env`` added)."""
@@ -98,20 +99,57 @@ class Provider:
         named = env.get(self.url_prefix_from_env or "", "").strip()
         if named:
             url = named if "://" in named else f"https://{named}/"
-            if urlsplit(url).scheme == "https" and urlsplit(url).hostname:
-                found.append(url)
+            if _https(url):
+                found.append(url if url.endswith("/") else url + "/")
         return tuple(found)
 
+    def dummy(self, value: str) -> str | None:
+        """A stand-in for `value`, or None when none can be made (it then stays)."""
+        if self.kinds:
+            found = [k for k in self.kinds if value.startswith(k)]
+            kind = max(found, key=len) if found else self.kinds[0]
+            size = max(self.length, len(value)) - len(kind) - len(_MARK)
+            return kind + _MARK + "".join(_RANDOM.choice(_ALPHANUMERIC) for _ in range(size))
+        matched = [p for p in self.patterns if p.fullmatch(value)]
+        for _ in range(_ATTEMPTS):
+            candidate = _GENERATOR.xeger(matched[0].pattern)
+            if candidate != value and "\0" not in candidate and matched[0].fullmatch(candidate):
+                return candidate
+        return None
 
-def _check_prefix(provider: str, url: str) -> None:
+    def owns(self, name: str, value: str) -> bool:
+        """Whether the variable `name` = `value` (trimmed) is this provider's credential."""
+        if name not in self.env or not value:
+            return False
+        return bool(self.kinds) or any(p.fullmatch(value) for p in self.patterns)
+
+
+def _https(url: str) -> bool:
     parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise InvalidParamsError(
-            f"credential provider `{provider}`: url_prefixes must be https URLs with a "
-            f"host (a credential is put back only inside TLS), got {url!r}"
-        )
+    return parts.scheme == "https" and bool(parts.hostname)
 
 
+def valid_provider(provider: Provider, env: Mapping[str, str], taken: set[str]) -> bool:
+    """Codex's rules for a custom provider (an invalid one is ignored, not refused)."""
+    problems = []
+    if not provider.env or not provider.patterns:
+        problems.append("it needs env and patterns")
+    if not all(_https(url) for url in provider.url_prefixes):
+        problems.append("url_prefixes must all be https")
+    elif not provider.prefixes(env):
+        problems.append("it has nowhere to go (url_prefixes, or url_prefix_from_env unset)")
+    if (provider.header is not None) != ("header" in provider.auth):
+        problems.append('header is given exactly when auth has "header"')
+    if provider.prefix and provider.header is None:
+        problems.append("prefix needs header")
+    if taken & set(provider.env):
+        problems.append("another provider has one of its variables")
+    if problems:
+        log.warning("ignoring credential provider %r: %s", provider.name, "; ".join(problems))
+    return not problems
+
+
+_GITHUB_KINDS = ("ghp_", "github_pat_", "gho_", "ghs_", "ghu_", "ghr_")
 BUILTIN_PROVIDERS = (
     Provider(
         "github",
@@ -122,13 +160,17 @@ BUILTIN_PROVIDERS = (
             "https://uploads.github.com/",
             "https://raw.githubusercontent.com/",
         ),
-        auth=AUTH_SCHEMES,
+        auth=("bearer", "token", "basic"),
+        kinds=_GITHUB_KINDS,
+        length=40,
     ),
     Provider(
         "github-enterprise",
         env=("GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"),
         url_prefix_from_env="GH_HOST",
-        auth=AUTH_SCHEMES,
+        auth=("bearer", "token", "basic"),
+        kinds=_GITHUB_KINDS,
+        length=40,
     ),
     Provider(
         "openai",
@@ -136,34 +178,10 @@ BUILTIN_PROVIDERS = (
         url_prefixes=("https://api.openai.com/",),
         url_prefix_from_env="OPENAI_BASE_URL",
         auth=("bearer",),
+        kinds=("sk-", "sk-proj-", "sk-admin-"),
+        length=51,
     ),
 )
-
-
-def dummy_for(value: str, patterns: Sequence[re.Pattern[str]] = ()) -> str:
-    """A stand-in of `value`'s shape: its prefix, ``masked``, then random characters of
-    the same classes (digit, lower, upper; others kept), matching every pattern `value`
-    matches. Raises `InvalidParamsError` when no such stand-in comes up."""
-    matched = [p for p in patterns if p.fullmatch(value)]
-    head = m.group(0) if (m := _PREFIX.match(value)) and len(m.group(0)) < len(value) else ""
-    body = value[len(head) :]
-    for attempt in range(_ATTEMPTS):
-        marked = attempt < _ATTEMPTS // 2 and len(body) > len(_MARK)
-        start = _MARK if marked else ""
-        candidate = head + start + "".join(_like(c) for c in body[len(start) :])
-        if candidate != value and all(p.fullmatch(candidate) for p in matched):
-            return candidate
-    raise InvalidParamsError(
-        "credential pattern could not independently generate a matching dummy "
-        f"(a value of {len(value)} characters)"
-    )
-
-
-def _like(char: str) -> str:
-    for chars in _CLASSES:
-        if char in chars:
-            return secrets.choice(chars)
-    return char
 
 
 @dataclass(frozen=True)
@@ -179,23 +197,41 @@ class Secret:
 
 @dataclass
 class Broker:
-    """The credentials of one command (`mask` builds it), consulted by its proxy."""
+    """The credentials of one command (`mask` fills it), consulted by its proxy."""
 
-    providers: tuple[Provider, ...] = BUILTIN_PROVIDERS
+    custom: Sequence[Provider] = ()
     secrets: list[Secret] = field(default_factory=list)
 
     def mask(self, env: Mapping[str, str]) -> dict[str, str]:
         """`env` with each credential replaced by its dummy, and the broker's variables."""
+        providers = [p for p in BUILTIN_PROVIDERS if p.prefixes(env)]
+        taken = {name for p in BUILTIN_PROVIDERS for name in p.env}
+        for provider in self.custom:
+            if valid_provider(provider, env, taken):
+                providers.append(provider)
+                taken |= set(provider.env)
         masked = dict(env)
-        for name, value in env.items():
-            provider = next((p for p in self.providers if p.owns(name, value)), None)
-            if provider is None:
+        for name in sorted(env):
+            value = env[name].strip()
+            owner = next((p for p in providers if p.owns(name, value)), None)
+            dummy = owner.dummy(value) if owner is not None else None
+            if owner is None or dummy is None:
                 continue
-            dummy = dummy_for(value, provider.patterns)
-            self.secrets.append(Secret(name, value, dummy, provider, provider.prefixes(env)))
+            if any(dummy == s.dummy or value == s.dummy for s in self.secrets):
+                continue  # not unique: Codex skips it too
+            self.secrets.append(Secret(name, value, dummy, owner, owner.prefixes(env)))
             masked[name] = dummy
-        pairs = sorted(self.secrets, key=lambda s: s.name)
-        listed = [[f"@alias:{s.name}", s.dummy] for s in pairs] + [[s.name, s.dummy] for s in pairs]
+        aliases = [(s.name, s.dummy) for s in self.secrets]
+        mine = {s.name for s in self.secrets}
+        for name, value in masked.items():  # a real value inside another variable, too
+            if name not in mine:
+                for secret in self.secrets:
+                    if len(secret.real) >= _MIN_INSIDE and secret.real in value:
+                        value = value.replace(secret.real, secret.dummy)
+                        aliases.append((name, secret.dummy))
+                masked[name] = value
+        listed = [[f"@alias:{name}", dummy] for name, dummy in sorted(aliases)]
+        listed += [[s.name, s.dummy] for s in self.secrets]
         masked[BROKER_ACTIVE] = "1"
         masked[BROKERED_CREDENTIALS] = json.dumps(listed, separators=(",", ":"))
         return masked
@@ -222,20 +258,20 @@ def _swapped(name: str, value: str, due: list[Secret]) -> str:
     lower = name.lower()
     for secret in due:
         provider = secret.provider
+        schemes = provider.auth or ("bearer",)
         named = provider.header is not None and lower == provider.header.lower()
-        if named and value == provider.prefix + secret.dummy:
+        if "header" in schemes and named and value == provider.prefix + secret.dummy:
             return provider.prefix + secret.real
-        if lower != "authorization" or provider.header not in (None, "authorization"):
+        if lower != "authorization":
             continue
         scheme, _, credential = value.partition(" ")
-        scheme = scheme.lower()
-        schemes = provider.auth or (() if provider.header else ("bearer",))
-        if scheme in schemes and scheme != "basic" and credential.strip() == secret.dummy:
-            return f"{value.split(' ', 1)[0]} {secret.real}"
-        if scheme == "basic" and "basic" in schemes:
+        kind = scheme.lower()
+        if kind in ("bearer", "token") and kind in schemes and credential.strip() == secret.dummy:
+            return f"{scheme} {secret.real}"
+        if kind == "basic" and kind in schemes:
             swapped = _basic(credential.strip(), secret)
             if swapped is not None:
-                return f"{value.split(' ', 1)[0]} {swapped}"
+                return f"{scheme} {swapped}"
     return value
 
 

@@ -43,7 +43,6 @@ from .credential_broker import Broker
 __all__ = [
     "BODY_PIECE",
     "BUNDLE_VARS",
-    "SYSTEM_VARS",
     "Authority",
     "authority",
     "ca_env",
@@ -51,13 +50,11 @@ __all__ = [
     "serve",
 ]
 
-#: Variables that name the bundle with our authority (Codex's, recorded).
-BUNDLE_VARS = ("SSL_CERT_FILE", "CODEX_CA_CERTIFICATE", "NODE_EXTRA_CA_CERTS", "PIP_CERT",
-               "GIT_SSL_CAINFO", "DENO_CERT", "BUNDLE_SSL_CA_CERT")  # fmt: skip
-#: Variables Codex's server points at the system's own bundle.
-SYSTEM_VARS = ("SSL_CERT_DIR", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
-               "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "HTTPLIB2_CA_CERTS",
-               "NIX_SSL_CERT_FILE")  # fmt: skip
+#: Variables that name the bundle with our authority (Codex's server sets these 12).
+BUNDLE_VARS = ("BUNDLE_SSL_CA_CERT", "CARGO_HTTP_CAINFO", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
+               "CODEX_CA_CERTIFICATE", "CURL_CA_BUNDLE", "DENO_CERT", "GIT_SSL_CAINFO",
+               "NODE_EXTRA_CA_CERTS", "NPM_CONFIG_CAFILE", "PIP_CERT", "REQUESTS_CA_BUNDLE",
+               "SSL_CERT_FILE")  # fmt: skip
 BODY_PIECE = 64 * 1024
 _HEAD_LIMIT = 64 * 1024
 _HANDSHAKE_TIMEOUT = 30.0
@@ -186,11 +183,7 @@ def authority() -> Authority:
 
 def ca_env() -> dict[str, str]:
     """What a command behind a masking proxy gets so its tools trust the proxy's TLS."""
-    bundle, system = str(authority().bundle()), _system_bundle() or ""
-    env = dict.fromkeys(BUNDLE_VARS, bundle)
-    if system:
-        env.update(dict.fromkeys(SYSTEM_VARS, system))
-    return env
+    return dict.fromkeys(BUNDLE_VARS, str(authority().bundle()))
 
 
 @functools.lru_cache(maxsize=4)

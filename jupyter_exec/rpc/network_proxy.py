@@ -50,10 +50,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ..core import transparent_tcp
 from ..core.child import build_env
-from ..core.credential_broker import BUILTIN_PROVIDERS, Broker, Provider
+from ..core.credential_broker import Broker, Provider
 from ..core.network_proxy import NetworkProxy, ProxyPolicy
 from ..core.transparent_tcp import Relay
-from ..wire.errors import InvalidParamsError
 from ..wire.protocol import Params, StartParams, notification, parse_params
 from ..wire.rules import FrontRules
 from . import transparent_tcp as transparent
@@ -92,18 +91,19 @@ class ProviderParams(BaseModel):
     patterns: list[str] = []
     url_prefixes: list[str] = []
     url_prefix_from_env: str | None = None
-    auth: list[str] = []
+    auth: list[Literal["bearer", "token", "basic", "header"]] = []
     header: str | None = None
     prefix: str | None = None
 
     def provider(self, name: str) -> Provider:
         try:
             patterns = tuple(re.compile(p) for p in self.patterns)
-        except re.error as exc:
-            raise InvalidParamsError(f"credential provider `{name}`: bad pattern: {exc}") from None
+        except re.error as exc:  # ignored as Codex ignores it: without patterns it is invalid
+            log.warning("credential provider %r: a pattern does not compile: %s", name, exc)
+            patterns = ()
         return Provider(
             name, tuple(self.env), patterns, tuple(self.url_prefixes), self.url_prefix_from_env,
-            tuple(a.lower() for a in self.auth), self.header, self.prefix or "",
+            tuple(self.auth), self.header, self.prefix or "",
         )  # fmt: skip
 
 
@@ -124,11 +124,11 @@ class ProxySettings(Params):
     credential_providers: dict[str, ProviderParams] | None = None
 
     def broker(self) -> Broker | None:
-        """The credential broker asked for (built in providers, then the request's)."""
+        """The credential broker asked for (built in providers and the request's)."""
         if not self.credential_masking:
             return None
         custom = self.credential_providers or {}
-        return Broker(BUILTIN_PROVIDERS + tuple(p.provider(n) for n, p in custom.items()))
+        return Broker([p.provider(n) for n, p in custom.items()])
 
 
 class NetworkProxyParams(Params):

@@ -76,6 +76,8 @@ class Codex:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Appended to config.toml (e.g. `[mcp_servers.NAME]` tables).
     extra_config: str = ""
+    #: Top-level keys put first in config.toml (e.g. `allow_login_shell = false`).
+    top_config: str = ""
     #: Codex's `sandbox_mode`: with one, it sends its `sandbox` object on each start.
     sandbox_mode: str = "danger-full-access"
 
@@ -83,7 +85,9 @@ class Codex:
         """``codex exec --json`` in ``cwd``; with a URL, via ``CODEX_EXEC_SERVER_URL``."""
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "config.toml").write_text(
-            codex_config(self.model_base_url, self.sandbox_mode) + self.extra_config
+            self.top_config
+            + codex_config(self.model_base_url, self.sandbox_mode)
+            + self.extra_config
         )
         environments = self.home / "environments.toml"
         if self.environments_toml is not None:

@@ -77,3 +77,48 @@ args = ["exec-server", "--listen", "stdio"]
     assert "active 1" in output, (output, result.describe())
     assert "http://blocked.test/ 403 blocked-by-allowlist" in output, output
     assert f"{web.url}/echo 403 blocked-by-allowlist" in output, output
+
+
+PRINT_SECRETS = (
+    'printf \'%s\\n\' "gh=$GH_TOKEN" "github=$GITHUB_TOKEN" "openai=$OPENAI_API_KEY" '
+    '"broker=$CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE" "ca=$SSL_CERT_FILE"'
+)
+SECRETS = {
+    "GH_TOKEN": "gho_" + "Realtoken1" * 3 + "abcdef",
+    "GITHUB_TOKEN": "ghp_" + "Realtoken2" * 3 + "abcdef",
+    "OPENAI_API_KEY": "sk-proj-" + "RealKey3" * 6,
+}
+
+
+@pytest.mark.parametrize("login", [False, True])
+def test_codex_gets_its_credentials_masked_through_us(
+    codex: Codex, model: ScriptedModel, tmp_path: Path, login: bool
+) -> None:
+    """With ``credential_masking`` on, Codex asks us for it (``credentialMasking`` in the
+    proxy settings, since we advertise it); the command sees only dummies of the same
+    shape, and the broker's variables. Without a login shell Codex is content (no
+    warning), as with its own server; with one (its default) Codex warns that masking is
+    unavailable for the shell startup, as with its own server, whose command then gets
+    the real values: ours masks them anyway (docs/codex.md)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    model.script([[exec_command(PRINT_SECRETS)]])
+    codex.sandbox_mode = "workspace-write"
+    codex.top_config = "" if login else "allow_login_shell = false\n"
+    codex.extra_config = MANAGED_NETWORK.replace(
+        "network_proxy = true",
+        "network_proxy = true\ncredential_masking = true\nshell_snapshot_v2 = true",
+    )
+    codex.extra_env = dict(SECRETS)
+    codex.environments_toml = stdio_environments_toml(root)
+
+    result = codex.run(root, None)
+
+    output = tool_outputs(model.requests[-1])[0]
+    for secret in SECRETS.values():
+        assert secret not in output, (output, result.describe())
+    assert "gh=gho_masked" in output and "github=ghp_masked" in output, output
+    assert "openai=sk-proj-masked" in output, output
+    assert "broker=1" in output and "/exec-proxy/ca-bundle-" in output, output
+    warned = "Credential masking is unavailable for this shell startup" in result.stdout
+    assert warned == login, result.describe()

@@ -107,14 +107,24 @@ def test_a_difference_is_reported(pair: Pair) -> None:
 
 # -- environment ----------------------------------------------------------------------
 
-#: What this branch implements of Codex's capabilities (environment/info).
+#: Every capability Codex 0.171's own server offers on Linux (environment/info): ours
+#: must offer each of them too.
 IMPLEMENTED = (
-    "fsWatchMissing",
-    "environmentConfigRead",
-    "sandboxedFileStreaming",
-    "fileWriteStreaming",
+    "networkProxyLaunch",
+    "networkProxyReviewDomains",
+    "networkProxyTransparentTcp",
+    "credentialMasking",
+    "credentialMaskingCustomProviders",
     "capabilityDiscoverySandbox",
     "capabilityDiscoveryV2",
+    "fsWatchMissing",
+    "environmentConfigRead",
+    "httpHeaderEnvVars",
+    "sandboxedFileStreaming",
+    "fileWriteStreaming",
+    "shellSnapshotV2",
+    "linuxRootWritePreservesDevices",
+    "linuxApprovedRootWritePreservesRestrictions",
 )
 
 
@@ -122,6 +132,9 @@ def _info(result: dict[str, Any]) -> dict[str, Any]:
     provider = result["providerId"]
     return {
         "capabilities": {name: result["capabilities"].get(name) for name in IMPLEMENTED},
+        "others": sorted(
+            name for name, on in result["capabilities"].items() if on and name not in IMPLEMENTED
+        ),
         "providerId": (provider[:7], len(provider)),
     }
 

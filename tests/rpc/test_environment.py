@@ -55,6 +55,8 @@ def test_environment_info_shape(tmp_path: Path) -> None:
         "networkProxyLaunch": True,
         "networkProxyReviewDomains": True,
         "networkProxyTransparentTcp": True,
+        "credentialMasking": True,
+        "credentialMaskingCustomProviders": True,
     }
 
 
