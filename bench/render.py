@@ -35,11 +35,23 @@ def progress(n: int) -> str:
     return "".join(f"step {i}{bars}\n" for i in range(n // 100))
 
 
+def hyperlinks(n: int) -> str:
+    """`ls --hyperlink`-like: an OSC 8 link on each line, each string ended by ST."""
+    return "".join(f"\x1b]8;;file:///tmp/f{i}\x1b\\f{i}\x1b]8;;\x1b\\\n" for i in range(n))
+
+
+def unterminated_string(n: int) -> str:
+    """`ESC ]` and no end (`cat` of a binary): one OSC string that every chunk extends."""
+    return "shown\n\x1b]0;" + numbered(n)
+
+
 KINDS: dict[str, Callable[[int], str]] = {
     "numbered lines (pipe)": numbered,
     "numbered lines (pty, \\r\\n)": lambda n: numbered(n, "\r\n"),
     "coloured lines (SGR)": coloured,
     "progress bars (\\r)": progress,
+    "hyperlinks (OSC 8)": hyperlinks,
+    "unterminated OSC": unterminated_string,
 }
 
 

@@ -93,10 +93,26 @@ class Page(ReadResult):
 
     @property
     def dropped(self) -> range:
-        """The seqs after `after_seq` that a retention limit dropped before this page
-        (SPEC 4 `firstSeq`; empty when nothing was). Reported once, on the page after
-        which the reader had not seen them."""
-        return range(self.after_seq + 1, max(self.after_seq + 1, self.first_seq))
+        """The seqs after `after_seq` that a retention limit dropped (SPEC 4 `firstSeq`;
+        empty when nothing was): the first gap of `with_gaps`. Reported once, on the
+        page where the reader would otherwise pass over them."""
+        gaps = (piece for piece in self.with_gaps() if isinstance(piece, range))
+        return next(gaps, range(self.after_seq + 1, self.after_seq + 1))
+
+    def with_gaps(self) -> Iterator[Chunk | range]:
+        """The chunks in seq order, with the seqs a retention limit dropped as a range
+        just where they are missing: before the first chunk at or past `first_seq`, or
+        alone on a page without chunks. (Usually the gap comes first; a log that stopped
+        growing and then lost later chunks from memory leaves one after chunks its log
+        still holds, below `first_seq`.)"""
+        cursor = self.after_seq
+        for chunk in self.chunks:
+            if chunk.seq >= self.first_seq > cursor + 1:
+                yield range(cursor + 1, self.first_seq)
+            yield chunk
+            cursor = chunk.seq
+        if not self.chunks and self.first_seq > cursor + 1:
+            yield range(cursor + 1, self.first_seq)
 
     @classmethod
     def after(cls, after_seq: int, result: ReadResult) -> Page:

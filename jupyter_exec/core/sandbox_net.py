@@ -162,6 +162,11 @@ class Bridge:
             task.add_done_callback(_log_failure)
 
     async def _start(self, sock: socket.socket) -> None:
+        """Serve one listener, unless the bridge closed first (a process that ended at
+        once closes it before this runs, or while the server starts): then quietly nothing.
+        A real failure (a socket asyncio cannot serve) still raises, for `_log_failure`."""
+        if self._ours.fileno() < 0:
+            return  # closed before this ran: `sock` is closed too
         port = sock.getsockname()[1]
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -171,9 +176,13 @@ class Bridge:
                 return
             await handler(reader, writer)
 
+        server = await asyncio.start_server(handle, sock=sock, start_serving=False)
         if self._ours.fileno() < 0:
-            return  # already closed
-        self._servers.append(await asyncio.start_server(handle, sock=sock))
+            return  # closed meanwhile: this server never served, and its socket is gone
+        # In `_servers` before it serves: a close during `start_serving` stops it
+        # before its socket closes (a server left behind would serve a closed fd).
+        self._servers.append(server)
+        await server.start_serving()
 
     def _on_control(self) -> None:
         """The supervisor's answers (one byte each, a socket with b"S"), or its end."""

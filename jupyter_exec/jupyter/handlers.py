@@ -35,17 +35,21 @@ from .relay import DaemonLink
 
 __all__ = [
     "AUTH_RESOURCE",
+    "FIRST_SEQ_HEADER",
     "ExecAPIHandler",
     "ExecWebSocketHandler",
     "OutputHandler",
     "ProcessHandler",
     "ProcessesHandler",
     "ShutdownHandler",
+    "gap_line",
     "handlers",
 ]
 
 
 AUTH_RESOURCE = "exec"
+#: The output download's `firstSeq` (SPEC 4) as the download began.
+FIRST_SEQ_HEADER = "X-Exec-First-Seq"
 
 
 class ExecWebSocketHandler(WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
@@ -276,7 +280,13 @@ class ProcessHandler(ExecAPIHandler):
 
 class OutputHandler(ExecAPIHandler):
     """The raw bytes of a process's output, streamed from the daemon page by page
-    (`ExecClient.pages` on the REST connection, as every other reader pages)."""
+    (`ExecClient.pages` on the REST connection, as every other reader pages).
+
+    Output a retention limit dropped is not passed over in silence (SPEC 4
+    `firstSeq`, 6): where it is missing the download holds one line of its own,
+    `gap_line`, and the `X-Exec-First-Seq` header gives `firstSeq` as the download
+    began (`afterSeq + 1 <` it: output after the cursor was dropped).
+    """
 
     @web.authenticated
     @authorized(action="read")
@@ -293,15 +303,35 @@ class OutputHandler(ExecAPIHandler):
         self.set_header("Content-Type", content_type)
         self.set_header("Content-Disposition", f'attachment; filename="{process_id}.log"')
         client = await self.link.shared_client()
+        first, last = True, b""  # last: the last byte sent (a gap's line starts a line)
         try:
             async for page in client.pages(process_id, after):
-                wanted = [c.data for c in page.chunks if stream is None or c.stream == stream]
+                if first:  # nothing is sent yet: headers may still change
+                    self.set_header(FIRST_SEQ_HEADER, str(page.first_seq))
+                    first = False
+                wanted: list[bytes] = []
+                for piece in page.with_gaps():
+                    if isinstance(piece, range):
+                        wanted.append(gap_line(piece, last))
+                    elif stream is None or piece.stream == stream:
+                        wanted.append(piece.data)
+                    else:
+                        continue
+                    last = wanted[-1][-1:] or last
                 if wanted:
                     self.write(b"".join(wanted))
                     await self.flush()
         except ExecError as exc:
             raise _http_error(exc) from None
         self.finish(set_content_type=content_type)  # APIHandler says JSON if nothing was sent
+
+
+def gap_line(seqs: range, last: bytes = b"") -> bytes:
+    """The line a download holds where a retention limit dropped `seqs` (on a line of
+    its own: a newline first unless the byte before it, `last`, was one)."""
+    which = f"seq {seqs.start}" if len(seqs) == 1 else f"seqs {seqs.start}-{seqs[-1]}"
+    line = f"[jupyter-exec: output {which} dropped by a retention limit]\n".encode()
+    return line if last in (b"", b"\n") else b"\n" + line
 
 
 class ShutdownHandler(ExecAPIHandler):

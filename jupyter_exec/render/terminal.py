@@ -11,7 +11,8 @@ several bars) and SGR colours (16, 256 and 24-bit). Everything else that a
 full-screen program might send (cursor addressing, OSC titles, private modes)
 is dropped rather than printed as garbage. Feeding it text incrementally gives
 the same result as feeding it all at once, even when an escape sequence or a
-UTF-8 character is split across chunks (see :class:`StreamDecoder`).
+UTF-8 character is split across chunks (see :class:`StreamDecoder`), in time
+linear in the text even for an OSC or DCS string spread over many chunks.
 
 Only the last ``max_lines`` lines are kept; ``dropped_lines`` counts the rest,
 so a live view of a chatty process stays small.
@@ -40,15 +41,19 @@ __all__ = [
     "strip_ansi",
 ]
 
-#: CSI (ESC [ params intermediates final), OSC (ESC ] ... BEL | ESC \\), other ESC x.
+#: CSI (ESC [ params intermediates final); a string: OSC (ESC ] ... BEL | ESC \\) or
+#: DCS, SOS, PM, APC (ESC P|X|^|_ ... ESC \\), which also ends unterminated at the ESC
+#: of the next sequence, as in a terminal; other ESC x.
 _ESCAPE = re.compile(
     r"\x1b\[(?P<params>[0-?]*)(?P<inter>[ -/]*)(?P<final>[@-~])"
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
-    r"|\x1b[PX^_][^\x1b]*\x1b\\"
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
     r"|\x1b[ -/]*[0-~]"
 )
-#: A possibly unfinished escape sequence at the end of a chunk: wait for more.
-_PARTIAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|[PX^_][^\x1b]*|[ -/]*)?\Z")
+#: A possibly unfinished CSI or ESC x at the end of a chunk: wait for more.
+_PARTIAL_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|[ -/]*)\Z")
+#: What may end a string, by the character after its ESC: BEL or ESC for OSC, ESC for the rest.
+_STRING_END = {"]": re.compile("[\x07\x1b]"), **dict.fromkeys("PX^_", re.compile("\x1b"))}
 
 #: xterm's default 16 colours (normal then bright).
 _PALETTE_16 = (
@@ -227,6 +232,15 @@ class TerminalLog:
     style of each character, or None for a line with no style at all (most output):
     a chunk of plain lines is stored by ``str.split`` and ``list.extend``, without
     a Python step per character, so megabytes of output render in well under a second.
+
+    Strings (OSC ``ESC ]``: titles, hyperlinks; DCS ``ESC P``, SOS, PM, APC) are
+    never shown, whatever their length: a string ends at its terminator (BEL for
+    OSC, ST ``ESC \\`` for all) or, unterminated, at the ESC of the next sequence,
+    as xterm ends it; until then every character is dropped. A string that
+    never ends (``cat`` of a binary, a crashed program) swallows the output after
+    it, as in a terminal. Its characters are not kept: a string split over many
+    chunks costs no memory, and each chunk is scanned once, so any length takes
+    linear time.
     """
 
     def __init__(self, max_lines: int = 1000) -> None:
@@ -239,16 +253,19 @@ class TerminalLog:
         self.col = 0
         self.style = PLAIN
         self.dropped_lines = 0
+        #: An unfinished CSI or ESC x (a few characters), joined to the next chunk.
         self._pending = ""
+        #: Inside a string: what ends it. Its characters are dropped as they come, not kept.
+        self._string_end: re.Pattern[str] | None = None
+        #: The chunk before ended with an ESC inside the string: ST, or the next sequence.
+        self._string_esc = False
 
     def feed(self, text: str) -> None:
-        text = self._pending + text
-        self._pending = ""
-        # An unfinished sequence holds exactly one ESC, its first character: the last one.
-        last_escape = text.rfind("\x1b")
-        if last_escape >= 0 and _PARTIAL_ESCAPE.match(text, last_escape):
-            self._pending = text[last_escape:]
-            text = text[:last_escape]
+        if self._string_end is not None:
+            text = self._skip_string(text, self._string_end)
+            if not text:
+                return
+        text = self._hold_unfinished(self._pending + text)
         # "\r\n" is "\n" (a line feed starts at column 0), and a pty sends it for every line.
         text = text.replace("\r\n", "\n")
         # [text, params, inter, final, text, ...]; final is None for escapes other than CSI.
@@ -259,6 +276,50 @@ class TerminalLog:
                 self._csi(parts[i], parts[i + 1], parts[i + 2])
             self._put_text(parts[i + 3])
         self._trim()
+
+    def _hold_unfinished(self, text: str) -> str:
+        """``text`` without the unfinished sequence at its end, which is held for later.
+
+        A CSI or ESC x goes to ``_pending``; a string (OSC, DCS...) only sets
+        ``_string_end``, and ``feed`` skips the rest of it in the chunks to come.
+        """
+        self._pending = ""
+        last = text.rfind("\x1b")  # an unfinished sequence starts at the last ESC...
+        if last < 0:
+            return text
+        end = _STRING_END.get(text[last + 1 : last + 2])
+        if end is not None:
+            if end.search(text, last + 2):
+                return text  # an OSC ended by BEL
+            self._string_end = end
+            return text[:last]
+        if last == len(text) - 1:  # ...or at the ESC before it, if that ESC is half an ST
+            start = text.rfind("\x1b", 0, last)
+            end = _STRING_END.get(text[start + 1 : start + 2]) if start >= 0 else None
+            if end is not None and not end.search(text, start + 2, last):
+                self._string_end, self._string_esc = end, True
+                return text[:start]
+        if _PARTIAL_ESCAPE.match(text, last):
+            self._pending = text[last:]
+            return text[:last]
+        return text
+
+    def _skip_string(self, text: str, end: re.Pattern[str]) -> str:
+        """The text after the string ``feed`` is inside, or "" if it goes on past ``text``."""
+        if self._string_esc:
+            text, self._string_esc = "\x1b" + text, False
+        found = end.search(text)
+        if found is None:
+            return ""
+        i = found.start()
+        if i == len(text) - 1 and text[i] == "\x1b":
+            self._string_esc = True
+            return ""
+        self._string_end = None
+        if text[i] == "\x07":
+            return text[i + 1 :]
+        # ESC \ (ST) ends the string; any other ESC ends it too and begins the next sequence.
+        return text[i + 2 :] if text[i + 1] == "\\" else text[i:]
 
     # -- rendering -------------------------------------------------------------
 
@@ -481,5 +542,9 @@ def collapse_progress(text: str, max_lines: int = 100_000, *, keep_ansi: bool = 
 
 
 def strip_ansi(text: str) -> str:
-    """Drop escape sequences but keep every other character (no ``\\r`` handling)."""
+    """Drop escape sequences but keep every other character (no ``\\r`` handling).
+
+    An OSC or DCS string is dropped through its terminator, or without one up
+    to the next ESC or the end of ``text``, as :class:`TerminalLog` drops it.
+    """
     return _ESCAPE.sub("", text)

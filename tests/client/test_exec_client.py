@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_exec.client import PAGE_BYTES, ExecClient, OutputEvent, SyncExecClient
-from jupyter_exec.client.exec_client import ClosedEvent, ExitedEvent, Page
+from jupyter_exec.client.exec_client import Chunk, ClosedEvent, ExitedEvent, Page
 from jupyter_exec.wire.errors import InvalidParamsError, InvalidRequestError
 from tests.service import NUMBERED, Standalone, assert_numbered, embedded, py, standalone
 
@@ -125,6 +125,29 @@ async def test_output_dropped_by_retention_is_reported_once_and_not_looped_on(
             assert not any(page.dropped for page in pages[1:])
             assert text_of(pages).endswith("049" + "." * 95 + "\n")
             assert pages[-1].closed and not pages[-1].chunks
+
+
+def test_a_gap_after_chunks_the_log_still_holds_is_told_where_it_is() -> None:
+    """A log that stopped growing (a full disk) keeps its chunks below `firstSeq`; later
+    chunks memory let go are the gap, between those and the first chunk still held."""
+
+    def page(after: int, seqs: list[int], first_seq: int) -> Page:
+        chunks = [Chunk(seq, "stdout", b"%d\n" % seq) for seq in seqs]
+        next_seq = (seqs or [after])[-1] + 1
+        return Page(chunks, next_seq, first_seq, True, 0, None, True, None, after_seq=after)
+
+    def pieces(p: Page) -> list[int | range]:
+        return [x if isinstance(x, range) else x.seq for x in p.with_gaps()]
+
+    straddling = page(0, [1, 2, 3, 9, 10], 9)
+    assert pieces(straddling) == [1, 2, 3, range(4, 9), 9, 10]
+    assert straddling.dropped == range(4, 9)
+    below = page(0, [1, 2, 3], 9)  # the page ends before the gap: the next one tells it
+    assert pieces(below) == [1, 2, 3] and not below.dropped
+    assert pieces(page(3, [9], 9)) == [range(4, 9), 9]
+    assert pieces(page(3, [], 9)) == [range(4, 9)]  # nothing left after it
+    whole = page(0, [1, 2], 1)
+    assert pieces(whole) == [1, 2] and whole.dropped == range(1, 1)
 
 
 async def test_bad_ids_and_cursors_are_clear_errors_and_the_client_goes_on(

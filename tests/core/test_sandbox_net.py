@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 import urllib.request
@@ -199,6 +200,44 @@ async def test_a_closed_bridge_lists_and_forwards_nothing() -> None:
     with pytest.raises(OSError, match="namespace is gone"):
         bridge.listening()
     assert bridge.expose([{"port": 8000, "address": "127.0.0.1", "pid": 2}]) == []
+
+
+def _served_bridge(kind: int = socket.SOCK_STREAM) -> sandbox_net.Bridge:
+    """A bridge serving one listener of `kind`, handed over as a child hands them
+    (`Bridge.open_listeners`: the ``sock_diag`` socket first, here a stand-in)."""
+    bridge = sandbox_net.Bridge((0,))
+    diag = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener = socket.socket(socket.AF_INET, kind)
+    listener.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        listener.listen()
+    with diag, listener:
+        socket.send_fds(bridge.child_end, [b"L"], [diag.fileno(), listener.fileno()])
+    bridge.serve()
+    return bridge
+
+
+async def test_a_bridge_closed_as_it_starts_is_quiet_and_serves_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sandbox that ends at once closes its bridge before its listeners' tasks run, or
+    while their servers start: nothing to report then, and no server left behind on a
+    closed socket. A listener asyncio cannot serve still warns."""
+    caplog.set_level(logging.WARNING, logger=sandbox_net.__name__)
+    for steps_before_close in (0, 1, 2):
+        bridge = _served_bridge()
+        for _ in range(steps_before_close):
+            await asyncio.sleep(0)
+        bridge.close()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert caplog.records == [], steps_before_close
+        assert not any(server.is_serving() for server in bridge._servers), steps_before_close
+    broken = _served_bridge(socket.SOCK_DGRAM)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    broken.close()
+    assert [r.getMessage() for r in caplog.records] == ["a sandbox's proxy listener failed"]
 
 
 def _read(url: str) -> bytes:

@@ -8,6 +8,8 @@ shows. Speed: bench/render.py.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -240,3 +242,58 @@ def test_more_colours_than_the_style_cache_holds_each_stay_right() -> None:
 def test_a_log_keeps_at_least_one_line() -> None:
     with pytest.raises(ValueError, match="max_lines must be at least 1"):
         TerminalLog(max_lines=0)
+
+
+#: Strings of each kind and ending: OSC title by BEL and by ST, an OSC 8 hyperlink, DCS (a
+#: sixel), APC with a BEL inside (only ST ends it), an OSC cut short by the next CSI.
+STRINGS = (
+    "a\x1b]0;title\x07b\x1b]2;t\r\nx\x1b\\c\r\n"
+    "\x1b]8;;https://e.org\x1b\\link\x1b]8;;\x1b\\ \x1bPq#0;2;0;0;0\x1b\\d\x1b_x\x07y\x1b\\e\n"
+    "\x1b]0;cut short\x1b[31mred\x1b[0m"
+)
+STRINGS_TEXT = "abc\nlink de\nred"
+
+
+def test_strings_at_every_single_cut_give_what_one_piece_gives() -> None:
+    """A cut anywhere, including between the ESC and the backslash of an ST."""
+    whole = fed([STRINGS])
+    assert whole.text() == STRINGS_TEXT
+    assert whole.html().endswith('<span style="color:#cd0000">red</span>')
+    for cut in range(len(STRINGS) + 1):
+        assert renderings(fed([STRINGS[:cut], STRINGS[cut:]])) == renderings(whole), cut
+    assert renderings(fed(list(STRINGS))) == renderings(whole)
+
+
+STRING_PIECES = ["a", "\n", "\x07", "\x1b", "\\", "\x1b]0;", "\x1bP", "[31m"]
+
+
+@given(st.lists(st.sampled_from(STRING_PIECES), max_size=30), st.data())
+def test_any_chunking_of_strings_gives_the_same_result(
+    pieces: list[str], data: st.DataObject
+) -> None:
+    """Fed whole, a piece at a time, and cut at up to three characters."""
+    text = "".join(pieces)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=3)))
+    parts = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    whole = renderings(fed([text]))
+    assert renderings(fed(pieces)) == whole
+    assert renderings(fed(parts)) == whole
+
+
+@pytest.mark.parametrize("intro", ["\x1b]0;", "\x1bP"])
+def test_a_string_over_a_mebibyte_is_dropped_without_being_kept(intro: str) -> None:
+    """An unterminated OSC or DCS fed in 4 KiB pieces: nothing of it is kept or shown."""
+    body = "".join(f"{i}\t" for i in range(200_000))  # > 1 MiB, no BEL or ESC
+    assert len(body) > 1 << 20
+    log, pieces = fed(["before\n"]), chunks(intro + body, 4096)
+    tracemalloc.start()
+    try:
+        for piece in pieces:
+            log.feed(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 10  # a few pieces at most, never the string
+    log.feed("\x1b\\after\n")
+    assert log.text() == "before\nafter\n"
+    assert strip_ansi(f"before\n{intro}{body}\x1b\\after\n") == "before\nafter\n"
