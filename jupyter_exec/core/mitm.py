@@ -30,6 +30,7 @@ import ipaddress
 import os
 import ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -44,6 +45,7 @@ __all__ = [
     "BODY_PIECE",
     "BUNDLE_VARS",
     "Authority",
+    "Refusal",
     "authority",
     "ca_env",
     "open_upstream",
@@ -64,10 +66,9 @@ _LEAVES = 256
 class Authority:
     """A certificate authority of this process: its certificate, and leaves per host."""
 
-    def __init__(self) -> None:
+    def __init__(self, common_name: str = "jupyter-exec credential broker") -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                             "jupyter-exec credential broker")])  # fmt: skip
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         now = datetime.datetime.now(datetime.timezone.utc)
         self.certificate = (
             _builder(name, name, self._key.public_key(), now, days=3650)
@@ -202,20 +203,26 @@ async def open_upstream(host: str, port: int) -> tuple[asyncio.StreamReader, asy
     )
 
 
+#: A request's method -> the response that refuses it, or None to pass it on.
+Refusal = Callable[[str], "bytes | None"]
+
+
 async def serve(
     writer: asyncio.StreamWriter,
     upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     host: str,
     port: int,
     broker: Broker,
+    refuse: Refusal,
 ) -> None:
     """End the command's TLS (it was told the tunnel is open) and pass its requests on,
-    rewritten, until either side ends."""
+    rewritten, until either side ends; a request `refuse` answers gets that answer and
+    ends the connection (the limited mode's methods, as Codex's proxy with its MITM)."""
     plain = writer.transport.get_protocol()  # told of the end by us: TLS takes its transport
     try:
         tls_reader, tls_writer = await _server_tls(writer, authority().context_for(host))
         try:
-            await _exchange(tls_reader, tls_writer, upstream, host, port, broker)
+            await _exchange(tls_reader, tls_writer, upstream, host, port, broker, refuse)
         finally:
             tls_writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
@@ -231,12 +238,13 @@ async def _exchange(
     host: str,
     port: int,
     broker: Broker,
+    refuse: Refusal,
 ) -> None:
     """Requests one way (rewritten), responses the other, until either side ends (TLS has
     no half-close to wait for an answer through)."""
     up_reader, up_writer = upstream
     origin = f"https://{host}" if port == 443 else f"https://{host}:{port}"
-    requests = asyncio.ensure_future(_requests(reader, up_writer, origin, broker))
+    requests = asyncio.ensure_future(_requests(reader, (up_writer, writer), origin, broker, refuse))
     responses = asyncio.ensure_future(_pour(up_reader, writer))
     try:
         await asyncio.wait([requests, responses], return_when=asyncio.FIRST_COMPLETED)
@@ -266,9 +274,15 @@ async def _server_tls(
 
 
 async def _requests(
-    reader: asyncio.StreamReader, sink: asyncio.StreamWriter, origin: str, broker: Broker
+    reader: asyncio.StreamReader,
+    writers: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    origin: str,
+    broker: Broker,
+    refuse: Refusal,
 ) -> None:
-    """Each request: its head rewritten, then its body by its framing."""
+    """Each request: its head rewritten, then its body by its framing (`writers`: the
+    upstream's, and the command's for a refusal)."""
+    sink, client = writers
     while True:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -280,6 +294,11 @@ async def _requests(
             raise ValueError("request head too large")
         request_line, *lines = head[:-4].decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ", 2)
+        refusal = refuse(method)
+        if refusal is not None:
+            client.write(refusal)
+            await client.drain()
+            return
         headers = [(n.strip(), v.strip()) for n, _, v in (line.partition(":") for line in lines)]
         url = origin + target if target.startswith("/") else target
         headers = broker.rewrite(url, headers)

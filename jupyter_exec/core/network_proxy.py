@@ -257,7 +257,9 @@ class NetworkProxy:
         """The limited mode's refusal of this request, if any."""
         if self.policy.mode != "limited":
             return None
-        if protocol == "https_connect":
+        if protocol == "https_connect":  # with a broker, its TLS is ours: methods are seen
+            if self.broker is not None:
+                return None
             return Decision(False, "mitm_required", "mode_guard", "non_domain")
         if method not in LIMITED_METHODS:
             return Decision(False, "method_not_allowed", "mode_guard", "non_domain")
@@ -418,8 +420,10 @@ class NetworkProxy:
                 await up_writer.wait_closed()
 
     def _brokered(self, host: str, port: int) -> bool:
-        """Whether a tunnel to `host`:`port` is opened by us (a masked credential may go)."""
-        return self.broker is not None and self.broker.covers(host, port)
+        """Whether a tunnel to `host`:`port` is opened by us: a masked credential may go
+        there, or (limited mode) every one is, so its methods are seen (Codex's MITM)."""
+        broker = self.broker
+        return broker is not None and (self.policy.mode == "limited" or broker.covers(host, port))
 
     async def _connect(
         self, host: str, port: int, brokered: bool
@@ -444,9 +448,20 @@ class NetworkProxy:
             from . import mitm
 
             await writer.drain()
-            await mitm.serve(writer, upstream, host, port, self.broker)
+            await mitm.serve(writer, upstream, host, port, self.broker, self._refusal(host, port))
         else:
             await pipe_both(reader, writer, *upstream)
+
+    def _refusal(self, host: str, port: int) -> Callable[[str], bytes | None]:
+        """What answers a method inside our TLS: the limited mode's 403, as Codex's."""
+
+        def refuse(method: str) -> bytes | None:
+            if self.policy.mode != "limited" or method in LIMITED_METHODS:
+                return None
+            refused = Decision(False, "method_not_allowed", "mode_guard", "non_domain")
+            return _blocked(refused, "https_connect", host, port)
+
+        return refuse
 
     async def _socks5_decision(self, host: str, port: int) -> Decision:
         policy = self.policy

@@ -52,7 +52,7 @@ SECRETS = {
 PATTERNS = {"MY_API_KEY": "mykey_[A-Za-z0-9]{40}", "MY_HEADER_KEY": "hdr_[a-z0-9]{20}",
             "MY_IGNORED_KEY": "ign_[a-z0-9]{20}", "MY_ODD_KEY": "odd_[a-z]+"}  # fmt: skip
 SHOW = r"""
-import json, os, re, sys, urllib.request
+import json, os, re, sys, urllib.error, urllib.request
 real, patterns = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 def shape(name, text):
     if name in patterns:
@@ -72,9 +72,20 @@ for url in sys.argv[3:]:
         "X-Api-Key": "Key " + os.environ["MY_HEADER_KEY"]})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
+            issuer = dict(x[0] for x in answer.fp.raw._sock.getpeercert()["issuer"])
             got = json.load(answer)["headers"]
+        print("certificate from", "the test authority" if "test" in issuer["commonName"]
+              else "the proxy")
     except Exception as exc:
         got = {"error": type(exc).__name__}
+    post = urllib.request.Request(url + "/echo", data=b"x", method="POST")
+    try:
+        with urllib.request.urlopen(post, timeout=30) as answer:
+            print("POST", answer.status)
+    except urllib.error.HTTPError as exc:
+        print("POST", exc.code, exc.headers.get("x-proxy-error"), exc.read())
+    except Exception as exc:
+        print("POST", type(exc).__name__)
     for header, name, before in (("authorization", "MY_API_KEY", "Bearer "),
                                  ("x-api-key", "MY_HEADER_KEY", "Key ")):
         value = got.get(header, got.get("error"))
@@ -87,7 +98,7 @@ STARTS = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def authority() -> mitm.Authority:
-    return mitm.Authority()
+    return mitm.Authority("the echo servers' test authority")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +156,9 @@ def masked_run(
             continue
         if message.get("method") == "process/output":
             output += base64.b64decode(params["chunk"])
+        elif message.get("method") == "network/policyDecision":
+            decision = {k: v for k, v in params.items() if k not in ("timestamp", "client")}
+            output += f"decision {json.dumps(decision, sort_keys=True)}\n".encode()
         elif message.get("method") == "process/closed":
             return re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", output.decode()).splitlines()
 
@@ -166,14 +180,19 @@ def providers(url: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_credentials_masked_alike(pair: Pair, webs: tuple[EchoServer, EchoServer]) -> None:
+@pytest.mark.parametrize("mode", ["full", "limited"])
+def test_credentials_masked_alike(
+    pair: Pair, webs: tuple[EchoServer, EchoServer], mode: str
+) -> None:
     provider, other = webs
-    proxy = {**settings("full", {"localhost": "allow"}), "enableSocks5": True,
+    proxy = {**settings(mode, {"localhost": "allow"}), "enableSocks5": True,
              "credentialMasking": True, "credentialProviders": providers(provider.url)}  # fmt: skip
     process_id = f"mask-{next(STARTS)}"
     codex = masked_run(pair.codex, process_id, proxy, [provider.url, other.url])
     ours = masked_run(pair.ours, process_id, proxy, [provider.url, other.url])
     assert ours == codex, "\n".join(difflib.unified_diff(codex, ours, "codex", "ours", lineterm=""))
+    if mode == "limited":
+        return
     for line in ("GITHUB_TOKEN ghp_masked<30>", "MY_API_KEY <dummy of 46>",
                  "MY_IGNORED_KEY real", "sent authorization to provider real",
                  "sent authorization elsewhere dummy", "sent x-api-key to provider real"):  # fmt: skip
