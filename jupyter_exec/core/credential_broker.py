@@ -21,6 +21,9 @@ own exec-server follows (recorded in docs/codex.md):
   dummy can be made for stays as it is, as with Codex;
 - values are trimmed, and a real value found inside any other variable is
   replaced there too;
+- a value gets the same dummy on every command while the daemon runs (Codex's
+  server keeps them too), so a tool that cached one still has it; the cache is
+  keyed by an HMAC of the value under a key of this process, never the value;
 - the command is told what was brokered (`BROKER_ACTIVE`, and
   `BROKERED_CREDENTIALS`: ``[["@alias:NAME", dummy], ..., ["NAME", dummy],
   ...]``: an alias for every variable a dummy was put in, by name, then each
@@ -39,10 +42,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import logging
 import random
 import re
+import secrets as _secrets
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +80,10 @@ _GENERATOR = rstr.Rstr(_RANDOM)
 _ATTEMPTS = 16
 #: A real value shorter than this is not looked for inside other variables.
 _MIN_INSIDE = 8
+#: Dummies given so far, by an HMAC of (provider, variable, value) under this process's key.
+_GIVEN: dict[bytes, str] = {}
+_GIVEN_MAX = 4096
+_KEY = _secrets.token_bytes(32)
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,19 @@ class Provider:
                 found.append(url if url.endswith("/") else url + "/")
         return tuple(found)
 
-    def dummy(self, value: str) -> str | None:
-        """A stand-in for `value`, or None when none can be made (it then stays)."""
+    def dummy(self, name: str, value: str) -> str | None:
+        """A stand-in for `value` of the variable `name` (the one it got before, if any),
+        or None when none can be made (it then stays)."""
+        seen = f"{self.name}\0{name}\0{value}".encode()
+        key = hmac.new(_KEY, seen, hashlib.sha256).digest()
+        given = _GIVEN.get(key) or self._fresh(value)
+        if given is not None:
+            _GIVEN[key] = given
+            while len(_GIVEN) > _GIVEN_MAX:
+                del _GIVEN[next(iter(_GIVEN))]
+        return given
+
+    def _fresh(self, value: str) -> str | None:
         if self.kinds:
             found = [k for k in self.kinds if value.startswith(k)]
             kind = max(found, key=len) if found else self.kinds[0]
@@ -214,7 +235,7 @@ class Broker:
         for name in sorted(env):
             value = env[name].strip()
             owner = next((p for p in providers if p.owns(name, value)), None)
-            dummy = owner.dummy(value) if owner is not None else None
+            dummy = owner.dummy(name, value) if owner is not None else None
             if owner is None or dummy is None:
                 continue
             if any(dummy == s.dummy or value == s.dummy for s in self.secrets):

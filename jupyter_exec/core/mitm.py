@@ -220,41 +220,27 @@ async def serve(
     ends the connection (the limited mode's methods, as Codex's proxy with its MITM)."""
     plain = writer.transport.get_protocol()  # told of the end by us: TLS takes its transport
     try:
-        tls_reader, tls_writer = await _server_tls(writer, authority().context_for(host))
-        try:
-            await _exchange(tls_reader, tls_writer, upstream, host, port, broker, refuse)
+        reader, tls_writer = await _server_tls(writer, authority().context_for(host))
+        up_reader, up_writer = upstream
+        origin = f"https://{host}" if port == 443 else f"https://{host}:{port}"
+        requests = asyncio.ensure_future(
+            _requests(reader, (up_writer, tls_writer), origin, broker, refuse)
+        )
+        responses = asyncio.ensure_future(_pour(up_reader, tls_writer))
+        try:  # either end closing ends both: TLS has no half-close to wait for an answer
+            await asyncio.wait([requests, responses], return_when=asyncio.FIRST_COMPLETED)
+            for task in (requests, responses):
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
+            for task in (requests, responses):
+                task.cancel()
+            await asyncio.gather(requests, responses, return_exceptions=True)
             tls_writer.close()
             with contextlib.suppress(OSError, ssl.SSLError):
                 await tls_writer.wait_closed()
     finally:
         plain.connection_lost(None)
-
-
-async def _exchange(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    host: str,
-    port: int,
-    broker: Broker,
-    refuse: Refusal,
-) -> None:
-    """Requests one way (rewritten), responses the other, until either side ends (TLS has
-    no half-close to wait for an answer through)."""
-    up_reader, up_writer = upstream
-    origin = f"https://{host}" if port == 443 else f"https://{host}:{port}"
-    requests = asyncio.ensure_future(_requests(reader, (up_writer, writer), origin, broker, refuse))
-    responses = asyncio.ensure_future(_pour(up_reader, writer))
-    try:
-        await asyncio.wait([requests, responses], return_when=asyncio.FIRST_COMPLETED)
-        for task in (requests, responses):
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-    finally:
-        for task in (requests, responses):
-            task.cancel()
-        await asyncio.gather(requests, responses, return_exceptions=True)
 
 
 async def _server_tls(

@@ -1,25 +1,25 @@
 """Codex's own exec-server and ours mask a command's credentials alike (``credentialMasking``).
 
 The same sandboxed ``process/start`` with ``networkProxy.proxy.credentialMasking``
-goes to both, with GitHub's and OpenAI's credentials and a custom provider's
-key in its ``env``, run as ``bash -c`` (Codex's client asks for a non-login
-shell when it wants masking: recorded in docs/codex.md). The command prints
-its environment, dummies reduced to their shape (``ghp_masked`` and a length)
-and the CA bundle's path to a name, then makes HTTPS requests through the
-proxy to two local echo servers, one under the custom provider's
-``url_prefixes``: each says which value it got (the real one, the dummy, or
-neither). Both servers trust the echo servers' test authority through
-``SSL_CERT_FILE``, as they trust the system's.
+goes to both, with GitHub's and OpenAI's credentials and custom providers'
+keys in its ``env``; the command is ``bash -c`` (Codex's server masks that form
+only: recorded in docs/codex.md). It prints its
+environment, dummies reduced to their shape (``ghp_masked<30>``, ``<dummy of
+46>``) and the CA bundle's path to a name, then makes HTTPS requests through
+the proxy to two local echo servers, one under the custom providers'
+``url_prefixes``: which certificate it saw, what a POST got, and whether each
+server received the real value or the dummy. Compared with that: every
+``network/policyDecision``. Both servers trust the echo servers' test
+authority through ``SSL_CERT_FILE``, as they trust the system's.
 """
 
 from __future__ import annotations
 
-import base64
 import difflib
 import itertools
 import json
 import os
-import re
+import shlex
 import ssl
 import sys
 from collections.abc import Iterator
@@ -32,7 +32,7 @@ from jupyter_exec.core import mitm
 
 from ..rpc.echo_server import EchoServer, echo_server
 from .differential import Pair, Side
-from .test_differential_network import settings
+from .test_differential_network import behind_proxy, settings
 from .test_differential_transparent_tcp import sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -127,44 +127,14 @@ def webs(authority: mitm.Authority) -> Iterator[tuple[EchoServer, EchoServer]]:
         yield provider, other
 
 
-def masked_run(
-    side: Side,
-    process_id: str,
-    proxy: dict[str, Any],
-    urls: list[str],
-    extra_env: dict[str, str] | None = None,
-) -> list[str]:
-    side.client.notifications.clear()
-    arguments = [_quote(SHOW), _quote(json.dumps(SECRETS)), _quote(json.dumps(PATTERNS)), *urls]
-    script = f"exec {sys.executable} -c " + " ".join(arguments)
-    params = {
-        "processId": process_id, "argv": ["/bin/bash", "-c", script],
-        "cwd": side.workspaces.as_uri(), "tty": False, "arg0": None,
-        "env": {"PATH": os.environ["PATH"], **SECRETS, **(extra_env or {})},
-        "networkProxy": {"proxy": proxy}, "sandbox": sandbox(side),
-    }  # fmt: skip
-    answer = side.client.request("process/start", params)
-    assert "result" in answer, answer
-    output, seen = b"", 0
-    while True:
-        while seen >= len(side.client.notifications):
-            side.client.notifications.append(side.client.peer.receive())
-        message = side.client.notifications[seen]
-        seen += 1
-        params = message.get("params", {})
-        if params.get("processId") != process_id:
-            continue
-        if message.get("method") == "process/output":
-            output += base64.b64decode(params["chunk"])
-        elif message.get("method") == "network/policyDecision":
-            decision = {k: v for k, v in params.items() if k not in ("timestamp", "client")}
-            output += f"decision {json.dumps(decision, sort_keys=True)}\n".encode()
-        elif message.get("method") == "process/closed":
-            return re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", output.decode()).splitlines()
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
+def masked_run(side: Side, process_id: str, proxy: dict[str, Any], urls: list[str]) -> Any:
+    """SHOW behind `proxy` on `side`, as ``bash -c`` (what Codex sends without a login
+    shell: the one form its server masks), its output and the proxy's decisions."""
+    arguments = [SHOW, json.dumps(SECRETS), json.dumps(PATTERNS), *urls]
+    command = shlex.join([sys.executable, "-c", *arguments])
+    extra = {"env": {"PATH": os.environ["PATH"], **SECRETS}, "sandbox": sandbox(side),
+             "argv": ["/bin/bash", "-c", command]}  # fmt: skip
+    return behind_proxy(side, process_id, proxy, [], ask=False, extra=extra)
 
 
 def providers(url: str) -> dict[str, Any]:
@@ -190,13 +160,14 @@ def test_credentials_masked_alike(
     process_id = f"mask-{next(STARTS)}"
     codex = masked_run(pair.codex, process_id, proxy, [provider.url, other.url])
     ours = masked_run(pair.ours, process_id, proxy, [provider.url, other.url])
-    assert ours == codex, "\n".join(difflib.unified_diff(codex, ours, "codex", "ours", lineterm=""))
+    diff = difflib.unified_diff(codex["output"], ours["output"], "codex", "ours", lineterm="")
+    assert ours == codex, "\n".join(diff)
     if mode == "limited":
         return
     for line in ("GITHUB_TOKEN ghp_masked<30>", "MY_API_KEY <dummy of 46>",
                  "MY_IGNORED_KEY real", "sent authorization to provider real",
                  "sent authorization elsewhere dummy", "sent x-api-key to provider real"):  # fmt: skip
-        assert line in ours, ours
+        assert line in ours["output"], ours
 
 
 @pytest.mark.parametrize(

@@ -85,7 +85,7 @@ def behind_proxy(
     """Run FETCH behind `proxy` on `side`: its output and the proxy's messages, normalized.
     Each ``network/policyRequest`` gets `decision` as the answer (None: none, it times out);
     `ask` False sends no ``policyDecisionTimeoutMs`` (as the real Codex without a reviewer);
-    `extra` is laid over the start's params (a ``sandbox``, an ``env``)."""
+    `extra` is laid over the start's params (a ``sandbox``, an ``env``, another ``argv``)."""
     side.client.notifications.clear()
     params = {
         "processId": process_id, "argv": [sys.executable, "-c", script, *fetches],

@@ -100,3 +100,19 @@ def test_a_custom_header_provider() -> None:
         ("X-Api-Key", "Key k_secretsecret"), ("Authorization", f"Bearer {dummy}"),
     ]  # fmt: skip
     assert broker.rewrite("https://api.test/v2/x", headers) == headers
+
+
+def test_a_value_keeps_its_dummy_from_command_to_command() -> None:
+    """As Codex's server: a tool that cached the dummy still has a valid one."""
+    env = {"GITHUB_TOKEN": "ghp_" + B36, "GH_TOKEN": "gho_" + B36}
+    first, second = Broker().mask(env), Broker().mask(env)
+    assert first["GITHUB_TOKEN"] == second["GITHUB_TOKEN"] != first["GH_TOKEN"]
+    assert Broker().mask({"GITHUB_TOKEN": "ghp_other"})["GITHUB_TOKEN"] != first["GITHUB_TOKEN"]
+
+
+def test_one_token_in_two_variables_is_masked_in_both() -> None:
+    token = "ghp_" + B36
+    masked = Broker().mask({"GITHUB_TOKEN": token, "GH_TOKEN": token})
+    assert masked["GITHUB_TOKEN"].startswith("ghp_masked")
+    assert masked["GH_TOKEN"].startswith("ghp_masked")
+    assert token not in json.dumps(masked)

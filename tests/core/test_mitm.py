@@ -12,10 +12,14 @@ echoed from the provider.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import re
+import socket
+import ssl
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,13 @@ from typing import Any
 import pytest
 
 from jupyter_exec.core import mitm
-from jupyter_exec.core.credential_broker import BROKER_ACTIVE, BROKERED_CREDENTIALS
+from jupyter_exec.core.credential_broker import (
+    BROKER_ACTIVE,
+    BROKERED_CREDENTIALS,
+    Broker,
+    Provider,
+)
+from jupyter_exec.core.network_proxy import NetworkProxy, ProxyPolicy
 
 from ..rpc.echo_server import EchoServer, echo_server
 from ..service import RawPeer, connected, py
@@ -270,3 +280,40 @@ async def test_a_profile_exported_credential_is_masked_in_the_snapshot(tmp_path:
     async with connected(tmp_path) as peer:
         output = await output_of(peer, start)
     assert output.startswith("token=ghp_masked") and token not in output, output
+
+
+async def test_through_socks5_too(
+    servers: tuple[EchoServer, EchoServer, Path], trusted: None
+) -> None:
+    """A SOCKS5 connect to a provider's host (``enableSocks5``, and the transparent TCP
+    relay's way in) is opened by the proxy like a CONNECT."""
+    provider, _, _ = servers
+    port = int(provider.url.rsplit(":", 1)[1])
+    policy = ProxyPolicy(mode="full", allowed=["localhost"])
+    proxy = NetworkProxy(policy, None, lambda decision: None, socks5=True)
+    pattern = re.compile(KEY_PATTERN)
+    mine = Provider("mine", env=("K",), patterns=(pattern,), url_prefixes=(f"{provider.url}/",))
+    proxy.broker = Broker([mine])
+    dummy = proxy.broker.mask({"K": REAL_KEY})["K"]
+    await proxy.start()
+    try:
+        context = ssl.create_default_context(cafile=str(mitm.authority().bundle()))
+        echoed = await asyncio.to_thread(_socks5_get, proxy.socks_port, port, dummy, context)
+    finally:
+        await proxy.aclose()
+    assert echoed["headers"]["authorization"] == f"Bearer {REAL_KEY}"
+
+
+def _socks5_get(socks_port: int, port: int, dummy: str, context: ssl.SSLContext) -> Any:
+    with socket.create_connection(("127.0.0.1", socks_port), timeout=30) as raw:
+        raw.sendall(b"\x05\x01\x00")
+        assert raw.recv(2) == b"\x05\x00"
+        raw.sendall(b"\x05\x01\x00\x03\x09localhost" + struct.pack(">H", port))
+        assert raw.recv(10)[:2] == b"\x05\x00"
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            request = f"GET /echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {dummy}\r\n"
+            tls.sendall((request + "Connection: close\r\n\r\n").encode())
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
