@@ -27,6 +27,7 @@ import datetime
 import functools
 import hashlib
 import ipaddress
+import logging
 import os
 import ssl
 import tempfile
@@ -58,6 +59,7 @@ BUNDLE_VARS = ("BUNDLE_SSL_CA_CERT", "CARGO_HTTP_CAINFO", "CLOUDSDK_CORE_CUSTOM_
                "NODE_EXTRA_CA_CERTS", "NPM_CONFIG_CAFILE", "PIP_CERT", "REQUESTS_CA_BUNDLE",
                "SSL_CERT_FILE")  # fmt: skip
 BODY_PIECE = 64 * 1024
+log = logging.getLogger(__name__)
 _HEAD_LIMIT = 64 * 1024
 _HANDSHAKE_TIMEOUT = 30.0
 _LEAVES = 256
@@ -135,7 +137,12 @@ class Authority:
         roots = Path(system).read_bytes() if system and os.path.isfile(system) else b""
         data = roots.rstrip(b"\n") + b"\n" + self.pem if roots else self.pem
         folder = jupyter_data_dir() / "exec-proxy"
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only home: a private temporary folder instead
+            log.warning("no %s (%s): the CA bundle goes to a temporary folder", folder, exc)
+            folder = Path(tempfile.mkdtemp(prefix="jupyter-exec-ca-"))
+            os.chmod(folder, 0o755)
         path = folder / f"ca-bundle-{hashlib.sha256(data).hexdigest()}.pem"
         if not path.is_file():
             temporary = path.with_suffix(f".{os.getpid()}.tmp")

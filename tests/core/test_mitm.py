@@ -317,3 +317,21 @@ def _socks5_get(socks_port: int, port: int, dummy: str, context: ssl.SSLContext)
             while chunk := tls.recv(65536):
                 answer += chunk
     return json.loads(answer.split(b"\r\n\r\n", 1)[1])
+
+
+def test_the_bundle_holds_the_system_roots_and_survives_an_unwritable_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roots = tmp_path / "roots.pem"
+    roots.write_bytes(mitm.Authority("some root").pem)
+    monkeypatch.setenv("SSL_CERT_FILE", str(roots))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(blocker / "jupyter"))
+    authority = mitm.Authority()
+    bundle = authority.bundle()
+    assert bundle.read_bytes() == roots.read_bytes().rstrip(b"\n") + b"\n" + authority.pem
+    assert not str(bundle).startswith(str(blocker)) and oct(bundle.stat().st_mode)[-3:] == "644"
+    assert authority.bundle() == bundle  # written once
+    os.unlink(bundle)
+    os.rmdir(bundle.parent)
