@@ -12,6 +12,7 @@ exec-server, which the same test drives as the reference.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,3 +123,45 @@ def test_codex_gets_its_credentials_masked_through_us(
     assert "broker=1" in output and "/exec-proxy/ca-bundle-" in output, output
     warned = "Credential masking is unavailable for this shell startup" in result.stdout
     assert warned == login, result.describe()
+
+
+CUSTOM_PROVIDER = """
+[features]
+credential_masking = true
+
+[features.network_proxy]
+enabled = true
+
+[features.network_proxy.credentials.mine]
+env = ["MY_API_KEY"]
+patterns = ["mykey_[A-Za-z0-9]{40}"]
+url_prefixes = ["https://api.example.test/"]
+
+[sandbox_workspace_write]
+network_access = true
+"""
+
+
+def test_codex_sends_its_custom_providers_and_we_mask_them(
+    codex: Codex, model: ScriptedModel, tmp_path: Path
+) -> None:
+    """A provider in Codex's ``[features.network_proxy.credentials.NAME]`` reaches us as
+    ``credentialProviders`` (we advertise ``credentialMaskingCustomProviders``), and its
+    variable is masked with a dummy its pattern generates."""
+    root = tmp_path / "root"
+    root.mkdir()
+    real = "mykey_" + "Real4" * 8
+    model.script([[exec_command('echo "key=$MY_API_KEY"')]])
+    codex.sandbox_mode = "workspace-write"
+    codex.top_config = "allow_login_shell = false\n"
+    codex.extra_config = CUSTOM_PROVIDER
+    codex.extra_env = {"MY_API_KEY": real}
+    codex.environments_toml = stdio_environments_toml(root)
+
+    result = codex.run(root, None)
+
+    output = tool_outputs(model.requests[-1])[0]
+    found = re.search(r"key=(\S+)", output)
+    assert found is not None, (output, result.describe())
+    assert found.group(1) != real and re.fullmatch(r"mykey_[A-Za-z0-9]{40}", found.group(1))
+    assert "Credential masking" not in result.stdout, result.describe()
