@@ -314,9 +314,15 @@ class NetworkProxy:
                 await handle(reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             log.debug("proxy connection failed", exc_info=True)
+        except asyncio.CancelledError:
+            # The proxy closed under it. This task is a connection's own (asyncio's server
+            # started it, nobody awaits it): it ends quietly, where 3.11's server would log
+            # the cancellation as an error.
+            writer.transport.abort()
+            return
         finally:
             writer.close()
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
