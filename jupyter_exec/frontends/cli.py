@@ -1,7 +1,7 @@
 """``jupyter exec`` (the ``jupyter-exec`` entry point): processes from a shell.
 
-Subcommands: ``run``, ``ps``, ``logs``, ``attach``, ``write``, ``kill``, ``wait``,
-``queue`` (cli_queue.py) talk to
+Subcommands: ``run``, ``ps``, ``logs`` (cli_logs.py), ``attach``, ``write``, ``kill``,
+``wait``, ``queue`` (cli_queue.py) talk to
 a server found as :mod:`jupyter_exec.client.discovery` describes (``--url``/``--token``,
 ``$JUPYTER_EXEC_URL``, the Jupyter server of this kernel or terminal, a running server),
 else this user's exec daemon, started if none runs (SPEC 3 "Every front": processes
@@ -26,7 +26,7 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from ..core.tasks import TaskOwner
 from ..render.presentation import format_queue, format_status, not_running_text, ps_text
 from ..wire.errors import ExecError, JupyterExecError
 from ..wire.events import ClosedEvent, ExitedEvent, OutputEvent, RestartedEvent
+from .cli_logs import add_logs_parser, logs_command, write_out
 from .cli_queue import add_queue_parser, queue_command
 from .cli_wait import add_port_options, add_wait_parser, port_of, wait_command
 from .detach_keys import describe_key, parse_detach_key, prefix_overlap
@@ -103,12 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="one JSON array of ProcessInfo")
     _connection_options(ps, top=False)
 
-    logs = sub.add_parser("logs", help="print a process's output")
-    logs.add_argument("id")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep following until it ends")
-    logs.add_argument("--tail", type=int, metavar="N", help="start with the last N lines")
-    logs.add_argument("--after", type=int, default=0, metavar="SEQ", help="only after SEQ")
-    _connection_options(logs, top=False)
+    _connection_options(add_logs_parser(sub), top=False)
 
     attach = sub.add_parser("attach", help="interactive attach (raw terminal) to a process")
     attach.add_argument("id")
@@ -194,7 +190,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     commands: dict[str, Callable[[ExecClient, argparse.Namespace], Awaitable[int]]] = {
         "run": _run,
         "ps": _ps,
-        "logs": _logs,
+        "logs": logs_command,
         "attach": _attach,
         "write": _write,
         "kill": _kill,
@@ -400,27 +396,16 @@ def _read_fd(fd: int) -> bytes:
         return b""
 
 
-def _write_out(data: bytes, stream: str = "stdout") -> None:
-    fd = 2 if stream == "stderr" else 1
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except BlockingIOError:
-            continue
-        view = view[written:]
-
-
 async def _stream(client: ExecClient, process_id: str, after: int, *, split_streams: bool) -> int:
     """Copy output until the process is closed (each restart said on stderr); its exit
     status, or 1 when it never started (SPEC 11: its `failure` is said)."""
     exit_code = 0
     async for event in client.events(process_id, after):
         if isinstance(event, OutputEvent):
-            _write_out(event.data, event.stream if split_streams else "stdout")
+            write_out(event.data, event.stream if split_streams else "stdout")
         elif isinstance(event, RestartedEvent):
             status = format_status("exited", event.exit_code, event.signal, None)
-            _write_out(f"[{process_id} {status}; restart {event.restarts}]\n".encode(), "stderr")
+            write_out(f"[{process_id} {status}; restart {event.restarts}]\n".encode(), "stderr")
         elif isinstance(event, ExitedEvent):
             exit_code = 1 if event.exit_code is None else event.exit_code  # never started
         elif isinstance(event, ClosedEvent):
@@ -447,82 +432,6 @@ async def _ps(client: ExecClient, args: argparse.Namespace) -> int:
         width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
         print(ps_text(infos, width))
     return 0
-
-
-async def _logs(client: ExecClient, args: argparse.Namespace) -> int:
-    after = args.after
-    if args.tail is not None:
-        if args.tail < 0:
-            raise CliError(f"--tail {args.tail}: the number of lines must be 0 or more")
-        after = await _write_tail(client, args.id, after, args.tail)
-    if args.follow:
-        with _leave_on_interrupt():
-            await _follow(client, args, after)
-        return 0
-    async for page in client.pages(args.id, after):
-        for chunk in page.chunks:
-            _write_out(chunk.data)
-    return 0
-
-
-async def _follow(client: ExecClient, args: argparse.Namespace, after: int) -> None:
-    """`logs -f` until the process closes, through a restart or crash of the server
-    too: its processes live on in the exec daemon, so reconnect (to the next server,
-    or to the daemon itself) and go on from the last seq written, with no gap."""
-    own: ExecClient | None = None
-    try:
-        while True:
-            try:
-                async for event in client.events(args.id, after):
-                    if isinstance(event, OutputEvent):
-                        _write_out(event.data)
-                        after = event.seq
-                    elif isinstance(event, ClosedEvent):
-                        return
-                return
-            except ConnectionError:
-                if own is not None:
-                    await own.close()
-                from .cli_daemon import reconnect
-
-                own = await reconnect(args.url, args.token)
-                if own is None:
-                    raise CliError("lost the server, and found none again", 1) from None
-                client = own
-    finally:
-        if own is not None:
-            await own.close()
-
-
-async def _write_tail(client: ExecClient, process_id: str, after: int, lines: int) -> int:
-    """Write the last ``lines`` lines there are now, as ``tail -n`` does; the seq to go
-    on after. One pass counts newlines page by page; the chunk where the lines begin
-    is read again to write it from there."""
-    counts: list[tuple[int, int]] = []  # (seq, newlines in chunk), oldest first
-    open_line = 0  # 1 when the output ends in a line without its newline yet
-    async for page in client.pages(process_id, after):
-        counts.extend((c.seq, c.data.count(b"\n")) for c in page.chunks)
-        if page.chunks:
-            open_line = 0 if page.chunks[-1].data.endswith(b"\n") else 1
-    if lines == 0:
-        return counts[-1][0] if counts else after
-    seen = open_line
-    for seq, count in reversed(counts):
-        seen += count
-        if seen > lines:  # this chunk holds the newline just before the last `lines` lines
-            chunk = (await client.read(process_id, seq - 1, max_bytes=1)).chunks[0]
-            cut = -1
-            for _ in range(seen - lines):
-                cut = chunk.data.index(b"\n", cut + 1)
-            _write_out(chunk.data[cut + 1 :])
-            return seq
-    return after  # fewer lines than that: all of them
-
-
-@contextlib.contextmanager
-def _leave_on_interrupt() -> Iterator[None]:
-    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
-        yield
 
 
 async def _write(client: ExecClient, args: argparse.Namespace) -> int:
@@ -644,7 +553,7 @@ async def _interactive(
         ttymod.setraw(fd)
         if detach_key:
             key_name = describe_key(detach_key)
-            _write_out(f"[attached to {process_id}; {key_name} detaches]\r\n".encode(), "stderr")
+            write_out(f"[attached to {process_id}; {key_name} detaches]\r\n".encode(), "stderr")
         loop.add_reader(fd, on_input)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGWINCH, on_resize)
@@ -665,7 +574,7 @@ async def _interactive(
         await background.aclose()
     if streamer in done and not streamer.cancelled():
         return streamer.result()  # the process's status, or its error
-    _write_out(f"\r\n[detached from {process_id}; it keeps running]\r\n".encode(), "stderr")
+    write_out(f"\r\n[detached from {process_id}; it keeps running]\r\n".encode(), "stderr")
     return 0
 
 

@@ -23,6 +23,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import iostream, web, websocket
 
 from ..client.unix_transport import DaemonStreams
+from ..render.presentation import gap_line
 from ..wire.errors import (
     ExecError,
     InvalidParamsError,
@@ -42,7 +43,6 @@ __all__ = [
     "ProcessHandler",
     "ProcessesHandler",
     "ShutdownHandler",
-    "gap_line",
     "handlers",
 ]
 
@@ -324,14 +324,6 @@ class OutputHandler(ExecAPIHandler):
         except ExecError as exc:
             raise _http_error(exc) from None
         self.finish(set_content_type=content_type)  # APIHandler says JSON if nothing was sent
-
-
-def gap_line(seqs: range, last: bytes = b"") -> bytes:
-    """The line a download holds where a retention limit dropped `seqs` (on a line of
-    its own: a newline first unless the byte before it, `last`, was one)."""
-    which = f"seq {seqs.start}" if len(seqs) == 1 else f"seqs {seqs.start}-{seqs[-1]}"
-    line = f"[jupyter-exec: output {which} dropped by a retention limit]\n".encode()
-    return line if last in (b"", b"\n") else b"\n" + line
 
 
 class ShutdownHandler(ExecAPIHandler):

@@ -1,6 +1,7 @@
-"""How a process is shown as text: status lines, exit endings, ``ps`` tables.
+"""How a process is shown as text: status lines, exit endings, ``ps`` tables, the line
+that says where a retention limit dropped output (`gap_line`).
 
-Shared by the CLI, the magics, the handle and the live view. Plain functions
+Shared by the CLI, the magics, the handle, the live view and the REST download. Plain functions
 over :class:`~jupyter_exec.wire.models.ProcessInfo`, no I/O; HTML versions are in
 :mod:`jupyter_exec.render.html_render`, the terminal emulator in
 :mod:`jupyter_exec.render.terminal`.
@@ -29,6 +30,7 @@ __all__ = [
     "format_restarts",
     "format_status",
     "format_usage",
+    "gap_line",
     "not_running_text",
     "one_line",
     "process_runtime",
@@ -102,6 +104,15 @@ def format_usage(info: ProcessInfo) -> tuple[str, str, str]:
 def format_ports(info: ProcessInfo) -> str:
     """SPEC 11 `ports` as ``8000,8888``: each port once, whichever address."""
     return ",".join(str(p) for p in sorted({int(p["port"]) for p in info.ports}))
+
+
+def gap_line(seqs: range, last: bytes = b"") -> bytes:
+    """The line that stands where a retention limit dropped `seqs` (SPEC 4 `firstSeq`, 6):
+    in the REST download's body, on ``jupyter exec logs``' stderr. On a line of its own:
+    a newline first unless the byte before it, `last`, was one (or there was none)."""
+    which = f"seq {seqs.start}" if len(seqs) == 1 else f"seqs {seqs.start}-{seqs[-1]}"
+    line = f"[jupyter-exec: output {which} dropped by a retention limit]\n".encode()
+    return line if last in (b"", b"\n") else b"\n" + line
 
 
 def format_status(

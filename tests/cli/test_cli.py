@@ -42,12 +42,12 @@ class Standalone:
         )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
-    runtime = tmp_path_factory.mktemp("runtime")
+@contextlib.contextmanager
+def serving(runtime: Path, *options: str) -> Iterator[Standalone]:
+    """`jupyter exec serve` on a free port, with `options`; stopped after."""
     env = clean_env(runtime)
     proc = subprocess.Popen(
-        [CLI, "serve", "--listen", "ws://127.0.0.1:0"],
+        [CLI, "serve", "--listen", "ws://127.0.0.1:0", *options],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:
@@ -57,6 +57,12 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]
         yield Standalone(url, env)
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
+    with serving(tmp_path_factory.mktemp("runtime")) as server:
+        yield server
 
 
 def wait_running_state(

@@ -15,6 +15,7 @@ from jupyter_exec.render.presentation import (
     format_queue,
     format_restarts,
     format_status,
+    gap_line,
     one_line,
     ps_text,
     queue_text,
@@ -35,6 +36,15 @@ def test_format_status() -> None:
     assert format_status("running", None, None, 3.2) == "running 3.2s"
     assert format_status("exited", 0, None, 1.0) == "exited 0 after 1.0s"
     assert format_status("closed", 143, "SIGTERM", 2.0) == "killed by SIGTERM after 2.0s"
+
+
+def test_gap_line_is_a_line_of_its_own() -> None:
+    """Where a retention limit dropped output (the REST download, `jupyter exec logs`)."""
+    line = b"[jupyter-exec: output seqs 1-523 dropped by a retention limit]\n"
+    assert gap_line(range(1, 524)) == gap_line(range(1, 524), b"\n") == line
+    # Output that ended mid-line (a gap after chunks a stopped log still holds).
+    mid_line = b"\n[jupyter-exec: output seq 4 dropped by a retention limit]\n"
+    assert gap_line(range(4, 5), b"x") == mid_line
 
 
 def test_ps_table() -> None:
