@@ -29,6 +29,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Callable
@@ -60,6 +61,10 @@ BUNDLE_VARS = ("BUNDLE_SSL_CA_CERT", "CARGO_HTTP_CAINFO", "CLOUDSDK_CORE_CUSTOM_
                "SSL_CERT_FILE")  # fmt: skip
 BODY_PIECE = 64 * 1024
 log = logging.getLogger(__name__)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VERSION = re.compile(r"HTTP/1\.[01]")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_CHUNK = re.compile(rb"([0-9A-Fa-f]{1,15})(?:;[^\r\n]*)?\r\n")
 _HEAD_LIMIT = 64 * 1024
 _HANDSHAKE_TIMEOUT = 30.0
 _LEAVES = 256
@@ -285,14 +290,12 @@ async def _requests(
             return
         if len(head) > _HEAD_LIMIT:
             raise ValueError("request head too large")
-        request_line, *lines = head[:-4].decode("latin-1").split("\r\n")
-        method, target, version = request_line.split(" ", 2)
+        method, target, version, headers = _parsed(head)
         refusal = refuse(method)
         if refusal is not None:
             client.write(refusal)
             await client.drain()
             return
-        headers = [(n.strip(), v.strip()) for n, _, v in (line.partition(":") for line in lines)]
         url = origin + target if target.startswith("/") else target
         headers = broker.rewrite(url, headers)
         rebuilt = [f"{method} {target} {version}", *(f"{n}: {v}" for n, v in headers), "", ""]
@@ -302,6 +305,23 @@ async def _requests(
             return
         await _body(reader, sink, headers)
         await sink.drain()
+
+
+def _parsed(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """A request head, read strictly (RFC 9112): where this reading and the server's could
+    differ, a header we put a credential into could be the body of another request to
+    the server (smuggling), so any doubt ends the connection (`ValueError`)."""
+    request_line, *lines = head[:-4].decode("latin-1").split("\r\n")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]) or not _TOKEN.fullmatch(parts[0]):
+        raise ValueError(f"a bad request line: {request_line[:80]!r}")
+    headers = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN.fullmatch(name) or "\r" in value or "\n" in value:
+            raise ValueError(f"a bad header line: {line[:80]!r}")
+        headers.append((name, value.strip(" \t")))
+    return parts[0], parts[1], parts[2], headers
 
 
 async def _pour(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
@@ -314,15 +334,17 @@ async def _pour(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
 async def _body(
     reader: asyncio.StreamReader, sink: asyncio.StreamWriter, headers: list[tuple[str, str]]
 ) -> None:
-    """Pass one request's body on: chunked (RFC 9112 7.1) or ``Content-Length`` bytes."""
+    """Pass one request's body on: chunked (RFC 9112 7.1) or ``Content-Length`` bytes.
+    Framing two readers could take apart differently (both headers, another coding,
+    lengths that disagree) is refused."""
     encodings = [v.lower() for n, v in headers if n.lower() == "transfer-encoding"]
     lengths = {v for n, v in headers if n.lower() == "content-length"}
     if encodings:
-        if not encodings[-1].rstrip().endswith("chunked"):
-            raise ValueError("a request body without a length")
+        if encodings != ["chunked"] or lengths:
+            raise ValueError(f"a request framing we will not guess: {encodings}, {lengths}")
         await _chunked(reader, sink)
         return
-    if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
+    if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(next(iter(lengths)))):
         raise ValueError("a request with conflicting or bad Content-Length")
     left = int(next(iter(lengths))) if lengths else 0
     while left:
@@ -335,10 +357,14 @@ async def _body(
 async def _chunked(reader: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
     while True:
         line = await reader.readuntil(b"\r\n")
+        found = _CHUNK.fullmatch(line)
+        if found is None:
+            raise ValueError(f"a bad chunk size line: {line[:40]!r}")
         sink.write(line)
-        size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+        size = int(found.group(1), 16)
         if size == 0:
             while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
+                _parsed(b"GET / HTTP/1.1\r\n" + trailer + b"\r\n")  # a header line, or refused
                 sink.write(trailer)
             sink.write(b"\r\n")
             return

@@ -335,3 +335,56 @@ def test_the_bundle_holds_the_system_roots_and_survives_an_unwritable_data_dir(
     assert authority.bundle() == bundle  # written once
     os.unlink(bundle)
     os.rmdir(bundle.parent)
+
+
+SMUGGLED = (
+    "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n"
+    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",  # two framings: which one ends it?
+    "POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0x0\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\n\r\n",
+    "GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Folded: a\nContent-Length: 9\r\n\r\n",
+    "GET /echo HTTP/1.1\r\nHost : localhost\r\n\r\n",
+    "GET /echo HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+)
+
+
+@pytest.mark.parametrize("first", SMUGGLED)
+async def test_framing_in_doubt_ends_the_connection(
+    servers: tuple[EchoServer, EchoServer, Path], trusted: None, first: str
+) -> None:
+    """Where the proxy's reading of a request and the server's could differ, a header the
+    proxy puts the real value into could be the body of another request to the server
+    (and come back to the command): such a connection is closed before anything of it
+    goes on."""
+    provider, _, _ = servers
+    port = int(provider.url.rsplit(":", 1)[1])
+    proxy = NetworkProxy(ProxyPolicy(mode="full", allowed=["localhost"]), None, lambda d: None)
+    mine = Provider("mine", env=("K",), patterns=(re.compile(KEY_PATTERN),),
+                    url_prefixes=(f"{provider.url}/",))  # fmt: skip
+    proxy.broker = Broker([mine])
+    dummy = proxy.broker.mask({"K": REAL_KEY})["K"]
+    second = f"GET /echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {dummy}\r\n\r\n"
+    await proxy.start()
+    try:
+        context = ssl.create_default_context(cafile=str(mitm.authority().bundle()))
+        answer = await asyncio.to_thread(_tunnel, proxy.port, port, first + second, context)
+    finally:
+        await proxy.aclose()
+    assert answer == b""  # nothing was forwarded, so nothing came back
+    assert REAL_KEY.encode() not in answer
+
+
+def _tunnel(proxy_port: int, port: int, payload: str, context: ssl.SSLContext) -> bytes:
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=30) as raw:
+        raw.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(payload.encode())
+            answer = b""
+            try:
+                while chunk := tls.recv(65536):
+                    answer += chunk
+            except (ssl.SSLError, OSError):
+                pass
+    return answer
