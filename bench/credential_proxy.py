@@ -73,9 +73,21 @@ def measure(proxy_port: int, port: int, dummy: str, context: ssl.SSLContext,
 
 async def run(args: argparse.Namespace) -> None:
     test_ca = mitm.Authority("bench test authority")
-    folder = Path(tempfile.mkdtemp(prefix="bench-mitm-"))
-    (folder / "ca.pem").write_bytes(test_ca.pem)
-    os.environ["SSL_CERT_FILE"] = str(folder / "ca.pem")  # the proxy's trust upstream
+    with tempfile.TemporaryDirectory(prefix="bench-mitm-") as folder:
+        (Path(folder) / "ca.pem").write_bytes(test_ca.pem)
+        os.environ["SSL_CERT_FILE"] = str(Path(folder) / "ca.pem")  # the proxy's upstream trust
+        rows = await _rounds(args, test_ca)
+    print(f"{'':12} {'kept-alive request':>20} {'fresh connection':>18} {'bulk MiB/s':>12}")
+    medians = {m: [statistics.median(r[i] for r in v) for i in range(3)] for m, v in rows.items()}
+    for mode, (kept, fresh, bulk) in medians.items():
+        print(f"{mode:12} {kept * 1e3:>17.2f} ms {fresh * 1e3:>15.2f} ms {bulk:>12.0f}")
+    t, b = medians["tunnelled"], medians["brokered"]
+    print(f"{'ratio':12} {b[0] / t[0]:>19.2f}x {b[1] / t[1]:>17.2f}x {b[2] / t[2]:>11.2f}x")
+
+
+async def _rounds(
+    args: argparse.Namespace, test_ca: mitm.Authority
+) -> dict[str, list[tuple[float, float, float]]]:
     context = ssl.create_default_context(cafile=str(mitm.authority().bundle()))
     rows: dict[str, list[tuple[float, float, float]]] = {"tunnelled": [], "brokered": []}
     with echo_server(test_ca.context_for("localhost")) as server:
@@ -96,12 +108,7 @@ async def run(args: argparse.Namespace) -> None:
                     ))  # fmt: skip
                 finally:
                     await proxy.aclose()
-    print(f"{'':12} {'kept-alive request':>20} {'fresh connection':>18} {'bulk MiB/s':>12}")
-    medians = {m: [statistics.median(r[i] for r in v) for i in range(3)] for m, v in rows.items()}
-    for mode, (kept, fresh, bulk) in medians.items():
-        print(f"{mode:12} {kept * 1e3:>17.2f} ms {fresh * 1e3:>15.2f} ms {bulk:>12.0f}")
-    t, b = medians["tunnelled"], medians["brokered"]
-    print(f"{'ratio':12} {b[0] / t[0]:>19.2f}x {b[1] / t[1]:>17.2f}x {b[2] / t[2]:>11.2f}x")
+    return rows
 
 
 def main() -> None:
