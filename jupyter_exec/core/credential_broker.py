@@ -116,7 +116,8 @@ class Provider:
     def dummy(self, name: str, value: str) -> str | None:
         """A stand-in for `value` of the variable `name` (the one it got before, if any),
         or None when none can be made (it then stays)."""
-        seen = f"{self.name}\0{name}\0{value}".encode()
+        shape = "\0".join(p.pattern for p in self.patterns)  # another pattern: another dummy
+        seen = f"{self.name}\0{shape}\0{name}\0{value}".encode()
         key = hmac.new(_KEY, seen, hashlib.sha256).digest()
         given = _GIVEN.get(key) or self._fresh(value)
         if given is not None:
