@@ -32,6 +32,7 @@ import os
 import re
 import ssl
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from .credential_broker import Broker
 __all__ = [
     "BODY_PIECE",
     "BUNDLE_VARS",
+    "STALE_BUNDLE",
     "Authority",
     "Refusal",
     "authority",
@@ -60,6 +62,8 @@ BUNDLE_VARS = ("BUNDLE_SSL_CA_CERT", "CARGO_HTTP_CAINFO", "CLOUDSDK_CORE_CUSTOM_
                "NODE_EXTRA_CA_CERTS", "NPM_CONFIG_CAFILE", "PIP_CERT", "REQUESTS_CA_BUNDLE",
                "SSL_CERT_FILE")  # fmt: skip
 BODY_PIECE = 64 * 1024
+#: A CA bundle no command has been given for this long (seconds) is removed.
+STALE_BUNDLE = 7 * 24 * 3600
 log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VERSION = re.compile(r"HTTP/1\.[01]")
@@ -131,11 +135,16 @@ class Authority:
     def bundle(self) -> Path:
         """The system's roots and ours, in one file under Jupyter's data directory
         (``exec-proxy/ca-bundle-SHA256.pem``, as Codex names its own), written once for
-        each system bundle (``SSL_CERT_FILE`` may name another)."""
+        each system bundle (``SSL_CERT_FILE`` may name another), and touched on each use:
+        every daemon has its own authority, so bundles unused for `STALE_BUNDLE` seconds
+        are removed when another is written (one still wanted is written again)."""
         system = _system_bundle() or ""
         path = self._bundles.get(system)
         if path is None or not path.is_file():
             path = self._bundles[system] = self._write_bundle(system)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(path)
         return path
 
     def _write_bundle(self, system: str) -> Path:
@@ -154,6 +163,10 @@ class Authority:
             temporary.write_bytes(data)
             os.chmod(temporary, 0o644)
             os.replace(temporary, path)
+        for other in folder.glob("ca-bundle-*.pem"):
+            with contextlib.suppress(OSError):
+                if other != path and time.time() - other.stat().st_mtime > STALE_BUNDLE:
+                    other.unlink()
         return path
 
 

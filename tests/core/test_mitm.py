@@ -20,6 +20,7 @@ import re
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -388,3 +389,18 @@ def _tunnel(proxy_port: int, port: int, payload: str, context: ssl.SSLContext) -
             except (ssl.SSLError, OSError):
                 pass
     return answer
+
+
+def test_a_bundle_unused_for_a_week_is_removed_when_another_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each daemon has its own authority, so its own bundle: old ones must not pile up,
+    and one still in use (touched at each use) stays."""
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path))
+    gone, in_use = mitm.Authority().bundle(), mitm.Authority()
+    week_ago = time.time() - mitm.STALE_BUNDLE - 60
+    for path in (gone, in_use.bundle()):
+        os.utime(path, (week_ago, week_ago))
+    kept = in_use.bundle()  # given to a command again: touched
+    fresh = mitm.Authority().bundle()
+    assert fresh.exists() and kept.exists() and not gone.exists()
