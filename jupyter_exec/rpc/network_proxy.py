@@ -171,7 +171,7 @@ async def launch(ctx: CallContext, params: Any, process_id: str) -> NetworkProxy
         )
 
     settings = p.proxy
-    broker = settings.broker()  # a bad provider is refused before anything starts
+    broker = settings.broker()  # providers Codex would ignore are ignored (logged)
     policy = ProxyPolicy.from_domains(
         settings.mode, settings.domains or {}, settings.allow_local_binding
     )
